@@ -1,0 +1,45 @@
+"""FNet-hybrid configuration.
+
+FNet (Lee-Thorp et al., NAACL 2022, https://arxiv.org/abs/2105.03824) mixes tokens with the real part of a 2-D
+DFT over sequence and channels. The paper's best speed/accuracy trade-off replaces the mixer of the last two layers
+with self-attention; that hybrid is the default layout here. The other defaults follow FNet (post-norm,
+`gelu_new`, embedding projection, first-token pooler with tanh, unnormalised DFT), so a transformers FNet
+checkpoint maps onto this model exactly.
+"""
+
+from typing import ClassVar
+
+from .configuration_spectral import SpectralConfig
+
+
+class FNetHybridConfig(SpectralConfig):
+    r"""
+    Configuration of an FNet-hybrid model. By default every layer uses the parameter-free `fourier` mixer except the
+    last two, which use `attention` (fewer than three layers: only the last one). All fields are documented on
+    [`SpectralConfig`].
+
+    Example:
+
+    ```python
+    >>> from fourierformers import FNetHybridConfig, FNetHybridForMaskedLM
+    >>> config = FNetHybridConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4)
+    >>> config.mixer_layout
+    ['fourier', 'fourier', 'attention', 'attention']
+    >>> model = FNetHybridForMaskedLM(config)
+    ```
+    """
+
+    model_type = "fnet_hybrid"
+    default_mixer: ClassVar[str] = "fourier"
+
+    hidden_act: str = "gelu_new"
+    norm_first: bool = False
+    embedding_projection: bool = True
+    pooling: str = "cls"
+    pooler_projection: bool = True
+    fourier_norm: str = "backward"
+
+    @classmethod
+    def default_layout(cls, num_hidden_layers):
+        num_attention_layers = 2 if num_hidden_layers > 2 else 1
+        return ["fourier"] * (num_hidden_layers - num_attention_layers) + ["attention"] * num_attention_layers

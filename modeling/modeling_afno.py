@@ -1,0 +1,47 @@
+"""AFNO models.
+
+Adaptive Fourier Neural Operators (Guibas et al., ICLR 2022, https://arxiv.org/abs/2111.13587;
+code https://github.com/NVlabs/AFNO-transformer): every layer applies a block-diagonal complex MLP to the
+spectrum, soft-shrinks it and transforms back.
+
+The layers, block, backbone and heads are shared by every family (`modeling_spectral.py`); this file binds
+them to `AFNOConfig`.
+"""
+
+from fourierformers.configuration.configuration_afno import AFNOConfig
+
+from .modeling_spectral import (
+    SpectralForMaskedLM,
+    SpectralForSequenceClassification,
+    SpectralForTokenClassification,
+    SpectralModel,
+    SpectralPreTrainedModel,
+)
+
+
+class AFNOPreTrainedModel(SpectralPreTrainedModel):
+    config_class = AFNOConfig
+    base_model_prefix = "afno"
+
+
+class AFNOModel(AFNOPreTrainedModel, SpectralModel):
+    """The bare AFNO backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D)."""
+
+
+class AFNOForSequenceClassification(AFNOPreTrainedModel, SpectralForSequenceClassification):
+    """AFNO with a pooled linear head for regression, single-label or multi-label classification."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForTokenClassification(AFNOPreTrainedModel, SpectralForTokenClassification):
+    """AFNO with a linear classifier on every token."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForMaskedLM(AFNOPreTrainedModel, SpectralForMaskedLM):
+    """AFNO with a masked-LM head tied to the input embeddings."""
+
+    backbone_class = AFNOModel
+    _tied_weights_keys = {"lm_head.decoder.weight": "afno.embeddings.word_embeddings.weight"}

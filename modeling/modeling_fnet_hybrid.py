@@ -1,0 +1,46 @@
+"""FNetHybrid models.
+
+FNet (Lee-Thorp et al., NAACL 2022, https://arxiv.org/abs/2105.03824) with attention where it pays: Fourier
+mixing in every layer but the last two, which use self-attention (the paper's hybrid).
+
+The layers, block, backbone and heads are shared by every family (`modeling_spectral.py`); this file binds
+them to `FNetHybridConfig`.
+"""
+
+from fourierformers.configuration.configuration_fnet_hybrid import FNetHybridConfig
+
+from .modeling_spectral import (
+    SpectralForMaskedLM,
+    SpectralForSequenceClassification,
+    SpectralForTokenClassification,
+    SpectralModel,
+    SpectralPreTrainedModel,
+)
+
+
+class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
+    config_class = FNetHybridConfig
+    base_model_prefix = "fnet_hybrid"
+
+
+class FNetHybridModel(FNetHybridPreTrainedModel, SpectralModel):
+    """The bare FNetHybrid backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D)."""
+
+
+class FNetHybridForSequenceClassification(FNetHybridPreTrainedModel, SpectralForSequenceClassification):
+    """FNetHybrid with a pooled linear head for regression, single-label or multi-label classification."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForTokenClassification(FNetHybridPreTrainedModel, SpectralForTokenClassification):
+    """FNetHybrid with a linear classifier on every token."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForMaskedLM(FNetHybridPreTrainedModel, SpectralForMaskedLM):
+    """FNetHybrid with a masked-LM head tied to the input embeddings."""
+
+    backbone_class = FNetHybridModel
+    _tied_weights_keys = {"lm_head.decoder.weight": "fnet_hybrid.embeddings.word_embeddings.weight"}

@@ -1,0 +1,47 @@
+"""GFNet models.
+
+Global Filter Networks (Rao et al., NeurIPS 2021, https://arxiv.org/abs/2107.00645;
+code https://github.com/raoyongming/GFNet): every layer mixes tokens with a learnable global filter,
+`irfft(rfft(x) * K)`.
+
+The layers, block, backbone and heads are shared by every family (`modeling_spectral.py`); this file binds
+them to `GFNetConfig`.
+"""
+
+from fourierformers.configuration.configuration_gfnet import GFNetConfig
+
+from .modeling_spectral import (
+    SpectralForMaskedLM,
+    SpectralForSequenceClassification,
+    SpectralForTokenClassification,
+    SpectralModel,
+    SpectralPreTrainedModel,
+)
+
+
+class GFNetPreTrainedModel(SpectralPreTrainedModel):
+    config_class = GFNetConfig
+    base_model_prefix = "gfnet"
+
+
+class GFNetModel(GFNetPreTrainedModel, SpectralModel):
+    """The bare GFNet backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D)."""
+
+
+class GFNetForSequenceClassification(GFNetPreTrainedModel, SpectralForSequenceClassification):
+    """GFNet with a pooled linear head for regression, single-label or multi-label classification."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForTokenClassification(GFNetPreTrainedModel, SpectralForTokenClassification):
+    """GFNet with a linear classifier on every token."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForMaskedLM(GFNetPreTrainedModel, SpectralForMaskedLM):
+    """GFNet with a masked-LM head tied to the input embeddings."""
+
+    backbone_class = GFNetModel
+    _tied_weights_keys = {"lm_head.decoder.weight": "gfnet.embeddings.word_embeddings.weight"}

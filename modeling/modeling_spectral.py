@@ -1,0 +1,611 @@
+"""The model code shared by every fourierformers family: embeddings, the residual block, the backbone and the
+task heads. A family (GFNet, AFNO, FNet-hybrid) is a config plus thin subclasses of these classes; what it
+changes is the token mixer of each layer, chosen by `config.mixer_layout`.
+
+Data path:
+
+    input_ids (B, T) -> SpectralEmbeddings -> x: (B, T, D)
+    x -> num_hidden_layers x SpectralBlock(mixer, MLP) -> final LayerNorm (pre-norm models) -> last_hidden_state
+    last_hidden_state -> SpectralPooler -> pooler_output (B, D) -> sequence classifier
+    last_hidden_state -> token classifier / masked-LM head
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .spectral_layers import (
+    MLP,
+    AFNOMixer,
+    DropPath,
+    FourierMixer,
+    GlobalFilter,
+    SelfAttention,
+    lowest_modes,
+    sinusoidal_position_table,
+)
+
+
+def build_mixer(config, mixer_type, fft_shape):
+    """The token mixer named `mixer_type` for hidden states with grid `fft_shape`, or None for `"none"`."""
+    if mixer_type == "fourier":
+        return FourierMixer(fft_shape, norm=config.fourier_norm)
+    if mixer_type == "global_filter":
+        return GlobalFilter(config.hidden_size, fft_shape, activation=config.filter_activation)
+    if mixer_type == "afno":
+        kept_modes = None
+        if config.afno_num_modes is not None:
+            kept_modes = [lowest_modes(size, config.afno_num_modes, half=axis == len(fft_shape) - 1)
+                          for axis, size in enumerate(fft_shape)]
+        return AFNOMixer(
+            config.hidden_size,
+            fft_shape,
+            num_blocks=config.afno_num_blocks,
+            hidden_size_factor=config.afno_hidden_size_factor,
+            sparsity_threshold=config.afno_sparsity_threshold,
+            kept_modes=kept_modes,
+        )
+    if mixer_type == "attention":
+        return SelfAttention(config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
+    if mixer_type == "none":
+        return None
+    raise ValueError(f"Unknown mixer {mixer_type!r}.")
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale of a residual branch (CaiT; used by GFNet-H)."""
+
+    def __init__(self, hidden_size, init_value):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.empty(hidden_size))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class SpectralBlock(GradientCheckpointingLayer):
+    """One residual block for every family and every number of grid axes: a mixer branch and an MLP branch,
+    each `norm -> op -> dropout / drop-path -> residual`.
+
+    - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
+    - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
+    - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost).
+    """
+
+    def __init__(self, config, mixer_type, fft_shape, drop_path=0.0):
+        super().__init__()
+        self.mixer_type = mixer_type
+        self.norm_first = config.norm_first
+        self.mixer_residual = config.mixer_residual
+        self.mixer = build_mixer(config, mixer_type, fft_shape)
+        self.mixer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if self.mixer is not None else None
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, ACT2FN[config.hidden_act], config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.drop_path = DropPath(drop_path)
+        layer_scale = config.layer_scale_init_value
+        use_mixer_scale = layer_scale is not None and self.mixer is not None and self.mixer_residual
+        self.mixer_layer_scale = LayerScale(config.hidden_size, layer_scale) if use_mixer_scale else None
+        self.mlp_layer_scale = LayerScale(config.hidden_size, layer_scale) if layer_scale is not None else None
+
+    def _mix(self, x, mask, output_attentions):
+        if self.mixer_type == "attention":
+            return self.mixer(x, mask, output_attentions=output_attentions)
+        return self.mixer(x, mask), None
+
+    def _branch(self, out, layer_scale):
+        out = self.dropout(out)
+        if layer_scale is not None:
+            out = layer_scale(out)
+        return self.drop_path(out)
+
+    def forward(self, hidden_states, mask=None, output_attentions=False):
+        """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens. Returns (hidden_states, attn)."""
+        x, attention = hidden_states, None
+        if not self.norm_first:
+            if self.mixer is not None:
+                mixed, attention = self._mix(x, mask, output_attentions)
+                x = self.mixer_norm(x + self._branch(mixed, self.mixer_layer_scale))
+            return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
+        mlp_input = x
+        if self.mixer is not None:
+            mixed, attention = self._mix(self.mixer_norm(x), mask, output_attentions)
+            if self.mixer_residual:
+                x = x + self._branch(mixed, self.mixer_layer_scale)
+                mlp_input = x
+            else:
+                mlp_input = mixed
+        return x + self._branch(self.mlp(self.mlp_norm(mlp_input)), self.mlp_layer_scale), attention
+
+
+class SpectralEmbeddings(nn.Module):
+    """Token + position (+ token type) embeddings -> optional LayerNorm -> optional projection -> dropout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.position_embedding_type = config.position_embedding_type
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = None
+        if config.position_embedding_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        elif config.position_embedding_type == "sinusoidal":
+            table = sinusoidal_position_table(config.max_position_embeddings, config.hidden_size)
+            self.register_buffer("position_table", table, persistent=False)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.layer_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.embedding_layer_norm else None
+        )
+        self.projection = nn.Linear(config.hidden_size, config.hidden_size) if config.embedding_projection else None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, inputs_embeds=None, token_type_ids=None, position_ids=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, D)
+        batch_size, seq_length = inputs_embeds.shape[:2]
+        if position_ids is None:
+            position_ids = torch.arange(seq_length, device=inputs_embeds.device)[None]
+        embeddings = inputs_embeds
+        if self.position_embeddings is not None:
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        elif self.position_embedding_type == "sinusoidal":
+            embeddings = embeddings + self.position_table[position_ids].to(embeddings.dtype)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(batch_size, seq_length, dtype=torch.long, device=embeddings.device)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        if self.layer_norm is not None:
+            embeddings = self.layer_norm(embeddings)
+        if self.projection is not None:
+            embeddings = self.projection(embeddings)
+        return self.dropout(embeddings)
+
+
+class SpectralPooler(nn.Module):
+    """(B, T, D) -> (B, D): the first token (`cls`) or the mean of the real tokens (`mean`), then optionally
+    dense + tanh (the BERT / FNet pooler)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.pooling = config.pooling
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
+
+    def forward(self, hidden_states, mask=None):
+        tokens = hidden_states.flatten(1, -2)  # (B, N, D) for any grid
+        if self.pooling == "cls":
+            pooled = tokens[:, 0]
+        elif mask is None:
+            pooled = tokens.mean(dim=1)
+        else:
+            weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
+            pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+        if self.dense is not None:
+            pooled = torch.tanh(self.dense(pooled))
+        return pooled
+
+
+class SpectralPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and class attributes shared by every family; subclassed once per family to set
+    `config_class` and `base_model_prefix`."""
+
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SpectralBlock"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, GlobalFilter):
+            init.normal_(module.complex_weight, std=std)
+        elif isinstance(module, AFNOMixer):
+            for parameter in (module.w1, module.b1, module.w2, module.b2):
+                init.normal_(parameter, std=std)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
+            init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
+
+
+def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
+    """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
+    Returns (batch_size, seq_length)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+    if input_ids is not None:
+        if input_ids.ndim != 2:
+            raise ValueError(
+                f"`input_ids` must have shape (batch_size, sequence_length), got {tuple(input_ids.shape)}."
+            )
+        if input_ids.is_floating_point() or input_ids.is_complex():
+            raise ValueError(f"`input_ids` must be integer token ids, got dtype {input_ids.dtype}.")
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"`inputs_embeds` must have shape (batch_size, sequence_length, hidden_size={config.hidden_size}), "
+                f"got {tuple(inputs_embeds.shape)}."
+            )
+        shape = tuple(inputs_embeds.shape[:2])
+    batch_size, seq_length = shape
+    if seq_length == 0 or batch_size == 0:
+        raise ValueError(f"Inputs must hold at least one sequence of at least one token, got shape {shape}.")
+    if seq_length > config.max_position_embeddings:
+        raise ValueError(
+            f"Sequence length {seq_length} exceeds max_position_embeddings={config.max_position_embeddings}; "
+            "truncate the inputs (e.g. `tokenizer(..., truncation=True, max_length=...)`) or use a config with a "
+            "larger max_position_embeddings."
+        )
+    if input_ids is not None:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= config.vocab_size:
+            raise ValueError(
+                f"`input_ids` must be in [0, vocab_size={config.vocab_size}), got values from {low} to {high}."
+            )
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
+            )
+        if not bool(attention_mask.bool().any(dim=1).all()):
+            raise ValueError("Every row of `attention_mask` needs at least one real token (a 1).")
+    if token_type_ids is not None:
+        if tuple(token_type_ids.shape) != shape:
+            raise ValueError(
+                f"`token_type_ids` must have the shape of the input ids {shape}, got {tuple(token_type_ids.shape)}."
+            )
+        if config.type_vocab_size == 0:
+            raise ValueError("`token_type_ids` were given but the config has type_vocab_size=0.")
+        low, high = int(token_type_ids.min()), int(token_type_ids.max())
+        if low < 0 or high >= config.type_vocab_size:
+            raise ValueError(
+                f"`token_type_ids` must be in [0, type_vocab_size={config.type_vocab_size}), got {low} to {high}."
+            )
+    if position_ids is not None:
+        if position_ids.ndim != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch_size):
+            raise ValueError(
+                f"`position_ids` must have shape ({batch_size} or 1, {seq_length}), got {tuple(position_ids.shape)}."
+            )
+        low, high = int(position_ids.min()), int(position_ids.max())
+        if low < 0 or high >= config.max_position_embeddings:
+            raise ValueError(
+                f"`position_ids` must be in [0, max_position_embeddings={config.max_position_embeddings}), "
+                f"got {low} to {high}."
+            )
+    return batch_size, seq_length
+
+
+@dataclass
+class SpectralModelOutput(BaseModelOutputWithPooling):
+    """`BaseModelOutputWithPooling` (last_hidden_state, pooler_output, hidden_states, attentions); `attentions`
+    holds one tensor per attention layer of the layout, in layer order."""
+
+
+class SpectralModel(SpectralPreTrainedModel):
+    """The bare backbone: embeddings, blocks, final norm and (optionally) the pooler.
+
+    Args:
+        config: a family config.
+        add_pooling_layer: build the pooler (sequence-level heads); token-level heads leave it out.
+    """
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__(config)
+        self.fft_shape = (config.max_position_embeddings,)
+        self.embeddings = SpectralEmbeddings(config)
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList(
+            SpectralBlock(config, mixer_type, self.fft_shape, drop_path=rate)
+            for mixer_type, rate in zip(config.mixer_layout, drop_path_rates)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else None
+        self.pooler = SpectralPooler(config) if add_pooling_layer else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): token ids in `[0, vocab_size)`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`): 1 for real tokens, 0 for
+                padding. Padding is excluded from every mixer and from mean pooling.
+            token_type_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): segment ids.
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): defaults to `0..T-1`.
+            inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
+                `input_ids`.
+            output_hidden_states (`bool`): return the embeddings and the output of every block.
+            output_attentions (`bool`): return the attention weights of the attention layers.
+
+        Returns:
+            `SpectralModelOutput` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
+            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions`.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        validate_text_inputs(self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids)
+        mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
+
+        hidden_states = self.embeddings(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
+        )
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attention = layer(hidden_states, mask, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions and attention is not None:
+                all_attentions += (attention,)
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
+        pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
+
+        output = SpectralModelOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _reduce(losses, num_items_in_batch):
+    """Mean of per-item losses, or their sum over `num_items_in_batch` when Trainer counts items across
+    gradient accumulation steps and processes (so the loss is the same on 1 or N processes)."""
+    if num_items_in_batch is None:
+        return losses.mean()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(losses.device)
+    return losses.sum() / num_items_in_batch
+
+
+def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
+    """Loss by `config.problem_type`, inferred as transformers does when unset: one label -> regression (MSE);
+    integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with logits)."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    labels = labels.to(logits.device)
+    logits = logits.float()
+    if config.problem_type == "regression":
+        predictions = logits.squeeze(-1) if num_labels == 1 else logits
+        targets = labels.float().reshape(predictions.shape)
+        return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
+    if config.problem_type == "single_label_classification":
+        return token_classification_loss(logits, labels, num_items_in_batch)
+    if config.problem_type == "multi_label_classification":
+        losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+        return _reduce(losses, num_items_in_batch)
+    raise ValueError(
+        f"Unknown problem_type {config.problem_type!r}; allowed: 'regression', 'single_label_classification', "
+        "'multi_label_classification'."
+    )
+
+
+def token_classification_loss(logits, labels, num_items_in_batch=None):
+    """Cross-entropy over (..., C) logits and (...) integer labels; -100 marks ignored positions."""
+    logits = logits.float().reshape(-1, logits.shape[-1])
+    labels = labels.to(logits.device).reshape(-1)
+    losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
+    if num_items_in_batch is None:
+        return losses.sum() / (labels != -100).sum().clamp(min=1)
+    return _reduce(losses, num_items_in_batch)
+
+
+class SpectralForSequenceClassification(SpectralPreTrainedModel):
+    """Backbone + pooler + dropout + linear classifier. Regression, single-label and multi-label classification
+    through `config.problem_type` (inferred from `num_labels` and the label dtype when unset)."""
+
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.backbone_class(config))
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
+            (single-label), floats (regression) or multi-hot floats (multi-label).
+
+        Returns `SequenceClassifierOutput` with `logits` (B, num_labels).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(logits, labels, self.config, num_items_in_batch)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SpectralForTokenClassification(SpectralPreTrainedModel):
+    """Backbone (no pooler) + dropout + a linear classifier on every token."""
+
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): class index per token, -100 to ignore.
+
+        Returns `TokenClassifierOutput` with `logits` (B, T, num_labels).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
+        loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SpectralLMHead(nn.Module):
+    """dense -> activation -> LayerNorm -> decoder to the vocabulary (weight tied to the input embeddings)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states):
+        return self.decoder(self.layer_norm(self.act(self.dense(hidden_states))))
+
+
+class SpectralForMaskedLM(SpectralPreTrainedModel):
+    """Backbone (no pooler) + masked-LM head whose decoder shares the input embedding matrix.
+    Subclasses set `_tied_weights_keys = {"lm_head.decoder.weight": "<prefix>.embeddings.word_embeddings.weight"}`."""
+
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        self.lm_head = SpectralLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): target token ids at masked
+            positions, -100 elsewhere.
+
+        Returns `MaskedLMOutput` with `logits` (B, T, vocab_size).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, vocab_size)
+        loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()

@@ -1,0 +1,277 @@
+"""Token mixers and small layers of fourierformers, in plain PyTorch with plain keyword arguments.
+
+Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence has grid `(T,)`, an image
+`(H, W)`) and an optional boolean `mask: (B, *grid)` that is True on real tokens. Spectral mixers
+
+- zero the padded positions before transforming, so padding never leaks into real tokens;
+- transform at a fixed size `fft_shape` (the longest grid the model accepts) and crop back, so the result at a
+  real position does not depend on how much padding the batch has;
+- compute their FFTs in float32 and cast back, because half-precision FFTs are inaccurate (and cuFFT only
+  supports power-of-two sizes in half precision).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal_position_table(num_positions, dim):
+    """The fixed sin/cos position table of "Attention Is All You Need": (num_positions, dim)."""
+    position = torch.arange(num_positions, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return table
+
+
+def _zero_padding(x, mask):
+    # x: (B, *grid, D), mask: (B, *grid) bool
+    return x if mask is None else x.masked_fill(~mask[..., None], 0.0)
+
+
+def _grid_axes(x):
+    return tuple(range(1, x.ndim - 1))
+
+
+def _crop(x, grid_shape):
+    """Keep the first `grid_shape` entries of each grid axis of (B, *fft_shape, D)."""
+    return x[(slice(None), *(slice(0, n) for n in grid_shape))]
+
+
+def _check_grid(x, fft_shape):
+    grid_shape = tuple(x.shape[1:-1])
+    if len(grid_shape) != len(fft_shape) or any(n > size for n, size in zip(grid_shape, fft_shape)):
+        raise ValueError(f"Mixer input grid {grid_shape} does not fit the FFT size {tuple(fft_shape)}.")
+    return grid_shape
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per example during training."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+        return x * keep / keep_prob
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: fc1 -> activation -> dropout -> fc2."""
+
+    def __init__(self, hidden_size, intermediate_size, activation, dropout=0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = activation
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, x):
+        return self.fc2(self.dropout(self.act(self.fc1(x))))
+
+
+class FourierMixer(nn.Module):
+    """FNet mixing: `Re(FFT_grid(FFT_channels(x)))`, no parameters.
+
+    The input is real, so its spectrum is conjugate-symmetric, `X[t, D-k] = conj(X[-t, k])`: only the
+    half-spectrum over channels is computed (rfft) and the other half of the real part is read off the
+    mirrored grid frequencies, about half the work of a full complex FFT.
+    """
+
+    def __init__(self, fft_shape, norm="backward"):
+        super().__init__()
+        self.fft_shape = tuple(fft_shape)
+        self.norm = norm
+
+    def forward(self, x, mask=None):
+        grid_shape = _check_grid(x, self.fft_shape)
+        axes = _grid_axes(x)
+        hidden_size = x.shape[-1]
+        spectrum = torch.fft.rfft(_zero_padding(x, mask).float(), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
+        spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
+        real = spectrum.real
+        # Output frequency t needs row -t (mod size) for the upper channels; gather only the kept rows.
+        lower = _crop(real, grid_shape)
+        mirrored = real
+        for axis, n, size in zip(axes, grid_shape, self.fft_shape):
+            index = (-torch.arange(n, device=x.device)) % size
+            mirrored = mirrored.index_select(axis, index)
+        upper = mirrored[..., 1 : (hidden_size + 1) // 2].flip(-1)  # channels D//2+1 .. D-1
+        return torch.cat([lower, upper], dim=-1).to(x.dtype)
+
+    def extra_repr(self):
+        return f"fft_shape={self.fft_shape}, norm={self.norm!r}"
+
+
+class GlobalFilter(nn.Module):
+    """GFNet mixing: `irfftn(rfftn(x) * K)` over the grid axes with a learnable complex filter K per frequency and
+    channel, stored as a real tensor `complex_weight: (*freq_shape, D, 2)` (real, imaginary), the layout of the
+    original GFNet checkpoints. `freq_shape` is `fft_shape` with the last axis halved (rfft): `n // 2 + 1`.
+
+    `activation` maps the stored weights to the filter, K = f(W_r) + i f(W_i): `identity` (original GFNet),
+    `sigmoid` or `tanh` (bounded filters).
+    """
+
+    def __init__(self, hidden_size, fft_shape, activation="identity"):
+        super().__init__()
+        self.fft_shape = tuple(fft_shape)
+        self.activation = activation
+        freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
+        self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
+
+    def complex_filter(self):
+        """The filter K as a complex64 tensor of shape (*freq_shape, D)."""
+        weight = self.complex_weight.float()
+        if self.activation == "sigmoid":
+            weight = torch.sigmoid(weight)
+        elif self.activation == "tanh":
+            weight = torch.tanh(weight)
+        return torch.view_as_complex(weight.contiguous())
+
+    def forward(self, x, mask=None):
+        grid_shape = _check_grid(x, self.fft_shape)
+        axes = _grid_axes(x)
+        spectrum = torch.fft.rfftn(_zero_padding(x, mask).float(), s=self.fft_shape, dim=axes, norm="ortho")
+        spectrum = spectrum * self.complex_filter()  # (B, *freq_shape, D)
+        y = torch.fft.irfftn(spectrum, s=self.fft_shape, dim=axes, norm="ortho")  # (B, *fft_shape, D)
+        return _crop(y, grid_shape).to(x.dtype)
+
+    def extra_repr(self):
+        return f"fft_shape={self.fft_shape}, activation={self.activation!r}"
+
+
+def lowest_modes(size, num_modes, half):
+    """Indices of the frequencies |f| < num_modes along an FFT axis of `size` points (`half`: an rfft axis)."""
+    if half:
+        return list(range(min(num_modes, size // 2 + 1)))
+    positive = list(range(min(num_modes, (size + 1) // 2)))
+    negative = list(range(max(size - num_modes + 1, len(positive)), size))
+    return positive + negative
+
+
+class AFNOMixer(nn.Module):
+    """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
+
+    `rfftn` over the grid -> keep the chosen modes -> a two-layer complex MLP, block-diagonal over `num_blocks`
+    channel blocks and shared by all frequencies (ReLU on real and imaginary parts) -> soft-shrink ->
+    `irfftn` -> plus the mixer input. Parameters use the layout of the original checkpoints: `w1: (2, k, d, d*f)`,
+    `b1: (2, k, d*f)`, `w2: (2, k, d*f, d)`, `b2: (2, k, d)` with index 0 the real and 1 the imaginary part,
+    k = num_blocks, d = D / k, f = hidden_size_factor.
+
+    `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
+    is set to zero. `lowest_modes` builds the usual choice.
+    """
+
+    def __init__(
+        self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None
+    ):
+        super().__init__()
+        if hidden_size % num_blocks:
+            raise ValueError(f"AFNO num_blocks ({num_blocks}) must divide hidden_size ({hidden_size}).")
+        self.fft_shape = tuple(fft_shape)
+        self.num_blocks = num_blocks
+        self.block_size = hidden_size // num_blocks
+        self.sparsity_threshold = sparsity_threshold
+        self.freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
+        self.kept_modes = None if kept_modes is None else [None if m is None else list(m) for m in kept_modes]
+        inner = self.block_size * hidden_size_factor
+        self.w1 = nn.Parameter(torch.empty(2, num_blocks, self.block_size, inner))
+        self.b1 = nn.Parameter(torch.empty(2, num_blocks, inner))
+        self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
+        self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
+
+    def _kept_index(self, axis_position, device):
+        if self.kept_modes is None or self.kept_modes[axis_position] is None:
+            return None
+        return torch.tensor(self.kept_modes[axis_position], device=device)
+
+    def block_mlp(self, spectrum):
+        """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink."""
+        shape = spectrum.shape
+        z = spectrum.reshape(*shape[:-1], self.num_blocks, self.block_size)  # (..., k, d)
+        w1 = torch.complex(self.w1[0].float(), self.w1[1].float())
+        b1 = torch.complex(self.b1[0].float(), self.b1[1].float())
+        w2 = torch.complex(self.w2[0].float(), self.w2[1].float())
+        b2 = torch.complex(self.b2[0].float(), self.b2[1].float())
+        hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
+        hidden = torch.complex(F.relu(hidden.real), F.relu(hidden.imag))
+        out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
+        out = torch.complex(
+            F.softshrink(out.real, self.sparsity_threshold), F.softshrink(out.imag, self.sparsity_threshold)
+        )
+        return out.reshape(shape)
+
+    def forward(self, x, mask=None):
+        grid_shape = _check_grid(x, self.fft_shape)
+        axes = _grid_axes(x)
+        spectrum = torch.fft.rfftn(_zero_padding(x, mask).float(), s=self.fft_shape, dim=axes, norm="ortho")
+        indices = [self._kept_index(position, x.device) for position in range(len(axes))]
+        kept = spectrum
+        for axis, index in zip(axes, indices):
+            if index is not None:
+                kept = kept.index_select(axis, index)
+        kept = self.block_mlp(kept)
+        # Scatter the processed modes back into a zero spectrum, one truncated axis at a time.
+        for axis, index, size in reversed(list(zip(axes, indices, self.freq_shape))):
+            if index is not None:
+                full_shape = list(kept.shape)
+                full_shape[axis] = size
+                kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
+        y = torch.fft.irfftn(kept, s=self.fft_shape, dim=axes, norm="ortho")
+        return (_crop(y, grid_shape) + x.float()).to(x.dtype)
+
+    def extra_repr(self):
+        return (
+            f"fft_shape={self.fft_shape}, num_blocks={self.num_blocks}, block_size={self.block_size}, "
+            f"sparsity_threshold={self.sparsity_threshold}"
+        )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the flattened grid, with padded keys masked out.
+
+    Runs `scaled_dot_product_attention` unless attention weights are requested, in which case the eager
+    softmax path returns them as (B, heads, N, N).
+    """
+
+    def __init__(self, hidden_size, num_heads, dropout=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, mask=None, output_attentions=False):
+        shape = x.shape
+        tokens = x.reshape(shape[0], -1, shape[-1])  # (B, N, D)
+
+        def heads(projection):
+            return projection(tokens).view(shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        query, key, value = heads(self.q_proj), heads(self.k_proj), heads(self.v_proj)  # (B, h, N, d)
+        key_mask = None if mask is None else mask.reshape(shape[0], 1, 1, -1)  # True = attend
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
+            context = F.dropout(weights, dropout, self.training) @ value
+        else:
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout)
+        context = context.transpose(1, 2).reshape(shape)
+        return self.out_proj(context), weights
