@@ -112,6 +112,7 @@ class SpectralConfig(PretrainedConfig):
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
         self.mixer_layout = list(self.mixer_layout)
         super().__post_init__(**kwargs)
+        self.validate_architecture()
 
     @classmethod
     def default_layout(cls, num_hidden_layers):
@@ -120,7 +121,7 @@ class SpectralConfig(PretrainedConfig):
 
     def validate_architecture(self):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
-        transformers runs it when the config is created and again when it is saved."""
+        Runs at the end of `__post_init__`, so every config that exists is valid."""
         super().validate_architecture()
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
             value = getattr(self, name)
