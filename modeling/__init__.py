@@ -1,4 +1,10 @@
-"""Models of every family, registered with the transformers Auto classes on import."""
+"""fourierformers: GFNet, AFNO and FNet-hybrid, attention-free spectral encoders for the Hugging Face ecosystem.
+
+This folder is the top of the import package `fourierformers` (see pyproject.toml); the configs live in
+`fourierformers.configuration`. Importing the package registers every family with the transformers Auto classes.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
 
 from transformers import (
     AutoConfig,
@@ -8,7 +14,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from fourierformers.configuration import AFNOConfig, FNetHybridConfig, GFNetConfig
+from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfig, SpectralConfig
 
 from .modeling_afno import (
     AFNOForMaskedLM,
@@ -60,7 +66,13 @@ for config_class, models in AUTO_CLASSES.items():
     for auto_class, model_class in models.items():
         auto_class.register(config_class, model_class, exist_ok=True)
 
+try:
+    __version__ = version("fourierformers")
+except PackageNotFoundError:
+    __version__ = "0.0.0"
+
 __all__ = [
+    "AFNOConfig",
     "AFNOForMaskedLM",
     "AFNOForSequenceClassification",
     "AFNOForTokenClassification",
@@ -68,20 +80,24 @@ __all__ = [
     "AFNOModel",
     "AFNOPreTrainedModel",
     "AUTO_CLASSES",
+    "FNetHybridConfig",
     "FNetHybridForMaskedLM",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
     "FNetHybridModel",
     "FNetHybridPreTrainedModel",
     "FourierMixer",
+    "GFNetConfig",
     "GFNetForMaskedLM",
     "GFNetForSequenceClassification",
     "GFNetForTokenClassification",
     "GFNetModel",
     "GFNetPreTrainedModel",
     "GlobalFilter",
+    "MIXER_TYPES",
     "SelfAttention",
     "SpectralBlock",
+    "SpectralConfig",
     "SpectralModelOutput",
     "SpectralPreTrainedModel",
 ]

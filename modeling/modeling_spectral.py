@@ -269,12 +269,13 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`token_type_ids` must have the shape of the input ids {shape}, got {tuple(token_type_ids.shape)}."
             )
-        if config.type_vocab_size == 0:
-            raise ValueError("`token_type_ids` were given but the config has type_vocab_size=0.")
+        # Without token type embeddings only segment 0 exists (tokenizers send all-zero token_type_ids).
+        num_types = max(config.type_vocab_size, 1)
         low, high = int(token_type_ids.min()), int(token_type_ids.max())
-        if low < 0 or high >= config.type_vocab_size:
+        if low < 0 or high >= num_types:
             raise ValueError(
-                f"`token_type_ids` must be in [0, type_vocab_size={config.type_vocab_size}), got {low} to {high}."
+                f"`token_type_ids` must be in [0, {num_types}) (type_vocab_size={config.type_vocab_size}), "
+                f"got {low} to {high}."
             )
     if position_ids is not None:
         if position_ids.ndim != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch_size):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fourierformers.modeling.spectral_layers import (
+from fourierformers.spectral_layers import (
     AFNOMixer,
     FourierMixer,
     GlobalFilter,
