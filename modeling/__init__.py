@@ -37,7 +37,7 @@ from .modeling_gfnet import (
     GFNetModel,
     GFNetPreTrainedModel,
 )
-from .modeling_spectral import SpectralBlock, SpectralModelOutput, SpectralPreTrainedModel
+from .modeling_spectral import SpectralBlock, SpectralPreTrainedModel
 from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
 
 AUTO_CLASSES = {
@@ -98,6 +98,5 @@ __all__ = [
     "SelfAttention",
     "SpectralBlock",
     "SpectralConfig",
-    "SpectralModelOutput",
     "SpectralPreTrainedModel",
 ]

@@ -10,8 +10,6 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -291,12 +289,6 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     return batch_size, seq_length
 
 
-@dataclass
-class SpectralModelOutput(BaseModelOutputWithPooling):
-    """`BaseModelOutputWithPooling` (last_hidden_state, pooler_output, hidden_states, attentions); `attentions`
-    holds one tensor per attention layer of the layout, in layer order."""
-
-
 class SpectralModel(SpectralPreTrainedModel):
     """The bare backbone: embeddings, blocks, final norm and (optionally) the pooler.
 
@@ -350,8 +342,9 @@ class SpectralModel(SpectralPreTrainedModel):
             output_attentions (`bool`): return the attention weights of the attention layers.
 
         Returns:
-            `SpectralModelOutput` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
-            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions`.
+            `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
+            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
+            (B, heads, T, T) tensor per attention layer of the layout, in layer order).
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -376,7 +369,7 @@ class SpectralModel(SpectralPreTrainedModel):
             hidden_states = self.norm(hidden_states)
         pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
 
-        output = SpectralModelOutput(
+        output = BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
             hidden_states=all_hidden_states,
