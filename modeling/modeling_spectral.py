@@ -220,6 +220,20 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
 
 
+def roll_rows(x, shift):
+    """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device)[None] + shift[:, None]) % length  # (B, T)
+    index = index.view(*index.shape, *([1] * (x.ndim - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def roll_attention(weights, shift):
+    """`roll_rows` on both token axes of attention weights (B, heads, T, T)."""
+    weights = roll_rows(weights.transpose(1, 2), shift).transpose(1, 2)
+    return roll_rows(weights.transpose(1, 3), shift).transpose(1, 3)
+
+
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
     Returns (batch_size, seq_length)."""
@@ -351,8 +365,19 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        validate_text_inputs(self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids)
+        batch_size, _ = validate_text_inputs(
+            self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
+        )
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
+        # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
+        # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end.
+        shift = None
+        if mask is not None and not bool(mask[:, 0].all()):
+            shift = mask.int().argmax(dim=1)  # (B,)
+            input_ids, inputs_embeds, token_type_ids, position_ids, mask = (
+                None if t is None else roll_rows(t.expand(batch_size, *t.shape[1:]), shift)
+                for t in (input_ids, inputs_embeds, token_type_ids, position_ids, mask)
+            )
 
         hidden_states = self.embeddings(
             input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
@@ -368,6 +393,12 @@ class SpectralModel(SpectralPreTrainedModel):
         if self.norm is not None:
             hidden_states = self.norm(hidden_states)
         pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
+        if shift is not None:
+            hidden_states = roll_rows(hidden_states, -shift)
+            if output_hidden_states:
+                all_hidden_states = tuple(roll_rows(h, -shift) for h in all_hidden_states)
+            if output_attentions:
+                all_attentions = tuple(roll_attention(a, -shift) for a in all_attentions)
 
         output = BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,

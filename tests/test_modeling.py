@@ -366,3 +366,24 @@ def test_attention_mask_dtypes_agree(mask_dtype):
     reference = model(**inputs).logits
     inputs["attention_mask"] = inputs["attention_mask"].to(mask_dtype)
     torch.testing.assert_close(model(**inputs).logits, reference, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_left_padding_does_not_change_outputs(name):
+    """Left-padded rows are aligned internally; logits, hidden states and attention weights of the real tokens
+    equal those of the sequence alone, at the positions where the caller put them."""
+    model = variant(name)
+    sequence = torch.randint(5, model.config.vocab_size, (1, 7))
+    ids = torch.cat([torch.zeros(1, 5, dtype=torch.long), sequence], dim=1)
+    ids = torch.cat([ids, torch.randint(5, model.config.vocab_size, (1, 12))])
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        alone = model(sequence, output_hidden_states=True, output_attentions=True)
+        padded = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    torch.testing.assert_close(padded.logits[:1], alone.logits, atol=1e-5, rtol=1e-5)
+    for padded_layer, alone_layer in zip(padded.hidden_states, alone.hidden_states):
+        torch.testing.assert_close(padded_layer[:1, 5:], alone_layer, atol=1e-5, rtol=1e-5)
+    for padded_weights, alone_weights in zip(padded.attentions, alone.attentions):
+        torch.testing.assert_close(padded_weights[:1, :, 5:, 5:], alone_weights, atol=1e-5, rtol=1e-5)
+        assert padded_weights[0, :, :, :5].abs().max() == 0
