@@ -63,8 +63,11 @@ AUTO_CLASSES = {
 
 for config_class, models in AUTO_CLASSES.items():
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    config_class.register_for_auto_class()
     for auto_class, model_class in models.items():
         auto_class.register(config_class, model_class, exist_ok=True)
+        # Saved checkpoints then carry `auto_map` and our source files (see `portable_checkpoint.py`).
+        model_class.register_for_auto_class(auto_class.__name__)
 
 try:
     __version__ = version("fourierformers")

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
     MLP,
     AFNOMixer,
@@ -218,6 +219,15 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
+
+    def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with
+        `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md)."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            if self._auto_class is not None:
+                write_remote_code(self, save_directory)
+            write_model_card(self, save_directory)
 
 
 def roll_rows(x, shift):
