@@ -71,6 +71,8 @@ KEY_RULES = [
     (r"cls\.predictions\.decoder\.weight", "lm_head.decoder.weight"),
     (r"cls\.seq_relationship\.(weight|bias)", None),
     (r"embeddings\.(position_ids|token_type_ids)", None),
+    # DFT matrices of `use_tpu_fourier_optimizations=True`: the same transform, recomputed by our FFT.
+    (r"encoder\.layer\.\d+\.fourier\.self\.dft_mat_(hidden|seq)", None),
 ]
 BACKBONE_KEYS = ("embeddings.", "layers.", "pooler.")
 

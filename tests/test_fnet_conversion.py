@@ -30,10 +30,11 @@ FNET_HEADS = {
 }
 
 
-def save_tiny_fnet(architecture, folder):
+def save_tiny_fnet(architecture, folder, **overrides):
     """A randomly initialised 2-layer FNet of class `architecture`, every parameter perturbed so that no weight
     keeps a constant init (a dropped LayerNorm bias or MLM bias would change the outputs), saved with a tokenizer."""
     config = FNetConfig(
+        **overrides,
         vocab_size=99,
         hidden_size=32,
         num_hidden_layers=2,
@@ -60,9 +61,16 @@ def full_length_inputs():
     return torch.randint(4, 99, (2, SEQ_LENGTH)), torch.randint(0, 4, (2, SEQ_LENGTH))
 
 
-@pytest.mark.parametrize("architecture", list(FNET_HEADS))
-def test_conversion_reproduces_transformers_fnet(architecture, tmp_path):
-    reference = save_tiny_fnet(architecture, tmp_path / "fnet")
+@pytest.mark.parametrize(
+    ("architecture", "fnet_options"),
+    [
+        *((architecture, {}) for architecture in FNET_HEADS),
+        # FNet's DFT-matrix variant: its matrices are saved buffers, the transform is the same.
+        ("FNetModel", {"use_tpu_fourier_optimizations": True, "tpu_short_seq_length": SEQ_LENGTH}),
+    ],
+)
+def test_conversion_reproduces_transformers_fnet(architecture, fnet_options, tmp_path):
+    reference = save_tiny_fnet(architecture, tmp_path / "fnet", **fnet_options)
     model = converter.convert_fnet_checkpoint(tmp_path / "fnet", tmp_path / "converted")
     assert type(model).__name__ == FNET_HEADS[architecture]
     assert model.config.mixer_layout == ["fourier", "fourier"]
