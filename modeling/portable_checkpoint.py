@@ -84,16 +84,18 @@ def model_card(model):
     class_name = type(model).__name__
     auto_class = getattr(model, "_auto_class", None) or "AutoModel"
     pipeline_tag = PIPELINE_TAGS.get(auto_class)
-    num_parameters = sum(parameter.numel() for parameter in model.parameters())
+    num_parameters = model.num_parameters()
     front_matter = ["---", "library_name: transformers", "tags:", f"- {PACKAGE_NAME}", f"- {config.model_type}"]
     if pipeline_tag is not None:
         front_matter.append(f"pipeline_tag: {pipeline_tag}")
     front_matter.append("---")
+    mixers = "spectral (FFT-based) mixers" + (" and self-attention" if "attention" in config.mixer_layout else "")
     rows = [
         ("model type", f"`{config.model_type}`"),
         ("class", f"`{class_name}`"),
         ("token mixers per layer", f"`{config.mixer_layout}` ({_layout_summary(config.mixer_layout)})"),
-        ("hidden size / MLP size / layers", f"{config.hidden_size} / {config.intermediate_size} / {config.num_hidden_layers}"),
+        ("hidden / MLP size", f"{config.hidden_size} / {config.intermediate_size}"),
+        ("layers", str(config.num_hidden_layers)),
         ("max sequence length (FFT length)", str(config.max_position_embeddings)),
         ("vocabulary", str(config.vocab_size)),
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),
@@ -102,22 +104,26 @@ def model_card(model):
     ]
     if auto_class.endswith("Classification"):
         rows.append(("labels", ", ".join(str(label) for label in config.id2label.values())))
-    table = ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+    table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
+    if model.main_input_name == "input_ids":
+        inputs = (
+            f"text of at most {config.max_position_embeddings} tokens. Every mixer honours `attention_mask` and the "
+            "FFT length is fixed at `max_position_embeddings`, so a sequence gives the same outputs alone or in any "
+            "padded batch; longer inputs raise a `ValueError`: truncate them"
+        )
+    else:
+        inputs = f"`{model.main_input_name}`"
     body = f"""
 # {class_name}
 
 A `{config.model_type}` model from `{PACKAGE_NAME}`: an encoder
-whose blocks mix tokens with spectral (FFT-based) mixers{' and self-attention' if 'attention' in config.mixer_layout else ''},
-as a Hugging Face `transformers` model.
+whose blocks mix tokens with {mixers}, as a Hugging Face `transformers` model.
 
-{chr(10).join(table)}
+{table}
 
 ## Intended use
 
-Encoding text of at most {config.max_position_embeddings} tokens for `{auto_class}` tasks
-({pipeline_tag or 'see the class'}). Every mixer honours `attention_mask` and the FFT length is fixed at
-`max_position_embeddings`, so a sequence gives the same outputs alone or in any padded batch. Longer inputs raise
-a `ValueError`: truncate them.
+`{auto_class}` ({pipeline_tag or class_name}) on {inputs}.
 
 ## How to load
 

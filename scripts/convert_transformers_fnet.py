@@ -57,7 +57,8 @@ TOKENIZER_FILES = (
 )
 # (FNet key pattern, our key) after removing the `fnet.` prefix; `None` drops the key.
 KEY_RULES = [
-    (r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|projection)\.(weight|bias)", r"embeddings.\1.\2"),
+    (r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|projection)\.(weight|bias)",
+     r"embeddings.\1.\2"),
     (r"embeddings\.LayerNorm\.(weight|bias)", r"embeddings.layer_norm.\1"),
     (r"encoder\.layer\.(\d+)\.fourier\.output\.LayerNorm\.(weight|bias)", r"layers.\1.mixer_norm.\2"),
     (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", r"layers.\1.mlp.fc1.\2"),
@@ -118,11 +119,15 @@ def checkpoint_filter_fn(state_dict, model):
 
 def fnet_hybrid_config(fnet_config, attention_layers=(), num_attention_heads=None):
     """An FNetHybridConfig equal to `fnet_config` (a transformers FNetConfig), with `attention` mixers in the
-    layers listed in `attention_layers` and `fourier` everywhere else."""
+    layers listed in `attention_layers` (negative indices count from the last layer) and `fourier` elsewhere."""
     num_layers = fnet_config.num_hidden_layers
     for index in attention_layers:
-        if not 0 <= index < num_layers:
-            raise ValueError(f"Attention layer index {index} is out of range: the model has layers 0..{num_layers - 1}.")
+        if not -num_layers <= index < num_layers:
+            raise ValueError(
+                f"Attention layer index {index} is out of range: the model has layers 0..{num_layers - 1} "
+                f"(or -{num_layers}..-1)."
+            )
+    attention_layers = {index % num_layers for index in attention_layers}
     if num_attention_heads is None:
         num_attention_heads = max(1, fnet_config.hidden_size // 64)
     return FNetHybridConfig(
@@ -171,8 +176,10 @@ def convert_fnet_checkpoint(input_dir, output_dir=None, head=None, attention_lay
     model = HEADS[head](config)  # every weight initialised by _init_weights, the new attention layers included
     converted = checkpoint_filter_fn(read_state_dict(input_dir), model)
     tied = set(model._tied_weights_keys or {}) if config.tie_word_embeddings else set()
+    layouts = enumerate(config.mixer_layout)
+    new_attention = [f"layers.{index}.mixer." for index, mixer in layouts if mixer == "attention"]
     missing = set(model.state_dict()) - set(converted) - tied
-    missing = {key for key in missing if not any(f"layers.{index}.mixer." in key for index in attention_layers)}
+    missing = {key for key in missing if not any(layer in key for layer in new_attention)}
     if missing:
         raise ValueError(f"The FNet checkpoint lacks weights for {sorted(missing)} (head {head!r}).")
     model.load_state_dict(converted, strict=False)
@@ -194,9 +201,11 @@ def main():
     parser.add_argument("--head", choices=sorted(HEADS), help="target head; default: from config.architectures")
     parser.add_argument(
         "--attention-layers", type=int, nargs="*", default=[], metavar="INDEX",
-        help="layers (0-based) whose Fourier mixer becomes freshly initialised self-attention",
+        help="layers (0-based; -1 is the last) whose Fourier mixer becomes freshly initialised self-attention",
     )
-    parser.add_argument("--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64")
+    parser.add_argument(
+        "--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64"
+    )
     args = parser.parse_args()
     model = convert_fnet_checkpoint(
         args.input_dir, args.output_dir, args.head, args.attention_layers, args.num_attention_heads

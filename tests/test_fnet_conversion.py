@@ -16,7 +16,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForSequenceClassification, FNetConfig, PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("convert_transformers_fnet", REPO / "scripts" / "convert_transformers_fnet.py")
+_spec = importlib.util.spec_from_file_location(
+    "convert_transformers_fnet", REPO / "scripts" / "convert_transformers_fnet.py"
+)
 converter = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(converter)
 
@@ -133,13 +135,13 @@ def test_conversion_reproduces_the_fnet_fixture(tmp_path):
 
 def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch):
     reference = save_tiny_fnet("FNetForSequenceClassification", tmp_path / "fnet")
-    command = ["convert_transformers_fnet.py", str(tmp_path / "fnet"), str(tmp_path / "hybrid"), "--attention-layers", "1"]
-    monkeypatch.setattr(sys, "argv", command)
+    command = [str(tmp_path / "fnet"), str(tmp_path / "hybrid"), "--attention-layers", "-1"]
+    monkeypatch.setattr(sys, "argv", ["convert_transformers_fnet.py", *command])
     converter.main()
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hybrid")
     assert model.config.mixer_layout == ["fourier", "attention"]
 
-    # Layer 0 is still FNet's; the new attention weights follow `_init_weights` (normal(0, initializer_range), zero bias).
+    # Layer 0 is still FNet's; the new attention weights follow `_init_weights`: normal(0, std), zero bias.
     input_ids, token_type_ids = full_length_inputs()
     model.eval()
     with torch.no_grad():
@@ -170,6 +172,7 @@ def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch)
     ("options", "message"),
     [
         ({"attention_layers": [2]}, "out of range"),
+        ({"attention_layers": [-3]}, "out of range"),
         ({"head": "question_answering"}, "Unknown head"),
     ],
 )
