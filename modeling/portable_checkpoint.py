@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 PACKAGE_NAME = "fourierformers"
-# `from fourierformers.<folder>.<module> import ...`: group 1 the indentation, 2 the dotted module path, 3 its basename.
+# `from fourierformers[.<subpackage>].<module> import ...`: group 1 the indentation, 2 the module, 3 its basename.
 PACKAGE_IMPORT = re.compile(rf"^([ \t]*)from[ \t]+({PACKAGE_NAME}\.(?:\w+\.)*(\w+))[ \t]+import\b", re.MULTILINE)
 SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import\b", re.MULTILINE)
 
