@@ -110,6 +110,25 @@ def test_conversion_saves_a_loadable_checkpoint_with_the_tokenizer(tmp_path):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("weights_format", ["sharded_safetensors", "pytorch_model_bin"])
+def test_conversion_reads_every_weights_format(weights_format, tmp_path):
+    folder = tmp_path / "fnet"
+    reference = save_tiny_fnet("FNetForMaskedLM", folder)
+    if weights_format == "sharded_safetensors":
+        reference.save_pretrained(folder, max_shard_size="20KB")
+        assert (folder / "model.safetensors.index.json").exists()
+    else:
+        # The format of the released google/fnet-base and fnet-large checkpoints.
+        (folder / "model.safetensors").unlink()
+        torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    model = converter.convert_fnet_checkpoint(folder)
+    input_ids, token_type_ids = full_length_inputs()
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids).logits
+        actual = model(input_ids, token_type_ids=token_type_ids).logits
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.shared
 def test_conversion_reproduces_the_fnet_fixture(tmp_path):
     fixture = SHARED / "fixtures" / "fnet"
