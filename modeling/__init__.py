@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -17,6 +18,7 @@ from transformers import (
 from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfig, SpectralConfig
 
 from .modeling_afno import (
+    AFNOForImageClassification,
     AFNOForMaskedLM,
     AFNOForSequenceClassification,
     AFNOForTokenClassification,
@@ -24,6 +26,7 @@ from .modeling_afno import (
     AFNOPreTrainedModel,
 )
 from .modeling_fnet_hybrid import (
+    FNetHybridForImageClassification,
     FNetHybridForMaskedLM,
     FNetHybridForSequenceClassification,
     FNetHybridForTokenClassification,
@@ -31,6 +34,7 @@ from .modeling_fnet_hybrid import (
     FNetHybridPreTrainedModel,
 )
 from .modeling_gfnet import (
+    GFNetForImageClassification,
     GFNetForMaskedLM,
     GFNetForSequenceClassification,
     GFNetForTokenClassification,
@@ -46,18 +50,21 @@ AUTO_CLASSES = {
         AutoModelForSequenceClassification: AFNOForSequenceClassification,
         AutoModelForTokenClassification: AFNOForTokenClassification,
         AutoModelForMaskedLM: AFNOForMaskedLM,
+        AutoModelForImageClassification: AFNOForImageClassification,
     },
     FNetHybridConfig: {
         AutoModel: FNetHybridModel,
         AutoModelForSequenceClassification: FNetHybridForSequenceClassification,
         AutoModelForTokenClassification: FNetHybridForTokenClassification,
         AutoModelForMaskedLM: FNetHybridForMaskedLM,
+        AutoModelForImageClassification: FNetHybridForImageClassification,
     },
     GFNetConfig: {
         AutoModel: GFNetModel,
         AutoModelForSequenceClassification: GFNetForSequenceClassification,
         AutoModelForTokenClassification: GFNetForTokenClassification,
         AutoModelForMaskedLM: GFNetForMaskedLM,
+        AutoModelForImageClassification: GFNetForImageClassification,
     },
 }
 
@@ -73,6 +80,7 @@ except PackageNotFoundError:
 
 __all__ = [
     "AFNOConfig",
+    "AFNOForImageClassification",
     "AFNOForMaskedLM",
     "AFNOForSequenceClassification",
     "AFNOForTokenClassification",
@@ -81,6 +89,7 @@ __all__ = [
     "AFNOPreTrainedModel",
     "AUTO_CLASSES",
     "FNetHybridConfig",
+    "FNetHybridForImageClassification",
     "FNetHybridForMaskedLM",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
@@ -88,6 +97,7 @@ __all__ = [
     "FNetHybridPreTrainedModel",
     "FourierMixer",
     "GFNetConfig",
+    "GFNetForImageClassification",
     "GFNetForMaskedLM",
     "GFNetForSequenceClassification",
     "GFNetForTokenClassification",

@@ -17,6 +17,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
+from .modeling_spectral_image import SpectralForImageClassification
 
 
 class AFNOPreTrainedModel(SpectralPreTrainedModel):
@@ -45,3 +46,9 @@ class AFNOForMaskedLM(AFNOPreTrainedModel, SpectralForMaskedLM):
 
     backbone_class = AFNOModel
     _tied_weights_keys = {"lm_head.decoder.weight": "afno.embeddings.word_embeddings.weight"}
+
+
+class AFNOForImageClassification(AFNOPreTrainedModel, SpectralForImageClassification):
+    """AFNO on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = AFNOModel

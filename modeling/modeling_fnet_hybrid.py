@@ -16,6 +16,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
+from .modeling_spectral_image import SpectralForImageClassification
 
 
 class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
@@ -44,3 +45,9 @@ class FNetHybridForMaskedLM(FNetHybridPreTrainedModel, SpectralForMaskedLM):
 
     backbone_class = FNetHybridModel
     _tied_weights_keys = {"lm_head.decoder.weight": "fnet_hybrid.embeddings.word_embeddings.weight"}
+
+
+class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForImageClassification):
+    """FNet-hybrid on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = FNetHybridModel
