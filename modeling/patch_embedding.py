@@ -122,3 +122,25 @@ class SpectralImageEmbeddings(nn.Module):
         if tuple(embeddings.shape[1:-1]) != self.grid_shape:
             position = resize_grid(position, embeddings.shape[1:-1])
         return self.dropout(embeddings + position)
+
+
+def resize_state_dict_to_config(state_dict, config):
+    """Resize the position embeddings and global filters of an image model's state dict to the token grids of
+    `config` (another `image_size`), as the original GFNet does before fine-tuning at 384 px: position embeddings
+    bicubic with `align_corners=False`; every filter `complex_weight: (*freq, D, 2)` bicubic with
+    `align_corners=True` over its unshifted frequency layout, real and imaginary planes of each channel
+    independently, to the frequency shape `(*grid[:-1], grid[-1] // 2 + 1)` of its stage. Other tensors are
+    returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
+    stage_of_layer = [stage for stage, depth in enumerate(config.stage_depths) for _ in range(depth)]
+    resized = {}
+    for key, value in state_dict.items():
+        if key.endswith("embeddings.position_embeddings"):
+            value = resize_grid(value[0], config.grid_shape)[None]
+        elif key.endswith("mixer.complex_weight"):
+            layer = int(key.split("layers.")[1].split(".")[0])
+            grid = config.stage_grid_shapes[stage_of_layer[layer]]
+            freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
+            planes = value.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
+            value = resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, value.shape[-2:])
+        resized[key] = value
+    return resized
