@@ -23,7 +23,7 @@ from original_checkpoint import (  # noqa: E402
 )
 
 from fourierformers import GFNetConfig, GFNetForImageClassification  # noqa: E402
-from fourierformers.modeling.patch_embedding import resize_state_dict_to_config  # noqa: E402
+from fourierformers.patch_embedding import resize_state_dict_to_config  # noqa: E402
 
 BLOCK_RENAMES = {
     "norm1": "mixer_norm",
@@ -60,7 +60,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
         hidden_sizes = [hidden_size]
         first_fc1 = "blocks.0.mlp.fc1.weight"
         uses_layer_scale = "blocks.0.gamma" in state_dict
-    require_keys(state_dict, [first_fc1], "GFNet")
+    require_keys(state_dict, [first_fc1, first_fc1.replace("mlp.fc1.weight", "filter.complex_weight")], "GFNet")
     mlp_ratio = state_dict[first_fc1].shape[0] // hidden_sizes[0]
     return GFNetConfig(
         image_size=grid_side * patch_size,
