@@ -56,7 +56,8 @@ class SpectralConfig(PretrainedConfig):
         embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
         embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
-        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens).
+        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens). Image models
+            always average their token grid.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
         mixer_layout (`list[str]`, *optional*): The token mixer of each layer, one of `"fourier"`, `"global_filter"`,
             `"afno"`, `"attention"`, `"none"`. Defaults to the family's layout.

@@ -188,7 +188,7 @@ class SpectralPooler(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.pooling = config.pooling
+        self.pooling = "mean" if config.is_vision else config.pooling  # image grids have no class token
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
@@ -460,6 +460,15 @@ class SpectralModel(SpectralPreTrainedModel):
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
+        grid = tuple(hidden_states.shape[1:-1])
+        spectral = any(mixer in ("fourier", "global_filter", "afno") for mixer in self.config.mixer_layout)
+        if spectral and any(n > size for n, size in zip(grid, self.fft_shape)):
+            raise ValueError(
+                f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
+                f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
+                "larger ones load the weights into a config with the larger image_size through "
+                "`resize_state_dict_to_config` (bicubic filter interpolation, as the original GFNet fine-tuning)."
+            )
         all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for index, layer in enumerate(self.layers):
