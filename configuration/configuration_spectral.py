@@ -89,6 +89,8 @@ class SpectralConfig(PretrainedConfig):
         depths (`list[int]`, *optional*): Blocks per stage; their sum must equal `num_hidden_layers`.
         afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
             frequency indices or None (all); overrides `afno_num_modes` (the region the original AFNO code keeps).
+        final_layer_norm (`bool`): LayerNorm after the last block of a pre-norm model (FourCastNet has none).
+        num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
     """
 
     model_type = "spectral"
@@ -133,6 +135,8 @@ class SpectralConfig(PretrainedConfig):
     hidden_sizes: list | None = None
     depths: list | None = None
     afno_kept_modes: list | None = None
+    final_layer_norm: bool = True
+    num_output_channels: int | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3

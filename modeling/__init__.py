@@ -20,6 +20,7 @@ from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfi
 from .modeling_afno import (
     AFNOForImageClassification,
     AFNOForMaskedLM,
+    AFNOForPatchRegression,
     AFNOForSequenceClassification,
     AFNOForTokenClassification,
     AFNOModel,
@@ -28,6 +29,7 @@ from .modeling_afno import (
 from .modeling_fnet_hybrid import (
     FNetHybridForImageClassification,
     FNetHybridForMaskedLM,
+    FNetHybridForPatchRegression,
     FNetHybridForSequenceClassification,
     FNetHybridForTokenClassification,
     FNetHybridModel,
@@ -36,6 +38,7 @@ from .modeling_fnet_hybrid import (
 from .modeling_gfnet import (
     GFNetForImageClassification,
     GFNetForMaskedLM,
+    GFNetForPatchRegression,
     GFNetForSequenceClassification,
     GFNetForTokenClassification,
     GFNetModel,
@@ -82,6 +85,7 @@ __all__ = [
     "AFNOConfig",
     "AFNOForImageClassification",
     "AFNOForMaskedLM",
+    "AFNOForPatchRegression",
     "AFNOForSequenceClassification",
     "AFNOForTokenClassification",
     "AFNOMixer",
@@ -91,6 +95,7 @@ __all__ = [
     "FNetHybridConfig",
     "FNetHybridForImageClassification",
     "FNetHybridForMaskedLM",
+    "FNetHybridForPatchRegression",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
     "FNetHybridModel",
@@ -99,6 +104,7 @@ __all__ = [
     "GFNetConfig",
     "GFNetForImageClassification",
     "GFNetForMaskedLM",
+    "GFNetForPatchRegression",
     "GFNetForSequenceClassification",
     "GFNetForTokenClassification",
     "GFNetModel",

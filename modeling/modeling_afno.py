@@ -17,7 +17,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralForImageClassification
+from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
 
 
 class AFNOPreTrainedModel(SpectralPreTrainedModel):
@@ -50,5 +50,11 @@ class AFNOForMaskedLM(AFNOPreTrainedModel, SpectralForMaskedLM):
 
 class AFNOForImageClassification(AFNOPreTrainedModel, SpectralForImageClassification):
     """AFNO on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForPatchRegression(AFNOPreTrainedModel, SpectralForPatchRegression):
+    """AFNO predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
 
     backbone_class = AFNOModel

@@ -16,7 +16,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralForImageClassification
+from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
 
 
 class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
@@ -49,5 +49,11 @@ class FNetHybridForMaskedLM(FNetHybridPreTrainedModel, SpectralForMaskedLM):
 
 class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForImageClassification):
     """FNet-hybrid on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForPatchRegression(FNetHybridPreTrainedModel, SpectralForPatchRegression):
+    """FNet-hybrid predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
 
     backbone_class = FNetHybridModel

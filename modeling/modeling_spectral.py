@@ -353,7 +353,8 @@ class SpectralModel(SpectralPreTrainedModel):
             if len(widths) > 1
             else None
         )
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else None
+        use_final_norm = config.norm_first and config.final_layer_norm
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_final_norm else None
         self.pooler = SpectralPooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()

@@ -15,7 +15,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from conftest import SHARED  # noqa: E402
-from convert_original_afno import convert_afno_checkpoint  # noqa: E402
+from convert_original_afno import convert_afno_checkpoint, convert_fourcastnet_checkpoint  # noqa: E402
 from convert_original_gfnet import convert_gfnet_checkpoint  # noqa: E402
 
 FIXTURES = SHARED / "fixtures"
@@ -45,6 +45,25 @@ def test_converted_model_reproduces_fixture(name):
         features = model.base_model(pixel_values=pixel_values).pooler_output
     torch.testing.assert_close(logits, reference["logits"], atol=1e-4, rtol=0)
     torch.testing.assert_close(features, reference["features"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.shared
+def test_converted_fourcastnet_reproduces_fixture(tmp_path):
+    """FourCastNet's released format: a `model_state` entry with DDP `module.` prefixes."""
+    name = "afno_fourcastnet"
+    state_dict = load_file(FIXTURES / name / "state_dict.safetensors")
+    torch.save({"model_state": {"module." + k: v for k, v in state_dict.items()}, "iters": 7}, tmp_path / "ckpt.tar")
+    model = convert_fourcastnet_checkpoint(tmp_path / "ckpt.tar", image_size=(32, 64))
+    pixel_values = load_file(FIXTURES / name / "inputs.safetensors")["pixel_values"]
+    reference = load_file(FIXTURES / name / "outputs.safetensors")
+    with torch.no_grad():
+        outputs = model(pixel_values=pixel_values)
+    torch.testing.assert_close(outputs.predictions, reference["output"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(outputs.last_hidden_state, reference["features"], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="pos_embed has 128"):
+        convert_fourcastnet_checkpoint(tmp_path / "ckpt.tar", image_size=(64, 64))
+    with pytest.raises(ValueError, match="not FourCastNet"):
+        convert_fourcastnet_checkpoint(FIXTURES / "afno" / "state_dict.safetensors", image_size=(32, 32))
 
 
 @pytest.mark.shared
