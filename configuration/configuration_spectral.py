@@ -289,12 +289,19 @@ class SpectralConfig(PretrainedConfig):
                 raise ValueError(f"`afno_hidden_size_factor` must be >= 1, got {self.afno_hidden_size_factor}.")
             if self.afno_sparsity_threshold < 0:
                 raise ValueError(f"`afno_sparsity_threshold` must be >= 0, got {self.afno_sparsity_threshold}.")
-            num_frequencies = self.max_position_embeddings // 2 + 1
+            num_frequencies = max(self.grid_shape) // 2 + 1
             if self.afno_num_modes is not None and not 1 <= self.afno_num_modes <= num_frequencies:
                 raise ValueError(
-                    f"`afno_num_modes` must be between 1 and max_position_embeddings // 2 + 1 = {num_frequencies} "
-                    f"(or None to keep every frequency), got {self.afno_num_modes}."
+                    f"`afno_num_modes` must be between 1 and the longest grid axis // 2 + 1 = {num_frequencies} "
+                    f"(grid {self.grid_shape}: max_position_embeddings for text, the patch grid for images), "
+                    f"or None to keep every frequency; got {self.afno_num_modes}."
                 )
+            for width in self.stage_hidden_sizes:
+                if width % self.afno_num_blocks:
+                    raise ValueError(
+                        f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
+                        f"hidden_sizes={self.stage_hidden_sizes}."
+                    )
         if "attention" in self.mixer_layout and (
             self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads
         ):
