@@ -144,3 +144,13 @@ def resize_state_dict_to_config(state_dict, config):
             value = resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, value.shape[-2:])
         resized[key] = value
     return resized
+
+
+def resize_model_to_image_size(model, image_size):
+    """A copy of an image model (any head, e.g. just loaded with `from_pretrained`) built for `image_size`, its
+    position embeddings and global filters resized by `resize_state_dict_to_config`; the original fine-tunes
+    GFNet at 384 px this way. The result can be trained and saved like any other model."""
+    config = type(model.config)(**{**model.config.to_dict(), "image_size": image_size})
+    resized = type(model)(config)
+    resized.load_state_dict(resize_state_dict_to_config(model.state_dict(), config), strict=True)
+    return resized.train(model.training)

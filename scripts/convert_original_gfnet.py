@@ -23,7 +23,7 @@ from original_checkpoint import (  # noqa: E402
 )
 
 from fourierformers import GFNetConfig, GFNetForImageClassification  # noqa: E402
-from fourierformers.patch_embedding import resize_state_dict_to_config  # noqa: E402
+from fourierformers.patch_embedding import resize_model_to_image_size  # noqa: E402
 
 BLOCK_RENAMES = {
     "norm1": "mixer_norm",
@@ -125,9 +125,7 @@ def convert_gfnet_checkpoint(checkpoint_path, image_size=None, drop_path_rate=0.
     converted = checkpoint_filter_fn(state_dict, config)
     model = load_converted_state_dict(GFNetForImageClassification(config), converted, state_dict)
     if image_size is not None and image_size != config.image_size:
-        config = GFNetConfig(**{**config.to_dict(), "image_size": image_size})
-        model = GFNetForImageClassification(config)
-        model.load_state_dict(resize_state_dict_to_config(converted, config), strict=True)
+        model = resize_model_to_image_size(model, image_size)
     return model.eval()
 
 

@@ -11,7 +11,12 @@ from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, ViTImageProcessorPil, pipeline
 
 from fourierformers.configuration.patch_geometry import PACKING_STRATEGIES, packing_stride
-from fourierformers.patch_embedding import PatchEmbedding, patch_kernel_mask, resize_state_dict_to_config
+from fourierformers.patch_embedding import (
+    PatchEmbedding,
+    patch_kernel_mask,
+    resize_model_to_image_size,
+    resize_state_dict_to_config,
+)
 
 
 def image_config(family, **overrides):
@@ -181,6 +186,20 @@ def test_load_at_another_image_size():
         assert large(pixel_values=torch.randn(1, 3, 64, 64)).logits.shape == (1, 3)
         unchanged = resize_state_dict_to_config(small.state_dict(), gfnet_h_config())
     assert all(torch.equal(unchanged[k], v) for k, v in small.state_dict().items())
+
+
+def test_saved_model_reloads_at_another_image_size(tmp_path):
+    model_class("gfnet", "ForImageClassification")(gfnet_h_config()).save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    resized = resize_model_to_image_size(loaded, 64)
+    assert resized.config.image_size == 64 and resized.config.grid_shape == (16, 16)
+    assert resized.gfnet.embeddings.position_embeddings.shape == (1, 16, 16, 8)
+    torch.testing.assert_close(resized.gfnet.layers[2].mlp.fc1.weight, loaded.gfnet.layers[2].mlp.fc1.weight)
+    resized.save_pretrained(tmp_path / "at64")
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "at64").eval()
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, resized.eval()(pixel_values).logits)
 
 
 def test_interpolate_pos_encoding():
