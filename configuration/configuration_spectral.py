@@ -226,6 +226,8 @@ class SpectralConfig(PretrainedConfig):
                     )
                 grid = tuple(n // 2 for n in grid)
         if self.afno_kept_modes is not None:
+            if self.hidden_sizes is not None:
+                raise ValueError("`afno_kept_modes` indexes one token grid; it cannot be combined with `hidden_sizes`.")
             grid = self.grid_shape
             freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
             if len(self.afno_kept_modes) != len(grid):

@@ -467,8 +467,9 @@ class SpectralModel(SpectralPreTrainedModel):
             raise ValueError(
                 f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
                 f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
-                "larger ones load the weights into a config with the larger image_size through "
-                "`resize_state_dict_to_config` (bicubic filter interpolation, as the original GFNet fine-tuning)."
+                "larger ones rebuild the model at the larger size with "
+                "`fourierformers.patch_embedding.resize_model_to_image_size` (bicubic filter interpolation, as the "
+                "original GFNet fine-tuning)."
             )
         all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
         all_attentions = () if output_attentions else None
