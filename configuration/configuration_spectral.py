@@ -10,6 +10,8 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
+from .patch_geometry import patch_geometry, per_axis
+
 MIXER_TYPES = ("fourier", "global_filter", "afno", "attention", "none")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
 POOLING_TYPES = ("cls", "mean")
@@ -54,7 +56,8 @@ class SpectralConfig(PretrainedConfig):
         embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
         embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
-        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens).
+        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens). Image models
+            always average their token grid.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
         mixer_layout (`list[str]`, *optional*): The token mixer of each layer, one of `"fourier"`, `"global_filter"`,
             `"afno"`, `"attention"`, `"none"`. Defaults to the family's layout.
@@ -68,6 +71,26 @@ class SpectralConfig(PretrainedConfig):
             all frequencies when unset.
         num_attention_heads (`int`): Heads of the `attention` mixer; must divide `hidden_size`.
         attention_probs_dropout_prob (`float`): Dropout on attention probabilities.
+        image_size (`int` or `list[int]`, *optional*): Size of the input images (or volumes) per spatial axis.
+            Setting it makes an image model: inputs are `pixel_values` (B, num_channels, *image_size) and the
+            token grid (`grid_shape`) is the FFT size of every mixer. Unset for text models.
+        patch_size (`int` or `list[int]`): Kernel extent of the patch embedding per spatial axis.
+        num_channels (`int`): Channels of `pixel_values`.
+        spatial_dims (`int`): 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W).
+        patch_shape (`str`): `"cuboid"` (ViT patches), `"cylinder"` (disk over the last two axes) or `"sphere"`
+            (ball), a kernel mask of the patch embedding.
+        patch_stride (`int` or `list[int]`, *optional*): Stride of the patch embedding; `patch_size` (non-overlapping
+            patches, exactly ViT/GFNet patchify for a cuboid) when neither this nor `packing_strategy` is set.
+        packing_strategy (`str`, *optional*): Stride from a packing of the patch shape (see
+            `configuration.patch_geometry.PACKING_STRATEGIES`); such patches are centred on their cells.
+        hidden_sizes (`list[int]`, *optional*): Widths of the stages of a hierarchical model (GFNet-H); a 2x
+            strided downsampling convolution joins consecutive stages. Needs `depths`; the last width must equal
+            `hidden_size` and each stage's MLP is `intermediate_size / hidden_size` times its width.
+        depths (`list[int]`, *optional*): Blocks per stage; their sum must equal `num_hidden_layers`.
+        afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
+            frequency indices or None (all); overrides `afno_num_modes` (the region the original AFNO code keeps).
+        final_layer_norm (`bool`): LayerNorm after the last block of a pre-norm model (FourCastNet has none).
+        num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
     """
 
     model_type = "spectral"
@@ -102,6 +125,18 @@ class SpectralConfig(PretrainedConfig):
     afno_num_modes: int | None = None
     num_attention_heads: int = 4
     attention_probs_dropout_prob: float | int = 0.1
+    image_size: int | list | None = None
+    patch_size: int | list = 16
+    num_channels: int = 3
+    spatial_dims: int = 2
+    patch_shape: str = "cuboid"
+    patch_stride: int | list | None = None
+    packing_strategy: str | None = None
+    hidden_sizes: list | None = None
+    depths: list | None = None
+    afno_kept_modes: list | None = None
+    final_layer_norm: bool = True
+    num_output_channels: int | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3
@@ -118,6 +153,94 @@ class SpectralConfig(PretrainedConfig):
     def default_layout(cls, num_hidden_layers):
         """The family's mixer per layer when `mixer_layout` is not given."""
         return [cls.default_mixer] * num_hidden_layers
+
+    @property
+    def is_vision(self):
+        """Whether the model embeds `pixel_values` (an `image_size` is set) rather than token ids."""
+        return self.image_size is not None
+
+    def patch_geometry(self):
+        """(kernel, stride, padding, grid_shape) of the patch embedding, tuples with one int per spatial axis."""
+        return patch_geometry(
+            self.image_size, self.patch_size, self.patch_stride, self.packing_strategy, self.patch_shape,
+            self.spatial_dims,
+        )
+
+    @property
+    def image_shape(self):
+        """`image_size` as a tuple with one entry per spatial axis."""
+        return per_axis("image_size", self.image_size, self.spatial_dims)
+
+    @property
+    def grid_shape(self):
+        """Token grid of the first stage, the FFT size of its mixers: `(T,)` = `(max_position_embeddings,)` for
+        text, the patch grid for images."""
+        if not self.is_vision:
+            return (self.max_position_embeddings,)
+        return self.patch_geometry()[3]
+
+    @property
+    def stage_hidden_sizes(self):
+        return list(self.hidden_sizes) if self.hidden_sizes is not None else [self.hidden_size]
+
+    @property
+    def stage_depths(self):
+        return list(self.depths) if self.depths is not None else [self.num_hidden_layers]
+
+    @property
+    def stage_grid_shapes(self):
+        """Token grid of every stage: each stage after the first halves every axis (2x2 strided downsampling)."""
+        shapes = [self.grid_shape]
+        for _ in self.stage_depths[1:]:
+            shapes.append(tuple(n // 2 for n in shapes[-1]))
+        return shapes
+
+    def _validate_vision(self):
+        if self.spatial_dims not in (1, 2, 3):
+            raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {self.spatial_dims!r}.")
+        if not isinstance(self.num_channels, int) or self.num_channels < 1:
+            raise ValueError(f"`num_channels` must be a positive integer, got {self.num_channels!r}.")
+        self.patch_geometry()
+        if (self.hidden_sizes is None) != (self.depths is None):
+            raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
+        if self.hidden_sizes is not None:
+            if len(self.hidden_sizes) != len(self.depths) or not self.depths:
+                raise ValueError(
+                    f"`hidden_sizes` ({self.hidden_sizes}) and `depths` ({self.depths}) need one entry per stage."
+                )
+            if sum(self.depths) != self.num_hidden_layers:
+                raise ValueError(
+                    f"`num_hidden_layers` ({self.num_hidden_layers}) must equal sum(depths) = {sum(self.depths)}."
+                )
+            if self.hidden_sizes[-1] != self.hidden_size:
+                raise ValueError(
+                    f"`hidden_size` ({self.hidden_size}) must equal the last stage width hidden_sizes[-1] "
+                    f"({self.hidden_sizes[-1]})."
+                )
+            grid = self.grid_shape
+            for stage in range(1, len(self.depths)):
+                if any(n % 2 for n in grid):
+                    raise ValueError(
+                        f"Stage {stage} halves the token grid {grid}, which must be even along every axis; "
+                        "choose image_size / patch_size so that the first grid is divisible by 2**(stages - 1)."
+                    )
+                grid = tuple(n // 2 for n in grid)
+        if self.afno_kept_modes is not None:
+            if self.hidden_sizes is not None:
+                raise ValueError("`afno_kept_modes` indexes one token grid; it cannot be combined with `hidden_sizes`.")
+            grid = self.grid_shape
+            freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
+            if len(self.afno_kept_modes) != len(grid):
+                raise ValueError(
+                    f"`afno_kept_modes` needs one entry (a list of indices or None) per frequency axis "
+                    f"{freq_shape}, got {self.afno_kept_modes!r}."
+                )
+            for axis, (modes, size) in enumerate(zip(self.afno_kept_modes, freq_shape)):
+                if modes is not None and (not modes or not all(0 <= m < size for m in modes)):
+                    raise ValueError(
+                        f"`afno_kept_modes[{axis}]` must be None or a non-empty list of indices in [0, {size}), "
+                        f"got {modes!r}."
+                    )
 
     def validate_architecture(self):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
@@ -144,6 +267,10 @@ class SpectralConfig(PretrainedConfig):
                 "requires `norm_first=True`; allowed: norm_first=True with mixer_residual True or False, "
                 "or norm_first=False with mixer_residual=True."
             )
+        if self.is_vision:
+            self._validate_vision()
+        elif self.hidden_sizes is not None or self.afno_kept_modes is not None:
+            raise ValueError("`hidden_sizes`, `depths` and `afno_kept_modes` need an image model (set `image_size`).")
         if len(self.mixer_layout) != self.num_hidden_layers:
             raise ValueError(
                 f"`mixer_layout` has {len(self.mixer_layout)} entries but `num_hidden_layers` is "
@@ -164,12 +291,19 @@ class SpectralConfig(PretrainedConfig):
                 raise ValueError(f"`afno_hidden_size_factor` must be >= 1, got {self.afno_hidden_size_factor}.")
             if self.afno_sparsity_threshold < 0:
                 raise ValueError(f"`afno_sparsity_threshold` must be >= 0, got {self.afno_sparsity_threshold}.")
-            num_frequencies = self.max_position_embeddings // 2 + 1
+            num_frequencies = max(self.grid_shape) // 2 + 1
             if self.afno_num_modes is not None and not 1 <= self.afno_num_modes <= num_frequencies:
                 raise ValueError(
-                    f"`afno_num_modes` must be between 1 and max_position_embeddings // 2 + 1 = {num_frequencies} "
-                    f"(or None to keep every frequency), got {self.afno_num_modes}."
+                    f"`afno_num_modes` must be between 1 and the longest grid axis // 2 + 1 = {num_frequencies} "
+                    f"(grid {self.grid_shape}: max_position_embeddings for text, the patch grid for images), "
+                    f"or None to keep every frequency; got {self.afno_num_modes}."
                 )
+            for width in self.stage_hidden_sizes:
+                if width % self.afno_num_blocks:
+                    raise ValueError(
+                        f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
+                        f"hidden_sizes={self.stage_hidden_sizes}."
+                    )
         if "attention" in self.mixer_layout and (
             self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads
         ):

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -17,21 +18,27 @@ from transformers import (
 from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfig, SpectralConfig
 
 from .modeling_afno import (
+    AFNOForImageClassification,
     AFNOForMaskedLM,
+    AFNOForPatchRegression,
     AFNOForSequenceClassification,
     AFNOForTokenClassification,
     AFNOModel,
     AFNOPreTrainedModel,
 )
 from .modeling_fnet_hybrid import (
+    FNetHybridForImageClassification,
     FNetHybridForMaskedLM,
+    FNetHybridForPatchRegression,
     FNetHybridForSequenceClassification,
     FNetHybridForTokenClassification,
     FNetHybridModel,
     FNetHybridPreTrainedModel,
 )
 from .modeling_gfnet import (
+    GFNetForImageClassification,
     GFNetForMaskedLM,
+    GFNetForPatchRegression,
     GFNetForSequenceClassification,
     GFNetForTokenClassification,
     GFNetModel,
@@ -46,18 +53,21 @@ AUTO_CLASSES = {
         AutoModelForSequenceClassification: AFNOForSequenceClassification,
         AutoModelForTokenClassification: AFNOForTokenClassification,
         AutoModelForMaskedLM: AFNOForMaskedLM,
+        AutoModelForImageClassification: AFNOForImageClassification,
     },
     FNetHybridConfig: {
         AutoModel: FNetHybridModel,
         AutoModelForSequenceClassification: FNetHybridForSequenceClassification,
         AutoModelForTokenClassification: FNetHybridForTokenClassification,
         AutoModelForMaskedLM: FNetHybridForMaskedLM,
+        AutoModelForImageClassification: FNetHybridForImageClassification,
     },
     GFNetConfig: {
         AutoModel: GFNetModel,
         AutoModelForSequenceClassification: GFNetForSequenceClassification,
         AutoModelForTokenClassification: GFNetForTokenClassification,
         AutoModelForMaskedLM: GFNetForMaskedLM,
+        AutoModelForImageClassification: GFNetForImageClassification,
     },
 }
 
@@ -76,7 +86,9 @@ except PackageNotFoundError:
 
 __all__ = [
     "AFNOConfig",
+    "AFNOForImageClassification",
     "AFNOForMaskedLM",
+    "AFNOForPatchRegression",
     "AFNOForSequenceClassification",
     "AFNOForTokenClassification",
     "AFNOMixer",
@@ -84,14 +96,18 @@ __all__ = [
     "AFNOPreTrainedModel",
     "AUTO_CLASSES",
     "FNetHybridConfig",
+    "FNetHybridForImageClassification",
     "FNetHybridForMaskedLM",
+    "FNetHybridForPatchRegression",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
     "FNetHybridModel",
     "FNetHybridPreTrainedModel",
     "FourierMixer",
     "GFNetConfig",
+    "GFNetForImageClassification",
     "GFNetForMaskedLM",
+    "GFNetForPatchRegression",
     "GFNetForSequenceClassification",
     "GFNetForTokenClassification",
     "GFNetModel",

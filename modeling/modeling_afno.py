@@ -17,6 +17,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
+from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
 
 
 class AFNOPreTrainedModel(SpectralPreTrainedModel):
@@ -45,3 +46,15 @@ class AFNOForMaskedLM(AFNOPreTrainedModel, SpectralForMaskedLM):
 
     backbone_class = AFNOModel
     _tied_weights_keys = {"lm_head.decoder.weight": "afno.embeddings.word_embeddings.weight"}
+
+
+class AFNOForImageClassification(AFNOPreTrainedModel, SpectralForImageClassification):
+    """AFNO on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForPatchRegression(AFNOPreTrainedModel, SpectralForPatchRegression):
+    """AFNO predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = AFNOModel

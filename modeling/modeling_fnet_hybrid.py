@@ -16,6 +16,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
+from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
 
 
 class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
@@ -44,3 +45,15 @@ class FNetHybridForMaskedLM(FNetHybridPreTrainedModel, SpectralForMaskedLM):
 
     backbone_class = FNetHybridModel
     _tied_weights_keys = {"lm_head.decoder.weight": "fnet_hybrid.embeddings.word_embeddings.weight"}
+
+
+class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForImageClassification):
+    """FNet-hybrid on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForPatchRegression(FNetHybridPreTrainedModel, SpectralForPatchRegression):
+    """FNet-hybrid predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = FNetHybridModel

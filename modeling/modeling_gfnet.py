@@ -17,6 +17,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
+from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
 
 
 class GFNetPreTrainedModel(SpectralPreTrainedModel):
@@ -45,3 +46,15 @@ class GFNetForMaskedLM(GFNetPreTrainedModel, SpectralForMaskedLM):
 
     backbone_class = GFNetModel
     _tied_weights_keys = {"lm_head.decoder.weight": "gfnet.embeddings.word_embeddings.weight"}
+
+
+class GFNetForImageClassification(GFNetPreTrainedModel, SpectralForImageClassification):
+    """GFNet on images or volumes: mean of the final token grid -> linear classifier."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForPatchRegression(GFNetPreTrainedModel, SpectralForPatchRegression):
+    """GFNet predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = GFNetModel

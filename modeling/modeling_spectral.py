@@ -24,6 +24,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .patch_embedding import GridDownsample, PatchEmbedding, SpectralImageEmbeddings, patch_kernel_mask
 from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
     MLP,
@@ -37,19 +38,23 @@ from .spectral_layers import (
 )
 
 
-def build_mixer(config, mixer_type, fft_shape):
-    """The token mixer named `mixer_type` for hidden states with grid `fft_shape`, or None for `"none"`."""
+def build_mixer(config, mixer_type, fft_shape, hidden_size=None):
+    """The token mixer named `mixer_type` for hidden states with grid `fft_shape` and width `hidden_size`
+    (default `config.hidden_size`), or None for `"none"`."""
+    hidden_size = hidden_size or config.hidden_size
     if mixer_type == "fourier":
         return FourierMixer(fft_shape, norm=config.fourier_norm)
     if mixer_type == "global_filter":
-        return GlobalFilter(config.hidden_size, fft_shape, activation=config.filter_activation)
+        return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
     if mixer_type == "afno":
         kept_modes = None
-        if config.afno_num_modes is not None:
+        if config.afno_kept_modes is not None:
+            kept_modes = config.afno_kept_modes
+        elif config.afno_num_modes is not None:
             kept_modes = [lowest_modes(size, config.afno_num_modes, half=axis == len(fft_shape) - 1)
                           for axis, size in enumerate(fft_shape)]
         return AFNOMixer(
-            config.hidden_size,
+            hidden_size,
             fft_shape,
             num_blocks=config.afno_num_blocks,
             hidden_size_factor=config.afno_hidden_size_factor,
@@ -57,7 +62,7 @@ def build_mixer(config, mixer_type, fft_shape):
             kept_modes=kept_modes,
         )
     if mixer_type == "attention":
-        return SelfAttention(config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
+        return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
     if mixer_type == "none":
         return None
     raise ValueError(f"Unknown mixer {mixer_type!r}.")
@@ -82,23 +87,27 @@ class SpectralBlock(GradientCheckpointingLayer):
     - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
     - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
     - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost).
+
+    `hidden_size` / `intermediate_size` override the config's for the stages of a hierarchical model.
     """
 
-    def __init__(self, config, mixer_type, fft_shape, drop_path=0.0):
+    def __init__(self, config, mixer_type, fft_shape, drop_path=0.0, hidden_size=None, intermediate_size=None):
         super().__init__()
+        hidden_size = hidden_size or config.hidden_size
+        intermediate_size = intermediate_size or config.intermediate_size
         self.mixer_type = mixer_type
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
-        self.mixer = build_mixer(config, mixer_type, fft_shape)
-        self.mixer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if self.mixer is not None else None
-        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = MLP(config.hidden_size, config.intermediate_size, ACT2FN[config.hidden_act], config.hidden_dropout_prob)
+        self.mixer = build_mixer(config, mixer_type, fft_shape, hidden_size)
+        self.mixer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if self.mixer is not None else None
+        self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(hidden_size, intermediate_size, ACT2FN[config.hidden_act], config.hidden_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path)
         layer_scale = config.layer_scale_init_value
         use_mixer_scale = layer_scale is not None and self.mixer is not None and self.mixer_residual
-        self.mixer_layer_scale = LayerScale(config.hidden_size, layer_scale) if use_mixer_scale else None
-        self.mlp_layer_scale = LayerScale(config.hidden_size, layer_scale) if layer_scale is not None else None
+        self.mixer_layer_scale = LayerScale(hidden_size, layer_scale) if use_mixer_scale else None
+        self.mlp_layer_scale = LayerScale(hidden_size, layer_scale) if layer_scale is not None else None
 
     def _mix(self, x, mask, output_attentions):
         if self.mixer_type == "attention":
@@ -180,7 +189,7 @@ class SpectralPooler(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.pooling = config.pooling
+        self.pooling = "mean" if config.is_vision else config.pooling  # image grids have no class token
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
@@ -219,6 +228,10 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
+        elif isinstance(module, SpectralImageEmbeddings):
+            init.trunc_normal_(module.position_embeddings, std=std)
+        elif isinstance(module, PatchEmbedding):
+            init.copy_(module.kernel_mask, patch_kernel_mask(module.patch_shape, tuple(module.kernel_mask.shape)))
 
     def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with
@@ -323,19 +336,42 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__(config)
-        self.fft_shape = (config.max_position_embeddings,)
-        self.embeddings = SpectralEmbeddings(config)
+        self.fft_shape = config.grid_shape
+        if config.is_vision:
+            self.main_input_name = "pixel_values"
+            kernel, stride, padding, grid = config.patch_geometry()
+            self.embeddings = SpectralImageEmbeddings(
+                config.num_channels, config.stage_hidden_sizes[0], config.image_shape, kernel, stride, padding,
+                grid, patch_shape=config.patch_shape, dropout=config.hidden_dropout_prob,
+            )
+        else:
+            self.embeddings = SpectralEmbeddings(config)
         drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
-        self.layers = nn.ModuleList(
-            SpectralBlock(config, mixer_type, self.fft_shape, drop_path=rate)
-            for mixer_type, rate in zip(config.mixer_layout, drop_path_rates)
+        widths, depths = config.stage_hidden_sizes, config.stage_depths
+        # Hierarchical models (GFNet-H): stage s has depths[s] blocks of width widths[s] on grid s; a 2x strided
+        # convolution (downsamples[s - 1]) leads into every stage after the first.
+        self.stage_starts = [sum(depths[:stage]) for stage in range(len(depths))]
+        blocks = []
+        for stage, (width, depth, grid) in enumerate(zip(widths, depths, config.stage_grid_shapes)):
+            intermediate_size = config.intermediate_size * width // config.hidden_size
+            for index in range(self.stage_starts[stage], self.stage_starts[stage] + depth):
+                blocks.append(SpectralBlock(config, config.mixer_layout[index], grid, drop_path_rates[index],
+                                            hidden_size=width, intermediate_size=intermediate_size))
+        self.layers = nn.ModuleList(blocks)
+        self.downsamples = (
+            nn.ModuleList(GridDownsample(w_in, w_out, config.spatial_dims) for w_in, w_out in zip(widths, widths[1:]))
+            if len(widths) > 1
+            else None
         )
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else None
+        use_final_norm = config.norm_first and config.final_layer_norm
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_final_norm else None
         self.pooler = SpectralPooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()
 
     def get_input_embeddings(self):
+        if self.config.is_vision:
+            return self.embeddings.patch_embeddings
         return self.embeddings.word_embeddings
 
     def set_input_embeddings(self, value):
@@ -351,6 +387,8 @@ class SpectralModel(SpectralPreTrainedModel):
         output_hidden_states=None,
         output_attentions=None,
         return_dict=None,
+        pixel_values=None,
+        interpolate_pos_encoding=False,
         **kwargs,
     ):
         r"""
@@ -364,17 +402,26 @@ class SpectralModel(SpectralPreTrainedModel):
                 `input_ids`.
             output_hidden_states (`bool`): return the embeddings and the output of every block.
             output_attentions (`bool`): return the attention weights of the attention layers.
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
+                and volume models (configs with an `image_size`), instead of the token inputs.
+            interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`, resizing
+                the position embeddings (bicubic) to the new token grid.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
             `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
-            (B, heads, T, T) tensor per attention layer of the layout, in layer order).
+            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models flatten
+            their token grid row-major, as ViT: (B, N, D) with N = prod(grid); in a hierarchical model each stage
+            has its own N and D.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.config.is_vision:
+            return self._forward_pixels(pixel_values, interpolate_pos_encoding, output_hidden_states,
+                                        output_attentions, return_dict)
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
@@ -412,6 +459,43 @@ class SpectralModel(SpectralPreTrainedModel):
 
         output = BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _forward_pixels(self, pixel_values, interpolate_pos_encoding, output_hidden_states, output_attentions,
+                        return_dict):
+        """The forward pass of image and volume models: patch embedding, then every stage on its token grid."""
+        if pixel_values is None:
+            raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
+        grid = tuple(hidden_states.shape[1:-1])
+        spectral = any(mixer in ("fourier", "global_filter", "afno") for mixer in self.config.mixer_layout)
+        if spectral and any(n > size for n, size in zip(grid, self.fft_shape)):
+            raise ValueError(
+                f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
+                f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
+                "larger ones rebuild the model at the larger size with "
+                "`fourierformers.patch_embedding.resize_model_to_image_size` (bicubic filter interpolation, as the "
+                "original GFNet fine-tuning)."
+            )
+        all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for index, layer in enumerate(self.layers):
+            if index in self.stage_starts[1:]:
+                hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
+            hidden_states, attention = layer(hidden_states, None, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.flatten(1, -2),)  # (B, N, D) as ViT
+            if output_attentions and attention is not None:
+                all_attentions += (attention,)
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
+        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states.flatten(1, -2),
             pooler_output=pooled,
             hidden_states=all_hidden_states,
             attentions=all_attentions,

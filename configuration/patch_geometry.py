@@ -1,0 +1,111 @@
+"""Geometry of the patch embedding of image and volume models: kernel, stride, padding and token-grid shape.
+
+A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cuboid` (every cell), a `cylinder`
+(a disk over the last two axes times the full extent of the first axis of a volume) or a `sphere` (a ball over
+every axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres
+placed every `round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2`
+of that axis, floored at 1. Patches packed by a strategy are centred on their cells (padding `(k - 1) // 2`,
+grid `ceil(n / stride)`), as in tinyBIG; patches with an explicit stride are not padded (ViT patchify).
+
+This module is pure Python so that the config can compute the token grid without importing the modeling code.
+"""
+
+import math
+
+PATCH_SHAPES = ("cuboid", "cylinder", "sphere")
+
+# Stride multipliers of the half-extent r per strategy. A pair (a, b) gives axis-dependent strides: a for the
+# first round axis (height), b for the others. `None` means stride 1 (densest packing).
+PACKING_STRATEGIES = {
+    "cuboid": {
+        "densest_packing": None,
+        "dense_square": 1.0,
+        "complete_square": 2.0,
+        "sparse_square": 3.0,
+    },
+    "cylinder": {
+        "densest_packing": None,
+        "complete_square": math.sqrt(2.0),
+        "sparse_square": 2.0,
+        "complete_hexagonal": math.sqrt(3.0),
+        "dense_hexagonal": (1.5, math.sqrt(3.0)),
+        "denser_hexagonal": (math.sqrt(3.0) / 2.0, 1.0),
+    },
+    "sphere": {
+        "densest_packing": None,
+        "dense_simple_cubic": 1.0,
+        "sparse_simple_cubic": 2.0,
+        "face_centered_cubic": math.sqrt(2.0),
+        "hexagonal_close_packing": (math.sqrt(6.0) / 2.0, math.sqrt(2.0)),
+    },
+}
+
+
+def per_axis(name, value, spatial_dims):
+    """`value` (an int or a sequence of `spatial_dims` ints) as a tuple of positive ints, one per grid axis."""
+    values = (value,) * spatial_dims if isinstance(value, int) else tuple(value)
+    if len(values) != spatial_dims or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(
+            f"`{name}` must be a positive integer or a list of {spatial_dims} positive integers "
+            f"(one per spatial axis, spatial_dims={spatial_dims}), got {value!r}."
+        )
+    return values
+
+
+def packing_stride(patch_shape, patch_size, strategy):
+    """The stride per axis that `strategy` gives a `patch_shape` patch of kernel `patch_size` (a tuple)."""
+    strategies = PACKING_STRATEGIES[patch_shape]
+    if strategy not in strategies:
+        raise ValueError(
+            f"`packing_strategy` {strategy!r} is not defined for patch_shape={patch_shape!r}; "
+            f"allowed: {sorted(strategies)}."
+        )
+    multiplier = strategies[strategy]
+    if multiplier is None:
+        return (1,) * len(patch_size)
+    first, rest = multiplier if isinstance(multiplier, tuple) else (multiplier, multiplier)
+    # A cylinder is round in its last two axes; the depth axis of a volume packs like a cuboid (2r).
+    round_axes = range(len(patch_size) - 2, len(patch_size)) if patch_shape == "cylinder" else range(len(patch_size))
+    strides = []
+    for axis, size in enumerate(patch_size):
+        half_extent = (size - 1) / 2
+        if axis not in round_axes:
+            factor = 2.0
+        else:
+            factor = first if axis == round_axes[0] else rest
+        strides.append(max(1, int(factor * half_extent)))
+    return tuple(strides)
+
+
+def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch_shape, spatial_dims):
+    """Kernel, stride, padding and token-grid shape (tuples of `spatial_dims` ints) of a patch embedding.
+
+    Raises `ValueError` naming the field when the image does not fit, or when non-overlapping patches would
+    leave a border of the image unused.
+    """
+    if patch_shape not in PATCH_SHAPES:
+        raise ValueError(f"`patch_shape` must be one of {list(PATCH_SHAPES)}, got {patch_shape!r}.")
+    if patch_shape == "cylinder" and spatial_dims < 2:
+        raise ValueError("`patch_shape='cylinder'` needs spatial_dims >= 2.")
+    image = per_axis("image_size", image_size, spatial_dims)
+    kernel = per_axis("patch_size", patch_size, spatial_dims)
+    if patch_stride is not None and packing_strategy is not None:
+        raise ValueError("Give at most one of `patch_stride` and `packing_strategy`.")
+    if packing_strategy is not None:
+        stride = packing_stride(patch_shape, kernel, packing_strategy)
+        padding = tuple((k - 1) // 2 for k in kernel)
+    else:
+        stride = kernel if patch_stride is None else per_axis("patch_stride", patch_stride, spatial_dims)
+        padding = (0,) * spatial_dims
+    grid = []
+    for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):
+        if n + 2 * p < k:
+            raise ValueError(f"`image_size` {image} is smaller than the patch {kernel} along axis {axis}.")
+        if p == 0 and (n - k) % s:
+            raise ValueError(
+                f"`image_size` {image} does not tile with patch_size {kernel} and stride {stride} along axis "
+                f"{axis}: (image_size - patch_size) must be a multiple of the stride, or the last "
+                f"{(n - k) % s} pixels would be dropped. Resize the images or change patch_size / patch_stride."
+            )
+        grid.append((n + 2 * p - k) // s + 1)
+    return kernel, stride, padding, tuple(grid)

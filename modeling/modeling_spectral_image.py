@@ -1,0 +1,148 @@
+"""The image heads shared by every family, kept apart from the text heads of `modeling_spectral.py`:
+classification (backbone -> final norm -> mean over the token grid -> dropout -> linear) and dense per-patch
+regression (FourCastNet)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from .modeling_spectral import SpectralModel, SpectralPreTrainedModel, _reduce, sequence_classification_loss
+
+
+class SpectralForImageClassification(SpectralPreTrainedModel):
+    """Image (or volume) classification, regression or multi-label classification through `config.problem_type`,
+    as for text. The config must have an `image_size`."""
+
+    main_input_name = "pixel_values"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        if not config.is_vision:
+            raise ValueError(
+                f"{type(self).__name__} needs an image config: set `image_size` (and patch_size, num_channels)."
+            )
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.backbone_class(config))
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images (B, C, H, W) or
+            volumes (B, C, D, H, W).
+        labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
+            (single-label), floats (regression) or multi-hot floats (multi-label).
+        interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings.
+
+        Returns `ImageClassifierOutput` with `logits` (B, num_labels) and `hidden_states` flattened to (B, N, D).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(logits, labels, self.config, num_items_in_batch)
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+@dataclass
+class PatchRegressionOutput(ModelOutput):
+    """Output of `SpectralForPatchRegression`.
+
+    Args:
+        loss: mean squared error against `labels`, when given.
+        predictions: (B, num_output_channels, *image_size), one value per pixel and output channel.
+        last_hidden_state: (B, *grid, D), the backbone's token grid before the head.
+        hidden_states: the embeddings and every block's output, flattened to (B, N, D).
+    """
+
+    loss: torch.FloatTensor | None = None
+    predictions: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SpectralForPatchRegression(SpectralPreTrainedModel):
+    """Dense regression at pixel resolution (FourCastNet): a bias-free linear map of every token to its patch's
+    `p1 x p2 x num_output_channels` values, unfolded back to an image (B, num_output_channels, H, W).
+
+    Needs non-overlapping cuboid patches (`patch_stride` = `patch_size`); the feature axis of a token is ordered
+    (p1, p2, channel), channel fastest, the layout of FourCastNet's head.
+    """
+
+    main_input_name = "pixel_values"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        if not config.is_vision or config.num_output_channels is None:
+            raise ValueError(f"{type(self).__name__} needs `image_size` and `num_output_channels` in the config.")
+        kernel, stride, padding, _ = config.patch_geometry()
+        if kernel != stride or any(padding) or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
+            raise ValueError(
+                f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "
+                f"patch_size, no packing_strategy, no hidden_sizes); got kernel {kernel}, stride {stride}."
+            )
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        self.head = nn.Linear(config.hidden_size, math.prod(kernel) * config.num_output_channels, bias=False)
+        self.post_init()
+
+    def forward(
+        self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): input fields.
+        labels (`torch.Tensor` of shape `(batch_size, num_output_channels, *image_size)`): regression targets.
+
+        Returns `PatchRegressionOutput` with `predictions` (B, num_output_channels, *image_size).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
+                                  return_dict=True)
+        grid = self.base_model.fft_shape
+        kernel = self.config.patch_geometry()[0]
+        tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
+        values = self.head(tokens).unflatten(-1, (*kernel, self.config.num_output_channels))  # (B, *grid, *p, C)
+        spatial_dims = len(grid)
+        # (B, g1, .., gn, p1, .., pn, C) -> (B, C, g1, p1, .., gn, pn) -> (B, C, g1 * p1, .., gn * pn)
+        order = [0, 2 * spatial_dims + 1] + [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
+        predictions = values.permute(order).reshape(
+            values.shape[0], self.config.num_output_channels, *(g * p for g, p in zip(grid, kernel))
+        )
+        loss = None
+        if labels is not None:
+            losses = F.mse_loss(predictions.float(), labels.to(predictions.device).float(), reduction="none")
+            loss = _reduce(losses, num_items_in_batch)
+        output = PatchRegressionOutput(
+            loss=loss, predictions=predictions, last_hidden_state=tokens, hidden_states=outputs.hidden_states
+        )
+        return output if return_dict else output.to_tuple()

@@ -1,0 +1,156 @@
+"""Image and volume embeddings in plain PyTorch with plain keyword arguments.
+
+`PatchEmbedding` turns `pixel_values` (B, C, *spatial) into a channels-last token grid (B, *grid, D) with a strided
+convolution whose kernel is masked to a cuboid, cylinder or sphere. `GridDownsample` halves the grid between the
+stages of a hierarchical model. `resize_grid` interpolates position embeddings and spectral filters to another
+grid, as the original GFNet does to fine-tune at a higher resolution.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV_CLASSES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+INTERPOLATION_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
+
+
+def patch_kernel_mask(patch_shape, kernel_size):
+    """0/1 float mask of shape `kernel_size` selecting the cells of the patch.
+
+    A cell is inside when its offset o from the kernel centre satisfies sum((o_a / r_a)^2) <= 1 over the round
+    axes (every axis for a sphere, the last two for a cylinder), r_a = (k_a - 1) / 2 the half-extent; axes of
+    extent 1 (r = 0) do not constrain. A cuboid keeps every cell.
+    """
+    if patch_shape == "cuboid":
+        return torch.ones(kernel_size)
+    num_axes = len(kernel_size)
+    round_axes = range(num_axes - 2, num_axes) if patch_shape == "cylinder" else range(num_axes)
+    grids = torch.meshgrid(*(torch.arange(k, dtype=torch.float64) for k in kernel_size), indexing="ij")
+    radius2 = torch.zeros(kernel_size, dtype=torch.float64)
+    for axis in round_axes:
+        half_extent = (kernel_size[axis] - 1) / 2
+        if half_extent > 0:
+            radius2 = radius2 + ((grids[axis] - half_extent) / half_extent) ** 2
+    return (radius2 <= 1.0 + 1e-9).float()
+
+
+class PatchEmbedding(nn.Module):
+    """(B, C, *spatial) -> (B, *grid, D): a strided convolution with a kernel masked to the patch shape.
+
+    With `patch_shape="cuboid"` and kernel = stride = p it is the ViT / GFNet patchify.
+    """
+
+    def __init__(self, num_channels, hidden_size, kernel_size, stride, padding, patch_shape="cuboid"):
+        super().__init__()
+        self.num_channels = num_channels
+        self.patch_shape = patch_shape
+        spatial_dims = len(kernel_size)
+        self.projection = CONV_CLASSES[spatial_dims](
+            num_channels, hidden_size, kernel_size=kernel_size, stride=stride, padding=padding
+        )
+        self.register_buffer("kernel_mask", patch_kernel_mask(patch_shape, tuple(kernel_size)), persistent=False)
+
+    def forward(self, pixel_values):
+        weight = self.projection.weight
+        if self.patch_shape != "cuboid":
+            weight = weight * self.kernel_mask.to(weight.dtype)
+        conv = getattr(F, f"conv{pixel_values.ndim - 2}d")
+        tokens = conv(
+            pixel_values, weight, self.projection.bias, stride=self.projection.stride, padding=self.projection.padding
+        )  # (B, D, *grid)
+        return tokens.movedim(1, -1)  # (B, *grid, D)
+
+    def extra_repr(self):
+        return f"patch_shape={self.patch_shape!r}"
+
+
+class GridDownsample(nn.Module):
+    """(B, *grid, D_in) -> (B, *grid / 2, D_out): a kernel-2, stride-2 convolution (GFNet-H's DownLayer)."""
+
+    def __init__(self, in_size, out_size, spatial_dims):
+        super().__init__()
+        self.projection = CONV_CLASSES[spatial_dims](in_size, out_size, kernel_size=2, stride=2)
+
+    def forward(self, hidden_states):
+        return self.projection(hidden_states.movedim(-1, 1)).movedim(1, -1)
+
+
+def resize_grid(values, grid_shape, align_corners=False):
+    """Interpolate channels-last `values: (*grid, C)` to `(*grid_shape, C)`, each channel independently
+    (bicubic in 2-D, linear / trilinear in 1-D / 3-D), in float32."""
+    spatial_dims = len(grid_shape)
+    if tuple(values.shape[:spatial_dims]) == tuple(grid_shape):
+        return values
+    planes = values.float().movedim(-1, 0)[None]  # (1, C, *grid)
+    resized = F.interpolate(planes, size=tuple(grid_shape), mode=INTERPOLATION_MODES[spatial_dims],
+                            align_corners=align_corners)
+    return resized[0].movedim(0, -1).to(values.dtype)
+
+
+class SpectralImageEmbeddings(nn.Module):
+    """pixel_values (B, C, *spatial) -> patch embedding -> + learned position embedding -> dropout: (B, *grid, D).
+
+    `position_embeddings: (1, *grid, D)` is stored grid-shaped so that it can be resized to another resolution.
+    """
+
+    def __init__(self, num_channels, hidden_size, image_size, kernel_size, stride, padding, grid_shape,
+                 patch_shape="cuboid", dropout=0.0):
+        super().__init__()
+        self.image_size = tuple(image_size)
+        self.grid_shape = tuple(grid_shape)
+        self.patch_embeddings = PatchEmbedding(num_channels, hidden_size, kernel_size, stride, padding, patch_shape)
+        self.position_embeddings = nn.Parameter(torch.empty(1, *grid_shape, hidden_size))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, pixel_values, interpolate_pos_encoding=False):
+        num_channels = self.patch_embeddings.num_channels
+        spatial_dims = len(self.image_size)
+        if pixel_values.ndim != spatial_dims + 2 or pixel_values.shape[1] != num_channels:
+            raise ValueError(
+                f"`pixel_values` must have shape (batch_size, num_channels={num_channels}, *{self.image_size}) "
+                f"with spatial_dims={spatial_dims}, got {tuple(pixel_values.shape)}."
+            )
+        if tuple(pixel_values.shape[2:]) != self.image_size and not interpolate_pos_encoding:
+            raise ValueError(
+                f"Input image size {tuple(pixel_values.shape[2:])} does not match the model's image_size "
+                f"{self.image_size}; resize the images (the image processor does) or pass "
+                "`interpolate_pos_encoding=True`."
+            )
+        weight = self.patch_embeddings.projection.weight
+        embeddings = self.patch_embeddings(pixel_values.to(weight.dtype))  # (B, *grid, D)
+        position = self.position_embeddings[0]
+        if tuple(embeddings.shape[1:-1]) != self.grid_shape:
+            position = resize_grid(position, embeddings.shape[1:-1])
+        return self.dropout(embeddings + position)
+
+
+def resize_state_dict_to_config(state_dict, config):
+    """Resize the position embeddings and global filters of an image model's state dict to the token grids of
+    `config` (another `image_size`), as the original GFNet does before fine-tuning at 384 px: position embeddings
+    bicubic with `align_corners=False`; every filter `complex_weight: (*freq, D, 2)` bicubic with
+    `align_corners=True` over its unshifted frequency layout, real and imaginary planes of each channel
+    independently, to the frequency shape `(*grid[:-1], grid[-1] // 2 + 1)` of its stage. Other tensors are
+    returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
+    stage_of_layer = [stage for stage, depth in enumerate(config.stage_depths) for _ in range(depth)]
+    resized = {}
+    for key, value in state_dict.items():
+        if key.endswith("embeddings.position_embeddings"):
+            value = resize_grid(value[0], config.grid_shape)[None]
+        elif key.endswith("mixer.complex_weight"):
+            layer = int(key.split("layers.")[1].split(".")[0])
+            grid = config.stage_grid_shapes[stage_of_layer[layer]]
+            freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
+            planes = value.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
+            value = resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, value.shape[-2:])
+        resized[key] = value
+    return resized
+
+
+def resize_model_to_image_size(model, image_size):
+    """A copy of an image model (any head, e.g. just loaded with `from_pretrained`) built for `image_size`, its
+    position embeddings and global filters resized by `resize_state_dict_to_config`; the original fine-tunes
+    GFNet at 384 px this way. The result can be trained and saved like any other model."""
+    config = type(model.config)(**{**model.config.to_dict(), "image_size": image_size})
+    resized = type(model)(config)
+    resized.load_state_dict(resize_state_dict_to_config(model.state_dict(), config), strict=True)
+    return resized.train(model.training)

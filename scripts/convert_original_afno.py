@@ -1,0 +1,205 @@
+"""Convert an original AFNO checkpoint into a `save_pretrained` directory:
+
+- the AFNO-transformer image classifier (NVlabs/AFNO-transformer, `classification/afnonet.py` `AFNONet` with
+  `afno/afno2d.py` `AFNO2D` filters) -> `AFNOForImageClassification` plus its image processor;
+- FourCastNet's AFNO (NVlabs/FourCastNet, `networks/afnonet.py` `AFNONet`, checkpoints with a `model_state` entry
+  and `module.` prefixes) -> `AFNOForPatchRegression`.
+
+    python scripts/convert_original_afno.py afno.pth OUTPUT_DIR [--hard-thresholding-fraction 1.0]
+        [--sparsity-threshold 0.01] [--double-skip]
+    python scripts/convert_original_afno.py fourcastnet.tar OUTPUT_DIR --fourcastnet --image-size 720 1440
+
+The checkpoint tells widths, depth, patch size, blocks and classes (or output channels); what it cannot tell
+comes from the options, with the defaults of the original code (fraction 1, threshold 0.01; double skip off
+for the AFNO-transformer training script, on for FourCastNet; FourCastNet's image size 720 x 1440).
+"""
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from original_checkpoint import (  # noqa: E402
+    load_converted_state_dict,
+    load_original_state_dict,
+    require_keys,
+    save_converted,
+)
+
+from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression  # noqa: E402
+
+BLOCK_RENAMES = {"norm1": "mixer_norm", "norm2": "mlp_norm", "filter": "mixer"}
+
+
+def afno_transformer_kept_modes(grid_shape, hard_thresholding_fraction):
+    """The frequencies AFNO2D of the AFNO-transformer processes: all rows, and the first
+    `int((N // 2 + 1) * fraction)` rfft columns, N = H * W the token count (not the width). None per axis = all."""
+    height, width = grid_shape
+    kept = int((height * width // 2 + 1) * hard_thresholding_fraction)
+    if kept < 1:
+        raise ValueError(f"hard_thresholding_fraction={hard_thresholding_fraction} keeps no frequency.")
+    columns = None if kept >= width // 2 + 1 else list(range(kept))
+    return None if columns is None else [None, columns]
+
+
+def fourcastnet_kept_modes(grid_shape, hard_thresholding_fraction):
+    """The frequencies FourCastNet's AFNO2D processes: with total = H // 2 + 1 and kept = int(total * fraction),
+    rows [total - kept, total + kept) clamped to [0, H) and rfft columns [0, kept). Even at fraction 1 the
+    columns past H // 2 are dropped when W > H."""
+    height, width = grid_shape
+    total = height // 2 + 1
+    kept = int(total * hard_thresholding_fraction)
+    if kept < 1:
+        raise ValueError(f"hard_thresholding_fraction={hard_thresholding_fraction} keeps no frequency.")
+    rows = list(range(max(0, total - kept), min(height, total + kept)))
+    columns = list(range(min(kept, width // 2 + 1)))
+    return [None if len(rows) == height else rows, None if len(columns) == width // 2 + 1 else columns]
+
+
+def config_from_checkpoint(
+    state_dict, hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=False, drop_path_rate=0.0
+):
+    """The `AFNOConfig` of an original AFNO-transformer checkpoint and the given options."""
+    require_keys(
+        state_dict,
+        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
+        "AFNO-transformer",
+    )
+    hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
+    num_tokens = state_dict["pos_embed"].shape[1]
+    grid_side = math.isqrt(num_tokens)
+    if grid_side**2 != num_tokens:
+        raise ValueError(f"pos_embed has {num_tokens} tokens; the AFNO-transformer classifier uses square grids.")
+    _, num_blocks, block_size, inner = state_dict["blocks.0.filter.w1"].shape
+    return AFNOConfig(
+        image_size=grid_side * patch_size,
+        patch_size=patch_size,
+        num_channels=num_channels,
+        hidden_size=hidden_size,
+        num_hidden_layers=len({int(i) for i in re.findall(r"blocks\.(\d+)\.", " ".join(state_dict))}),
+        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        norm_first=True,
+        mixer_residual=double_skip,
+        afno_num_blocks=num_blocks,
+        afno_hidden_size_factor=inner // block_size,
+        afno_sparsity_threshold=sparsity_threshold,
+        afno_kept_modes=afno_transformer_kept_modes((grid_side, grid_side), hard_thresholding_fraction),
+        pooling="mean",
+        hidden_dropout_prob=0.0,
+        drop_path_rate=drop_path_rate,
+        num_labels=state_dict["head.weight"].shape[0],
+    )
+
+
+def fourcastnet_config_from_checkpoint(
+    state_dict, image_size=(720, 1440), hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=True
+):
+    """The `AFNOConfig` of an original FourCastNet checkpoint; the image size is not stored in it."""
+    require_keys(
+        state_dict,
+        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
+        "FourCastNet AFNO",
+    )
+    if "head.bias" in state_dict:
+        raise ValueError("This checkpoint's head has a bias: it is an AFNO-transformer classifier, not FourCastNet.")
+    hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
+    grid = (image_size[0] // patch_size, image_size[1] // patch_size)
+    if grid[0] * grid[1] != state_dict["pos_embed"].shape[1]:
+        raise ValueError(
+            f"image_size {tuple(image_size)} with patch {patch_size} gives {grid[0] * grid[1]} tokens but pos_embed "
+            f"has {state_dict['pos_embed'].shape[1]}: pass the image size the model was trained at."
+        )
+    _, num_blocks, block_size, inner = state_dict["blocks.0.filter.w1"].shape
+    return AFNOConfig(
+        image_size=list(image_size),
+        patch_size=patch_size,
+        num_channels=num_channels,
+        hidden_size=hidden_size,
+        num_hidden_layers=len({int(i) for i in re.findall(r"blocks\.(\d+)\.", " ".join(state_dict))}),
+        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        norm_first=True,
+        final_layer_norm=False,
+        mixer_residual=double_skip,
+        afno_num_blocks=num_blocks,
+        afno_hidden_size_factor=inner // block_size,
+        afno_sparsity_threshold=sparsity_threshold,
+        afno_kept_modes=fourcastnet_kept_modes(grid, hard_thresholding_fraction),
+        hidden_dropout_prob=0.0,
+        num_output_channels=state_dict["head.weight"].shape[0] // patch_size**2,
+    )
+
+
+def checkpoint_filter_fn(state_dict, config):
+    """Rename (and reshape) the original tensors to `AFNOForImageClassification` keys, or to
+    `AFNOForPatchRegression` keys for a FourCastNet config (whose `norm`, built but never applied, is dropped)."""
+    regression = config.num_output_channels is not None
+    converted = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed":
+            converted["afno.embeddings.position_embeddings"] = value.reshape(1, *config.grid_shape, value.shape[-1])
+        elif key.startswith("patch_embed.proj."):
+            converted["afno.embeddings.patch_embeddings.projection." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("blocks."):
+            layer, module, rest = re.match(r"blocks\.(\d+)\.([^.]+)\.(.+)$", key).groups()
+            converted[f"afno.layers.{layer}.{BLOCK_RENAMES.get(module, module)}.{rest}"] = value
+        elif key.startswith("norm."):
+            if not regression:
+                converted["afno." + key] = value
+        elif key.startswith("head."):
+            converted[key if regression else "classifier." + key.split(".", 1)[1]] = value
+        else:
+            raise ValueError(f"Unexpected key {key!r} in an AFNO-transformer checkpoint.")
+    return converted
+
+
+def convert_afno_checkpoint(checkpoint_path, **options):
+    """An eval-mode `AFNOForImageClassification` holding the checkpoint's weights; `options` are those of
+    `config_from_checkpoint`."""
+    state_dict = load_original_state_dict(checkpoint_path)
+    config = config_from_checkpoint(state_dict, **options)
+    model = AFNOForImageClassification(config)
+    return load_converted_state_dict(model, checkpoint_filter_fn(state_dict, config), state_dict).eval()
+
+
+def convert_fourcastnet_checkpoint(checkpoint_path, **options):
+    """An eval-mode `AFNOForPatchRegression` holding a FourCastNet checkpoint's weights; `options` are those of
+    `fourcastnet_config_from_checkpoint`."""
+    state_dict = load_original_state_dict(checkpoint_path)
+    config = fourcastnet_config_from_checkpoint(state_dict, **options)
+    converted = checkpoint_filter_fn(state_dict, config)
+    used = [key for key in state_dict if not key.startswith("norm.")]
+    return load_converted_state_dict(AFNOForPatchRegression(config), converted, used).eval()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="original checkpoint: .pth (dict with 'model') or .safetensors")
+    parser.add_argument("output_dir", help="directory for save_pretrained")
+    parser.add_argument("--hard-thresholding-fraction", type=float, default=1.0)
+    parser.add_argument("--sparsity-threshold", type=float, default=0.01)
+    parser.add_argument("--double-skip", action="store_true", help="the model was trained with --double-skip")
+    parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
+    parser.add_argument("--fourcastnet", action="store_true", help="a FourCastNet checkpoint (double skip on)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(720, 1440), metavar=("HEIGHT", "WIDTH"),
+                        help="FourCastNet's training image size (default 720 1440)")
+    args = parser.parse_args()
+    options = dict(hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold)
+    if args.fourcastnet:
+        model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size), **options)
+    else:
+        model = convert_afno_checkpoint(
+            args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options
+        )
+    save_converted(model, args.output_dir)
+    print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

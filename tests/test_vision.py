@@ -1,0 +1,265 @@
+"""Image and volume models: geometric patch embedding, packing strategies, every family on pixels, GFNet-H,
+resolution changes, pipelines from a saved directory, a 3-D training step and clear errors on bad inputs."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAMILIES, model_class, tiny_config
+from PIL import Image
+from transformers import AutoModel, AutoModelForImageClassification, ViTImageProcessorPil, pipeline
+
+from fourierformers.configuration.patch_geometry import PACKING_STRATEGIES, packing_stride
+from fourierformers.patch_embedding import (
+    PatchEmbedding,
+    patch_kernel_mask,
+    resize_model_to_image_size,
+    resize_state_dict_to_config,
+)
+
+
+def image_config(family, **overrides):
+    fields = dict(image_size=16, patch_size=4, num_channels=3, mixer_layout=None)
+    fields.update(overrides)
+    return tiny_config(family, **fields)
+
+
+def explicit_patch_embedding(pixel_values, weight, bias, mask, stride, padding):
+    """Reference: for every output cell, sum weight * mask * input over the kernel window, one cell at a time."""
+    spatial_dims = pixel_values.ndim - 2
+    padded = F.pad(pixel_values, [p for pad in reversed(padding) for p in (pad, pad)])
+    kernel = weight.shape[2:]
+    grid = [(padded.shape[2 + a] - kernel[a]) // stride[a] + 1 for a in range(spatial_dims)]
+    out = torch.zeros(pixel_values.shape[0], *grid, weight.shape[0], dtype=torch.float64)
+    masked = (weight * mask).double()
+    for cell in torch.cartesian_prod(*(torch.arange(n) for n in grid)).reshape(-1, spatial_dims).tolist():
+        window = padded[(slice(None), slice(None), *(slice(c * s, c * s + k) for c, s, k in zip(cell, stride, kernel)))]
+        out[(slice(None), *cell)] = torch.einsum("bc...,dc...->bd", window.double(), masked) + bias.double()
+    return out
+
+
+def test_cuboid_patch_is_vit_patchify():
+    """Cuboid with kernel = stride = p: token (i, j) = W @ flatten(x[:, ip:(i+1)p, jp:(j+1)p]) + b, row-major."""
+    embedding = PatchEmbedding(3, 8, kernel_size=(4, 4), stride=(4, 4), padding=(0, 0))
+    pixel_values = torch.randn(2, 3, 16, 12)
+    tokens = embedding(pixel_values)  # (B, 4, 3, D)
+    patches = pixel_values.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, C, 4, 3, 4, 4)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 4, 3, -1)  # (B, h, w, C*p*p)
+    expected = patches @ embedding.projection.weight.reshape(8, -1).T + embedding.projection.bias
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "patch_shape, kernel, stride, padding, image",
+    [
+        ("cylinder", (5, 5), (2, 2), (2, 2), (9, 8)),
+        ("sphere", (5, 5), (3, 1), (2, 2), (7, 6)),
+        ("cylinder", (3, 5, 5), (2, 4, 4), (1, 2, 2), (4, 8, 8)),
+        ("sphere", (5, 5, 5), (2, 2, 2), (2, 2, 2), (4, 6, 5)),
+        ("cuboid", (3, 2, 2), (1, 2, 2), (0, 0, 0), (3, 4, 4)),
+    ],
+)
+def test_masked_patch_embedding_matches_explicit_reference(patch_shape, kernel, stride, padding, image):
+    embedding = PatchEmbedding(2, 6, kernel, stride, padding, patch_shape=patch_shape)
+    pixel_values = torch.randn(2, 2, *image)
+    expected = explicit_patch_embedding(
+        pixel_values, embedding.projection.weight, embedding.projection.bias, embedding.kernel_mask, stride, padding
+    )
+    torch.testing.assert_close(embedding(pixel_values).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_masks_are_disks_and_balls():
+    """Radius-2 disk and ball: the integer offsets with i^2 + j^2 (+ k^2) <= 4."""
+    offsets = torch.arange(-2, 3)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= 4).float()
+    torch.testing.assert_close(patch_kernel_mask("cylinder", (5, 5)), disk)
+    torch.testing.assert_close(patch_kernel_mask("cylinder", (3, 5, 5)), disk.expand(3, 5, 5))
+    ball = (offsets[:, None, None] ** 2 + offsets[None, :, None] ** 2 + offsets[None, None, :] ** 2 <= 4).float()
+    torch.testing.assert_close(patch_kernel_mask("sphere", (5, 5, 5)), ball)
+    assert patch_kernel_mask("cuboid", (2, 3)).sum() == 6
+
+
+@pytest.mark.parametrize(
+    "patch_shape, kernel, image, strategy, stride",
+    [
+        # strides and grids tinyBIG gives (../shared/research/seeds_002_004.md, section 1.2)
+        ("cuboid", 9, 32, "sparse_square", (12, 12)),
+        ("cuboid", 9, 32, "complete_square", (8, 8)),
+        ("cuboid", 9, 32, "dense_square", (4, 4)),
+        ("cuboid", 9, 32, "densest_packing", (1, 1)),
+        ("cylinder", 5, 32, "sparse_square", (4, 4)),
+        ("cylinder", 5, 32, "complete_square", (2, 2)),
+        ("cylinder", 5, 32, "complete_hexagonal", (3, 3)),
+        ("cylinder", 5, 32, "denser_hexagonal", (1, 2)),
+        ("cylinder", (3, 5, 5), (8, 16, 16), "sparse_square", (2, 4, 4)),
+        ("sphere", 5, (8, 16, 16), "dense_simple_cubic", (2, 2, 2)),
+    ],
+)
+def test_packing_strategy_grid_shapes(patch_shape, kernel, image, strategy, stride):
+    spatial_dims = 3 if isinstance(image, tuple) else 2
+    config = image_config("gfnet", image_size=image, patch_size=kernel, patch_shape=patch_shape,
+                          packing_strategy=strategy, spatial_dims=spatial_dims, num_channels=1)
+    kernel_size, config_stride, _, grid = config.patch_geometry()
+    assert config_stride == stride == packing_stride(patch_shape, kernel_size, strategy)
+    image_shape = config.image_shape
+    assert grid == tuple(math.ceil(n / s) for n, s in zip(image_shape, stride))
+    model = model_class("gfnet", "Model")(config).eval()
+    with torch.no_grad():
+        hidden = model(pixel_values=torch.randn(1, 1, *image_shape)).last_hidden_state
+    assert hidden.shape == (1, math.prod(grid), config.hidden_size)
+
+
+def test_every_strategy_is_accepted_by_its_shape():
+    for patch_shape, strategies in PACKING_STRATEGIES.items():
+        for strategy in strategies:
+            config = image_config("afno", image_size=(6, 12, 12), patch_size=5, patch_shape=patch_shape,
+                                  packing_strategy=strategy, spatial_dims=3)
+            assert all(g >= 1 for g in config.grid_shape)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_classification_every_family(family, tmp_path):
+    config = image_config(family, image_size=(16, 12))
+    model = model_class(family, "ForImageClassification")(config).eval()
+    pixel_values = torch.randn(3, 3, 16, 12)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixel_values, output_hidden_states=True)
+        as_tuple = model(pixel_values=pixel_values, output_hidden_states=True, return_dict=False)
+        single = model(pixel_values=pixel_values[1:2]).logits
+    assert outputs.logits.shape == (3, config.num_labels)
+    assert len(outputs.hidden_states) == config.num_hidden_layers + 1
+    assert all(h.shape == (3, 12, config.hidden_size) for h in outputs.hidden_states)
+    torch.testing.assert_close(as_tuple[0], outputs.logits)
+    torch.testing.assert_close(single, outputs.logits[1:2], atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, outputs.logits)
+    assert type(AutoModel.from_config(config)) is model_class(family, "Model")
+
+
+@pytest.mark.parametrize("problem_type, labels", [
+    ("single_label_classification", torch.tensor([0, 2])),
+    ("multi_label_classification", torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),
+    ("regression", torch.randn(2, 3)),
+])
+def test_image_classification_losses(problem_type, labels):
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", problem_type=problem_type))
+    loss = model(pixel_values=torch.randn(2, 3, 16, 16), labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def gfnet_h_config(**overrides):
+    fields = dict(image_size=32, patch_size=4, hidden_sizes=[8, 16, 32], depths=[1, 1, 1], num_hidden_layers=3,
+                  hidden_size=32, intermediate_size=64, layer_scale_init_value=0.5, mixer_residual=False,
+                  layer_norm_eps=1e-6)
+    fields.update(overrides)
+    return image_config("gfnet", **fields)
+
+
+def test_gfnet_h_stages():
+    config = gfnet_h_config()
+    model = model_class("gfnet", "ForImageClassification")(config).eval()
+    assert config.stage_grid_shapes == [(8, 8), (4, 4), (2, 2)]
+    assert [layer.mixer.complex_weight.shape for layer in model.gfnet.layers] == [
+        (8, 5, 8, 2), (4, 3, 16, 2), (2, 2, 32, 2)
+    ]
+    assert [layer.mlp.fc1.out_features for layer in model.gfnet.layers] == [16, 32, 64]
+    with torch.no_grad():
+        outputs = model(pixel_values=torch.randn(2, 3, 32, 32), output_hidden_states=True)
+    assert [tuple(h.shape) for h in outputs.hidden_states] == [(2, 64, 8), (2, 64, 8), (2, 16, 16), (2, 4, 32)]
+    assert all(layer.mlp_layer_scale is not None and layer.mixer_layer_scale is None for layer in model.gfnet.layers)
+
+
+def test_load_at_another_image_size():
+    """Weights resized with resize_state_dict_to_config load strictly into a config at a larger image size."""
+    small = model_class("gfnet", "ForImageClassification")(gfnet_h_config()).eval()
+    large_config = gfnet_h_config(image_size=64)
+    large = model_class("gfnet", "ForImageClassification")(large_config).eval()
+    large.load_state_dict(resize_state_dict_to_config(small.state_dict(), large_config), strict=True)
+    assert large.gfnet.layers[0].mixer.complex_weight.shape == (16, 9, 8, 2)
+    with torch.no_grad():
+        assert large(pixel_values=torch.randn(1, 3, 64, 64)).logits.shape == (1, 3)
+        unchanged = resize_state_dict_to_config(small.state_dict(), gfnet_h_config())
+    assert all(torch.equal(unchanged[k], v) for k, v in small.state_dict().items())
+
+
+def test_saved_model_reloads_at_another_image_size(tmp_path):
+    model_class("gfnet", "ForImageClassification")(gfnet_h_config()).save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    resized = resize_model_to_image_size(loaded, 64)
+    assert resized.config.image_size == 64 and resized.config.grid_shape == (16, 16)
+    assert resized.gfnet.embeddings.position_embeddings.shape == (1, 16, 16, 8)
+    torch.testing.assert_close(resized.gfnet.layers[2].mlp.fc1.weight, loaded.gfnet.layers[2].mlp.fc1.weight)
+    resized.save_pretrained(tmp_path / "at64")
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "at64").eval()
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, resized.eval()(pixel_values).logits)
+
+
+def test_interpolate_pos_encoding():
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", image_size=32)).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=torch.randn(2, 3, 24, 24), interpolate_pos_encoding=True).logits
+        position = model.gfnet.embeddings.position_embeddings
+        same = model(pixel_values=torch.ones(1, 3, 32, 32), interpolate_pos_encoding=True).logits
+        plain = model(pixel_values=torch.ones(1, 3, 32, 32)).logits
+    assert logits.shape == (2, 3) and position.shape == (1, 8, 8, 32)
+    torch.testing.assert_close(same, plain)
+    with pytest.raises(ValueError, match="larger than the grid"):
+        model(pixel_values=torch.randn(1, 3, 40, 40), interpolate_pos_encoding=True)
+
+
+def test_bad_image_inputs_raise_clear_errors():
+    model = model_class("afno", "ForImageClassification")(image_config("afno"))
+    with pytest.raises(ValueError, match="num_channels=3"):
+        model(pixel_values=torch.randn(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="does not match the model's image_size"):
+        model(pixel_values=torch.randn(1, 3, 20, 20))
+    with pytest.raises(ValueError, match="pass `pixel_values`"):
+        model.afno(input_ids=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="does not tile with patch_size"):
+        image_config("afno", image_size=18)
+    with pytest.raises(ValueError, match="packing_strategy"):
+        image_config("afno", patch_shape="sphere", packing_strategy="dense_square")
+    with pytest.raises(ValueError, match="patch_shape"):
+        image_config("afno", patch_shape="cone")
+    with pytest.raises(ValueError, match="must be even"):
+        gfnet_h_config(image_size=24)
+    with pytest.raises(ValueError, match="image config"):
+        model_class("gfnet", "ForImageClassification")(tiny_config("gfnet"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gfnet", "afno"])
+def test_image_pipelines_from_saved_directory(family, tmp_path):
+    config = image_config(family, image_size=32, patch_size=8, id2label={0: "cat", 1: "dog", 2: "fish"})
+    model_class(family, "ForImageClassification")(config).save_pretrained(tmp_path)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    image = Image.fromarray((torch.rand(40, 50, 3) * 255).byte().numpy())
+    predictions = pipeline("image-classification", model=str(tmp_path))(image, top_k=3)
+    assert sorted(p["label"] for p in predictions) == ["cat", "dog", "fish"]
+    assert abs(sum(p["score"] for p in predictions) - 1) < 1e-5
+    features = pipeline("image-feature-extraction", model=str(tmp_path))(image, return_tensors=True)
+    assert features.shape == (1, 16, config.hidden_size)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_volume_classifier_trains_one_step(family):
+    config = image_config(family, image_size=(4, 8, 8), patch_size=(3, 5, 5), spatial_dims=3, num_channels=1,
+                          patch_shape="sphere", packing_strategy="dense_simple_cubic", num_labels=2)
+    model = model_class(family, "ForImageClassification")(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    pixel_values, labels = torch.randn(4, 1, 4, 8, 8), torch.tensor([0, 1, 1, 0])
+    loss = model(pixel_values=pixel_values, labels=labels).loss
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert model(pixel_values=pixel_values, labels=labels).loss < loss
