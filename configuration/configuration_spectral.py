@@ -10,7 +10,9 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
-MIXER_TYPES = ("fourier", "global_filter", "afno", "attention", "none")
+from .mixer_layout import MIXER_TYPES, expand_mixer_layout, validate_mixer_layout
+
+CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
 POOLING_TYPES = ("cls", "mean")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
@@ -56,8 +58,10 @@ class SpectralConfig(PretrainedConfig):
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
         pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens).
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
-        mixer_layout (`list[str]`, *optional*): The token mixer of each layer, one of `"fourier"`, `"global_filter"`,
-            `"afno"`, `"attention"`, `"none"`. Defaults to the family's layout.
+        mixer_layout (`list`, *optional*): The token mixer of each layer: a name (`"fourier"`, `"global_filter"`,
+            `"afno"`, `"attention"`, `"none"`) or a hybrid-strategy dict (`adaptive`, `multiscale`, `cascade`); a
+            dict `{"pattern": [...]}` is repeated to `num_hidden_layers` entries. See `configuration/mixer_layout.py`.
+            Defaults to the family's layout.
         fourier_norm (`str`): FFT normalisation of the `fourier` mixer (`"backward"` is FNet's unnormalised DFT).
         filter_activation (`str`): Parameterisation of the global filter K = f(W_r) + i f(W_i), f one of
             `"identity"` (original GFNet), `"sigmoid"`, `"tanh"`.
@@ -68,6 +72,10 @@ class SpectralConfig(PretrainedConfig):
             all frequencies when unset.
         num_attention_heads (`int`): Heads of the `attention` mixer; must divide `hidden_size`.
         attention_probs_dropout_prob (`float`): Dropout on attention probabilities.
+        condition_type (`str`, *optional*): A conditioning branch in every block between mixer and MLP:
+            `"cross_attention"` to a `condition` of shape (B, M, condition_size), or `"adaln_zero"` modulation from a
+            pooled `condition` of shape (B, condition_size). `None` (default): no branch, no parameters.
+        condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset.
     """
 
     model_type = "spectral"
@@ -102,6 +110,8 @@ class SpectralConfig(PretrainedConfig):
     afno_num_modes: int | None = None
     num_attention_heads: int = 4
     attention_probs_dropout_prob: float | int = 0.1
+    condition_type: str | None = None
+    condition_size: int | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3
@@ -110,8 +120,10 @@ class SpectralConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
-        self.mixer_layout = list(self.mixer_layout)
+        self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         super().__post_init__(**kwargs)
+        # The family configs are not `@strict` dataclasses, so transformers would never call this override.
+        self.validate_architecture()
 
     @classmethod
     def default_layout(cls, num_hidden_layers):
@@ -143,17 +155,11 @@ class SpectralConfig(PretrainedConfig):
                 "requires `norm_first=True`; allowed: norm_first=True with mixer_residual True or False, "
                 "or norm_first=False with mixer_residual=True."
             )
-        if len(self.mixer_layout) != self.num_hidden_layers:
-            raise ValueError(
-                f"`mixer_layout` has {len(self.mixer_layout)} entries but `num_hidden_layers` is "
-                f"{self.num_hidden_layers}: give one mixer per layer."
-            )
-        for index, mixer in enumerate(self.mixer_layout):
-            if mixer not in MIXER_TYPES:
-                raise ValueError(
-                    f"`mixer_layout[{index}]` is {mixer!r}; valid mixer names are {list(MIXER_TYPES)}."
-                )
-        if "afno" in self.mixer_layout:
+        mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+        _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
+        if self.condition_size is not None and (not isinstance(self.condition_size, int) or self.condition_size < 1):
+            raise ValueError(f"`condition_size` must be a positive integer or None, got {self.condition_size!r}.")
+        if "afno" in mixers_used:
             if self.afno_num_blocks < 1 or self.hidden_size % self.afno_num_blocks:
                 raise ValueError(
                     f"`afno_num_blocks` ({self.afno_num_blocks}) must be a positive divisor of `hidden_size` "
@@ -169,7 +175,7 @@ class SpectralConfig(PretrainedConfig):
                     f"`afno_num_modes` must be between 1 and max_position_embeddings // 2 + 1 = {num_frequencies} "
                     f"(or None to keep every frequency), got {self.afno_num_modes}."
                 )
-        if "attention" in self.mixer_layout and (
+        if ("attention" in mixers_used or self.condition_type == "cross_attention") and (
             self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads
         ):
             raise ValueError(
