@@ -32,7 +32,10 @@ from .modeling_gfnet import (
     GFNetPreTrainedModel,
 )
 from .modeling_spectral import SpectralBlock, SpectralModelOutput, SpectralPreTrainedModel
+from .condition_layers import AdaLNZero, CrossAttention
+from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
+from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
 AUTO_CLASSES = {
     AFNOConfig: {
@@ -68,6 +71,10 @@ __all__ = [
     "AFNOModel",
     "AFNOPreTrainedModel",
     "AUTO_CLASSES",
+    "AdaLNZero",
+    "AdaptiveMixer",
+    "CascadeMixer",
+    "CrossAttention",
     "FNetHybridForMaskedLM",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
@@ -80,8 +87,12 @@ __all__ = [
     "GFNetModel",
     "GFNetPreTrainedModel",
     "GlobalFilter",
+    "MultiscaleMixer",
     "SelfAttention",
     "SpectralBlock",
     "SpectralModelOutput",
     "SpectralPreTrainedModel",
+    "SpectralTrainer",
+    "no_weight_decay_parameter_names",
+    "optimizer_param_groups",
 ]

@@ -176,6 +176,8 @@ class SpectralBlock(GradientCheckpointingLayer):
 class SpectralEmbeddings(nn.Module):
     """Token + position (+ token type) embeddings -> optional LayerNorm -> optional projection -> dropout."""
 
+    _no_weight_decay = ("position_embeddings.weight",)
+
     def __init__(self, config):
         super().__init__()
         self.position_embedding_type = config.position_embedding_type

@@ -122,6 +122,8 @@ class GlobalFilter(nn.Module):
     `sigmoid` or `tanh` (bounded filters).
     """
 
+    _no_weight_decay = ("complex_weight",)
+
     def __init__(self, hidden_size, fft_shape, activation="identity"):
         super().__init__()
         self.fft_shape = tuple(fft_shape)
@@ -171,6 +173,8 @@ class AFNOMixer(nn.Module):
     `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
     is set to zero. `lowest_modes` builds the usual choice.
     """
+
+    _no_weight_decay = ("b1", "b2")
 
     def __init__(
         self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None
