@@ -4,6 +4,8 @@ Both have the interface `forward(x, condition, attn_implementation="sdpa") -> ou
 `x: (B, *grid, D)`, and return the branch output `(B, *grid, D)` that the block adds to the residual.
 """
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .spectral_layers import multi_head_attention
@@ -39,19 +41,22 @@ class CrossAttention(nn.Module):
 
 class AdaLNZero(nn.Module):
     """Adaptive LayerNorm with zero-initialised modulation (DiT, Peebles & Xie 2023) from a pooled condition
-    `c: (B, condition_size)`: `shift, scale, gate = Linear(SiLU(c))` and the branch output is
-    `gate * (LN(x) * (1 + scale) + shift)` with a LayerNorm without affine parameters. `modulation` starts at zero
-    (see `_init_weights`), so the branch adds nothing until it has learned to: the block starts as the
-    unconditioned block."""
+    `c: (B, condition_size)`: `shift, scale, gate = SiLU(c) @ modulation_weight.T + modulation_bias` and the branch
+    output is `gate * (LN(x) * (1 + scale) + shift)` with a LayerNorm without affine parameters. The modulation
+    starts at zero (see `_init_weights`), so the branch adds nothing until it has learned to: the block starts as
+    the unconditioned block. (Raw parameters rather than an `nn.Linear` child, so the model's generic Linear
+    initialisation cannot overwrite the zeros.)"""
 
     def __init__(self, hidden_size, condition_size, eps=1e-6):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size, eps=eps, elementwise_affine=False)
         self.act = nn.SiLU()
-        self.modulation = nn.Linear(condition_size, 3 * hidden_size)
+        self.modulation_weight = nn.Parameter(torch.empty(3 * hidden_size, condition_size))
+        self.modulation_bias = nn.Parameter(torch.empty(3 * hidden_size))
 
     def forward(self, x, condition, attn_implementation="sdpa"):
-        shift, scale, gate = self.modulation(self.act(condition)).chunk(3, dim=-1)  # each (B, D)
+        modulation = F.linear(self.act(condition), self.modulation_weight, self.modulation_bias)  # (B, 3D)
+        shift, scale, gate = modulation.chunk(3, dim=-1)  # each (B, D)
         view = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])  # broadcast over the grid
         shift, scale, gate = shift.view(view), scale.view(view), gate.view(view)
         return gate * (self.norm(x) * (1 + scale) + shift)

@@ -265,8 +265,8 @@ class SpectralPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MultiscaleMixer) and module.fusion_logits is not None:
             init.zeros_(module.fusion_logits)
         elif isinstance(module, AdaLNZero):
-            init.zeros_(module.modulation.weight)
-            init.zeros_(module.modulation.bias)
+            init.zeros_(module.modulation_weight)
+            init.zeros_(module.modulation_bias)
         elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
 
