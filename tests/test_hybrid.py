@@ -254,3 +254,25 @@ def test_unknown_attention_implementation_is_rejected():
     layer = SelfAttention(8, num_heads=2)
     with pytest.raises(ValueError, match=r"\['eager', 'sdpa'\]"):
         layer(torch.randn(1, 4, 8), attn_implementation="flash")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_bfloat16_weights_give_close_outputs(strategy):
+    model = model_class("afno", "Model")(hybrid_config("afno", strategy)).eval()
+    input_ids, attention_mask = text_batch()
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask).last_hidden_state
+        output = model.to(torch.bfloat16)(input_ids, attention_mask=attention_mask).last_hidden_state
+    assert output.dtype == torch.bfloat16
+    torch.testing.assert_close(output.float(), expected, atol=0.1, rtol=0.05)
+
+
+def test_attention_implementation_can_be_switched_after_loading():
+    model = model_class("fnet_hybrid", "Model")(tiny_config("fnet_hybrid")).eval()
+    input_ids, attention_mask = text_batch()
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask).last_hidden_state
+        model.set_attn_implementation("eager")
+        with mock.patch("torch.nn.functional.scaled_dot_product_attention", side_effect=AssertionError("sdpa")):
+            output = model(input_ids, attention_mask=attention_mask).last_hidden_state
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)

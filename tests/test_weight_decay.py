@@ -65,3 +65,26 @@ def test_param_groups_helper_matches_the_trainer_and_skips_frozen_parameters(fam
     assert [id(p) for p in decayed["params"]] == [id(p) for n, p in trainable.items() if n not in excluded]
     assert [id(p) for p in not_decayed["params"]] == [id(p) for n, p in trainable.items() if n in excluded]
     torch.optim.AdamW([decayed, not_decayed], lr=1e-3)
+
+
+def test_spectral_trainer_trains_a_hybrid_model_with_gradient_checkpointing(tmp_path):
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet", mixer_layout=EVERYTHING))
+    dataset = [{"input_ids": torch.randint(4, 99, (9,)), "labels": torch.tensor(index % 3)} for index in range(8)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        weight_decay=WEIGHT_DECAY,
+        activation_checkpointing=True,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+    )
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    result = SpectralTrainer(model=model, args=args, train_dataset=dataset).train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert model.base_model.layers[0].gradient_checkpointing
+    for name in ("layers.0.mixer.mixers.0.complex_weight", "layers.0.mixer.fusion_logits", "layers.1.mixer.gate.weight"):
+        parameter = dict(model.base_model.named_parameters())[name]
+        assert not torch.equal(parameter, before[f"{model.base_model_prefix}.{name}"]), name
