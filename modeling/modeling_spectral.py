@@ -52,24 +52,26 @@ def build_condition_mixer(config):
     return None
 
 
-def build_mixer(config, mixer_type, fft_shape):
+def build_mixer(config, layout_entry, fft_shape):
     """The token mixer of one `mixer_layout` entry for hidden states with grid `fft_shape`, or None for `"none"`.
     A strategy dict builds its child mixers and wraps them in the composite mixer of `hybrid_layers`."""
-    if isinstance(mixer_type, dict):
-        mixers = [build_mixer(config, name, fft_shape) for name in mixer_type["mixers"]]
-        strategy = mixer_type["strategy"]
+    if isinstance(layout_entry, dict):
+        mixers = [build_mixer(config, name, fft_shape) for name in layout_entry["mixers"]]
+        strategy = layout_entry["strategy"]
         if strategy == "adaptive":
-            return AdaptiveMixer(mixers, config.hidden_size, gate=mixer_type["gate"])
+            return AdaptiveMixer(mixers, config.hidden_size, gate=layout_entry["gate"])
         if strategy == "multiscale":
-            return MultiscaleMixer(mixers, config.hidden_size, fusion=mixer_type["fusion"])
+            return MultiscaleMixer(mixers, config.hidden_size, fusion=layout_entry["fusion"])
         if strategy == "cascade":
-            return CascadeMixer(mixers, config.hidden_size, share_norm=mixer_type["share_norm"], eps=config.layer_norm_eps)
+            return CascadeMixer(
+                mixers, config.hidden_size, share_norm=layout_entry["share_norm"], eps=config.layer_norm_eps
+            )
         raise ValueError(f"Unknown hybrid strategy {strategy!r}.")
-    if mixer_type == "fourier":
+    if layout_entry == "fourier":
         return FourierMixer(fft_shape, norm=config.fourier_norm)
-    if mixer_type == "global_filter":
+    if layout_entry == "global_filter":
         return GlobalFilter(config.hidden_size, fft_shape, activation=config.filter_activation)
-    if mixer_type == "afno":
+    if layout_entry == "afno":
         kept_modes = None
         if config.afno_num_modes is not None:
             kept_modes = [lowest_modes(size, config.afno_num_modes, half=axis == len(fft_shape) - 1)
@@ -82,11 +84,11 @@ def build_mixer(config, mixer_type, fft_shape):
             sparsity_threshold=config.afno_sparsity_threshold,
             kept_modes=kept_modes,
         )
-    if mixer_type == "attention":
+    if layout_entry == "attention":
         return SelfAttention(config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
-    if mixer_type == "none":
+    if layout_entry == "none":
         return None
-    raise ValueError(f"Unknown mixer {mixer_type!r}.")
+    raise ValueError(f"Unknown mixer {layout_entry!r}.")
 
 
 class LayerScale(nn.Module):

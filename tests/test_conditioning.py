@@ -101,9 +101,10 @@ def test_adaln_zero_starts_as_the_unconditioned_model(family):
         if "modulation" in name:
             assert parameter.abs().sum() == 0, name
     input_ids, attention_mask = text_batch()
+    condition = make_condition("adaln_zero")
     with torch.no_grad():
         torch.testing.assert_close(
-            conditioned(input_ids, attention_mask=attention_mask, condition=make_condition("adaln_zero")).last_hidden_state,
+            conditioned(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state,
             unconditioned(input_ids, attention_mask=attention_mask).last_hidden_state,
         )
 

@@ -85,6 +85,7 @@ def test_spectral_trainer_trains_a_hybrid_model_with_gradient_checkpointing(tmp_
     result = SpectralTrainer(model=model, args=args, train_dataset=dataset).train()
     assert torch.isfinite(torch.tensor(result.training_loss))
     assert model.base_model.layers[0].gradient_checkpointing
-    for name in ("layers.0.mixer.mixers.0.complex_weight", "layers.0.mixer.fusion_logits", "layers.1.mixer.gate.weight"):
+    trained = ("layers.0.mixer.mixers.0.complex_weight", "layers.0.mixer.fusion_logits", "layers.1.mixer.gate.weight")
+    for name in trained:
         parameter = dict(model.base_model.named_parameters())[name]
         assert not torch.equal(parameter, before[f"{model.base_model_prefix}.{name}"]), name
