@@ -122,7 +122,6 @@ class SpectralConfig(PretrainedConfig):
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
         self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         super().__post_init__(**kwargs)
-        # The family configs are not `@strict` dataclasses, so transformers would never call this override.
         self.validate_architecture()
 
     @classmethod
@@ -132,7 +131,7 @@ class SpectralConfig(PretrainedConfig):
 
     def validate_architecture(self):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
-        transformers runs it when the config is created and again when it is saved."""
+        Runs at the end of `__post_init__`, so every config that exists is valid."""
         super().validate_architecture()
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
             value = getattr(self, name)

@@ -1,4 +1,10 @@
-"""Models of every family, registered with the transformers Auto classes on import."""
+"""fourierformers: GFNet, AFNO and FNet-hybrid, attention-free spectral encoders for the Hugging Face ecosystem.
+
+This folder is the top of the import package `fourierformers` (see pyproject.toml); the configs live in
+`fourierformers.configuration`. Importing the package registers every family with the transformers Auto classes.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
 
 from transformers import (
     AutoConfig,
@@ -8,8 +14,9 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from fourierformers.configuration import AFNOConfig, FNetHybridConfig, GFNetConfig
-
+from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfig, SpectralConfig
+from .condition_layers import AdaLNZero, CrossAttention
+from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from .modeling_afno import (
     AFNOForMaskedLM,
     AFNOForSequenceClassification,
@@ -31,9 +38,7 @@ from .modeling_gfnet import (
     GFNetModel,
     GFNetPreTrainedModel,
 )
-from .modeling_spectral import SpectralBlock, SpectralModelOutput, SpectralPreTrainedModel
-from .condition_layers import AdaLNZero, CrossAttention
-from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
+from .modeling_spectral import SpectralBlock, SpectralPreTrainedModel
 from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
 from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
@@ -60,10 +65,19 @@ AUTO_CLASSES = {
 
 for config_class, models in AUTO_CLASSES.items():
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    config_class.register_for_auto_class()
     for auto_class, model_class in models.items():
         auto_class.register(config_class, model_class, exist_ok=True)
+        # Saved checkpoints then carry `auto_map` and our source files (see `portable_checkpoint.py`).
+        model_class.register_for_auto_class(auto_class.__name__)
+
+try:
+    __version__ = version("fourierformers")
+except PackageNotFoundError:
+    __version__ = "0.0.0"
 
 __all__ = [
+    "AFNOConfig",
     "AFNOForMaskedLM",
     "AFNOForSequenceClassification",
     "AFNOForTokenClassification",
@@ -75,22 +89,25 @@ __all__ = [
     "AdaptiveMixer",
     "CascadeMixer",
     "CrossAttention",
+    "FNetHybridConfig",
     "FNetHybridForMaskedLM",
     "FNetHybridForSequenceClassification",
     "FNetHybridForTokenClassification",
     "FNetHybridModel",
     "FNetHybridPreTrainedModel",
     "FourierMixer",
+    "GFNetConfig",
     "GFNetForMaskedLM",
     "GFNetForSequenceClassification",
     "GFNetForTokenClassification",
     "GFNetModel",
     "GFNetPreTrainedModel",
     "GlobalFilter",
+    "MIXER_TYPES",
     "MultiscaleMixer",
     "SelfAttention",
     "SpectralBlock",
-    "SpectralModelOutput",
+    "SpectralConfig",
     "SpectralPreTrainedModel",
     "SpectralTrainer",
     "no_weight_decay_parameter_names",

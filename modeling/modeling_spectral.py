@@ -10,8 +10,6 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +26,7 @@ from transformers.modeling_outputs import (
 
 from .condition_layers import AdaLNZero, CrossAttention
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
+from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
     MLP,
     AFNOMixer,
@@ -272,6 +271,29 @@ class SpectralPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
 
+    def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with
+        `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md)."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            if self._auto_class is not None:
+                write_remote_code(self, save_directory)
+            write_model_card(self, save_directory)
+
+
+def roll_rows(x, shift):
+    """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device)[None] + shift[:, None]) % length  # (B, T)
+    index = index.view(*index.shape, *([1] * (x.ndim - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def roll_attention(weights, shift):
+    """`roll_rows` on both token axes of attention weights (B, heads, T, T)."""
+    weights = roll_rows(weights.transpose(1, 2), shift).transpose(1, 2)
+    return roll_rows(weights.transpose(1, 3), shift).transpose(1, 3)
+
 
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
@@ -320,12 +342,13 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`token_type_ids` must have the shape of the input ids {shape}, got {tuple(token_type_ids.shape)}."
             )
-        if config.type_vocab_size == 0:
-            raise ValueError("`token_type_ids` were given but the config has type_vocab_size=0.")
+        # Without token type embeddings only segment 0 exists (tokenizers send all-zero token_type_ids).
+        num_types = max(config.type_vocab_size, 1)
         low, high = int(token_type_ids.min()), int(token_type_ids.max())
-        if low < 0 or high >= config.type_vocab_size:
+        if low < 0 or high >= num_types:
             raise ValueError(
-                f"`token_type_ids` must be in [0, type_vocab_size={config.type_vocab_size}), got {low} to {high}."
+                f"`token_type_ids` must be in [0, {num_types}) (type_vocab_size={config.type_vocab_size}), "
+                f"got {low} to {high}."
             )
     if position_ids is not None:
         if position_ids.ndim != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch_size):
@@ -364,12 +387,6 @@ def validate_condition(config, condition, batch_size):
             f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}, "
             f"got {tuple(condition.shape)}."
         )
-
-
-@dataclass
-class SpectralModelOutput(BaseModelOutputWithPooling):
-    """`BaseModelOutputWithPooling` (last_hidden_state, pooler_output, hidden_states, attentions); `attentions`
-    holds one tensor per attention layer of the layout, in layer order."""
 
 
 class SpectralModel(SpectralPreTrainedModel):
@@ -429,8 +446,9 @@ class SpectralModel(SpectralPreTrainedModel):
             output_attentions (`bool`): return the attention weights of the attention layers.
 
         Returns:
-            `SpectralModelOutput` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
-            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions`.
+            `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
+            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
+            (B, heads, T, T) tensor per attention layer of the layout, in layer order).
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -442,6 +460,15 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         validate_condition(self.config, condition, batch_size)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
+        # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
+        # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end.
+        shift = None
+        if mask is not None and not bool(mask[:, 0].all()):
+            shift = mask.int().argmax(dim=1)  # (B,)
+            input_ids, inputs_embeds, token_type_ids, position_ids, mask = (
+                None if t is None else roll_rows(t.expand(batch_size, *t.shape[1:]), shift)
+                for t in (input_ids, inputs_embeds, token_type_ids, position_ids, mask)
+            )
 
         hidden_states = self.embeddings(
             input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
@@ -463,8 +490,14 @@ class SpectralModel(SpectralPreTrainedModel):
         if self.norm is not None:
             hidden_states = self.norm(hidden_states)
         pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
+        if shift is not None:
+            hidden_states = roll_rows(hidden_states, -shift)
+            if output_hidden_states:
+                all_hidden_states = tuple(roll_rows(h, -shift) for h in all_hidden_states)
+            if output_attentions:
+                all_attentions = tuple(roll_attention(a, -shift) for a in all_attentions)
 
-        output = SpectralModelOutput(
+        output = BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
             hidden_states=all_hidden_states,

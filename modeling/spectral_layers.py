@@ -27,9 +27,12 @@ def sinusoidal_position_table(num_positions, dim):
     return table
 
 
-def _zero_padding(x, mask):
-    # x: (B, *grid, D), mask: (B, *grid) bool
-    return x if mask is None else x.masked_fill(~mask[..., None], 0.0)
+def _fft_input(x, mask):
+    """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
+    float32, or float64 for float64 inputs (gradient checks)."""
+    if mask is not None:
+        x = x.masked_fill(~mask[..., None], 0.0)
+    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 def _grid_axes(x):
@@ -97,7 +100,7 @@ class FourierMixer(nn.Module):
         grid_shape = _check_grid(x, self.fft_shape)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
-        spectrum = torch.fft.rfft(_zero_padding(x, mask).float(), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
+        spectrum = torch.fft.rfft(_fft_input(x, mask), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
         spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
         real = spectrum.real
         # Output frequency t needs row -t (mod size) for the upper channels; gather only the kept rows.
@@ -131,9 +134,9 @@ class GlobalFilter(nn.Module):
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
 
-    def complex_filter(self):
-        """The filter K as a complex64 tensor of shape (*freq_shape, D)."""
-        weight = self.complex_weight.float()
+    def complex_filter(self, dtype=torch.float32):
+        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`."""
+        weight = self.complex_weight.to(dtype)
         if self.activation == "sigmoid":
             weight = torch.sigmoid(weight)
         elif self.activation == "tanh":
@@ -143,8 +146,8 @@ class GlobalFilter(nn.Module):
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
         axes = _grid_axes(x)
-        spectrum = torch.fft.rfftn(_zero_padding(x, mask).float(), s=self.fft_shape, dim=axes, norm="ortho")
-        spectrum = spectrum * self.complex_filter()  # (B, *freq_shape, D)
+        spectrum = torch.fft.rfftn(_fft_input(x, mask), s=self.fft_shape, dim=axes, norm="ortho")
+        spectrum = spectrum * self.complex_filter(spectrum.real.dtype)  # (B, *freq_shape, D)
         y = torch.fft.irfftn(spectrum, s=self.fft_shape, dim=axes, norm="ortho")  # (B, *fft_shape, D)
         return _crop(y, grid_shape).to(x.dtype)
 
@@ -203,10 +206,8 @@ class AFNOMixer(nn.Module):
         """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink."""
         shape = spectrum.shape
         z = spectrum.reshape(*shape[:-1], self.num_blocks, self.block_size)  # (..., k, d)
-        w1 = torch.complex(self.w1[0].float(), self.w1[1].float())
-        b1 = torch.complex(self.b1[0].float(), self.b1[1].float())
-        w2 = torch.complex(self.w2[0].float(), self.w2[1].float())
-        b2 = torch.complex(self.b2[0].float(), self.b2[1].float())
+        dtype = spectrum.real.dtype
+        w1, b1, w2, b2 = (torch.complex(p[0].to(dtype), p[1].to(dtype)) for p in (self.w1, self.b1, self.w2, self.b2))
         hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
         hidden = torch.complex(F.relu(hidden.real), F.relu(hidden.imag))
         out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
@@ -218,7 +219,7 @@ class AFNOMixer(nn.Module):
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
         axes = _grid_axes(x)
-        spectrum = torch.fft.rfftn(_zero_padding(x, mask).float(), s=self.fft_shape, dim=axes, norm="ortho")
+        spectrum = torch.fft.rfftn(_fft_input(x, mask), s=self.fft_shape, dim=axes, norm="ortho")
         indices = [self._kept_index(position, x.device) for position in range(len(axes))]
         kept = spectrum
         for axis, index in zip(axes, indices):
@@ -232,7 +233,7 @@ class AFNOMixer(nn.Module):
                 full_shape[axis] = size
                 kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
         y = torch.fft.irfftn(kept, s=self.fft_shape, dim=axes, norm="ortho")
-        return (_crop(y, grid_shape) + x.float()).to(x.dtype)
+        return (_crop(y, grid_shape) + x.to(y.dtype)).to(x.dtype)
 
     def extra_repr(self):
         return (

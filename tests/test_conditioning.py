@@ -1,9 +1,17 @@
 """The optional conditioning branch of the block: cross-attention to a condition sequence or AdaLN-zero modulation
 from a pooled condition, in every family and head."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import FAMILIES, model_class, tiny_config
+from safetensors.torch import save_file
+from test_hybrid import STRATEGIES
+from test_remote_code import LOADER
 from transformers import AutoModel
 
 HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
@@ -139,3 +147,39 @@ def test_conditioned_model_saves_loads_and_checkpoints(family, condition_type, t
     condition.requires_grad_()
     loaded(input_ids, attention_mask=attention_mask, condition=condition).pooler_output.square().sum().backward()
     assert condition.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_hybrid_and_conditioned_checkpoints_load_without_the_package(tmp_path):
+    """Every new module (hybrid mixers, condition branch, layout validation) is saved with the checkpoint and the
+    checkpoint loads with `trust_remote_code=True` in a process where `import fourierformers` fails."""
+    cases = {
+        "gfnet-cross": ("gfnet", "cross_attention", [STRATEGIES["adaptive_hard"], STRATEGIES["multiscale_weighted"]]),
+        "afno-adaln": ("afno", "adaln_zero", [STRATEGIES["cascade_shared_norm"], STRATEGIES["multiscale_concat"]]),
+    }
+    arguments = []
+    for name, (family, condition_type, layout) in cases.items():
+        folder = tmp_path / name
+        model = model_class(family, "ForSequenceClassification")(
+            conditioned_config(family, condition_type, mixer_layout=layout)
+        )
+        randomise(model).eval().save_pretrained(folder)
+        input_ids, attention_mask = text_batch()
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "condition": make_condition(condition_type)}
+        with torch.no_grad():
+            expected = {"main": model(**inputs).logits, "hidden": model.base_model(**inputs).last_hidden_state}
+        save_file(inputs, folder / "inputs.safetensors")
+        save_file(expected, folder / "expected.safetensors")
+        arguments.append(f"{folder}={model._auto_class}")
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
+    environment.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, *arguments], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(cases)
+    for name, loaded in report.items():
+        assert loaded["model_module"] == "transformers_modules", name
+        assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, (name, loaded)

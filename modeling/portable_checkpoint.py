@@ -1,0 +1,156 @@
+"""What `save_pretrained` writes next to the weights so that a checkpoint stands on its own: the source files that
+`trust_remote_code=True` loads where fourierformers is not installed, a complete `auto_map`, and a model card.
+
+transformers copies the saved class's file and its single-dot sibling imports (`from .x import y`) into the
+checkpoint folder, which is flat. Our modeling files import their config absolutely
+(`from fourierformers.configuration.configuration_x import XConfig`), because configs and models live in two
+folders; in the flat copy that line becomes `from .configuration_x import XConfig` and every module it reaches is
+copied as well. Only the standard library is used here: this file is itself part of every saved checkpoint.
+"""
+
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+PACKAGE_NAME = "fourierformers"
+# `from fourierformers[.<subpackage>].<module> import ...`: group 1 the indentation, 2 the module, 3 its basename.
+PACKAGE_IMPORT = re.compile(rf"^([ \t]*)from[ \t]+({PACKAGE_NAME}\.(?:\w+\.)*(\w+))[ \t]+import\b", re.MULTILINE)
+SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import\b", re.MULTILINE)
+
+PIPELINE_TAGS = {
+    "AutoModel": "feature-extraction",
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForTokenClassification": "token-classification",
+    "AutoModelForMaskedLM": "fill-mask",
+    "AutoModelForImageClassification": "image-classification",
+}
+
+
+def flat_sources(classes):
+    """File name -> source text of the modules defining `classes` and of every module they import from the package
+    or from their own folder, transitively, with package imports rewritten as flat sibling imports."""
+    pending = [Path(sys.modules[cls.__module__].__file__) for cls in classes]
+    sources = {}
+    while pending:
+        path = pending.pop()
+        if path.name in sources:
+            continue
+        text = path.read_text(encoding="utf-8")
+        pending.extend(Path(importlib.import_module(match[2]).__file__) for match in PACKAGE_IMPORT.finditer(text))
+        pending.extend(path.parent / f"{name}.py" for name in SIBLING_IMPORT.findall(text))
+        sources[path.name] = PACKAGE_IMPORT.sub(r"\1from .\3 import", text)
+    return sources
+
+
+def family_auto_map(model):
+    """`auto_map` for the saved model's config and for every registered model class of its family's file, so one
+    checkpoint loads with `AutoModel` as well as with the Auto class of its own head."""
+    config_class = type(model.config)
+    auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
+    module = sys.modules[type(model).__module__]
+    module_basename = module.__name__.rsplit(".", 1)[-1]
+    for value in vars(module).values():
+        auto_class = vars(value).get("_auto_class") if isinstance(value, type) else None
+        if auto_class is not None and value.__module__ == module.__name__:
+            auto_map[auto_class] = f"{module_basename}.{value.__name__}"
+    return auto_map
+
+
+def write_remote_code(model, save_directory):
+    """Make the checkpoint in `save_directory` loadable with `trust_remote_code=True` without the package: write the
+    flat source files of the model and config classes and add the family's classes to `auto_map` in config.json."""
+    save_directory = Path(save_directory)
+    for name, text in flat_sources([type(model), type(model.config)]).items():
+        (save_directory / name).write_text(text, encoding="utf-8")
+    config_file = save_directory / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["auto_map"] = {**config.get("auto_map", {}), **family_auto_map(model)}
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _layout_summary(mixer_layout):
+    """["fourier", "fourier", "attention"] -> "fourier ×2, attention ×1" in order of first appearance; a hybrid
+    strategy entry counts as e.g. "adaptive(fourier+attention)"."""
+    counts = {}
+    for entry in mixer_layout:
+        mixer = entry if isinstance(entry, str) else f"{entry['strategy']}({'+'.join(entry['mixers'])})"
+        counts[mixer] = counts.get(mixer, 0) + 1
+    return ", ".join(f"{mixer} ×{count}" for mixer, count in counts.items())
+
+
+def model_card(model):
+    """A short README.md for a checkpoint, generated from the model and its config."""
+    config = model.config
+    class_name = type(model).__name__
+    auto_class = getattr(model, "_auto_class", None) or "AutoModel"
+    pipeline_tag = PIPELINE_TAGS.get(auto_class)
+    num_parameters = model.num_parameters()
+    front_matter = ["---", "library_name: transformers", "tags:", f"- {PACKAGE_NAME}", f"- {config.model_type}"]
+    if pipeline_tag is not None:
+        front_matter.append(f"pipeline_tag: {pipeline_tag}")
+    front_matter.append("---")
+    mixers = "spectral (FFT-based) mixers" + (" and self-attention" if "attention" in config.mixer_layout else "")
+    rows = [
+        ("model type", f"`{config.model_type}`"),
+        ("class", f"`{class_name}`"),
+        ("token mixers per layer", f"`{config.mixer_layout}` ({_layout_summary(config.mixer_layout)})"),
+        ("hidden / MLP size", f"{config.hidden_size} / {config.intermediate_size}"),
+        ("layers", str(config.num_hidden_layers)),
+        ("max sequence length (FFT length)", str(config.max_position_embeddings)),
+        ("vocabulary", str(config.vocab_size)),
+        ("blocks", "pre-norm" if config.norm_first else "post-norm"),
+        ("pooling", f"{config.pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
+        ("parameters", f"{num_parameters:,}"),
+    ]
+    if auto_class.endswith("Classification"):
+        rows.append(("labels", ", ".join(str(label) for label in config.id2label.values())))
+    table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
+    if model.main_input_name == "input_ids":
+        inputs = (
+            f"text of at most {config.max_position_embeddings} tokens. Every mixer honours `attention_mask` and the "
+            "FFT length is fixed at `max_position_embeddings`, so a sequence gives the same outputs alone or in any "
+            "padded batch; longer inputs raise a `ValueError`: truncate them"
+        )
+    else:
+        inputs = f"`{model.main_input_name}`"
+    body = f"""
+# {class_name}
+
+A `{config.model_type}` model from `{PACKAGE_NAME}`: an encoder
+whose blocks mix tokens with {mixers}, as a Hugging Face `transformers` model.
+
+{table}
+
+## Intended use
+
+`{auto_class}` ({pipeline_tag or class_name}) on {inputs}.
+
+## How to load
+
+With `{PACKAGE_NAME}` installed:
+
+```python
+import {PACKAGE_NAME}
+from transformers import {auto_class}
+
+model = {auto_class}.from_pretrained("path/to/this/checkpoint")
+```
+
+Without it, the source files saved next to the weights are used:
+
+```python
+from transformers import {auto_class}
+
+model = {auto_class}.from_pretrained("path/to/this/checkpoint", trust_remote_code=True)
+```
+"""
+    return "\n".join(front_matter) + "\n" + body
+
+
+def write_model_card(model, save_directory):
+    """Write README.md unless the folder already has one (a card someone edited is kept)."""
+    card_file = Path(save_directory) / "README.md"
+    if not card_file.exists():
+        card_file.write_text(model_card(model), encoding="utf-8")

@@ -1,0 +1,217 @@
+"""Convert a transformers FNet checkpoint (google/fnet-base, google/fnet-large or a fine-tuned FNet) into an
+`fnet_hybrid` checkpoint of the matching head, tokenizer files carried over unchanged.
+
+    python scripts/convert_transformers_fnet.py INPUT_DIR OUTPUT_DIR [--head HEAD] [--attention-layers 10 11]
+
+FNet is post-norm BERT with `Re(FFT_seq(FFT_hidden(x)))` in place of attention, which is exactly the `fourier`
+mixer with `FNetHybridConfig`'s defaults, so the converted model reproduces FNet on unpadded inputs of length
+`max_position_embeddings`. It differs on padded inputs by design: we mask padding out of the FFT and zero-pad to a
+fixed FFT length, while FNet mixes the pad tokens in and transforms at the batch's length.
+
+`--attention-layers` turns the mixer of the given layers into self-attention (the FNet paper's hybrid): those
+layers keep FNet's LayerNorms and MLP, and their new attention weights are initialised by `_init_weights`.
+
+Heads: `FNetModel` -> `FNetHybridModel`, `FNetForMaskedLM` and `FNetForPreTraining` -> `FNetHybridForMaskedLM`
+(the next-sentence head of `FNetForPreTraining` has no counterpart and is dropped),
+`FNetForSequenceClassification` / `FNetForTokenClassification` -> the same heads of FNet-hybrid.
+"""
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import FNetConfig
+
+from fourierformers import (
+    FNetHybridConfig,
+    FNetHybridForMaskedLM,
+    FNetHybridForSequenceClassification,
+    FNetHybridForTokenClassification,
+    FNetHybridModel,
+)
+
+HEADS = {
+    "model": FNetHybridModel,
+    "masked_lm": FNetHybridForMaskedLM,
+    "sequence_classification": FNetHybridForSequenceClassification,
+    "token_classification": FNetHybridForTokenClassification,
+}
+FNET_ARCHITECTURES = {
+    "FNetModel": "model",
+    "FNetForMaskedLM": "masked_lm",
+    "FNetForPreTraining": "masked_lm",
+    "FNetForSequenceClassification": "sequence_classification",
+    "FNetForTokenClassification": "token_classification",
+}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "vocab.txt",
+)
+# (FNet key pattern, our key) after removing the `fnet.` prefix; `None` drops the key.
+KEY_RULES = [
+    (r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|projection)\.(weight|bias)",
+     r"embeddings.\1.\2"),
+    (r"embeddings\.LayerNorm\.(weight|bias)", r"embeddings.layer_norm.\1"),
+    (r"encoder\.layer\.(\d+)\.fourier\.output\.LayerNorm\.(weight|bias)", r"layers.\1.mixer_norm.\2"),
+    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", r"layers.\1.mlp.fc1.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)", r"layers.\1.mlp.fc2.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.(weight|bias)", r"layers.\1.mlp_norm.\2"),
+    (r"pooler\.dense\.(weight|bias)", r"pooler.dense.\1"),
+    (r"classifier\.(weight|bias)", r"classifier.\1"),
+    (r"cls\.predictions\.transform\.dense\.(weight|bias)", r"lm_head.dense.\1"),
+    (r"cls\.predictions\.transform\.LayerNorm\.(weight|bias)", r"lm_head.layer_norm.\1"),
+    (r"cls\.predictions\.(?:decoder\.)?bias", "lm_head.decoder.bias"),
+    (r"cls\.predictions\.decoder\.weight", "lm_head.decoder.weight"),
+    (r"cls\.seq_relationship\.(weight|bias)", None),
+    (r"embeddings\.(position_ids|token_type_ids)", None),
+    # DFT matrices of `use_tpu_fourier_optimizations=True`: the same transform, recomputed by our FFT.
+    (r"encoder\.layer\.\d+\.fourier\.self\.dft_mat_(hidden|seq)", None),
+]
+BACKBONE_KEYS = ("embeddings.", "layers.", "pooler.")
+
+
+def read_state_dict(input_dir):
+    """The FNet weights of a checkpoint folder: model.safetensors (sharded or not) or pytorch_model.bin."""
+    input_dir = Path(input_dir)
+    for index_name, load in (
+        ("model.safetensors.index.json", load_file),
+        ("pytorch_model.bin.index.json", lambda path: torch.load(path, map_location="cpu", weights_only=True)),
+    ):
+        if (input_dir / index_name).exists():
+            shards = sorted(set(json.loads((input_dir / index_name).read_text())["weight_map"].values()))
+            return {key: value for shard in shards for key, value in load(input_dir / shard).items()}
+    if (input_dir / "model.safetensors").exists():
+        return load_file(input_dir / "model.safetensors")
+    if (input_dir / "pytorch_model.bin").exists():
+        return torch.load(input_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ValueError(f"No FNet weights in {input_dir}: expected model.safetensors or pytorch_model.bin.")
+
+
+def checkpoint_filter_fn(state_dict, model):
+    """Rename FNet keys into the keys of `model` (an FNet-hybrid model of the matching head); drops the
+    next-sentence head, buffers and (for heads without one) the pooler. Raises ValueError on unknown keys."""
+    prefix = model.base_model_prefix + "." if model.base_model is not model else ""
+    expected = set(model.state_dict())
+    converted = {}
+    for fnet_key, value in state_dict.items():
+        key = fnet_key.removeprefix("fnet.")
+        for pattern, replacement in KEY_RULES:
+            if re.fullmatch(pattern, key):
+                key = None if replacement is None else re.sub(pattern, replacement, key)
+                break
+        else:
+            raise ValueError(f"Unknown FNet key {fnet_key!r}; known layouts: {sorted(FNET_ARCHITECTURES)}.")
+        if key is None:
+            continue
+        key = prefix + key if key.startswith(BACKBONE_KEYS) else key
+        if key in expected:
+            converted[key] = value
+    return converted
+
+
+def fnet_hybrid_config(fnet_config, attention_layers=(), num_attention_heads=None):
+    """An FNetHybridConfig equal to `fnet_config` (a transformers FNetConfig), with `attention` mixers in the
+    layers listed in `attention_layers` (negative indices count from the last layer) and `fourier` elsewhere."""
+    num_layers = fnet_config.num_hidden_layers
+    for index in attention_layers:
+        if not -num_layers <= index < num_layers:
+            raise ValueError(
+                f"Attention layer index {index} is out of range: the model has layers 0..{num_layers - 1} "
+                f"(or -{num_layers}..-1)."
+            )
+    attention_layers = {index % num_layers for index in attention_layers}
+    if num_attention_heads is None:
+        num_attention_heads = max(1, fnet_config.hidden_size // 64)
+    return FNetHybridConfig(
+        vocab_size=fnet_config.vocab_size,
+        hidden_size=fnet_config.hidden_size,
+        num_hidden_layers=num_layers,
+        intermediate_size=fnet_config.intermediate_size,
+        hidden_act=fnet_config.hidden_act,
+        hidden_dropout_prob=fnet_config.hidden_dropout_prob,
+        attention_probs_dropout_prob=fnet_config.hidden_dropout_prob,
+        max_position_embeddings=fnet_config.max_position_embeddings,
+        type_vocab_size=fnet_config.type_vocab_size,
+        initializer_range=fnet_config.initializer_range,
+        layer_norm_eps=fnet_config.layer_norm_eps,
+        mixer_layout=["attention" if index in attention_layers else "fourier" for index in range(num_layers)],
+        num_attention_heads=num_attention_heads,
+        pad_token_id=fnet_config.pad_token_id,
+        bos_token_id=fnet_config.bos_token_id,
+        eos_token_id=fnet_config.eos_token_id,
+        tie_word_embeddings=fnet_config.tie_word_embeddings,
+        id2label=fnet_config.id2label,
+        label2id=fnet_config.label2id,
+        problem_type=fnet_config.problem_type,
+    )
+
+
+def head_of(fnet_config):
+    """Our head name for the first of `fnet_config.architectures`."""
+    architectures = fnet_config.architectures or []
+    if not architectures or architectures[0] not in FNET_ARCHITECTURES:
+        raise ValueError(
+            f"Cannot tell the head from architectures={architectures}; pass `head`, one of {sorted(HEADS)}."
+        )
+    return FNET_ARCHITECTURES[architectures[0]]
+
+
+def convert_fnet_checkpoint(input_dir, output_dir=None, head=None, attention_layers=(), num_attention_heads=None):
+    """Load the FNet checkpoint in `input_dir` as an FNet-hybrid model of the matching head (or of `head`, one of
+    `HEADS`) and, if `output_dir` is given, save it there with the tokenizer files. Returns the model in eval mode."""
+    input_dir = Path(input_dir)
+    fnet_config = FNetConfig.from_pretrained(input_dir)
+    head = head or head_of(fnet_config)
+    if head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}; allowed: {sorted(HEADS)}.")
+    config = fnet_hybrid_config(fnet_config, attention_layers, num_attention_heads)
+    model = HEADS[head](config)  # every weight initialised by _init_weights, the new attention layers included
+    converted = checkpoint_filter_fn(read_state_dict(input_dir), model)
+    tied = set(model._tied_weights_keys or {}) if config.tie_word_embeddings else set()
+    layouts = enumerate(config.mixer_layout)
+    new_attention = [f"layers.{index}.mixer." for index, mixer in layouts if mixer == "attention"]
+    missing = set(model.state_dict()) - set(converted) - tied
+    missing = {key for key in missing if not any(layer in key for layer in new_attention)}
+    if missing:
+        raise ValueError(f"The FNet checkpoint lacks weights for {sorted(missing)} (head {head!r}).")
+    model.load_state_dict(converted, strict=False)
+    model.tie_weights()
+    model.eval()
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        model.save_pretrained(output_dir)
+        for name in TOKENIZER_FILES:
+            if (input_dir / name).exists():
+                shutil.copyfile(input_dir / name, output_dir / name)
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("input_dir", help="folder of a transformers FNet checkpoint (config.json + weights)")
+    parser.add_argument("output_dir", help="where to write the fnet_hybrid checkpoint")
+    parser.add_argument("--head", choices=sorted(HEADS), help="target head; default: from config.architectures")
+    parser.add_argument(
+        "--attention-layers", type=int, nargs="*", default=[], metavar="INDEX",
+        help="layers (0-based; -1 is the last) whose Fourier mixer becomes freshly initialised self-attention",
+    )
+    parser.add_argument(
+        "--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64"
+    )
+    args = parser.parse_args()
+    model = convert_fnet_checkpoint(
+        args.input_dir, args.output_dir, args.head, args.attention_layers, args.num_attention_heads
+    )
+    print(f"Saved {type(model).__name__} with layout {model.config.mixer_layout} to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

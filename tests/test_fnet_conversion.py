@@ -1,0 +1,208 @@
+"""FNet -> fnet_hybrid conversion (`scripts/convert_transformers_fnet.py`): exact outputs against transformers' own
+FNet classes for every head and against the FNet reference fixture, tokenizer files carried over, and attention
+layers added during conversion."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from conftest import SHARED
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForSequenceClassification, FNetConfig, PreTrainedTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "convert_transformers_fnet", REPO / "scripts" / "convert_transformers_fnet.py"
+)
+converter = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(converter)
+
+SEQ_LENGTH = 16
+FNET_HEADS = {
+    "FNetModel": "FNetHybridModel",
+    "FNetForMaskedLM": "FNetHybridForMaskedLM",
+    "FNetForPreTraining": "FNetHybridForMaskedLM",
+    "FNetForSequenceClassification": "FNetHybridForSequenceClassification",
+    "FNetForTokenClassification": "FNetHybridForTokenClassification",
+}
+
+
+def save_tiny_fnet(architecture, folder, **overrides):
+    """A randomly initialised 2-layer FNet of class `architecture`, every parameter perturbed so that no weight
+    keeps a constant init (a dropped LayerNorm bias or MLM bias would change the outputs), saved with a tokenizer."""
+    config = FNetConfig(
+        **overrides,
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        max_position_embeddings=SEQ_LENGTH,
+        type_vocab_size=4,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+    )
+    model = getattr(transformers, architecture)(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    vocab = {"[PAD]": 3, "[UNK]": 0, "[CLS]": 1, "[SEP]": 2, **{f"w{index}": index for index in range(4, 99)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+    return model
+
+
+def full_length_inputs():
+    """Unpadded inputs of length max_position_embeddings, the case where FNet and FNet-hybrid agree exactly."""
+    return torch.randint(4, 99, (2, SEQ_LENGTH)), torch.randint(0, 4, (2, SEQ_LENGTH))
+
+
+@pytest.mark.parametrize(
+    ("architecture", "fnet_options"),
+    [
+        *((architecture, {}) for architecture in FNET_HEADS),
+        # FNet's DFT-matrix variant: its matrices are saved buffers, the transform is the same.
+        ("FNetModel", {"use_tpu_fourier_optimizations": True, "tpu_short_seq_length": SEQ_LENGTH}),
+    ],
+)
+def test_conversion_reproduces_transformers_fnet(architecture, fnet_options, tmp_path):
+    reference = save_tiny_fnet(architecture, tmp_path / "fnet", **fnet_options)
+    model = converter.convert_fnet_checkpoint(tmp_path / "fnet", tmp_path / "converted")
+    assert type(model).__name__ == FNET_HEADS[architecture]
+    assert model.config.mixer_layout == ["fourier", "fourier"]
+
+    input_ids, token_type_ids = full_length_inputs()
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids, output_hidden_states=True)
+        actual = model(input_ids, token_type_ids=token_type_ids, output_hidden_states=True)
+    assert len(actual.hidden_states) == len(expected.hidden_states)
+    for ours, theirs in zip(actual.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    if architecture == "FNetModel":
+        torch.testing.assert_close(actual.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(actual.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)
+    else:
+        expected_logits = expected.prediction_logits if architecture == "FNetForPreTraining" else expected.logits
+        torch.testing.assert_close(actual.logits, expected_logits, atol=1e-5, rtol=0)
+
+
+def test_conversion_saves_a_loadable_checkpoint_with_the_tokenizer(tmp_path):
+    reference = save_tiny_fnet("FNetForSequenceClassification", tmp_path / "fnet")
+    converter.convert_fnet_checkpoint(tmp_path / "fnet", tmp_path / "converted")
+
+    tokenizer_files = [name for name in converter.TOKENIZER_FILES if (tmp_path / "fnet" / name).exists()]
+    assert "tokenizer.json" in tokenizer_files
+    for name in tokenizer_files:
+        assert (tmp_path / "converted" / name).read_bytes() == (tmp_path / "fnet" / name).read_bytes()
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "converted").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "converted")
+    encoded = tokenizer([" ".join(f"w{index}" for index in range(5, 5 + SEQ_LENGTH))], return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(encoded["input_ids"]).logits
+        actual = loaded(encoded["input_ids"]).logits
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("weights_format", ["sharded_safetensors", "pytorch_model_bin"])
+def test_conversion_reads_every_weights_format(weights_format, tmp_path):
+    folder = tmp_path / "fnet"
+    reference = save_tiny_fnet("FNetForMaskedLM", folder)
+    if weights_format == "sharded_safetensors":
+        reference.save_pretrained(folder, max_shard_size="20KB")
+        assert (folder / "model.safetensors.index.json").exists()
+    else:
+        # The format of the released google/fnet-base and fnet-large checkpoints.
+        (folder / "model.safetensors").unlink()
+        torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    model = converter.convert_fnet_checkpoint(folder)
+    input_ids, token_type_ids = full_length_inputs()
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids).logits
+        actual = model(input_ids, token_type_ids=token_type_ids).logits
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.shared
+def test_conversion_reproduces_the_fnet_fixture(tmp_path):
+    fixture = SHARED / "fixtures" / "fnet"
+    fields = json.loads((fixture / "config.json").read_text())
+    known = {*FNetConfig().to_dict(), "num_labels"}
+    fnet_fields = {key: value for key, value in fields.items() if key in known}
+    FNetConfig(**fnet_fields, architectures=["FNetForSequenceClassification"]).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes((fixture / "state_dict.safetensors").read_bytes())
+    model = converter.convert_fnet_checkpoint(tmp_path)
+
+    inputs = load_file(fixture / "inputs.safetensors")
+    outputs = load_file(fixture / "outputs.safetensors")
+    with torch.no_grad():
+        actual = model(inputs["input_ids"], token_type_ids=inputs["token_type_ids"], output_hidden_states=True)
+        without_token_types = model(inputs["input_ids"]).logits
+        pooled = model.fnet_hybrid(inputs["input_ids"], token_type_ids=inputs["token_type_ids"]).pooler_output
+    torch.testing.assert_close(actual.logits, outputs["logits"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(without_token_types, outputs["logits_no_token_type_ids"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled, outputs["pooler_output"], atol=1e-5, rtol=0)
+    for index, hidden_states in enumerate(actual.hidden_states):
+        torch.testing.assert_close(hidden_states, outputs[f"hidden_states_{index}"], atol=1e-5, rtol=0)
+
+
+def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch):
+    reference = save_tiny_fnet("FNetForSequenceClassification", tmp_path / "fnet")
+    command = [str(tmp_path / "fnet"), str(tmp_path / "hybrid"), "--attention-layers", "-1"]
+    monkeypatch.setattr(sys, "argv", ["convert_transformers_fnet.py", *command])
+    converter.main()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hybrid")
+    assert model.config.mixer_layout == ["fourier", "attention"]
+
+    # Layer 0 is still FNet's; the new attention weights follow `_init_weights`: normal(0, std), zero bias.
+    input_ids, token_type_ids = full_length_inputs()
+    model.eval()
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids, output_hidden_states=True).hidden_states
+        actual = model(input_ids, token_type_ids=token_type_ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(actual[1], expected[1], atol=1e-5, rtol=0)
+    attention = model.fnet_hybrid.layers[1].mixer
+    std = model.config.initializer_range
+    for projection in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
+        assert 0.8 * std < projection.weight.std().item() < 1.2 * std
+        assert torch.all(projection.bias == 0)
+
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    labels = torch.tensor([0, 2])
+    loss = model(input_ids, token_type_ids=token_type_ids, labels=labels).loss
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    before = attention.q_proj.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(attention.q_proj.weight, before)
+    with torch.no_grad():
+        assert model(input_ids, token_type_ids=token_type_ids, labels=labels).loss < loss
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"attention_layers": [2]}, "out of range"),
+        ({"attention_layers": [-3]}, "out of range"),
+        ({"head": "question_answering"}, "Unknown head"),
+    ],
+)
+def test_conversion_rejects_bad_options(options, message, tmp_path):
+    save_tiny_fnet("FNetModel", tmp_path / "fnet")
+    with pytest.raises(ValueError, match=message):
+        converter.convert_fnet_checkpoint(tmp_path / "fnet", **options)
+
+
+def test_conversion_rejects_unknown_keys(tmp_path):
+    model = save_tiny_fnet("FNetForQuestionAnswering", tmp_path / "fnet")
+    assert "qa_outputs.weight" in model.state_dict()
+    with pytest.raises(ValueError, match="qa_outputs"):
+        converter.convert_fnet_checkpoint(tmp_path / "fnet", head="sequence_classification")

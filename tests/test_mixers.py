@@ -1,0 +1,252 @@
+"""Every mixer against a plain reference built from explicit DFT sums, circular convolution and loops,
+forward and gradient, in float64 (tight) and float32 (the fast path as used)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fourierformers.spectral_layers import (
+    AFNOMixer,
+    FourierMixer,
+    GlobalFilter,
+    SelfAttention,
+    lowest_modes,
+)
+
+
+def dft_matrix(size, inverse=False, dtype=torch.complex128):
+    """W[f, t] = exp(-2πi f t / size) (conjugate for the inverse), unnormalised."""
+    index = torch.arange(size, dtype=torch.float64)
+    sign = 1.0 if inverse else -1.0
+    return torch.exp(sign * 2j * math.pi * torch.outer(index, index) / size).to(dtype)
+
+
+def explicit_rfft(x, size):
+    """Ortho rfft of x: (B, n, D) zero-padded to `size`, by a DFT matrix: (B, size // 2 + 1, D)."""
+    padded = F.pad(x, (0, 0, 0, size - x.shape[1])).to(torch.complex128)
+    return torch.einsum("ft,btd->bfd", dft_matrix(size)[: size // 2 + 1], padded) / math.sqrt(size)
+
+
+def explicit_irfft(spectrum, size):
+    """Ortho inverse of a half spectrum (B, size // 2 + 1, D) as a real signal: the DC term and (even size) the
+    Nyquist term count once with their real part, every other frequency twice (itself and its conjugate)."""
+    t = torch.arange(size, dtype=torch.float64)
+    f = torch.arange(size // 2 + 1, dtype=torch.float64)
+    weight = torch.full((size // 2 + 1,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if size % 2 == 0:
+        weight[-1] = 1.0
+    phase = torch.exp(2j * math.pi * torch.outer(t, f) / size)  # (size, F)
+    terms = torch.einsum("tf,bfd->btfd", phase, spectrum.to(torch.complex128)).real
+    return torch.einsum("f,btfd->btd", weight, terms) / math.sqrt(size)
+
+
+def reference_fourier(x, size, norm):
+    """Re(DFT_seq(DFT_channels(x))) with x zero-padded to `size`, by DFT matrices; rows 0..n-1."""
+    n, hidden = x.shape[1], x.shape[2]
+    padded = F.pad(x, (0, 0, 0, size - n)).to(torch.complex128)
+    y = torch.einsum("ft,btd,kd->bfk", dft_matrix(size), padded, dft_matrix(hidden)).real
+    scale = {"backward": 1.0, "ortho": 1 / math.sqrt(size * hidden), "forward": 1 / (size * hidden)}[norm]
+    return y[:, :n] * scale
+
+
+def reference_global_filter(x, complex_filter, size):
+    """Circular convolution of x (zero-padded to `size`) with the filter's impulse response k = irfft(K),
+    written as an explicit sum y[t] = sum_s x[s] k[(t - s) mod size]."""
+    n = x.shape[1]
+    kernel = explicit_irfft(complex_filter[None], size)[0] / math.sqrt(size)  # backward-normalised irfft
+    t = torch.arange(n)
+    taps = kernel[(t[:, None] - t[None, :]) % size]  # (n_out, n_in, D)
+    return torch.einsum("tsd,bsd->btd", taps, x.to(torch.float64))
+
+
+def reference_afno(mixer, x, size):
+    """AFNO with the block MLP written as loops over blocks and frequencies with real arithmetic."""
+    spectrum = explicit_rfft(x, size)  # (B, F, D)
+    kept = mixer.kept_modes[0] if mixer.kept_modes is not None else range(size // 2 + 1)
+    out = torch.zeros_like(spectrum)
+    w1, b1, w2, b2 = (p.to(torch.float64) for p in (mixer.w1, mixer.b1, mixer.w2, mixer.b2))
+    d, lam = mixer.block_size, mixer.sparsity_threshold
+    for f in kept:
+        for k in range(mixer.num_blocks):
+            z = spectrum[:, f, k * d : (k + 1) * d]
+            xr, xi = z.real, z.imag
+            h_r = torch.relu(xr @ w1[0, k] - xi @ w1[1, k] + b1[0, k])
+            h_i = torch.relu(xi @ w1[0, k] + xr @ w1[1, k] + b1[1, k])
+            o_r = h_r @ w2[0, k] - h_i @ w2[1, k] + b2[0, k]
+            o_i = h_i @ w2[0, k] + h_r @ w2[1, k] + b2[1, k]
+            out[:, f, k * d : (k + 1) * d] = torch.complex(F.softshrink(o_r, lam), F.softshrink(o_i, lam))
+    return explicit_irfft(out, size)[:, : x.shape[1]] + x.to(torch.float64)
+
+
+def reference_attention(attention, x, mask):
+    """Softmax attention with explicit per-head loops; padded keys get no weight."""
+    batch, n, hidden = x.shape
+    h, d = attention.num_heads, attention.head_dim
+    q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+    out = torch.zeros_like(x)
+    for b in range(batch):
+        keys = mask[b].nonzero().flatten() if mask is not None else torch.arange(n)
+        for head in range(h):
+            cols = slice(head * d, (head + 1) * d)
+            scores = q[b, :, cols] @ k[b, keys, cols].T / math.sqrt(d)
+            out[b, :, cols] = scores.softmax(-1) @ v[b, keys, cols]
+    return attention.out_proj(out)
+
+
+def random_init(module, std=0.5):
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(std=std)
+    return module
+
+
+SIZES = [(5, 8), (7, 7), (6, 9)]  # (tokens n, FFT length) with even and odd lengths, n < length and n == length
+
+
+@pytest.mark.parametrize("n,size", SIZES)
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("hidden", [6, 7])
+def test_fourier_matches_dft_matrices(n, size, norm, hidden):
+    x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
+    mixer = FourierMixer((size,), norm=norm)
+    fast, reference = mixer(x), reference_fourier(x, size, norm)
+    torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
+    upstream = torch.randn_like(reference)
+    (grad_fast,) = torch.autograd.grad(fast, x, upstream)
+    (grad_reference,) = torch.autograd.grad(reference, x, upstream)
+    torch.testing.assert_close(grad_fast, grad_reference, atol=1e-10, rtol=1e-10)
+
+
+def test_fourier_float32_matches_reference():
+    x = torch.randn(3, 11, 16)
+    torch.testing.assert_close(
+        FourierMixer((16,))(x).double(), reference_fourier(x.double(), 16, "backward"), atol=1e-3, rtol=1e-5
+    )
+
+
+def test_fourier_on_2d_grid_is_a_3d_dft():
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    expected = torch.fft.fftn(F.pad(x, (0, 0, 0, 1, 0, 2)), dim=(1, 2, 3)).real[:, :3, :4]
+    torch.testing.assert_close(FourierMixer((5, 5))(x), expected)
+
+
+@pytest.mark.parametrize("n,size", SIZES)
+@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh"])
+def test_global_filter_is_circular_convolution(n, size, activation):
+    hidden = 4
+    mixer = random_init(GlobalFilter(hidden, (size,), activation=activation)).double()
+    x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
+    fast = mixer(x)
+    reference = reference_global_filter(x, mixer.complex_filter(torch.float64), size)
+    torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
+    upstream = torch.randn_like(reference)
+    grads_fast = torch.autograd.grad(fast, (x, mixer.complex_weight), upstream)
+    grads_reference = torch.autograd.grad(reference, (x, mixer.complex_weight), upstream)
+    for fast_grad, reference_grad in zip(grads_fast, grads_reference):
+        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-10, rtol=1e-10)
+
+
+def test_global_filter_activation_bounds_the_filter():
+    mixer = random_init(GlobalFilter(4, (8,), activation="sigmoid"), std=5.0)
+    coefficients = mixer.complex_filter()
+    assert coefficients.real.min() >= 0 and coefficients.real.max() <= 1
+    assert coefficients.imag.min() >= 0 and coefficients.imag.max() <= 1
+    assert GlobalFilter(4, (8,)).complex_weight.shape == (5, 4, 2)
+
+
+@pytest.mark.parametrize("n,size", SIZES)
+@pytest.mark.parametrize("num_modes", [None, 2])
+@pytest.mark.parametrize("factor", [1, 2])
+def test_afno_matches_loop_reference(n, size, num_modes, factor):
+    hidden, blocks = 8, 2
+    kept = None if num_modes is None else [lowest_modes(size, num_modes, half=True)]
+    mixer = AFNOMixer(hidden, (size,), num_blocks=blocks, hidden_size_factor=factor, sparsity_threshold=0.1,
+                      kept_modes=kept)
+    random_init(mixer).double()
+    x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
+    fast, reference = mixer(x), reference_afno(mixer, x, size)
+    torch.testing.assert_close(fast, reference, atol=1e-9, rtol=1e-9)
+    upstream = torch.randn_like(reference)
+    inputs = (x, mixer.w1, mixer.b1, mixer.w2, mixer.b2)
+    for fast_grad, reference_grad in zip(
+        torch.autograd.grad(fast, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)
+    ):
+        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-9, rtol=1e-9)
+
+
+def test_lowest_modes():
+    assert lowest_modes(8, 3, half=True) == [0, 1, 2]
+    assert lowest_modes(8, 3, half=False) == [0, 1, 2, 6, 7]
+    assert lowest_modes(4, 10, half=False) == [0, 1, 2, 3]
+    assert lowest_modes(4, 10, half=True) == [0, 1, 2]
+
+
+def test_afno_truncation_zeroes_the_other_modes():
+    mixer = random_init(AFNOMixer(4, (16,), num_blocks=1, sparsity_threshold=0.0, kept_modes=[[0, 1]]))
+    x = torch.randn(1, 16, 4)
+    spectrum = torch.fft.rfft(mixer(x) - x, dim=1, norm="ortho")
+    assert spectrum[:, 2:].abs().max() < 1e-5
+    assert spectrum[:, :2].abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("output_attentions", [False, True])
+def test_attention_matches_loop_reference(output_attentions):
+    attention = random_init(SelfAttention(8, 2), std=0.3).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    fast, weights = attention(x, mask, output_attentions=output_attentions)
+    reference = reference_attention(attention, x, mask)
+    torch.testing.assert_close(fast, reference)
+    upstream = torch.randn_like(reference)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, x, upstream)[0], torch.autograd.grad(reference, x, upstream)[0]
+    )
+    if output_attentions:
+        assert weights.shape == (2, 2, 5, 5)
+        assert weights[1, :, :, 3:].abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    "mixer",
+    [
+        FourierMixer((12,)),
+        random_init(GlobalFilter(4, (12,))),
+        random_init(AFNOMixer(4, (12,), num_blocks=2, sparsity_threshold=0.0)),
+        random_init(SelfAttention(4, 2)),
+    ],
+    ids=["fourier", "global_filter", "afno", "attention"],
+)
+def test_padding_never_reaches_real_tokens(mixer):
+    x = torch.randn(1, 9, 4)
+    mask = torch.tensor([[1] * 6 + [0] * 3], dtype=torch.bool)
+    garbage = x.clone()
+    garbage[:, 6:] = 1e3 * torch.randn(1, 3, 4)
+
+    def run(inputs):
+        out = mixer(inputs, mask)
+        return out[0] if isinstance(out, tuple) else out
+
+    torch.testing.assert_close(run(x)[:, :6], run(garbage)[:, :6])
+    alone = mixer(x[:, :6])
+    alone = alone[0] if isinstance(alone, tuple) else alone
+    torch.testing.assert_close(run(x)[:, :6], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_spectral_mixers_run_in_float32_under_half_precision(dtype):
+    x = torch.randn(2, 10, 8)
+    for mixer in (FourierMixer((16,), norm="ortho"), random_init(GlobalFilter(8, (16,)), 0.1),
+                  random_init(AFNOMixer(8, (16,), num_blocks=2), 0.1)):
+        full = mixer(x)
+        half = mixer.to(dtype)(x.to(dtype))
+        assert half.dtype == dtype
+        torch.testing.assert_close(half.float(), full, atol=0.05, rtol=0.05)
+        mixer.float()
+
+
+def test_grid_larger_than_fft_size_is_rejected():
+    with pytest.raises(ValueError, match="does not fit the FFT size"):
+        GlobalFilter(4, (8,))(torch.randn(1, 9, 4))

@@ -1,0 +1,389 @@
+"""Shared runners over every family x head: the conventions transformers users rely on."""
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from conftest import FAMILIES, model_class, tiny_config
+
+HEADS = {
+    "Model": AutoModel,
+    "ForSequenceClassification": AutoModelForSequenceClassification,
+    "ForTokenClassification": AutoModelForTokenClassification,
+    "ForMaskedLM": AutoModelForMaskedLM,
+}
+CASES = [(family, head) for family in FAMILIES for head in HEADS]
+CASE_IDS = [f"{family}-{head}" for family, head in CASES]
+BATCH, LENGTH = 3, 10
+
+
+def make_inputs(config, batch=BATCH, length=LENGTH):
+    input_ids = torch.randint(5, config.vocab_size, (batch, length))
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    attention_mask[1, 7:] = 0
+    attention_mask[2, 4:] = 0
+    input_ids[attention_mask == 0] = config.pad_token_id
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 3:] = min(1, config.type_vocab_size - 1) if config.type_vocab_size else 0
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+
+def make_labels(config, head, batch=BATCH, length=LENGTH):
+    if head == "ForSequenceClassification":
+        return torch.randint(0, config.num_labels, (batch,))
+    if head == "ForTokenClassification":
+        return torch.randint(0, config.num_labels, (batch, length))
+    if head == "ForMaskedLM":
+        labels = torch.full((batch, length), -100)
+        labels[:, ::3] = torch.randint(0, config.vocab_size, labels[:, ::3].shape)
+        return labels
+    return None
+
+
+def main_output(outputs, head):
+    return outputs.last_hidden_state if head == "Model" else outputs.logits
+
+
+def build(family, head, **overrides):
+    return model_class(family, head)(tiny_config(family, **overrides)).eval()
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_output_shapes(family, head):
+    model = build(family, head)
+    config = model.config
+    outputs = model(**make_inputs(config))
+    expected = {
+        "Model": (BATCH, LENGTH, config.hidden_size),
+        "ForSequenceClassification": (BATCH, config.num_labels),
+        "ForTokenClassification": (BATCH, LENGTH, config.num_labels),
+        "ForMaskedLM": (BATCH, LENGTH, config.vocab_size),
+    }[head]
+    assert main_output(outputs, head).shape == expected
+    if head == "Model":
+        assert outputs.pooler_output.shape == (BATCH, config.hidden_size)
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_loss_backward_reaches_every_parameter(family, head):
+    model = build(family, head).train()
+    inputs = make_inputs(model.config)
+    labels = make_labels(model.config, head)
+    if labels is None:
+        outputs = model(**inputs)
+        loss = outputs.last_hidden_state.pow(2).mean() + outputs.pooler_output.pow(2).mean()
+    else:
+        loss = model(**inputs, labels=labels).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_save_and_reload_through_auto_classes(family, head, tmp_path):
+    model = build(family, head)
+    inputs = make_inputs(model.config)
+    model.save_pretrained(tmp_path)
+    reloaded, info = HEADS[head].from_pretrained(tmp_path, output_loading_info=True)
+    assert type(reloaded) is type(model)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        torch.testing.assert_close(main_output(reloaded.eval()(**inputs), head), main_output(model(**inputs), head),
+                                   atol=0, rtol=0)
+
+
+VARIANTS = {
+    "gfnet": dict(),
+    "gfnet-sigmoid-cls-pooler": dict(filter_activation="sigmoid", pooling="cls", pooler_projection=True),
+    "gfnet-original-block": dict(mixer_residual=False, layer_scale_init_value=0.5, layer_norm_eps=1e-6),
+    "gfnet-sinusoidal": dict(position_embedding_type="sinusoidal", type_vocab_size=0),
+    "afno": dict(),
+    "afno-truncated-post-norm": dict(afno_num_modes=4, norm_first=False, afno_hidden_size_factor=2),
+    "fnet_hybrid": dict(),
+    "fnet_hybrid-ortho-mean-no-positions": dict(fourier_norm="ortho", pooling="mean", position_embedding_type="none"),
+    "fnet_hybrid-attention-first": dict(mixer_layout=["attention", "fourier"], norm_first=True),
+    "gfnet-mixed-layout": dict(mixer_layout=["afno", "global_filter"], drop_path_rate=0.1),
+}
+
+
+def variant(name):
+    return build(name.split("-")[0], "ForSequenceClassification", **VARIANTS[name])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_padding_does_not_change_outputs(name):
+    """A sequence alone, and the same sequence right-padded by several amounts in a batch, give the same outputs."""
+    model = variant(name)
+    sequence = torch.randint(5, model.config.vocab_size, (1, 9))
+    with torch.no_grad():
+        alone = model(sequence, output_hidden_states=True)
+        for pad in (1, 6, 15):
+            ids = torch.cat([sequence, torch.full((1, pad), model.config.pad_token_id)], dim=1)
+            ids = torch.cat([ids, torch.randint(5, model.config.vocab_size, (1, ids.shape[1]))])  # a full-length row
+            mask = torch.ones_like(ids)
+            mask[0, 9:] = 0
+            padded = model(ids, attention_mask=mask, output_hidden_states=True)
+            torch.testing.assert_close(padded.logits[:1], alone.logits, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(padded.hidden_states[-1][:1, :9], alone.hidden_states[-1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_batched_equals_row_by_row(name):
+    model = variant(name)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        batched = model(**inputs).logits
+        for row in range(BATCH):
+            length = int(inputs["attention_mask"][row].sum())
+            single = model(inputs["input_ids"][row : row + 1, :length],
+                           token_type_ids=inputs["token_type_ids"][row : row + 1, :length]).logits
+            torch.testing.assert_close(batched[row : row + 1], single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variants_save_and_reload(name, tmp_path):
+    model = variant(name)
+    inputs = make_inputs(model.config)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_inputs_embeds_equal_input_ids(family, head):
+    model = build(family, head)
+    inputs = make_inputs(model.config)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    with torch.no_grad():
+        from_ids = main_output(model(**inputs), head)
+        from_embeds = main_output(model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                                        token_type_ids=inputs["token_type_ids"]), head)
+    torch.testing.assert_close(from_embeds, from_ids, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_hidden_states_and_tuple_outputs(family, head):
+    model = build(family, head)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        outputs = model(**inputs, output_hidden_states=True)
+        as_tuple = model(**inputs, output_hidden_states=True, return_dict=False)
+    assert len(outputs.hidden_states) == model.config.num_hidden_layers + 1
+    assert all(h.shape == (BATCH, LENGTH, model.config.hidden_size) for h in outputs.hidden_states)
+    flat_dict = [t for value in outputs.to_tuple() for t in (value if isinstance(value, tuple) else (value,))]
+    flat_tuple = [t for value in as_tuple for t in (value if isinstance(value, tuple) else (value,))]
+    assert len(flat_dict) == len(flat_tuple)
+    for a, b in zip(flat_dict, flat_tuple):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_gradient_checkpointing_gives_the_same_gradients(family, head):
+    model = build(family, head, drop_path_rate=0.0).train()
+    inputs = make_inputs(model.config)
+    labels = make_labels(model.config, head)
+
+    def gradients():
+        model.zero_grad()
+        outputs = model(**inputs, labels=labels) if labels is not None else model(**inputs)
+        loss = outputs.loss if labels is not None else outputs.last_hidden_state.pow(2).mean()
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert all(layer.gradient_checkpointing for layer in model.base_model.layers)
+    checkpointed = gradients()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bfloat16_is_finite_and_close_to_float32(family):
+    model = build(family, "ForSequenceClassification", initializer_range=0.02)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(**inputs).logits
+        half = model.to(torch.bfloat16)(**inputs).logits
+    for logits in (autocast, half):
+        assert torch.isfinite(logits).all()
+        torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
+    assert half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_is_deterministic(family):
+    model = build(family, "ForMaskedLM")
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "problem_type,num_labels,label_kind",
+    [("regression", 1, "float"), ("single_label_classification", 3, "index"), ("multi_label_classification", 3, "multi_hot"),
+     (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot")],
+)
+def test_problem_types(family, problem_type, num_labels, label_kind):
+    model = build(family, "ForSequenceClassification", num_labels=num_labels, problem_type=problem_type)
+    inputs = make_inputs(model.config)
+    labels = {
+        "float": torch.randn(BATCH) if num_labels == 1 else torch.randn(BATCH, num_labels),
+        "index": torch.randint(0, num_labels, (BATCH,)),
+        "multi_hot": torch.randint(0, 2, (BATCH, num_labels)).float(),
+    }[label_kind]
+    outputs = model(**inputs, labels=labels)
+    logits = outputs.logits
+    expected = {
+        "float": lambda: torch.nn.functional.mse_loss(logits.squeeze(-1), labels),
+        "index": lambda: torch.nn.functional.cross_entropy(logits, labels),
+        "multi_hot": lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
+    }[label_kind]()
+    torch.testing.assert_close(outputs.loss, expected)
+    inferred = {"float": "regression", "index": "single_label_classification", "multi_hot": "multi_label_classification"}
+    assert model.config.problem_type == inferred[label_kind]
+    # Trainer passes the number of label items of the whole step; the loss becomes a sum over that count.
+    summed = model(**inputs, labels=labels, num_items_in_batch=torch.tensor(2 * labels.numel())).loss
+    torch.testing.assert_close(summed, expected / 2)
+
+
+@pytest.mark.parametrize("head", ["ForTokenClassification", "ForMaskedLM"])
+def test_token_losses_ignore_minus_100_and_count_items(head):
+    model = build("gfnet", head)
+    inputs = make_inputs(model.config)
+    labels = make_labels(model.config, head)
+    labels[0] = -100
+    outputs = model(**inputs, labels=labels)
+    kept = labels != -100
+    expected = torch.nn.functional.cross_entropy(outputs.logits[kept], labels[kept])
+    torch.testing.assert_close(outputs.loss, expected)
+    summed = model(**inputs, labels=labels, num_items_in_batch=kept.sum() * 4).loss
+    torch.testing.assert_close(summed, expected / 4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mismatched_head_loads_with_ignore_mismatched_sizes(family, tmp_path):
+    build(family, "ForSequenceClassification", num_labels=3).save_pretrained(tmp_path)
+    with pytest.raises(Exception, match="size mismatch|mismatched|shape"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    assert model.classifier.out_features == 5
+    assert torch.isfinite(model(**make_inputs(model.config)).logits).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_masked_lm_decoder_is_tied_and_resizes(family, tmp_path):
+    model = build(family, "ForMaskedLM")
+    assert model.lm_head.decoder.weight is model.get_input_embeddings().weight
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert reloaded.lm_head.decoder.weight is reloaded.get_input_embeddings().weight
+    reloaded.resize_token_embeddings(120)
+    assert reloaded.config.vocab_size == 120
+    assert reloaded.lm_head.decoder.weight is reloaded.get_input_embeddings().weight
+    assert reloaded.lm_head.decoder.out_features == 120
+    ids = torch.randint(100, 120, (2, 6))
+    assert reloaded(ids).logits.shape == (2, 6, 120)
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_init_weights_sets_every_parameter_and_buffer(family, head, monkeypatch):
+    """Uninitialised memory is poisoned with NaN: any parameter or buffer `_init_weights` misses stays NaN."""
+    empty = torch.empty
+
+    def poisoned_empty(*args, **kwargs):
+        return empty(*args, **kwargs).fill_(float("nan"))
+
+    monkeypatch.setattr(torch, "empty", poisoned_empty)
+    model = model_class(family, head)(tiny_config(family, layer_scale_init_value=0.1,
+                                                  position_embedding_type="sinusoidal"))
+    monkeypatch.undo()
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if not torch.isfinite(t).all()]
+    assert bad == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_loaded_from_a_backbone_checkpoint_is_initialised(family, tmp_path):
+    build(family, "Model").save_pretrained(tmp_path)
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path, num_labels=4)
+    assert torch.isfinite(model.classifier.weight).all() and model.classifier.weight.std() > 0
+
+
+def test_no_head_claims_to_generate():
+    for family in FAMILIES:
+        for head in HEADS:
+            assert not model_class(family, head).can_generate()
+
+
+def expect_error(model, message, **inputs):
+    with pytest.raises(ValueError, match=message):
+        model(**inputs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_inputs_raise_clear_errors(family, monkeypatch):
+    model = build(family, "ForSequenceClassification")
+    config = model.config
+    ids = torch.randint(5, config.vocab_size, (2, 6))
+    ffts = []
+    monkeypatch.setattr(torch.fft, "rfftn", lambda *a, **k: ffts.append(1))
+    monkeypatch.setattr(torch.fft, "rfft", lambda *a, **k: ffts.append(1))
+    expect_error(model, "exactly one of `input_ids` or `inputs_embeds`")
+    expect_error(model, "exactly one of", input_ids=ids, inputs_embeds=torch.randn(2, 6, config.hidden_size))
+    expect_error(model, r"`input_ids` must have shape \(batch_size, sequence_length\), got \(6,\)", input_ids=ids[0])
+    expect_error(model, r"must be in \[0, vocab_size=99\), got values from .* to 99", input_ids=ids.clamp(max=99).index_fill(1, torch.tensor([0]), 99))
+    expect_error(model, "got values from -1", input_ids=ids.index_fill(1, torch.tensor([2]), -1))
+    expect_error(model, "integer token ids", input_ids=ids.float())
+    expect_error(model, r"Sequence length 30 exceeds max_position_embeddings=24",
+                 input_ids=torch.randint(5, config.vocab_size, (1, 30)))
+    expect_error(model, r"`attention_mask` must have the shape of the input ids \(2, 6\), got \(2, 5\)",
+                 input_ids=ids, attention_mask=torch.ones(2, 5))
+    expect_error(model, "at least one real token", input_ids=ids,
+                 attention_mask=torch.tensor([[1] * 6, [0] * 6]))
+    expect_error(model, r"inputs_embeds.*hidden_size=32\), got \(2, 6, 31\)", inputs_embeds=torch.randn(2, 6, 31))
+    expect_error(model, r"token_type_ids.*\[0, 2\) \(type_vocab_size=2\), got 0 to 2", input_ids=ids,
+                 token_type_ids=torch.full_like(ids, 2).index_fill(1, torch.tensor([0]), 0))
+    expect_error(model, r"position_ids.*\[0, max_position_embeddings=24\)", input_ids=ids,
+                 position_ids=torch.arange(20, 26)[None])
+    assert ffts == []
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.long, torch.float32])
+def test_attention_mask_dtypes_agree(mask_dtype):
+    model = build("gfnet", "ForSequenceClassification")
+    inputs = make_inputs(model.config)
+    reference = model(**inputs).logits
+    inputs["attention_mask"] = inputs["attention_mask"].to(mask_dtype)
+    torch.testing.assert_close(model(**inputs).logits, reference, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_left_padding_does_not_change_outputs(name):
+    """Left-padded rows are aligned internally; logits, hidden states and attention weights of the real tokens
+    equal those of the sequence alone, at the positions where the caller put them."""
+    model = variant(name)
+    sequence = torch.randint(5, model.config.vocab_size, (1, 7))
+    ids = torch.cat([torch.zeros(1, 5, dtype=torch.long), sequence], dim=1)
+    ids = torch.cat([ids, torch.randint(5, model.config.vocab_size, (1, 12))])
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        alone = model(sequence, output_hidden_states=True, output_attentions=True)
+        padded = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    torch.testing.assert_close(padded.logits[:1], alone.logits, atol=1e-5, rtol=1e-5)
+    for padded_layer, alone_layer in zip(padded.hidden_states, alone.hidden_states):
+        torch.testing.assert_close(padded_layer[:1, 5:], alone_layer, atol=1e-5, rtol=1e-5)
+    for padded_weights, alone_weights in zip(padded.attentions, alone.attentions):
+        torch.testing.assert_close(padded_weights[:1, :, 5:, 5:], alone_weights, atol=1e-5, rtol=1e-5)
+        assert padded_weights[0, :, :, :5].abs().max() == 0

@@ -1,0 +1,76 @@
+"""transformers pipelines run from a saved directory (model + a WordPiece tokenizer trained here)."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast, pipeline
+
+from conftest import FAMILIES, model_class, tiny_config
+
+SENTENCES = [
+    "a gripping , beautifully made film",
+    "the plot is thin and the acting is worse",
+    "one of the best movies of the year",
+    "dull , predictable and far too long",
+    "funny , warm and surprisingly moving",
+] * 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator(SENTENCES, trainers.WordPieceTrainer(vocab_size=99, special_tokens=specials))
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=24,
+    )
+
+
+def save(family, head, tokenizer, path, **overrides):
+    config = tiny_config(family, vocab_size=len(tokenizer), **overrides)
+    model_class(family, head)(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_text_classification_pipeline(family, tokenizer, tmp_path):
+    labels = {0: "negative", 1: "positive"}
+    path = save(family, "ForSequenceClassification", tokenizer, tmp_path, num_labels=2, id2label=labels,
+                label2id={v: k for k, v in labels.items()})
+    results = pipeline("text-classification", model=path)(SENTENCES[:3])
+    assert [r["label"] in labels.values() for r in results] == [True] * 3
+    assert all(0 <= r["score"] <= 1 for r in results)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_classification_pipeline(family, tokenizer, tmp_path):
+    path = save(family, "ForTokenClassification", tokenizer, tmp_path, num_labels=3,
+                id2label={0: "O", 1: "B-ADJ", 2: "I-ADJ"})
+    results = pipeline("token-classification", model=path)("a gripping , beautifully made film")
+    assert all(r["entity"] in {"O", "B-ADJ", "I-ADJ"} for r in results)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fill_mask_pipeline(family, tokenizer, tmp_path):
+    path = save(family, "ForMaskedLM", tokenizer, tmp_path)
+    results = pipeline("fill-mask", model=path, top_k=3)("the plot is [MASK] and the acting is worse")
+    assert len(results) == 3 and all("[MASK]" not in r["sequence"] for r in results)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_feature_extraction_pipeline_matches_the_model(family, tokenizer, tmp_path):
+    path = save(family, "Model", tokenizer, tmp_path)
+    extractor = pipeline("feature-extraction", model=path)
+    sentence = "funny , warm and surprisingly moving"
+    features = torch.tensor(extractor(sentence))
+    encoded = tokenizer(sentence, return_tensors="pt")
+    with torch.no_grad():
+        expected = extractor.model(**encoded).last_hidden_state
+    torch.testing.assert_close(features, expected)

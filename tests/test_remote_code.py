@@ -1,0 +1,163 @@
+"""Checkpoints that load without fourierformers: `save_pretrained` writes the flat source files, a complete
+`auto_map` and a model card, and every family x head loads with `trust_remote_code=True` in a fresh process in
+which `import fourierformers` fails, giving the original outputs."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAMILIES, model_class, tiny_config
+from safetensors.torch import load_file, save_file
+
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+
+# Runs in a subprocess: blocks the package, then loads every `FOLDER=AUTO_CLASS` given on the command line with that
+# Auto class and with AutoModel, saves the loaded model again and reloads that copy, and prints the largest output
+# differences as JSON.
+LOADER = r"""
+import json
+import sys
+from pathlib import Path
+
+
+class BlockFourierformers:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "fourierformers":
+            raise ImportError(f"{name} is blocked: this process stands for a user without fourierformers")
+
+
+sys.meta_path.insert(0, BlockFourierformers())
+try:
+    import fourierformers
+    sys.exit("fourierformers could still be imported")
+except ImportError:
+    pass
+
+import torch
+import transformers
+from safetensors.torch import load_file
+
+report = {}
+for argument in sys.argv[1:]:
+    folder, auto_class_name = argument.split("=")
+    folder = Path(folder)
+    config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    auto_class = getattr(transformers, auto_class_name)
+    model = auto_class.from_pretrained(folder, trust_remote_code=True).eval()
+    backbone = transformers.AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    model.save_pretrained(folder / "resaved")
+    resaved = auto_class.from_pretrained(folder / "resaved", trust_remote_code=True).eval()
+    inputs = load_file(folder / "inputs.safetensors")
+    expected = load_file(folder / "expected.safetensors")
+    with torch.no_grad():
+        output = model(**inputs)
+        hidden = backbone(**inputs).last_hidden_state
+        output_resaved = resaved(**inputs)
+    main = output.last_hidden_state if "last_hidden_state" in output else output.logits
+    main_resaved = output_resaved.last_hidden_state if "last_hidden_state" in output else output_resaved.logits
+    report[folder.name] = {
+        "config_class": type(config).__module__.split(".")[0],
+        "model_class": type(model).__name__,
+        "model_module": type(model).__module__.split(".")[0],
+        "main": (main - expected["main"]).abs().max().item(),
+        "hidden": (hidden - expected["hidden"]).abs().max().item(),
+        "resaved": (main_resaved - expected["main"]).abs().max().item(),
+    }
+print(json.dumps(report))
+"""
+
+
+def save_checkpoint(family, head, folder):
+    """Save a tiny model of `family` x `head` to `folder` with padded inputs and its outputs on them."""
+    model = model_class(family, head)(tiny_config(family)).eval()
+    model.save_pretrained(folder)
+    input_ids = torch.randint(4, 99, (2, 10))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad():
+        output = model(**inputs)
+        hidden = model.base_model(**inputs).last_hidden_state
+    main = output.last_hidden_state if head == "Model" else output.logits
+    save_file(inputs, folder / "inputs.safetensors")
+    save_file({"main": main, "hidden": hidden}, folder / "expected.safetensors")
+    return model
+
+
+@pytest.mark.slow
+def test_every_family_and_head_loads_without_the_package(tmp_path):
+    folders, arguments = [], []
+    for family in FAMILIES:
+        for head in HEADS:
+            folder = tmp_path / "checkpoints" / f"{family}-{head}"
+            model = save_checkpoint(family, head, folder)
+            folders.append(folder)
+            arguments.append(f"{folder}={model._auto_class}")
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")
+    }
+    environment.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, *arguments],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(folder.name for folder in folders)
+    for name, loaded in report.items():
+        family, head = name.split("-")
+        assert loaded["model_class"] == model_class(family, head).__name__, name
+        assert loaded["config_class"] == loaded["model_module"] == "transformers_modules", name
+        assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, (name, loaded)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_sources_are_flat_and_complete(family, tmp_path):
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family))
+    model.save_pretrained(tmp_path)
+    sources = {path.stem: path for path in tmp_path.glob("*.py")}
+    needed = {f"modeling_{family}", f"configuration_{family}", "modeling_spectral", "configuration_spectral"}
+    assert needed <= set(sources)
+    for name, path in sources.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.module in sources, f"{name}.py imports .{node.module}, which was not saved"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert not any(module.startswith("fourierformers") for module in modules), f"{name}.py: {modules}"
+
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    prefix = type(model).__name__.removesuffix("ForSequenceClassification")
+    assert auto_map["AutoConfig"] == f"configuration_{family}.{type(model.config).__name__}"
+    for auto_class, head in [
+        ("AutoModel", "Model"),
+        ("AutoModelForSequenceClassification", "ForSequenceClassification"),
+        ("AutoModelForTokenClassification", "ForTokenClassification"),
+        ("AutoModelForMaskedLM", "ForMaskedLM"),
+    ]:
+        assert auto_map[auto_class] == f"modeling_{family}.{prefix}{head}"
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_model_card_describes_the_checkpoint(head, tmp_path):
+    model = model_class("fnet_hybrid", head)(tiny_config("fnet_hybrid", num_hidden_layers=3))
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    assert f"# {type(model).__name__}" in card
+    assert "`['fourier', 'attention', 'attention']` (fourier ×1, attention ×2)" in card
+    assert f"{model.num_parameters():,}" in card
+    assert f"{type(model)._auto_class}.from_pretrained(\"path/to/this/checkpoint\", trust_remote_code=True)" in card
+    assert ("labels | LABEL_0, LABEL_1, LABEL_2" in card) == head.endswith("Classification")
+
+
+def test_model_card_is_not_overwritten(tmp_path):
+    (tmp_path / "README.md").write_text("my own card")
+    model_class("gfnet", "Model")(tiny_config("gfnet")).save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my own card"
+    assert load_file(tmp_path / "model.safetensors")
