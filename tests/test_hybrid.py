@@ -10,7 +10,7 @@ import torch
 from conftest import FAMILIES, model_class, tiny_config
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from fourierformers import AdaptiveMixer, FourierMixer, GlobalFilter, SelfAttention
+from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilter, MultiscaleMixer, SelfAttention
 from fourierformers.configuration.mixer_layout import MIXER_TYPES
 
 FAMILY_MIXER = {"gfnet": "global_filter", "afno": "afno", "fnet_hybrid": "fourier"}
@@ -120,17 +120,22 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(family, strategy):
             assert parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @family_and_strategy
-def test_outputs_do_not_depend_on_padding(family, strategy):
+def test_outputs_do_not_depend_on_padding(family, strategy, side):
     model = model_class(family, "Model")(hybrid_config(family, strategy)).eval()
     input_ids, attention_mask = text_batch(seq_length=12)
+    if side == "left":
+        lengths = attention_mask.sum(1)
+        input_ids = torch.stack([row.roll(int(12 - n)) for row, n in zip(input_ids, lengths)])
+        attention_mask = torch.stack([row.roll(int(12 - n)) for row, n in zip(attention_mask, lengths)])
     with torch.no_grad():
         batched = model(input_ids, attention_mask=attention_mask)
         for row in range(input_ids.shape[0]):
-            length = int(attention_mask[row].sum())
-            alone = model(input_ids[row : row + 1, :length])
+            real = attention_mask[row].bool()
+            alone = model(input_ids[row : row + 1, real])
             torch.testing.assert_close(
-                batched.last_hidden_state[row, :length], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5
+                batched.last_hidden_state[row, real], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5
             )
             torch.testing.assert_close(batched.pooler_output[row], alone.pooler_output[0], atol=1e-5, rtol=1e-5)
 
@@ -276,3 +281,25 @@ def test_attention_implementation_can_be_switched_after_loading():
         with mock.patch("torch.nn.functional.scaled_dot_product_attention", side_effect=AssertionError("sdpa")):
             output = model(input_ids, attention_mask=attention_mask).last_hidden_state
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make_mixer",
+    [
+        lambda children: AdaptiveMixer(children, hidden_size=8, gate="hard"),
+        lambda children: MultiscaleMixer(children, hidden_size=8, fusion="concat"),
+        lambda children: CascadeMixer(children, hidden_size=8),
+    ],
+    ids=["adaptive", "multiscale", "cascade"],
+)
+def test_composite_mixers_work_on_image_grids_and_keep_padding_out(make_mixer):
+    mixer = make_mixer(small_mixers(fft_shape=(5, 6)))
+    torch.nn.init.normal_(mixer.mixers[0].complex_weight)
+    x = torch.randn(2, 4, 6, 8)  # (B, H, W, D), a grid smaller than the FFT size
+    mask = torch.ones(2, 4, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    garbage = x.clone()
+    garbage[1, 3:] = 1e3
+    out, _ = mixer(x, mask)
+    assert out.shape == x.shape
+    torch.testing.assert_close(mixer(garbage, mask)[0][mask], out[mask], atol=1e-5, rtol=1e-5)
