@@ -1,6 +1,6 @@
 """Hybrid token mixers: ways to combine already-built mixers into one (the strategies of spectrans' hybrid blocks).
 
-Each takes its child mixers as an `nn.ModuleList` plus plain keyword arguments, and has the mixer interface
+Each takes a list of its child mixers plus plain keyword arguments, and has the mixer interface
 `forward(x, mask=None, output_attentions=False, attn_implementation="sdpa") -> (out, attention)` on channels-last
 `x: (B, *grid, D)` with `mask: (B, *grid)` bool (True on real tokens). Every child sees the mask, so padding
 invariance carries over. `attention` is the attention-weight tensor of the attention child, if any (layouts allow
