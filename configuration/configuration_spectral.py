@@ -10,9 +10,10 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
+from .mixer_layout import MIXER_TYPES, expand_mixer_layout, mixer_names, validate_mixer_layout
 from .patch_geometry import patch_geometry, per_axis
 
-MIXER_TYPES = ("fourier", "global_filter", "afno", "attention", "none")
+CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
 POOLING_TYPES = ("cls", "mean")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
@@ -59,8 +60,10 @@ class SpectralConfig(PretrainedConfig):
         pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens). Image models
             always average their token grid.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
-        mixer_layout (`list[str]`, *optional*): The token mixer of each layer, one of `"fourier"`, `"global_filter"`,
-            `"afno"`, `"attention"`, `"none"`. Defaults to the family's layout.
+        mixer_layout (`list`, *optional*): The token mixer of each layer: a name (`"fourier"`, `"global_filter"`,
+            `"afno"`, `"attention"`, `"none"`) or a hybrid-strategy dict (`adaptive`, `multiscale`, `cascade`); a
+            dict `{"pattern": [...]}` is repeated to `num_hidden_layers` entries. See `configuration/mixer_layout.py`.
+            Defaults to the family's layout.
         fourier_norm (`str`): FFT normalisation of the `fourier` mixer (`"backward"` is FNet's unnormalised DFT).
         filter_activation (`str`): Parameterisation of the global filter K = f(W_r) + i f(W_i), f one of
             `"identity"` (original GFNet), `"sigmoid"`, `"tanh"`.
@@ -91,6 +94,10 @@ class SpectralConfig(PretrainedConfig):
             frequency indices or None (all); overrides `afno_num_modes` (the region the original AFNO code keeps).
         final_layer_norm (`bool`): LayerNorm after the last block of a pre-norm model (FourCastNet has none).
         num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
+        condition_type (`str`, *optional*): A conditioning branch in every block between mixer and MLP:
+            `"cross_attention"` to a `condition` of shape (B, M, condition_size), or `"adaln_zero"` modulation from a
+            pooled `condition` of shape (B, condition_size). `None` (default): no branch, no parameters.
+        condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset.
     """
 
     model_type = "spectral"
@@ -137,6 +144,8 @@ class SpectralConfig(PretrainedConfig):
     afno_kept_modes: list | None = None
     final_layer_norm: bool = True
     num_output_channels: int | None = None
+    condition_type: str | None = None
+    condition_size: int | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3
@@ -145,9 +154,14 @@ class SpectralConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
-        self.mixer_layout = list(self.mixer_layout)
+        self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         super().__post_init__(**kwargs)
         self.validate_architecture()
+
+    @property
+    def mixers_used(self):
+        """The set of mixer names in `mixer_layout`, including those inside hybrid-strategy entries."""
+        return mixer_names(self.mixer_layout)
 
     @classmethod
     def default_layout(cls, num_hidden_layers):
@@ -271,17 +285,13 @@ class SpectralConfig(PretrainedConfig):
             self._validate_vision()
         elif self.hidden_sizes is not None or self.afno_kept_modes is not None:
             raise ValueError("`hidden_sizes`, `depths` and `afno_kept_modes` need an image model (set `image_size`).")
-        if len(self.mixer_layout) != self.num_hidden_layers:
-            raise ValueError(
-                f"`mixer_layout` has {len(self.mixer_layout)} entries but `num_hidden_layers` is "
-                f"{self.num_hidden_layers}: give one mixer per layer."
-            )
-        for index, mixer in enumerate(self.mixer_layout):
-            if mixer not in MIXER_TYPES:
-                raise ValueError(
-                    f"`mixer_layout[{index}]` is {mixer!r}; valid mixer names are {list(MIXER_TYPES)}."
-                )
-        if "afno" in self.mixer_layout:
+        mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+        _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
+        if self.condition_size is not None and (not isinstance(self.condition_size, int) or self.condition_size < 1):
+            raise ValueError(f"`condition_size` must be a positive integer or None, got {self.condition_size!r}.")
+        if self.condition_type is not None and self.hidden_sizes is not None:
+            raise ValueError("`condition_type` is not supported with hierarchical `hidden_sizes`; use one width.")
+        if "afno" in mixers_used:
             if self.afno_num_blocks < 1 or self.hidden_size % self.afno_num_blocks:
                 raise ValueError(
                     f"`afno_num_blocks` ({self.afno_num_blocks}) must be a positive divisor of `hidden_size` "
@@ -304,7 +314,7 @@ class SpectralConfig(PretrainedConfig):
                         f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
                         f"hidden_sizes={self.stage_hidden_sizes}."
                     )
-        if "attention" in self.mixer_layout and (
+        if ("attention" in mixers_used or self.condition_type == "cross_attention") and (
             self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads
         ):
             raise ValueError(

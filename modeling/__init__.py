@@ -16,7 +16,8 @@ from transformers import (
 )
 
 from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfig, SpectralConfig
-
+from .condition_layers import AdaLNZero, CrossAttention
+from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from .modeling_afno import (
     AFNOForImageClassification,
     AFNOForMaskedLM,
@@ -46,6 +47,7 @@ from .modeling_gfnet import (
 )
 from .modeling_spectral import SpectralBlock, SpectralPreTrainedModel
 from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
+from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
 AUTO_CLASSES = {
     AFNOConfig: {
@@ -95,6 +97,10 @@ __all__ = [
     "AFNOModel",
     "AFNOPreTrainedModel",
     "AUTO_CLASSES",
+    "AdaLNZero",
+    "AdaptiveMixer",
+    "CascadeMixer",
+    "CrossAttention",
     "FNetHybridConfig",
     "FNetHybridForImageClassification",
     "FNetHybridForMaskedLM",
@@ -114,8 +120,12 @@ __all__ = [
     "GFNetPreTrainedModel",
     "GlobalFilter",
     "MIXER_TYPES",
+    "MultiscaleMixer",
     "SelfAttention",
     "SpectralBlock",
     "SpectralConfig",
     "SpectralPreTrainedModel",
+    "SpectralTrainer",
+    "no_weight_decay_parameter_names",
+    "optimizer_param_groups",
 ]

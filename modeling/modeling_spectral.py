@@ -24,6 +24,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .condition_layers import AdaLNZero, CrossAttention
+from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
 from .patch_embedding import GridDownsample, PatchEmbedding, SpectralImageEmbeddings, patch_kernel_mask
 from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
@@ -38,15 +40,40 @@ from .spectral_layers import (
 )
 
 
-def build_mixer(config, mixer_type, fft_shape, hidden_size=None):
-    """The token mixer named `mixer_type` for hidden states with grid `fft_shape` and width `hidden_size`
-    (default `config.hidden_size`), or None for `"none"`."""
+def build_condition_mixer(config):
+    """The operator of the block's conditioning branch for `config.condition_type`, or None when it is off."""
+    condition_size = config.condition_size or config.hidden_size
+    if config.condition_type == "cross_attention":
+        return CrossAttention(
+            config.hidden_size, condition_size, config.num_attention_heads, config.attention_probs_dropout_prob
+        )
+    if config.condition_type == "adaln_zero":
+        return AdaLNZero(config.hidden_size, condition_size, eps=config.layer_norm_eps)
+    return None
+
+
+def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
+    """The token mixer of one `mixer_layout` entry for hidden states with grid `fft_shape` and width `hidden_size`
+    (default `config.hidden_size`), or None for `"none"`. A strategy dict builds its child mixers and wraps them in
+    the composite mixer of `hybrid_layers`."""
     hidden_size = hidden_size or config.hidden_size
-    if mixer_type == "fourier":
+    if isinstance(layout_entry, dict):
+        mixers = [build_mixer(config, name, fft_shape, hidden_size) for name in layout_entry["mixers"]]
+        strategy = layout_entry["strategy"]
+        if strategy == "adaptive":
+            return AdaptiveMixer(mixers, hidden_size, gate=layout_entry["gate"])
+        if strategy == "multiscale":
+            return MultiscaleMixer(mixers, hidden_size, fusion=layout_entry["fusion"])
+        if strategy == "cascade":
+            return CascadeMixer(
+                mixers, hidden_size, share_norm=layout_entry["share_norm"], eps=config.layer_norm_eps
+            )
+        raise ValueError(f"Unknown hybrid strategy {strategy!r}.")
+    if layout_entry == "fourier":
         return FourierMixer(fft_shape, norm=config.fourier_norm)
-    if mixer_type == "global_filter":
+    if layout_entry == "global_filter":
         return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
-    if mixer_type == "afno":
+    if layout_entry == "afno":
         kept_modes = None
         if config.afno_kept_modes is not None:
             kept_modes = config.afno_kept_modes
@@ -61,11 +88,11 @@ def build_mixer(config, mixer_type, fft_shape, hidden_size=None):
             sparsity_threshold=config.afno_sparsity_threshold,
             kept_modes=kept_modes,
         )
-    if mixer_type == "attention":
+    if layout_entry == "attention":
         return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
-    if mixer_type == "none":
+    if layout_entry == "none":
         return None
-    raise ValueError(f"Unknown mixer {mixer_type!r}.")
+    raise ValueError(f"Unknown mixer {layout_entry!r}.")
 
 
 class LayerScale(nn.Module):
@@ -87,6 +114,10 @@ class SpectralBlock(GradientCheckpointingLayer):
     - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
     - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
     - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost).
+    - `config.condition_type`: a conditioning branch between mixer and MLP, pre-norm in both block styles:
+      `x + condition_mixer(condition_norm(x), condition)` for cross-attention, `x + adaln_zero(x, condition)` (which
+      normalises itself); with `mixer_residual=False` it conditions the MLP input. Off (None): no module, no
+      parameter.
 
     `hidden_size` / `intermediate_size` override the config's for the stages of a hierarchical model.
     """
@@ -100,6 +131,10 @@ class SpectralBlock(GradientCheckpointingLayer):
         self.mixer_residual = config.mixer_residual
         self.mixer = build_mixer(config, mixer_type, fft_shape, hidden_size)
         self.mixer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if self.mixer is not None else None
+        self.condition_mixer = build_condition_mixer(config)
+        self.condition_norm = (
+            nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if config.condition_type == "cross_attention" else None
+        )
         self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.mlp = MLP(hidden_size, intermediate_size, ACT2FN[config.hidden_act], config.hidden_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -109,38 +144,47 @@ class SpectralBlock(GradientCheckpointingLayer):
         self.mixer_layer_scale = LayerScale(hidden_size, layer_scale) if use_mixer_scale else None
         self.mlp_layer_scale = LayerScale(hidden_size, layer_scale) if layer_scale is not None else None
 
-    def _mix(self, x, mask, output_attentions):
-        if self.mixer_type == "attention":
-            return self.mixer(x, mask, output_attentions=output_attentions)
-        return self.mixer(x, mask), None
-
     def _branch(self, out, layer_scale):
         out = self.dropout(out)
         if layer_scale is not None:
             out = layer_scale(out)
         return self.drop_path(out)
 
-    def forward(self, hidden_states, mask=None, output_attentions=False):
-        """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens. Returns (hidden_states, attn)."""
+    def _condition(self, x, condition, attn_implementation):
+        if self.condition_mixer is None:
+            return x
+        normed = x if self.condition_norm is None else self.condition_norm(x)
+        return x + self._branch(self.condition_mixer(normed, condition, attn_implementation=attn_implementation), None)
+
+    def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa"):
+        """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens; condition: (B, M, C_cond) or
+        (B, C_cond) for the conditioning branch. Returns (hidden_states, attention weights or None)."""
         x, attention = hidden_states, None
+        mix_options = dict(output_attentions=output_attentions, attn_implementation=attn_implementation)
         if not self.norm_first:
             if self.mixer is not None:
-                mixed, attention = self._mix(x, mask, output_attentions)
+                mixed, attention = run_mixer(self.mixer, x, mask, **mix_options)
                 x = self.mixer_norm(x + self._branch(mixed, self.mixer_layer_scale))
+            x = self._condition(x, condition, attn_implementation)
             return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
         mlp_input = x
         if self.mixer is not None:
-            mixed, attention = self._mix(self.mixer_norm(x), mask, output_attentions)
+            mixed, attention = run_mixer(self.mixer, self.mixer_norm(x), mask, **mix_options)
             if self.mixer_residual:
                 x = x + self._branch(mixed, self.mixer_layer_scale)
                 mlp_input = x
             else:
                 mlp_input = mixed
+        mlp_input = self._condition(mlp_input, condition, attn_implementation)
+        if self.mixer_residual:
+            x = mlp_input
         return x + self._branch(self.mlp(self.mlp_norm(mlp_input)), self.mlp_layer_scale), attention
 
 
 class SpectralEmbeddings(nn.Module):
     """Token + position (+ token type) embeddings -> optional LayerNorm -> optional projection -> dropout."""
+
+    _no_weight_decay = ("position_embeddings.weight",)
 
     def __init__(self, config):
         super().__init__()
@@ -226,6 +270,11 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 init.normal_(parameter, std=std)
         elif isinstance(module, LayerScale):
             init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, MultiscaleMixer) and module.fusion_logits is not None:
+            init.zeros_(module.fusion_logits)
+        elif isinstance(module, AdaLNZero):
+            init.zeros_(module.modulation_weight)
+            init.zeros_(module.modulation_bias)
         elif isinstance(module, SpectralEmbeddings) and module.position_embedding_type == "sinusoidal":
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
         elif isinstance(module, SpectralImageEmbeddings):
@@ -326,6 +375,31 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     return batch_size, seq_length
 
 
+def validate_condition(config, condition, batch_size):
+    """Check `condition` against `config.condition_type`, raising `ValueError` with the expected shape."""
+    condition_size = config.condition_size or config.hidden_size
+    if config.condition_type is None:
+        if condition is not None:
+            raise ValueError(
+                "`condition` was given but the config has condition_type=None; set condition_type to "
+                "'cross_attention' or 'adaln_zero' to use a condition."
+            )
+        return
+    expected = {
+        "cross_attention": (3, f"(batch_size={batch_size}, condition_length, condition_size={condition_size})"),
+        "adaln_zero": (2, f"(batch_size={batch_size}, condition_size={condition_size})"),
+    }[config.condition_type]
+    if condition is None:
+        raise ValueError(
+            f"The config has condition_type={config.condition_type!r}: pass `condition` of shape {expected[1]}."
+        )
+    if condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size:
+        raise ValueError(
+            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}, "
+            f"got {tuple(condition.shape)}."
+        )
+
+
 class SpectralModel(SpectralPreTrainedModel):
     """The bare backbone: embeddings, blocks, final norm and (optionally) the pooler.
 
@@ -384,6 +458,7 @@ class SpectralModel(SpectralPreTrainedModel):
         token_type_ids=None,
         position_ids=None,
         inputs_embeds=None,
+        condition=None,
         output_hidden_states=None,
         output_attentions=None,
         return_dict=None,
@@ -400,6 +475,9 @@ class SpectralModel(SpectralPreTrainedModel):
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): defaults to `0..T-1`.
             inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
                 `input_ids`.
+            condition (`torch.Tensor`): input of the conditioning branch (`config.condition_type`): shape
+                `(batch_size, condition_length, condition_size)` for `"cross_attention"`, `(batch_size,
+                condition_size)` for `"adaln_zero"`. Required when the branch is on, rejected when it is off.
             output_hidden_states (`bool`): return the embeddings and the output of every block.
             output_attentions (`bool`): return the attention weights of the attention layers.
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
@@ -420,11 +498,12 @@ class SpectralModel(SpectralPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.config.is_vision:
-            return self._forward_pixels(pixel_values, interpolate_pos_encoding, output_hidden_states,
+            return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                                         output_attentions, return_dict)
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
+        validate_condition(self.config, condition, batch_size)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
         # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end.
@@ -442,7 +521,13 @@ class SpectralModel(SpectralPreTrainedModel):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attention = layer(hidden_states, mask, output_attentions)
+            hidden_states, attention = layer(
+                hidden_states,
+                mask,
+                condition,
+                output_attentions=output_attentions,
+                attn_implementation=self.config._attn_implementation or "sdpa",
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions and attention is not None:
@@ -465,14 +550,15 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _forward_pixels(self, pixel_values, interpolate_pos_encoding, output_hidden_states, output_attentions,
-                        return_dict):
+    def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
+                        output_attentions, return_dict):
         """The forward pass of image and volume models: patch embedding, then every stage on its token grid."""
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
+        validate_condition(self.config, condition, pixel_values.shape[0])
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
         grid = tuple(hidden_states.shape[1:-1])
-        spectral = any(mixer in ("fourier", "global_filter", "afno") for mixer in self.config.mixer_layout)
+        spectral = bool(self.config.mixers_used & {"fourier", "global_filter", "afno"})
         if spectral and any(n > size for n, size in zip(grid, self.fft_shape)):
             raise ValueError(
                 f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
@@ -486,7 +572,13 @@ class SpectralModel(SpectralPreTrainedModel):
         for index, layer in enumerate(self.layers):
             if index in self.stage_starts[1:]:
                 hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
-            hidden_states, attention = layer(hidden_states, None, output_attentions)
+            hidden_states, attention = layer(
+                hidden_states,
+                None,
+                condition,
+                output_attentions=output_attentions,
+                attn_implementation=self.config._attn_implementation or "sdpa",
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states.flatten(1, -2),)  # (B, N, D) as ViT
             if output_attentions and attention is not None:
@@ -573,6 +665,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         token_type_ids=None,
         position_ids=None,
         inputs_embeds=None,
+        condition=None,
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
@@ -581,6 +674,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         **kwargs,
     ):
         r"""
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
             (single-label), floats (regression) or multi-hot floats (multi-label).
 
@@ -593,6 +687,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            condition=condition,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
@@ -628,6 +723,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         token_type_ids=None,
         position_ids=None,
         inputs_embeds=None,
+        condition=None,
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
@@ -636,6 +732,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         **kwargs,
     ):
         r"""
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): class index per token, -100 to ignore.
 
         Returns `TokenClassifierOutput` with `logits` (B, T, num_labels).
@@ -647,6 +744,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            condition=condition,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
@@ -698,6 +796,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
         token_type_ids=None,
         position_ids=None,
         inputs_embeds=None,
+        condition=None,
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
@@ -706,6 +805,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
         **kwargs,
     ):
         r"""
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): target token ids at masked
             positions, -100 elsewhere.
 
@@ -718,6 +818,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            condition=condition,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,

@@ -71,9 +71,11 @@ def write_remote_code(model, save_directory):
 
 
 def _layout_summary(mixer_layout):
-    """["fourier", "fourier", "attention"] -> "fourier ×2, attention ×1" in order of first appearance."""
+    """["fourier", "fourier", "attention"] -> "fourier ×2, attention ×1" in order of first appearance; a hybrid
+    strategy entry counts as e.g. "adaptive(fourier+attention)"."""
     counts = {}
-    for mixer in mixer_layout:
+    for entry in mixer_layout:
+        mixer = entry if isinstance(entry, str) else f"{entry['strategy']}({'+'.join(entry['mixers'])})"
         counts[mixer] = counts.get(mixer, 0) + 1
     return ", ".join(f"{mixer} ×{count}" for mixer, count in counts.items())
 
@@ -89,7 +91,7 @@ def model_card(model):
     if pipeline_tag is not None:
         front_matter.append(f"pipeline_tag: {pipeline_tag}")
     front_matter.append("---")
-    mixers = "spectral (FFT-based) mixers" + (" and self-attention" if "attention" in config.mixer_layout else "")
+    mixers = "spectral (FFT-based) mixers" + (" and self-attention" if "attention" in config.mixers_used else "")
     rows = [
         ("model type", f"`{config.model_type}`"),
         ("class", f"`{class_name}`"),

@@ -125,6 +125,8 @@ class GlobalFilter(nn.Module):
     `sigmoid` or `tanh` (bounded filters).
     """
 
+    _no_weight_decay = ("complex_weight",)
+
     def __init__(self, hidden_size, fft_shape, activation="identity"):
         super().__init__()
         self.fft_shape = tuple(fft_shape)
@@ -174,6 +176,8 @@ class AFNOMixer(nn.Module):
     `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
     is set to zero. `lowest_modes` builds the usual choice.
     """
+
+    _no_weight_decay = ("b1", "b2")
 
     def __init__(
         self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None
@@ -241,8 +245,9 @@ class AFNOMixer(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the flattened grid, with padded keys masked out.
 
-    Runs `scaled_dot_product_attention` unless attention weights are requested, in which case the eager
-    softmax path returns them as (B, heads, N, N).
+    `attn_implementation` follows transformers: `"sdpa"` runs `scaled_dot_product_attention`, `"eager"` the explicit
+    softmax. Attention weights (B, heads, N, N) can only come from the eager path, so `output_attentions=True` uses it
+    whatever the implementation; otherwise the weights returned are None.
     """
 
     def __init__(self, hidden_size, num_heads, dropout=0.0):
@@ -255,7 +260,7 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x, mask=None, output_attentions=False):
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
         shape = x.shape
         tokens = x.reshape(shape[0], -1, shape[-1])  # (B, N, D)
 
@@ -264,15 +269,28 @@ class SelfAttention(nn.Module):
 
         query, key, value = heads(self.q_proj), heads(self.k_proj), heads(self.v_proj)  # (B, h, N, d)
         key_mask = None if mask is None else mask.reshape(shape[0], 1, 1, -1)  # True = attend
-        dropout = self.dropout if self.training else 0.0
-        weights = None
-        if output_attentions:
-            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-            context = F.dropout(weights, dropout, self.training) @ value
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout)
+        context, weights = multi_head_attention(
+            query, key, value, key_mask, self.dropout if self.training else 0.0, output_attentions, attn_implementation
+        )
         context = context.transpose(1, 2).reshape(shape)
         return self.out_proj(context), weights
+
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def multi_head_attention(query, key, value, key_mask, dropout, output_attentions, attn_implementation):
+    """query (B, h, N, d), key / value (B, h, M, d), key_mask (B, 1, 1, M) bool or None -> (context (B, h, N, d),
+    weights (B, h, N, M) when `output_attentions` else None)."""
+    if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
+        )
+    if not output_attentions and attn_implementation == "sdpa":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout), None
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    context = F.dropout(weights, dropout, dropout > 0) @ value
+    return context, weights if output_attentions else None

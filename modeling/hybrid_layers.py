@@ -1,0 +1,142 @@
+"""Hybrid token mixers: ways to combine already-built mixers into one (the strategies of spectrans' hybrid blocks).
+
+Each takes a list of its child mixers plus plain keyword arguments, and has the mixer interface
+`forward(x, mask=None, output_attentions=False, attn_implementation="sdpa") -> (out, attention)` on channels-last
+`x: (B, *grid, D)` with `mask: (B, *grid)` bool (True on real tokens). Every child sees the mask, so padding
+invariance carries over. `attention` is the attention-weight tensor of the attention child, if any (layouts allow
+each mixer name at most once per entry), else None.
+
+- `AdaptiveMixer`: a gate computed from the masked mean of the input picks or blends the children.
+- `MultiscaleMixer`: children in parallel, fused by `add`, `concat` + projection, or a learned `weighted` sum.
+- `CascadeMixer`: children in sequence, each on the normalised running sum of the previous ones.
+
+The alternating strategy needs no module: it is a layout with a different entry per layer.
+"""
+
+import torch
+from torch import nn
+
+from .spectral_layers import SelfAttention
+
+
+def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa"):
+    """Call any mixer with the common interface: returns (out, attention weights or None)."""
+    if isinstance(mixer, (SelfAttention, HybridMixer)):
+        return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation)
+    return mixer(x, mask), None
+
+
+class HybridMixer(nn.Module):
+    """Base of the composite mixers: holds the children and runs them all on the same input."""
+
+    def __init__(self, mixers):
+        super().__init__()
+        self.mixers = nn.ModuleList(mixers)
+
+    def _run_children(self, x, mask, output_attentions, attn_implementation):
+        outputs, attention = [], None
+        for mixer in self.mixers:
+            out, weights = run_mixer(mixer, x, mask, output_attentions, attn_implementation)
+            outputs.append(out)
+            attention = weights if weights is not None else attention
+        return outputs, attention
+
+
+def masked_mean(x, mask):
+    """(B, *grid, D) -> (B, D): the mean over real tokens (all tokens when `mask` is None)."""
+    tokens = x.flatten(1, -2)  # (B, N, D)
+    if mask is None:
+        return tokens.mean(dim=1)
+    weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+class AdaptiveMixer(HybridMixer):
+    """Input-dependent choice between mixers (spectrans `AdaptiveBlock`).
+
+    A linear gate on the masked mean of the input gives per-example probabilities `p: (B, K)` over the K
+    children. `gate="soft"` returns `sum_k p_k * mixer_k(x)`. `gate="hard"` uses the one-hot argmax of `p` in the
+    forward pass, so each example's output is exactly its chosen mixer's output, and the straight-through estimator
+    (`onehot + p - p.detach()`) in the backward pass, so the gate still trains.
+
+    After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
+    decisions, detached, for inspection.
+    """
+
+    def __init__(self, mixers, hidden_size, gate="soft"):
+        super().__init__(mixers)
+        if gate not in ("soft", "hard"):
+            raise ValueError(f"AdaptiveMixer gate must be 'soft' or 'hard', got {gate!r}.")
+        self.gate_type = gate
+        self.gate = nn.Linear(hidden_size, len(self.mixers))
+        self.last_gate_probs = None
+        self.last_choices = None
+
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+        probs = self.gate(masked_mean(x, mask)).float().softmax(dim=-1)  # (B, K)
+        choices = probs.argmax(dim=-1)  # (B,)
+        weights = probs
+        if self.gate_type == "hard":
+            one_hot = nn.functional.one_hot(choices, len(self.mixers)).to(probs.dtype)
+            weights = one_hot + (probs - probs.detach())
+        self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
+        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation)
+        stacked = torch.stack(outputs, dim=-1)  # (B, *grid, D, K)
+        weights = weights.view(x.shape[0], *([1] * (x.ndim - 1)), len(self.mixers)).to(x.dtype)
+        return (stacked * weights).sum(dim=-1), attention
+
+    def extra_repr(self):
+        return f"gate={self.gate_type!r}"
+
+
+class MultiscaleMixer(HybridMixer):
+    """Mixers in parallel on the same input (spectrans `MultiscaleBlock`), fused by
+
+    - `add`: the sum of the outputs;
+    - `concat`: a linear projection of the concatenated outputs (K * D -> D);
+    - `weighted`: `sum_k softmax(w)_k * out_k` with learned logits `fusion_logits: (K,)`, uniform at init.
+    """
+
+    def __init__(self, mixers, hidden_size, fusion="add"):
+        super().__init__(mixers)
+        if fusion not in ("add", "concat", "weighted"):
+            raise ValueError(f"MultiscaleMixer fusion must be 'add', 'concat' or 'weighted', got {fusion!r}.")
+        self.fusion = fusion
+        self.projection = nn.Linear(len(self.mixers) * hidden_size, hidden_size) if fusion == "concat" else None
+        self.fusion_logits = nn.Parameter(torch.empty(len(self.mixers))) if fusion == "weighted" else None
+
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation)
+        if self.fusion == "add":
+            return torch.stack(outputs).sum(dim=0), attention
+        if self.fusion == "concat":
+            return self.projection(torch.cat(outputs, dim=-1)), attention
+        weights = self.fusion_logits.float().softmax(dim=0).to(x.dtype)  # (K,)
+        return (torch.stack(outputs, dim=-1) * weights).sum(dim=-1), attention
+
+    def extra_repr(self):
+        return f"fusion={self.fusion!r}"
+
+
+class CascadeMixer(HybridMixer):
+    """Mixers in sequence (spectrans `CascadeBlock`): `h_0 = x`, `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))`, output
+    `h_K - x` (the block adds its own residual). `share_norm=True` uses one LayerNorm for every stage, otherwise
+    each stage has its own."""
+
+    def __init__(self, mixers, hidden_size, share_norm=False, eps=1e-12):
+        super().__init__(mixers)
+        self.share_norm = share_norm
+        num_norms = 1 if share_norm else len(self.mixers)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, eps=eps) for _ in range(num_norms))
+
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+        update, attention = torch.zeros_like(x), None  # update = h_k - x
+        for index, mixer in enumerate(self.mixers):
+            norm = self.norms[0 if self.share_norm else index]
+            out, weights = run_mixer(mixer, norm(x + update), mask, output_attentions, attn_implementation)
+            update = update + out
+            attention = weights if weights is not None else attention
+        return update, attention
+
+    def extra_repr(self):
+        return f"share_norm={self.share_norm}"

@@ -1,0 +1,185 @@
+"""The optional conditioning branch of the block: cross-attention to a condition sequence or AdaLN-zero modulation
+from a pooled condition, in every family and head."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FAMILIES, model_class, tiny_config
+from safetensors.torch import save_file
+from test_hybrid import STRATEGIES
+from test_remote_code import LOADER
+from transformers import AutoModel
+
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+CONDITION_SIZE = 6
+
+
+def conditioned_config(family, condition_type, **overrides):
+    return tiny_config(family, condition_type=condition_type, condition_size=CONDITION_SIZE, **overrides)
+
+
+def make_condition(condition_type, batch_size=3, condition_length=5):
+    if condition_type == "cross_attention":
+        return torch.randn(batch_size, condition_length, CONDITION_SIZE)
+    return torch.randn(batch_size, CONDITION_SIZE)
+
+
+def text_batch(batch_size=3, seq_length=9):
+    input_ids = torch.randint(4, 99, (batch_size, seq_length))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    return input_ids, attention_mask
+
+
+def randomise(model):
+    """Move the zero-initialised AdaLN modulation away from zero so the condition changes the outputs."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "condition_mixer.modulation" in name:
+                parameter.normal_(std=0.2)
+    return model
+
+
+family_and_type = pytest.mark.parametrize(
+    "family,condition_type", [(f, t) for f in FAMILIES for t in ("cross_attention", "adaln_zero")]
+)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_branch_off_adds_no_module_and_no_parameter(family):
+    default = model_class(family, "Model")(tiny_config(family))
+    explicit_off = model_class(family, "Model")(tiny_config(family, condition_type=None, condition_size=17))
+    assert list(default.state_dict()) == list(explicit_off.state_dict())
+    assert not any("condition" in name for name in explicit_off.state_dict())
+    assert not any("condition" in name for name, _ in explicit_off.named_modules())
+    on = model_class(family, "Model")(conditioned_config(family, "cross_attention"))
+    assert any("condition_mixer" in name for name in on.state_dict())
+
+
+@family_and_type
+def test_missing_unexpected_or_misshapen_condition_is_a_clear_error(family, condition_type):
+    input_ids, attention_mask = text_batch()
+    conditioned = model_class(family, "Model")(conditioned_config(family, condition_type))
+    with pytest.raises(ValueError, match="pass `condition` of shape"):
+        conditioned(input_ids, attention_mask=attention_mask)
+    wrong = torch.randn(3, 2, 3, CONDITION_SIZE + 1)
+    with pytest.raises(ValueError, match=f"condition_size={CONDITION_SIZE}"):
+        conditioned(input_ids, attention_mask=attention_mask, condition=wrong)
+    unconditioned = model_class(family, "Model")(tiny_config(family))
+    with pytest.raises(ValueError, match="condition_type=None"):
+        unconditioned(input_ids, condition=make_condition(condition_type))
+
+
+def test_bad_condition_config_is_rejected():
+    with pytest.raises(ValueError, match="'cross_attention', 'adaln_zero'"):
+        tiny_config("gfnet", condition_type="film")
+    with pytest.raises(ValueError, match="condition_size"):
+        tiny_config("gfnet", condition_type="adaln_zero", condition_size=0)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@family_and_type
+def test_every_head_uses_the_condition_and_trains_the_branch(family, condition_type, head):
+    model = randomise(model_class(family, head)(conditioned_config(family, condition_type)))
+    input_ids, attention_mask = text_batch()
+    condition = make_condition(condition_type).requires_grad_()
+    output = model(input_ids, attention_mask=attention_mask, condition=condition)
+    logits = output.logits if head != "Model" else output.last_hidden_state
+    other = model(input_ids, attention_mask=attention_mask, condition=make_condition(condition_type))
+    other_logits = other.logits if head != "Model" else other.last_hidden_state
+    assert not torch.allclose(logits, other_logits), "the condition does not change the outputs"
+    (logits * torch.randn_like(logits)).sum().backward()
+    assert condition.grad.abs().sum() > 0
+    for name, parameter in model.named_parameters():
+        if "condition" in name:
+            assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adaln_zero_starts_as_the_unconditioned_model(family):
+    unconditioned = model_class(family, "Model")(tiny_config(family)).eval()
+    conditioned = model_class(family, "Model")(conditioned_config(family, "adaln_zero")).eval()
+    missing, unexpected = conditioned.load_state_dict(unconditioned.state_dict(), strict=False)
+    assert not unexpected and all("condition_mixer.modulation" in name for name in missing)
+    for name, parameter in conditioned.named_parameters():
+        if "modulation" in name:
+            assert parameter.abs().sum() == 0, name
+    input_ids, attention_mask = text_batch()
+    condition = make_condition("adaln_zero")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            conditioned(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state,
+            unconditioned(input_ids, attention_mask=attention_mask).last_hidden_state,
+        )
+
+
+@family_and_type
+def test_conditioned_outputs_do_not_depend_on_padding(family, condition_type):
+    model = randomise(model_class(family, "Model")(conditioned_config(family, condition_type))).eval()
+    input_ids, attention_mask = text_batch(seq_length=12)
+    condition = make_condition(condition_type)
+    with torch.no_grad():
+        batched = model(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state
+        length = int(attention_mask[1].sum())
+        alone = model(input_ids[1:2, :length], condition=condition[1:2]).last_hidden_state
+    torch.testing.assert_close(batched[1, :length], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@family_and_type
+def test_conditioned_model_saves_loads_and_checkpoints(family, condition_type, tmp_path):
+    config = conditioned_config(family, condition_type, mixer_layout=["attention", "global_filter"])
+    model = randomise(model_class(family, "Model")(config)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    input_ids, attention_mask = text_batch()
+    condition = make_condition(condition_type)
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state
+        torch.testing.assert_close(
+            loaded(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state, expected
+        )
+    loaded.train()
+    loaded.activation_checkpointing_enable()
+    condition.requires_grad_()
+    loaded(input_ids, attention_mask=attention_mask, condition=condition).pooler_output.square().sum().backward()
+    assert condition.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_hybrid_and_conditioned_checkpoints_load_without_the_package(tmp_path):
+    """Every new module (hybrid mixers, condition branch, layout validation) is saved with the checkpoint and the
+    checkpoint loads with `trust_remote_code=True` in a process where `import fourierformers` fails."""
+    cases = {
+        "gfnet-cross": ("gfnet", "cross_attention", [STRATEGIES["adaptive_hard"], STRATEGIES["multiscale_weighted"]]),
+        "afno-adaln": ("afno", "adaln_zero", [STRATEGIES["cascade_shared_norm"], STRATEGIES["multiscale_concat"]]),
+    }
+    arguments = []
+    for name, (family, condition_type, layout) in cases.items():
+        folder = tmp_path / name
+        model = model_class(family, "ForSequenceClassification")(
+            conditioned_config(family, condition_type, mixer_layout=layout)
+        )
+        randomise(model).eval().save_pretrained(folder)
+        input_ids, attention_mask = text_batch()
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "condition": make_condition(condition_type)}
+        with torch.no_grad():
+            expected = {"main": model(**inputs).logits, "hidden": model.base_model(**inputs).last_hidden_state}
+        save_file(inputs, folder / "inputs.safetensors")
+        save_file(expected, folder / "expected.safetensors")
+        arguments.append(f"{folder}={model._auto_class}")
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")}
+    environment.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, *arguments], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(cases)
+    for name, loaded in report.items():
+        assert loaded["model_module"] == "transformers_modules", name
+        assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, (name, loaded)

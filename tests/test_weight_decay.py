@@ -1,0 +1,91 @@
+"""Weight decay: the parameter groups `SpectralTrainer` builds for every family, and `optimizer_param_groups`."""
+
+import pytest
+import torch
+from conftest import FAMILIES, model_class, tiny_config
+from transformers import TrainingArguments
+
+from fourierformers import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
+
+WEIGHT_DECAY = 0.05
+# Every kind of parameter: each mixer, a weighted fusion, an adaptive gate, LayerScale, the AdaLN branch.
+EVERYTHING = [
+    {"strategy": "multiscale", "mixers": ["global_filter", "afno"], "fusion": "weighted"},
+    {"strategy": "adaptive", "mixers": ["fourier", "attention"], "gate": "hard"},
+]
+
+
+def full_model(family, head="ForMaskedLM"):
+    config = tiny_config(
+        family, mixer_layout=EVERYTHING, layer_scale_init_value=0.1, condition_type="adaln_zero", norm_first=True
+    )
+    return model_class(family, head)(config)
+
+
+def expected_no_decay(name, parameter):
+    return (
+        parameter.ndim <= 1
+        or name.endswith("complex_weight")
+        or name.endswith((".b1", ".b2"))
+        or name.endswith("position_embeddings.weight")
+    )
+
+
+@pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trainer_groups_exclude_norms_biases_positions_filters_and_afno_biases(family, head, tmp_path):
+    model = full_model(family, head)
+    args = TrainingArguments(output_dir=str(tmp_path), weight_decay=WEIGHT_DECAY, use_cpu=True, report_to=[])
+    optimizer = SpectralTrainer(model=model, args=args).create_optimizer()
+    decayed, not_decayed = optimizer.param_groups
+    assert decayed["weight_decay"] == WEIGHT_DECAY and not_decayed["weight_decay"] == 0.0
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    decayed_names = {names[id(parameter)] for parameter in decayed["params"]}
+    not_decayed_names = {names[id(parameter)] for parameter in not_decayed["params"]}
+    assert decayed_names | not_decayed_names == set(names.values())
+    assert not decayed_names & not_decayed_names
+    parameters = dict(model.named_parameters())
+    for name in names.values():
+        assert (name in not_decayed_names) == expected_no_decay(name, parameters[name]), name
+    assert not any(parameters[name].ndim <= 1 for name in decayed_names)
+    # The kinds the issue names are present, so the checks above are not vacuous.
+    for kind in ("complex_weight", ".b1", "position_embeddings.weight", "mixer_norm.weight", "gamma", "fusion_logits"):
+        assert any(kind in name for name in not_decayed_names), kind
+    assert any("word_embeddings" in name for name in decayed_names)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_param_groups_helper_matches_the_trainer_and_skips_frozen_parameters(family):
+    model = full_model(family)
+    model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    decayed, not_decayed = optimizer_param_groups(model, WEIGHT_DECAY)
+    assert decayed["weight_decay"] == WEIGHT_DECAY and not_decayed["weight_decay"] == 0.0
+    excluded = no_weight_decay_parameter_names(model)
+    trainable = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert [id(p) for p in decayed["params"]] == [id(p) for n, p in trainable.items() if n not in excluded]
+    assert [id(p) for p in not_decayed["params"]] == [id(p) for n, p in trainable.items() if n in excluded]
+    torch.optim.AdamW([decayed, not_decayed], lr=1e-3)
+
+
+def test_spectral_trainer_trains_a_hybrid_model_with_gradient_checkpointing(tmp_path):
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet", mixer_layout=EVERYTHING))
+    dataset = [{"input_ids": torch.randint(4, 99, (9,)), "labels": torch.tensor(index % 3)} for index in range(8)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        weight_decay=WEIGHT_DECAY,
+        activation_checkpointing=True,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+    )
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    result = SpectralTrainer(model=model, args=args, train_dataset=dataset).train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert model.base_model.layers[0].gradient_checkpointing
+    trained = ("layers.0.mixer.mixers.0.complex_weight", "layers.0.mixer.fusion_logits", "layers.1.mixer.gate.weight")
+    for name in trained:
+        parameter = dict(model.base_model.named_parameters())[name]
+        assert not torch.equal(parameter, before[f"{model.base_model_prefix}.{name}"]), name
