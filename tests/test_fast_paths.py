@@ -1,0 +1,148 @@
+"""The fast paths of the spectral mixers against plain, obviously correct implementations (forward and gradients).
+
+Each reference transforms the zero-padded input at the full fixed size `fft_shape` with a single library call
+and crops, exactly as the mixer's docstring states the math.
+"""
+
+import pytest
+import torch
+
+from fourierformers.modeling.spectral_layers import (
+    AFNOMixer,
+    FourierMixer,
+    GlobalFilter,
+    fast_fft_size,
+    lowest_modes,
+)
+
+
+def _pad_to(x, fft_shape):
+    """(B, *grid, D) -> (B, *fft_shape, D) with zeros after the real positions of every grid axis."""
+    padded = x.new_zeros(x.shape[0], *fft_shape, x.shape[-1])
+    padded[(slice(None), *(slice(0, n) for n in x.shape[1:-1]))] = x
+    return padded
+
+
+def _crop_like(y, x):
+    return y[(slice(None), *(slice(0, n) for n in x.shape[1:-1]))]
+
+
+def reference_fourier(x, fft_shape, norm):
+    axes = tuple(range(1, x.ndim))
+    return _crop_like(torch.fft.fftn(_pad_to(x, fft_shape).to(torch.complex64), dim=axes, norm=norm).real, x)
+
+
+def reference_global_filter(x, fft_shape, mixer):
+    axes = tuple(range(1, x.ndim - 1))
+    spectrum = torch.fft.rfftn(_pad_to(x, fft_shape), dim=axes, norm="ortho") * mixer.complex_filter()
+    return _crop_like(torch.fft.irfftn(spectrum, s=fft_shape, dim=axes, norm="ortho"), x)
+
+
+def reference_afno(x, fft_shape, mixer):
+    axes = tuple(range(1, x.ndim - 1))
+    spectrum = torch.fft.rfftn(_pad_to(x, fft_shape), dim=axes, norm="ortho")
+    processed = mixer.block_mlp(spectrum)
+    if mixer.kept_modes is not None:
+        keep = torch.zeros(spectrum.shape[1:-1], dtype=torch.bool)
+        keep[torch.meshgrid(*[torch.tensor(modes) for modes in mixer.kept_modes], indexing="ij")] = True
+        processed = processed * keep[..., None]
+    y = torch.fft.irfftn(processed, s=fft_shape, dim=axes, norm="ortho")
+    return _crop_like(y, x) + x
+
+
+def assert_same_forward_and_gradients(fast, reference, inputs, parameters):
+    """`fast` and `reference` map `inputs` to equal outputs and give equal gradients for inputs and parameters."""
+    fast_out = fast(inputs)
+    reference_out = reference(inputs)
+    torch.testing.assert_close(fast_out, reference_out, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(fast_out)
+    leaves = [inputs, *parameters]
+    fast_grads = torch.autograd.grad(fast_out, leaves, upstream)
+    reference_grads = torch.autograd.grad(reference_out, leaves, upstream)
+    for fast_grad, reference_grad in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 16, 31, 97, 121, 1000])
+def test_fast_fft_size_is_smallest_5_smooth_size(size):
+    def smooth(n):
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    found = fast_fft_size(size)
+    assert found >= size and smooth(found)
+    assert not any(smooth(n) for n in range(size, found))
+
+
+@pytest.mark.parametrize("hidden_size", [16, 15])
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("grid_shape, fft_shape", [((5,), (12,)), ((12,), (12,)), ((3, 4), (5, 6)), ((1, 6), (4, 6))])
+def test_fourier_mixer_matches_full_complex_fft(grid_shape, fft_shape, norm, hidden_size):
+    mixer = FourierMixer(fft_shape, norm=norm)
+    x = torch.randn(2, *grid_shape, hidden_size, dtype=torch.float64).float().requires_grad_()
+    assert_same_forward_and_gradients(mixer, lambda t: reference_fourier(t, fft_shape, norm), x, [])
+
+
+def test_fourier_mixer_equals_transformers_fnet_fourier_transform_at_full_length():
+    x = torch.randn(3, 32, 24)
+    torch.testing.assert_close(FourierMixer((32,))(x), torch.fft.fftn(x, dim=(1, 2)).real, atol=1e-4, rtol=1e-5)
+
+
+def _global_filter(hidden_size, fft_shape, activation="identity"):
+    mixer = GlobalFilter(hidden_size, fft_shape, activation=activation)
+    torch.nn.init.normal_(mixer.complex_weight, std=0.5)
+    return mixer
+
+
+@pytest.mark.parametrize("activation", ["identity", "sigmoid"])
+@pytest.mark.parametrize("fft_length", [64, 75])
+@pytest.mark.parametrize("length", [1, 2, 5, 16, 20])
+def test_global_filter_short_path_equals_full_length_filter(length, fft_length, activation):
+    mixer = _global_filter(8, (fft_length,), activation)
+    assert mixer.short_fft_size(batch_size=2, length=length) is not None
+    x = torch.randn(2, length, 8, requires_grad=True)
+    assert_same_forward_and_gradients(
+        mixer, lambda t: reference_global_filter(t, (fft_length,), mixer), x, [mixer.complex_weight]
+    )
+
+
+@pytest.mark.parametrize("length", [40, 64])
+def test_global_filter_uses_full_length_fft_when_short_path_does_not_pay(length):
+    mixer = _global_filter(8, (64,))
+    assert mixer.short_fft_size(batch_size=2, length=length) is None
+    x = torch.randn(2, length, 8, requires_grad=True)
+    assert_same_forward_and_gradients(mixer, lambda t: reference_global_filter(t, (64,), mixer), x, [mixer.complex_weight])
+
+
+def test_global_filter_short_path_honours_mask():
+    mixer = _global_filter(8, (64,))
+    x = torch.randn(2, 10, 8)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    masked = mixer(x, mask)
+    torch.testing.assert_close(masked[1, :6], mixer(x[1:, :6])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked, reference_global_filter(x * mask[..., None], (64,), mixer), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grid_shape, fft_shape", [((3, 4), (6, 8)), ((6, 8), (6, 8))])
+def test_global_filter_2d_matches_reference(grid_shape, fft_shape):
+    mixer = _global_filter(16, fft_shape)
+    x = torch.randn(2, *grid_shape, 16, requires_grad=True)
+    assert_same_forward_and_gradients(
+        mixer, lambda t: reference_global_filter(t, fft_shape, mixer), x, [mixer.complex_weight]
+    )
+
+
+@pytest.mark.parametrize("num_modes", [None, 3])
+@pytest.mark.parametrize("grid_shape, fft_shape", [((5,), (16,)), ((16,), (16,)), ((3, 4), (6, 8))])
+def test_afno_matches_reference(grid_shape, fft_shape, num_modes):
+    kept_modes = None
+    if num_modes is not None:
+        kept_modes = [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
+    mixer = AFNOMixer(16, fft_shape, num_blocks=4, sparsity_threshold=0.01, kept_modes=kept_modes)
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(2, *grid_shape, 16, requires_grad=True)
+    assert_same_forward_and_gradients(mixer, lambda t: reference_afno(t, fft_shape, mixer), x, list(mixer.parameters()))
