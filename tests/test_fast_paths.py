@@ -7,7 +7,7 @@ and crops, exactly as the mixer's docstring states the math.
 import pytest
 import torch
 
-from fourierformers.modeling.spectral_layers import (
+from fourierformers.spectral_layers import (
     AFNOMixer,
     FourierMixer,
     GlobalFilter,
