@@ -63,6 +63,20 @@ def grid_rfftn(x, fft_shape, norm):
     return torch.fft.rfftn(x, s=fft_shape, dim=_grid_axes(x), norm=norm)[..., :hidden_size]
 
 
+def grid_irfftn(spectrum, fft_shape, norm):
+    """`irfftn` of a channels-last spectrum (B, *freq_shape, D) back to a contiguous (B, *fft_shape, D).
+
+    pocketfft writes its output with the transformed axis innermost, i.e. channels-first in memory; every later
+    elementwise op would then walk it transposed. Padding two channels (as in `grid_rfftn`) and copying the result
+    to channels-last once is the cheapest order measured on CPU.
+    """
+    hidden_size = spectrum.shape[-1]
+    if spectrum.is_cpu:
+        spectrum = F.pad(spectrum, (0, 2))
+    y = torch.fft.irfftn(spectrum, s=fft_shape, dim=_grid_axes(spectrum), norm=norm)
+    return y[..., :hidden_size].contiguous()
+
+
 def fast_fft_size(n):
     """The smallest integer >= n whose only prime factors are 2, 3 and 5 (fast sizes for pocketfft and cuFFT)."""
     size = n
@@ -157,6 +171,7 @@ class GlobalFilter(nn.Module):
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
+        self._kernel_cache = None  # (weight version key, kernel) for inference on short inputs
 
     def complex_filter(self, dtype=torch.float32):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`."""
@@ -169,13 +184,12 @@ class GlobalFilter(nn.Module):
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
-        axes = _grid_axes(x)
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
         spectrum = grid_rfftn(real_input, self.fft_shape, norm="ortho")  # (B, *freq_shape, D)
         spectrum = spectrum * self.complex_filter(real_input.dtype)
-        y = torch.fft.irfftn(spectrum, s=self.fft_shape, dim=axes, norm="ortho")  # (B, *fft_shape, D)
+        y = grid_irfftn(spectrum, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
         return _crop(y, grid_shape).to(x.dtype)
 
     def short_fft_size(self, batch_size, length):
@@ -195,6 +209,25 @@ class GlobalFilter(nn.Module):
         short_cost = cost(fft_length) + (2 * batch_size + 1) * cost(size)
         return size if short_cost < 2 * batch_size * cost(fft_length) else None
 
+    def time_domain_kernel(self, dtype):
+        """The circular convolution kernel k = irfft(K, L): (L, D) of a 1-D filter.
+
+        In inference (no gradient needed, not compiling) it is cached until the weights change (in-place updates
+        bump the parameter's version counter, replacing or moving it changes its storage): for short inputs
+        this length-L transform would otherwise cost more than the rest of the mixer.
+        """
+        weight = self.complex_weight
+
+        def compute():
+            return grid_irfftn(self.complex_filter(dtype)[None], self.fft_shape, norm="backward")[0]
+
+        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+            return compute()
+        key = (weight._version, weight.data_ptr(), weight.device, dtype)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, compute())
+        return self._kernel_cache[1]
+
     def short_convolution(self, x, length):
         """The filter as a linear convolution for a 1-D input of n = `length` < L tokens, x: (B, n, D) in the FFT dtype.
 
@@ -205,11 +238,11 @@ class GlobalFilter(nn.Module):
         """
         fft_length = self.fft_shape[0]
         size = fast_fft_size(2 * length - 1)
-        kernel = torch.fft.irfft(self.complex_filter(x.dtype), n=fft_length, dim=0)  # (L, D)
+        kernel = self.time_domain_kernel(x.dtype)  # (L, D)
         gap = kernel.new_zeros(size - 2 * length + 1, kernel.shape[-1])
         taps = torch.cat([kernel[:length], gap, kernel[fft_length - length + 1 :]])  # (size, D), negative lags at the end
         spectrum = grid_rfftn(x, (size,), norm="backward") * torch.fft.rfft(taps, dim=0)  # (B, size // 2 + 1, D)
-        return torch.fft.irfft(spectrum, n=size, dim=1)[:, :length]
+        return grid_irfftn(spectrum, (size,), norm="backward")[:, :length]
 
     def extra_repr(self):
         return f"fft_shape={self.fft_shape}, activation={self.activation!r}"
@@ -222,6 +255,20 @@ def lowest_modes(size, num_modes, half):
     positive = list(range(min(num_modes, (size + 1) // 2)))
     negative = list(range(max(size - num_modes + 1, len(positive)), size))
     return positive + negative
+
+
+def _interleaved_block_affine(weight, bias):
+    """A complex block-diagonal affine map as real tensors acting on interleaved (real, imaginary) channels.
+
+    weight: (2, k, i, o), bias: (2, k, o), index 0 the real and 1 the imaginary part. Returns the real weight
+    (k, 2i, 2o) and bias (k, 1, 2o) such that `z @ weight + bias` on z: (k, N, 2i) is the complex map.
+    """
+    real, imag = weight[0], weight[1]  # (k, i, o)
+    from_real = torch.stack([real, imag], dim=-1)  # an input's real part feeds (w_r, w_i) of each output
+    from_imag = torch.stack([-imag, real], dim=-1)  # its imaginary part feeds (-w_i, w_r)
+    num_blocks, inputs, outputs = real.shape
+    real_weight = torch.stack([from_real, from_imag], dim=2).reshape(num_blocks, 2 * inputs, 2 * outputs)
+    return real_weight, bias.permute(1, 2, 0).reshape(num_blocks, 1, 2 * outputs)
 
 
 class AFNOMixer(nn.Module):
@@ -263,18 +310,20 @@ class AFNOMixer(nn.Module):
         return torch.tensor(self.kept_modes[axis_position], device=device)
 
     def block_mlp(self, spectrum):
-        """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink."""
+        """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink.
+
+        Computed in real arithmetic on the interleaved (real, imaginary) layout of `view_as_real`: a complex
+        product z·w is the real product [z_r, z_i] @ [[w_r, w_i], [-w_i, w_r]], so each layer is one real batched
+        matmul over the blocks, and ReLU / soft-shrink of real and imaginary parts are plain elementwise ops.
+        """
         shape = spectrum.shape
-        z = spectrum.reshape(*shape[:-1], self.num_blocks, self.block_size)  # (..., k, d)
         dtype = spectrum.real.dtype
-        w1, b1, w2, b2 = (torch.complex(p[0].to(dtype), p[1].to(dtype)) for p in (self.w1, self.b1, self.w2, self.b2))
-        hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
-        hidden = torch.complex(F.relu(hidden.real), F.relu(hidden.imag))
-        out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
-        out = torch.complex(
-            F.softshrink(out.real, self.sparsity_threshold), F.softshrink(out.imag, self.sparsity_threshold)
-        )
-        return out.reshape(shape)
+        z = torch.view_as_real(spectrum).reshape(-1, self.num_blocks, 2 * self.block_size).transpose(0, 1)  # (k, N, 2d)
+        w1, b1 = _interleaved_block_affine(self.w1.to(dtype), self.b1.to(dtype))
+        w2, b2 = _interleaved_block_affine(self.w2.to(dtype), self.b2.to(dtype))
+        hidden = F.relu(torch.baddbmm(b1, z, w1))  # (k, N, 2 d f)
+        out = F.softshrink(torch.baddbmm(b2, hidden, w2), self.sparsity_threshold)  # (k, N, 2d)
+        return torch.view_as_complex(out.transpose(0, 1).reshape(*shape, 2))
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
@@ -292,7 +341,7 @@ class AFNOMixer(nn.Module):
                 full_shape = list(kept.shape)
                 full_shape[axis] = size
                 kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        y = torch.fft.irfftn(kept, s=self.fft_shape, dim=axes, norm="ortho")
+        y = grid_irfftn(kept, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
         return (_crop(y, grid_shape) + x.to(y.dtype)).to(x.dtype)
 
     def extra_repr(self):

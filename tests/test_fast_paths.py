@@ -146,3 +146,45 @@ def test_afno_matches_reference(grid_shape, fft_shape, num_modes):
         torch.nn.init.normal_(parameter, std=0.3)
     x = torch.randn(2, *grid_shape, 16, requires_grad=True)
     assert_same_forward_and_gradients(mixer, lambda t: reference_afno(t, fft_shape, mixer), x, list(mixer.parameters()))
+
+
+def reference_block_mlp(spectrum, mixer):
+    """The AFNO block MLP written with complex einsums, as in the original implementation."""
+    shape = spectrum.shape
+    z = spectrum.reshape(*shape[:-1], mixer.num_blocks, mixer.block_size)  # (..., k, d)
+    w1, b1, w2, b2 = (torch.complex(p[0], p[1]) for p in (mixer.w1, mixer.b1, mixer.w2, mixer.b2))
+    hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
+    hidden = torch.complex(torch.relu(hidden.real), torch.relu(hidden.imag))
+    out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
+    shrink = mixer.sparsity_threshold
+    out = torch.complex(
+        torch.nn.functional.softshrink(out.real, shrink), torch.nn.functional.softshrink(out.imag, shrink)
+    )
+    return out.reshape(shape)
+
+
+@pytest.mark.parametrize("hidden_size_factor", [1, 2])
+def test_afno_block_mlp_matches_complex_einsum(hidden_size_factor):
+    mixer = AFNOMixer(16, (8,), num_blocks=4, hidden_size_factor=hidden_size_factor, sparsity_threshold=0.05)
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    spectrum = torch.randn(2, 3, 5, 16, dtype=torch.complex64).requires_grad_()
+    assert_same_forward_and_gradients(
+        mixer.block_mlp, lambda z: reference_block_mlp(z, mixer), spectrum, list(mixer.parameters())
+    )
+
+
+def test_global_filter_inference_kernel_cache_follows_weight_updates():
+    mixer = _global_filter(8, (64,))
+    x = torch.randn(2, 10, 8)
+    with torch.no_grad():
+        first = mixer(x)
+        torch.testing.assert_close(first, reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+        mixer.complex_weight.mul_(2.0)
+        torch.testing.assert_close(mixer(x), 2.0 * first, atol=1e-5, rtol=1e-5)
+        mixer.load_state_dict({"complex_weight": torch.randn_like(mixer.complex_weight)})
+        torch.testing.assert_close(mixer(x), reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+    mixer.double()
+    x64 = x.double()
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x64), reference_global_filter(x64, (64,), mixer), atol=1e-10, rtol=1e-10)
