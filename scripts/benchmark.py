@@ -1,0 +1,381 @@
+"""Speed and memory of the fourierformers mixers against transformers' BERT (SDPA attention) and FNet.
+
+Every model has the same size (hidden, layers, FFN width, vocabulary, heads) and no dropout:
+
+    identity             our block with the mixer switched off (`mixer_layout=["none"] * L`): the lower bound
+    gfnet, afno          every layer a global filter / an AFNO mixer
+    fnet_hybrid_fourier  every layer our Fourier mixer (pure FNet layout)
+    fnet_hybrid          Fourier layers, attention in the last two (the family default)
+    bert_sdpa            transformers' BertModel with attn_implementation="sdpa"
+    hf_fnet              transformers' FNetModel
+
+For each mode (inference forward; training forward + backward), batch size and sequence length, the models run
+in interleaved rounds in one process (each round runs every model once, starting at a rotating model) and the
+median time per batch is reported, with tokens per second and the peak memory of one step (CUDA: the allocator's
+peak; CPU: the growth of the process's peak resident set over one step, reset through /proc/self/clear_refs).
+A model is skipped at a length (and all longer ones) when it ran out of memory or its predicted time, extrapolated
+from the previous length, exceeds --max-seconds.
+
+Extra sections: the Fourier mixer against transformers' FNet Fourier layer (same outputs), short inputs in
+models built for long ones, the fitted exponent of training memory against length, and `torch.compile`
+(inductor) variants with --compile.
+
+    python scripts/benchmark.py --quick                 # under 3 minutes on 2 CPU cores
+    python scripts/benchmark.py                         # the full sweep, 128 -> 16384 tokens, batch 1 and 8
+    python scripts/benchmark.py --device cuda --dtype bfloat16
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertConfig, BertModel, FNetConfig, FNetModel
+
+from fourierformers import AFNOConfig, AFNOModel, FNetHybridConfig, FNetHybridModel, GFNetConfig, GFNetModel
+from fourierformers.spectral_layers import FourierMixer
+
+MODEL_NAMES = ("identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid", "bert_sdpa", "hf_fnet")
+QUADRATIC_MODELS = ("fnet_hybrid", "bert_sdpa")  # attention: time grows with the square of the length
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few lengths, batch 1, fewer repetitions")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--modes", nargs="+", default=["inference", "training"], choices=["inference", "training"])
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--intermediate-size", type=int, default=1024)
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=30522)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per setting")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="skip a model predicted to take longer")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) variants")
+    parser.add_argument("--short-length", type=int, default=64, help="input length of the short-input figure")
+    parser.add_argument("--long-length", type=int, default=4096, help="max_position_embeddings it runs in")
+    parser.add_argument("--output-dir", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    if args.quick:
+        args.lengths = [512, 2048, 4096]
+        args.batch_sizes = [1]
+        args.repeats = 5
+        args.max_seconds = 5.0
+    return args
+
+
+def build_model(name, args, length):
+    """The model `name` at the benchmark size, accepting sequences up to `length` tokens."""
+    sizes = dict(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=length,
+        hidden_dropout_prob=0.0,
+    )
+    attention = dict(num_attention_heads=args.num_heads, attention_probs_dropout_prob=0.0)
+    if name == "bert_sdpa":
+        model = BertModel(BertConfig(**sizes, **attention, attn_implementation="sdpa"))
+    elif name == "hf_fnet":
+        model = FNetModel(FNetConfig(**sizes))
+    elif name == "identity":
+        model = GFNetModel(GFNetConfig(**sizes, mixer_layout=["none"] * args.num_layers))
+    elif name == "gfnet":
+        model = GFNetModel(GFNetConfig(**sizes))
+    elif name == "afno":
+        model = AFNOModel(AFNOConfig(**sizes))
+    elif name == "fnet_hybrid_fourier":
+        model = FNetHybridModel(FNetHybridConfig(**sizes, **attention, mixer_layout=["fourier"] * args.num_layers))
+    elif name == "fnet_hybrid":
+        model = FNetHybridModel(FNetHybridConfig(**sizes, **attention))
+    else:
+        raise ValueError(f"Unknown model {name!r}; allowed: {list(MODEL_NAMES)}.")
+    return model.to(device=args.device, dtype=getattr(torch, args.dtype))
+
+
+def make_step(model, mode, input_ids):
+    """A closure running one inference forward or one training forward + backward."""
+    if mode == "inference":
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                model(input_ids=input_ids)
+
+    else:
+        model.train()
+
+        def step():
+            outputs = model(input_ids=input_ids)
+            outputs.last_hidden_state.float().square().mean().backward()
+            model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def synchronize(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(step, device):
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _proc_status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_mib(step, device):
+    """Memory one step needs on top of what is allocated before it (model, inputs), in MiB."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # reset the peak resident set size (VmHWM) to the current one
+    before = _proc_status_kib("VmRSS")
+    step()
+    return (_proc_status_kib("VmHWM") - before) / 2**10
+
+
+def is_out_of_memory(error):
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(error).lower()
+
+
+def benchmark_setting(args, names, mode, batch_size, length, previous, skipped):
+    """Time every model of `names` at one (mode, batch size, length); returns one record per model."""
+    records, steps = [], {}
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, args.vocab_size, (batch_size, length), generator=generator).to(args.device)
+    for name in names:
+        record = dict(mode=mode, batch_size=batch_size, length=length, model=name)
+        records.append(record)
+        if name in skipped:
+            record["status"] = skipped[name]
+            continue
+        if name in previous:
+            exponent = 2.0 if any(name.startswith(q) for q in QUADRATIC_MODELS) else 1.2
+            predicted = previous[name][1] * (length / previous[name][0]) ** exponent
+            if predicted > args.max_seconds:
+                skipped[name] = record["status"] = f"skipped: predicted {predicted:.0f} s > {args.max_seconds:.0f} s"
+                continue
+        try:
+            model = build_model(name.removesuffix("+inductor"), args, length)
+            if name.endswith("+inductor"):
+                model = torch.compile(model)
+            step = make_step(model, mode, input_ids)
+            timed(step, args.device)  # warm-up (and compilation)
+            record["peak_mib"] = peak_memory_mib(step, args.device)
+            steps[name] = step
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            skipped[name] = record["status"] = "skipped: out of memory"
+            gc.collect()
+    times = {name: [] for name in steps}
+    order = list(steps)
+    for round_index in range(args.repeats):
+        rotation = order[round_index % len(order) :] + order[: round_index % len(order)] if order else []
+        for name in rotation:
+            times[name].append(timed(steps[name], args.device))
+    for record in records:
+        if record["model"] in times:
+            seconds = statistics.median(times[record["model"]])
+            record.update(status="ok", ms=seconds * 1e3, tokens_per_s=batch_size * length / seconds)
+            previous[record["model"]] = (length, seconds)
+    return records
+
+
+def add_ratios(records):
+    """× identity and × BERT-SDPA: each model's time over the bound's / BERT's in the same setting."""
+    by_setting = {}
+    for record in records:
+        if record["status"] == "ok":
+            by_setting.setdefault((record["mode"], record["batch_size"], record["length"]), {})[record["model"]] = record
+    for models in by_setting.values():
+        for record in models.values():
+            for reference, key in (("identity", "x_identity"), ("bert_sdpa", "x_bert_sdpa")):
+                if reference in models:
+                    record[key] = record["ms"] / models[reference]["ms"]
+
+
+def markdown_table(records):
+    lines = [
+        "| mode | batch | tokens | model | ms / batch | tokens / s | peak MiB | × identity | × BERT-SDPA |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for record in records:
+        head = f"| {record['mode']} | {record['batch_size']} | {record['length']} | {record['model']} |"
+        if record["status"] != "ok":
+            lines.append(f"{head} {record['status']} | | | | |")
+            continue
+        ratios = [f"{record[key]:.2f}" if key in record else "" for key in ("x_identity", "x_bert_sdpa")]
+        lines.append(
+            f"{head} {record['ms']:.1f} | {record['tokens_per_s']:,.0f} | {record['peak_mib']:.0f} | "
+            f"{ratios[0]} | {ratios[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_exponents(records):
+    """Fitted exponent a of peak training memory ~ length^a per model and batch size (lengths >= 1024)."""
+    fits = {}
+    for record in records:
+        if record["mode"] == "training" and record["status"] == "ok" and record["length"] >= 1024:
+            fits.setdefault((record["model"], record["batch_size"]), []).append((record["length"], record["peak_mib"]))
+    return {
+        key: float(np.polyfit(np.log([n for n, _ in points]), np.log([m for _, m in points]), 1)[0])
+        for key, points in fits.items()
+        if len(points) >= 2 and all(m > 0 for _, m in points)
+    }
+
+
+def fourier_layer_comparison(args, lengths, batch_size=1):
+    """Our FourierMixer at its full length against transformers' FNet Fourier layer `fftn(x, dim=(1, 2)).real`."""
+    lines = [
+        "| tokens | ours ms | transformers ms | speed-up | max abs difference |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for length in lengths:
+        x = torch.randn(batch_size, length, args.hidden_size, device=args.device)
+        mixer = FourierMixer((length,), norm="backward")
+        steps = {"ours": lambda: mixer(x), "transformers": lambda: torch.fft.fftn(x, dim=(1, 2)).real}
+        times = {name: [] for name in steps}
+        with torch.inference_mode():
+            difference = (steps["ours"]() - steps["transformers"]()).abs().max().item()
+            for _ in range(max(args.repeats, 9)):
+                for name, step in steps.items():
+                    times[name].append(timed(step, args.device))
+        ours, theirs = (statistics.median(times[name]) * 1e3 for name in ("ours", "transformers"))
+        lines.append(f"| {length} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}× | {difference:.1e} |")
+    return "\n".join(lines)
+
+
+def short_input_comparison(args):
+    """A short input in a model built for long inputs against the same model built for the short length."""
+    short, long = args.short_length, args.long_length
+    lines = [
+        f"| family | {short} tokens in a model for {long} (ms) | in a model for {short} (ms) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    input_ids = torch.randint(5, args.vocab_size, (1, short)).to(args.device)
+    for name in ("gfnet", "afno", "fnet_hybrid"):
+        steps = {n: make_step(build_model(name, args, n), "inference", input_ids) for n in (long, short)}
+        times = {n: [] for n in steps}
+        for step in steps.values():
+            timed(step, args.device)
+        for _ in range(max(args.repeats, 9)):
+            for n, step in steps.items():
+                times[n].append(timed(step, args.device))
+        long_ms, short_ms = (statistics.median(times[n]) * 1e3 for n in (long, short))
+        lines.append(f"| {name} | {long_ms:.2f} | {short_ms:.2f} | {long_ms / short_ms:.2f}× |")
+    return "\n".join(lines)
+
+
+def plot(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = sorted({record["mode"] for record in records})
+    figure, axes = plt.subplots(len(modes), 2, figsize=(12, 4.5 * len(modes)), squeeze=False)
+    for row, mode in enumerate(modes):
+        batch_size = min(record["batch_size"] for record in records if record["mode"] == mode)
+        for model in dict.fromkeys(record["model"] for record in records):
+            points = [
+                record
+                for record in records
+                if record["mode"] == mode
+                and record["batch_size"] == batch_size
+                and record["model"] == model
+                and record["status"] == "ok"
+            ]
+            if not points:
+                continue
+            lengths = [record["length"] for record in points]
+            axes[row][0].plot(lengths, [record["ms"] for record in points], marker="o", label=model)
+            axes[row][1].plot(lengths, [max(record["peak_mib"], 1e-1) for record in points], marker="o", label=model)
+        for column, label in enumerate(("time per batch (ms)", "peak memory of one step (MiB)")):
+            axis = axes[row][column]
+            axis.set(xscale="log", yscale="log", xlabel="tokens", ylabel=label, title=f"{mode}, batch {batch_size}")
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def machine_description(args):
+    if args.device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()}, {args.dtype}, torch {torch.__version__}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
+        f"threads, {args.dtype}, torch {torch.__version__}, load average {load:.1f} at start"
+    )
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    names = list(args.models)
+    if args.compile:
+        names += [f"{name}+inductor" for name in ("identity", "gfnet", "afno", "fnet_hybrid_fourier") if name in names]
+    started = time.perf_counter()
+    print(f"Machine: {machine_description(args)}")
+    print(
+        f"Size: hidden {args.hidden_size}, {args.num_layers} layers, FFN {args.intermediate_size}, "
+        f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds\n"
+    )
+    records = []
+    for mode in args.modes:
+        for batch_size in args.batch_sizes:
+            previous, skipped = {}, {}
+            for length in sorted(args.lengths):
+                records += benchmark_setting(args, names, mode, batch_size, length, previous, skipped)
+    add_ratios(records)
+    print(markdown_table(records))
+    exponents = memory_exponents(records)
+    if exponents:
+        print("\nTraining memory ~ length^a (fit over lengths >= 1024):")
+        for (model, batch_size), exponent in sorted(exponents.items()):
+            print(f"- {model}, batch {batch_size}: a = {exponent:.2f}")
+    print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
+          f"{args.hidden_size}, inference):\n")
+    print(fourier_layer_comparison(args, sorted(args.lengths)))
+    print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"{args.device.split(':')[0]}_{args.dtype}" + ("_quick" if args.quick else "")
+    plot(records, args.output_dir / f"benchmark_{suffix}.png")
+    (args.output_dir / f"benchmark_{suffix}.json").write_text(json.dumps(records, indent=1))
+    print(f"\nWrote {args.output_dir / f'benchmark_{suffix}.png'} and .json in {time.perf_counter() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
