@@ -26,6 +26,7 @@ models built for long ones, the fitted exponent of training memory against lengt
 """
 
 import argparse
+import ctypes
 import gc
 import json
 import math
@@ -61,6 +62,12 @@ def parse_args():
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per setting")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="skip a model predicted to take longer")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--timer",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall clock, or process CPU time (summed over threads): robust to other jobs on a shared machine",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) variants")
@@ -131,12 +138,16 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def timed(step, device):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(step, device, timer="wall"):
+    clock = CLOCKS[timer]
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     step()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _proc_status_kib(field):
@@ -203,7 +214,7 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped):
     for round_index in range(args.repeats):
         rotation = order[round_index % len(order) :] + order[: round_index % len(order)] if order else []
         for name in rotation:
-            times[name].append(timed(steps[name], args.device))
+            times[name].append(timed(steps[name], args.device, args.timer))
     for record in records:
         if record["model"] in times:
             seconds = statistics.median(times[record["model"]])
@@ -271,7 +282,7 @@ def fourier_layer_comparison(args, lengths, batch_size=1):
             difference = (steps["ours"]() - steps["transformers"]()).abs().max().item()
             for _ in range(max(args.repeats, 9)):
                 for name, step in steps.items():
-                    times[name].append(timed(step, args.device))
+                    times[name].append(timed(step, args.device, args.timer))
         ours, theirs = (statistics.median(times[name]) * 1e3 for name in ("ours", "transformers"))
         lines.append(f"| {length} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}× | {difference:.1e} |")
     return "\n".join(lines)
@@ -292,7 +303,7 @@ def short_input_comparison(args):
             timed(step, args.device)
         for _ in range(max(args.repeats, 9)):
             for n, step in steps.items():
-                times[n].append(timed(step, args.device))
+                times[n].append(timed(step, args.device, args.timer))
         long_ms, short_ms = (statistics.median(times[n]) * 1e3 for n in (long, short))
         lines.append(f"| {name} | {long_ms:.2f} | {short_ms:.2f} | {long_ms / short_ms:.2f}× |")
     return "\n".join(lines)
@@ -341,9 +352,18 @@ def machine_description(args):
     )
 
 
+def use_mmap_for_large_allocations():
+    """Make glibc return freed tensors (>= 64 KiB) to the system at once, so the resident set size follows live
+    memory and its peak measures one step (by default glibc raises this threshold as the process frees memory)."""
+    if platform.system() == "Linux":
+        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; setting it fixes it
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        use_mmap_for_large_allocations()
     names = list(args.models)
     if args.compile:
         names += [f"{name}+inductor" for name in ("identity", "gfnet", "afno", "fnet_hybrid_fourier") if name in names]
@@ -351,7 +371,8 @@ def main():
     print(f"Machine: {machine_description(args)}")
     print(
         f"Size: hidden {args.hidden_size}, {args.num_layers} layers, FFN {args.intermediate_size}, "
-        f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds\n"
+        f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds, "
+        f"{args.timer} time\n"
     )
     records = []
     for mode in args.modes:

@@ -1,0 +1,67 @@
+"""torch.compile for every mixer and family: mixers compile to one graph (fullgraph), and compiled models give the
+eager outputs and gradients. The CPU backend here is aot_eager (traced forward and backward graphs without
+generating C++), which keeps CI fast; scripts/benchmark.py --compile measures inductor."""
+
+import pytest
+import torch
+from conftest import FAMILIES, model_class, tiny_config
+
+from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, lowest_modes
+
+MIXERS = {
+    "fourier": lambda: FourierMixer((16,)),
+    "global_filter": lambda: GlobalFilter(8, (16,)),
+    "afno": lambda: AFNOMixer(8, (16,), num_blocks=2, kept_modes=[lowest_modes(16, 5, half=True)]),
+    "global_filter_2d": lambda: GlobalFilter(8, (4, 6)),
+}
+GRIDS = {"fourier": (11,), "global_filter": (5,), "afno": (11,), "global_filter_2d": (3, 5)}  # (5,): short path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+def test_mixer_compiles_without_graph_breaks(name):
+    mixer = MIXERS[name]()
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    grid = GRIDS[name]
+    x = torch.randn(2, *grid, 8, requires_grad=True)
+    mask = torch.ones(2, *grid, dtype=torch.bool)
+    mask[1, -1] = False
+    explanation = torch._dynamo.explain(mixer)(x, mask)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(mixer, backend="aot_eager", fullgraph=True)
+    eager_out, compiled_out = mixer(x, mask), compiled(x, mask)
+    torch.testing.assert_close(compiled_out, eager_out, atol=1e-5, rtol=1e-5)
+    leaves = [x, *mixer.parameters()]
+    upstream = torch.randn_like(eager_out)
+    for compiled_grad, eager_grad in zip(
+        torch.autograd.grad(compiled_out, leaves, upstream), torch.autograd.grad(eager_out, leaves, upstream)
+    ):
+        torch.testing.assert_close(compiled_grad, eager_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_model_matches_eager_forward_and_backward(family):
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).train()
+    compiled = torch.compile(model, backend="aot_eager")
+    input_ids = torch.randint(5, 99, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    labels = torch.tensor([0, 2])
+    eager = model(input_ids, attention_mask=attention_mask, labels=labels)
+    eager_grads = torch.autograd.grad(eager.loss, list(model.parameters()), allow_unused=True)
+    traced = compiled(input_ids, attention_mask=attention_mask, labels=labels)
+    traced_grads = torch.autograd.grad(traced.loss, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(traced.logits, eager.logits, atol=1e-5, rtol=1e-5)
+    for traced_grad, eager_grad in zip(traced_grads, eager_grads):
+        if eager_grad is None:
+            assert traced_grad is None
+        else:
+            torch.testing.assert_close(traced_grad, eager_grad, atol=1e-5, rtol=1e-5)
