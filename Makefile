@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: install test train clean
+.PHONY: install test train benchmark clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python scripts/benchmark.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -380,6 +381,9 @@ def main():
             previous, skipped = {}, {}
             for length in sorted(args.lengths):
                 records += benchmark_setting(args, names, mode, batch_size, length, previous, skipped)
+                done = ", ".join(f"{r['model']} {r['ms']:.0f} ms" for r in records[-len(names) :] if "ms" in r)
+                elapsed = time.perf_counter() - started
+                print(f"[{elapsed:.0f} s] {mode}, batch {batch_size}, {length}: {done}", file=sys.stderr, flush=True)
     add_ratios(records)
     print(markdown_table(records))
     exponents = memory_exponents(records)
