@@ -10,6 +10,7 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
   supports power-of-two sizes in half precision).
 """
 
+import itertools
 import math
 
 import torch
@@ -142,13 +143,21 @@ class FourierMixer(nn.Module):
         spectrum = torch.fft.rfft(_fft_input(x, mask), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
         spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
         real = spectrum.real
-        # Output frequency t needs row -t (mod size) for the upper channels: row 0, then rows size-1 down to
-        # size-n+1, taken as slices (a gather with an index tensor is several times slower on CPU).
-        upper = real[..., 1 : (hidden_size + 1) // 2]  # the channels whose mirror D-c is D//2+1 .. D-1
-        for axis, n, size in zip(axes, grid_shape, self.fft_shape):
-            mirrored_rows = upper.narrow(axis, size - n + 1, n - 1).flip(axis)
-            upper = torch.cat([upper.narrow(axis, 0, 1), mirrored_rows], dim=axis)
-        return torch.cat([_crop(real, grid_shape), upper.flip(-1)], dim=-1).to(x.dtype)
+        lower_channels = hidden_size // 2 + 1
+        out = real.new_empty(x.shape)  # (B, *grid, D)
+        out[..., :lower_channels] = _crop(real, grid_shape)
+        # Channel D-c at frequency t is channel c at frequency -t (mod size) on every grid axis: row 0 stays,
+        # rows 1..n-1 read rows size-1 down to size-n+1. Copy each of the 2^(grid axes) blocks with slices and
+        # flips (a gather with an index tensor, or concatenating the mirrored rows first, is slower on CPU).
+        upper = real[..., 1 : (hidden_size + 1) // 2]  # channels 1 .. (D-1)//2, mirrored to D-1 .. D//2+1
+        for mirrored_axes in itertools.product((False, True), repeat=len(axes)):
+            target, source = [slice(None)], [slice(None)]
+            for mirrored, n, size in zip(mirrored_axes, grid_shape, self.fft_shape):
+                target.append(slice(1, n) if mirrored else slice(0, 1))
+                source.append(slice(size - n + 1, size) if mirrored else slice(0, 1))
+            flip_dims = [axis for axis, mirrored in zip(axes, mirrored_axes) if mirrored] + [-1]
+            out[(*target, slice(lower_channels, None))] = upper[tuple(source)].flip(flip_dims)
+        return out.to(x.dtype)
 
     def extra_repr(self):
         return f"fft_shape={self.fft_shape}, norm={self.norm!r}"
