@@ -250,7 +250,8 @@ class GlobalFilter(nn.Module):
         size = fast_fft_size(2 * length - 1)
         kernel = self.time_domain_kernel(x.dtype)  # (L, D)
         gap = kernel.new_zeros(size - 2 * length + 1, kernel.shape[-1])
-        taps = torch.cat([kernel[:length], gap, kernel[fft_length - length + 1 :]])  # (size, D), negative lags at the end
+        # (size, D): lags 0 .. n-1 first, lags -(n-1) .. -1 at the end, zeros between
+        taps = torch.cat([kernel[:length], gap, kernel[fft_length - length + 1 :]])
         spectrum = grid_rfftn(x, (size,), norm="backward") * torch.fft.rfft(taps, dim=0)  # (B, size // 2 + 1, D)
         return grid_irfftn(spectrum, (size,), norm="backward")[:, :length]
 

@@ -77,10 +77,10 @@ def parse_args():
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     args = parser.parse_args()
     if args.quick:
-        args.lengths = [512, 2048, 4096]
+        args.lengths = [512, 4096]
         args.batch_sizes = [1]
-        args.repeats = 5
-        args.max_seconds = 5.0
+        args.repeats = 3
+        args.max_seconds = 10.0
     return args
 
 
@@ -229,7 +229,8 @@ def add_ratios(records):
     by_setting = {}
     for record in records:
         if record["status"] == "ok":
-            by_setting.setdefault((record["mode"], record["batch_size"], record["length"]), {})[record["model"]] = record
+            setting = (record["mode"], record["batch_size"], record["length"])
+            by_setting.setdefault(setting, {})[record["model"]] = record
     for models in by_setting.values():
         for record in models.values():
             for reference, key in (("identity", "x_identity"), ("bert_sdpa", "x_bert_sdpa")):
@@ -281,7 +282,7 @@ def fourier_layer_comparison(args, lengths, batch_size=1):
         times = {name: [] for name in steps}
         with torch.inference_mode():
             difference = (steps["ours"]() - steps["transformers"]()).abs().max().item()
-            for _ in range(max(args.repeats, 9)):
+            for _ in range(2 * args.repeats + 1):
                 for name, step in steps.items():
                     times[name].append(timed(step, args.device, args.timer))
         ours, theirs = (statistics.median(times[name]) * 1e3 for name in ("ours", "transformers"))
@@ -302,7 +303,7 @@ def short_input_comparison(args):
         times = {n: [] for n in steps}
         for step in steps.values():
             timed(step, args.device)
-        for _ in range(max(args.repeats, 9)):
+        for _ in range(2 * args.repeats + 1):
             for n, step in steps.items():
                 times[n].append(timed(step, args.device, args.timer))
         long_ms, short_ms = (statistics.median(times[n]) * 1e3 for n in (long, short))

@@ -113,7 +113,9 @@ def test_global_filter_uses_full_length_fft_when_short_path_does_not_pay(length)
     mixer = _global_filter(8, (64,))
     assert mixer.short_fft_size(batch_size=2, length=length) is None
     x = torch.randn(2, length, 8, requires_grad=True)
-    assert_same_forward_and_gradients(mixer, lambda t: reference_global_filter(t, (64,), mixer), x, [mixer.complex_weight])
+    assert_same_forward_and_gradients(
+        mixer, lambda t: reference_global_filter(t, (64,), mixer), x, [mixer.complex_weight]
+    )
 
 
 def test_global_filter_short_path_honours_mask():
@@ -140,7 +142,9 @@ def test_global_filter_2d_matches_reference(grid_shape, fft_shape):
 def test_afno_matches_reference(grid_shape, fft_shape, num_modes):
     kept_modes = None
     if num_modes is not None:
-        kept_modes = [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
+        kept_modes = [
+            lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)
+        ]
     mixer = AFNOMixer(16, fft_shape, num_blocks=4, sparsity_threshold=0.01, kept_modes=kept_modes)
     for parameter in mixer.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
