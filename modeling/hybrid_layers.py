@@ -16,7 +16,7 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import SelfAttention
+from .spectral_layers import SelfAttention, masked_mean
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa"):
@@ -40,15 +40,6 @@ class HybridMixer(nn.Module):
             outputs.append(out)
             attention = weights if weights is not None else attention
         return outputs, attention
-
-
-def masked_mean(x, mask):
-    """(B, *grid, D) -> (B, D): the mean over real tokens (all tokens when `mask` is None)."""
-    tokens = x.flatten(1, -2)  # (B, N, D)
-    if mask is None:
-        return tokens.mean(dim=1)
-    weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 class AdaptiveMixer(HybridMixer):

@@ -36,6 +36,7 @@ from .spectral_layers import (
     GlobalFilter,
     SelfAttention,
     lowest_modes,
+    masked_mean,
     sinusoidal_position_table,
 )
 
@@ -237,14 +238,10 @@ class SpectralPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
-        tokens = hidden_states.flatten(1, -2)  # (B, N, D) for any grid
         if self.pooling == "cls":
-            pooled = tokens[:, 0]
-        elif mask is None:
-            pooled = tokens.mean(dim=1)
+            pooled = hidden_states.flatten(1, -2)[:, 0]  # the first token of any grid
         else:
-            weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
-            pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+            pooled = masked_mean(hidden_states, mask)
         if self.dense is not None:
             pooled = torch.tanh(self.dense(pooled))
         return pooled

@@ -28,6 +28,15 @@ def sinusoidal_position_table(num_positions, dim):
     return table
 
 
+def masked_mean(x, mask):
+    """(B, *grid, D) -> (B, D): the mean over real tokens (all tokens when `mask` is None)."""
+    tokens = x.flatten(1, -2)  # (B, N, D)
+    if mask is None:
+        return tokens.mean(dim=1)
+    weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+
+
 def _fft_input(x, mask):
     """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
     float32, or float64 for float64 inputs (gradient checks)."""
