@@ -63,15 +63,17 @@ def parse_overrides(text):
     return overrides
 
 
-def build_config(model_args, defaults, **task_fields):
-    """The model config: from `model_name_or_path` when fine-tuning, else a new config of `model_type` built from
-    the example's `defaults`; then the task's fields (labels, vocabulary, ...) and the user's overrides."""
+def build_config(model_args, defaults, baselines=None, **task_fields):
+    """The model config: from `model_name_or_path` when fine-tuning, else a new config of `model_type` (a family,
+    or one of `baselines`, BERT by default) built from the example's `defaults`; then the task's fields (labels,
+    vocabulary, ...) and the user's overrides."""
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is not None:
         return AutoConfig.from_pretrained(model_args.model_name_or_path, **task_fields, **overrides)
-    if model_args.model_type not in TEXT_MODEL_TYPES:
-        raise ValueError(f"`--model_type` must be one of {TEXT_MODEL_TYPES}, got {model_args.model_type!r}.")
-    config_class = FAMILY_CONFIGS.get(model_args.model_type) or BASELINE_CONFIGS[model_args.model_type]
+    config_classes = {**FAMILY_CONFIGS, **(BASELINE_CONFIGS if baselines is None else baselines)}
+    if model_args.model_type not in config_classes:
+        raise ValueError(f"`--model_type` must be one of {list(config_classes)}, got {model_args.model_type!r}.")
+    config_class = config_classes[model_args.model_type]
     fields = {**defaults, **task_fields, **overrides}
     unknown = sorted(set(overrides) - set(config_class().to_dict()))
     if unknown:
