@@ -153,4 +153,6 @@ def test_two_processes_match_one(tmp_path, script):
         launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
     )
     assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
-    assert double["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-3)
+    # Trainer's eval loss is the mean of per-batch losses, and a token-level batch loss is a mean over that batch's
+    # tokens: batches of 4 and 8 weight tokens slightly differently, so only a doubling is excluded here.
+    assert double["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-2)
