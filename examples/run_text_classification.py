@@ -106,7 +106,8 @@ def main():
 
     raw = load_raw_data(data_args)
     regression = data_args.task == "regression"
-    names = None if regression else label_names(raw, data_args)
+    # Regression: one output named after the label column, so that the pipeline prints e.g. "label 1.234".
+    names = [data_args.label_column_name] if regression else label_names(raw, data_args)
 
     if model_args.tokenizer_name or model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
@@ -120,9 +121,11 @@ def main():
             else:
                 tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
 
-    task_fields = dict(num_labels=1, problem_type="regression") if regression else dict(
+    task_fields = dict(
         num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
     )
+    if regression:
+        task_fields["problem_type"] = "regression"
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
     config = build_config(model_args, defaults, **task_fields)
     if model_args.model_name_or_path is not None:

@@ -66,9 +66,10 @@ def test_text_regression(tmp_path):
         *TEXT_RUN, "--pipeline_inputs", *sentences,
     )
     config = saved_config(tmp_path)
-    assert config["problem_type"] == "regression" and config["num_labels"] == 1
+    assert config["problem_type"] == "regression" and config["id2label"] == {"0": "label"}
     assert metrics["eval_mse"] >= 0 and -1 <= metrics["eval_pearson"] <= 1
     assert [sentence for _, sentence in lines] == sentences
+    assert {prediction.split()[0] for prediction, _ in lines} == {"label"}
     scores = [float(prediction.split()[1]) for prediction, _ in lines]
     assert not all(score == 1.0 for score in scores)  # raw regression outputs, not a softmax over one label
 
