@@ -172,18 +172,21 @@ def _read_idx(path, offset):
         return np.frombuffer(handle.read(), dtype=np.uint8, offset=offset)
 
 
+def _image_features(names):
+    return Features(image=Image(), label=ClassLabel(names=names))
+
+
 def images():
     """DatasetDict(train, validation) with columns `image` (PIL, grayscale) and `label` (ClassLabel):
     Fashion-MNIST (60,000 + 10,000 images, 28x28) when Debian's `dataset-fashion-mnist` is installed,
     else scikit-learn's digits (1,797 images, 8x8, values 0..16 scaled to 0..255)."""
-    features = lambda names: Features(image=Image(), label=ClassLabel(names=names))  # noqa: E731
     if FASHION_MNIST_DIR.is_dir():
         splits = {}
         for split, prefix in (("train", "train"), ("validation", "t10k")):
             pixels = _read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
             labels = _read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz", 8)
             splits[split] = Dataset.from_dict(
-                {"image": list(pixels), "label": labels.tolist()}, features=features(FASHION_MNIST_LABELS)
+                {"image": list(pixels), "label": labels.tolist()}, features=_image_features(FASHION_MNIST_LABELS)
             )
         return DatasetDict(splits)
     from sklearn.datasets import load_digits
@@ -191,7 +194,7 @@ def images():
     digits = load_digits()
     pixels = (digits.images * (255 / 16)).round().astype(np.uint8)  # (1797, 8, 8)
     dataset = Dataset.from_dict(
-        {"image": list(pixels), "label": digits.target.tolist()}, features=features([str(d) for d in range(10)])
+        {"image": list(pixels), "label": digits.target.tolist()}, features=_image_features([str(d) for d in range(10)])
     )
     return _split(dataset)
 
