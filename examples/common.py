@@ -107,6 +107,11 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     )
 
 
+def label_fields(names):
+    """Config fields of a head with one output per name, in order."""
+    return dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+
+
 def text_model_defaults(tokenizer, max_seq_length):
     """Config fields that follow from the tokenizer and the sequence length (the FFT length of the mixers)."""
     return dict(

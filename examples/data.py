@@ -114,7 +114,8 @@ def _build_movie_reviews(out_path):
             if not line.strip():
                 continue
             sentence_id, rating, sentence = line.split("\t", 2)
-            out.write(json.dumps({"id": int(sentence_id), "sentence": sentence.strip(), "rating": float(rating)}) + "\n")
+            row = {"id": int(sentence_id), "sentence": sentence.strip(), "rating": float(rating)}
+            out.write(json.dumps(row) + "\n")
 
 
 def _split(dataset):

@@ -30,7 +30,7 @@ from transformers import (
 
 import data
 import fourierformers
-from common import FAMILY_CONFIGS, build_config, load_metric, set_training_defaults
+from common import FAMILY_CONFIGS, build_config, label_fields, load_metric, set_training_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class DataArguments:
 
 def image_model_available(model_type):
     """Whether `model_type` has an image classification model (the fourierformers image heads are optional)."""
-    return model_type in IMAGE_BASELINES or hasattr(fourierformers, FAMILY_PREFIXES[model_type] + "ForImageClassification")
+    if model_type in IMAGE_BASELINES:
+        return True
+    return hasattr(fourierformers, FAMILY_PREFIXES[model_type] + "ForImageClassification")
 
 
 def load_raw_data(data_args):
@@ -117,8 +119,7 @@ def main():
         )
     # 8x8 digits -> 1-pixel patches (an 8x8 grid); 28x28 Fashion-MNIST -> 4-pixel patches (a 7x7 grid).
     defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": max(1, image_size // 7), "num_channels": 3}
-    task_fields = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    config = build_config(model_args, defaults, baselines=IMAGE_BASELINES, **task_fields)
+    config = build_config(model_args, defaults, baselines=IMAGE_BASELINES, **label_fields(names))
     if model_args.model_name_or_path is not None:
         model = AutoModelForImageClassification.from_pretrained(
             model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
@@ -160,10 +161,13 @@ def main():
     trainer.save_model()
 
     if training_args.process_index == 0:
-        classifier = pipeline("image-classification", model=training_args.output_dir, top_k=1, device=training_args.device)
+        classifier = pipeline(
+            "image-classification", model=training_args.output_dir, top_k=1, device=training_args.device
+        )
         examples = raw["validation"].select(range(min(data_args.num_pipeline_images, len(raw["validation"]))))
         for example, prediction in zip(examples, classifier([example["image"] for example in examples])):
-            print(f"pipeline: {prediction[0]['label']} {prediction[0]['score']:.3f} | true label {names[example['label']]}")
+            top = prediction[0]
+            print(f"pipeline: {top['label']} {top['score']:.3f} | true label {names[example['label']]}")
     return metrics
 
 

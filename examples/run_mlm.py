@@ -94,7 +94,9 @@ def main():
     else:
         with training_args.main_process_first(desc="training the tokenizer"):
             if training_args.process_index == 0:
-                tokenizer = train_wordpiece_tokenizer(raw["train"]["text"], model_args.vocab_size, data_args.max_seq_length)
+                tokenizer = train_wordpiece_tokenizer(
+                    raw["train"]["text"], model_args.vocab_size, data_args.max_seq_length
+                )
                 tokenizer.save_pretrained(training_args.output_dir)
             else:
                 tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
@@ -110,7 +112,9 @@ def main():
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = raw.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length, return_special_tokens_mask=True),
+            lambda batch: tokenizer(
+                batch["text"], truncation=True, max_length=max_length, return_special_tokens_mask=True
+            ),
             batched=True,
             remove_columns=["text"],
         )
@@ -121,7 +125,9 @@ def main():
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed),
+        data_collator=DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
+        ),
     )
     train_result = trainer.train()
     trainer.log_metrics("train", train_result.metrics)

@@ -30,6 +30,7 @@ import data
 from common import (
     ModelArguments,
     build_config,
+    label_fields,
     load_metric,
     set_training_defaults,
     text_model_defaults,
@@ -121,9 +122,7 @@ def main():
             else:
                 tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
 
-    task_fields = dict(
-        num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
-    )
+    task_fields = label_fields(names)
     if regression:
         task_fields["problem_type"] = "regression"
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
@@ -181,7 +180,8 @@ def main():
             function_to_apply="none" if regression else "softmax",
             device=training_args.device,
         )
-        for sentence, prediction in zip(data_args.pipeline_inputs, classifier(data_args.pipeline_inputs, truncation=True)):
+        predictions = classifier(data_args.pipeline_inputs, truncation=True)
+        for sentence, prediction in zip(data_args.pipeline_inputs, predictions):
             print(f"pipeline: {prediction['label']} {prediction['score']:.3f} | {sentence}")
     return metrics
 

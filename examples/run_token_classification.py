@@ -29,6 +29,7 @@ import data
 from common import (
     ModelArguments,
     build_config,
+    label_fields,
     load_metric,
     set_training_defaults,
     text_model_defaults,
@@ -108,9 +109,8 @@ def main():
             else:
                 tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
 
-    task_fields = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
-    config = build_config(model_args, defaults, **task_fields)
+    config = build_config(model_args, defaults, **label_fields(names))
     if model_args.model_name_or_path is not None:
         model = AutoModelForTokenClassification.from_pretrained(
             model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True

@@ -33,7 +33,8 @@ def run_example(script, output_dir, *args, launcher=()):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=EXAMPLES.parent)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
-    pipeline_lines = [PIPELINE_LINE.match(line).groups() for line in result.stdout.splitlines() if line.startswith("pipeline:")]
+    lines = result.stdout.splitlines()
+    pipeline_lines = [PIPELINE_LINE.match(line).groups() for line in lines if line.startswith("pipeline:")]
     metrics = json.loads((Path(output_dir) / "all_results.json").read_text())
     return pipeline_lines, metrics, log
 
@@ -75,7 +76,7 @@ def test_text_regression(tmp_path):
 
 
 def test_text_classification_user_csv(tmp_path):
-    rows = ["text,sentiment"] + [f"good movie number {i},pos" if i % 2 else f"bad movie number {i},neg" for i in range(40)]
+    rows = ["text,sentiment"] + [f"good film {i},pos" if i % 2 else f"bad film {i},neg" for i in range(40)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     output_dir = tmp_path / "model"
     lines, metrics, _ = run_example(
