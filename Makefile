@@ -22,7 +22,7 @@ test: install
 # to outputs/gfnet-sentiment and classify a few sentences with pipeline("text-classification").
 train: install
 	$(BIN)/python examples/run_text_classification.py --output_dir outputs/gfnet-sentiment \
-		--config_overrides hidden_dropout_prob=0.3,drop_path_rate=0.1
+		--config_overrides hidden_dropout_prob=0.3,drop_path_rate=0.1,filter_activation=sigmoid
 
 clean:
 	rm -rf $(VENV) .pytest_cache
