@@ -29,14 +29,12 @@ from transformers import (
 )
 
 import data
-import fourierformers
 from common import FAMILY_CONFIGS, build_config, label_fields, load_metric, set_training_defaults
 
 logger = logging.getLogger(__name__)
 
 IMAGE_BASELINES = {"vit": ViTConfig}
 MODEL_DEFAULTS = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4)
-FAMILY_PREFIXES = {"gfnet": "GFNet", "afno": "AFNO", "fnet_hybrid": "FNetHybrid"}
 
 
 @dataclass
@@ -61,13 +59,6 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
     num_pipeline_images: int = field(default=4, metadata={"help": "Validation images classified by the pipeline."})
-
-
-def image_model_available(model_type):
-    """Whether `model_type` has an image classification model (the fourierformers image heads are optional)."""
-    if model_type in IMAGE_BASELINES:
-        return True
-    return hasattr(fourierformers, FAMILY_PREFIXES[model_type] + "ForImageClassification")
 
 
 def load_raw_data(data_args):
@@ -97,11 +88,6 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
-    if model_args.model_name_or_path is None and not image_model_available(model_args.model_type):
-        raise ValueError(
-            f"fourierformers has no image classification model for {model_args.model_type!r} yet "
-            f"(no {FAMILY_PREFIXES[model_args.model_type]}ForImageClassification); use --model_type vit meanwhile."
-        )
 
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names

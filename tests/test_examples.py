@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import fourierformers
 from conftest import FAMILIES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -127,9 +125,6 @@ def test_mlm_then_fine_tune(tmp_path):
 
 @pytest.mark.parametrize("model_type", ["vit", *FAMILIES])
 def test_image_classification(tmp_path, model_type):
-    prefix = {"gfnet": "GFNet", "afno": "AFNO", "fnet_hybrid": "FNetHybrid"}.get(model_type)
-    if prefix is not None and not hasattr(fourierformers, prefix + "ForImageClassification"):
-        pytest.skip(f"fourierformers has no {prefix}ForImageClassification yet")
     lines, metrics, _ = run_example(
         "run_image_classification.py", tmp_path, "--model_type", model_type, "--config_overrides", TINY_MODEL,
         *SMALL_RUN, "--num_pipeline_images", "3",
