@@ -1,0 +1,161 @@
+"""Train a spectral encoder (or a same-size ViT baseline) for image classification with `Trainer`, save it with a
+`ViTImageProcessor`, then classify a few validation images with `pipeline("image-classification")`.
+
+Default data: Fashion-MNIST when Debian's `dataset-fashion-mnist` is installed (`apt-get install
+dataset-fashion-mnist`), else scikit-learn's 8x8 digits (see `data.py`). Your own data: `--train_dir` (and
+optionally `--validation_dir`), image folders with one sub-folder per class, loaded by `datasets`' imagefolder.
+
+    python examples/run_image_classification.py --output_dir outputs/gfnet-digits
+    python examples/run_image_classification.py --output_dir outputs/vit-digits --model_type vit
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import transformers
+from datasets import DatasetDict, load_dataset
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    ViTConfig,
+    ViTImageProcessor,
+    pipeline,
+    set_seed,
+)
+
+import data
+from common import FAMILY_CONFIGS, build_config, label_fields, load_metric, set_training_defaults
+
+logger = logging.getLogger(__name__)
+
+IMAGE_BASELINES = {"vit": ViTConfig}
+MODEL_DEFAULTS = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4)
+
+
+@dataclass
+class ModelArguments:
+    model_type: str = field(
+        default="gfnet",
+        metadata={"help": "Architecture to train from scratch.", "choices": [*FAMILY_CONFIGS, *IMAGE_BASELINES]},
+    )
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A saved checkpoint to fine-tune."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Comma-separated config fields, e.g. 'hidden_size=64,patch_size=2'."}
+    )
+
+
+@dataclass
+class DataArguments:
+    train_dir: str | None = field(default=None, metadata={"help": "Image folder, one sub-folder per class."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Validation image folder."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Side of the square model input; the data's own size by default."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
+    num_pipeline_images: int = field(default=4, metadata={"help": "Validation images classified by the pipeline."})
+
+
+def load_raw_data(data_args):
+    if data_args.train_dir is not None:
+        data_files = {"train": f"{data_args.train_dir}/**"}
+        if data_args.validation_dir is not None:
+            data_files["validation"] = f"{data_args.validation_dir}/**"
+        raw = load_dataset("imagefolder", data_files=data_files)
+        if "validation" not in raw:
+            splits = raw["train"].train_test_split(test_size=data.VALIDATION_FRACTION, seed=data.SPLIT_SEED)
+            raw = DatasetDict(train=splits["train"], validation=splits["test"])
+    else:
+        raw = data.images()
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    if data_args.max_eval_samples is not None:
+        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
+    return raw
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=10, per_device_train_batch_size=32,
+                          per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.05,
+                          remove_unused_columns=False)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+
+    raw = load_raw_data(data_args)
+    names = raw["train"].features["label"].names
+
+    if model_args.model_name_or_path is not None:
+        image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
+        image_size = image_processor.size["height"]
+    else:
+        image_size = data_args.image_size or raw["train"][0]["image"].size[0]
+        image_processor = ViTImageProcessor(
+            size={"height": image_size, "width": image_size},
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+            do_convert_rgb=True,
+        )
+    # 8x8 digits -> 1-pixel patches (an 8x8 grid); 28x28 Fashion-MNIST -> 4-pixel patches (a 7x7 grid).
+    defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": max(1, image_size // 7), "num_channels": 3}
+    config = build_config(model_args, defaults, baselines=IMAGE_BASELINES, **label_fields(names))
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
+        )
+    else:
+        model = AutoModelForImageClassification.from_config(config)
+    logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+
+    def transform(batch):
+        pixel_values = image_processor(batch["image"], return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
+        return {"pixel_values": pixel_values, "labels": batch["label"]}
+
+    def collate(examples):
+        return {
+            "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+            "labels": torch.tensor([example["labels"] for example in examples]),
+        }
+
+    metric = load_metric("accuracy")
+
+    def compute_metrics(eval_prediction):
+        predictions = np.argmax(eval_prediction.predictions, axis=-1)
+        return metric.compute(predictions=predictions, references=eval_prediction.label_ids)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=raw["train"].with_transform(transform),
+        eval_dataset=raw["validation"].with_transform(transform),
+        processing_class=image_processor,
+        data_collator=collate,
+        compute_metrics=compute_metrics,
+    )
+    train_result = trainer.train()
+    trainer.log_metrics("train", train_result.metrics)
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("all", {**train_result.metrics, **metrics})
+    trainer.save_model()
+
+    if training_args.process_index == 0:
+        classifier = pipeline(
+            "image-classification", model=training_args.output_dir, top_k=1, device=training_args.device
+        )
+        examples = raw["validation"].select(range(min(data_args.num_pipeline_images, len(raw["validation"]))))
+        for example, prediction in zip(examples, classifier([example["image"] for example in examples])):
+            top = prediction[0]
+            print(f"pipeline: {top['label']} {top['score']:.3f} | true label {names[example['label']]}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

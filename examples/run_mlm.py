@@ -1,0 +1,149 @@
+"""Pre-train a spectral encoder (or a same-size BERT baseline) from scratch with masked-language modelling: train a
+WordPiece tokenizer with `tokenizers` first, then the model with `Trainer`, then fill masks with
+`pipeline("fill-mask")`. The saved checkpoint fine-tunes with the other examples:
+
+    python examples/run_mlm.py --output_dir outputs/gfnet-mlm
+    python examples/run_text_classification.py --model_name_or_path outputs/gfnet-mlm --output_dir outputs/gfnet-ft
+
+Default corpus: the movie-review sentences of `run_text_classification.py` (training split; the validation split
+is held out for the MLM loss), plus every text file named with `--train_files` (one example per non-empty line).
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import transformers
+from datasets import DatasetDict, concatenate_datasets, load_dataset
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+    set_seed,
+)
+
+import data
+from common import ModelArguments, build_config, set_training_defaults, text_model_defaults, train_wordpiece_tokenizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_DEFAULTS = dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4)
+PIPELINE_SENTENCES = [
+    "This is one of the best [MASK] of the year.",
+    "The acting is good but the story is [MASK].",
+]
+
+
+@dataclass
+class DataArguments:
+    train_files: list[str] = field(
+        default_factory=list, metadata={"help": "Extra plain-text files, one example per non-empty line."}
+    )
+    no_default_corpus: bool = field(
+        default=False, metadata={"help": "Train only on --train_files, without the movie-review sentences."}
+    )
+    max_seq_length: int = field(default=64, metadata={"help": "Tokens per example after truncation (the FFT length)."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
+    pipeline_inputs: list[str] = field(
+        default_factory=lambda: list(PIPELINE_SENTENCES),
+        metadata={"help": "Sentences with one [MASK] filled by the saved model's pipeline at the end."},
+    )
+
+
+def load_corpus(data_args):
+    """DatasetDict(train, validation) with one `text` column."""
+    parts = {"train": [], "validation": []}
+    if not data_args.no_default_corpus:
+        reviews = data.movie_reviews("classification").rename_column("sentence", "text").remove_columns("label")
+        parts["train"].append(reviews["train"])
+        parts["validation"].append(reviews["validation"])
+    if data_args.train_files:
+        texts = load_dataset("text", data_files=data_args.train_files, split="train")
+        texts = texts.filter(lambda row: bool(row["text"].strip()))
+        splits = texts.train_test_split(test_size=data.VALIDATION_FRACTION, seed=data.SPLIT_SEED)
+        parts["train"].append(splits["train"])
+        parts["validation"].append(splits["test"])
+    if not parts["train"]:
+        raise ValueError("No corpus: give --train_files or leave out --no_default_corpus.")
+    raw = DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()})
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    if data_args.max_eval_samples is not None:
+        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
+    return raw
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=10, per_device_train_batch_size=32,
+                          per_device_eval_batch_size=128, warmup_steps=0.05, weight_decay=0.01)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+
+    raw = load_corpus(data_args)
+    if model_args.tokenizer_name or model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    else:
+        with training_args.main_process_first(desc="training the tokenizer"):
+            if training_args.process_index == 0:
+                tokenizer = train_wordpiece_tokenizer(
+                    raw["train"]["text"], model_args.vocab_size, data_args.max_seq_length
+                )
+                tokenizer.save_pretrained(training_args.output_dir)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
+
+    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
+    config = build_config(model_args, defaults)
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path, config=config)
+    else:
+        model = AutoModelForMaskedLM.from_config(config)
+    logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+    max_length = min(data_args.max_seq_length, config.max_position_embeddings)
+
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = raw.map(
+            lambda batch: tokenizer(
+                batch["text"], truncation=True, max_length=max_length, return_special_tokens_mask=True
+            ),
+            batched=True,
+            remove_columns=["text"],
+        )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
+        ),
+    )
+    train_result = trainer.train()
+    trainer.log_metrics("train", train_result.metrics)
+    metrics = trainer.evaluate()
+    metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("all", {**train_result.metrics, **metrics})
+    trainer.save_model()
+
+    if training_args.process_index == 0:
+        fill_mask = pipeline("fill-mask", model=training_args.output_dir, top_k=3, device=training_args.device)
+        for sentence in data_args.pipeline_inputs:
+            guesses = ", ".join(f"{g['token_str']} {g['score']:.2f}" for g in fill_mask(sentence))
+            print(f"pipeline: [{guesses}] | {sentence}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

