@@ -20,13 +20,14 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     ViTConfig,
     ViTImageProcessor,
     pipeline,
     set_seed,
 )
+
+from fourierformers import SpectralTrainer
 
 import data
 from common import FAMILY_CONFIGS, build_config, label_fields, load_metric, set_training_defaults
@@ -130,7 +131,7 @@ def main():
         predictions = np.argmax(eval_prediction.predictions, axis=-1)
         return metric.compute(predictions=predictions, references=eval_prediction.label_ids)
 
-    trainer = Trainer(
+    trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=raw["train"].with_transform(transform),

@@ -20,11 +20,12 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     pipeline,
     set_seed,
 )
+
+from fourierformers import SpectralTrainer
 
 import data
 from common import ModelArguments, build_config, set_training_defaults, text_model_defaults, train_wordpiece_tokenizer
@@ -119,7 +120,7 @@ def main():
             remove_columns=["text"],
         )
 
-    trainer = Trainer(
+    trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],

@@ -20,11 +20,12 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     pipeline,
     set_seed,
 )
+
+from fourierformers import SpectralTrainer
 
 import data
 from common import (
@@ -157,7 +158,7 @@ def main():
         predictions = logits.squeeze(-1) if regression else np.argmax(logits, axis=-1)
         return metric.compute(predictions=predictions, references=eval_prediction.label_ids)
 
-    trainer = Trainer(
+    trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],

@@ -19,11 +19,12 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     pipeline,
     set_seed,
 )
+
+from fourierformers import SpectralTrainer
 
 import data
 from common import (
@@ -151,7 +152,7 @@ def main():
             reference_tags.append([names[i] for i in label_row[kept]])
         return metric.compute(predictions=predicted_tags, references=reference_tags)
 
-    trainer = Trainer(
+    trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],

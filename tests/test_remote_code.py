@@ -14,7 +14,7 @@ import torch
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import load_file, save_file
 
-HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForImageClassification"]
 
 # Runs in a subprocess: blocks the package, then loads every `FOLDER=AUTO_CLASS` given on the command line with that
 # Auto class and with AutoModel, saves the loaded model again and reloads that copy, and prints the largest output
@@ -73,13 +73,17 @@ print(json.dumps(report))
 
 
 def save_checkpoint(family, head, folder):
-    """Save a tiny model of `family` x `head` to `folder` with padded inputs and its outputs on them."""
-    model = model_class(family, head)(tiny_config(family)).eval()
+    """Save a tiny model of `family` x `head` to `folder` with inputs (padded text, or images) and its outputs."""
+    if head == "ForImageClassification":
+        model = model_class(family, head)(tiny_config(family, image_size=8, patch_size=2)).eval()
+        inputs = {"pixel_values": torch.randn(2, 3, 8, 8)}
+    else:
+        model = model_class(family, head)(tiny_config(family)).eval()
+        input_ids = torch.randint(4, 99, (2, 10))
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[1, 6:] = 0
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     model.save_pretrained(folder)
-    input_ids = torch.randint(4, 99, (2, 10))
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 6:] = 0
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with torch.no_grad():
         output = model(**inputs)
         hidden = model.base_model(**inputs).last_hidden_state
