@@ -13,7 +13,7 @@ Data path:
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -26,7 +26,13 @@ from transformers.modeling_outputs import (
 
 from .condition_layers import AdaLNZero, CrossAttention
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
-from .patch_embedding import GridDownsample, PatchEmbedding, SpectralImageEmbeddings, patch_kernel_mask
+from .patch_embedding import (
+    GridDownsample,
+    PatchEmbedding,
+    SpectralImageEmbeddings,
+    patch_kernel_mask,
+    resize_model_to_image_size,
+)
 from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
     MLP,
@@ -278,6 +284,30 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, std=std)
         elif isinstance(module, PatchEmbedding):
             init.copy_(module.kernel_mask, patch_kernel_mask(module.patch_shape, tuple(module.kernel_mask.shape)))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`. An image model asked for another image size than its checkpoint's
+        (`image_size=...`, directly or through an Auto class, or a `config` with another `image_size`) is loaded at
+        the checkpoint's size, then rebuilt at the new one with bicubically resized position embeddings and global
+        filters (`resize_model_to_image_size`), as the original GFNet fine-tunes at 384 px."""
+        config = kwargs.get("config")
+        requested = kwargs.pop("image_size", None)
+        if requested is None and isinstance(config, PretrainedConfig) and getattr(config, "is_vision", False):
+            requested = config.image_size
+        if requested is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "local_files_only") if key in kwargs}
+        saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        wanted = type(saved)(**{**saved.to_dict(), "image_size": requested})
+        if not saved.is_vision or wanted.image_shape == saved.image_shape:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if config is not None:
+            kwargs["config"] = type(config)(**{**config.to_dict(), "image_size": saved.image_size})
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
+        model = resize_model_to_image_size(model, requested)
+        return model if info is None else (model, info)
 
     def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with

@@ -200,6 +200,12 @@ def test_saved_model_reloads_at_another_image_size(tmp_path):
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, resized.eval()(pixel_values).logits)
+    # from_pretrained at another image_size resizes by itself, through the Auto class or the model class
+    for at64 in (AutoModelForImageClassification.from_pretrained(tmp_path, image_size=64),
+                 type(loaded).from_pretrained(tmp_path, image_size=64)):
+        assert at64.config.image_size == 64 and at64.config.grid_shape == (16, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(at64.eval()(pixel_values).logits, resized(pixel_values).logits)
 
 
 def test_interpolate_pos_encoding():
