@@ -149,7 +149,8 @@ def test_saved_sources_are_flat_and_complete(family, tmp_path):
 
 @pytest.mark.parametrize("head", HEADS)
 def test_model_card_describes_the_checkpoint(head, tmp_path):
-    model = model_class("fnet_hybrid", head)(tiny_config("fnet_hybrid", num_hidden_layers=3))
+    image_fields = dict(image_size=8, patch_size=2) if head == "ForImageClassification" else {}
+    model = model_class("fnet_hybrid", head)(tiny_config("fnet_hybrid", num_hidden_layers=3, **image_fields))
     model.save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\n")
