@@ -64,7 +64,8 @@ class AdaptiveMixer(HybridMixer):
         self.last_choices = None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
-        probs = self.gate(masked_mean(x, mask)).float().softmax(dim=-1)  # (B, K)
+        logits = self.gate(masked_mean(x, mask))
+        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (B, K), >= float32
         choices = probs.argmax(dim=-1)  # (B,)
         weights = probs
         if self.gate_type == "hard":
@@ -102,7 +103,8 @@ class MultiscaleMixer(HybridMixer):
             return torch.stack(outputs).sum(dim=0), attention
         if self.fusion == "concat":
             return self.projection(torch.cat(outputs, dim=-1)), attention
-        weights = self.fusion_logits.float().softmax(dim=0).to(x.dtype)  # (K,)
+        logits = self.fusion_logits
+        weights = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=0).to(x.dtype)  # (K,)
         return (torch.stack(outputs, dim=-1) * weights).sum(dim=-1), attention
 
     def extra_repr(self):

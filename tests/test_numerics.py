@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import FAMILIES, model_class, tiny_config
+from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
 
 
@@ -16,14 +17,27 @@ def mixers():
         "afno": afno,
         "attention": SelfAttention(4, 2),
     }
+    children = lambda: [GlobalFilter(4, (7,), activation="tanh"), SelfAttention(4, 2)]  # noqa: E731
+    modules.update(
+        adaptive_soft=AdaptiveMixer(children(), 4, gate="soft"),
+        multiscale_concat=MultiscaleMixer(children(), 4, fusion="concat"),
+        multiscale_weighted=MultiscaleMixer(children(), 4, fusion="weighted"),
+        cascade_shared_norm=CascadeMixer(children(), 4, share_norm=True),
+    )
     for module in modules.values():
         for parameter in module.parameters():
             torch.nn.init.normal_(parameter, std=0.5)
     return {name: module.double() for name, module in modules.items()}
 
 
-@pytest.mark.parametrize("name", ["fourier", "global_filter", "afno", "attention"])
+@pytest.mark.parametrize(
+    "name",
+    ["fourier", "global_filter", "afno", "attention", "adaptive_soft", "multiscale_concat", "multiscale_weighted",
+     "cascade_shared_norm"],
+)
 def test_gradcheck_float64(name):
+    """Every mixer and every differentiable hybrid strategy (the hard gate's straight-through gradient is by
+    design not the derivative of its forward pass; its gradient is tested in test_hybrid.py)."""
     mixer = mixers()[name]
     x = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
