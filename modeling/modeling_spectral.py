@@ -545,22 +545,9 @@ class SpectralModel(SpectralPreTrainedModel):
         hidden_states = self.embeddings(
             input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
         )
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, attention = layer(
-                hidden_states,
-                mask,
-                condition,
-                output_attentions=output_attentions,
-                attn_implementation=self.config._attn_implementation or "sdpa",
-            )
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions and attention is not None:
-                all_attentions += (attention,)
-        if self.norm is not None:
-            hidden_states = self.norm(hidden_states)
+        hidden_states, all_hidden_states, all_attentions = self._encode(
+            hidden_states, mask, condition, output_hidden_states, output_attentions
+        )
         pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
         if shift is not None:
             hidden_states = roll_rows(hidden_states, -shift)
@@ -577,6 +564,30 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _encode(self, hidden_states, mask, condition, output_hidden_states, output_attentions):
+        """Blocks (with the downsampling between the stages of a hierarchical model) and the final norm on
+        channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states, each flattened
+        to (B, N, D) as ViT's (a no-op for sequences), and the attention weights of the attention layers."""
+        all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for index, layer in enumerate(self.layers):
+            if index in self.stage_starts[1:]:
+                hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
+            hidden_states, attention = layer(
+                hidden_states,
+                mask,
+                condition,
+                output_attentions=output_attentions,
+                attn_implementation=self.config._attn_implementation or "sdpa",
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.flatten(1, -2),)
+            if output_attentions and attention is not None:
+                all_attentions += (attention,)
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
+        return hidden_states, all_hidden_states, all_attentions
+
     def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                         output_attentions, return_dict):
         """The forward pass of image and volume models: patch embedding, then every stage on its token grid."""
@@ -590,28 +601,13 @@ class SpectralModel(SpectralPreTrainedModel):
             raise ValueError(
                 f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
                 f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
-                "larger ones rebuild the model at the larger size with "
-                "`fourierformers.patch_embedding.resize_model_to_image_size` (bicubic filter interpolation, as the "
-                "original GFNet fine-tuning)."
+                "larger ones load the model at the larger size, `from_pretrained(path, image_size=...)`, or call "
+                "`fourierformers.patch_embedding.resize_model_to_image_size(model, image_size)` (bicubic filter "
+                "interpolation, as the original GFNet fine-tuning)."
             )
-        all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for index, layer in enumerate(self.layers):
-            if index in self.stage_starts[1:]:
-                hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
-            hidden_states, attention = layer(
-                hidden_states,
-                None,
-                condition,
-                output_attentions=output_attentions,
-                attn_implementation=self.config._attn_implementation or "sdpa",
-            )
-            if output_hidden_states:
-                all_hidden_states += (hidden_states.flatten(1, -2),)  # (B, N, D) as ViT
-            if output_attentions and attention is not None:
-                all_attentions += (attention,)
-        if self.norm is not None:
-            hidden_states = self.norm(hidden_states)
+        hidden_states, all_hidden_states, all_attentions = self._encode(
+            hidden_states, None, condition, output_hidden_states, output_attentions
+        )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         output = BaseModelOutputWithPooling(
             last_hidden_state=hidden_states.flatten(1, -2),
