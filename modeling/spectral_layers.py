@@ -61,34 +61,85 @@ def _check_grid(x, fft_shape):
     return grid_shape
 
 
+def _blocked_transpose(x):
+    """(B, M, N) -> contiguous (B, N, M), one sample at a time.
+
+    torch copies a transposed 2-D tensor with a cache-blocked kernel; its general strided copy, used for a 3-D
+    transpose, reads the columns of a (M, N) sample with stride N, which thrashes the cache when N is a power of
+    two: 7 ms against 1.3 ms for 4096 x 256 floats on one CPU thread. (The other way round, (256, 4096) to
+    (4096, 256), the general copy is as fast and runs on several threads.)
+    """
+    x = x.contiguous()
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for sample_out, sample in zip(out, x):
+        sample_out.copy_(sample.t())
+    return out
+
+
+class _TokensToChannels(torch.autograd.Function):
+    """(B, N, D) -> contiguous (B, D, N) by the blocked transpose; the gradient goes back by the general copy."""
+
+    @staticmethod
+    def forward(ctx, tokens):
+        return _blocked_transpose(tokens)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _ChannelsToTokens.apply(grad)
+
+
+class _ChannelsToTokens(torch.autograd.Function):
+    """(B, D, N) -> contiguous (B, N, D) by the general copy; the gradient goes back by the blocked transpose."""
+
+    @staticmethod
+    def forward(ctx, channels):
+        return channels.transpose(1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _TokensToChannels.apply(grad)
+
+
+def _use_blocked_transpose(x):
+    """Eager CPU code only: torch.compile generates its own transposes, and GPU copies do not have the problem."""
+    return x.is_cpu and not torch.compiler.is_compiling()
+
+
+def channels_first(x):
+    """(B, *grid, D) -> contiguous (B, D, *grid)."""
+    tokens = x.flatten(1, -2)
+    channels = _TokensToChannels.apply(tokens) if _use_blocked_transpose(x) else tokens.transpose(1, 2).contiguous()
+    return channels.unflatten(2, x.shape[1:-1])
+
+
+def channels_last(x):
+    """(B, D, *grid) -> contiguous (B, *grid, D)."""
+    channels = x.flatten(2)
+    tokens = _ChannelsToTokens.apply(channels) if _use_blocked_transpose(x) else channels.transpose(1, 2).contiguous()
+    return tokens.unflatten(1, x.shape[2:])
+
+
 def grid_rfftn(x, fft_shape, norm):
-    """`rfftn` of channels-last x: (B, *grid, D) over its grid axes at size `fft_shape`: (B, *freq_shape, D).
+    """`rfftn` of channels-last x: (B, *grid, D) over its grid axes, zero-padded to `fft_shape`; returns the
+    spectrum channels-first, (B, D, *freq_shape) contiguous.
 
-    On CPU each row is padded by two channels first: pocketfft transforms strided columns several times slower
-    when the row stride is a power of two (cache-set conflicts; 3.6x for 4096 x 256 floats), and the copy is cheap.
+    Transposing first lets every transform run over contiguous rows. torch lays an FFT's output out with the
+    transformed axes innermost anyway, and for B > 1 it copies strided input to that layout with the general
+    (slow) strided copy.
     """
-    hidden_size = x.shape[-1]
-    if x.is_cpu:
-        x = F.pad(x, (0, 2))
-    return torch.fft.rfftn(x, s=fft_shape, dim=_grid_axes(x), norm=norm)[..., :hidden_size]
+    signal = channels_first(x)
+    return torch.fft.rfftn(signal, s=fft_shape, dim=tuple(range(2, signal.ndim)), norm=norm)
 
 
-def grid_irfftn(spectrum, fft_shape, norm):
-    """`irfftn` of a channels-last spectrum (B, *freq_shape, D) back to a contiguous (B, *fft_shape, D).
-
-    pocketfft writes its output with the transformed axes innermost, i.e. channels-first in memory; every later
-    elementwise op would then walk it transposed, so it is copied to channels-last once. A channels-last input
-    is padded by two channels first, as in `grid_rfftn`.
-    """
-    hidden_size = spectrum.shape[-1]
-    if spectrum.is_cpu and spectrum.stride(-1) == 1:  # channels innermost: the transforms walk strided columns
-        spectrum = F.pad(spectrum, (0, 2))
-    y = torch.fft.irfftn(spectrum, s=fft_shape, dim=_grid_axes(spectrum), norm=norm)
-    return y[..., :hidden_size].contiguous()
+def grid_irfftn(spectrum, fft_shape, grid_shape, norm):
+    """The inverse of `grid_rfftn`: a channels-first spectrum (B, D, *freq_shape) -> the first `grid_shape`
+    entries of its size-`fft_shape` real signal, channels-last: (B, *grid_shape, D) contiguous."""
+    signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
+    return channels_last(signal[(slice(None), slice(None), *(slice(0, n) for n in grid_shape))])
 
 
 def fast_fft_size(n):
-    """The smallest integer >= n whose only prime factors are 2, 3 and 5 (fast sizes for pocketfft and cuFFT)."""
+    """The smallest integer >= n whose only prime factors are 2, 3 and 5 (fast sizes for MKL, pocketfft and cuFFT)."""
     size = n
     while True:
         remainder = size
@@ -137,19 +188,24 @@ class FourierMixer(nn.Module):
 
     The input is real, so its spectrum is conjugate-symmetric, `X[t, D-k] = conj(X[-t, k])`: only the
     half-spectrum over channels is computed (rfft) and the other half of the real part is read off the
-    mirrored grid frequencies, about half the work of a full complex FFT.
+    mirrored grid frequencies, about half the work of a full complex FFT. A 1-D input much shorter than the FFT
+    length skips the length-L transform altogether (`short_fourier`).
     """
 
     def __init__(self, fft_shape, norm="backward"):
         super().__init__()
         self.fft_shape = tuple(fft_shape)
         self.norm = norm
+        self._dft_cache = None  # (length, dtype, device, matrix) of `short_fourier`
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
+        real_input = _fft_input(x, mask)
+        if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0]):
+            return self.short_fourier(real_input).to(x.dtype)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
-        spectrum = torch.fft.rfft(_fft_input(x, mask), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
+        spectrum = torch.fft.rfft(real_input, dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
         spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
@@ -167,6 +223,47 @@ class FourierMixer(nn.Module):
             flip_dims = [axis for axis, mirrored in zip(axes, mirrored_axes) if mirrored] + [-1]
             out[(*target, slice(lower_channels, None))] = upper[tuple(source)].flip(flip_dims)
         return out.to(x.dtype)
+
+    def uses_short_fourier(self, length):
+        """Whether `short_fourier` is cheaper than length-L FFTs for `length` tokens: its matrix product costs
+        8 n^2 flops per channel pair against about 5 L log2 L for the FFT over the sequence (the FFT over
+        channels is common to both), and runs several times faster per flop."""
+        fft_length = self.fft_shape[0]
+        return length < fft_length and 8 * length**2 < 4 * 5 * fft_length * math.log2(fft_length)
+
+    def dft_matrix(self, length, dtype, device):
+        """(2n, 2n): `[[C, S], [C, -S]]` with C[t, s] = cos(2 pi t s / L), S[t, s] = sin(2 pi t s / L) for n =
+        `length` and the FFT length L, times the grid's normalisation; the last one built is cached."""
+        cache = self._dft_cache
+        if cache is not None and cache[:3] == (length, dtype, device):
+            return cache[3]
+        fft_length = self.fft_shape[0]
+        index = torch.arange(length, device=device)
+        # t s mod L in integers keeps the angles exact for any L
+        angle = (index[:, None] * index[None, :] % fft_length).to(torch.float64) * (2 * math.pi / fft_length)
+        scale = {"backward": 1.0, "ortho": fft_length**-0.5, "forward": 1.0 / fft_length}[self.norm]
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        matrix = torch.cat([torch.cat([cos, sin], dim=1), torch.cat([cos, -sin], dim=1)]).to(dtype)
+        if not torch.compiler.is_compiling():
+            self._dft_cache = (length, dtype, device, matrix)
+        return matrix
+
+    def short_fourier(self, x):
+        """The mixer for a 1-D input of n tokens, x: (B, n, D) in the FFT dtype, without the length-L FFT.
+
+        With G = FFT_channels(x) (half spectrum, H = D // 2 + 1 channels; channel D-c is conj(G[:, c])), output
+        t < n is `Re sum_s exp(-2 pi i t s / L) G[s, c]` = `C G_re + S G_im` for c < H and `C G_re - S G_im` at
+        channel D-c: one real matrix product with `dft_matrix` (B, 2n, 2n) @ (B, 2n, H).
+        """
+        length, hidden_size = x.shape[1], x.shape[2]
+        half = hidden_size // 2 + 1
+        spectrum = torch.view_as_real(torch.fft.rfft(x, dim=-1, norm=self.norm))  # (B, n, H, 2)
+        stacked = spectrum.movedim(-1, 1).reshape(x.shape[0], 2 * length, half)  # real parts over imaginary parts
+        product = self.dft_matrix(length, x.dtype, x.device) @ stacked  # (B, 2n, H)
+        out = x.new_empty(x.shape)
+        out[..., :half] = product[:, :length]
+        out[..., half:] = product[:, length:, 1 : (hidden_size + 1) // 2].flip(-1)
+        return out
 
     def extra_repr(self):
         return f"fft_shape={self.fft_shape}, norm={self.norm!r}"
@@ -189,7 +286,7 @@ class GlobalFilter(nn.Module):
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
-        self._kernel_cache = None  # (weight version key, kernel) for inference on short inputs
+        self._inference_cache = {}  # name -> (weight version key, tensor) of filters derived from the weights
 
     def complex_filter(self, dtype=torch.float32):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`."""
@@ -200,16 +297,37 @@ class GlobalFilter(nn.Module):
             weight = torch.tanh(weight)
         return torch.view_as_complex(weight.contiguous())
 
+    def _derived_filter(self, name, dtype, compute):
+        """`compute()`, a tensor derived from the weights. In inference (no gradient needed, not compiling) it is
+        cached until the weights change (in-place updates bump the parameter's version counter, replacing or
+        moving it changes its storage), so that a forward pass does not pay for rearranging the weights."""
+        weight = self.complex_weight
+        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+            return compute()
+        key = (weight._version, weight.data_ptr(), weight.device, dtype)
+        if name not in self._inference_cache or self._inference_cache[name][0] != key:
+            self._inference_cache[name] = (key, compute())
+        return self._inference_cache[name][1]
+
+    def channels_first_filter(self, dtype):
+        """K laid out like a channels-first spectrum: (D, *freq_shape) contiguous."""
+        return self._derived_filter(
+            "channels_first", dtype, lambda: channels_first(self.complex_filter(dtype)[None])[0]
+        )
+
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
-        spectrum = grid_rfftn(real_input, self.fft_shape, norm="ortho")  # (B, *freq_shape, D), channels-first in memory
-        # The filter laid out like the spectrum: a product that walks one operand transposed is several times slower.
-        spectrum = spectrum * self.complex_filter(real_input.dtype).movedim(-1, 0).contiguous().movedim(0, -1)
-        y = grid_irfftn(spectrum, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
-        return _crop(y, grid_shape).to(x.dtype)
+        # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
+        spectrum = grid_rfftn(real_input, self.fft_shape, norm="backward")  # (B, D, *freq_shape)
+        kernel = self.channels_first_filter(real_input.dtype)  # (D, *freq_shape)
+        if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad):
+            spectrum = spectrum * kernel
+        else:
+            spectrum = spectrum.mul_(kernel)
+        return grid_irfftn(spectrum, self.fft_shape, grid_shape, norm="backward").to(x.dtype)  # (B, *grid, D)
 
     def short_fft_size(self, batch_size, length):
         """The FFT size of the short-input path for `length` tokens, or None where the full-length FFT is cheaper.
@@ -229,23 +347,14 @@ class GlobalFilter(nn.Module):
         return size if short_cost < 2 * batch_size * cost(fft_length) else None
 
     def time_domain_kernel(self, dtype):
-        """The circular convolution kernel k = irfft(K, L): (L, D) of a 1-D filter.
-
-        In inference (no gradient needed, not compiling) it is cached until the weights change (in-place updates
-        bump the parameter's version counter, replacing or moving it changes its storage): for short inputs
-        this length-L transform would otherwise cost more than the rest of the mixer.
-        """
-        weight = self.complex_weight
-
-        def compute():
-            return grid_irfftn(self.complex_filter(dtype)[None], self.fft_shape, norm="backward")[0]
-
-        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
-            return compute()
-        key = (weight._version, weight.data_ptr(), weight.device, dtype)
-        if self._kernel_cache is None or self._kernel_cache[0] != key:
-            self._kernel_cache = (key, compute())
-        return self._kernel_cache[1]
+        """The circular convolution kernel k = irfft(K, L) of a 1-D filter, channels-first: (D, L); cached in
+        inference (see `_derived_filter`): for short inputs this length-L transform would otherwise cost more
+        than the rest of the mixer."""
+        return self._derived_filter(
+            "time_domain_kernel",
+            dtype,
+            lambda: torch.fft.irfft(self.channels_first_filter(dtype), n=self.fft_shape[0], dim=-1),
+        )
 
     def short_convolution(self, x, length):
         """The filter as a linear convolution for a 1-D input of n = `length` < L tokens, x: (B, n, D) in the FFT dtype.
@@ -257,12 +366,12 @@ class GlobalFilter(nn.Module):
         """
         fft_length = self.fft_shape[0]
         size = fast_fft_size(2 * length - 1)
-        kernel = self.time_domain_kernel(x.dtype)  # (L, D)
-        gap = kernel.new_zeros(size - 2 * length + 1, kernel.shape[-1])
-        # (size, D): lags 0 .. n-1 first, lags -(n-1) .. -1 at the end, zeros between
-        taps = torch.cat([kernel[:length], gap, kernel[fft_length - length + 1 :]])
-        spectrum = grid_rfftn(x, (size,), norm="backward") * torch.fft.rfft(taps, dim=0)  # (B, size // 2 + 1, D)
-        return grid_irfftn(spectrum, (size,), norm="backward")[:, :length]
+        kernel = self.time_domain_kernel(x.dtype)  # (D, L)
+        gap = kernel.new_zeros(kernel.shape[0], size - 2 * length + 1)
+        # (D, size): lags 0 .. n-1 first, lags -(n-1) .. -1 at the end, zeros between
+        taps = torch.cat([kernel[:, :length], gap, kernel[:, fft_length - length + 1 :]], dim=1)
+        spectrum = grid_rfftn(x, (size,), norm="backward") * torch.fft.rfft(taps, dim=-1)  # (B, D, size // 2 + 1)
+        return grid_irfftn(spectrum, (size,), (length,), norm="backward")
 
     def extra_repr(self):
         return f"fft_shape={self.fft_shape}, activation={self.activation!r}"
@@ -275,20 +384,6 @@ def lowest_modes(size, num_modes, half):
     positive = list(range(min(num_modes, (size + 1) // 2)))
     negative = list(range(max(size - num_modes + 1, len(positive)), size))
     return positive + negative
-
-
-def _interleaved_block_affine(weight, bias):
-    """A complex block-diagonal affine map as real tensors acting on interleaved (real, imaginary) channels.
-
-    weight: (2, k, i, o), bias: (2, k, o), index 0 the real and 1 the imaginary part. Returns the real weight
-    (k, 2i, 2o) and bias (k, 1, 2o) such that `z @ weight + bias` on z: (k, N, 2i) is the complex map.
-    """
-    real, imag = weight[0], weight[1]  # (k, i, o)
-    from_real = torch.stack([real, imag], dim=-1)  # an input's real part feeds (w_r, w_i) of each output
-    from_imag = torch.stack([-imag, real], dim=-1)  # its imaginary part feeds (-w_i, w_r)
-    num_blocks, inputs, outputs = real.shape
-    real_weight = torch.stack([from_real, from_imag], dim=2).reshape(num_blocks, 2 * inputs, 2 * outputs)
-    return real_weight, bias.permute(1, 2, 0).reshape(num_blocks, 1, 2 * outputs)
 
 
 class AFNOMixer(nn.Module):
@@ -324,45 +419,52 @@ class AFNOMixer(nn.Module):
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
 
-    def _kept_index(self, axis_position, device):
-        if self.kept_modes is None or self.kept_modes[axis_position] is None:
-            return None
-        return torch.tensor(self.kept_modes[axis_position], device=device)
+    def _complex_block_affine(self, weight, bias, dtype, batch_size):
+        """A complex block-diagonal layer as tensors for `baddbmm` on channels-first blocks, repeated for each
+        example: weight (B k, out, in) and bias (B k, out, 1), complex, from real and imaginary parts of `dtype`."""
+        weight = torch.complex(weight[0].to(dtype), weight[1].to(dtype)).transpose(1, 2)  # (k, out, in)
+        bias = torch.complex(bias[0].to(dtype), bias[1].to(dtype))[..., None]  # (k, out, 1)
+        return weight.repeat(batch_size, 1, 1), bias.repeat(batch_size, 1, 1)
 
     def block_mlp(self, spectrum):
-        """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink.
+        """(B, D, *modes) complex, channels-first -> (B, D, *modes): the block-diagonal complex MLP and soft-shrink.
 
-        Computed in real arithmetic on the interleaved (real, imaginary) layout of `view_as_real`: a complex
-        product z·w is the real product [z_r, z_i] @ [[w_r, w_i], [-w_i, w_r]], so each layer is one real batched
-        matmul over the blocks, and ReLU / soft-shrink of real and imaginary parts are plain elementwise ops.
+        Channel block j of every example is a (d, M) matrix over the M modes, so each layer is one batched complex
+        matrix product, `W_j^T @ z_j + b_j`, over the B k blocks; ReLU and soft-shrink act on real and imaginary
+        parts through `view_as_real`.
         """
-        shape = spectrum.shape
+        batch_size = spectrum.shape[0]
         dtype = spectrum.real.dtype
-        z = torch.view_as_real(spectrum).reshape(-1, self.num_blocks, 2 * self.block_size).transpose(0, 1)  # (k, N, 2d)
-        w1, b1 = _interleaved_block_affine(self.w1.to(dtype), self.b1.to(dtype))
-        w2, b2 = _interleaved_block_affine(self.w2.to(dtype), self.b2.to(dtype))
-        hidden = F.relu(torch.baddbmm(b1, z, w1))  # (k, N, 2 d f)
-        out = F.softshrink(torch.baddbmm(b2, hidden, w2), self.sparsity_threshold)  # (k, N, 2d)
-        return torch.view_as_complex(out.transpose(0, 1).reshape(*shape, 2))
+        z = spectrum.reshape(batch_size * self.num_blocks, self.block_size, -1)  # (B k, d, M)
+        w1, b1 = self._complex_block_affine(self.w1, self.b1, dtype, batch_size)
+        w2, b2 = self._complex_block_affine(self.w2, self.b2, dtype, batch_size)
+        hidden = torch.baddbmm(b1, w1, z)  # (B k, d f, M)
+        hidden = torch.view_as_complex(F.relu(torch.view_as_real(hidden)))
+        out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
+        return torch.view_as_complex(out).reshape(spectrum.shape)
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
-        axes = _grid_axes(x)
-        spectrum = grid_rfftn(_fft_input(x, mask), self.fft_shape, norm="ortho")  # (B, *freq_shape, D)
-        indices = [self._kept_index(position, x.device) for position in range(len(axes))]
-        kept = spectrum
-        for axis, index in zip(axes, indices):
-            if index is not None:
-                kept = kept.index_select(axis, index)
-        kept = self.block_mlp(kept)
-        # Scatter the processed modes back into a zero spectrum, one truncated axis at a time.
-        for axis, index, size in reversed(list(zip(axes, indices, self.freq_shape))):
-            if index is not None:
-                full_shape = list(kept.shape)
-                full_shape[axis] = size
-                kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        y = grid_irfftn(kept, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
-        return (_crop(y, grid_shape) + x.to(y.dtype)).to(x.dtype)
+        spectrum = grid_rfftn(_fft_input(x, mask), self.fft_shape, norm="ortho")  # (B, D, *freq_shape)
+        # Keep the chosen modes: a leading range of an axis is a slice (irfftn pads the zeros back on its own),
+        # any other choice a gather that is scattered back into zeros after the MLP.
+        scattered = []
+        for axis, (modes, size) in enumerate(zip(self.kept_modes or [None] * len(grid_shape), self.freq_shape), 2):
+            if modes is None:
+                continue
+            if modes == list(range(len(modes))):
+                spectrum = spectrum.narrow(axis, 0, len(modes))
+            else:
+                index = torch.tensor(modes, device=x.device)
+                spectrum = spectrum.index_select(axis, index)
+                scattered.append((axis, index, size))
+        kept = self.block_mlp(spectrum)
+        for axis, index, size in reversed(scattered):
+            full_shape = list(kept.shape)
+            full_shape[axis] = size
+            kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
+        y = grid_irfftn(kept, self.fft_shape, grid_shape, norm="ortho")  # (B, *grid, D)
+        return (y + x).to(x.dtype)
 
     def extra_repr(self):
         return (

@@ -38,10 +38,26 @@ def reference_global_filter(x, fft_shape, mixer):
     return _crop_like(torch.fft.irfftn(spectrum, s=fft_shape, dim=axes, norm="ortho"), x)
 
 
+def reference_block_mlp(spectrum, mixer):
+    """The AFNO block MLP on a channels-last spectrum (..., D), written with complex einsums as in the original
+    implementation."""
+    shape = spectrum.shape
+    z = spectrum.reshape(*shape[:-1], mixer.num_blocks, mixer.block_size)  # (..., k, d)
+    w1, b1, w2, b2 = (torch.complex(p[0], p[1]) for p in (mixer.w1, mixer.b1, mixer.w2, mixer.b2))
+    hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
+    hidden = torch.complex(torch.relu(hidden.real), torch.relu(hidden.imag))
+    out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
+    shrink = mixer.sparsity_threshold
+    out = torch.complex(
+        torch.nn.functional.softshrink(out.real, shrink), torch.nn.functional.softshrink(out.imag, shrink)
+    )
+    return out.reshape(shape)
+
+
 def reference_afno(x, fft_shape, mixer):
     axes = tuple(range(1, x.ndim - 1))
     spectrum = torch.fft.rfftn(_pad_to(x, fft_shape), dim=axes, norm="ortho")
-    processed = mixer.block_mlp(spectrum)
+    processed = reference_block_mlp(spectrum, mixer)
     if mixer.kept_modes is not None:
         keep = torch.zeros(spectrum.shape[1:-1], dtype=torch.bool)
         keep[torch.meshgrid(*[torch.tensor(modes) for modes in mixer.kept_modes], indexing="ij")] = True
@@ -88,6 +104,34 @@ def test_fourier_mixer_matches_full_complex_fft(grid_shape, fft_shape, norm, hid
 def test_fourier_mixer_equals_transformers_fnet_fourier_transform_at_full_length():
     x = torch.randn(3, 32, 24)
     torch.testing.assert_close(FourierMixer((32,))(x), torch.fft.fftn(x, dim=(1, 2)).real, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("hidden_size", [16, 15])
+@pytest.mark.parametrize("length, fft_length", [(1, 64), (2, 64), (7, 64), (20, 75), (64, 4096)])
+def test_fourier_short_path_equals_full_length_fft(length, fft_length, hidden_size, norm):
+    mixer = FourierMixer((fft_length,), norm=norm)
+    assert mixer.uses_short_fourier(length)
+    # Inputs scaled so that outputs are about 1 and the tolerance is relative to them; the gradient of an input
+    # sums n D upstream values times the normalisation.
+    size = fft_length * hidden_size
+    norm_factor = {"backward": 1.0, "ortho": size**-0.5, "forward": 1 / size}[norm]
+    gradient_scale = norm_factor * (length * hidden_size) ** 0.5
+    x = torch.randn(2, length, hidden_size).div(gradient_scale).requires_grad_()
+    fast_out, reference_out = mixer(x), reference_fourier(x, (fft_length,), norm)
+    torch.testing.assert_close(fast_out, reference_out, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(fast_out)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast_out, x, upstream)[0],
+        torch.autograd.grad(reference_out, x, upstream)[0],
+        atol=1e-5 * gradient_scale,
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("length, fft_length", [(40, 64), (64, 64), (400, 4096)])
+def test_fourier_uses_full_length_fft_when_short_path_does_not_pay(length, fft_length):
+    assert not FourierMixer((fft_length,)).uses_short_fourier(length)
 
 
 def _global_filter(hidden_size, fft_shape, activation="identity"):
@@ -152,29 +196,17 @@ def test_afno_matches_reference(grid_shape, fft_shape, num_modes):
     assert_same_forward_and_gradients(mixer, lambda t: reference_afno(t, fft_shape, mixer), x, list(mixer.parameters()))
 
 
-def reference_block_mlp(spectrum, mixer):
-    """The AFNO block MLP written with complex einsums, as in the original implementation."""
-    shape = spectrum.shape
-    z = spectrum.reshape(*shape[:-1], mixer.num_blocks, mixer.block_size)  # (..., k, d)
-    w1, b1, w2, b2 = (torch.complex(p[0], p[1]) for p in (mixer.w1, mixer.b1, mixer.w2, mixer.b2))
-    hidden = torch.einsum("...ki,kio->...ko", z, w1) + b1
-    hidden = torch.complex(torch.relu(hidden.real), torch.relu(hidden.imag))
-    out = torch.einsum("...ki,kio->...ko", hidden, w2) + b2
-    shrink = mixer.sparsity_threshold
-    out = torch.complex(
-        torch.nn.functional.softshrink(out.real, shrink), torch.nn.functional.softshrink(out.imag, shrink)
-    )
-    return out.reshape(shape)
-
-
 @pytest.mark.parametrize("hidden_size_factor", [1, 2])
 def test_afno_block_mlp_matches_complex_einsum(hidden_size_factor):
     mixer = AFNOMixer(16, (8,), num_blocks=4, hidden_size_factor=hidden_size_factor, sparsity_threshold=0.05)
     for parameter in mixer.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
-    spectrum = torch.randn(2, 3, 5, 16, dtype=torch.complex64).requires_grad_()
+    spectrum = torch.randn(2, 16, 3, 5, dtype=torch.complex64).requires_grad_()  # channels-first, a 2-D grid
     assert_same_forward_and_gradients(
-        mixer.block_mlp, lambda z: reference_block_mlp(z, mixer), spectrum, list(mixer.parameters())
+        mixer.block_mlp,
+        lambda z: reference_block_mlp(z.movedim(1, -1), mixer).movedim(-1, 1),
+        spectrum,
+        list(mixer.parameters()),
     )
 
 
