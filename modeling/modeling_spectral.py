@@ -47,6 +47,11 @@ from .spectral_layers import (
 )
 
 
+# transformers' "gelu_new" (FNet, GPT-2) is the tanh approximation of GELU written as five tensor operations;
+# torch's fused kernel computes the same function (to float rounding) about three times faster.
+FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
+
+
 def build_condition_mixer(config):
     """The operator of the block's conditioning branch for `config.condition_type`, or None when it is off."""
     condition_size = config.condition_size or config.hidden_size
@@ -143,7 +148,8 @@ class SpectralBlock(GradientCheckpointingLayer):
             nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if config.condition_type == "cross_attention" else None
         )
         self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.mlp = MLP(hidden_size, intermediate_size, ACT2FN[config.hidden_act], config.hidden_dropout_prob)
+        activation = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+        self.mlp = MLP(hidden_size, intermediate_size, activation, config.hidden_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path)
         layer_scale = config.layer_scale_init_value
@@ -335,7 +341,11 @@ def roll_attention(weights, shift):
 
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
-    Returns (batch_size, seq_length)."""
+    Returns (batch_size, seq_length).
+
+    The checks of tensor values (id ranges, a real token per row) read the data back to Python, which splits a
+    `torch.compile` graph; they run in eager mode only."""
+    check_values = not torch.compiler.is_compiling()
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
     if input_ids is not None:
@@ -362,7 +372,7 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             "truncate the inputs (e.g. `tokenizer(..., truncation=True, max_length=...)`) or use a config with a "
             "larger max_position_embeddings."
         )
-    if input_ids is not None:
+    if input_ids is not None and check_values:
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= config.vocab_size:
             raise ValueError(
@@ -373,13 +383,14 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
             )
-        if not bool(attention_mask.bool().any(dim=1).all()):
+        if check_values and not bool(attention_mask.bool().any(dim=1).all()):
             raise ValueError("Every row of `attention_mask` needs at least one real token (a 1).")
     if token_type_ids is not None:
         if tuple(token_type_ids.shape) != shape:
             raise ValueError(
                 f"`token_type_ids` must have the shape of the input ids {shape}, got {tuple(token_type_ids.shape)}."
             )
+    if token_type_ids is not None and check_values:
         # Without token type embeddings only segment 0 exists (tokenizers send all-zero token_type_ids).
         num_types = max(config.type_vocab_size, 1)
         low, high = int(token_type_ids.min()), int(token_type_ids.max())
@@ -393,6 +404,7 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`position_ids` must have shape ({batch_size} or 1, {seq_length}), got {tuple(position_ids.shape)}."
             )
+    if position_ids is not None and check_values:
         low, high = int(position_ids.min()), int(position_ids.max())
         if low < 0 or high >= config.max_position_embeddings:
             raise ValueError(
@@ -786,7 +798,7 @@ class SpectralLMHead(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = ACT2FN[config.hidden_act]
+        self.act = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 

@@ -10,11 +10,15 @@ from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter
 
 MIXERS = {
     "fourier": lambda: FourierMixer((16,)),
+    "fourier_short": lambda: FourierMixer((16,)),
     "global_filter": lambda: GlobalFilter(8, (16,)),
+    "global_filter_short": lambda: GlobalFilter(8, (16,)),
     "afno": lambda: AFNOMixer(8, (16,), num_blocks=2, kept_modes=[lowest_modes(16, 5, half=True)]),
     "global_filter_2d": lambda: GlobalFilter(8, (4, 6)),
 }
-GRIDS = {"fourier": (11,), "global_filter": (5,), "afno": (11,), "global_filter_2d": (3, 5)}  # (5,): short path
+# the short-input paths run for 5 tokens in an FFT of 16
+GRIDS = {"fourier": (14,), "fourier_short": (5,), "global_filter": (11,), "global_filter_short": (5,), "afno": (11,),
+         "global_filter_2d": (3, 5)}
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +48,13 @@ def test_mixer_compiles_without_graph_breaks(name):
         torch.autograd.grad(compiled_out, leaves, upstream), torch.autograd.grad(eager_out, leaves, upstream)
     ):
         torch.testing.assert_close(compiled_grad, eager_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_compiles_without_graph_breaks(family):
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
+    explanation = torch._dynamo.explain(model)(torch.randint(5, 99, (2, 9)))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
 @pytest.mark.slow
