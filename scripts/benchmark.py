@@ -11,8 +11,8 @@ Every model has the same size (hidden, layers, FFN width, vocabulary, heads) and
 
 For each mode (inference forward; training forward + backward), batch size and sequence length, the models run
 in interleaved rounds in one process (each round runs every model once, starting at a rotating model) and the
-median time per batch is reported, with tokens per second and the peak memory of one step (CUDA: the allocator's
-peak; CPU: the growth of the process's peak resident set over one step, reset through /proc/self/clear_refs).
+median time per batch is reported, with tokens per second and the peak memory of one step (the peak of the tensor
+memory it allocates; on CPU from the profiler's memory events).
 A model is skipped at a length (and all longer ones) when it ran out of memory or its predicted time, extrapolated
 from the previous length, exceeds --max-seconds.
 
@@ -26,7 +26,6 @@ models built for long ones, the fitted exponent of training memory against lengt
 """
 
 import argparse
-import ctypes
 import gc
 import json
 import math
@@ -151,16 +150,10 @@ def timed(step, device, timer="wall"):
     return clock() - start
 
 
-def _proc_status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_mib(step, device):
-    """Memory one step needs on top of what is allocated before it (model, inputs), in MiB."""
+    """Memory one step needs on top of what is allocated before it (model, inputs), in MiB: the peak of the
+    running sum of its tensor allocations and frees (CUDA: the caching allocator's statistics; CPU: the memory
+    events of the profiler, which do not depend on how the C library's allocator reuses memory)."""
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -169,11 +162,14 @@ def peak_memory_mib(step, device):
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset the peak resident set size (VmHWM) to the current one
-    before = _proc_status_kib("VmRSS")
-    step()
-    return (_proc_status_kib("VmHWM") - before) / 2**10
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        live += event.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def is_out_of_memory(error):
@@ -354,18 +350,9 @@ def machine_description(args):
     )
 
 
-def use_mmap_for_large_allocations():
-    """Make glibc return freed tensors (>= 64 KiB) to the system at once, so the resident set size follows live
-    memory and its peak measures one step (by default glibc raises this threshold as the process frees memory)."""
-    if platform.system() == "Linux":
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; setting it fixes it
-
-
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    if args.device == "cpu":
-        use_mmap_for_large_allocations()
     names = list(args.models)
     if args.compile:
         names += [f"{name}+inductor" for name in ("identity", "gfnet", "afno", "fnet_hybrid_fourier") if name in names]
