@@ -138,6 +138,26 @@ def grid_irfftn(spectrum, fft_shape, grid_shape, norm):
     return channels_last(signal[(slice(None), slice(None), *(slice(0, n) for n in grid_shape))])
 
 
+CHUNK_BYTES = 2 * 2**20  # FFT input per chunk of the batch in the CPU mixers; see `_batch_chunks`
+
+
+def _batch_chunks(x, mask):
+    """The batch split into chunks of about `CHUNK_BYTES` of FFT input, as (x, mask) pairs, or None where one
+    chunk holds it all (and always on GPU and under torch.compile).
+
+    On CPU the mixers' transforms and copies are bound by memory traffic: when a chunk's intermediates stay in
+    cache they run faster: 1.2 to 1.7 times for 8 x 4096 and 32 x 512 inputs of 256 channels on the development
+    VM, the same for 8 x 512 (one chunk of 2 MiB there is as good as any).
+    """
+    if not x.is_cpu or torch.compiler.is_compiling():
+        return None
+    examples_per_chunk = max(1, CHUNK_BYTES // (4 * x[0].numel()))
+    if examples_per_chunk >= x.shape[0]:
+        return None
+    masks = [None] * x.shape[0] if mask is None else mask.split(examples_per_chunk)
+    return list(zip(x.split(examples_per_chunk), masks))
+
+
 def fast_fft_size(n):
     """The smallest integer >= n whose only prime factors are 2, 3 and 5 (fast sizes for MKL, pocketfft and cuFFT)."""
     size = n
@@ -200,6 +220,9 @@ class FourierMixer(nn.Module):
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
+        chunks = _batch_chunks(x, mask)
+        if chunks is not None:
+            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0]):
             return self.short_fourier(real_input).to(x.dtype)
@@ -317,6 +340,9 @@ class GlobalFilter(nn.Module):
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
+        chunks = _batch_chunks(x, mask)
+        if chunks is not None:
+            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
@@ -439,12 +465,15 @@ class AFNOMixer(nn.Module):
         w1, b1 = self._complex_block_affine(self.w1, self.b1, dtype, batch_size)
         w2, b2 = self._complex_block_affine(self.w2, self.b2, dtype, batch_size)
         hidden = torch.baddbmm(b1, w1, z)  # (B k, d f, M)
-        hidden = torch.view_as_complex(F.relu(torch.view_as_real(hidden)))
+        F.relu(torch.view_as_real(hidden), inplace=True)
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
     def forward(self, x, mask=None):
         grid_shape = _check_grid(x, self.fft_shape)
+        chunks = _batch_chunks(x, mask)
+        if chunks is not None:
+            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
         spectrum = grid_rfftn(_fft_input(x, mask), self.fft_shape, norm="ortho")  # (B, D, *freq_shape)
         # Keep the chosen modes: a leading range of an axis is a slice (irfftn pads the zeros back on its own),
         # any other choice a gather that is scattered back into zeros after the MLP.
@@ -463,8 +492,8 @@ class AFNOMixer(nn.Module):
             full_shape = list(kept.shape)
             full_shape[axis] = size
             kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        y = grid_irfftn(kept, self.fft_shape, grid_shape, norm="ortho")  # (B, *grid, D)
-        return (y + x).to(x.dtype)
+        y = grid_irfftn(kept, self.fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
+        return y.add_(x).to(x.dtype)
 
     def extra_repr(self):
         return (

@@ -7,6 +7,7 @@ and crops, exactly as the mixer's docstring states the math.
 import pytest
 import torch
 
+from fourierformers import spectral_layers
 from fourierformers.spectral_layers import (
     AFNOMixer,
     FourierMixer,
@@ -224,3 +225,28 @@ def test_global_filter_inference_kernel_cache_follows_weight_updates():
     x64 = x.double()
     with torch.no_grad():
         torch.testing.assert_close(mixer(x64), reference_global_filter(x64, (64,), mixer), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["fourier", "global_filter", "afno"])
+def test_mixers_give_the_same_results_batch_by_batch_and_in_chunks(name, monkeypatch):
+    mixer = {
+        "fourier": lambda: FourierMixer((16,), norm="ortho"),
+        "global_filter": lambda: _global_filter(8, (16,)),
+        "afno": lambda: AFNOMixer(8, (16,), num_blocks=2),
+    }[name]()
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(3, 14, 8, requires_grad=True)
+    mask = torch.ones(3, 14, dtype=torch.bool)
+    mask[1, 9:] = False
+    whole = mixer(x, mask)
+    monkeypatch.setattr(spectral_layers, "CHUNK_BYTES", 14 * 8 * 4)  # one example per chunk
+    assert len(spectral_layers._batch_chunks(x, mask)) == 3
+    chunked = mixer(x, mask)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+    upstream = torch.randn_like(whole)
+    leaves = [x, *mixer.parameters()]
+    for chunked_grad, whole_grad in zip(
+        torch.autograd.grad(chunked, leaves, upstream), torch.autograd.grad(whole, leaves, upstream)
+    ):
+        torch.testing.assert_close(chunked_grad, whole_grad, atol=1e-6, rtol=1e-6)
