@@ -207,9 +207,9 @@ class FourierMixer(nn.Module):
     """FNet mixing: `Re(FFT_grid(FFT_channels(x)))`, no parameters.
 
     The input is real, so its spectrum is conjugate-symmetric, `X[t, D-k] = conj(X[-t, k])`: only the
-    half-spectrum over channels is computed (rfft) and the other half of the real part is read off the
-    mirrored grid frequencies, about half the work of a full complex FFT. A 1-D input much shorter than the FFT
-    length skips the length-L transform altogether (`short_fourier`).
+    half-spectrum over channels is computed (one `rfftn` over grid and channels) and the other half of the real
+    part is read off the mirrored grid frequencies, about half the work of a full complex FFT. A 1-D input much
+    shorter than the FFT length skips the length-L transform altogether (`short_fourier`).
     """
 
     def __init__(self, fft_shape, norm="backward"):
@@ -228,8 +228,8 @@ class FourierMixer(nn.Module):
             return self.short_fourier(real_input).to(x.dtype)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
-        spectrum = torch.fft.rfft(real_input, dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
-        spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
+        # One multi-dimensional transform, halved over channels: (B, *fft_shape, D//2+1), channels innermost.
+        spectrum = torch.fft.rfftn(real_input, s=(*self.fft_shape, hidden_size), dim=(*axes, -1), norm=self.norm)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
         out = real.new_empty(x.shape)  # (B, *grid, D)
