@@ -90,6 +90,7 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = models.WordPiece(vocab=canonical_vocabulary(tokenizer.get_vocab()), unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -105,6 +106,18 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
         mask_token="[MASK]",
         model_max_length=model_max_length,
     )
+
+
+def canonical_vocabulary(vocab):
+    """The trained vocabulary with reproducible ids: special tokens first, then the others sorted.
+
+    The WordPiece trainer breaks ties between equally frequent merges in hash-map order, which changes from one
+    process to the next, so the same texts give (almost always) the same tokens under permuted ids, and so
+    different initial embeddings for one seed. WordPiece's greedy longest-match tokenisation depends only on the
+    set of tokens, so renumbering changes no tokenisation; the set itself can still differ in a rare token at the
+    vocabulary-size cutoff."""
+    others = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
+    return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *others])}
 
 
 def label_fields(names):
