@@ -15,7 +15,7 @@ from .patch_geometry import patch_geometry, per_axis
 
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
-POOLING_TYPES = ("cls", "mean")
+POOLING_TYPES = ("cls", "mean", "max")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
 
@@ -57,8 +57,8 @@ class SpectralConfig(PretrainedConfig):
         embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
         embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
-        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens). Image models
-            always average their token grid.
+        pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens) or `"max"`
+            (per-channel maximum over real tokens). Image models average their token grid where `"cls"` is set.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
         mixer_layout (`list`, *optional*): The token mixer of each layer: a name (`"fourier"`, `"global_filter"`,
             `"afno"`, `"attention"`, `"none"`) or a hybrid-strategy dict (`adaptive`, `multiscale`, `cascade`); a

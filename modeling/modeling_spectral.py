@@ -42,6 +42,7 @@ from .spectral_layers import (
     GlobalFilter,
     SelfAttention,
     lowest_modes,
+    masked_max,
     masked_mean,
     sinusoidal_position_table,
 )
@@ -235,17 +236,20 @@ class SpectralEmbeddings(nn.Module):
 
 
 class SpectralPooler(nn.Module):
-    """(B, T, D) -> (B, D): the first token (`cls`) or the mean of the real tokens (`mean`), then optionally
-    dense + tanh (the BERT / FNet pooler)."""
+    """(B, T, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`) or their per-channel
+    maximum (`max`), then optionally dense + tanh (the BERT / FNet pooler)."""
 
     def __init__(self, config):
         super().__init__()
-        self.pooling = "mean" if config.is_vision else config.pooling  # image grids have no class token
+        # image grids have no class token
+        self.pooling = "mean" if config.is_vision and config.pooling == "cls" else config.pooling
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
         if self.pooling == "cls":
             pooled = hidden_states.flatten(1, -2)[:, 0]  # the first token of any grid
+        elif self.pooling == "max":
+            pooled = masked_max(hidden_states, mask)
         else:
             pooled = masked_mean(hidden_states, mask)
         if self.dense is not None:

@@ -37,6 +37,14 @@ def masked_mean(x, mask):
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+def masked_max(x, mask):
+    """(B, *grid, D) -> (B, D): the per-channel maximum over real tokens (all tokens when `mask` is None)."""
+    tokens = x.flatten(1, -2)  # (B, N, D)
+    if mask is not None:
+        tokens = tokens.masked_fill(~mask.flatten(1)[..., None], torch.finfo(tokens.dtype).min)
+    return tokens.amax(dim=1)
+
+
 def _fft_input(x, mask):
     """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
     float32, or float64 for float64 inputs (gradient checks)."""
