@@ -10,8 +10,12 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
@@ -291,10 +295,24 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`. An image model asked for another image size than its checkpoint's
-        (`image_size=...`, directly or through an Auto class, or a `config` with another `image_size`) is loaded at
-        the checkpoint's size, then rebuilt at the new one with bicubically resized position embeddings and global
-        filters (`resize_model_to_image_size`), as the original GFNet fine-tunes at 384 px."""
+        """`PreTrainedModel.from_pretrained`, with the image-size handling of `_from_pretrained_at_image_size` and
+        clear errors: a local folder that does not exist, a truncated or corrupt safetensors file and a checkpoint of
+        another model type are refused before anything is built, and weights that do not fit the requested config
+        raise a `ValueError` naming the config fields that differ (transformers only refers to its load report)."""
+        validate_checkpoint(cls, pretrained_model_name_or_path, kwargs)
+        try:
+            return cls._from_pretrained_at_image_size(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(size_mismatch_message(cls, pretrained_model_name_or_path, kwargs)) from error
+
+    @classmethod
+    def _from_pretrained_at_image_size(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """An image model asked for another image size than its checkpoint's (`image_size=...`, directly or through
+        an Auto class, or a `config` with another `image_size`) is loaded at the checkpoint's size, then rebuilt at
+        the new one with bicubically resized position embeddings and global filters (`resize_model_to_image_size`),
+        as the original GFNet fine-tunes at 384 px."""
         config = kwargs.get("config")
         requested = kwargs.pop("image_size", None)
         if requested is None and isinstance(config, PretrainedConfig) and getattr(config, "is_vision", False):
@@ -323,6 +341,82 @@ class SpectralPreTrainedModel(PreTrainedModel):
             write_model_card(self, save_directory)
 
 
+# Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
+SHAPE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+    "type_vocab_size", "num_labels", "mixer_layout", "position_embedding_type", "embedding_projection",
+    "pooler_projection", "afno_num_blocks", "afno_hidden_size_factor", "afno_num_modes", "afno_kept_modes",
+    "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
+    "packing_strategy", "hidden_sizes", "depths", "num_output_channels", "condition_type", "condition_size",
+)
+CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
+
+
+def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
+    """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
+    hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights must be readable (`OSError`
+    naming the file: truncated downloads and copies fail here rather than deep in the loader); and its
+    `config.json` must be of `model_class`'s model type (`ValueError` naming both and the class to use)."""
+    path = Path(pretrained_model_name_or_path)
+    if not path.exists():
+        if path.is_absolute() or str(pretrained_model_name_or_path).startswith(("./", "../")):
+            raise OSError(f"No checkpoint folder at {path}: the directory does not exist.")
+        return
+    expected = model_class.config_class.model_type
+    config = kwargs.get("config")
+    if isinstance(config, PretrainedConfig) and config.model_type != expected:
+        raise ValueError(
+            f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
+            f"({model_class.config_class.__name__})."
+        )
+    folder = path / kwargs.get("subfolder", "")
+    index_file = folder / "model.safetensors.index.json"
+    weight_files = [folder / "model.safetensors"]
+    if index_file.is_file():
+        weight_files = [folder / name for name in sorted(set(json.loads(index_file.read_text())["weight_map"].values()))]
+    for weight_file in weight_files:
+        if weight_file.is_file():
+            try:
+                with safe_open(weight_file, framework="pt"):
+                    pass
+            except SafetensorError as error:
+                raise OSError(
+                    f"Cannot read the weights in {weight_file} ({error}): the file is truncated or corrupt. Copy, "
+                    "download or save the checkpoint again."
+                ) from error
+    config_file = folder / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return  # no readable config.json: transformers' own error says so
+    if model_type != expected:
+        loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
+        raise ValueError(
+            f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
+            f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
+        )
+
+
+def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
+    """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
+    requested config (`config=` or keyword overrides) differs from the checkpoint's."""
+    loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+    saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
+    requested = kwargs.get("config")
+    if not isinstance(requested, PretrainedConfig):
+        overrides = {key: kwargs[key] for key in SHAPE_FIELDS if key in kwargs}
+        requested = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading, **overrides)
+    differing = [name for name in SHAPE_FIELDS if getattr(saved, name, None) != getattr(requested, name, None)]
+    checkpoint = ", ".join(f"{name}={getattr(saved, name, None)!r}" for name in differing)
+    wanted = ", ".join(f"{name}={getattr(requested, name, None)!r}" for name in differing)
+    return (
+        f"The weights in {pretrained_model_name_or_path} do not fit the requested {model_class.__name__}: the "
+        f"checkpoint has {checkpoint or 'other parameter shapes'}, the requested config {wanted or 'differs'}. Load "
+        "it without overriding these fields, or pass `ignore_mismatched_sizes=True` to re-initialise the weights "
+        "that do not fit (e.g. a classifier with another num_labels)."
+    )
+
+
 def roll_rows(x, shift):
     """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
     length = x.shape[1]
@@ -337,11 +431,46 @@ def roll_attention(weights, shift):
     return roll_rows(weights.transpose(1, 3), shift).transpose(1, 3)
 
 
+TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
+
+
+def validate_input_kind(config, pixel_values, text_inputs):
+    """Reject inputs of the other modality: `pixel_values` for a text model, token inputs for an image model
+    (`text_inputs`: name -> tensor or None). Raises `ValueError` saying which inputs the model takes."""
+    given = [name for name in TEXT_INPUT_NAMES if text_inputs.get(name) is not None]
+    if config.is_vision:
+        if given:
+            raise ValueError(
+                f"This is an image model (its config has image_size={config.image_size}): pass `pixel_values` of "
+                f"shape (batch_size, num_channels={config.num_channels}, *{config.image_shape}) and no text inputs, "
+                f"got {given}."
+            )
+        if pixel_values is not None and not torch.is_tensor(pixel_values):
+            raise ValueError(
+                f"`pixel_values` must be a torch.Tensor of shape (batch_size, num_channels={config.num_channels}, "
+                f"*{config.image_shape}) (an image processor returns one), got {type(pixel_values).__name__}."
+            )
+    elif pixel_values is not None:
+        raise ValueError(
+            "This is a text model (its config has no image_size): pass `input_ids` or `inputs_embeds`, not "
+            "`pixel_values`; an image model needs a config with `image_size` (and patch_size, num_channels)."
+        )
+    for name in given:
+        if not torch.is_tensor(text_inputs[name]):
+            raise ValueError(
+                f"`{name}` must be a torch.Tensor (e.g. from `tokenizer(..., return_tensors='pt')`), got "
+                f"{type(text_inputs[name]).__name__}."
+            )
+
+
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
     Returns (batch_size, seq_length)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+    for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+        if tensor is not None and (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool):
+            raise ValueError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}.")
     if input_ids is not None:
         if input_ids.ndim != 2:
             raise ValueError(
@@ -351,6 +480,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(f"`input_ids` must be integer token ids, got dtype {input_ids.dtype}.")
         shape = tuple(input_ids.shape)
     else:
+        if not inputs_embeds.is_floating_point():
+            raise ValueError(f"`inputs_embeds` must be a floating-point tensor, got dtype {inputs_embeds.dtype}.")
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
             raise ValueError(
                 f"`inputs_embeds` must have shape (batch_size, sequence_length, hidden_size={config.hidden_size}), "
@@ -377,6 +508,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
             )
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("`attention_mask` must hold only 1 (real token) and 0 (padding).")
         if not bool(attention_mask.bool().any(dim=1).all()):
             raise ValueError("Every row of `attention_mask` needs at least one real token (a 1).")
     if token_type_ids is not None:
@@ -528,6 +661,9 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids, position_ids=position_ids)
+        validate_input_kind(self.config, pixel_values, text_inputs)
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                                         output_attentions, return_dict)
@@ -632,10 +768,28 @@ def _reduce(losses, num_items_in_batch):
     return losses.sum() / num_items_in_batch
 
 
+def validate_class_labels(labels, expected_shape, num_classes):
+    """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
+    raising `ValueError` with the expected shape and range before the loss would index out of bounds."""
+    allowed = f"integer class indices in [0, {num_classes}) or -100 (ignored) of shape {tuple(expected_shape)}"
+    if not torch.is_tensor(labels):
+        raise ValueError(f"`labels` must be a torch.Tensor of {allowed}, got {type(labels).__name__}.")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be {allowed}, got dtype {labels.dtype}.")
+    if tuple(labels.shape) != tuple(expected_shape):
+        raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
+    out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
+    if bool(out_of_range.any()):
+        raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
+
+
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
     """Loss by `config.problem_type`, inferred as transformers does when unset: one label -> regression (MSE);
     integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with logits)."""
     num_labels = config.num_labels
+    batch_size = logits.shape[0]
+    if not torch.is_tensor(labels):
+        raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
     if config.problem_type is None:
         if num_labels == 1:
             config.problem_type = "regression"
@@ -647,11 +801,23 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
     logits = logits.float()
     if config.problem_type == "regression":
         predictions = logits.squeeze(-1) if num_labels == 1 else logits
+        if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != predictions.numel():
+            raise ValueError(
+                f"Regression `labels` must have shape ({batch_size},) or ({batch_size}, num_labels={num_labels}), "
+                f"got {tuple(labels.shape)}."
+            )
         targets = labels.float().reshape(predictions.shape)
         return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
     if config.problem_type == "single_label_classification":
+        validate_class_labels(labels, (batch_size,), num_labels)
         return token_classification_loss(logits, labels, num_items_in_batch)
     if config.problem_type == "multi_label_classification":
+        if tuple(labels.shape) != tuple(logits.shape):
+            raise ValueError(
+                f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), "
+                f"got {tuple(labels.shape)}; single-label classification takes integer class indices of shape "
+                f"({batch_size},)."
+            )
         losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
         return _reduce(losses, num_items_in_batch)
     raise ValueError(
@@ -662,6 +828,7 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
 
 def token_classification_loss(logits, labels, num_items_in_batch=None):
     """Cross-entropy over (..., C) logits and (...) integer labels; -100 marks ignored positions."""
+    validate_class_labels(labels, logits.shape[:-1], logits.shape[-1])
     logits = logits.float().reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
@@ -718,6 +885,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         loss = None
@@ -775,6 +943,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
         loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)
@@ -849,6 +1018,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, vocab_size)
         loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)

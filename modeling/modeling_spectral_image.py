@@ -61,6 +61,7 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         loss = None
@@ -127,7 +128,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
-                                  return_dict=True)
+                                  return_dict=True, **kwargs)
         grid = self.base_model.fft_shape
         kernel = self.config.patch_geometry()[0]
         tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
@@ -140,6 +141,12 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         )
         loss = None
         if labels is not None:
+            if not torch.is_tensor(labels) or tuple(labels.shape) != tuple(predictions.shape):
+                raise ValueError(
+                    f"`labels` must be a tensor of the predictions' shape (batch_size, num_output_channels="
+                    f"{self.config.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
+                    f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}."
+                )
             losses = F.mse_loss(predictions.float(), labels.to(predictions.device).float(), reduction="none")
             loss = _reduce(losses, num_items_in_batch)
         output = PatchRegressionOutput(
