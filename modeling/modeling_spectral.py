@@ -783,47 +783,51 @@ def validate_class_labels(labels, expected_shape, num_classes):
         raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
 
 
-def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
-    """Loss by `config.problem_type`, inferred as transformers does when unset: one label -> regression (MSE);
-    integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with logits)."""
-    num_labels = config.num_labels
-    batch_size = logits.shape[0]
+def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
+    """Check the labels of a sequence- or image-level head for `problem_type`, raising `ValueError` with the
+    expected shape (and range) before the loss would fail or broadcast."""
     if not torch.is_tensor(labels):
         raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    labels = labels.to(logits.device)
-    logits = logits.float()
-    if config.problem_type == "regression":
-        predictions = logits.squeeze(-1) if num_labels == 1 else logits
-        if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != predictions.numel():
+    if problem_type == "regression":
+        if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != batch_size * num_labels:
             raise ValueError(
                 f"Regression `labels` must have shape ({batch_size},) or ({batch_size}, num_labels={num_labels}), "
                 f"got {tuple(labels.shape)}."
             )
+    elif problem_type == "single_label_classification":
+        validate_class_labels(labels, (batch_size,), num_labels)
+    elif tuple(labels.shape) != (batch_size, num_labels):
+        raise ValueError(
+            f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), got "
+            f"{tuple(labels.shape)}; single-label classification takes integer class indices of shape ({batch_size},)."
+        )
+
+
+def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
+    """Loss by `config.problem_type`, inferred as transformers does when unset (and then stored in the config):
+    one label -> regression (MSE); integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with
+    logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
+    num_labels = config.num_labels
+    problem_type = config.problem_type
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif torch.is_tensor(labels) and labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    validate_sequence_labels(labels, problem_type, logits.shape[0], num_labels)
+    config.problem_type = problem_type
+    labels = labels.to(logits.device)
+    logits = logits.float()
+    if problem_type == "regression":
+        predictions = logits.squeeze(-1) if num_labels == 1 else logits
         targets = labels.float().reshape(predictions.shape)
         return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
-    if config.problem_type == "single_label_classification":
-        validate_class_labels(labels, (batch_size,), num_labels)
+    if problem_type == "single_label_classification":
         return token_classification_loss(logits, labels, num_items_in_batch)
-    if config.problem_type == "multi_label_classification":
-        if tuple(labels.shape) != tuple(logits.shape):
-            raise ValueError(
-                f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), "
-                f"got {tuple(labels.shape)}; single-label classification takes integer class indices of shape "
-                f"({batch_size},)."
-            )
-        losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
-        return _reduce(losses, num_items_in_batch)
-    raise ValueError(
-        f"Unknown problem_type {config.problem_type!r}; allowed: 'regression', 'single_label_classification', "
-        "'multi_label_classification'."
-    )
+    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    return _reduce(losses, num_items_in_batch)
 
 
 def token_classification_loss(logits, labels, num_items_in_batch=None):
