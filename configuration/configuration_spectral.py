@@ -292,7 +292,8 @@ class SpectralConfig(PretrainedConfig):
             raise ValueError(f"`initializer_range` must be a number >= 0, got {self.initializer_range!r}.")
         if self.layer_scale_init_value is not None and not _is_number(self.layer_scale_init_value):
             raise ValueError(
-                f"`layer_scale_init_value` must be a number or None (no LayerScale), got {self.layer_scale_init_value!r}."
+                "`layer_scale_init_value` must be a number or None (no LayerScale), got "
+                f"{self.layer_scale_init_value!r}."
             )
         if not _is_number(self.afno_sparsity_threshold) or self.afno_sparsity_threshold < 0:
             raise ValueError(f"`afno_sparsity_threshold` must be a number >= 0, got {self.afno_sparsity_threshold!r}.")

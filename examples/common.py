@@ -238,7 +238,8 @@ def check_columns(raw, columns):
                 )
             if empty:
                 raise ValueError(
-                    f"Column {column!r} (`{flag}`) of the {split} data has {empty} empty values; fill or drop those rows."
+                    f"Column {column!r} (`{flag}`) of the {split} data has {empty} empty values; fill or drop those "
+                    "rows."
                 )
 
 

@@ -231,8 +231,8 @@ def load_user_data(train_file, validation_file):
     suffix = Path(train_file).suffix
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     try:
-        raw = load_dataset(USER_DATA_BUILDERS[suffix], data_files={split: str(path) for split, (_, path) in files.items()},
-                           **kwargs)
+        data_files = {split: str(path) for split, (_, path) in files.items()}
+        raw = load_dataset(USER_DATA_BUILDERS[suffix], data_files=data_files, **kwargs)
     except ValueError as error:  # e.g. a header without rows: datasets finds no data for the split
         raise ValueError(
             f"No examples could be read from {[str(path) for _, path in files.values()]} ({error}): a CSV / TSV file "

@@ -373,7 +373,8 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     index_file = folder / "model.safetensors.index.json"
     weight_files = [folder / "model.safetensors"]
     if index_file.is_file():
-        weight_files = [folder / name for name in sorted(set(json.loads(index_file.read_text())["weight_map"].values()))]
+        shards = set(json.loads(index_file.read_text())["weight_map"].values())
+        weight_files = [folder / name for name in sorted(shards)]
     for weight_file in weight_files:
         if weight_file.is_file():
             try:
