@@ -10,6 +10,7 @@ from conftest import FAMILIES, model_class, tiny_config
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, ViTImageProcessorPil, pipeline
 
+from fourierformers import FNetHybridConfig
 from fourierformers.configuration.patch_geometry import PACKING_STRATEGIES, packing_stride
 from fourierformers.modeling_spectral import SpectralImageModelOutput
 from fourierformers.modeling_spectral_image import SpectralImageClassifierOutput
@@ -286,6 +287,20 @@ def test_reshaped_hidden_states_are_the_grid_form(family, image_size, spatial_di
     torch.testing.assert_close(backbone.reshaped_hidden_states[0], outputs.reshaped_hidden_states[0])
     assert as_tuple[-1][0].shape == (2, config.hidden_size, *grid)
     assert without.reshaped_hidden_states is None and without.hidden_states is None
+
+
+def test_fnet_hybrid_image_defaults():
+    """FNet's unnormalised DFT and tanh pooler stay the text defaults (FNet checkpoints); images get the
+    orthonormal DFT and no pooler projection unless asked for, and a saved choice reloads as saved."""
+    text, image = FNetHybridConfig(), image_config("fnet_hybrid")
+    assert (text.fourier_norm, text.pooler_projection) == ("backward", True)
+    assert (image.fourier_norm, image.pooler_projection) == ("ortho", False)
+    model = model_class("fnet_hybrid", "ForImageClassification")(image)
+    assert model.fnet_hybrid.pooler.dense is None and model.fnet_hybrid.layers[0].mixer.norm == "ortho"
+    explicit = image_config("fnet_hybrid", fourier_norm="backward", pooler_projection=True)
+    assert (explicit.fourier_norm, explicit.pooler_projection) == ("backward", True)
+    reloaded = FNetHybridConfig.from_dict(explicit.to_dict())
+    assert (reloaded.fourier_norm, reloaded.pooler_projection) == ("backward", True)
 
 
 def test_bad_image_inputs_raise_clear_errors():
