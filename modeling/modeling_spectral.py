@@ -11,6 +11,7 @@ Data path:
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,11 +46,39 @@ from .spectral_layers import (
     FourierMixer,
     GlobalFilter,
     SelfAttention,
-    lowest_modes,
     masked_max,
     masked_mean,
     sinusoidal_position_table,
 )
+
+
+@dataclass
+class SpectralImageModelOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of an image or volume backbone: `BaseModelOutputWithPooling` with the token grid flattened, plus the same
+    hidden states on their grid, as Swin's `reshaped_hidden_states`.
+
+    Args:
+        last_hidden_state: (B, N, D), the final token grid flattened row-major, N = prod(grid).
+        pooler_output: (B, D), the mean over the grid (when the model has a pooler).
+        hidden_states: the embeddings and every block's output, each (B, N, D); in a hierarchical model each stage
+            has its own N and D. Returned when `output_hidden_states=True`.
+        attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
+        reshaped_hidden_states: the tensors of `hidden_states` on their token grid, channels first as in Swin:
+            (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
+    """
+
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def call_fft_shape(grid_shape, built_shape):
+    """The FFT grid of the spectral mixers for a token grid `grid_shape` in a stage built for `built_shape`: None
+    (the built grid, zero-padding the tokens into it) when the tokens fit, which keeps the results of a text
+    sequence or a smaller image independent of padding; else the larger size of each axis, so that an image larger
+    than `image_size` (`interpolate_pos_encoding=True`) runs as the model loaded at that size would."""
+    if all(n <= size for n, size in zip(grid_shape, built_shape)):
+        return None
+    return tuple(max(n, size) for n, size in zip(grid_shape, built_shape))
 
 
 def build_condition_mixer(config):
@@ -86,19 +115,16 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
     if layout_entry == "global_filter":
         return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
     if layout_entry == "afno":
-        kept_modes = None
-        if config.afno_kept_modes is not None:
-            kept_modes = config.afno_kept_modes
-        elif config.afno_num_modes is not None:
-            kept_modes = [lowest_modes(size, config.afno_num_modes, half=axis == len(fft_shape) - 1)
-                          for axis, size in enumerate(fft_shape)]
+        # Explicit indices win over the count; a count is re-applied to any other FFT grid of a call.
+        explicit = config.afno_kept_modes is not None
         return AFNOMixer(
             hidden_size,
             fft_shape,
             num_blocks=config.afno_num_blocks,
             hidden_size_factor=config.afno_hidden_size_factor,
             sparsity_threshold=config.afno_sparsity_threshold,
-            kept_modes=kept_modes,
+            kept_modes=config.afno_kept_modes,
+            num_modes=None if explicit else config.afno_num_modes,
         )
     if layout_entry == "attention":
         return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
@@ -168,11 +194,15 @@ class SpectralBlock(GradientCheckpointingLayer):
         normed = x if self.condition_norm is None else self.condition_norm(x)
         return x + self._branch(self.condition_mixer(normed, condition, attn_implementation=attn_implementation), None)
 
-    def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa"):
+    def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa",
+                fft_shape=None):
         """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens; condition: (B, M, C_cond) or
-        (B, C_cond) for the conditioning branch. Returns (hidden_states, attention weights or None)."""
+        (B, C_cond) for the conditioning branch; fft_shape: the FFT grid of the spectral mixers for this call (None:
+        the grid they were built for). Returns (hidden_states, attention weights or None)."""
         x, attention = hidden_states, None
-        mix_options = dict(output_attentions=output_attentions, attn_implementation=attn_implementation)
+        mix_options = dict(
+            output_attentions=output_attentions, attn_implementation=attn_implementation, fft_shape=fft_shape
+        )
         if not self.norm_first:
             if self.mixer is not None:
                 mixed, attention = run_mixer(self.mixer, x, mask, **mix_options)
@@ -647,15 +677,17 @@ class SpectralModel(SpectralPreTrainedModel):
             output_attentions (`bool`): return the attention weights of the attention layers.
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
                 and volume models (configs with an `image_size`), instead of the token inputs.
-            interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`, resizing
-                the position embeddings (bicubic) to the new token grid.
+            interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
+                position embeddings are resized (bicubic) to the new token grid, and a grid larger than the model's
+                runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
             `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
-            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models flatten
-            their token grid row-major, as ViT: (B, N, D) with N = prod(grid); in a hierarchical model each stage
-            has its own N and D.
+            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models return a
+            `SpectralImageModelOutput`: the token grid flattened row-major, as ViT, (B, N, D) with N = prod(grid)
+            (in a hierarchical model each stage has its own N and D), and with `output_hidden_states` also
+            `reshaped_hidden_states`, the hidden states on their grid (B, D, *grid) as Swin's.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -707,22 +739,28 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def _encode(self, hidden_states, mask, condition, output_hidden_states, output_attentions):
         """Blocks (with the downsampling between the stages of a hierarchical model) and the final norm on
-        channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states, each flattened
-        to (B, N, D) as ViT's (a no-op for sequences), and the attention weights of the attention layers."""
-        all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
+        channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states (B, *grid, D)
+        and the attention weights of the attention layers. A grid larger than a stage's built grid (an image
+        larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`)."""
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        stage_grids = self.config.stage_grid_shapes
+        fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[0])
         for index, layer in enumerate(self.layers):
             if index in self.stage_starts[1:]:
-                hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
+                stage = self.stage_starts.index(index)
+                hidden_states = self.downsamples[stage - 1](hidden_states)
+                fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[stage])
             hidden_states, attention = layer(
                 hidden_states,
                 mask,
                 condition,
                 output_attentions=output_attentions,
                 attn_implementation=self.config._attn_implementation or "sdpa",
+                fft_shape=fft_shape,
             )
             if output_hidden_states:
-                all_hidden_states += (hidden_states.flatten(1, -2),)
+                all_hidden_states += (hidden_states,)
             if output_attentions and attention is not None:
                 all_attentions += (attention,)
         if self.norm is not None:
@@ -731,30 +769,31 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                         output_attentions, return_dict):
-        """The forward pass of image and volume models: patch embedding, then every stage on its token grid."""
+        """The forward pass of image and volume models: patch embedding, then every stage on its token grid.
+
+        With `interpolate_pos_encoding=True` an image of another size is accepted: the position embeddings are
+        resized to its token grid; a smaller grid is zero-padded into the FFT grid of the mixers, a larger one runs
+        them at its own grid (global filters resized, AFNO modes recounted), the same outputs as the model loaded
+        with `from_pretrained(path, image_size=...)` at that size.
+        """
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
         validate_condition(self.config, condition, pixel_values.shape[0])
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
-        grid = tuple(hidden_states.shape[1:-1])
-        spectral = bool(self.config.mixers_used & {"fourier", "global_filter", "afno"})
-        if spectral and any(n > size for n, size in zip(grid, self.fft_shape)):
-            raise ValueError(
-                f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
-                f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
-                "larger ones load the model at the larger size, `from_pretrained(path, image_size=...)`, or call "
-                "`fourierformers.patch_embedding.resize_model_to_image_size(model, image_size)` (bicubic filter "
-                "interpolation, as the original GFNet fine-tuning)."
-            )
-        hidden_states, all_hidden_states, all_attentions = self._encode(
+        hidden_states, grid_hidden_states, all_attentions = self._encode(
             hidden_states, None, condition, output_hidden_states, output_attentions
         )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
-        output = BaseModelOutputWithPooling(
+        all_hidden_states = reshaped_hidden_states = None
+        if output_hidden_states:
+            all_hidden_states = tuple(h.flatten(1, -2) for h in grid_hidden_states)  # (B, N, D) as ViT's
+            reshaped_hidden_states = tuple(h.movedim(-1, 1) for h in grid_hidden_states)  # (B, D, *grid) as Swin's
+        output = SpectralImageModelOutput(
             last_hidden_state=hidden_states.flatten(1, -2),
             pooler_output=pooled,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            reshaped_hidden_states=reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()
 

@@ -5,7 +5,8 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
 
 - zero the padded positions before transforming, so padding never leaks into real tokens;
 - transform at a fixed size `fft_shape` (the longest grid the model accepts) and crop back, so the result at a
-  real position does not depend on how much padding the batch has;
+  real position does not depend on how much padding the batch has; a call may name another FFT grid
+  (`forward(x, fft_shape=...)`), which an image larger than the model's `image_size` uses;
 - compute their FFTs in float32 and cast back, because half-precision FFTs are inaccurate (and cuFFT only
   supports power-of-two sizes in half precision).
 """
@@ -16,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .patch_embedding import resize_filter
 
 
 def sinusoidal_position_table(num_positions, dim):
@@ -153,12 +156,14 @@ class FourierMixer(nn.Module):
         self.fft_shape = tuple(fft_shape)
         self.norm = norm
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
         spectrum = torch.fft.rfft(_fft_input(x, mask), dim=-1, norm=self.norm)  # (B, *grid, D//2+1)
-        spectrum = torch.fft.fftn(spectrum, s=self.fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
+        spectrum = torch.fft.fftn(spectrum, s=fft_shape, dim=axes, norm=self.norm)  # (B, *fft_shape, D//2+1)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
         out = real.new_empty(x.shape)  # (B, *grid, D)
@@ -169,7 +174,7 @@ class FourierMixer(nn.Module):
         upper = real[..., 1 : (hidden_size + 1) // 2]  # channels 1 .. (D-1)//2, mirrored to D-1 .. D//2+1
         for mirrored_axes in itertools.product((False, True), repeat=len(axes)):
             target, source = [slice(None)], [slice(None)]
-            for mirrored, n, size in zip(mirrored_axes, grid_shape, self.fft_shape):
+            for mirrored, n, size in zip(mirrored_axes, grid_shape, fft_shape):
                 target.append(slice(1, n) if mirrored else slice(0, 1))
                 source.append(slice(size - n + 1, size) if mirrored else slice(0, 1))
             flip_dims = [axis for axis, mirrored in zip(axes, mirrored_axes) if mirrored] + [-1]
@@ -186,7 +191,8 @@ class GlobalFilter(nn.Module):
     original GFNet checkpoints. `freq_shape` is `fft_shape` with the last axis halved (rfft): `n // 2 + 1`.
 
     `activation` maps the stored weights to the filter, K = f(W_r) + i f(W_i): `identity` (original GFNet),
-    `sigmoid` or `tanh` (bounded filters).
+    `sigmoid` or `tanh` (bounded filters). At another FFT grid than the one it was built for, the stored weights
+    are first resized to that grid's frequencies by `resize_filter`, as `from_pretrained(image_size=...)` does.
     """
 
     _no_weight_decay = ("complex_weight",)
@@ -199,24 +205,32 @@ class GlobalFilter(nn.Module):
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
         self._kernel_cache = None  # (weight version key, kernel) for inference on short inputs
 
-    def complex_filter(self, dtype=torch.float32):
-        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`."""
-        weight = self.complex_weight.to(dtype)
+    def complex_filter(self, dtype=torch.float32, fft_shape=None):
+        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
+        `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
+        weight = self.complex_weight
+        if fft_shape is not None and tuple(fft_shape) != self.fft_shape:
+            weight = resize_filter(weight, fft_shape)
+        weight = weight.to(dtype)
         if self.activation == "sigmoid":
             weight = torch.sigmoid(weight)
         elif self.activation == "tanh":
             weight = torch.tanh(weight)
         return torch.view_as_complex(weight.contiguous())
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         real_input = _fft_input(x, mask)
-        if len(grid_shape) == 1 and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
+        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
+        if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
-        spectrum = grid_rfftn(real_input, self.fft_shape, norm="ortho")  # (B, *freq_shape, D), channels-first in memory
+        spectrum = grid_rfftn(real_input, fft_shape, norm="ortho")  # (B, *freq_shape, D), channels-first in memory
         # The filter laid out like the spectrum: a product that walks one operand transposed is several times slower.
-        spectrum = spectrum * self.complex_filter(real_input.dtype).movedim(-1, 0).contiguous().movedim(0, -1)
-        y = grid_irfftn(spectrum, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
+        kernel = self.complex_filter(real_input.dtype, fft_shape)
+        spectrum = spectrum * kernel.movedim(-1, 0).contiguous().movedim(0, -1)
+        y = grid_irfftn(spectrum, fft_shape, norm="ortho")  # (B, *fft_shape, D)
         return _crop(y, grid_shape).to(x.dtype)
 
     def short_fft_size(self, batch_size, length):
@@ -285,6 +299,11 @@ def lowest_modes(size, num_modes, half):
     return positive + negative
 
 
+def lowest_kept_modes(fft_shape, num_modes):
+    """`lowest_modes` for every frequency axis of an rfftn over `fft_shape` (the last axis is the halved one)."""
+    return [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
+
+
 def _interleaved_block_affine(weight, bias):
     """A complex block-diagonal affine map as real tensors acting on interleaved (real, imaginary) channels.
 
@@ -309,22 +328,29 @@ class AFNOMixer(nn.Module):
     k = num_blocks, d = D / k, f = hidden_size_factor.
 
     `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
-    is set to zero. `lowest_modes` builds the usual choice.
+    is set to zero. `num_modes` instead keeps the frequencies |f| < num_modes of every axis (`lowest_kept_modes`),
+    recomputed for the grid of each call, so a larger FFT grid keeps the same frequencies; fixed `kept_modes`
+    stay the same indices at every grid.
     """
 
     _no_weight_decay = ("b1", "b2")
 
     def __init__(
-        self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None
+        self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None,
+        num_modes=None,
     ):
         super().__init__()
         if hidden_size % num_blocks:
             raise ValueError(f"AFNO num_blocks ({num_blocks}) must divide hidden_size ({hidden_size}).")
+        if kept_modes is not None and num_modes is not None:
+            raise ValueError("Give AFNOMixer at most one of `kept_modes` (fixed indices) and `num_modes`.")
         self.fft_shape = tuple(fft_shape)
         self.num_blocks = num_blocks
         self.block_size = hidden_size // num_blocks
         self.sparsity_threshold = sparsity_threshold
-        self.freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
+        self.num_modes = num_modes
+        if num_modes is not None:
+            kept_modes = lowest_kept_modes(self.fft_shape, num_modes)
         self.kept_modes = None if kept_modes is None else [None if m is None else list(m) for m in kept_modes]
         inner = self.block_size * hidden_size_factor
         self.w1 = nn.Parameter(torch.empty(2, num_blocks, self.block_size, inner))
@@ -332,10 +358,11 @@ class AFNOMixer(nn.Module):
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
 
-    def _kept_index(self, axis_position, device):
-        if self.kept_modes is None or self.kept_modes[axis_position] is None:
-            return None
-        return torch.tensor(self.kept_modes[axis_position], device=device)
+    def kept_modes_at(self, fft_shape):
+        """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`."""
+        if self.num_modes is None or tuple(fft_shape) == self.fft_shape:
+            return self.kept_modes
+        return lowest_kept_modes(fft_shape, self.num_modes)
 
     def block_mlp(self, spectrum):
         """(..., D) complex -> (..., D) complex: the block-diagonal complex MLP and soft-shrink.
@@ -353,23 +380,26 @@ class AFNOMixer(nn.Module):
         out = F.softshrink(torch.baddbmm(b2, hidden, w2), self.sparsity_threshold)  # (k, N, 2d)
         return torch.view_as_complex(out.transpose(0, 1).reshape(*shape, 2))
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         axes = _grid_axes(x)
-        spectrum = grid_rfftn(_fft_input(x, mask), self.fft_shape, norm="ortho")  # (B, *freq_shape, D)
-        indices = [self._kept_index(position, x.device) for position in range(len(axes))]
+        spectrum = grid_rfftn(_fft_input(x, mask), fft_shape, norm="ortho")  # (B, *freq_shape, D)
+        kept_modes = self.kept_modes_at(fft_shape) or [None] * len(axes)
+        indices = [None if modes is None else torch.tensor(modes, device=x.device) for modes in kept_modes]
         kept = spectrum
         for axis, index in zip(axes, indices):
             if index is not None:
                 kept = kept.index_select(axis, index)
         kept = self.block_mlp(kept)
         # Scatter the processed modes back into a zero spectrum, one truncated axis at a time.
-        for axis, index, size in reversed(list(zip(axes, indices, self.freq_shape))):
+        for axis, index in reversed(list(zip(axes, indices))):
             if index is not None:
                 full_shape = list(kept.shape)
-                full_shape[axis] = size
+                full_shape[axis] = spectrum.shape[axis]
                 kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        y = grid_irfftn(kept, self.fft_shape, norm="ortho")  # (B, *fft_shape, D)
+        y = grid_irfftn(kept, fft_shape, norm="ortho")  # (B, *fft_shape, D)
         return (_crop(y, grid_shape) + x.to(y.dtype)).to(x.dtype)
 
     def extra_repr(self):
