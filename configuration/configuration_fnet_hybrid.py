@@ -4,7 +4,8 @@ FNet (Lee-Thorp et al., NAACL 2022, https://arxiv.org/abs/2105.03824) mixes toke
 DFT over sequence and channels. The paper's best speed/accuracy trade-off replaces the mixer of the last two layers
 with self-attention; that hybrid is the default layout here. The other defaults follow FNet (post-norm,
 `gelu_new`, embedding projection, first-token pooler with tanh, unnormalised DFT), so a transformers FNet
-checkpoint maps onto this model exactly.
+checkpoint maps onto this model exactly. FNet checkpoints are text only; image models (an `image_size`) default to
+the orthonormal DFT and no pooler projection instead, see `FNetHybridConfig`.
 """
 
 from typing import ClassVar
@@ -17,6 +18,13 @@ class FNetHybridConfig(SpectralConfig):
     Configuration of an FNet-hybrid model. By default every layer uses the parameter-free `fourier` mixer except the
     last two, which use `attention` (fewer than three layers: only the last one). All fields are documented on
     [`SpectralConfig`].
+
+    `fourier_norm` and `pooler_projection` left unset (None) follow the kind of model. Text: FNet's unnormalised
+    DFT (`"backward"`) and dense + tanh pooler, so that transformers FNet checkpoints map exactly. Images: `"ortho"`
+    and no projection. An unnormalised DFT over a whole H x W grid and D channels scales the mixer output by about
+    sqrt(H W D / 2) (45x measured on 8x8 digits at width 64), so the post-norm `LayerNorm(x + mixer(x))` all but
+    drops the residual x; and the tanh pooler on the mean of post-norm tokens trains poorly from scratch (see the
+    README's example results).
 
     Example:
 
@@ -36,8 +44,16 @@ class FNetHybridConfig(SpectralConfig):
     norm_first: bool = False
     embedding_projection: bool = True
     pooling: str = "cls"
-    pooler_projection: bool = True
-    fourier_norm: str = "backward"
+    pooler_projection: bool | None = None
+    fourier_norm: str | None = None
+
+    def __post_init__(self, **kwargs):
+        is_vision = self.image_size is not None
+        if self.fourier_norm is None:
+            self.fourier_norm = "ortho" if is_vision else "backward"
+        if self.pooler_projection is None:
+            self.pooler_projection = not is_vision
+        super().__post_init__(**kwargs)
 
     @classmethod
     def default_layout(cls, num_hidden_layers):

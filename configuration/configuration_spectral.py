@@ -15,9 +15,14 @@ from .patch_geometry import patch_geometry, per_axis
 
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
-POOLING_TYPES = ("cls", "mean")
+POOLING_TYPES = ("cls", "mean", "max")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+BOOLEAN_FIELDS = (
+    "norm_first", "mixer_residual", "embedding_layer_norm", "embedding_projection", "pooler_projection",
+    "final_layer_norm",
+)
 
 
 def _check_choice(name, value, allowed):
@@ -25,9 +30,20 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_probability(name, value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+    if not _is_number(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
 class SpectralConfig(PretrainedConfig):
@@ -57,8 +73,8 @@ class SpectralConfig(PretrainedConfig):
         embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
         embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
-        pooling (`str`): `"cls"` (first token) or `"mean"` (average over real, unpadded tokens). Image models
-            always average their token grid.
+        pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens) or `"max"`
+            (per-channel maximum over real tokens). Image models average their token grid where `"cls"` is set.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
         mixer_layout (`list`, *optional*): The token mixer of each layer: a name (`"fourier"`, `"global_filter"`,
             `"afno"`, `"attention"`, `"none"`) or a hybrid-strategy dict (`adaptive`, `multiscale`, `cascade`); a
@@ -260,10 +276,28 @@ class SpectralConfig(PretrainedConfig):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
         Runs at the end of `__post_init__`, so every config that exists is valid."""
         super().validate_architecture()
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in (
+            "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+            "num_labels", "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads",
+        ):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("afno_num_modes", "num_output_channels", "condition_size"):
+            _check_positive_int(name, getattr(self, name), allow_none=True)
+        for name in BOOLEAN_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if not _is_number(self.layer_norm_eps) or self.layer_norm_eps <= 0:
+            raise ValueError(f"`layer_norm_eps` must be a positive number, got {self.layer_norm_eps!r}.")
+        if not _is_number(self.initializer_range) or self.initializer_range < 0:
+            raise ValueError(f"`initializer_range` must be a number >= 0, got {self.initializer_range!r}.")
+        if self.layer_scale_init_value is not None and not _is_number(self.layer_scale_init_value):
+            raise ValueError(
+                "`layer_scale_init_value` must be a number or None (no LayerScale), got "
+                f"{self.layer_scale_init_value!r}."
+            )
+        if not _is_number(self.afno_sparsity_threshold) or self.afno_sparsity_threshold < 0:
+            raise ValueError(f"`afno_sparsity_threshold` must be a number >= 0, got {self.afno_sparsity_threshold!r}.")
+        _check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
             raise ValueError(f"`type_vocab_size` must be an integer >= 0, got {self.type_vocab_size!r}.")
         _check_choice("hidden_act", self.hidden_act, sorted(ACT2FN))
@@ -287,20 +321,14 @@ class SpectralConfig(PretrainedConfig):
             raise ValueError("`hidden_sizes`, `depths` and `afno_kept_modes` need an image model (set `image_size`).")
         mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
-        if self.condition_size is not None and (not isinstance(self.condition_size, int) or self.condition_size < 1):
-            raise ValueError(f"`condition_size` must be a positive integer or None, got {self.condition_size!r}.")
         if self.condition_type is not None and self.hidden_sizes is not None:
             raise ValueError("`condition_type` is not supported with hierarchical `hidden_sizes`; use one width.")
         if "afno" in mixers_used:
-            if self.afno_num_blocks < 1 or self.hidden_size % self.afno_num_blocks:
+            if self.hidden_size % self.afno_num_blocks:
                 raise ValueError(
                     f"`afno_num_blocks` ({self.afno_num_blocks}) must be a positive divisor of `hidden_size` "
                     f"({self.hidden_size})."
                 )
-            if self.afno_hidden_size_factor < 1:
-                raise ValueError(f"`afno_hidden_size_factor` must be >= 1, got {self.afno_hidden_size_factor}.")
-            if self.afno_sparsity_threshold < 0:
-                raise ValueError(f"`afno_sparsity_threshold` must be >= 0, got {self.afno_sparsity_threshold}.")
             num_frequencies = max(self.grid_shape) // 2 + 1
             if self.afno_num_modes is not None and not 1 <= self.afno_num_modes <= num_frequencies:
                 raise ValueError(
@@ -315,7 +343,7 @@ class SpectralConfig(PretrainedConfig):
                         f"hidden_sizes={self.stage_hidden_sizes}."
                     )
         if ("attention" in mixers_used or self.condition_type == "cross_attention") and (
-            self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads
+            self.hidden_size % self.num_attention_heads
         ):
             raise ValueError(
                 f"`num_attention_heads` ({self.num_attention_heads}) must be a positive divisor of `hidden_size` "

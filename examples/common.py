@@ -1,17 +1,25 @@
 """What every example shares: the model arguments, config construction with `--config_overrides`, a WordPiece
-tokenizer trained from scratch with `tokenizers`, the local `evaluate` metrics and the examples' default
-`TrainingArguments`."""
+tokenizer trained from scratch with `tokenizers`, the local `evaluate` metrics, the examples' default
+`TrainingArguments`, checks of the user's data that fail before any training, and the output directory written
+only when a run succeeds."""
 
 import ast
+import contextlib
+import logging
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
+from datasets import ClassLabel
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoConfig, BertConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig, BertConfig, PreTrainedTokenizerFast, TrainingArguments
 
 import fourierformers
+from fourierformers.atomic_directory import check_output_dir, publish, work_dir_for
+
+logger = logging.getLogger(__name__)
 
 FAMILY_CONFIGS = {
     "gfnet": fourierformers.GFNetConfig,
@@ -90,6 +98,7 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = models.WordPiece(vocab=canonical_vocabulary(tokenizer.get_vocab()), unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -105,6 +114,18 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
         mask_token="[MASK]",
         model_max_length=model_max_length,
     )
+
+
+def canonical_vocabulary(vocab):
+    """The trained vocabulary with reproducible ids: special tokens first, then the others sorted.
+
+    The WordPiece trainer breaks ties between equally frequent merges in hash-map order, which changes from one
+    process to the next, so the same texts give (almost always) the same tokens under permuted ids, and so
+    different initial embeddings for one seed. WordPiece's greedy longest-match tokenisation depends only on the
+    set of tokens, so renumbering changes no tokenisation; the set itself can still differ in a rare token at the
+    vocabulary-size cutoff."""
+    others = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
+    return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *others])}
 
 
 def label_fields(names):
@@ -139,3 +160,132 @@ def set_training_defaults(parser, **defaults):
         ddp_find_unused_parameters=False,
         **defaults,
     )
+
+
+@dataclass
+class ExampleTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus `--overwrite_output_dir` (which transformers 5 no longer has)."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace --output_dir even when it is not empty and holds no saved model (no config.json)."},
+    )
+
+
+@contextlib.contextmanager
+def output_dir_written_on_success(training_args):
+    """Run the example in a work directory beside `--output_dir` (`<output_dir>.incomplete`) and move it to
+    `--output_dir` only when the block succeeds: a failed run leaves `--output_dir` absent or as it was.
+
+    An existing `--output_dir` is replaced when it is empty or holds a saved model (an earlier run); anything else
+    stops the run before it starts, unless `--overwrite_output_dir`. Trainer checkpoints (`--save_strategy steps`
+    or `epoch`) are written to the work directory; a failed run keeps it when it holds any, so that training can go
+    on with `--resume_from_checkpoint <output_dir>.incomplete/checkpoint-N` and the same `--output_dir`.
+    Every process enters the block; the main process prepares the work directory and publishes it."""
+    output_dir = Path(training_args.output_dir).absolute()
+    check_output_dir(output_dir, training_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir")
+    work_dir = work_dir_for(output_dir)
+    resume = training_args.resume_from_checkpoint
+    resuming = resume is not None and work_dir in Path(resume).absolute().parents
+    is_main = training_args.process_index == 0
+    with training_args.main_process_first(local=False, desc="preparing the work directory"):
+        if is_main and not resuming:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+    training_args.output_dir = str(work_dir)
+    try:
+        yield
+    except BaseException:
+        if is_main:
+            if any(work_dir.glob("checkpoint-*")):
+                logger.error(
+                    "The run failed; %s keeps its Trainer checkpoints: resume with --resume_from_checkpoint "
+                    "%s/checkpoint-N and the same --output_dir.", work_dir, work_dir,
+                )
+            else:
+                shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    finally:
+        training_args.output_dir = str(output_dir)
+    if is_main:
+        publish(work_dir, output_dir)
+
+
+def check_sample_limits(data_args):
+    """`--max_train_samples` / `--max_eval_samples` must be positive when given."""
+    for name in ("max_train_samples", "max_eval_samples"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"`--{name}` must be a positive number of examples, got {value}.")
+
+
+def check_columns(raw, columns):
+    """Raise `ValueError` when a split lacks one of `columns` (flag -> column name) or has empty values in it.
+    (Files loaded together share their columns: one that a validation file lacks is there, but empty.)"""
+    for split, dataset in raw.items():
+        for flag, column in columns.items():
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"Column {column!r} (`{flag}`) not found in the {split} data, whose columns are "
+                    f"{dataset.column_names}: pass `{flag}` with one of them."
+                )
+            empty = sum(value is None for value in dataset[column])
+            if empty == dataset.num_rows:
+                filled = [name for name in dataset.column_names if any(v is not None for v in dataset[name])]
+                raise ValueError(
+                    f"Column {column!r} (`{flag}`) is missing or empty in the {split} data, whose filled columns "
+                    f"are {filled}: pass `{flag}` with one of them."
+                )
+            if empty:
+                raise ValueError(
+                    f"Column {column!r} (`{flag}`) of the {split} data has {empty} empty values; fill or drop those "
+                    "rows."
+                )
+
+
+def class_names(raw, column, flag):
+    """Class names in label-id order for a column of labels (or of lists of labels): the ClassLabel names, else the
+    sorted distinct values of the training split as strings, `O` first when present (BIO tags). Raises `ValueError`
+    for floating-point labels, fewer than two classes, or validation labels the training split does not have."""
+    feature = raw["train"].features[column]
+    feature = getattr(feature, "feature", feature)  # the element feature of a list column
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    if getattr(feature, "dtype", None) in ("float16", "float32", "float64"):
+        raise ValueError(
+            f"Column {column!r} (`{flag}`) holds floating-point values such as "
+            f"{next(iter(flatten(raw['train'][column])))!r}; classes are names (strings) or integer ids. "
+            "For numeric targets use `--task regression` (text classification)."
+        )
+    names = {split: {str(value) for value in flatten(dataset[column])} for split, dataset in raw.items()}
+    if len(names["train"]) < 2:
+        raise ValueError(
+            f"Column {column!r} (`{flag}`) of the training data has {len(names['train'])} class "
+            f"({sorted(names['train'])}); classification needs at least two."
+        )
+    unknown = names.get("validation", set()) - names["train"]
+    if unknown:
+        raise ValueError(
+            f"Labels {sorted(unknown)[:10]} of column {column!r} (`{flag}`) occur in the validation data but not in "
+            f"the training data, whose classes are {sorted(names['train'])[:20]}."
+        )
+    return ["O", *sorted(names["train"] - {"O"})] if "O" in names["train"] else sorted(names["train"])
+
+
+def flatten(values):
+    """The values of a column, with list values (token-level labels) unpacked."""
+    for value in values:
+        if isinstance(value, list):
+            yield from value
+        else:
+            yield value
+
+
+def label_encoder(raw, column, names):
+    """A function from one label (or tag) of `column` to its id in `names`: ClassLabel values are ids already,
+    other values (strings, integers that need not start at 0) are looked up by their string."""
+    feature = raw["train"].features[column]
+    if isinstance(getattr(feature, "feature", feature), ClassLabel):
+        return int
+    ids = {name: index for index, name in enumerate(names)}
+    return lambda value: ids[str(value)]

@@ -200,16 +200,49 @@ def images():
     return _split(dataset)
 
 
+USER_DATA_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def check_user_file(flag, path, suffixes=None):
+    """Raise `FileNotFoundError` / `ValueError` naming `flag` when `path` is missing, not a file, empty, or has a
+    suffix other than `suffixes` (any suffix when None)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`{flag}` {path} does not exist.")
+    if not path.is_file():
+        raise ValueError(f"`{flag}` {path} is not a file.")
+    if suffixes is not None and path.suffix not in suffixes:
+        raise ValueError(f"`{flag}` must be a {', '.join(suffixes)} file, got {path}.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"`{flag}` {path} is an empty file; it needs at least one example.")
+
+
 def load_user_data(train_file, validation_file):
-    """A DatasetDict from the user's CSV / JSON (lines) files, with a validation split cut from train when only
-    `train_file` is given."""
-    data_files = {"train": train_file}
+    """A DatasetDict from the user's CSV / TSV / JSON (lines) files, with a validation split cut from train when
+    only `train_file` is given. Missing, empty or row-less files raise an error naming the flag."""
+    files = {"train": ("--train_file", train_file)}
     if validation_file is not None:
-        data_files["validation"] = validation_file
-    extension = Path(train_file).suffix.lstrip(".")
-    builder = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json"}.get(extension)
-    if builder is None:
-        raise ValueError(f"`train_file` must be a .csv, .tsv, .json or .jsonl file, got {train_file!r}.")
-    kwargs = {"delimiter": "\t"} if extension == "tsv" else {}
-    raw = load_dataset(builder, data_files=data_files, **kwargs)
+        files["validation"] = ("--validation_file", validation_file)
+    for flag, path in files.values():
+        check_user_file(flag, path, tuple(USER_DATA_BUILDERS))
+    suffixes = {Path(path).suffix for _, path in files.values()}
+    if len(suffixes) > 1 and not suffixes <= {".json", ".jsonl"}:
+        raise ValueError(f"`--train_file` and `--validation_file` must have the same format, got {sorted(suffixes)}.")
+    suffix = Path(train_file).suffix
+    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    try:
+        data_files = {split: str(path) for split, (_, path) in files.items()}
+        raw = load_dataset(USER_DATA_BUILDERS[suffix], data_files=data_files, **kwargs)
+    except ValueError as error:  # e.g. a header without rows: datasets finds no data for the split
+        raise ValueError(
+            f"No examples could be read from {[str(path) for _, path in files.values()]} ({error}): a CSV / TSV file "
+            "needs a header and at least one row, a JSON lines file one object per line."
+        ) from error
+    minimum_rows = {"train": 1 if validation_file is not None else 2, "validation": 1}
+    for split, (flag, path) in files.items():
+        if raw[split].num_rows < minimum_rows[split]:
+            raise ValueError(
+                f"`{flag}` {path} has {raw[split].num_rows} examples; at least {minimum_rows[split]} are needed"
+                f"{' (a validation split is cut from it)' if minimum_rows[split] == 2 else ''}."
+            )
     return raw if validation_file is not None else _split(raw["train"])

@@ -11,16 +11,17 @@ optionally `--validation_dir`), image folders with one sub-folder per class, loa
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
 from datasets import DatasetDict, load_dataset
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     HfArgumentParser,
-    TrainingArguments,
     ViTConfig,
     ViTImageProcessor,
     pipeline,
@@ -30,7 +31,16 @@ from transformers import (
 from fourierformers import SpectralTrainer
 
 import data
-from common import FAMILY_CONFIGS, build_config, label_fields, load_metric, set_training_defaults
+from common import (
+    FAMILY_CONFIGS,
+    ExampleTrainingArguments,
+    build_config,
+    check_sample_limits,
+    label_fields,
+    load_metric,
+    output_dir_written_on_success,
+    set_training_defaults,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +72,36 @@ class DataArguments:
     num_pipeline_images: int = field(default=4, metadata={"help": "Validation images classified by the pipeline."})
 
 
+def check_image_folder(flag, folder):
+    """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
+    imagefolder reads; raise `FileNotFoundError` / `ValueError` naming `flag` otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
+    extensions = ImageFolder.EXTENSIONS
+    loose = [path.name for path in folder.iterdir() if path.is_file() and path.suffix.lower() in extensions]
+    if loose:
+        raise ValueError(
+            f"`{flag}` {folder} holds images directly ({loose[:3]}); put them in one sub-folder per class, e.g. "
+            f"{folder}/cat/1.png and {folder}/dog/2.png."
+        )
+    classes = {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()}
+    empty = [name for name, path in classes.items()
+             if not any(file.suffix.lower() in extensions for file in path.rglob("*") if file.is_file())]
+    if empty or len(classes) < 2:
+        raise ValueError(
+            f"`{flag}` {folder} needs at least two class sub-folders with images (.png, .jpg, .jpeg, .bmp, ... as "
+            f"datasets' imagefolder reads them); found classes {sorted(classes)}"
+            f"{f', of which {empty} hold no images' if empty else ''}."
+        )
+
+
 def load_raw_data(data_args):
+    check_sample_limits(data_args)
     if data_args.train_dir is not None:
+        check_image_folder("--train_dir", data_args.train_dir)
+        if data_args.validation_dir is not None:
+            check_image_folder("--validation_dir", data_args.validation_dir)
         data_files = {"train": f"{data_args.train_dir}/**"}
         if data_args.validation_dir is not None:
             data_files["validation"] = f"{data_args.validation_dir}/**"
@@ -80,16 +118,23 @@ def load_raw_data(data_args):
     return raw
 
 
-def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+def main(argv=None):
+    """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
+    everything succeeded) and return the evaluation metrics."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
     set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=10, per_device_train_batch_size=32,
                           per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.05,
                           remove_unused_columns=False)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    with output_dir_written_on_success(training_args):
+        return run(model_args, data_args, training_args)
 
+
+def run(model_args, data_args, training_args):
+    """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names
 
@@ -140,7 +185,7 @@ def main():
         data_collator=collate,
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)

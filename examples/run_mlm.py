@@ -20,7 +20,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     HfArgumentParser,
-    TrainingArguments,
     pipeline,
     set_seed,
 )
@@ -28,7 +27,16 @@ from transformers import (
 from fourierformers import SpectralTrainer
 
 import data
-from common import ModelArguments, build_config, set_training_defaults, text_model_defaults, train_wordpiece_tokenizer
+from common import (
+    ExampleTrainingArguments,
+    ModelArguments,
+    build_config,
+    check_sample_limits,
+    output_dir_written_on_success,
+    set_training_defaults,
+    text_model_defaults,
+    train_wordpiece_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +67,9 @@ class DataArguments:
 
 def load_corpus(data_args):
     """DatasetDict(train, validation) with one `text` column."""
+    check_sample_limits(data_args)
+    for path in data_args.train_files:
+        data.check_user_file("--train_files", path)
     parts = {"train": [], "validation": []}
     if not data_args.no_default_corpus:
         reviews = data.movie_reviews("classification").rename_column("sentence", "text").remove_columns("label")
@@ -67,6 +78,11 @@ def load_corpus(data_args):
     if data_args.train_files:
         texts = load_dataset("text", data_files=data_args.train_files, split="train")
         texts = texts.filter(lambda row: bool(row["text"].strip()))
+        if len(texts) < 2:
+            raise ValueError(
+                f"`--train_files` {data_args.train_files} hold {len(texts)} non-empty lines; at least 2 are needed "
+                f"(one example per line, {data.VALIDATION_FRACTION:.0%} held out for validation)."
+            )
         splits = texts.train_test_split(test_size=data.VALIDATION_FRACTION, seed=data.SPLIT_SEED)
         parts["train"].append(splits["train"])
         parts["validation"].append(splits["test"])
@@ -80,15 +96,22 @@ def load_corpus(data_args):
     return raw
 
 
-def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+def main(argv=None):
+    """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
+    everything succeeded) and return the evaluation metrics."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
     set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=10, per_device_train_batch_size=32,
                           per_device_eval_batch_size=128, warmup_steps=0.05, weight_decay=0.01)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    with output_dir_written_on_success(training_args):
+        return run(model_args, data_args, training_args)
 
+
+def run(model_args, data_args, training_args):
+    """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_corpus(data_args)
     if model_args.tokenizer_name or model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
@@ -130,7 +153,7 @@ def main():
             tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
         ),
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     metrics = trainer.evaluate()
     metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))

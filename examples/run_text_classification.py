@@ -20,7 +20,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    TrainingArguments,
     pipeline,
     set_seed,
 )
@@ -29,10 +28,16 @@ from fourierformers import SpectralTrainer
 
 import data
 from common import (
+    ExampleTrainingArguments,
     ModelArguments,
     build_config,
+    check_columns,
+    check_sample_limits,
+    class_names,
+    label_encoder,
     label_fields,
     load_metric,
+    output_dir_written_on_success,
     set_training_defaults,
     text_model_defaults,
     train_wordpiece_tokenizer,
@@ -75,13 +80,23 @@ class DataArguments:
 
 
 def load_raw_data(data_args):
+    """The data, checked before anything is trained: both columns present and filled in every split, numeric
+    labels for regression."""
+    check_sample_limits(data_args)
     if data_args.train_file is not None:
         raw = data.load_user_data(data_args.train_file, data_args.validation_file)
     else:
         raw = data.movie_reviews(data_args.task)
-    for column in (data_args.text_column_name, data_args.label_column_name):
-        if column not in raw["train"].column_names:
-            raise ValueError(f"Column {column!r} not found; the data has columns {raw['train'].column_names}.")
+    check_columns(raw, {"--text_column_name": data_args.text_column_name,
+                        "--label_column_name": data_args.label_column_name})
+    label_feature = raw["train"].features[data_args.label_column_name]
+    label_dtype = getattr(label_feature, "dtype", type(label_feature).__name__)
+    if data_args.task == "regression" and not label_dtype.startswith(("int", "float")):
+        raise ValueError(
+            f"`--task regression` needs numeric labels, but column {data_args.label_column_name!r} holds {label_dtype} "
+            f"values such as {raw['train'][0][data_args.label_column_name]!r}; use `--task classification` for "
+            "class names."
+        )
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
     if data_args.max_eval_samples is not None:
@@ -89,27 +104,30 @@ def load_raw_data(data_args):
     return raw
 
 
-def label_names(raw, data_args):
-    """Class names in label-id order: the ClassLabel names, else the sorted distinct labels of the training set."""
-    feature = raw["train"].features[data_args.label_column_name]
-    if hasattr(feature, "names"):
-        return list(feature.names)
-    return sorted({str(label) for label in raw["train"][data_args.label_column_name]})
-
-
-def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+def main(argv=None):
+    """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
+    everything succeeded) and return the evaluation metrics."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
     set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=4, per_device_train_batch_size=32,
                           per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.01)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    with output_dir_written_on_success(training_args):
+        return run(model_args, data_args, training_args)
 
+
+def run(model_args, data_args, training_args):
+    """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
     regression = data_args.task == "regression"
     # Regression: one output named after the label column, so that the pipeline prints e.g. "label 1.234".
-    names = [data_args.label_column_name] if regression else label_names(raw, data_args)
+    if regression:
+        names = [data_args.label_column_name]
+    else:
+        names = class_names(raw, data_args.label_column_name, "--label_column_name")
+        to_id = label_encoder(raw, data_args.label_column_name, names)
 
     if model_args.tokenizer_name or model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
@@ -140,12 +158,7 @@ def main():
     def preprocess(batch):
         encoded = tokenizer(batch[data_args.text_column_name], truncation=True, max_length=max_length)
         labels = batch[data_args.label_column_name]
-        if regression:
-            encoded["labels"] = [float(label) for label in labels]
-        elif isinstance(labels[0], str):
-            encoded["labels"] = [names.index(label) for label in labels]
-        else:
-            encoded["labels"] = labels
+        encoded["labels"] = [float(label) for label in labels] if regression else [to_id(label) for label in labels]
         return encoded
 
     with training_args.main_process_first(desc="tokenizing"):
@@ -167,7 +180,7 @@ def main():
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)

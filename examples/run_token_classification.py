@@ -19,7 +19,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
     HfArgumentParser,
-    TrainingArguments,
     pipeline,
     set_seed,
 )
@@ -28,10 +27,16 @@ from fourierformers import SpectralTrainer
 
 import data
 from common import (
+    ExampleTrainingArguments,
     ModelArguments,
     build_config,
+    check_columns,
+    check_sample_limits,
+    class_names,
+    label_encoder,
     label_fields,
     load_metric,
+    output_dir_written_on_success,
     set_training_defaults,
     text_model_defaults,
     train_wordpiece_tokenizer,
@@ -61,15 +66,37 @@ class DataArguments:
     )
 
 
+def check_word_and_tag_lists(raw, data_args):
+    """Every row needs a list of words and a list of as many tags."""
+    for split, dataset in raw.items():
+        rows = zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name])
+        for index, (words, tags) in enumerate(rows):
+            if not isinstance(words, list) or not isinstance(tags, list):
+                raise ValueError(
+                    f"Row {index} of the {split} data must hold a list of words (`--tokens_column_name` "
+                    f"{data_args.tokens_column_name!r}) and a list of tags (`--tags_column_name` "
+                    f"{data_args.tags_column_name!r}), e.g. JSON lines {{\"tokens\": [\"New\", \"York\"], "
+                    f"\"ner_tags\": [\"B-loc\", \"I-loc\"]}}; got {words!r} and {tags!r}."
+                )
+            if len(words) != len(tags):
+                raise ValueError(
+                    f"Row {index} of the {split} data has {len(words)} words but {len(tags)} tags; every word needs "
+                    "exactly one tag."
+                )
+
+
 def load_raw_data(data_args):
+    """The data, checked before anything is trained: both columns present and filled in every split, a list of
+    words and an equally long list of tags in every row."""
+    check_sample_limits(data_args)
     raw = (
         data.load_user_data(data_args.train_file, data_args.validation_file)
         if data_args.train_file is not None
         else data.twitter_ner()
     )
-    for column in (data_args.tokens_column_name, data_args.tags_column_name):
-        if column not in raw["train"].column_names:
-            raise ValueError(f"Column {column!r} not found; the data has columns {raw['train'].column_names}.")
+    check_columns(raw, {"--tokens_column_name": data_args.tokens_column_name,
+                        "--tags_column_name": data_args.tags_column_name})
+    check_word_and_tag_lists(raw, data_args)
     if data_args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
     if data_args.max_eval_samples is not None:
@@ -77,27 +104,26 @@ def load_raw_data(data_args):
     return raw
 
 
-def tag_names(raw, data_args):
-    """Tag names in id order: the ClassLabel names, else `O` first and the other tags sorted."""
-    feature = raw["train"].features[data_args.tags_column_name]
-    names = getattr(getattr(feature, "feature", None), "names", None)
-    if names is not None:
-        return list(names)
-    tags = {str(tag) for row in raw["train"][data_args.tags_column_name] for tag in row}
-    return ["O", *sorted(tags - {"O"})] if "O" in tags else sorted(tags)
-
-
-def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+def main(argv=None):
+    """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
+    everything succeeded) and return the evaluation metrics."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
     set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=8, per_device_train_batch_size=32,
                           per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.01)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    with output_dir_written_on_success(training_args):
+        return run(model_args, data_args, training_args)
 
+
+def run(model_args, data_args, training_args):
+    """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
-    names = tag_names(raw, data_args)
+    # Tag names in id order: the ClassLabel names, else `O` first and the other tags sorted.
+    names = class_names(raw, data_args.tags_column_name, "--tags_column_name")
+    to_id = label_encoder(raw, data_args.tags_column_name, names)
 
     if model_args.tokenizer_name or model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
@@ -129,7 +155,7 @@ def main():
         )
         all_labels = []
         for index, tags in enumerate(batch[data_args.tags_column_name]):
-            tag_ids = [names.index(tag) if isinstance(tag, str) else int(tag) for tag in tags]
+            tag_ids = [to_id(tag) for tag in tags]
             labels, previous_word = [], None
             for word in encoded.word_ids(index):
                 labels.append(-100 if word is None or word == previous_word else tag_ids[word])
@@ -161,7 +187,7 @@ def main():
         data_collator=DataCollatorForTokenClassification(tokenizer),
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", train_result.metrics)
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)

@@ -1,10 +1,11 @@
 """Hybrid token mixers: ways to combine already-built mixers into one (the strategies of spectrans' hybrid blocks).
 
 Each takes a list of its child mixers plus plain keyword arguments, and has the mixer interface
-`forward(x, mask=None, output_attentions=False, attn_implementation="sdpa") -> (out, attention)` on channels-last
-`x: (B, *grid, D)` with `mask: (B, *grid)` bool (True on real tokens). Every child sees the mask, so padding
-invariance carries over. `attention` is the attention-weight tensor of the attention child, if any (layouts allow
-each mixer name at most once per entry), else None.
+`forward(x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None) -> (out, attention)` on
+channels-last `x: (B, *grid, D)` with `mask: (B, *grid)` bool (True on real tokens). Every child sees the mask, so
+padding invariance carries over; the spectral children run at the FFT grid of the call (`fft_shape`, None: the
+built one). `attention` is the attention-weight tensor of the attention child, if any (layouts allow each mixer
+name at most once per entry), else None.
 
 - `AdaptiveMixer`: a gate computed from the masked mean of the input picks or blends the children.
 - `MultiscaleMixer`: children in parallel, fused by `add`, `concat` + projection, or a learned `weighted` sum.
@@ -19,11 +20,15 @@ from torch import nn
 from .spectral_layers import SelfAttention, masked_mean
 
 
-def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa"):
-    """Call any mixer with the common interface: returns (out, attention weights or None)."""
-    if isinstance(mixer, (SelfAttention, HybridMixer)):
+def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
+    """Call any mixer with the common interface: returns (out, attention weights or None). `fft_shape` is the FFT
+    grid of this call for the spectral mixers (None: the one they were built for); attention needs none."""
+    if isinstance(mixer, HybridMixer):
+        return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation,
+                     fft_shape=fft_shape)
+    if isinstance(mixer, SelfAttention):
         return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation)
-    return mixer(x, mask), None
+    return mixer(x, mask, fft_shape=fft_shape), None
 
 
 class HybridMixer(nn.Module):
@@ -33,10 +38,10 @@ class HybridMixer(nn.Module):
         super().__init__()
         self.mixers = nn.ModuleList(mixers)
 
-    def _run_children(self, x, mask, output_attentions, attn_implementation):
+    def _run_children(self, x, mask, output_attentions, attn_implementation, fft_shape):
         outputs, attention = [], None
         for mixer in self.mixers:
-            out, weights = run_mixer(mixer, x, mask, output_attentions, attn_implementation)
+            out, weights = run_mixer(mixer, x, mask, output_attentions, attn_implementation, fft_shape)
             outputs.append(out)
             attention = weights if weights is not None else attention
         return outputs, attention
@@ -63,7 +68,7 @@ class AdaptiveMixer(HybridMixer):
         self.last_gate_probs = None
         self.last_choices = None
 
-    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
         logits = self.gate(masked_mean(x, mask))
         probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (B, K), >= float32
         choices = probs.argmax(dim=-1)  # (B,)
@@ -72,7 +77,7 @@ class AdaptiveMixer(HybridMixer):
             one_hot = nn.functional.one_hot(choices, len(self.mixers)).to(probs.dtype)
             weights = one_hot + (probs - probs.detach())
         self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
-        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation)
+        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         stacked = torch.stack(outputs, dim=-1)  # (B, *grid, D, K)
         weights = weights.view(x.shape[0], *([1] * (x.ndim - 1)), len(self.mixers)).to(x.dtype)
         return (stacked * weights).sum(dim=-1), attention
@@ -97,8 +102,8 @@ class MultiscaleMixer(HybridMixer):
         self.projection = nn.Linear(len(self.mixers) * hidden_size, hidden_size) if fusion == "concat" else None
         self.fusion_logits = nn.Parameter(torch.empty(len(self.mixers))) if fusion == "weighted" else None
 
-    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
-        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation)
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
+        outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         if self.fusion == "add":
             return torch.stack(outputs).sum(dim=0), attention
         if self.fusion == "concat":
@@ -122,11 +127,11 @@ class CascadeMixer(HybridMixer):
         num_norms = 1 if share_norm else len(self.mixers)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, eps=eps) for _ in range(num_norms))
 
-    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+    def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
         update, attention = torch.zeros_like(x), None  # update = h_k - x
         for index, mixer in enumerate(self.mixers):
             norm = self.norms[0 if self.share_norm else index]
-            out, weights = run_mixer(mixer, norm(x + update), mask, output_attentions, attn_implementation)
+            out, weights = run_mixer(mixer, norm(x + update), mask, output_attentions, attn_implementation, fft_shape)
             update = update + out
             attention = weights if weights is not None else attention
         return update, attention

@@ -10,8 +10,13 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
@@ -41,7 +46,7 @@ from .spectral_layers import (
     FourierMixer,
     GlobalFilter,
     SelfAttention,
-    lowest_modes,
+    masked_max,
     masked_mean,
     sinusoidal_position_table,
 )
@@ -50,6 +55,35 @@ from .spectral_layers import (
 # transformers' "gelu_new" (FNet, GPT-2) is the tanh approximation of GELU written as five tensor operations;
 # torch's fused kernel computes the same function (to float rounding) about three times faster.
 FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
+
+
+@dataclass
+class SpectralImageModelOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of an image or volume backbone: `BaseModelOutputWithPooling` with the token grid flattened, plus the same
+    hidden states on their grid, as Swin's `reshaped_hidden_states`.
+
+    Args:
+        last_hidden_state: (B, N, D), the final token grid flattened row-major, N = prod(grid).
+        pooler_output: (B, D), the mean over the grid (when the model has a pooler).
+        hidden_states: the embeddings and every block's output, each (B, N, D); in a hierarchical model each stage
+            has its own N and D. Returned when `output_hidden_states=True`.
+        attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
+        reshaped_hidden_states: the tensors of `hidden_states` on their token grid, channels first as in Swin:
+            (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
+    """
+
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def call_fft_shape(grid_shape, built_shape):
+    """The FFT grid of the spectral mixers for a token grid `grid_shape` in a stage built for `built_shape`: None
+    (the built grid, zero-padding the tokens into it) when the tokens fit, which keeps the results of a text
+    sequence or a smaller image independent of padding; else the larger size of each axis, so that an image larger
+    than `image_size` (`interpolate_pos_encoding=True`) runs as the model loaded at that size would."""
+    if all(n <= size for n, size in zip(grid_shape, built_shape)):
+        return None
+    return tuple(max(n, size) for n, size in zip(grid_shape, built_shape))
 
 
 def build_condition_mixer(config):
@@ -86,19 +120,16 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
     if layout_entry == "global_filter":
         return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
     if layout_entry == "afno":
-        kept_modes = None
-        if config.afno_kept_modes is not None:
-            kept_modes = config.afno_kept_modes
-        elif config.afno_num_modes is not None:
-            kept_modes = [lowest_modes(size, config.afno_num_modes, half=axis == len(fft_shape) - 1)
-                          for axis, size in enumerate(fft_shape)]
+        # Explicit indices win over the count; a count is re-applied to any other FFT grid of a call.
+        explicit = config.afno_kept_modes is not None
         return AFNOMixer(
             hidden_size,
             fft_shape,
             num_blocks=config.afno_num_blocks,
             hidden_size_factor=config.afno_hidden_size_factor,
             sparsity_threshold=config.afno_sparsity_threshold,
-            kept_modes=kept_modes,
+            kept_modes=config.afno_kept_modes,
+            num_modes=None if explicit else config.afno_num_modes,
         )
     if layout_entry == "attention":
         return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
@@ -169,11 +200,15 @@ class SpectralBlock(GradientCheckpointingLayer):
         normed = x if self.condition_norm is None else self.condition_norm(x)
         return x + self._branch(self.condition_mixer(normed, condition, attn_implementation=attn_implementation), None)
 
-    def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa"):
+    def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa",
+                fft_shape=None):
         """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens; condition: (B, M, C_cond) or
-        (B, C_cond) for the conditioning branch. Returns (hidden_states, attention weights or None)."""
+        (B, C_cond) for the conditioning branch; fft_shape: the FFT grid of the spectral mixers for this call (None:
+        the grid they were built for). Returns (hidden_states, attention weights or None)."""
         x, attention = hidden_states, None
-        mix_options = dict(output_attentions=output_attentions, attn_implementation=attn_implementation)
+        mix_options = dict(
+            output_attentions=output_attentions, attn_implementation=attn_implementation, fft_shape=fft_shape
+        )
         if not self.norm_first:
             if self.mixer is not None:
                 mixed, attention = run_mixer(self.mixer, x, mask, **mix_options)
@@ -241,17 +276,20 @@ class SpectralEmbeddings(nn.Module):
 
 
 class SpectralPooler(nn.Module):
-    """(B, T, D) -> (B, D): the first token (`cls`) or the mean of the real tokens (`mean`), then optionally
-    dense + tanh (the BERT / FNet pooler)."""
+    """(B, T, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`) or their per-channel
+    maximum (`max`), then optionally dense + tanh (the BERT / FNet pooler)."""
 
     def __init__(self, config):
         super().__init__()
-        self.pooling = "mean" if config.is_vision else config.pooling  # image grids have no class token
+        # image grids have no class token
+        self.pooling = "mean" if config.is_vision and config.pooling == "cls" else config.pooling
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
         if self.pooling == "cls":
             pooled = hidden_states.flatten(1, -2)[:, 0]  # the first token of any grid
+        elif self.pooling == "max":
+            pooled = masked_max(hidden_states, mask)
         else:
             pooled = masked_mean(hidden_states, mask)
         if self.dense is not None:
@@ -293,10 +331,24 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`. An image model asked for another image size than its checkpoint's
-        (`image_size=...`, directly or through an Auto class, or a `config` with another `image_size`) is loaded at
-        the checkpoint's size, then rebuilt at the new one with bicubically resized position embeddings and global
-        filters (`resize_model_to_image_size`), as the original GFNet fine-tunes at 384 px."""
+        """`PreTrainedModel.from_pretrained`, with the image-size handling of `_from_pretrained_at_image_size` and
+        clear errors: a local folder that does not exist, a truncated or corrupt safetensors file and a checkpoint of
+        another model type are refused before anything is built, and weights that do not fit the requested config
+        raise a `ValueError` naming the config fields that differ (transformers only refers to its load report)."""
+        validate_checkpoint(cls, pretrained_model_name_or_path, kwargs)
+        try:
+            return cls._from_pretrained_at_image_size(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(size_mismatch_message(cls, pretrained_model_name_or_path, kwargs)) from error
+
+    @classmethod
+    def _from_pretrained_at_image_size(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """An image model asked for another image size than its checkpoint's (`image_size=...`, directly or through
+        an Auto class, or a `config` with another `image_size`) is loaded at the checkpoint's size, then rebuilt at
+        the new one with bicubically resized position embeddings and global filters (`resize_model_to_image_size`),
+        as the original GFNet fine-tunes at 384 px."""
         config = kwargs.get("config")
         requested = kwargs.pop("image_size", None)
         if requested is None and isinstance(config, PretrainedConfig) and getattr(config, "is_vision", False):
@@ -325,6 +377,83 @@ class SpectralPreTrainedModel(PreTrainedModel):
             write_model_card(self, save_directory)
 
 
+# Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
+SHAPE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+    "type_vocab_size", "num_labels", "mixer_layout", "position_embedding_type", "embedding_projection",
+    "pooler_projection", "afno_num_blocks", "afno_hidden_size_factor", "afno_num_modes", "afno_kept_modes",
+    "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
+    "packing_strategy", "hidden_sizes", "depths", "num_output_channels", "condition_type", "condition_size",
+)
+CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
+
+
+def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
+    """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
+    hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights must be readable (`OSError`
+    naming the file: truncated downloads and copies fail here rather than deep in the loader); and its
+    `config.json` must be of `model_class`'s model type (`ValueError` naming both and the class to use)."""
+    path = Path(pretrained_model_name_or_path)
+    if not path.exists():
+        if path.is_absolute() or str(pretrained_model_name_or_path).startswith(("./", "../")):
+            raise OSError(f"No checkpoint folder at {path}: the directory does not exist.")
+        return
+    expected = model_class.config_class.model_type
+    config = kwargs.get("config")
+    if isinstance(config, PretrainedConfig) and config.model_type != expected:
+        raise ValueError(
+            f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
+            f"({model_class.config_class.__name__})."
+        )
+    folder = path / kwargs.get("subfolder", "")
+    index_file = folder / "model.safetensors.index.json"
+    weight_files = [folder / "model.safetensors"]
+    if index_file.is_file():
+        shards = set(json.loads(index_file.read_text())["weight_map"].values())
+        weight_files = [folder / name for name in sorted(shards)]
+    for weight_file in weight_files:
+        if weight_file.is_file():
+            try:
+                with safe_open(weight_file, framework="pt"):
+                    pass
+            except SafetensorError as error:
+                raise OSError(
+                    f"Cannot read the weights in {weight_file} ({error}): the file is truncated or corrupt. Copy, "
+                    "download or save the checkpoint again."
+                ) from error
+    config_file = folder / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return  # no readable config.json: transformers' own error says so
+    if model_type != expected:
+        loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
+        raise ValueError(
+            f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
+            f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
+        )
+
+
+def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
+    """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
+    requested config (`config=` or keyword overrides) differs from the checkpoint's."""
+    loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+    saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
+    requested = kwargs.get("config")
+    if not isinstance(requested, PretrainedConfig):
+        overrides = {key: kwargs[key] for key in SHAPE_FIELDS if key in kwargs}
+        requested = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading, **overrides)
+    differing = [name for name in SHAPE_FIELDS if getattr(saved, name, None) != getattr(requested, name, None)]
+    checkpoint = ", ".join(f"{name}={getattr(saved, name, None)!r}" for name in differing)
+    wanted = ", ".join(f"{name}={getattr(requested, name, None)!r}" for name in differing)
+    return (
+        f"The weights in {pretrained_model_name_or_path} do not fit the requested {model_class.__name__}: the "
+        f"checkpoint has {checkpoint or 'other parameter shapes'}, the requested config {wanted or 'differs'}. Load "
+        "it without overriding these fields, or pass `ignore_mismatched_sizes=True` to re-initialise the weights "
+        "that do not fit (e.g. a classifier with another num_labels)."
+    )
+
+
 def roll_rows(x, shift):
     """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
     length = x.shape[1]
@@ -339,15 +468,50 @@ def roll_attention(weights, shift):
     return roll_rows(weights.transpose(1, 3), shift).transpose(1, 3)
 
 
+TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
+
+
+def validate_input_kind(config, pixel_values, text_inputs):
+    """Reject inputs of the other modality: `pixel_values` for a text model, token inputs for an image model
+    (`text_inputs`: name -> tensor or None). Raises `ValueError` saying which inputs the model takes."""
+    given = [name for name in TEXT_INPUT_NAMES if text_inputs.get(name) is not None]
+    if config.is_vision:
+        if given:
+            raise ValueError(
+                f"This is an image model (its config has image_size={config.image_size}): pass `pixel_values` of "
+                f"shape (batch_size, num_channels={config.num_channels}, *{config.image_shape}) and no text inputs, "
+                f"got {given}."
+            )
+        if pixel_values is not None and not torch.is_tensor(pixel_values):
+            raise ValueError(
+                f"`pixel_values` must be a torch.Tensor of shape (batch_size, num_channels={config.num_channels}, "
+                f"*{config.image_shape}) (an image processor returns one), got {type(pixel_values).__name__}."
+            )
+    elif pixel_values is not None:
+        raise ValueError(
+            "This is a text model (its config has no image_size): pass `input_ids` or `inputs_embeds`, not "
+            "`pixel_values`; an image model needs a config with `image_size` (and patch_size, num_channels)."
+        )
+    for name in given:
+        if not torch.is_tensor(text_inputs[name]):
+            raise ValueError(
+                f"`{name}` must be a torch.Tensor (e.g. from `tokenizer(..., return_tensors='pt')`), got "
+                f"{type(text_inputs[name]).__name__}."
+            )
+
+
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
     Returns (batch_size, seq_length).
 
-    The checks of tensor values (id ranges, a real token per row) read the data back to Python, which splits a
-    `torch.compile` graph; they run in eager mode only."""
+    The checks of tensor values (id ranges, a 0/1 mask with a real token per row) read the data back to Python,
+    which splits a `torch.compile` graph; they run in eager mode only."""
     check_values = not torch.compiler.is_compiling()
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+    for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+        if tensor is not None and (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool):
+            raise ValueError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}.")
     if input_ids is not None:
         if input_ids.ndim != 2:
             raise ValueError(
@@ -357,6 +521,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(f"`input_ids` must be integer token ids, got dtype {input_ids.dtype}.")
         shape = tuple(input_ids.shape)
     else:
+        if not inputs_embeds.is_floating_point():
+            raise ValueError(f"`inputs_embeds` must be a floating-point tensor, got dtype {inputs_embeds.dtype}.")
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
             raise ValueError(
                 f"`inputs_embeds` must have shape (batch_size, sequence_length, hidden_size={config.hidden_size}), "
@@ -383,6 +549,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
             )
+        if check_values and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("`attention_mask` must hold only 1 (real token) and 0 (padding).")
         if check_values and not bool(attention_mask.bool().any(dim=1).all()):
             raise ValueError("Every row of `attention_mask` needs at least one real token (a 1).")
     if token_type_ids is not None:
@@ -521,21 +689,26 @@ class SpectralModel(SpectralPreTrainedModel):
             output_attentions (`bool`): return the attention weights of the attention layers.
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
                 and volume models (configs with an `image_size`), instead of the token inputs.
-            interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`, resizing
-                the position embeddings (bicubic) to the new token grid.
+            interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
+                position embeddings are resized (bicubic) to the new token grid, and a grid larger than the model's
+                runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
             `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
-            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models flatten
-            their token grid row-major, as ViT: (B, N, D) with N = prod(grid); in a hierarchical model each stage
-            has its own N and D.
+            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models return a
+            `SpectralImageModelOutput`: the token grid flattened row-major, as ViT, (B, N, D) with N = prod(grid)
+            (in a hierarchical model each stage has its own N and D), and with `output_hidden_states` also
+            `reshaped_hidden_states`, the hidden states on their grid (B, D, *grid) as Swin's.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids, position_ids=position_ids)
+        validate_input_kind(self.config, pixel_values, text_inputs)
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                                         output_attentions, return_dict)
@@ -578,22 +751,28 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def _encode(self, hidden_states, mask, condition, output_hidden_states, output_attentions):
         """Blocks (with the downsampling between the stages of a hierarchical model) and the final norm on
-        channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states, each flattened
-        to (B, N, D) as ViT's (a no-op for sequences), and the attention weights of the attention layers."""
-        all_hidden_states = (hidden_states.flatten(1, -2),) if output_hidden_states else None
+        channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states (B, *grid, D)
+        and the attention weights of the attention layers. A grid larger than a stage's built grid (an image
+        larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`)."""
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        stage_grids = self.config.stage_grid_shapes
+        fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[0])
         for index, layer in enumerate(self.layers):
             if index in self.stage_starts[1:]:
-                hidden_states = self.downsamples[self.stage_starts.index(index) - 1](hidden_states)
+                stage = self.stage_starts.index(index)
+                hidden_states = self.downsamples[stage - 1](hidden_states)
+                fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[stage])
             hidden_states, attention = layer(
                 hidden_states,
                 mask,
                 condition,
                 output_attentions=output_attentions,
                 attn_implementation=self.config._attn_implementation or "sdpa",
+                fft_shape=fft_shape,
             )
             if output_hidden_states:
-                all_hidden_states += (hidden_states.flatten(1, -2),)
+                all_hidden_states += (hidden_states,)
             if output_attentions and attention is not None:
                 all_attentions += (attention,)
         if self.norm is not None:
@@ -602,30 +781,31 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
                         output_attentions, return_dict):
-        """The forward pass of image and volume models: patch embedding, then every stage on its token grid."""
+        """The forward pass of image and volume models: patch embedding, then every stage on its token grid.
+
+        With `interpolate_pos_encoding=True` an image of another size is accepted: the position embeddings are
+        resized to its token grid; a smaller grid is zero-padded into the FFT grid of the mixers, a larger one runs
+        them at its own grid (global filters resized, AFNO modes recounted), the same outputs as the model loaded
+        with `from_pretrained(path, image_size=...)` at that size.
+        """
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
         validate_condition(self.config, condition, pixel_values.shape[0])
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
-        grid = tuple(hidden_states.shape[1:-1])
-        spectral = bool(self.config.mixers_used & {"fourier", "global_filter", "afno"})
-        if spectral and any(n > size for n, size in zip(grid, self.fft_shape)):
-            raise ValueError(
-                f"These images give a token grid {grid} larger than the grid {self.fft_shape} the spectral mixers "
-                f"were built for (image_size={self.config.image_size}). Smaller images are zero-padded to it; for "
-                "larger ones load the model at the larger size, `from_pretrained(path, image_size=...)`, or call "
-                "`fourierformers.patch_embedding.resize_model_to_image_size(model, image_size)` (bicubic filter "
-                "interpolation, as the original GFNet fine-tuning)."
-            )
-        hidden_states, all_hidden_states, all_attentions = self._encode(
+        hidden_states, grid_hidden_states, all_attentions = self._encode(
             hidden_states, None, condition, output_hidden_states, output_attentions
         )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
-        output = BaseModelOutputWithPooling(
+        all_hidden_states = reshaped_hidden_states = None
+        if output_hidden_states:
+            all_hidden_states = tuple(h.flatten(1, -2) for h in grid_hidden_states)  # (B, N, D) as ViT's
+            reshaped_hidden_states = tuple(h.movedim(-1, 1) for h in grid_hidden_states)  # (B, D, *grid) as Swin's
+        output = SpectralImageModelOutput(
             last_hidden_state=hidden_states.flatten(1, -2),
             pooler_output=pooled,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            reshaped_hidden_states=reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -640,36 +820,71 @@ def _reduce(losses, num_items_in_batch):
     return losses.sum() / num_items_in_batch
 
 
+def validate_class_labels(labels, expected_shape, num_classes):
+    """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
+    raising `ValueError` with the expected shape and range before the loss would index out of bounds."""
+    allowed = f"integer class indices in [0, {num_classes}) or -100 (ignored) of shape {tuple(expected_shape)}"
+    if not torch.is_tensor(labels):
+        raise ValueError(f"`labels` must be a torch.Tensor of {allowed}, got {type(labels).__name__}.")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be {allowed}, got dtype {labels.dtype}.")
+    if tuple(labels.shape) != tuple(expected_shape):
+        raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
+    out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
+    if bool(out_of_range.any()):
+        raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
+
+
+def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
+    """Check the labels of a sequence- or image-level head for `problem_type`, raising `ValueError` with the
+    expected shape (and range) before the loss would fail or broadcast."""
+    if not torch.is_tensor(labels):
+        raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
+    if problem_type == "regression":
+        if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != batch_size * num_labels:
+            raise ValueError(
+                f"Regression `labels` must have shape ({batch_size},) or ({batch_size}, num_labels={num_labels}), "
+                f"got {tuple(labels.shape)}."
+            )
+    elif problem_type == "single_label_classification":
+        validate_class_labels(labels, (batch_size,), num_labels)
+    elif tuple(labels.shape) != (batch_size, num_labels):
+        raise ValueError(
+            f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), got "
+            f"{tuple(labels.shape)}; single-label classification takes integer class indices of shape ({batch_size},)."
+        )
+
+
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
-    """Loss by `config.problem_type`, inferred as transformers does when unset: one label -> regression (MSE);
-    integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with logits)."""
+    """Loss by `config.problem_type`, inferred as transformers does when unset (and then stored in the config):
+    one label -> regression (MSE); integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with
+    logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = config.num_labels
-    if config.problem_type is None:
+    problem_type = config.problem_type
+    if problem_type is None:
         if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
+            problem_type = "regression"
+        elif torch.is_tensor(labels) and labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
         else:
-            config.problem_type = "multi_label_classification"
+            problem_type = "multi_label_classification"
+    validate_sequence_labels(labels, problem_type, logits.shape[0], num_labels)
+    config.problem_type = problem_type
     labels = labels.to(logits.device)
     logits = logits.float()
-    if config.problem_type == "regression":
+    if problem_type == "regression":
         predictions = logits.squeeze(-1) if num_labels == 1 else logits
         targets = labels.float().reshape(predictions.shape)
         return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
-    if config.problem_type == "single_label_classification":
+    if problem_type == "single_label_classification":
         return token_classification_loss(logits, labels, num_items_in_batch)
-    if config.problem_type == "multi_label_classification":
-        losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
-        return _reduce(losses, num_items_in_batch)
-    raise ValueError(
-        f"Unknown problem_type {config.problem_type!r}; allowed: 'regression', 'single_label_classification', "
-        "'multi_label_classification'."
-    )
+    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    return _reduce(losses, num_items_in_batch)
 
 
 def token_classification_loss(logits, labels, num_items_in_batch=None):
     """Cross-entropy over (..., C) logits and (...) integer labels; -100 marks ignored positions."""
+    validate_class_labels(labels, logits.shape[:-1], logits.shape[-1])
     logits = logits.float().reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
@@ -726,6 +941,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         loss = None
@@ -783,6 +999,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
         loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)
@@ -857,6 +1074,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, vocab_size)
         loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)

@@ -14,6 +14,25 @@ from transformers.utils import ModelOutput
 from .modeling_spectral import SpectralModel, SpectralPreTrainedModel, _reduce, sequence_classification_loss
 
 
+@dataclass
+class SpectralImageClassifierOutput(ImageClassifierOutput):
+    r"""
+    Output of `XForImageClassification`: `ImageClassifierOutput` plus the hidden states on their grid, as Swin's
+    `SwinImageClassifierOutput`.
+
+    Args:
+        loss: the `problem_type` loss against `labels`, when given.
+        logits: (B, num_labels).
+        hidden_states: the embeddings and every block's output flattened to (B, N, D), when
+            `output_hidden_states=True`.
+        attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
+        reshaped_hidden_states: the tensors of `hidden_states` on their token grid, channels first: (B, D, H, W)
+            for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
+    """
+
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
 class SpectralForImageClassification(SpectralPreTrainedModel):
     """Image (or volume) classification, regression or multi-label classification through `config.problem_type`,
     as for text. The config must have an `image_size`."""
@@ -50,9 +69,11 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
             volumes (B, C, D, H, W).
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
             (single-label), floats (regression) or multi-hot floats (multi-label).
-        interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings.
+        interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings (and, for
+            a larger image, running the spectral mixers at its grid; see `SpectralModel.forward`).
 
-        Returns `ImageClassifierOutput` with `logits` (B, num_labels) and `hidden_states` flattened to (B, N, D).
+        Returns `SpectralImageClassifierOutput` with `logits` (B, num_labels), and with `output_hidden_states`
+        `hidden_states` flattened to (B, N, D) and `reshaped_hidden_states` on their grid (B, D, *grid).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(
@@ -61,13 +82,18 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
             loss = sequence_classification_loss(logits, labels, self.config, num_items_in_batch)
-        output = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        output = SpectralImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -81,6 +107,7 @@ class PatchRegressionOutput(ModelOutput):
         predictions: (B, num_output_channels, *image_size), one value per pixel and output channel.
         last_hidden_state: (B, *grid, D), the backbone's token grid before the head.
         hidden_states: the embeddings and every block's output, flattened to (B, N, D).
+        reshaped_hidden_states: the same on their token grid, (B, D, *grid) as Swin's.
     """
 
     loss: torch.FloatTensor | None = None
@@ -88,6 +115,7 @@ class PatchRegressionOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class SpectralForPatchRegression(SpectralPreTrainedModel):
@@ -127,7 +155,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
-                                  return_dict=True)
+                                  return_dict=True, **kwargs)
         grid = self.base_model.fft_shape
         kernel = self.config.patch_geometry()[0]
         tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
@@ -140,9 +168,19 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         )
         loss = None
         if labels is not None:
+            if not torch.is_tensor(labels) or tuple(labels.shape) != tuple(predictions.shape):
+                raise ValueError(
+                    f"`labels` must be a tensor of the predictions' shape (batch_size, num_output_channels="
+                    f"{self.config.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
+                    f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}."
+                )
             losses = F.mse_loss(predictions.float(), labels.to(predictions.device).float(), reduction="none")
             loss = _reduce(losses, num_items_in_batch)
         output = PatchRegressionOutput(
-            loss=loss, predictions=predictions, last_hidden_state=tokens, hidden_states=outputs.hidden_states
+            loss=loss,
+            predictions=predictions,
+            last_hidden_state=tokens,
+            hidden_states=outputs.hidden_states,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()

@@ -2,8 +2,9 @@
 
 `PatchEmbedding` turns `pixel_values` (B, C, *spatial) into a channels-last token grid (B, *grid, D) with a strided
 convolution whose kernel is masked to a cuboid, cylinder or sphere. `GridDownsample` halves the grid between the
-stages of a hierarchical model. `resize_grid` interpolates position embeddings and spectral filters to another
-grid, as the original GFNet does to fine-tune at a higher resolution.
+stages of a hierarchical model. `resize_grid` interpolates position embeddings and `resize_filter` global filters to
+another grid, as the original GFNet does to fine-tune at a higher resolution; the same routines serve loading at
+another `image_size` and `interpolate_pos_encoding=True` in forward, so both give the same model.
 """
 
 import torch
@@ -77,14 +78,24 @@ class GridDownsample(nn.Module):
 
 def resize_grid(values, grid_shape, align_corners=False):
     """Interpolate channels-last `values: (*grid, C)` to `(*grid_shape, C)`, each channel independently
-    (bicubic in 2-D, linear / trilinear in 1-D / 3-D), in float32."""
+    (bicubic in 2-D, linear / trilinear in 1-D / 3-D), differentiably, in float32 (float64 stays float64)."""
     spatial_dims = len(grid_shape)
     if tuple(values.shape[:spatial_dims]) == tuple(grid_shape):
         return values
-    planes = values.float().movedim(-1, 0)[None]  # (1, C, *grid)
+    planes = values.to(torch.promote_types(values.dtype, torch.float32)).movedim(-1, 0)[None]  # (1, C, *grid)
     resized = F.interpolate(planes, size=tuple(grid_shape), mode=INTERPOLATION_MODES[spatial_dims],
                             align_corners=align_corners)
     return resized[0].movedim(0, -1).to(values.dtype)
+
+
+def resize_filter(complex_weight, fft_shape):
+    """A global filter `complex_weight: (*freq, D, 2)` resized to the frequencies `(*fft_shape[:-1],
+    fft_shape[-1] // 2 + 1)` of an rfftn over `fft_shape`: `resize_grid` with `align_corners=True` over the
+    unshifted frequency layout, the real and imaginary planes of each channel independently (the original GFNet's
+    resize for fine-tuning at 384 px)."""
+    freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    planes = complex_weight.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
+    return resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, complex_weight.shape[-2:])
 
 
 class SpectralImageEmbeddings(nn.Module):
@@ -116,6 +127,8 @@ class SpectralImageEmbeddings(nn.Module):
                 f"{self.image_size}; resize the images (the image processor does) or pass "
                 "`interpolate_pos_encoding=True`."
             )
+        if tuple(pixel_values.shape[2:]) != self.image_size:
+            self.check_tiling(tuple(pixel_values.shape[2:]))
         weight = self.patch_embeddings.projection.weight
         embeddings = self.patch_embeddings(pixel_values.to(weight.dtype))  # (B, *grid, D)
         position = self.position_embeddings[0]
@@ -123,25 +136,33 @@ class SpectralImageEmbeddings(nn.Module):
             position = resize_grid(position, embeddings.shape[1:-1])
         return self.dropout(embeddings + position)
 
+    def check_tiling(self, image_size):
+        """Raise unless unpadded patches cover an `image_size` image exactly (no silently dropped border pixels)."""
+        projection = self.patch_embeddings.projection
+        for axis, (n, k, s, p) in enumerate(zip(image_size, projection.kernel_size, projection.stride,
+                                                 projection.padding)):
+            if n + 2 * p < k or (p == 0 and (n - k) % s):
+                raise ValueError(
+                    f"Input image size {image_size} does not tile with patch_size {tuple(projection.kernel_size)} and "
+                    f"stride {tuple(projection.stride)} along axis {axis}: the size must be at least the patch size "
+                    "and (size - patch_size) a multiple of the stride, or border pixels would be dropped. Resize "
+                    "the images."
+                )
+
 
 def resize_state_dict_to_config(state_dict, config):
     """Resize the position embeddings and global filters of an image model's state dict to the token grids of
     `config` (another `image_size`), as the original GFNet does before fine-tuning at 384 px: position embeddings
-    bicubic with `align_corners=False`; every filter `complex_weight: (*freq, D, 2)` bicubic with
-    `align_corners=True` over its unshifted frequency layout, real and imaginary planes of each channel
-    independently, to the frequency shape `(*grid[:-1], grid[-1] // 2 + 1)` of its stage. Other tensors are
-    returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
+    by `resize_grid` (bicubic, `align_corners=False`), every filter `complex_weight` by `resize_filter` to the
+    grid of its stage. Other tensors are returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
     stage_of_layer = [stage for stage, depth in enumerate(config.stage_depths) for _ in range(depth)]
     resized = {}
     for key, value in state_dict.items():
         if key.endswith("embeddings.position_embeddings"):
             value = resize_grid(value[0], config.grid_shape)[None]
-        elif key.endswith("mixer.complex_weight"):
+        elif key.endswith("complex_weight"):  # a block's filter, or one inside a hybrid mixer
             layer = int(key.split("layers.")[1].split(".")[0])
-            grid = config.stage_grid_shapes[stage_of_layer[layer]]
-            freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
-            planes = value.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
-            value = resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, value.shape[-2:])
+            value = resize_filter(value, config.stage_grid_shapes[stage_of_layer[layer]])
         resized[key] = value
     return resized
 

@@ -5,7 +5,8 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
 
 - zero the padded positions before transforming, so padding never leaks into real tokens;
 - transform at a fixed size `fft_shape` (the longest grid the model accepts) and crop back, so the result at a
-  real position does not depend on how much padding the batch has;
+  real position does not depend on how much padding the batch has; a call may name another FFT grid
+  (`forward(x, fft_shape=...)`), which an image larger than the model's `image_size` uses;
 - compute their FFTs in float32 and cast back, because half-precision FFTs are inaccurate (and cuFFT only
   supports power-of-two sizes in half precision).
 """
@@ -16,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .patch_embedding import resize_filter
 
 
 def sinusoidal_position_table(num_positions, dim):
@@ -35,6 +38,14 @@ def masked_mean(x, mask):
         return tokens.mean(dim=1)
     weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def masked_max(x, mask):
+    """(B, *grid, D) -> (B, D): the per-channel maximum over real tokens (all tokens when `mask` is None)."""
+    tokens = x.flatten(1, -2)  # (B, N, D)
+    if mask is not None:
+        tokens = tokens.masked_fill(~mask.flatten(1)[..., None], torch.finfo(tokens.dtype).min)
+    return tokens.amax(dim=1)
 
 
 def _fft_input(x, mask):
@@ -216,20 +227,22 @@ class FourierMixer(nn.Module):
         super().__init__()
         self.fft_shape = tuple(fft_shape)
         self.norm = norm
-        self._dft_cache = None  # (length, dtype, device, matrix) of `short_fourier`
+        self._dft_cache = None  # ((length, FFT length, dtype, device), matrix) of `short_fourier`
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         chunks = _batch_chunks(x, mask)
         if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
+            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
         real_input = _fft_input(x, mask)
-        if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0]):
-            return self.short_fourier(real_input).to(x.dtype)
+        if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
+            return self.short_fourier(real_input, fft_shape[0]).to(x.dtype)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
         # One multi-dimensional transform, halved over channels: (B, *fft_shape, D//2+1), channels innermost.
-        spectrum = torch.fft.rfftn(real_input, s=(*self.fft_shape, hidden_size), dim=(*axes, -1), norm=self.norm)
+        spectrum = torch.fft.rfftn(real_input, s=(*fft_shape, hidden_size), dim=(*axes, -1), norm=self.norm)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
         out = real.new_empty(x.shape)  # (B, *grid, D)
@@ -240,27 +253,26 @@ class FourierMixer(nn.Module):
         upper = real[..., 1 : (hidden_size + 1) // 2]  # channels 1 .. (D-1)//2, mirrored to D-1 .. D//2+1
         for mirrored_axes in itertools.product((False, True), repeat=len(axes)):
             target, source = [slice(None)], [slice(None)]
-            for mirrored, n, size in zip(mirrored_axes, grid_shape, self.fft_shape):
+            for mirrored, n, size in zip(mirrored_axes, grid_shape, fft_shape):
                 target.append(slice(1, n) if mirrored else slice(0, 1))
                 source.append(slice(size - n + 1, size) if mirrored else slice(0, 1))
             flip_dims = [axis for axis, mirrored in zip(axes, mirrored_axes) if mirrored] + [-1]
             out[(*target, slice(lower_channels, None))] = upper[tuple(source)].flip(flip_dims)
         return out.to(x.dtype)
 
-    def uses_short_fourier(self, length):
-        """Whether `short_fourier` is cheaper than length-L FFTs for `length` tokens: its matrix product costs
-        8 n^2 flops per channel pair against about 5 L log2 L for the FFT over the sequence (the FFT over
-        channels is common to both), and runs several times faster per flop."""
-        fft_length = self.fft_shape[0]
+    def uses_short_fourier(self, length, fft_length=None):
+        """Whether `short_fourier` is cheaper than FFTs of length L (default: the built one) for `length` tokens:
+        its matrix product costs 8 n^2 flops per channel pair against about 5 L log2 L for the FFT over the
+        sequence (the FFT over channels is common to both), and runs several times faster per flop."""
+        fft_length = fft_length or self.fft_shape[0]
         return length < fft_length and 8 * length**2 < 4 * 5 * fft_length * math.log2(fft_length)
 
-    def dft_matrix(self, length, dtype, device):
+    def dft_matrix(self, length, fft_length, dtype, device):
         """(2n, 2n): `[[C, S], [C, -S]]` with C[t, s] = cos(2 pi t s / L), S[t, s] = sin(2 pi t s / L) for n =
-        `length` and the FFT length L, times the grid's normalisation; the last one built is cached."""
-        cache = self._dft_cache
-        if cache is not None and cache[:3] == (length, dtype, device):
-            return cache[3]
-        fft_length = self.fft_shape[0]
+        `length` and L = `fft_length`, times the grid's normalisation; the last one built is cached."""
+        key = (length, fft_length, dtype, device)
+        if self._dft_cache is not None and self._dft_cache[0] == key:
+            return self._dft_cache[1]
         index = torch.arange(length, device=device)
         # t s mod L in integers keeps the angles exact for any L
         angle = (index[:, None] * index[None, :] % fft_length).to(torch.float64) * (2 * math.pi / fft_length)
@@ -268,11 +280,12 @@ class FourierMixer(nn.Module):
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         matrix = torch.cat([torch.cat([cos, sin], dim=1), torch.cat([cos, -sin], dim=1)]).to(dtype)
         if not torch.compiler.is_compiling():
-            self._dft_cache = (length, dtype, device, matrix)
+            self._dft_cache = (key, matrix)
         return matrix
 
-    def short_fourier(self, x):
-        """The mixer for a 1-D input of n tokens, x: (B, n, D) in the FFT dtype, without the length-L FFT.
+    def short_fourier(self, x, fft_length=None):
+        """The mixer for a 1-D input of n tokens, x: (B, n, D) in the FFT dtype, without the FFT of length L
+        (default: the built one).
 
         With G = FFT_channels(x) (half spectrum, H = D // 2 + 1 channels; channel D-c is conj(G[:, c])), output
         t < n is `Re sum_s exp(-2 pi i t s / L) G[s, c]` = `C G_re + S G_im` for c < H and `C G_re - S G_im` at
@@ -282,7 +295,8 @@ class FourierMixer(nn.Module):
         half = hidden_size // 2 + 1
         spectrum = torch.view_as_real(torch.fft.rfft(x, dim=-1, norm=self.norm))  # (B, n, H, 2)
         stacked = spectrum.movedim(-1, 1).reshape(x.shape[0], 2 * length, half)  # real parts over imaginary parts
-        product = self.dft_matrix(length, x.dtype, x.device) @ stacked  # (B, 2n, H)
+        matrix = self.dft_matrix(length, fft_length or self.fft_shape[0], x.dtype, x.device)
+        product = matrix @ stacked  # (B, 2n, H)
         out = x.new_empty(x.shape)
         out[..., :half] = product[:, :length]
         out[..., half:] = product[:, length:, 1 : (hidden_size + 1) // 2].flip(-1)
@@ -298,7 +312,8 @@ class GlobalFilter(nn.Module):
     original GFNet checkpoints. `freq_shape` is `fft_shape` with the last axis halved (rfft): `n // 2 + 1`.
 
     `activation` maps the stored weights to the filter, K = f(W_r) + i f(W_i): `identity` (original GFNet),
-    `sigmoid` or `tanh` (bounded filters).
+    `sigmoid` or `tanh` (bounded filters). At another FFT grid than the one it was built for, the stored weights
+    are first resized to that grid's frequencies by `resize_filter`, as `from_pretrained(image_size=...)` does.
     """
 
     _no_weight_decay = ("complex_weight",)
@@ -311,9 +326,13 @@ class GlobalFilter(nn.Module):
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
         self._inference_cache = {}  # name -> (weight version key, tensor) of filters derived from the weights
 
-    def complex_filter(self, dtype=torch.float32):
-        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`."""
-        weight = self.complex_weight.to(dtype)
+    def complex_filter(self, dtype=torch.float32, fft_shape=None):
+        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
+        `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
+        weight = self.complex_weight
+        if fft_shape is not None and tuple(fft_shape) != self.fft_shape:
+            weight = resize_filter(weight, fft_shape)
+        weight = weight.to(dtype)
         if self.activation == "sigmoid":
             weight = torch.sigmoid(weight)
         elif self.activation == "tanh":
@@ -332,28 +351,35 @@ class GlobalFilter(nn.Module):
             self._inference_cache[name] = (key, compute())
         return self._inference_cache[name][1]
 
-    def channels_first_filter(self, dtype):
-        """K laid out like a channels-first spectrum: (D, *freq_shape) contiguous."""
+    def channels_first_filter(self, dtype, fft_shape=None):
+        """K laid out like a channels-first spectrum: (D, *freq_shape) contiguous, at the frequencies of
+        `fft_shape` (default: the built grid)."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
         return self._derived_filter(
-            "channels_first", dtype, lambda: channels_first(self.complex_filter(dtype)[None])[0]
+            ("channels_first", fft_shape),
+            dtype,
+            lambda: channels_first(self.complex_filter(dtype, fft_shape)[None])[0],
         )
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         chunks = _batch_chunks(x, mask)
         if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
+            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
         real_input = _fft_input(x, mask)
-        if len(grid_shape) == 1 and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
+        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
+        if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
-        spectrum = grid_rfftn(real_input, self.fft_shape, norm="backward")  # (B, D, *freq_shape)
-        kernel = self.channels_first_filter(real_input.dtype)  # (D, *freq_shape)
+        spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
+        kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (D, *freq_shape)
         if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad):
             spectrum = spectrum * kernel
         else:
             spectrum = spectrum.mul_(kernel)
-        return grid_irfftn(spectrum, self.fft_shape, grid_shape, norm="backward").to(x.dtype)  # (B, *grid, D)
+        return grid_irfftn(spectrum, fft_shape, grid_shape, norm="backward").to(x.dtype)  # (B, *grid, D)
 
     def short_fft_size(self, batch_size, length):
         """The FFT size of the short-input path for `length` tokens, or None where the full-length FFT is cheaper.
@@ -412,6 +438,11 @@ def lowest_modes(size, num_modes, half):
     return positive + negative
 
 
+def lowest_kept_modes(fft_shape, num_modes):
+    """`lowest_modes` for every frequency axis of an rfftn over `fft_shape` (the last axis is the halved one)."""
+    return [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
+
+
 class AFNOMixer(nn.Module):
     """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
 
@@ -422,28 +453,41 @@ class AFNOMixer(nn.Module):
     k = num_blocks, d = D / k, f = hidden_size_factor.
 
     `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
-    is set to zero. `lowest_modes` builds the usual choice.
+    is set to zero. `num_modes` instead keeps the frequencies |f| < num_modes of every axis (`lowest_kept_modes`),
+    recomputed for the grid of each call, so a larger FFT grid keeps the same frequencies; fixed `kept_modes`
+    stay the same indices at every grid.
     """
 
     _no_weight_decay = ("b1", "b2")
 
     def __init__(
-        self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None
+        self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None,
+        num_modes=None,
     ):
         super().__init__()
         if hidden_size % num_blocks:
             raise ValueError(f"AFNO num_blocks ({num_blocks}) must divide hidden_size ({hidden_size}).")
+        if kept_modes is not None and num_modes is not None:
+            raise ValueError("Give AFNOMixer at most one of `kept_modes` (fixed indices) and `num_modes`.")
         self.fft_shape = tuple(fft_shape)
         self.num_blocks = num_blocks
         self.block_size = hidden_size // num_blocks
         self.sparsity_threshold = sparsity_threshold
-        self.freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
+        self.num_modes = num_modes
+        if num_modes is not None:
+            kept_modes = lowest_kept_modes(self.fft_shape, num_modes)
         self.kept_modes = None if kept_modes is None else [None if m is None else list(m) for m in kept_modes]
         inner = self.block_size * hidden_size_factor
         self.w1 = nn.Parameter(torch.empty(2, num_blocks, self.block_size, inner))
         self.b1 = nn.Parameter(torch.empty(2, num_blocks, inner))
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
+
+    def kept_modes_at(self, fft_shape):
+        """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`."""
+        if self.num_modes is None or tuple(fft_shape) == self.fft_shape:
+            return self.kept_modes
+        return lowest_kept_modes(fft_shape, self.num_modes)
 
     def _complex_block_affine(self, weight, bias, dtype, batch_size):
         """A complex block-diagonal layer as tensors for `baddbmm` on channels-first blocks, repeated for each
@@ -469,30 +513,33 @@ class AFNOMixer(nn.Module):
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
-    def forward(self, x, mask=None):
-        grid_shape = _check_grid(x, self.fft_shape)
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
         chunks = _batch_chunks(x, mask)
         if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk) for x_chunk, mask_chunk in chunks])
-        spectrum = grid_rfftn(_fft_input(x, mask), self.fft_shape, norm="ortho")  # (B, D, *freq_shape)
+            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
+        spectrum = grid_rfftn(_fft_input(x, mask), fft_shape, norm="ortho")  # (B, D, *freq_shape)
         # Keep the chosen modes: a leading range of an axis is a slice (irfftn pads the zeros back on its own),
         # any other choice a gather that is scattered back into zeros after the MLP.
         scattered = []
-        for axis, (modes, size) in enumerate(zip(self.kept_modes or [None] * len(grid_shape), self.freq_shape), 2):
+        for axis, modes in enumerate(self.kept_modes_at(fft_shape) or [None] * len(grid_shape), 2):
             if modes is None:
                 continue
             if modes == list(range(len(modes))):
-                spectrum = spectrum.narrow(axis, 0, len(modes))
+                kept = spectrum.narrow(axis, 0, len(modes))
             else:
                 index = torch.tensor(modes, device=x.device)
-                spectrum = spectrum.index_select(axis, index)
-                scattered.append((axis, index, size))
+                scattered.append((axis, index, spectrum.shape[axis]))
+                kept = spectrum.index_select(axis, index)
+            spectrum = kept
         kept = self.block_mlp(spectrum)
         for axis, index, size in reversed(scattered):
             full_shape = list(kept.shape)
             full_shape[axis] = size
             kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        y = grid_irfftn(kept, self.fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
+        y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
         return y.add_(x).to(x.dtype)
 
     def extra_repr(self):

@@ -30,6 +30,7 @@ from original_checkpoint import (  # noqa: E402
 )
 
 from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression  # noqa: E402
+from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 
 BLOCK_RENAMES = {"norm1": "mixer_norm", "norm2": "mlp_norm", "filter": "mixer"}
 
@@ -178,7 +179,7 @@ def convert_fourcastnet_checkpoint(checkpoint_path, **options):
     return load_converted_state_dict(AFNOForPatchRegression(config), converted, used).eval()
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="original checkpoint: .pth (dict with 'model') or .safetensors")
     parser.add_argument("output_dir", help="directory for save_pretrained")
@@ -189,7 +190,10 @@ def main():
     parser.add_argument("--fourcastnet", action="store_true", help="a FourCastNet checkpoint (double skip on)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(720, 1440), metavar=("HEIGHT", "WIDTH"),
                         help="FourCastNet's training image size (default 720 1440)")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output_dir even if it is not empty and holds no saved model")
+    args = parser.parse_args(argv)
+    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite")
     options = dict(hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold)
     if args.fourcastnet:
         model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size), **options)
@@ -197,7 +201,7 @@ def main():
         model = convert_afno_checkpoint(
             args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options
         )
-    save_converted(model, args.output_dir)
+    save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
 
 

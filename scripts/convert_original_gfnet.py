@@ -23,6 +23,7 @@ from original_checkpoint import (  # noqa: E402
 )
 
 from fourierformers import GFNetConfig, GFNetForImageClassification  # noqa: E402
+from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 from fourierformers.patch_embedding import resize_model_to_image_size  # noqa: E402
 
 BLOCK_RENAMES = {
@@ -129,15 +130,18 @@ def convert_gfnet_checkpoint(checkpoint_path, image_size=None, drop_path_rate=0.
     return model.eval()
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="original checkpoint: .pth (dict with 'model') or .safetensors")
     parser.add_argument("output_dir", help="directory for save_pretrained")
     parser.add_argument("--image-size", type=int, help="resize filters and position embeddings to this size")
     parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output_dir even if it is not empty and holds no saved model")
+    args = parser.parse_args(argv)
+    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite")
     model = convert_gfnet_checkpoint(args.input, args.image_size, args.drop_path_rate)
-    save_converted(model, args.output_dir)
+    save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
 
 

@@ -33,6 +33,7 @@ from fourierformers import (
     FNetHybridForTokenClassification,
     FNetHybridModel,
 )
+from fourierformers.atomic_directory import atomic_directory, check_output_dir
 
 HEADS = {
     "model": FNetHybridModel,
@@ -78,21 +79,52 @@ KEY_RULES = [
 BACKBONE_KEYS = ("embeddings.", "layers.", "pooler.")
 
 
+def read_weights_file(path):
+    """The tensors of one weights file (safetensors or a torch.save'd state dict), or a `ValueError` naming the file
+    when it cannot be read (truncated download, another format)."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"Cannot read the FNet weights in {path} ({type(error).__name__}: {str(error)[:300]}): the file is "
+            "truncated or corrupt; download or save the checkpoint again."
+        ) from error
+
+
 def read_state_dict(input_dir):
     """The FNet weights of a checkpoint folder: model.safetensors (sharded or not) or pytorch_model.bin."""
     input_dir = Path(input_dir)
-    for index_name, load in (
-        ("model.safetensors.index.json", load_file),
-        ("pytorch_model.bin.index.json", lambda path: torch.load(path, map_location="cpu", weights_only=True)),
-    ):
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (input_dir / index_name).exists():
             shards = sorted(set(json.loads((input_dir / index_name).read_text())["weight_map"].values()))
-            return {key: value for shard in shards for key, value in load(input_dir / shard).items()}
-    if (input_dir / "model.safetensors").exists():
-        return load_file(input_dir / "model.safetensors")
-    if (input_dir / "pytorch_model.bin").exists():
-        return torch.load(input_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            return {key: value for shard in shards for key, value in read_weights_file(input_dir / shard).items()}
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (input_dir / name).exists():
+            return read_weights_file(input_dir / name)
     raise ValueError(f"No FNet weights in {input_dir}: expected model.safetensors or pytorch_model.bin.")
+
+
+def read_fnet_config(input_dir):
+    """The `FNetConfig` of the checkpoint folder `input_dir`, after checking that it is one."""
+    if not input_dir.exists():
+        raise FileNotFoundError(f"FNet checkpoint folder {input_dir} does not exist.")
+    if not input_dir.is_dir() or not (input_dir / "config.json").is_file():
+        raise ValueError(
+            f"{input_dir} is not a transformers checkpoint folder: pass the folder holding config.json and the "
+            "weights (e.g. a download of google/fnet-base)."
+        )
+    try:
+        model_type = json.loads((input_dir / "config.json").read_text()).get("model_type")
+    except ValueError as error:
+        raise ValueError(f"{input_dir / 'config.json'} is not valid JSON ({error}).") from error
+    if model_type != FNetConfig.model_type:
+        raise ValueError(
+            f"{input_dir} holds a {model_type!r} checkpoint; this converter reads transformers FNet checkpoints "
+            f"(model_type 'fnet', architectures {sorted(FNET_ARCHITECTURES)})."
+        )
+    return FNetConfig.from_pretrained(input_dir)
 
 
 def checkpoint_filter_fn(state_dict, model):
@@ -164,11 +196,17 @@ def head_of(fnet_config):
     return FNET_ARCHITECTURES[architectures[0]]
 
 
-def convert_fnet_checkpoint(input_dir, output_dir=None, head=None, attention_layers=(), num_attention_heads=None):
+def convert_fnet_checkpoint(
+    input_dir, output_dir=None, head=None, attention_layers=(), num_attention_heads=None, overwrite=False
+):
     """Load the FNet checkpoint in `input_dir` as an FNet-hybrid model of the matching head (or of `head`, one of
-    `HEADS`) and, if `output_dir` is given, save it there with the tokenizer files. Returns the model in eval mode."""
+    `HEADS`) and, if `output_dir` is given, save it there with the tokenizer files, all at once (an error leaves
+    `output_dir` as it was; a non-empty `output_dir` without config.json is replaced only with `overwrite`).
+    Returns the model in eval mode."""
     input_dir = Path(input_dir)
-    fnet_config = FNetConfig.from_pretrained(input_dir)
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite, overwrite_option="--overwrite")
+    fnet_config = read_fnet_config(input_dir)
     head = head or head_of(fnet_config)
     if head not in HEADS:
         raise ValueError(f"Unknown head {head!r}; allowed: {sorted(HEADS)}.")
@@ -186,15 +224,15 @@ def convert_fnet_checkpoint(input_dir, output_dir=None, head=None, attention_lay
     model.tie_weights()
     model.eval()
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        model.save_pretrained(output_dir)
-        for name in TOKENIZER_FILES:
-            if (input_dir / name).exists():
-                shutil.copyfile(input_dir / name, output_dir / name)
+        with atomic_directory(output_dir, overwrite, overwrite_option="--overwrite") as work_dir:
+            model.save_pretrained(work_dir)
+            for name in TOKENIZER_FILES:
+                if (input_dir / name).exists():
+                    shutil.copyfile(input_dir / name, work_dir / name)
     return model
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input_dir", help="folder of a transformers FNet checkpoint (config.json + weights)")
     parser.add_argument("output_dir", help="where to write the fnet_hybrid checkpoint")
@@ -206,9 +244,11 @@ def main():
     parser.add_argument(
         "--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64"
     )
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output_dir even if it is not empty and holds no saved model")
+    args = parser.parse_args(argv)
     model = convert_fnet_checkpoint(
-        args.input_dir, args.output_dir, args.head, args.attention_layers, args.num_attention_heads
+        args.input_dir, args.output_dir, args.head, args.attention_layers, args.num_attention_heads, args.overwrite
     )
     print(f"Saved {type(model).__name__} with layout {model.config.mixer_layout} to {args.output_dir}")
 

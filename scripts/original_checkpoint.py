@@ -1,22 +1,51 @@
 """Helpers shared by the converters of original checkpoints: read a checkpoint file in any of its released
-formats, load a converted state dict with key and shape checks, and save a model with its image processor."""
+formats, load a converted state dict with key and shape checks, and save a model with its image processor into
+its output directory all at once (`fourierformers.atomic_directory`)."""
+
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import ViTImageProcessorPil
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from fourierformers.atomic_directory import atomic_directory
+
 STATE_DICT_ENTRIES = ("model", "model_state", "state_dict")
+CHECKPOINT_FORMATS = "a torch.save file (.pth, .pt, .tar) or a .safetensors file"
+OUR_PREFIXES = ("gfnet.", "afno.", "fnet_hybrid.")
+
+
+def read_checkpoint_file(path):
+    """The object stored in the checkpoint file `path` (safetensors: a dict of tensors; else `torch.load` with
+    `weights_only=True`), or a clear error for a missing, empty, unreadable or unsafe file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint file {path} does not exist; pass {CHECKPOINT_FORMATS}.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass the checkpoint file itself, {CHECKPOINT_FORMATS}.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Checkpoint file {path} is empty; pass {CHECKPOINT_FORMATS}.")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"Cannot read {path} as {CHECKPOINT_FORMATS} ({type(error).__name__}: {str(error)[:300]}): the file is "
+            "truncated, of another format, or (for torch.load) holds Python objects other than tensors; in that "
+            "case load it yourself and torch.save only its state dict."
+        ) from error
 
 
 def load_original_state_dict(path):
     """The state dict in `path`: a safetensors file, a plain `torch.save`d state dict, or a training checkpoint
     dict whose `model` (GFNet, AFNO-transformer), `model_state` (FourCastNet) or `state_dict` entry holds it.
     DDP `module.` prefixes are removed."""
-    if str(path).endswith(".safetensors"):
-        state_dict = load_file(str(path))
+    if Path(path).suffix == ".safetensors":
+        state_dict = read_checkpoint_file(path)
     else:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint_file(path)
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict.")
         entry = next((name for name in STATE_DICT_ENTRIES if name in checkpoint), None)
@@ -34,8 +63,11 @@ def require_keys(state_dict, keys, architecture):
     """Raise a clear error when the checkpoint lacks keys the architecture needs."""
     missing = [key for key in keys if key not in state_dict]
     if missing:
+        hint = ""
+        if any(key.startswith(OUR_PREFIXES) for key in state_dict):
+            hint = " It is a fourierformers checkpoint already: load its folder with from_pretrained."
         raise ValueError(
-            f"This checkpoint is not an original {architecture} checkpoint: it has no {missing}. "
+            f"This checkpoint is not an original {architecture} checkpoint: it has no {missing}.{hint} "
             f"Its first keys are {sorted(state_dict)[:8]}."
         )
 
@@ -74,8 +106,11 @@ def image_processor_for(config):
     )
 
 
-def save_converted(model, output_dir):
-    """`save_pretrained` the model and, for 2-D models, its image processor, so that pipelines load from the dir."""
-    model.save_pretrained(output_dir)
-    if model.config.spatial_dims == 2:
-        image_processor_for(model.config).save_pretrained(output_dir)
+def save_converted(model, output_dir, overwrite=False):
+    """`save_pretrained` the model and, for 2-D models, its image processor, so that pipelines load from the dir.
+    Both are written to a work directory first and moved to `output_dir` together (`atomic_directory`): an error
+    leaves `output_dir` as it was."""
+    with atomic_directory(output_dir, overwrite, overwrite_option="--overwrite") as work_dir:
+        model.save_pretrained(work_dir)
+        if model.config.spatial_dims == 2:
+            image_processor_for(model.config).save_pretrained(work_dir)

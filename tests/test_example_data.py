@@ -77,3 +77,25 @@ def test_digits_images():
     image = digits["train"][0]["image"]
     assert image.size == (8, 8) and image.mode == "L"
     assert digits["train"].features["label"].names == [str(d) for d in range(10)]
+
+
+def test_trained_vocabulary_ids_do_not_depend_on_training_order():
+    """The WordPiece trainer numbers tokens in an order that changes from one process to the next (ties broken in
+    hash order); the examples renumber the vocabulary from the token set alone, which leaves every tokenisation
+    unchanged."""
+    import random
+
+    import common
+
+    texts = [f"the {w} film was {v}, {w}ly {v}!" for w in ("grand", "dull", "odd", "warm") for v in ("moving", "tedious")]
+    tokenizer = common.train_wordpiece_tokenizer(texts, 60, 32)
+    vocab = tokenizer.get_vocab()
+    shuffled = list(vocab)
+    random.Random(0).shuffle(shuffled)
+    assert common.canonical_vocabulary(dict.fromkeys(shuffled)) == vocab
+    assert [vocab[token] for token in common.SPECIAL_TOKENS] == list(range(len(common.SPECIAL_TOKENS)))
+
+    trained = tokenizer.backend_tokenizer
+    renumbered = [encoding.tokens for encoding in trained.encode_batch(texts)]
+    trained.model = common.models.WordPiece(vocab=dict(sorted(vocab.items(), key=lambda kv: -kv[1])), unk_token="[UNK]")
+    assert [encoding.tokens for encoding in trained.encode_batch(texts)] == renumbered

@@ -103,6 +103,7 @@ VARIANTS = {
     "gfnet-sigmoid-cls-pooler": dict(filter_activation="sigmoid", pooling="cls", pooler_projection=True),
     "gfnet-original-block": dict(mixer_residual=False, layer_scale_init_value=0.5, layer_norm_eps=1e-6),
     "gfnet-sinusoidal": dict(position_embedding_type="sinusoidal", type_vocab_size=0),
+    "gfnet-max-pooling": dict(pooling="max"),
     "afno": dict(),
     "afno-truncated-post-norm": dict(afno_num_modes=4, norm_first=False, afno_hidden_size_factor=2),
     "fnet_hybrid": dict(),

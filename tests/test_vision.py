@@ -10,7 +10,10 @@ from conftest import FAMILIES, model_class, tiny_config
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, ViTImageProcessorPil, pipeline
 
+from fourierformers import FNetHybridConfig
 from fourierformers.configuration.patch_geometry import PACKING_STRATEGIES, packing_stride
+from fourierformers.modeling_spectral import SpectralImageModelOutput
+from fourierformers.modeling_spectral_image import SpectralImageClassifierOutput
 from fourierformers.patch_embedding import (
     PatchEmbedding,
     patch_kernel_mask,
@@ -172,6 +175,9 @@ def test_gfnet_h_stages():
     with torch.no_grad():
         outputs = model(pixel_values=torch.randn(2, 3, 32, 32), output_hidden_states=True)
     assert [tuple(h.shape) for h in outputs.hidden_states] == [(2, 64, 8), (2, 64, 8), (2, 16, 16), (2, 4, 32)]
+    assert [tuple(h.shape) for h in outputs.reshaped_hidden_states] == [
+        (2, 8, 8, 8), (2, 8, 8, 8), (2, 16, 4, 4), (2, 32, 2, 2)
+    ]
     assert all(layer.mlp_layer_scale is not None and layer.mixer_layer_scale is None for layer in model.gfnet.layers)
 
 
@@ -208,7 +214,7 @@ def test_saved_model_reloads_at_another_image_size(tmp_path):
             torch.testing.assert_close(at64.eval()(pixel_values).logits, resized(pixel_values).logits)
 
 
-def test_interpolate_pos_encoding():
+def test_interpolate_pos_encoding_to_a_smaller_image():
     model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", image_size=32)).eval()
     with torch.no_grad():
         logits = model(pixel_values=torch.randn(2, 3, 24, 24), interpolate_pos_encoding=True).logits
@@ -217,8 +223,84 @@ def test_interpolate_pos_encoding():
         plain = model(pixel_values=torch.ones(1, 3, 32, 32)).logits
     assert logits.shape == (2, 3) and position.shape == (1, 8, 8, 32)
     torch.testing.assert_close(same, plain)
-    with pytest.raises(ValueError, match="larger than the grid"):
-        model(pixel_values=torch.randn(1, 3, 40, 40), interpolate_pos_encoding=True)
+
+
+LARGER_IMAGE_CASES = {
+    "gfnet": dict(family="gfnet"),
+    "afno": dict(family="afno"),
+    "afno-num-modes": dict(family="afno", afno_num_modes=2),
+    "afno-kept-modes": dict(family="afno", afno_kept_modes=[None, [0, 1]]),
+    "fnet_hybrid": dict(family="fnet_hybrid"),
+    "hybrid-multiscale": dict(family="gfnet", num_hidden_layers=1, mixer_layout=[
+        {"strategy": "multiscale", "mixers": ["global_filter", "afno", "fourier", "attention"], "fusion": "add"}]),
+    "gfnet-h": dict(family="gfnet", hidden_sizes=[16, 32], depths=[1, 1], layer_scale_init_value=0.5),
+    "volume": dict(family="gfnet", image_size=(8, 16, 16), spatial_dims=3, num_channels=1),
+}
+
+
+@pytest.mark.parametrize("case", LARGER_IMAGE_CASES)
+def test_interpolate_pos_encoding_to_a_larger_image_equals_loading_at_that_size(case, tmp_path):
+    """A larger image with interpolate_pos_encoding=True runs every mixer at its own grid (global filters resized,
+    AFNO modes recounted), exactly the model from_pretrained(dir, image_size=larger) builds; gradients flow."""
+    fields = dict(LARGER_IMAGE_CASES[case])
+    family = fields.pop("family")
+    config = image_config(family, **{"image_size": 16, **fields})
+    model = model_class(family, "ForImageClassification")(config).eval()
+    model.save_pretrained(tmp_path)
+    larger = tuple(n + 8 for n in config.image_shape)
+    loaded = model_class(family, "ForImageClassification").from_pretrained(tmp_path, image_size=list(larger)).eval()
+    pixel_values = torch.randn(2, config.num_channels, *larger)
+    with torch.no_grad():
+        expected = loaded(pixel_values=pixel_values, output_hidden_states=True)
+    outputs = model(pixel_values=pixel_values, interpolate_pos_encoding=True, output_hidden_states=True,
+                    labels=torch.tensor([0, 2]))
+    torch.testing.assert_close(outputs.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    for hidden, reference in zip(outputs.reshaped_hidden_states, expected.reshaped_hidden_states, strict=True):
+        torch.testing.assert_close(hidden, reference, atol=1e-5, rtol=1e-5)
+    outputs.loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="does not match the model's image_size"):
+        model(pixel_values=pixel_values)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("image_size, spatial_dims", [((16, 12), 2), ((8, 12, 16), 3)])
+def test_reshaped_hidden_states_are_the_grid_form(family, image_size, spatial_dims):
+    """As Swin's: one (B, D, *grid) tensor per entry of `hidden_states`, channels first, only with
+    output_hidden_states; the flat (B, N, D) form is its row-major flattening."""
+    config = image_config(family, image_size=image_size, spatial_dims=spatial_dims, num_channels=1)
+    model = model_class(family, "ForImageClassification")(config).eval()
+    pixel_values = torch.randn(2, 1, *image_size)
+    grid = tuple(n // 4 for n in image_size)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixel_values, output_hidden_states=True)
+        backbone = model.base_model(pixel_values=pixel_values, output_hidden_states=True)
+        as_tuple = model(pixel_values=pixel_values, output_hidden_states=True, return_dict=False)
+        without = model(pixel_values=pixel_values)
+    assert len(outputs.reshaped_hidden_states) == len(outputs.hidden_states) == config.num_hidden_layers + 1
+    for flat, reshaped in zip(outputs.hidden_states, outputs.reshaped_hidden_states, strict=True):
+        assert reshaped.shape == (2, config.hidden_size, *grid)
+        torch.testing.assert_close(reshaped.flatten(2).transpose(1, 2), flat)
+    assert isinstance(backbone, SpectralImageModelOutput) and isinstance(outputs, SpectralImageClassifierOutput)
+    torch.testing.assert_close(backbone.reshaped_hidden_states[0], outputs.reshaped_hidden_states[0])
+    assert as_tuple[-1][0].shape == (2, config.hidden_size, *grid)
+    assert without.reshaped_hidden_states is None and without.hidden_states is None
+
+
+def test_fnet_hybrid_image_defaults():
+    """FNet's unnormalised DFT and tanh pooler stay the text defaults (FNet checkpoints); images get the
+    orthonormal DFT and no pooler projection unless asked for, and a saved choice reloads as saved."""
+    text, image = FNetHybridConfig(), image_config("fnet_hybrid")
+    assert (text.fourier_norm, text.pooler_projection) == ("backward", True)
+    assert (image.fourier_norm, image.pooler_projection) == ("ortho", False)
+    model = model_class("fnet_hybrid", "ForImageClassification")(image)
+    assert model.fnet_hybrid.pooler.dense is None and model.fnet_hybrid.layers[0].mixer.norm == "ortho"
+    explicit = image_config("fnet_hybrid", fourier_norm="backward", pooler_projection=True)
+    assert (explicit.fourier_norm, explicit.pooler_projection) == ("backward", True)
+    reloaded = FNetHybridConfig.from_dict(explicit.to_dict())
+    assert (reloaded.fourier_norm, reloaded.pooler_projection) == ("backward", True)
 
 
 def test_bad_image_inputs_raise_clear_errors():

@@ -1,0 +1,77 @@
+"""Output directories written all at once, for the converters and the example scripts.
+
+The result is built in a work directory beside the destination (`<name>.incomplete`) and moved into place only
+when everything in it has been written, so a run that fails or is interrupted never leaves a half-written model
+directory where a finished one is expected. An existing destination is replaced only when it is empty or holds a
+saved model (a `config.json`, e.g. the output of an earlier run); anything else is refused unless the caller asks
+to overwrite it, so that a mistyped path cannot delete unrelated files.
+"""
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+WORK_SUFFIX = ".incomplete"
+REPLACED_SUFFIX = ".replaced"
+
+
+def work_dir_for(output_dir):
+    """The work directory of `output_dir`: its sibling `<name>.incomplete`, the same in every process."""
+    output_dir = Path(output_dir).absolute()
+    return output_dir.with_name(output_dir.name + WORK_SUFFIX)
+
+
+def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True"):
+    """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
+    holds a saved model (`config.json`), or `overwrite` is set. `overwrite_option` is how the caller's user asks
+    for `overwrite` (a command-line flag), named in the message."""
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ValueError(f"The output directory {output_dir} is an existing file; pass a directory path.")
+    entries = sorted(entry.name for entry in output_dir.iterdir())
+    if entries and "config.json" not in entries and not overwrite:
+        raise ValueError(
+            f"The output directory {output_dir} is not empty and holds no saved model (no config.json): "
+            f"{entries[:5]}{' ...' if len(entries) > 5 else ''}. Pass a new or empty directory or the output of an "
+            f"earlier run (both are replaced), or {overwrite_option} to replace it anyway."
+        )
+
+
+def publish(work_dir, output_dir):
+    """Move the finished `work_dir` to `output_dir`. An existing `output_dir` is renamed aside first and deleted
+    after the move, so `output_dir` is at every moment the old directory, the new one, or (between two renames)
+    absent, never a mix of both."""
+    output_dir = Path(output_dir).absolute()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not output_dir.exists():
+        os.replace(work_dir, output_dir)
+        return
+    replaced = output_dir.with_name(output_dir.name + REPLACED_SUFFIX)
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.replace(output_dir, replaced)
+    os.replace(work_dir, output_dir)
+    shutil.rmtree(replaced)
+
+
+@contextlib.contextmanager
+def atomic_directory(output_dir, overwrite=False, overwrite_option="overwrite=True"):
+    """Yield an empty work directory to write the result into; when the block finishes, move it to `output_dir`
+    (`publish`), and when the block raises, delete it and leave `output_dir` as it was.
+
+        with atomic_directory("converted") as work_dir:
+            model.save_pretrained(work_dir)
+            image_processor.save_pretrained(work_dir)
+    """
+    check_output_dir(output_dir, overwrite, overwrite_option)
+    work_dir = work_dir_for(output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)  # left behind by a killed run
+    work_dir.mkdir(parents=True)
+    try:
+        yield work_dir
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    publish(work_dir, output_dir)

@@ -1,0 +1,729 @@
+"""Bad inputs at every public entry point, one table per entry point: config constructors, model constructors and
+forwards (text and pixels), `from_pretrained`, the checkpoint converters and the example command lines. Each row
+names the exception type and a pattern the message must match: what is wrong and what is allowed. Failing
+converters and examples must leave their output directory absent or as it was (`atomic_directory`)."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+
+from conftest import FAMILIES, model_class, tiny_config
+from fourierformers import GFNetForImageClassification, GFNetForSequenceClassification, GFNetModel
+from fourierformers.atomic_directory import atomic_directory, work_dir_for
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "examples"))
+
+import convert_original_afno  # noqa: E402
+import convert_original_gfnet  # noqa: E402
+import convert_transformers_fnet  # noqa: E402
+import original_checkpoint  # noqa: E402
+import run_image_classification  # noqa: E402
+import run_mlm  # noqa: E402
+import run_text_classification  # noqa: E402
+import run_token_classification  # noqa: E402
+from test_fnet_conversion import save_tiny_fnet  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config constructors, every family. `afno` rows set an AFNO layout so the AFNO fields are in use.
+
+AFNO_LAYOUT = dict(mixer_layout=["afno", "afno"])
+IMAGE = dict(image_size=16, patch_size=4, mixer_layout=None)
+CONFIG_ROWS = [
+    (dict(vocab_size=0), r"`vocab_size` must be a positive integer, got 0"),
+    (dict(hidden_size="64"), r"`hidden_size` must be a positive integer, got '64'"),
+    (dict(num_hidden_layers=True), r"`num_hidden_layers` must be a positive integer, got True"),
+    (dict(intermediate_size=1.5), r"`intermediate_size` must be a positive integer, got 1.5"),
+    (dict(max_position_embeddings=0), r"`max_position_embeddings` must be a positive integer"),
+    (dict(hidden_act="swishy"), r"`hidden_act` must be one of \[.*'gelu'.*\], got 'swishy'"),
+    (dict(position_embedding_type="rope"), r"one of \['absolute', 'sinusoidal', 'none'\], got 'rope'"),
+    (dict(pooling="attention"), r"`pooling` must be one of \['cls', 'mean', 'max'\], got 'attention'"),
+    (dict(fourier_norm="unitary"), r"`fourier_norm` must be one of \['backward', 'ortho', 'forward'\]"),
+    (dict(filter_activation="relu"), r"`filter_activation` must be one of \['identity', 'sigmoid', 'tanh'\]"),
+    (dict(hidden_dropout_prob=1.0), r"`hidden_dropout_prob` must be a number in \[0, 1\), got 1.0"),
+    (dict(attention_probs_dropout_prob="0.1"), r"`attention_probs_dropout_prob` must be a number in \[0, 1\)"),
+    (dict(classifier_dropout=-0.1), r"`classifier_dropout` must be a number in \[0, 1\)"),
+    (dict(layer_norm_eps=0), r"`layer_norm_eps` must be a positive number, got 0"),
+    (dict(initializer_range=-1), r"`initializer_range` must be a number >= 0"),
+    (dict(layer_scale_init_value="big"), r"`layer_scale_init_value` must be a number or None"),
+    (dict(norm_first="yes"), r"`norm_first` must be True or False, got 'yes'"),
+    (dict(norm_first=False, mixer_residual=False), r"`mixer_residual=False`.*requires `norm_first=True`; allowed"),
+    (dict(type_vocab_size=-1), r"`type_vocab_size` must be an integer >= 0"),
+    (dict(pad_token_id=500), r"`pad_token_id` \(500\) must be in \[0, vocab_size=99\)"),
+    (dict(num_labels=0), r"`num_labels` must be a positive integer, got 0"),
+    (dict(problem_type="ranking"), r"`problem_type` must be one of \[None, 'regression', 'single_label_classif"),
+    (dict(mixer_layout="fourier"), r"`mixer_layout` must be a list with one entry per layer or .*'pattern'"),
+    (dict(mixer_layout=["fourier"]), r"`mixer_layout` has 1 entries but `num_hidden_layers` is 2"),
+    (dict(mixer_layout=["fourier", "wavelet"]), r"`mixer_layout\[1\]` is 'wavelet'; valid mixer names are \["),
+    (dict(mixer_layout={"pattern": ["fourier"] * 3}), r"pattern of 3 entries does not divide num_hidden_layers=2"),
+    (dict(mixer_layout=[{"strategy": "vote", "mixers": ["fourier", "afno"]}, "fourier"]),
+     r"'strategy' in \['adaptive', 'multiscale', 'cascade'\]"),
+    (dict(mixer_layout=[{"strategy": "adaptive", "mixers": ["fourier", "attention"], "gate": "max"}, "fourier"]),
+     r"'gate' must be one of \['soft', 'hard'\], got 'max'"),
+    (dict(mixer_layout=[{"strategy": "cascade", "mixers": ["fourier"]}, "fourier"]),
+     r"needs 'mixers': a list of at least two different mixer names from \["),
+    (dict(mixer_layout=[{"strategy": "cascade", "mixers": ["fourier", "afno"], "depth": 2}, "fourier"]),
+     r"unknown keys \['depth'\]; allowed keys: \['strategy', 'mixers', 'share_norm'\]"),
+    (dict(**AFNO_LAYOUT, afno_num_blocks=5), r"`afno_num_blocks` \(5\) must be a positive divisor of `hidden_size`"),
+    (dict(**AFNO_LAYOUT, afno_num_blocks=0), r"`afno_num_blocks` must be a positive integer, got 0"),
+    (dict(**AFNO_LAYOUT, afno_hidden_size_factor="2"), r"`afno_hidden_size_factor` must be a positive integer"),
+    (dict(**AFNO_LAYOUT, afno_sparsity_threshold=-1), r"`afno_sparsity_threshold` must be a number >= 0"),
+    (dict(**AFNO_LAYOUT, afno_num_modes=40), r"`afno_num_modes` must be between 1 and .* = 13"),
+    (dict(mixer_layout=["attention", "attention"], num_attention_heads=5),
+     r"`num_attention_heads` \(5\) must be a positive divisor of `hidden_size` \(32\)"),
+    (dict(condition_type="film"), r"`condition_type` must be one of \[None, 'cross_attention', 'adaln_zero'\]"),
+    (dict(condition_type="adaln_zero", condition_size=0), r"`condition_size` must be a positive integer or None"),
+    (dict(hidden_sizes=[16, 32], depths=[1, 1]), r"`hidden_sizes`, `depths` and `afno_kept_modes` need an image model"),
+    (dict(IMAGE, image_size=0), r"`image_size` must be a positive integer or a list of 2 positive integers"),
+    (dict(IMAGE, image_size=[16, 16, 16]), r"list of 2 positive integers .*spatial_dims=2\), got \[16, 16, 16\]"),
+    (dict(IMAGE, patch_size=32), r"`image_size` \(16, 16\) is smaller than the patch \(32, 32\)"),
+    (dict(IMAGE, image_size=18), r"does not tile with patch_size \(4, 4\) and stride \(4, 4\).*multiple of the stride"),
+    (dict(IMAGE, patch_shape="cone"), r"`patch_shape` must be one of \['cuboid', 'cylinder', 'sphere'\]"),
+    (dict(IMAGE, packing_strategy="hexagonal"), r"'hexagonal' is not defined for patch_shape='cuboid'; allowed: \["),
+    (dict(IMAGE, patch_stride=2, packing_strategy="dense_square"), r"at most one of `patch_stride` and `packing_str"),
+    (dict(IMAGE, spatial_dims=4), r"`spatial_dims` must be 1, 2 or 3, got 4"),
+    (dict(IMAGE, num_channels=0), r"`num_channels` must be a positive integer, got 0"),
+    (dict(IMAGE, num_output_channels=0), r"`num_output_channels` must be a positive integer or None"),
+    (dict(IMAGE, hidden_sizes=[16, 32]), r"needs both `hidden_sizes` and `depths`"),
+    (dict(IMAGE, hidden_sizes=[16, 32], depths=[1, 2]), r"`num_hidden_layers` \(2\) must equal sum\(depths\) = 3"),
+    (dict(IMAGE, hidden_sizes=[16, 64], depths=[1, 1]), r"must equal the last stage width hidden_sizes\[-1\] \(64\)"),
+    (dict(IMAGE, image_size=12, hidden_sizes=[16, 32], depths=[1, 1]), r"token grid \(3, 3\), which must be even"),
+    (dict(IMAGE, **AFNO_LAYOUT, afno_kept_modes=[None]), r"one entry .* per frequency axis \(4, 3\)"),
+    (dict(IMAGE, **AFNO_LAYOUT, afno_kept_modes=[None, [5]]), r"`afno_kept_modes\[1\]` must be .* indices in \[0, 3\)"),
+    (dict(IMAGE, hidden_sizes=[16, 32], depths=[1, 1], condition_type="adaln_zero"),
+     r"`condition_type` is not supported with hierarchical `hidden_sizes`"),
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("overrides,message", CONFIG_ROWS, ids=[str(index) for index in range(len(CONFIG_ROWS))])
+def test_config_constructor(family, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(family, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text forwards: every family x text head. Inputs are built from the tiny config (vocab 99, hidden 32, max length
+# 24, 2 token types, 3 labels) and a batch of two 6-token sequences.
+
+TEXT_HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+MODELS = {}
+
+
+def cached_model(family, head, **overrides):
+    key = (family, head, tuple(sorted(overrides.items())))
+    if key not in MODELS:
+        MODELS[key] = model_class(family, head)(tiny_config(family, **overrides)).eval()
+    return MODELS[key]
+
+
+def ids(low=5, high=99, shape=(2, 6)):
+    return torch.randint(low, high, shape)
+
+
+def with_value(tensor, value):
+    tensor = tensor.clone()
+    tensor[0, 0] = value
+    return tensor
+
+
+TEXT_ROWS = [
+    ("no inputs", lambda: {}, r"Pass exactly one of `input_ids` or `inputs_embeds`"),
+    ("both inputs", lambda: dict(input_ids=ids(), inputs_embeds=torch.randn(2, 6, 32)), r"exactly one of"),
+    ("ids rank 1", lambda: dict(input_ids=ids()[0]), r"shape \(batch_size, sequence_length\), got \(6,\)"),
+    ("ids rank 3", lambda: dict(input_ids=ids()[None]), r"shape \(batch_size, sequence_length\), got \(1, 2, 6\)"),
+    ("ids list", lambda: dict(input_ids=ids().tolist()), r"`input_ids` must be a torch.Tensor .*got list"),
+    ("ids float", lambda: dict(input_ids=ids().float()), r"integer token ids, got dtype torch.float32"),
+    ("id = vocab_size", lambda: dict(input_ids=with_value(ids(), 99)), r"in \[0, vocab_size=99\), got .* to 99"),
+    ("negative id", lambda: dict(input_ids=with_value(ids(), -1)), r"in \[0, vocab_size=99\), got values from -1"),
+    ("too long", lambda: dict(input_ids=ids(shape=(1, 30))), r"Sequence length 30 exceeds max_position_embeddings=24"),
+    ("empty batch", lambda: dict(input_ids=ids(shape=(0, 6))), r"at least one sequence .* got shape \(0, 6\)"),
+    ("embeds width", lambda: dict(inputs_embeds=torch.randn(2, 6, 31)), r"hidden_size=32\), got \(2, 6, 31\)"),
+    ("embeds integer", lambda: dict(inputs_embeds=ids(shape=(2, 6, 32))), r"floating-point tensor, got dtype"),
+    ("mask shape", lambda: dict(input_ids=ids(), attention_mask=torch.ones(2, 5)),
+     r"`attention_mask` must have the shape of the input ids \(2, 6\), got \(2, 5\)"),
+    ("mask values", lambda: dict(input_ids=ids(), attention_mask=torch.full((2, 6), 0.5)),
+     r"`attention_mask` must hold only 1 \(real token\) and 0 \(padding\)"),
+    ("mask empty row", lambda: dict(input_ids=ids(), attention_mask=torch.tensor([[1] * 6, [0] * 6])),
+     r"Every row of `attention_mask` needs at least one real token"),
+    ("token type = 2", lambda: dict(input_ids=ids(), token_type_ids=with_value(torch.zeros(2, 6, dtype=torch.long), 2)),
+     r"`token_type_ids` must be in \[0, 2\) \(type_vocab_size=2\), got 0 to 2"),
+    ("token types float", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 6)),
+     r"`token_type_ids` must be an integer tensor, got dtype torch.float32"),
+    ("token types shape", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 7, dtype=torch.long)),
+     r"`token_type_ids` must have the shape of the input ids \(2, 6\), got \(2, 7\)"),
+    ("position id = 24", lambda: dict(input_ids=ids(), position_ids=torch.arange(19, 25)[None]),
+     r"`position_ids` must be in \[0, max_position_embeddings=24\), got 19 to 24"),
+    ("position ids shape", lambda: dict(input_ids=ids(), position_ids=torch.arange(5)[None]),
+     r"`position_ids` must have shape \(2 or 1, 6\), got \(1, 5\)"),
+    ("pixel_values", lambda: dict(input_ids=ids(), pixel_values=torch.randn(2, 3, 16, 16)),
+     r"text model .*pass `input_ids` or `inputs_embeds`, not `pixel_values`"),
+    ("condition without branch", lambda: dict(input_ids=ids(), condition=torch.randn(2, 32)),
+     r"condition_type=None; set condition_type to 'cross_attention' or 'adaln_zero'"),
+]
+LABEL_ROWS = {
+    "ForSequenceClassification": [
+        ("class 7 of 3", lambda: torch.tensor([0, 7]), r"class indices in \[0, 3\) or -100 .* of shape \(2,\), got 7"),
+        ("class -1", lambda: torch.tensor([-1, 0]), r"class indices in \[0, 3\) or -100 .*, got -1"),
+        ("one label too many", lambda: torch.tensor([0, 1, 2]), r"of shape \(2,\), got shape \(3,\)"),
+        ("float class ids", lambda: torch.tensor([0.0, 1.0]),
+         r"Multi-label `labels` must be multi-hot floats of shape \(2, num_labels=3\), got \(2,\); single-label"),
+        ("list", lambda: [0, 1], r"`labels` must be a torch.Tensor with one row per example, got list"),
+    ],
+    "ForTokenClassification": [
+        ("tag 5 of 3", lambda: torch.full((2, 6), 5), r"class indices in \[0, 3\) or -100 .* of shape \(2, 6\), got 5"),
+        ("one tag too many", lambda: torch.zeros(2, 7, dtype=torch.long), r"of shape \(2, 6\), got shape \(2, 7\)"),
+        ("float tags", lambda: torch.zeros(2, 6), r"integer class indices .* got dtype torch.float32"),
+    ],
+    "ForMaskedLM": [
+        ("token 200 of 99", lambda: torch.full((2, 6), 200), r"class indices in \[0, 99\) or -100 .*, got 200"),
+        ("boolean labels", lambda: torch.ones(2, 6, dtype=torch.bool), r"integer class indices .* dtype torch.bool"),
+    ],
+}
+TEXT_CASES = [
+    pytest.param(family, head, inputs, message, id=f"{family}-{head}-{name}")
+    for family in FAMILIES
+    for head in TEXT_HEADS
+    for name, inputs, message in TEXT_ROWS
+] + [
+    pytest.param(family, head, lambda labels=labels: dict(input_ids=ids(), labels=labels()), message,
+                 id=f"{family}-{head}-labels {name}")
+    for family in FAMILIES
+    for head, rows in LABEL_ROWS.items()
+    for name, labels, message in rows
+]
+
+
+@pytest.mark.parametrize("family,head,inputs,message", TEXT_CASES)
+def test_text_forward(family, head, inputs, message):
+    model = cached_model(family, head)
+    problem_type = model.config.problem_type
+    with pytest.raises(ValueError, match=message):
+        model(**inputs())
+    assert model.config.problem_type == problem_type  # rejected labels do not set the inferred problem type
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pixel forwards and image-head constructors: every family, 16 x 16 RGB images in 4 x 4 patches.
+
+IMAGE_ROWS = [
+    ("no pixel_values", lambda: {}, r"image model .*: pass `pixel_values`"),
+    ("rank 3", lambda: dict(pixel_values=torch.randn(3, 16, 16)),
+     r"`pixel_values` must have shape \(batch_size, num_channels=3, \*\(16, 16\)\) .*got \(3, 16, 16\)"),
+    ("rank 5", lambda: dict(pixel_values=torch.randn(1, 2, 3, 16, 16)), r"spatial_dims=2, got \(1, 2, 3, 16, 16\)"),
+    ("one channel", lambda: dict(pixel_values=torch.randn(2, 1, 16, 16)), r"num_channels=3, .*got \(2, 1, 16, 16\)"),
+    ("other image size", lambda: dict(pixel_values=torch.randn(2, 3, 20, 20)),
+     r"Input image size \(20, 20\) does not match the model's image_size \(16, 16\).*interpolate_pos_encoding=True"),
+    ("size not tiled by the patches", lambda: dict(pixel_values=torch.randn(1, 3, 18, 18), interpolate_pos_encoding=True),
+     r"Input image size \(18, 18\) does not tile with patch_size \(4, 4\) and stride \(4, 4\) along axis 0"),
+    ("size below one patch", lambda: dict(pixel_values=torch.randn(1, 3, 2, 16), interpolate_pos_encoding=True),
+     r"Input image size \(2, 16\) does not tile .*at least the patch size"),
+    ("pixel list", lambda: dict(pixel_values=torch.randn(1, 3, 16, 16).tolist()),
+     r"`pixel_values` must be a torch.Tensor of shape \(batch_size, num_channels=3, \*\(16, 16\)\).*got list"),
+    ("input_ids too", lambda: dict(pixel_values=torch.randn(1, 3, 16, 16), input_ids=ids()),
+     r"image model .*pass `pixel_values` of shape .* and no text inputs, got \['input_ids'\]"),
+    ("attention_mask too", lambda: dict(pixel_values=torch.randn(1, 3, 16, 16), attention_mask=torch.ones(1, 16)),
+     r"and no text inputs, got \['attention_mask'\]"),
+]
+IMAGE_LABEL_ROWS = [
+    ("class 9 of 3", lambda: torch.tensor([0, 9]), r"class indices in \[0, 3\) or -100 .* of shape \(2,\), got 9"),
+    ("one label too many", lambda: torch.tensor([0, 1, 2]), r"of shape \(2,\), got shape \(3,\)"),
+]
+IMAGE_CASES = [
+    pytest.param(family, head, inputs, message, id=f"{family}-{head}-{name}")
+    for family in FAMILIES
+    for head in ("Model", "ForImageClassification")
+    for name, inputs, message in IMAGE_ROWS
+] + [
+    pytest.param(family, "ForImageClassification",
+                 lambda labels=labels: dict(pixel_values=torch.randn(2, 3, 16, 16), labels=labels()), message,
+                 id=f"{family}-labels {name}")
+    for family in FAMILIES
+    for name, labels, message in IMAGE_LABEL_ROWS
+] + [
+    pytest.param(family, "ForPatchRegression",
+                 lambda shape=shape: dict(pixel_values=torch.randn(2, 3, 16, 16), labels=torch.randn(shape)),
+                 r"`labels` must be a tensor of the predictions' shape \(batch_size, num_output_channels=2, "
+                 rf"\*image_size\) = \(2, 2, 16, 16\), got \({', '.join(map(str, shape))}\)",
+                 id=f"{family}-regression labels {shape}")
+    for family in FAMILIES
+    for shape in [(2, 2, 8, 8), (1, 2, 16, 16)]  # the second one would broadcast silently
+]
+
+
+@pytest.mark.parametrize("family,head,inputs,message", IMAGE_CASES)
+def test_pixel_forward(family, head, inputs, message):
+    extra = dict(num_output_channels=2) if head == "ForPatchRegression" else {}
+    model = cached_model(family, head, **IMAGE, num_channels=3, **extra)
+    with pytest.raises(ValueError, match=message):
+        model(**inputs())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "head,overrides,message",
+    [
+        ("ForImageClassification", {}, r"needs an image config: set `image_size` \(and patch_size, num_channels\)"),
+        ("ForPatchRegression", {}, r"needs `image_size` and `num_output_channels` in the config"),
+        ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=2),
+         r"needs non-overlapping cuboid patches .* got kernel \(4, 4\), stride \(2, 2\)"),
+    ],
+)
+def test_image_head_constructor(family, head, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        model_class(family, head)(tiny_config(family, **overrides))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# from_pretrained on checkpoints that cannot give the requested model.
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    GFNetForSequenceClassification(tiny_config("gfnet")).save_pretrained(root / "gfnet")
+    model_class("afno", "ForSequenceClassification")(tiny_config("afno")).save_pretrained(root / "afno")
+    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(root / "bert")
+    for name, keep in (("truncated", 0.5), ("truncated_header", None)):
+        shutil.copytree(root / "gfnet", root / name)
+        weights = root / name / "model.safetensors"
+        size = weights.stat().st_size
+        with open(weights, "r+b") as handle:
+            handle.truncate(int(size * keep) if keep else 4)
+    shutil.copytree(root / "gfnet", root / "no_weights")
+    (root / "no_weights" / "model.safetensors").unlink()
+    shutil.copytree(root / "gfnet", root / "bad_json")
+    (root / "bad_json" / "config.json").write_text('{"model_type": "gfnet", ')
+    return root
+
+
+FROM_PRETRAINED_ROWS = [
+    ("truncated weights", GFNetForSequenceClassification, "truncated", {}, OSError,
+     r"Cannot read the weights in .*model.safetensors \(.*\): the file is truncated or corrupt"),
+    ("truncated through Auto", AutoModelForSequenceClassification, "truncated", {}, OSError, r"truncated or corrupt"),
+    ("truncated header", GFNetForSequenceClassification, "truncated_header", {}, OSError, r"truncated or corrupt"),
+    ("no weights file", GFNetForSequenceClassification, "no_weights", {}, OSError, r"no file named model.safetensors"),
+    ("invalid config.json", GFNetForSequenceClassification, "bad_json", {}, OSError, r"not a valid JSON file"),
+    ("missing folder", GFNetForSequenceClassification, "missing", {}, OSError,
+     r"No checkpoint folder at .*missing: the directory does not exist"),
+    ("another family", GFNetForSequenceClassification, "afno", {}, ValueError,
+     r"holds a 'afno' checkpoint, but GFNetForSequenceClassification loads 'gfnet' checkpoints only.*"
+     r"AutoModelForSequenceClassification.from_pretrained"),
+    ("BERT checkpoint", GFNetModel, "bert", {}, ValueError, r"holds a 'bert' checkpoint, .*AutoModel.from_pretrained"),
+    ("config of another family", GFNetForSequenceClassification, "gfnet", dict(config=tiny_config("afno")), ValueError,
+     r"`config` is a 'afno' config, but GFNetForSequenceClassification needs a 'gfnet' one \(GFNetConfig\)"),
+    ("wider model", GFNetForSequenceClassification, "gfnet", dict(hidden_size=64, intermediate_size=128), ValueError,
+     r"the checkpoint has hidden_size=32, intermediate_size=64, the requested config hidden_size=64, "
+     r"intermediate_size=128.*`ignore_mismatched_sizes=True`"),
+    ("other num_labels", GFNetForSequenceClassification, "gfnet", dict(num_labels=5), ValueError,
+     r"the checkpoint has num_labels=3, the requested config num_labels=5"),
+    ("other config object", GFNetForSequenceClassification, "gfnet",
+     dict(config=tiny_config("gfnet", max_position_embeddings=32)), ValueError,
+     r"checkpoint has max_position_embeddings=24, the requested config max_position_embeddings=32"),
+]
+
+
+@pytest.mark.parametrize("name,loader,folder,kwargs,error,message", FROM_PRETRAINED_ROWS,
+                         ids=[row[0] for row in FROM_PRETRAINED_ROWS])
+def test_from_pretrained(checkpoints, name, loader, folder, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        loader.from_pretrained(checkpoints / folder, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Converters of original checkpoints (GFNet, AFNO-transformer, FourCastNet) on files that are not such checkpoints.
+
+
+def original_gfnet_keys():
+    """The keys (with small, consistent shapes) an original GFNet checkpoint has, as far as the converters look."""
+    return {
+        "patch_embed.proj.weight": torch.randn(8, 3, 4, 4), "patch_embed.proj.bias": torch.randn(8),
+        "pos_embed": torch.randn(1, 16, 8), "blocks.0.mlp.fc1.weight": torch.randn(16, 8),
+        "blocks.0.filter.complex_weight": torch.randn(4, 3, 8, 2), "norm.weight": torch.randn(8),
+        "head.weight": torch.randn(10, 8), "head.bias": torch.randn(10),
+    }
+
+
+def original_afno_keys():
+    state_dict = original_gfnet_keys()
+    del state_dict["blocks.0.filter.complex_weight"]
+    state_dict["blocks.0.filter.w1"] = torch.randn(2, 2, 4, 4)
+    return state_dict
+
+
+def write_checkpoint(folder, kind):
+    """A file of `kind` in `folder`; returns its path."""
+    if kind == "missing":
+        return folder / "missing.pth"
+    if kind == "directory":
+        return folder
+    path = folder / {"truncated safetensors": "weights.safetensors", "fourierformers": "model.safetensors"}.get(
+        kind, "checkpoint.pth")
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "truncated safetensors":
+        save_file(original_gfnet_keys(), path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "list":
+        torch.save([torch.zeros(1)], path)
+    elif kind == "optimizer only":
+        torch.save({"optimizer": {"lr": 0.1}}, path)
+    elif kind == "fourierformers":
+        GFNetForImageClassification(tiny_config("gfnet", **IMAGE)).save_pretrained(folder)
+    elif kind == "GFNet":
+        torch.save({"model": original_gfnet_keys()}, path)
+    elif kind == "AFNO":
+        torch.save({"model": original_afno_keys()}, path)
+    return path
+
+
+CONVERTERS = {
+    "GFNet": convert_original_gfnet.convert_gfnet_checkpoint,
+    "AFNO": convert_original_afno.convert_afno_checkpoint,
+    "FourCastNet": lambda path: convert_original_afno.convert_fourcastnet_checkpoint(path, image_size=(16, 16)),
+}
+FILE_ROWS = [
+    ("missing", FileNotFoundError, r"Checkpoint file .*missing.pth does not exist; pass a torch.save file \(.pth, "),
+    ("directory", ValueError, r"is a directory; pass the checkpoint file itself, a torch.save file"),
+    ("empty", ValueError, r"Checkpoint file .* is empty; pass a torch.save file \(.pth, .pt, .tar\) or a .safetensors"),
+    ("text", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .* or a .safetensors file"),
+    ("truncated safetensors", ValueError, r"Cannot read .*weights.safetensors .*\(SafetensorError: .*truncated"),
+    ("list", ValueError, r"holds a list, not a state dict or checkpoint dict"),
+    ("optimizer only", ValueError, r"not a model state dict: .*under one of \['model', 'model_state', 'state_dict'\]"),
+    ("fourierformers", ValueError, r"not an original .* It is a fourierformers checkpoint already: load its folder"),
+]
+FAMILY_ROWS = [
+    ("GFNet", "AFNO", r"not an original GFNet checkpoint: it has no \['blocks.0.filter.complex_weight'\]"),
+    ("AFNO", "GFNet", r"not an original AFNO-transformer checkpoint: it has no \['blocks.0.filter.w1'\]"),
+    ("FourCastNet", "AFNO", r"head has a bias: it is an AFNO-transformer classifier, not FourCastNet"),
+]
+
+
+@pytest.mark.parametrize("converter", CONVERTERS)
+@pytest.mark.parametrize("kind,error,message", FILE_ROWS, ids=[row[0] for row in FILE_ROWS])
+def test_original_converter_on_a_bad_file(tmp_path, converter, kind, error, message):
+    with pytest.raises(error, match=message):
+        CONVERTERS[converter](write_checkpoint(tmp_path, kind))
+
+
+@pytest.mark.parametrize("converter,kind,message", FAMILY_ROWS, ids=[f"{row[1]} to {row[0]}" for row in FAMILY_ROWS])
+def test_original_converter_on_another_family(tmp_path, converter, kind, message):
+    with pytest.raises(ValueError, match=message):
+        CONVERTERS[converter](write_checkpoint(tmp_path, kind))
+
+
+@pytest.mark.parametrize("script", [convert_original_gfnet, convert_original_afno])
+def test_original_converter_command_line_refuses_a_foreign_output_dir(tmp_path, script):
+    """Checked before converting: the input need not even exist."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match=r"holds no saved model \(no config.json\): \['notes.txt'\].*--overwrite"):
+        script.main([str(tmp_path / "missing.pth"), str(tmp_path / "out")])
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+@pytest.fixture(scope="module")
+def fnet_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fnet")
+    save_tiny_fnet("FNetForSequenceClassification", root / "fnet")
+    shutil.copytree(root / "fnet", root / "truncated")
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    shutil.copytree(root / "fnet", root / "no_weights")
+    (root / "no_weights" / "model.safetensors").unlink()
+    (root / "no_config").mkdir()
+    (root / "file.json").write_text("{}")
+    GFNetModel(tiny_config("gfnet")).save_pretrained(root / "gfnet")
+    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(root / "bert")
+    (root / "busy").mkdir()
+    (root / "busy" / "notes.txt").write_text("keep")
+    return root
+
+
+FNET_ROWS = [
+    ("missing folder", "missing", {}, FileNotFoundError, r"FNet checkpoint folder .*missing does not exist"),
+    ("a file", "file.json", {}, ValueError, r"is not a transformers checkpoint folder: pass the folder holding config"),
+    ("no config.json", "no_config", {}, ValueError, r"not a transformers checkpoint folder"),
+    ("GFNet checkpoint", "gfnet", {}, ValueError,
+     r"holds a 'gfnet' checkpoint; this converter reads transformers FNet checkpoints \(model_type 'fnet', "),
+    ("BERT checkpoint", "bert", {}, ValueError, r"holds a 'bert' checkpoint; .*architectures \['FNetForMaskedLM'"),
+    ("truncated weights", "truncated", {}, ValueError, r"Cannot read the FNet weights in .*safetensors .*truncated"),
+    ("no weights", "no_weights", {}, ValueError, r"No FNet weights in .*: expected model.safetensors or pytorch_model"),
+    ("unknown head", "fnet", dict(head="question_answering"), ValueError,
+     r"Unknown head 'question_answering'; allowed: \['masked_lm', 'model', 'sequence_classification', 'token_cl"),
+    ("attention layer 2 of 2", "fnet", dict(attention_layers=[2]), ValueError,
+     r"Attention layer index 2 is out of range: the model has layers 0..1 \(or -2..-1\)"),
+    ("output is a file", "fnet", dict(output_dir="file.json"), ValueError, r"file.json is an existing file"),
+    ("output holds other files", "fnet", dict(output_dir="busy"), ValueError,
+     r"is not empty and holds no saved model \(no config.json\): \['notes.txt'\]. .*--overwrite"),
+]
+
+
+@pytest.mark.parametrize("name,folder,options,error,message", FNET_ROWS, ids=[row[0] for row in FNET_ROWS])
+def test_fnet_converter(fnet_folders, name, folder, options, error, message):
+    if "output_dir" in options:
+        options = {**options, "output_dir": fnet_folders / options["output_dir"]}
+    with pytest.raises(error, match=message):
+        convert_transformers_fnet.convert_fnet_checkpoint(fnet_folders / folder, **options)
+    assert [path.name for path in (fnet_folders / "busy").iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Example command lines on missing or malformed user data, run in-process (`main(argv)`): every row fails before
+# training and leaves no output directory behind.
+
+
+def write_png(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path)
+
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user_data")
+    texts = [f"sentence number {index}" for index in range(20)]
+    files = {
+        "reviews.csv": "sentence,label\n" + "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(texts)),
+        "reviews.jsonl": "".join(json.dumps({"sentence": t, "label": i % 2}) + "\n" for i, t in enumerate(texts)),
+        "other_columns.csv": "text,other\n" + "".join(f"{t},1\n" for t in texts),
+        "no_text_column.csv": "label\npos\nneg\n",
+        "empty.csv": "",
+        "header_only.csv": "sentence,label\n",
+        "one_row.csv": "sentence,label\nhello,pos\n",
+        "float_labels.csv": "sentence,label\n" + "".join(f"{t},{i / 7:.3f}\n" for i, t in enumerate(texts)),
+        "one_class.csv": "sentence,label\n" + "".join(f"{t},pos\n" for t in texts),
+        "unseen_label.csv": "sentence,label\nhello,neutral\n",
+        "empty_labels.csv": "sentence,label\n" + "".join(f"{t},{'pos' * (i % 2)}\n" for i, t in enumerate(texts)),
+        "notes.txt": "one line\n",
+        "words_as_text.jsonl": "".join(json.dumps({"tokens": "New York", "ner_tags": "B-loc I-loc"}) + "\n"
+                                       for _ in range(4)),
+        "tags_too_few.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc"]}) + "\n"
+                                      for _ in range(4)),
+        "no_tags.jsonl": "".join(json.dumps({"tokens": ["New", "York"]}) + "\n" for _ in range(4)),
+        "blank_lines.txt": "\n   \n\n",
+        "empty.txt": "",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    write_png(root / "one_class" / "cat" / "a.png", 10)
+    write_png(root / "one_class" / "cat" / "b.png", 20)
+    write_png(root / "loose_images" / "a.png", 10)
+    (root / "empty_class" / "cat").mkdir(parents=True)
+    write_png(root / "empty_class" / "dog" / "a.png", 10)
+    (root / "no_images" / "cat").mkdir(parents=True)
+    (root / "no_images" / "dog").mkdir(parents=True)
+    (root / "no_images" / "dog" / "readme.txt").write_text("not an image")
+    write_png(root / "images" / "cat" / "a.png", 10)
+    write_png(root / "images" / "dog" / "b.png", 200)
+    return root
+
+
+TEXT = run_text_classification
+EXAMPLE_ROWS = [
+    (TEXT, ["--train_file", "{data}/missing.csv"], FileNotFoundError, r"`--train_file` .*missing.csv does not exist"),
+    (TEXT, ["--train_file", "{data}/notes.txt"], ValueError,
+     r"`--train_file` must be a .csv, .tsv, .json, .jsonl file, got .*notes.txt"),
+    (TEXT, ["--train_file", "{data}/empty.csv"], ValueError, r"`--train_file` .*empty.csv is an empty file"),
+    (TEXT, ["--train_file", "{data}/header_only.csv"], ValueError,
+     r"No examples could be read from .*header_only.csv.*needs a header and at least one row"),
+    (TEXT, ["--train_file", "{data}/one_row.csv"], ValueError,
+     r"`--train_file` .*one_row.csv has 1 examples; at least 2 are needed \(a validation split is cut from it\)"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/reviews.jsonl"], ValueError,
+     r"`--train_file` and `--validation_file` must have the same format, got \['.csv', '.jsonl'\]"),
+    (TEXT, ["--train_file", "{data}/other_columns.csv"], ValueError,
+     r"Column 'sentence' \(`--text_column_name`\) not found in the train data, whose columns are \['text', 'other'\]"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/no_text_column.csv"], ValueError,
+     r"Column 'sentence' \(`--text_column_name`\) is missing or empty in the validation data, whose filled columns "
+     r"are \['label'\]"),
+    (TEXT, ["--train_file", "{data}/empty_labels.csv"], ValueError,
+     r"Column 'label' \(`--label_column_name`\) of the (train|validation) data has \d+ empty values"),
+    (TEXT, ["--train_file", "{data}/float_labels.csv"], ValueError,
+     r"Column 'label' \(`--label_column_name`\) holds floating-point values .*use `--task regression`"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--task", "regression"], ValueError,
+     r"`--task regression` needs numeric labels, but column 'label' holds .*string values such as '(pos|neg)'"),
+    (TEXT, ["--train_file", "{data}/one_class.csv"], ValueError,
+     r"training data has 1 class \(\['pos'\]\); classification needs at least two"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/unseen_label.csv"], ValueError,
+     r"Labels \['neutral'\] .* occur in the validation data but not in the training data, whose classes are "
+     r"\['neg', 'pos'\]"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--max_train_samples", "0"], ValueError,
+     r"`--max_train_samples` must be a positive number of examples, got 0"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_sise=64"], ValueError,
+     r"Unknown config fields in `--config_overrides` for gfnet: \['hidden_sise'\]"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_size"], ValueError,
+     r"`--config_overrides` entries must look like field=value, got 'hidden_size'"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_size=0"], ValueError,
+     r"`hidden_size` must be a positive integer, got 0"),
+    (run_token_classification, ["--train_file", "{data}/missing.jsonl"], FileNotFoundError, r"does not exist"),
+    (run_token_classification, ["--train_file", "{data}/words_as_text.jsonl"], ValueError,
+     r"Row 0 of the train data must hold a list of words \(`--tokens_column_name` 'tokens'\) and a list of tags"),
+    (run_token_classification, ["--train_file", "{data}/tags_too_few.jsonl"], ValueError,
+     r"Row 0 of the train data has 2 words but 1 tags; every word needs exactly one tag"),
+    (run_token_classification, ["--train_file", "{data}/no_tags.jsonl"], ValueError,
+     r"Column 'ner_tags' \(`--tags_column_name`\) not found in the train data, whose columns are \['tokens'\]"),
+    (run_mlm, ["--no_default_corpus"], ValueError, r"No corpus: give --train_files or leave out --no_default_corpus"),
+    (run_mlm, ["--no_default_corpus", "--train_files", "{data}/missing.txt"], FileNotFoundError,
+     r"`--train_files` .*missing.txt does not exist"),
+    (run_mlm, ["--no_default_corpus", "--train_files", "{data}/empty.txt"], ValueError, r"empty.txt is an empty file"),
+    (run_mlm, ["--no_default_corpus", "--train_files", "{data}/blank_lines.txt"], ValueError,
+     r"`--train_files` .* hold 0 non-empty lines; at least 2 are needed \(one example per line"),
+    (run_image_classification, ["--train_dir", "{data}/missing"], FileNotFoundError,
+     r"`--train_dir` .*missing is not a directory; pass a folder with one sub-folder per class"),
+    (run_image_classification, ["--train_dir", "{data}/loose_images"], ValueError,
+     r"`--train_dir` .*loose_images holds images directly \(\['a.png'\]\); put them in one sub-folder per class"),
+    (run_image_classification, ["--train_dir", "{data}/one_class"], ValueError,
+     r"needs at least two class sub-folders with images \(.png, .jpg, .*found classes \['cat'\]"),
+    (run_image_classification, ["--train_dir", "{data}/empty_class"], ValueError,
+     r"found classes \['cat', 'dog'\], of which \['cat'\] hold no images"),
+    (run_image_classification, ["--train_dir", "{data}/no_images"], ValueError, r"of which \['cat', 'dog'\] hold no"),
+    (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/missing"],
+     FileNotFoundError, r"`--validation_dir` .*missing is not a directory"),
+]
+
+
+@pytest.mark.parametrize(
+    "script,arguments,error,message", EXAMPLE_ROWS,
+    ids=[f"{row[0].__name__}-{index}" for index, row in enumerate(EXAMPLE_ROWS)],
+)
+def test_example_command_line(tmp_path, user_data, script, arguments, error, message):
+    output_dir = tmp_path / "out"
+    argv = ["--output_dir", str(output_dir), "--use_cpu", *(a.replace("{data}", str(user_data)) for a in arguments)]
+    with pytest.raises(error, match=message):
+        script.main(argv)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output directories: written all at once or not at all.
+
+TINY_RUN = [
+    "--text_column_name", "sentence", "--config_overrides", "hidden_size=32,intermediate_size=64,num_hidden_layers=1",
+    "--vocab_size", "120", "--max_seq_length", "16", "--num_train_epochs", "1", "--use_cpu",
+    "--pipeline_inputs", "sentence number 3",
+]
+
+
+def earlier_output(output_dir):
+    """What an earlier run left in `output_dir`; returns a snapshot (name -> bytes) to compare with."""
+    output_dir.mkdir()
+    (output_dir / "config.json").write_text('{"model_type": "gfnet"}')
+    (output_dir / "earlier.txt").write_text("from the earlier run")
+    return snapshot(output_dir)
+
+
+def snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def siblings(output_dir):
+    return sorted(path.name for path in output_dir.parent.iterdir() if path.name.startswith(output_dir.name + "."))
+
+
+def fail(*args, **kwargs):
+    raise RuntimeError("injected failure")
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new output_dir", "earlier output_dir"])
+def test_failed_example_leaves_output_dir_as_it_was(tmp_path, user_data, monkeypatch, earlier):
+    """The run trains, evaluates and saves, then fails in its last step (the pipeline on the saved model)."""
+    output_dir = tmp_path / "out"
+    before = earlier_output(output_dir) if earlier else None
+    monkeypatch.setattr(run_text_classification, "pipeline", fail)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_text_classification.main(["--output_dir", str(output_dir), "--train_file", f"{user_data}/reviews.csv",
+                                      *TINY_RUN])
+    assert (snapshot(output_dir) if output_dir.exists() else None) == before
+    assert siblings(output_dir) == []
+
+
+def test_example_replaces_an_earlier_output_dir_when_it_succeeds(tmp_path, user_data):
+    output_dir = tmp_path / "out"
+    earlier_output(output_dir)
+    metrics = run_text_classification.main(
+        ["--output_dir", str(output_dir), "--train_file", f"{user_data}/reviews.csv", *TINY_RUN]
+    )
+    assert 0 <= metrics["eval_accuracy"] <= 1
+    files = set(snapshot(output_dir))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "all_results.json"} <= files
+    assert "earlier.txt" not in files
+    assert siblings(output_dir) == []
+    assert AutoModelForSequenceClassification.from_pretrained(output_dir).config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_failed_example_keeps_its_checkpoints_for_resuming(tmp_path, user_data, monkeypatch):
+    output_dir = tmp_path / "out"
+    run = ["--output_dir", str(output_dir), "--train_file", f"{user_data}/reviews.csv", *TINY_RUN,
+           "--save_strategy", "steps", "--save_steps", "1", "--per_device_train_batch_size", "8"]
+    with monkeypatch.context() as patch:
+        patch.setattr(run_text_classification, "pipeline", fail)
+        with pytest.raises(RuntimeError, match="injected failure"):
+            run_text_classification.main(run)
+    work_dir = work_dir_for(output_dir)
+    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    assert not output_dir.exists() and checkpoints
+    # The tokenizer the failed run trained is in the work directory too.
+    run_text_classification.main([*run, "--resume_from_checkpoint", str(checkpoints[-1]), "--tokenizer_name",
+                                  str(work_dir)])
+    assert (output_dir / "model.safetensors").is_file() and not work_dir.exists()
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new output_dir", "earlier output_dir"])
+def test_failed_fnet_conversion_leaves_output_dir_as_it_was(tmp_path, fnet_folders, monkeypatch, earlier):
+    """The model is saved, then copying the tokenizer files fails."""
+    output_dir = tmp_path / "out"
+    before = earlier_output(output_dir) if earlier else None
+    monkeypatch.setattr(convert_transformers_fnet, "shutil", SimpleNamespace(copyfile=fail))
+    with pytest.raises(RuntimeError, match="injected failure"):
+        convert_transformers_fnet.convert_fnet_checkpoint(fnet_folders / "fnet", output_dir)
+    assert (snapshot(output_dir) if output_dir.exists() else None) == before
+    assert siblings(output_dir) == []
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new output_dir", "earlier output_dir"])
+def test_failed_original_conversion_leaves_output_dir_as_it_was(tmp_path, monkeypatch, earlier):
+    """`save_converted` of the GFNet / AFNO converters: the model is saved, then its image processor fails."""
+    output_dir = tmp_path / "out"
+    before = earlier_output(output_dir) if earlier else None
+    failing_processor = SimpleNamespace(save_pretrained=fail)
+    monkeypatch.setattr(original_checkpoint, "image_processor_for", lambda config: failing_processor)
+    model = GFNetForImageClassification(tiny_config("gfnet", **IMAGE))
+    with pytest.raises(RuntimeError, match="injected failure"):
+        original_checkpoint.save_converted(model, output_dir)
+    assert (snapshot(output_dir) if output_dir.exists() else None) == before
+    assert siblings(output_dir) == []
+
+
+def test_atomic_directory_publishes_only_complete_results(tmp_path):
+    output_dir = tmp_path / "out"
+    before = earlier_output(output_dir)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(output_dir) as work_dir:
+            (work_dir / "config.json").write_text("{}")
+            raise KeyboardInterrupt  # an interrupted run is no different from a failed one
+    assert snapshot(output_dir) == before and siblings(output_dir) == []
+    with atomic_directory(output_dir) as work_dir:
+        (work_dir / "config.json").write_text('{"new": true}')
+    assert snapshot(output_dir) == {"config.json": b'{"new": true}'} and siblings(output_dir) == []
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match=r"holds no saved model .*\['notes.txt'\].*overwrite=True"):
+        with atomic_directory(tmp_path / "busy"):
+            pass
+    with atomic_directory(tmp_path / "busy", overwrite=True) as work_dir:
+        (work_dir / "config.json").write_text("{}")
+    assert snapshot(tmp_path / "busy") == {"config.json": b"{}"}
+
