@@ -28,7 +28,6 @@ models built for long ones, the fitted exponent of training memory against lengt
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import statistics
