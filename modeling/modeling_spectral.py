@@ -718,9 +718,10 @@ class SpectralModel(SpectralPreTrainedModel):
         validate_condition(self.config, condition, batch_size)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
-        # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end.
+        # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end. Eager mode skips
+        # the (identity) roll of batches without left padding; reading that back would split a compiled graph.
         shift = None
-        if mask is not None and not bool(mask[:, 0].all()):
+        if mask is not None and (torch.compiler.is_compiling() or not bool(mask[:, 0].all())):
             shift = mask.int().argmax(dim=1)  # (B,)
             input_ids, inputs_embeds, token_type_ids, position_ids, mask = (
                 None if t is None else roll_rows(t.expand(batch_size, *t.shape[1:]), shift)

@@ -51,10 +51,20 @@ def test_mixer_compiles_without_graph_breaks(name):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_model_compiles_without_graph_breaks(family):
+@pytest.mark.parametrize("padding", [None, "right", "left"])
+def test_model_compiles_without_graph_breaks(family, padding):
     model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
-    explanation = torch._dynamo.explain(model)(torch.randint(5, 99, (2, 9)))
+    input_ids = torch.randint(5, 99, (2, 9))
+    attention_mask = None if padding is None else torch.ones_like(input_ids)
+    if padding == "right":
+        attention_mask[1, 6:] = 0
+    elif padding == "left":
+        attention_mask[1, :3] = 0
+    explanation = torch._dynamo.explain(model)(input_ids, attention_mask=attention_mask)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="eager")(input_ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(compiled, model(input_ids, attention_mask=attention_mask).logits)
 
 
 @pytest.mark.slow
