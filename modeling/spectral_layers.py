@@ -214,7 +214,25 @@ class MLP(nn.Module):
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
-class FourierMixer(nn.Module):
+class SpectralMixer(nn.Module):
+    """The entry shared by the FFT mixers: `forward` resolves the call's FFT grid, checks that the tokens fit in it
+    and, on CPU, runs a large batch chunk by chunk (`_batch_chunks`); each mixer implements `mix` on one chunk."""
+
+    def forward(self, x, mask=None, fft_shape=None):
+        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        grid_shape = _check_grid(x, fft_shape)
+        chunks = _batch_chunks(x, mask)
+        if chunks is None:
+            return self.mix(x, mask, fft_shape, grid_shape)
+        return torch.cat([self.mix(x_chunk, mask_chunk, fft_shape, grid_shape) for x_chunk, mask_chunk in chunks])
+
+    def mix(self, x, mask, fft_shape, grid_shape):
+        """x: (B, *grid, D), mask: (B, *grid) or None -> (B, *grid, D), with the FFT over `fft_shape`."""
+        raise NotImplementedError
+
+
+class FourierMixer(SpectralMixer):
     """FNet mixing: `Re(FFT_grid(FFT_channels(x)))`, no parameters.
 
     The input is real, so its spectrum is conjugate-symmetric, `X[t, D-k] = conj(X[-t, k])`: only the
@@ -229,13 +247,7 @@ class FourierMixer(nn.Module):
         self.norm = norm
         self._dft_cache = None  # ((length, FFT length, dtype, device), matrix) of `short_fourier`
 
-    def forward(self, x, mask=None, fft_shape=None):
-        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
-        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
-        grid_shape = _check_grid(x, fft_shape)
-        chunks = _batch_chunks(x, mask)
-        if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
+    def mix(self, x, mask, fft_shape, grid_shape):
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
             return self.short_fourier(real_input, fft_shape[0]).to(x.dtype)
@@ -306,7 +318,7 @@ class FourierMixer(nn.Module):
         return f"fft_shape={self.fft_shape}, norm={self.norm!r}"
 
 
-class GlobalFilter(nn.Module):
+class GlobalFilter(SpectralMixer):
     """GFNet mixing: `irfftn(rfftn(x) * K)` over the grid axes with a learnable complex filter K per frequency and
     channel, stored as a real tensor `complex_weight: (*freq_shape, D, 2)` (real, imaginary), the layout of the
     original GFNet checkpoints. `freq_shape` is `fft_shape` with the last axis halved (rfft): `n // 2 + 1`.
@@ -361,13 +373,7 @@ class GlobalFilter(nn.Module):
             lambda: channels_first(self.complex_filter(dtype, fft_shape)[None])[0],
         )
 
-    def forward(self, x, mask=None, fft_shape=None):
-        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
-        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
-        grid_shape = _check_grid(x, fft_shape)
-        chunks = _batch_chunks(x, mask)
-        if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
+    def mix(self, x, mask, fft_shape, grid_shape):
         real_input = _fft_input(x, mask)
         short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
         if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
@@ -443,7 +449,7 @@ def lowest_kept_modes(fft_shape, num_modes):
     return [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
 
 
-class AFNOMixer(nn.Module):
+class AFNOMixer(SpectralMixer):
     """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
 
     `rfftn` over the grid -> keep the chosen modes -> a two-layer complex MLP, block-diagonal over `num_blocks`
@@ -513,13 +519,7 @@ class AFNOMixer(nn.Module):
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
-    def forward(self, x, mask=None, fft_shape=None):
-        """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
-        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
-        grid_shape = _check_grid(x, fft_shape)
-        chunks = _batch_chunks(x, mask)
-        if chunks is not None:
-            return torch.cat([self(x_chunk, mask_chunk, fft_shape) for x_chunk, mask_chunk in chunks])
+    def mix(self, x, mask, fft_shape, grid_shape):
         spectrum = grid_rfftn(_fft_input(x, mask), fft_shape, norm="ortho")  # (B, D, *freq_shape)
         # Keep the chosen modes: a leading range of an axis is a slice (irfftn pads the zeros back on its own),
         # any other choice a gather that is scattered back into zeros after the MLP.
