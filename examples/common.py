@@ -12,9 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
+import transformers
 from datasets import ClassLabel
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoConfig, BertConfig, PreTrainedTokenizerFast, TrainingArguments
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    BertConfig,
+    HfArgumentParser,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+    set_seed,
+)
 
 import fourierformers
 from fourierformers.atomic_directory import check_output_dir, publish, work_dir_for
@@ -116,6 +125,21 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     )
 
 
+def load_or_train_tokenizer(model_args, training_args, texts, max_seq_length):
+    """The tokenizer of `--tokenizer_name` or `--model_name_or_path`, else a WordPiece tokenizer trained on `texts`
+    (an iterable of strings, read only by the main process), saved to the output directory, from where the other
+    processes load it."""
+    if model_args.tokenizer_name or model_args.model_name_or_path:
+        return AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    with training_args.main_process_first(desc="training the tokenizer"):
+        if training_args.process_index == 0:
+            tokenizer = train_wordpiece_tokenizer(texts, model_args.vocab_size, max_seq_length)
+            tokenizer.save_pretrained(training_args.output_dir)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
+    return tokenizer
+
+
 def canonical_vocabulary(vocab):
     """The trained vocabulary with reproducible ids: special tokens first, then the others sorted.
 
@@ -160,6 +184,21 @@ def set_training_defaults(parser, **defaults):
         ddp_find_unused_parameters=False,
         **defaults,
     )
+
+
+def run_example(run, argument_classes, argv=None, **training_defaults):
+    """An example's `main`: parse its (model arguments, data arguments) classes and `ExampleTrainingArguments`
+    from `argv` (default `sys.argv[1:]`) with the example's `training_defaults`, set up logging and the seed, then
+    `run(model_args, data_args, training_args)` with the output directory written only when it succeeds
+    (`output_dir_written_on_success`). Returns what `run` returns (the evaluation metrics)."""
+    parser = HfArgumentParser((*argument_classes, ExampleTrainingArguments))
+    set_training_defaults(parser, **training_defaults)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    with output_dir_written_on_success(training_args):
+        return run(model_args, data_args, training_args)
 
 
 @dataclass
@@ -217,6 +256,14 @@ def check_sample_limits(data_args):
         value = getattr(data_args, name)
         if value is not None and value < 1:
             raise ValueError(f"`--{name}` must be a positive number of examples, got {value}.")
+
+
+def limit_samples(raw, data_args):
+    """Keep the first `--max_train_samples` / `--max_eval_samples` examples of the train / validation splits."""
+    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
+        if limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return raw
 
 
 def check_columns(raw, columns):

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from datasets import DatasetDict, load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
-    HfArgumentParser,
     ViTConfig,
     ViTImageProcessor,
     pipeline,
-    set_seed,
 )
 
 from fourierformers import SpectralTrainer
@@ -33,13 +30,12 @@ from fourierformers import SpectralTrainer
 import data
 from common import (
     FAMILY_CONFIGS,
-    ExampleTrainingArguments,
     build_config,
     check_sample_limits,
     label_fields,
+    limit_samples,
     load_metric,
-    output_dir_written_on_success,
-    set_training_defaults,
+    run_example,
 )
 
 logger = logging.getLogger(__name__)
@@ -111,26 +107,24 @@ def load_raw_data(data_args):
             raw = DatasetDict(train=splits["train"], validation=splits["test"])
     else:
         raw = data.images()
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    if data_args.max_eval_samples is not None:
-        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
-    return raw
+    return limit_samples(raw, data_args)
 
 
 def main(argv=None):
     """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
     everything succeeded) and return the evaluation metrics."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
-    set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=10, per_device_train_batch_size=32,
-                          per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.05,
-                          remove_unused_columns=False)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
-    with output_dir_written_on_success(training_args):
-        return run(model_args, data_args, training_args)
+    return run_example(
+        run,
+        (ModelArguments, DataArguments),
+        argv,
+        learning_rate=1e-3,
+        num_train_epochs=10,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        warmup_steps=0.1,
+        weight_decay=0.05,
+        remove_unused_columns=False,
+    )
 
 
 def run(model_args, data_args, training_args):

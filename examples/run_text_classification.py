@@ -14,21 +14,16 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import transformers
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     pipeline,
-    set_seed,
 )
 
 from fourierformers import SpectralTrainer
 
 import data
 from common import (
-    ExampleTrainingArguments,
     ModelArguments,
     build_config,
     check_columns,
@@ -36,11 +31,11 @@ from common import (
     class_names,
     label_encoder,
     label_fields,
+    limit_samples,
     load_metric,
-    output_dir_written_on_success,
-    set_training_defaults,
+    load_or_train_tokenizer,
+    run_example,
     text_model_defaults,
-    train_wordpiece_tokenizer,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,25 +92,23 @@ def load_raw_data(data_args):
             f"values such as {raw['train'][0][data_args.label_column_name]!r}; use `--task classification` for "
             "class names."
         )
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    if data_args.max_eval_samples is not None:
-        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, len(raw["validation"]))))
-    return raw
+    return limit_samples(raw, data_args)
 
 
 def main(argv=None):
     """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
     everything succeeded) and return the evaluation metrics."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, ExampleTrainingArguments))
-    set_training_defaults(parser, learning_rate=1e-3, num_train_epochs=4, per_device_train_batch_size=32,
-                          per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.01)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
-    with output_dir_written_on_success(training_args):
-        return run(model_args, data_args, training_args)
+    return run_example(
+        run,
+        (ModelArguments, DataArguments),
+        argv,
+        learning_rate=1e-3,
+        num_train_epochs=4,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        warmup_steps=0.1,
+        weight_decay=0.01,
+    )
 
 
 def run(model_args, data_args, training_args):
@@ -129,17 +122,9 @@ def run(model_args, data_args, training_args):
         names = class_names(raw, data_args.label_column_name, "--label_column_name")
         to_id = label_encoder(raw, data_args.label_column_name, names)
 
-    if model_args.tokenizer_name or model_args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    else:
-        with training_args.main_process_first(desc="training the tokenizer"):
-            if training_args.process_index == 0:
-                tokenizer = train_wordpiece_tokenizer(
-                    raw["train"][data_args.text_column_name], model_args.vocab_size, data_args.max_seq_length
-                )
-                tokenizer.save_pretrained(training_args.output_dir)
-            else:
-                tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
+    tokenizer = load_or_train_tokenizer(
+        model_args, training_args, raw["train"][data_args.text_column_name], data_args.max_seq_length
+    )
 
     task_fields = label_fields(names)
     if regression:
