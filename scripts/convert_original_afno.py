@@ -60,23 +60,12 @@ def fourcastnet_kept_modes(grid_shape, hard_thresholding_fraction):
     return [None if len(rows) == height else rows, None if len(columns) == width // 2 + 1 else columns]
 
 
-def config_from_checkpoint(
-    state_dict, hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=False, drop_path_rate=0.0
-):
-    """The `AFNOConfig` of an original AFNO-transformer checkpoint and the given options."""
-    require_keys(
-        state_dict,
-        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
-        "AFNO-transformer",
-    )
+def afno_block_fields(state_dict, double_skip, sparsity_threshold):
+    """The config fields that both original AFNO checkpoints (AFNO-transformer, FourCastNet) share: patch embedding
+    and block sizes read from the tensors, and the blocks' fixed settings (pre-norm, GELU, LayerNorm eps 1e-6)."""
     hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
-    num_tokens = state_dict["pos_embed"].shape[1]
-    grid_side = math.isqrt(num_tokens)
-    if grid_side**2 != num_tokens:
-        raise ValueError(f"pos_embed has {num_tokens} tokens; the AFNO-transformer classifier uses square grids.")
     _, num_blocks, block_size, inner = state_dict["blocks.0.filter.w1"].shape
-    return AFNOConfig(
-        image_size=grid_side * patch_size,
+    return dict(
         patch_size=patch_size,
         num_channels=num_channels,
         hidden_size=hidden_size,
@@ -89,6 +78,26 @@ def config_from_checkpoint(
         afno_num_blocks=num_blocks,
         afno_hidden_size_factor=inner // block_size,
         afno_sparsity_threshold=sparsity_threshold,
+    )
+
+
+def config_from_checkpoint(
+    state_dict, hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=False, drop_path_rate=0.0
+):
+    """The `AFNOConfig` of an original AFNO-transformer checkpoint and the given options."""
+    require_keys(
+        state_dict,
+        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
+        "AFNO-transformer",
+    )
+    patch_size = state_dict["patch_embed.proj.weight"].shape[2]
+    num_tokens = state_dict["pos_embed"].shape[1]
+    grid_side = math.isqrt(num_tokens)
+    if grid_side**2 != num_tokens:
+        raise ValueError(f"pos_embed has {num_tokens} tokens; the AFNO-transformer classifier uses square grids.")
+    return AFNOConfig(
+        **afno_block_fields(state_dict, double_skip, sparsity_threshold),
+        image_size=grid_side * patch_size,
         afno_kept_modes=afno_transformer_kept_modes((grid_side, grid_side), hard_thresholding_fraction),
         pooling="mean",
         hidden_dropout_prob=0.0,
@@ -108,29 +117,17 @@ def fourcastnet_config_from_checkpoint(
     )
     if "head.bias" in state_dict:
         raise ValueError("This checkpoint's head has a bias: it is an AFNO-transformer classifier, not FourCastNet.")
-    hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
+    patch_size = state_dict["patch_embed.proj.weight"].shape[2]
     grid = (image_size[0] // patch_size, image_size[1] // patch_size)
     if grid[0] * grid[1] != state_dict["pos_embed"].shape[1]:
         raise ValueError(
             f"image_size {tuple(image_size)} with patch {patch_size} gives {grid[0] * grid[1]} tokens but pos_embed "
             f"has {state_dict['pos_embed'].shape[1]}: pass the image size the model was trained at."
         )
-    _, num_blocks, block_size, inner = state_dict["blocks.0.filter.w1"].shape
     return AFNOConfig(
+        **afno_block_fields(state_dict, double_skip, sparsity_threshold),
         image_size=list(image_size),
-        patch_size=patch_size,
-        num_channels=num_channels,
-        hidden_size=hidden_size,
-        num_hidden_layers=len({int(i) for i in re.findall(r"blocks\.(\d+)\.", " ".join(state_dict))}),
-        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
-        hidden_act="gelu",
-        layer_norm_eps=1e-6,
-        norm_first=True,
         final_layer_norm=False,
-        mixer_residual=double_skip,
-        afno_num_blocks=num_blocks,
-        afno_hidden_size_factor=inner // block_size,
-        afno_sparsity_threshold=sparsity_threshold,
         afno_kept_modes=fourcastnet_kept_modes(grid, hard_thresholding_fraction),
         hidden_dropout_prob=0.0,
         num_output_channels=state_dict["head.weight"].shape[0] // patch_size**2,
