@@ -15,7 +15,7 @@ from .patch_geometry import patch_geometry, per_axis
 
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
-POOLING_TYPES = ("cls", "mean", "max")
+POOLING_TYPES = ("cls", "mean", "max", "attention")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -73,8 +73,10 @@ class SpectralConfig(PretrainedConfig):
         embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
         embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
-        pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens) or `"max"`
-            (per-channel maximum over real tokens). Image models average their token grid where `"cls"` is set.
+        pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens), `"max"`
+            (per-channel maximum over real tokens) or `"attention"` (average over real tokens weighted by learned
+            scores, `num_attention_heads` heads of `hidden_size / num_attention_heads` channels each). Image models
+            average their token grid where `"cls"` is set.
         pooler_projection (`bool`): Dense + tanh on the pooled vector (BERT / FNet pooler).
         mixer_layout (`list`, *optional*): The token mixer of each layer: a name (`"fourier"`, `"global_filter"`,
             `"afno"`, `"attention"`, `"none"`) or a hybrid-strategy dict (`adaptive`, `multiscale`, `cascade`); a
@@ -88,7 +90,8 @@ class SpectralConfig(PretrainedConfig):
         afno_sparsity_threshold (`float`): Soft-shrink threshold on the AFNO spectrum.
         afno_num_modes (`int`, *optional*): Keep only frequencies with |f| < `afno_num_modes` along the sequence;
             all frequencies when unset.
-        num_attention_heads (`int`): Heads of the `attention` mixer; must divide `hidden_size`.
+        num_attention_heads (`int`): Heads of the `attention` mixer and of `"attention"` pooling; must divide
+            `hidden_size`.
         attention_probs_dropout_prob (`float`): Dropout on attention probabilities.
         image_size (`int` or `list[int]`, *optional*): Size of the input images (or volumes) per spatial axis.
             Setting it makes an image model: inputs are `pixel_values` (B, num_channels, *image_size) and the
@@ -342,9 +345,10 @@ class SpectralConfig(PretrainedConfig):
                         f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
                         f"hidden_sizes={self.stage_hidden_sizes}."
                     )
-        if ("attention" in mixers_used or self.condition_type == "cross_attention") and (
-            self.hidden_size % self.num_attention_heads
-        ):
+        uses_heads = (
+            "attention" in mixers_used or self.condition_type == "cross_attention" or self.pooling == "attention"
+        )
+        if uses_heads and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"`num_attention_heads` ({self.num_attention_heads}) must be a positive divisor of `hidden_size` "
                 f"({self.hidden_size})."

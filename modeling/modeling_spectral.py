@@ -42,6 +42,7 @@ from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
     MLP,
     AFNOMixer,
+    AttentionPooling,
     DropPath,
     FourierMixer,
     GlobalFilter,
@@ -276,13 +277,17 @@ class SpectralEmbeddings(nn.Module):
 
 
 class SpectralPooler(nn.Module):
-    """(B, T, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`) or their per-channel
-    maximum (`max`), then optionally dense + tanh (the BERT / FNet pooler)."""
+    """(B, T, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`), their per-channel
+    maximum (`max`) or their learned weighted mean (`attention`, see `AttentionPooling`), then optionally
+    dense + tanh (the BERT / FNet pooler)."""
 
     def __init__(self, config):
         super().__init__()
         # image grids have no class token
         self.pooling = "mean" if config.is_vision and config.pooling == "cls" else config.pooling
+        self.attention = (
+            AttentionPooling(config.hidden_size, config.num_attention_heads) if self.pooling == "attention" else None
+        )
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.pooler_projection else None
 
     def forward(self, hidden_states, mask=None):
@@ -290,6 +295,8 @@ class SpectralPooler(nn.Module):
             pooled = hidden_states.flatten(1, -2)[:, 0]  # the first token of any grid
         elif self.pooling == "max":
             pooled = masked_max(hidden_states, mask)
+        elif self.pooling == "attention":
+            pooled = self.attention(hidden_states, mask)
         else:
             pooled = masked_mean(hidden_states, mask)
         if self.dense is not None:

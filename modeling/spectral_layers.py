@@ -48,6 +48,30 @@ def masked_max(x, mask):
     return tokens.amax(dim=1)
 
 
+class AttentionPooling(nn.Module):
+    """(B, *grid, D) -> (B, D): a weighted mean of the real tokens with learned, input-dependent weights.
+
+    Each of `num_heads` heads scores every token with a linear map of its hidden state and averages its own
+    D / num_heads channels with the softmax of those scores over the real tokens: one learned query per head
+    (SigLIP's attention-pooling head without its projections), linear in length. With the small initial weights
+    the scores are near zero, so a new model starts from mean pooling.
+    """
+
+    def __init__(self, hidden_size, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scores = nn.Linear(hidden_size, num_heads)
+
+    def forward(self, x, mask=None):
+        tokens = x.flatten(1, -2)  # (B, N, D)
+        scores = self.scores(tokens)  # (B, N, H)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.flatten(1)[..., None], torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=1)  # (B, N, H), summing to 1 over the real tokens
+        heads = tokens.unflatten(-1, (self.num_heads, -1))  # (B, N, H, D / H)
+        return torch.einsum("bnh,bnhc->bhc", weights, heads).flatten(1)
+
+
 def _fft_input(x, mask):
     """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
     float32, or float64 for float64 inputs (gradient checks)."""

@@ -48,7 +48,7 @@ def test_auto_registration_leaves_transformers_fnet_alone():
 
 INVALID = [
     (dict(position_embedding_type="rotary"), "position_embedding_type.*'absolute', 'sinusoidal', 'none'"),
-    (dict(pooling="attention"), "pooling.*'cls', 'mean', 'max'"),
+    (dict(pooling="weighted"), "pooling.*'cls', 'mean', 'max', 'attention'"),
     (dict(filter_activation="relu"), "filter_activation.*'identity', 'sigmoid', 'tanh'"),
     (dict(fourier_norm="unitary"), "fourier_norm.*'backward', 'ortho', 'forward'"),
     (dict(hidden_act="swishy"), "hidden_act.*must be one of"),

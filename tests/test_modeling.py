@@ -10,6 +10,7 @@ from transformers import (
 )
 
 from conftest import FAMILIES, model_class, tiny_config
+from fourierformers.spectral_layers import AttentionPooling
 
 HEADS = {
     "Model": AutoModel,
@@ -104,6 +105,7 @@ VARIANTS = {
     "gfnet-original-block": dict(mixer_residual=False, layer_scale_init_value=0.5, layer_norm_eps=1e-6),
     "gfnet-sinusoidal": dict(position_embedding_type="sinusoidal", type_vocab_size=0),
     "gfnet-max-pooling": dict(pooling="max"),
+    "gfnet-attention-pooling": dict(pooling="attention"),
     "afno": dict(),
     "afno-truncated-post-norm": dict(afno_num_modes=4, norm_first=False, afno_hidden_size_factor=2),
     "fnet_hybrid": dict(),
@@ -132,6 +134,24 @@ def test_padding_does_not_change_outputs(name):
             padded = model(ids, attention_mask=mask, output_hidden_states=True)
             torch.testing.assert_close(padded.logits[:1], alone.logits, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(padded.hidden_states[-1][:1, :9], alone.hidden_states[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_pooling_matches_reference():
+    """Each head's channels are averaged over the real tokens with the softmax of that head's scores."""
+    torch.manual_seed(0)
+    pooling = AttentionPooling(hidden_size=8, num_heads=2)
+    torch.nn.init.normal_(pooling.scores.weight, std=1.0)  # weights far from uniform, unlike at initialisation
+    x = torch.randn(3, 5, 8)
+    lengths = [5, 3, 1]
+    mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+    with torch.no_grad():
+        pooled = pooling(x, mask)
+        for row, length in enumerate(lengths):
+            for head in range(2):
+                scores = x[row, :length] @ pooling.scores.weight[head] + pooling.scores.bias[head]
+                channels = x[row, :length, 4 * head : 4 * head + 4]
+                expected = (scores.softmax(dim=0)[:, None] * channels).sum(dim=0)
+                torch.testing.assert_close(pooled[row, 4 * head : 4 * head + 4], expected)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
