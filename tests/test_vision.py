@@ -121,9 +121,11 @@ def test_every_strategy_is_accepted_by_its_shape():
             assert all(g >= 1 for g in config.grid_shape)
 
 
+@pytest.mark.parametrize("pooling", ["family default", "attention"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_image_classification_every_family(family, tmp_path):
-    config = image_config(family, image_size=(16, 12))
+def test_image_classification_every_family(family, pooling, tmp_path):
+    pooling_field = {} if pooling == "family default" else dict(pooling=pooling)
+    config = image_config(family, image_size=(16, 12), **pooling_field)
     model = model_class(family, "ForImageClassification")(config).eval()
     pixel_values = torch.randn(3, 3, 16, 12)
     with torch.no_grad():
