@@ -64,8 +64,13 @@ class ModelArguments:
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a tokenizer trained from scratch."})
 
 
+# Spellings of True / False / None that shells and YAML users type, as transformers' `update_from_string` accepts.
+OVERRIDE_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def parse_overrides(text):
-    """'a=1,b=x,c=[1,2]' -> {'a': 1, 'b': 'x', 'c': [1, 2]}; values are Python literals, else strings."""
+    """'a=1,b=x,c=[1,2],d=false' -> {'a': 1, 'b': 'x', 'c': [1, 2], 'd': False}; values are Python literals (or
+    true / false / none / null in any case), else strings."""
     if not text:
         return {}
     overrides = {}
@@ -73,10 +78,14 @@ def parse_overrides(text):
         key, separator, value = item.partition("=")
         if not separator or not key.strip():
             raise ValueError(f"`--config_overrides` entries must look like field=value, got {item!r}.")
+        value = value.strip()
+        if value.lower() in OVERRIDE_WORDS:
+            overrides[key.strip()] = OVERRIDE_WORDS[value.lower()]
+            continue
         try:
-            overrides[key.strip()] = ast.literal_eval(value.strip())
+            overrides[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            overrides[key.strip()] = value.strip()
+            overrides[key.strip()] = value
     return overrides
 
 

@@ -99,3 +99,14 @@ def test_trained_vocabulary_ids_do_not_depend_on_training_order():
     renumbered = [encoding.tokens for encoding in trained.encode_batch(texts)]
     trained.model = common.models.WordPiece(vocab=dict(sorted(vocab.items(), key=lambda kv: -kv[1])), unk_token="[UNK]")
     assert [encoding.tokens for encoding in trained.encode_batch(texts)] == renumbered
+
+
+def test_config_overrides_parse_literals_lists_and_shell_spellings():
+    from common import parse_overrides
+
+    overrides = parse_overrides(
+        'hidden_size=64,mixer_residual=false,norm_first=True,afno_num_modes=none,pooling=attention,'
+        'drop_path_rate=0.1,mixer_layout=["global_filter","attention"]'
+    )
+    assert overrides == dict(hidden_size=64, mixer_residual=False, norm_first=True, afno_num_modes=None,
+                             pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
