@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
+import torch
 import transformers
 from datasets import ClassLabel
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -24,6 +25,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer import TRAINING_ARGS_NAME
 
 import fourierformers
 from fourierformers.atomic_directory import check_output_dir, publish, work_dir_for
@@ -256,6 +258,9 @@ def output_dir_written_on_success(training_args):
     finally:
         training_args.output_dir = str(output_dir)
     if is_main:
+        saved_arguments = work_dir / TRAINING_ARGS_NAME
+        if saved_arguments.exists():  # Trainer saved them with the work directory as `output_dir`
+            torch.save(training_args, saved_arguments)
         publish(work_dir, output_dir)
 
 

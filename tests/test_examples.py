@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAMILIES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -42,7 +43,7 @@ def saved_config(output_dir):
 
 
 @pytest.mark.parametrize("model_type", [*FAMILIES, "bert"])
-def test_text_classification(tmp_path, model_type):
+def test_text_classification(tmp_path, model_type, monkeypatch):
     sentences = ["A wonderful film.", "Dull and far too long."]
     lines, metrics, _ = run_example(
         "run_text_classification.py", tmp_path, "--model_type", model_type, "--config_overrides", TINY_MODEL,
@@ -50,6 +51,8 @@ def test_text_classification(tmp_path, model_type):
     )
     assert saved_config(tmp_path)["model_type"] == model_type
     assert (tmp_path / "tokenizer.json").is_file()
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # the saved arguments are the examples' TrainingArguments subclass
+    assert torch.load(tmp_path / "training_args.bin", weights_only=False).output_dir == str(tmp_path)
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     assert [sentence for _, sentence in lines] == sentences
     for prediction, _ in lines:
