@@ -21,8 +21,8 @@ test: install
 # The main job: fine-tune a GFNet sentiment classifier on the movie-review sentences, print eval accuracy, save it
 # to outputs/gfnet-sentiment and classify a few sentences with pipeline("text-classification").
 train: install
-	$(BIN)/python examples/run_text_classification.py --output_dir outputs/gfnet-sentiment \
-		--config_overrides hidden_dropout_prob=0.3,drop_path_rate=0.1,filter_activation=sigmoid
+	$(BIN)/python examples/run_text_classification.py --output_dir outputs/gfnet-sentiment --learning_rate 5e-4 \
+		--config_overrides hidden_dropout_prob=0.3,drop_path_rate=0.1,filter_activation=sigmoid,pooling=attention
 
 benchmark: install
 	$(BIN)/python scripts/benchmark.py --quick
