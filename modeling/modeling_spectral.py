@@ -684,7 +684,7 @@ class SpectralModel(SpectralPreTrainedModel):
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): token ids in `[0, vocab_size)`.
             attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`): 1 for real tokens, 0 for
-                padding. Padding is excluded from every mixer and from mean pooling.
+                padding. Padding is excluded from every mixer and from pooling.
             token_type_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): segment ids.
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): defaults to `0..T-1`.
             inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
