@@ -51,9 +51,10 @@ def test_mixer_compiles_without_graph_breaks(name):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("padding", [None, "right", "left"])
-def test_model_compiles_without_graph_breaks(family, padding):
-    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
+@pytest.mark.parametrize("padding, pooling", [(None, None), ("right", None), ("left", None), ("left", "attention")])
+def test_model_compiles_without_graph_breaks(family, padding, pooling):
+    pooling_field = {} if pooling is None else dict(pooling=pooling)
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family, **pooling_field)).eval()
     input_ids = torch.randint(5, 99, (2, 9))
     attention_mask = None if padding is None else torch.ones_like(input_ids)
     if padding == "right":
