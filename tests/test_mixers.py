@@ -103,6 +103,17 @@ def random_init(module, std=0.5):
     return module
 
 
+def assert_same_outputs_and_gradients(fast, reference, leaves, **tolerance):
+    """`fast` equals `reference`, and so do their gradients with respect to `leaves` under one random upstream
+    gradient; `tolerance`: atol / rtol of `torch.testing.assert_close` (its defaults when empty)."""
+    torch.testing.assert_close(fast, reference, **tolerance)
+    upstream = torch.randn_like(reference)
+    for fast_grad, reference_grad in zip(
+        torch.autograd.grad(fast, leaves, upstream), torch.autograd.grad(reference, leaves, upstream)
+    ):
+        torch.testing.assert_close(fast_grad, reference_grad, **tolerance)
+
+
 SIZES = [(5, 8), (7, 7), (6, 9)]  # (tokens n, FFT length) with even and odd lengths, n < length and n == length
 
 
@@ -112,12 +123,7 @@ SIZES = [(5, 8), (7, 7), (6, 9)]  # (tokens n, FFT length) with even and odd len
 def test_fourier_matches_dft_matrices(n, size, norm, hidden):
     x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
     mixer = FourierMixer((size,), norm=norm)
-    fast, reference = mixer(x), reference_fourier(x, size, norm)
-    torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
-    upstream = torch.randn_like(reference)
-    (grad_fast,) = torch.autograd.grad(fast, x, upstream)
-    (grad_reference,) = torch.autograd.grad(reference, x, upstream)
-    torch.testing.assert_close(grad_fast, grad_reference, atol=1e-10, rtol=1e-10)
+    assert_same_outputs_and_gradients(mixer(x), reference_fourier(x, size, norm), (x,), atol=1e-10, rtol=1e-10)
 
 
 def test_fourier_float32_matches_reference():
@@ -139,14 +145,8 @@ def test_global_filter_is_circular_convolution(n, size, activation):
     hidden = 4
     mixer = random_init(GlobalFilter(hidden, (size,), activation=activation)).double()
     x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
-    fast = mixer(x)
     reference = reference_global_filter(x, mixer.complex_filter(torch.float64), size)
-    torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
-    upstream = torch.randn_like(reference)
-    grads_fast = torch.autograd.grad(fast, (x, mixer.complex_weight), upstream)
-    grads_reference = torch.autograd.grad(reference, (x, mixer.complex_weight), upstream)
-    for fast_grad, reference_grad in zip(grads_fast, grads_reference):
-        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-10, rtol=1e-10)
+    assert_same_outputs_and_gradients(mixer(x), reference, (x, mixer.complex_weight), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -164,13 +164,7 @@ def test_global_filter_on_grids_matches_torch_fft_on_channels_last_input(batch, 
     kernel = mixer.complex_filter(torch.float64)  # (*freq_shape, D)
     spectrum = torch.fft.rfftn(x, s=fft_shape, dim=axes) * kernel
     reference = torch.fft.irfftn(spectrum, s=fft_shape, dim=axes)[(slice(None), *(slice(0, n) for n in grid))]
-    fast = mixer(x)
-    torch.testing.assert_close(fast, reference, atol=1e-12, rtol=1e-12)
-    upstream = torch.randn_like(reference)
-    grads_fast = torch.autograd.grad(fast, (x, mixer.complex_weight), upstream)
-    grads_reference = torch.autograd.grad(reference, (x, mixer.complex_weight), upstream)
-    for fast_grad, reference_grad in zip(grads_fast, grads_reference):
-        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-12, rtol=1e-12)
+    assert_same_outputs_and_gradients(mixer(x), reference, (x, mixer.complex_weight), atol=1e-12, rtol=1e-12)
 
 
 def test_global_filter_activation_bounds_the_filter():
@@ -191,14 +185,8 @@ def test_afno_matches_loop_reference(n, size, num_modes, factor):
                       kept_modes=kept)
     random_init(mixer).double()
     x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
-    fast, reference = mixer(x), reference_afno(mixer, x, size)
-    torch.testing.assert_close(fast, reference, atol=1e-9, rtol=1e-9)
-    upstream = torch.randn_like(reference)
-    inputs = (x, mixer.w1, mixer.b1, mixer.w2, mixer.b2)
-    for fast_grad, reference_grad in zip(
-        torch.autograd.grad(fast, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)
-    ):
-        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-9, rtol=1e-9)
+    leaves = (x, mixer.w1, mixer.b1, mixer.w2, mixer.b2)
+    assert_same_outputs_and_gradients(mixer(x), reference_afno(mixer, x, size), leaves, atol=1e-9, rtol=1e-9)
 
 
 def test_lowest_modes():
@@ -222,12 +210,7 @@ def test_attention_matches_loop_reference(output_attentions):
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
     fast, weights = attention(x, mask, output_attentions=output_attentions)
-    reference = reference_attention(attention, x, mask)
-    torch.testing.assert_close(fast, reference)
-    upstream = torch.randn_like(reference)
-    torch.testing.assert_close(
-        torch.autograd.grad(fast, x, upstream)[0], torch.autograd.grad(reference, x, upstream)[0]
-    )
+    assert_same_outputs_and_gradients(fast, reference_attention(attention, x, mask), (x,))
     if output_attentions:
         assert weights.shape == (2, 2, 5, 5)
         assert weights[1, :, :, 3:].abs().max() == 0
