@@ -12,6 +12,7 @@ from fourierformers.spectral_layers import (
     FourierMixer,
     GlobalFilter,
     SelfAttention,
+    grid_rfftn,
     lowest_modes,
 )
 
@@ -154,7 +155,7 @@ def test_global_filter_is_circular_convolution(n, size, activation):
     "grid, fft_shape", [((4, 6), (4, 6)), ((3, 5), (4, 6)), ((5, 7), (5, 7)), ((2, 3, 4), (3, 4, 4))]
 )
 def test_global_filter_on_grids_matches_torch_fft_on_channels_last_input(batch, grid, fft_shape):
-    """The mixer (channels-first transforms, blocked transposes, cached filter layout) against `torch.fft` applied
+    """The mixer (channels-first transforms, staggered copies, cached filter layout) against `torch.fft` applied
     directly to the channels-last input, forward and gradients, on 2-D and 3-D grids: even and odd halved axes,
     grids smaller than the FFT, one and several examples."""
     hidden = 3
@@ -165,6 +166,37 @@ def test_global_filter_on_grids_matches_torch_fft_on_channels_last_input(batch, 
     spectrum = torch.fft.rfftn(x, s=fft_shape, dim=axes) * kernel
     reference = torch.fft.irfftn(spectrum, s=fft_shape, dim=axes)[(slice(None), *(slice(0, n) for n in grid))]
     assert_same_outputs_and_gradients(mixer(x), reference, (x, mixer.complex_weight), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "grid, fft_shape", [((5,), (8,)), ((7,), (7,)), ((6,), (6,)), ((3, 4), (4, 6)), ((2, 3, 3), (3, 4, 5))]
+)
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+def test_grid_rfftn_is_rfftn_with_its_adjoint_as_gradient(grid, fft_shape, norm):
+    """The transform under GlobalFilter and AFNO (on CPU a staggered copy and a hand-written backward, the adjoint
+    FFT with halved middle bins) against `torch.fft.rfftn` of the channels-first input; `gradcheck` and
+    `gradgradcheck` compare its backward with finite differences for even and odd halved axes and cropped grids."""
+    x = torch.randn(2, *grid, 3, dtype=torch.float64, requires_grad=True)
+    spectrum = grid_rfftn(x, fft_shape, norm)
+    axes = tuple(range(2, x.ndim))
+    torch.testing.assert_close(spectrum, torch.fft.rfftn(x.movedim(-1, 1), s=fft_shape, dim=axes, norm=norm))
+
+    def transform(x):
+        return torch.view_as_real(grid_rfftn(x, fft_shape, norm))
+
+    assert torch.autograd.gradcheck(transform, (x,))
+    assert torch.autograd.gradgradcheck(transform, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden", [256, 100])
+def test_grid_rfftn_writes_the_spectrum_channels_first(dtype, hidden):
+    """The mixers multiply and invert the spectrum along its frequency axis, which is fast only when that axis is
+    innermost in memory: the spectrum must come out contiguous, with no copy (torch lays an FFT's output out with
+    the transformed axes innermost; a change there would show here first)."""
+    x = torch.randn(2, 16, hidden, dtype=dtype)
+    spectrum = grid_rfftn(x, (20,), "backward")
+    assert spectrum.shape == (2, hidden, 11) and spectrum.is_contiguous()
 
 
 def test_global_filter_activation_bounds_the_filter():
