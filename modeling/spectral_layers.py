@@ -460,7 +460,9 @@ class GlobalFilter(SpectralMixer):
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
-        kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (D, *freq_shape)
+        # (1, D, *freq_shape): for a batch of one, autograd then returns the filter's gradient as computed instead of
+        # summing it over a batch axis of size one (a copy of the whole filter per layer and step)
+        kernel = self.channels_first_filter(real_input.dtype, fft_shape)[None]
         if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad):
             spectrum = spectrum * kernel
         else:
