@@ -177,15 +177,26 @@ def channels_last(x):
 _ADJOINT_NORM = {"backward": "forward", "ortho": "ortho", "forward": "backward"}
 
 
+def _paired_bin_weights(spectrum, fft_length, value):
+    """Real weights over the last axis of an rfft spectrum (B, D, *freq_shape) of `fft_length` points (or its
+    first bins): `value` on the bins that stand for two frequencies, f and -f (all but 0 and, for even lengths,
+    n / 2), 1 on the others."""
+    weights = spectrum.new_full((fft_length // 2 + 1,), value, dtype=spectrum.real.dtype)
+    weights[0] = 1.0
+    if fft_length % 2 == 0:
+        weights[-1] = 1.0
+    return weights[: spectrum.shape[-1]]
+
+
 class _StaggeredRfftn(torch.autograd.Function):
     """`grid_rfftn` on eager CPU: channels-last x (B, *grid, D) -> channels-first spectrum (B, D, *freq_shape).
 
     The forward transforms a staggered copy of x (`_staggered_rows`) over its grid axes, and torch writes the
     output with the transformed axes innermost: channels-first without a separate transpose.
-    The backward is the transform's adjoint, one c2r FFT: `irfftn(G * w)` with the adjoint normalisation and
-    w = 1/2 on the bins of the halved axis that stand for two frequencies (all but 0 and n/2), cropped to the grid
-    and brought back channels-last. torch's own rfft backward would build a zero-filled full-length complex
-    gradient and run a c2c FFT over it, along the tokens of the strided input (5 ms for 4096 x 256 floats).
+    The backward is the transform's adjoint, one c2r FFT (`_StaggeredIrfftn`) of G * w with the adjoint
+    normalisation and w = 1/2 on the paired bins of the halved axis. torch's own rfft backward would build a
+    zero-filled full-length complex gradient and run a c2c FFT over it, along the tokens of the strided input
+    (5 ms for 4096 x 256 floats).
     """
 
     @staticmethod
@@ -200,14 +211,33 @@ class _StaggeredRfftn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        last = ctx.fft_shape[-1]
-        weights = grad.new_full((last // 2 + 1,), 0.5, dtype=grad.real.dtype)
-        weights[0] = 1.0
-        if last % 2 == 0:
-            weights[-1] = 1.0
-        axes = tuple(range(2, grad.ndim))
-        signal = torch.fft.irfftn(grad * weights, s=ctx.fft_shape, dim=axes, norm=_ADJOINT_NORM[ctx.norm])
-        return channels_last(_crop_channels_first(signal, ctx.grid_shape)), None, None
+        weighted = grad * _paired_bin_weights(grad, ctx.fft_shape[-1], 0.5)
+        return _StaggeredIrfftn.apply(weighted, ctx.fft_shape, ctx.grid_shape, _ADJOINT_NORM[ctx.norm]), None, None
+
+
+class _StaggeredIrfftn(torch.autograd.Function):
+    """`grid_irfftn` on eager CPU, the adjoint of `_StaggeredRfftn`: channels-first spectrum (B, D, *freq_shape)
+    -> channels-last signal (B, *grid_shape, D).
+
+    The forward is `irfftn` (which pads a spectrum of fewer frequencies than `fft_shape` with zeros at the end of
+    each axis) and a transposing copy. The backward is `_StaggeredRfftn` of the gradient with the adjoint
+    normalisation, cropped to the spectrum's frequencies and times 2 on the paired bins (each stands for two
+    frequencies of the real signal): one r2c FFT that reads the channels-last gradient through a staggered copy,
+    where torch's irfftn backward would first transpose it channels-first.
+    """
+
+    @staticmethod
+    def forward(ctx, spectrum, fft_shape, grid_shape, norm):
+        ctx.freq_shape, ctx.fft_shape, ctx.norm = tuple(spectrum.shape[2:]), fft_shape, norm
+        signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
+        # a new tensor even where the transpose is trivial (D = 1): the caller may add to it in place
+        return _crop_channels_first(signal, grid_shape).movedim(1, -1).clone(memory_format=torch.contiguous_format)
+
+    @staticmethod
+    def backward(ctx, grad):
+        spectrum = _StaggeredRfftn.apply(grad, ctx.fft_shape, _ADJOINT_NORM[ctx.norm])
+        spectrum = _crop_channels_first(spectrum, ctx.freq_shape)
+        return spectrum * _paired_bin_weights(spectrum, ctx.fft_shape[-1], 2.0), None, None, None
 
 
 def grid_rfftn(x, fft_shape, norm):
@@ -225,6 +255,8 @@ def grid_rfftn(x, fft_shape, norm):
 def grid_irfftn(spectrum, fft_shape, grid_shape, norm):
     """The inverse of `grid_rfftn`: a channels-first spectrum (B, D, *freq_shape) -> the first `grid_shape`
     entries of its size-`fft_shape` real signal, channels-last: (B, *grid_shape, D) contiguous."""
+    if _eager_cpu(spectrum):
+        return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
     return channels_last(_crop_channels_first(signal, grid_shape))
 
@@ -444,13 +476,18 @@ class GlobalFilter(SpectralMixer):
         return self._inference_cache[name][1]
 
     def channels_first_filter(self, dtype, fft_shape=None):
-        """K laid out like a channels-first spectrum: (D, *freq_shape) contiguous, at the frequencies of
-        `fft_shape` (default: the built grid)."""
+        """K laid out like the channels-first spectrum of one example: (1, D, *freq_shape) contiguous, at the
+        frequencies of `fft_shape` (default: the built grid).
+
+        The batch axis of one stays: a product with a batch of one then returns the filter's gradient as computed,
+        where a broadcast (D, ...) filter gets it summed over a batch axis of size one, and removing the axis by
+        indexing would zero-fill and copy it in the backward (one copy of the whole filter per layer and step
+        either way)."""
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
         return self._derived_filter(
             ("channels_first", fft_shape),
             dtype,
-            lambda: channels_first(self.complex_filter(dtype, fft_shape)[None])[0],
+            lambda: channels_first(self.complex_filter(dtype, fft_shape)[None]),
         )
 
     def mix(self, x, mask, fft_shape, grid_shape):
@@ -460,9 +497,7 @@ class GlobalFilter(SpectralMixer):
             return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
-        # (1, D, *freq_shape): for a batch of one, autograd then returns the filter's gradient as computed instead of
-        # summing it over a batch axis of size one (a copy of the whole filter per layer and step)
-        kernel = self.channels_first_filter(real_input.dtype, fft_shape)[None]
+        kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
         if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad):
             spectrum = spectrum * kernel
         else:
@@ -493,7 +528,7 @@ class GlobalFilter(SpectralMixer):
         return self._derived_filter(
             "time_domain_kernel",
             dtype,
-            lambda: torch.fft.irfft(self.channels_first_filter(dtype), n=self.fft_shape[0], dim=-1),
+            lambda: torch.fft.irfft(self.channels_first_filter(dtype).squeeze(0), n=self.fft_shape[0], dim=-1),
         )
 
     def short_convolution(self, x, length):

@@ -12,6 +12,7 @@ from fourierformers.spectral_layers import (
     FourierMixer,
     GlobalFilter,
     SelfAttention,
+    grid_irfftn,
     grid_rfftn,
     lowest_modes,
 )
@@ -168,9 +169,11 @@ def test_global_filter_on_grids_matches_torch_fft_on_channels_last_input(batch, 
     assert_same_outputs_and_gradients(mixer(x), reference, (x, mixer.complex_weight), atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "grid, fft_shape", [((5,), (8,)), ((7,), (7,)), ((6,), (6,)), ((3, 4), (4, 6)), ((2, 3, 3), (3, 4, 5))]
-)
+# (grid, FFT grid): even and odd halved axes, cropped grids, 1-D to 3-D
+TRANSFORM_GRIDS = [((5,), (8,)), ((7,), (7,)), ((6,), (6,)), ((3, 4), (4, 6)), ((2, 3, 3), (3, 4, 5))]
+
+
+@pytest.mark.parametrize("grid, fft_shape", TRANSFORM_GRIDS)
 @pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
 def test_grid_rfftn_is_rfftn_with_its_adjoint_as_gradient(grid, fft_shape, norm):
     """The transform under GlobalFilter and AFNO (on CPU a staggered copy and a hand-written backward, the adjoint
@@ -186,6 +189,27 @@ def test_grid_rfftn_is_rfftn_with_its_adjoint_as_gradient(grid, fft_shape, norm)
 
     assert torch.autograd.gradcheck(transform, (x,))
     assert torch.autograd.gradgradcheck(transform, (x,))
+
+
+@pytest.mark.parametrize("grid, fft_shape", TRANSFORM_GRIDS)
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("truncated", [False, True])
+def test_grid_irfftn_is_irfftn_with_its_adjoint_as_gradient(grid, fft_shape, norm, truncated):
+    """The inverse transform (on CPU a transposing copy and a hand-written backward, the adjoint rfft of a
+    staggered copy with doubled paired bins) against `torch.fft.irfftn` and its autograd, on spectra that need not
+    be Hermitian (irfftn's gradient then differs from a plain doubling), and against finite differences.
+    `truncated`: fewer frequencies than the FFT grid has on every axis, zero-padded by irfftn (AFNO's kept modes)."""
+    freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    if truncated:
+        freq_shape = tuple(size - 1 for size in freq_shape)
+    spectrum = torch.randn(2, 3, *freq_shape, dtype=torch.complex128, requires_grad=True)
+    signal = grid_irfftn(spectrum, fft_shape, grid, norm)
+    full = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
+    reference = full[(slice(None), slice(None), *(slice(0, n) for n in grid))].movedim(1, -1)
+    assert signal.is_contiguous()
+    assert_same_outputs_and_gradients(signal, reference, (spectrum,), atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda s: grid_irfftn(s, fft_shape, grid, norm), (spectrum,))
+    assert torch.autograd.gradgradcheck(lambda s: grid_irfftn(s, fft_shape, grid, norm), (spectrum,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
