@@ -26,6 +26,7 @@ models built for long ones, the fitted exponent of training memory against lengt
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -149,6 +150,22 @@ def timed(step, device, timer="wall"):
     return clock() - start
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send what C++ code writes to stderr (file descriptor 2) to /dev/null for the block: torch's profiler logs
+    lines such as `USDT: ... profiler_start` every time it starts and stops, whatever KINETO_LOG_LEVEL says."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def peak_memory_mib(step, device):
     """Memory one step needs on top of what is allocated before it (model, inputs), in MiB: the peak of the
     running sum of its tensor allocations and frees (CUDA: the caching allocator's statistics; CPU: the memory
@@ -161,8 +178,14 @@ def peak_memory_mib(step, device):
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with native_stderr_silenced():
+        profiler.start()
+    try:
         step()
+    finally:
+        with native_stderr_silenced():
+            profiler.stop()
     events = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
     live = peak = 0
     for event in sorted(events, key=lambda event: event.start_ns()):
