@@ -167,13 +167,6 @@ def channels_first(x):
     return channels.unflatten(2, x.shape[1:-1])
 
 
-def channels_last(x):
-    """(B, D, *grid) -> contiguous (B, *grid, D)."""
-    channels = x.flatten(2)
-    tokens = _ChannelsToTokens.apply(channels) if _eager_cpu(x) else channels.transpose(1, 2).contiguous()
-    return tokens.unflatten(1, x.shape[2:])
-
-
 _ADJOINT_NORM = {"backward": "forward", "ortho": "ortho", "forward": "backward"}
 
 
@@ -258,7 +251,7 @@ def grid_irfftn(spectrum, fft_shape, grid_shape, norm):
     if _eager_cpu(spectrum):
         return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
-    return channels_last(_crop_channels_first(signal, grid_shape))
+    return _crop_channels_first(signal, grid_shape).movedim(1, -1).contiguous()
 
 
 CHUNK_BYTES = 2 * 2**20  # FFT input per chunk of the batch in the CPU mixers; see `_batch_chunks`
