@@ -323,6 +323,27 @@ class SpectralMixer(nn.Module):
     """The entry shared by the FFT mixers: `forward` resolves the call's FFT grid, checks that the tokens fit in it
     and, on CPU, runs a large batch chunk by chunk (`_batch_chunks`); each mixer implements `mix` on one chunk."""
 
+    def __init__(self):
+        super().__init__()
+        self._inference_cache = {}  # name -> (key, value) of `derived_from_weights`
+
+    def derived_from_weights(self, name, weights, key, compute):
+        """`compute()`: tensors derived from the parameters `weights` (and from `key`, e.g. a dtype). With gradients
+        disabled and not compiling, the last value under `name` is reused until `key` or a weight changes (in-place
+        updates bump a parameter's version counter; replacing or moving it changes its storage), so that inference
+        does not pay for rearranging the weights on every call.
+
+        With gradients enabled it is always recomputed, even for frozen weights: a value cached in
+        `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass.
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()
+        key = (key, *((weight._version, weight.data_ptr(), weight.device) for weight in weights))
+        cached = self._inference_cache.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._inference_cache[name] = (key, compute())
+        return cached[1]
+
     def forward(self, x, mask=None, fft_shape=None):
         """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
@@ -441,7 +462,6 @@ class GlobalFilter(SpectralMixer):
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
-        self._inference_cache = {}  # name -> (weight version key, tensor) of filters derived from the weights
 
     def complex_filter(self, dtype=torch.float32, fft_shape=None):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
@@ -456,18 +476,6 @@ class GlobalFilter(SpectralMixer):
             weight = torch.tanh(weight)
         return torch.view_as_complex(weight.contiguous())
 
-    def _derived_filter(self, name, dtype, compute):
-        """`compute()`, a tensor derived from the weights. In inference (no gradient needed, not compiling) it is
-        cached until the weights change (in-place updates bump the parameter's version counter, replacing or
-        moving it changes its storage), so that a forward pass does not pay for rearranging the weights."""
-        weight = self.complex_weight
-        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
-            return compute()
-        key = (weight._version, weight.data_ptr(), weight.device, dtype)
-        if name not in self._inference_cache or self._inference_cache[name][0] != key:
-            self._inference_cache[name] = (key, compute())
-        return self._inference_cache[name][1]
-
     def channels_first_filter(self, dtype, fft_shape=None):
         """K laid out like the channels-first spectrum of one example: (1, D, *freq_shape) contiguous, at the
         frequencies of `fft_shape` (default: the built grid).
@@ -477,8 +485,9 @@ class GlobalFilter(SpectralMixer):
         indexing would zero-fill and copy it in the backward (one copy of the whole filter per layer and step
         either way)."""
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
-        return self._derived_filter(
+        return self.derived_from_weights(
             ("channels_first", fft_shape),
+            (self.complex_weight,),
             dtype,
             lambda: channels_first(self.complex_filter(dtype, fft_shape)[None]),
         )
@@ -516,10 +525,11 @@ class GlobalFilter(SpectralMixer):
 
     def time_domain_kernel(self, dtype):
         """The circular convolution kernel k = irfft(K, L) of a 1-D filter, channels-first: (D, L); cached in
-        inference (see `_derived_filter`): for short inputs this length-L transform would otherwise cost more
+        inference (see `derived_from_weights`): for short inputs this length-L transform would otherwise cost more
         than the rest of the mixer."""
-        return self._derived_filter(
+        return self.derived_from_weights(
             "time_domain_kernel",
+            (self.complex_weight,),
             dtype,
             lambda: torch.fft.irfft(self.channels_first_filter(dtype).squeeze(0), n=self.fft_shape[0], dim=-1),
         )
@@ -605,12 +615,19 @@ class AFNOMixer(SpectralMixer):
             return self.kept_modes
         return lowest_kept_modes(fft_shape, self.num_modes)
 
-    def _complex_block_affine(self, weight, bias, dtype, batch_size):
-        """A complex block-diagonal layer as tensors for `baddbmm` on channels-first blocks, repeated for each
-        example: weight (B k, out, in) and bias (B k, out, 1), complex, from real and imaginary parts of `dtype`."""
-        weight = torch.complex(weight[0].to(dtype), weight[1].to(dtype)).transpose(1, 2)  # (k, out, in)
-        bias = torch.complex(bias[0].to(dtype), bias[1].to(dtype))[..., None]  # (k, out, 1)
-        return weight.repeat(batch_size, 1, 1), bias.repeat(batch_size, 1, 1)
+    def complex_block_affine(self, layer, dtype, batch_size):
+        """Layer 1 or 2 of the block MLP as tensors for `baddbmm` on channels-first blocks, repeated for each
+        example: weight (B k, out, in) and bias (B k, out, 1), complex, from real and imaginary parts of `dtype`.
+        Cached in inference (see `derived_from_weights`): at 512 tokens, building them costs as much as a few
+        percent of the whole model."""
+        weight, bias = (self.w1, self.b1) if layer == 1 else (self.w2, self.b2)
+
+        def compute():
+            complex_weight = torch.complex(weight[0].to(dtype), weight[1].to(dtype)).transpose(1, 2)  # (k, out, in)
+            complex_bias = torch.complex(bias[0].to(dtype), bias[1].to(dtype))[..., None]  # (k, out, 1)
+            return complex_weight.repeat(batch_size, 1, 1), complex_bias.repeat(batch_size, 1, 1)
+
+        return self.derived_from_weights(f"layer{layer}", (weight, bias), (dtype, batch_size), compute)
 
     def block_mlp(self, spectrum):
         """(B, D, *modes) complex, channels-first -> (B, D, *modes): the block-diagonal complex MLP and soft-shrink.
@@ -622,8 +639,8 @@ class AFNOMixer(SpectralMixer):
         batch_size = spectrum.shape[0]
         dtype = spectrum.real.dtype
         z = spectrum.reshape(batch_size * self.num_blocks, self.block_size, -1)  # (B k, d, M)
-        w1, b1 = self._complex_block_affine(self.w1, self.b1, dtype, batch_size)
-        w2, b2 = self._complex_block_affine(self.w2, self.b2, dtype, batch_size)
+        w1, b1 = self.complex_block_affine(1, dtype, batch_size)
+        w2, b2 = self.complex_block_affine(2, dtype, batch_size)
         hidden = torch.baddbmm(b1, w1, z)  # (B k, d f, M)
         F.relu(torch.view_as_real(hidden), inplace=True)
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)

@@ -211,20 +211,53 @@ def test_afno_block_mlp_matches_complex_einsum(hidden_size_factor):
     )
 
 
-def test_global_filter_inference_kernel_cache_follows_weight_updates():
-    mixer = _global_filter(8, (64,))
-    x = torch.randn(2, 10, 8)
+def _random_afno(hidden_size, fft_shape):
+    mixer = AFNOMixer(hidden_size, fft_shape, num_blocks=2)
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    return mixer
+
+
+# the mixers that cache tensors derived from their weights in inference (`SpectralMixer.derived_from_weights`),
+# built for 64 tokens, with their references
+CACHING_MIXERS = {
+    "global_filter": (lambda: _global_filter(8, (64,)), lambda x, mixer: reference_global_filter(x, (64,), mixer)),
+    "afno": (lambda: _random_afno(8, (64,)), lambda x, mixer: reference_afno(x, (64,), mixer)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
+def test_inference_cache_follows_weights_batch_sizes_and_dtypes(name):
+    """Cached filters and block weights are rebuilt when a weight changes in place or is loaded, for another batch
+    size (AFNO's are repeated per example) and another dtype. 10 tokens take GlobalFilter's short path (its
+    time-domain kernel), 60 the full-length one (its channels-first filter)."""
+    build, reference = CACHING_MIXERS[name]
+    mixer = build()
     with torch.no_grad():
-        first = mixer(x)
-        torch.testing.assert_close(first, reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
-        mixer.complex_weight.mul_(2.0)
-        torch.testing.assert_close(mixer(x), 2.0 * first, atol=1e-5, rtol=1e-5)
-        mixer.load_state_dict({"complex_weight": torch.randn_like(mixer.complex_weight)})
-        torch.testing.assert_close(mixer(x), reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+        for batch, length in [(2, 10), (3, 10), (2, 60), (3, 60), (2, 10)]:
+            x = torch.randn(batch, length, 8)
+            torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+        for parameter in mixer.parameters():
+            parameter.mul_(1.5)
+        torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+        mixer.load_state_dict({key: torch.randn_like(value) for key, value in mixer.state_dict().items()})
+        torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
     mixer.double()
     x64 = x.double()
     with torch.no_grad():
-        torch.testing.assert_close(mixer(x64), reference_global_filter(x64, (64,), mixer), atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(mixer(x64), reference(x64, mixer), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name, length", [("global_filter", 10), ("global_filter", 60), ("afno", 60)])
+def test_frozen_mixer_trains_after_an_inference_mode_call(name, length):
+    """Frozen mixer weights (fine-tuning other layers only) still train after a call in `torch.inference_mode()`:
+    autograd refuses to save tensors made there for a backward pass, so none may come from the cache."""
+    build, reference = CACHING_MIXERS[name]
+    mixer = build().requires_grad_(False)
+    x = torch.randn(2, length, 8)
+    with torch.inference_mode():
+        mixer(x)
+    assert_same_forward_and_gradients(mixer, lambda t: reference(t, mixer), x.requires_grad_(), [])
 
 
 @pytest.mark.parametrize("name", ["fourier", "global_filter", "afno"])
