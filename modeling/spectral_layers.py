@@ -358,6 +358,16 @@ class SpectralMixer(nn.Module):
         raise NotImplementedError
 
 
+def _dft_block_matrix(length, fft_length, norm, dtype, device):
+    """`FourierMixer.dft_matrix`, uncached."""
+    index = torch.arange(length, device=device)
+    # t s mod L in integers keeps the angles exact for any L
+    angle = (index[:, None] * index[None, :] % fft_length).to(torch.float64) * (2 * math.pi / fft_length)
+    scale = {"backward": 1.0, "ortho": fft_length**-0.5, "forward": 1.0 / fft_length}[norm]
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    return torch.cat([torch.cat([cos, sin], dim=1), torch.cat([cos, -sin], dim=1)]).to(dtype)
+
+
 class FourierMixer(SpectralMixer):
     """FNet mixing: `Re(FFT_grid(FFT_channels(x)))`, no parameters.
 
@@ -411,14 +421,13 @@ class FourierMixer(SpectralMixer):
         key = (length, fft_length, dtype, device)
         if self._dft_cache is not None and self._dft_cache[0] == key:
             return self._dft_cache[1]
-        index = torch.arange(length, device=device)
-        # t s mod L in integers keeps the angles exact for any L
-        angle = (index[:, None] * index[None, :] % fft_length).to(torch.float64) * (2 * math.pi / fft_length)
-        scale = {"backward": 1.0, "ortho": fft_length**-0.5, "forward": 1.0 / fft_length}[self.norm]
-        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-        matrix = torch.cat([torch.cat([cos, sin], dim=1), torch.cat([cos, -sin], dim=1)]).to(dtype)
-        if not torch.compiler.is_compiling():
-            self._dft_cache = (key, matrix)
+        if torch.compiler.is_compiling():
+            return _dft_block_matrix(length, fft_length, self.norm, dtype, device)
+        # Built outside inference mode: the cached matrix outlives the call, and autograd refuses to save an
+        # inference tensor for a backward pass (training on short inputs after an inference_mode call would fail).
+        with torch.inference_mode(False):
+            matrix = _dft_block_matrix(length, fft_length, self.norm, dtype, device)
+        self._dft_cache = (key, matrix)
         return matrix
 
     def short_fourier(self, x, fft_length=None):
