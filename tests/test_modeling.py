@@ -86,6 +86,24 @@ def test_loss_backward_reaches_every_parameter(family, head):
     assert missing == []
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("length", [10, 64])
+def test_fine_tuning_with_frozen_mixers_after_inference_mode(family, length):
+    """Serve in `torch.inference_mode()`, then fine-tune with the token mixers frozen: nothing the mixers cached
+    during inference (filters, block weights, DFT matrices) may reach autograd, which refuses to save inference
+    tensors for a backward pass. 10 tokens take the short-input paths of a model built for 64, 64 the full ones."""
+    model = build(family, "ForSequenceClassification", max_position_embeddings=64)
+    inputs = make_inputs(model.config, length=length)
+    with torch.inference_mode():
+        model(**inputs)
+    for layer in model.base_model.layers:
+        layer.mixer.requires_grad_(False)
+    model.train()
+    model(**inputs, labels=make_labels(model.config, "ForSequenceClassification", length=length)).loss.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained)
+
+
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_save_and_reload_through_auto_classes(family, head, tmp_path):
     model = build(family, head)
