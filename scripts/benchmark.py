@@ -8,20 +8,25 @@ Every model has the same size (hidden, layers, FFN width, vocabulary, heads) and
     fnet_hybrid          Fourier layers, attention in the last two (the family default)
     bert_sdpa            transformers' BertModel with attn_implementation="sdpa"
     hf_fnet              transformers' FNetModel
+    vit_sdpa             transformers' ViTModel with attn_implementation="sdpa" (images only)
 
-For each mode (inference forward; training forward + backward), batch size and sequence length, the models run
+Text models take token ids; the image sweep (--image-sizes) runs the image models of the same size on
+`pixel_values` (patches of --patch-size pixels, 3 channels), ViT-SDPA taking BERT-SDPA's place.
+
+For each mode (inference forward; training forward + backward), batch size and sequence length or image size,
+the models run
 in interleaved rounds in one process (each round runs every model once, starting at a rotating model) and the
-median time per batch is reported, with tokens per second and the peak memory of one step (the peak of the tensor
-memory it allocates; on CPU from the profiler's memory events).
-A model is skipped at a length (and all longer ones) when it ran out of memory or its predicted time, extrapolated
-from the previous length, exceeds --max-seconds.
+median time per batch is reported, with tokens (or images) per second and the peak memory of one step (the peak of
+the tensor memory it allocates; on CPU from the profiler's memory events).
+A model is skipped at a length or image size (and all larger ones) when it ran out of memory or its predicted
+time, extrapolated from the previous one, exceeds --max-seconds.
 
 Extra sections: the Fourier mixer against transformers' FNet Fourier layer (same outputs), short inputs in
 models built for long ones, the fitted exponent of training memory against length, and `torch.compile`
 (inductor) variants with --compile.
 
     python scripts/benchmark.py --quick                 # under 3 minutes on 2 CPU cores
-    python scripts/benchmark.py                         # the full sweep, 128 -> 16384 tokens, batch 1 and 8
+    python scripts/benchmark.py                         # the full sweep: 128 -> 16384 tokens, 224 -> 1024 px
     python scripts/benchmark.py --device cuda --dtype bfloat16
 """
 
@@ -38,19 +43,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import BertConfig, BertModel, FNetConfig, FNetModel
+from transformers import BertConfig, BertModel, FNetConfig, FNetModel, ViTConfig, ViTModel
 
 from fourierformers import AFNOConfig, AFNOModel, FNetHybridConfig, FNetHybridModel, GFNetConfig, GFNetModel
 from fourierformers.spectral_layers import FourierMixer
 
-MODEL_NAMES = ("identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid", "bert_sdpa", "hf_fnet")
-QUADRATIC_MODELS = ("fnet_hybrid", "bert_sdpa")  # attention: time grows with the square of the length
+MODEL_NAMES = ("identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid", "bert_sdpa", "hf_fnet", "vit_sdpa")
+TEXT_ONLY, IMAGE_ONLY = ("bert_sdpa", "hf_fnet"), ("vit_sdpa",)
+QUADRATIC_MODELS = ("fnet_hybrid", "bert_sdpa", "vit_sdpa")  # attention: time grows with the square of the length
+ATTENTION_REFERENCE = {"text": "bert_sdpa", "image": "vit_sdpa"}  # the "× attention" column of each sweep
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few lengths, batch 1, fewer repetitions")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--lengths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument(
+        "--image-sizes", type=int, nargs="*", default=[224, 384, 512, 1024], help="square images, pixels per side"
+    )
+    parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--modes", nargs="+", default=["inference", "training"], choices=["inference", "training"])
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
@@ -77,24 +88,34 @@ def parse_args():
     args = parser.parse_args()
     if args.quick:
         args.lengths = [512, 4096]
+        args.image_sizes = [224, 512]
         args.batch_sizes = [1]
         args.repeats = 3
         args.max_seconds = 10.0
     return args
 
 
-def build_model(name, args, length):
-    """The model `name` at the benchmark size, accepting sequences up to `length` tokens."""
+def build_model(name, args, length=None, image_size=None):
+    """The model `name` at the benchmark size: a text model accepting sequences up to `length` tokens, or an image
+    model for `image_size` x `image_size` pixels."""
     sizes = dict(
-        vocab_size=args.vocab_size,
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_layers,
         intermediate_size=args.intermediate_size,
-        max_position_embeddings=length,
         hidden_dropout_prob=0.0,
     )
+    if image_size is None:
+        sizes.update(vocab_size=args.vocab_size, max_position_embeddings=length)
+    else:
+        if name in TEXT_ONLY:
+            raise ValueError(f"{name} is a text model; the image models are {image_model_names(MODEL_NAMES)}.")
+        sizes.update(image_size=image_size, patch_size=args.patch_size, num_channels=3)
     attention = dict(num_attention_heads=args.num_heads, attention_probs_dropout_prob=0.0)
-    if name == "bert_sdpa":
+    if name == "vit_sdpa":
+        if image_size is None:
+            raise ValueError("vit_sdpa is an image model; give it an image_size.")
+        model = ViTModel(ViTConfig(**sizes, **attention, attn_implementation="sdpa"), add_pooling_layer=False)
+    elif name == "bert_sdpa":
         model = BertModel(BertConfig(**sizes, **attention, attn_implementation="sdpa"))
     elif name == "hf_fnet":
         model = FNetModel(FNetConfig(**sizes))
@@ -113,20 +134,29 @@ def build_model(name, args, length):
     return model.to(device=args.device, dtype=getattr(torch, args.dtype))
 
 
-def make_step(model, mode, input_ids):
-    """A closure running one inference forward or one training forward + backward."""
+def image_model_names(names):
+    return [name for name in names if name.removesuffix("+inductor") not in TEXT_ONLY]
+
+
+def text_model_names(names):
+    return [name for name in names if name.removesuffix("+inductor") not in IMAGE_ONLY]
+
+
+def make_step(model, mode, inputs):
+    """A closure running one inference forward or one training forward + backward on `inputs` (keyword
+    arguments: `input_ids` or `pixel_values`)."""
     if mode == "inference":
         model.eval()
 
         def step():
             with torch.inference_mode():
-                model(input_ids=input_ids)
+                model(**inputs)
 
     else:
         model.train()
 
         def step():
-            outputs = model(input_ids=input_ids)
+            outputs = model(**inputs)
             outputs.last_hidden_state.float().square().mean().backward()
             model.zero_grad(set_to_none=True)
 
@@ -198,13 +228,20 @@ def is_out_of_memory(error):
     return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(error).lower()
 
 
-def benchmark_setting(args, names, mode, batch_size, length, previous, skipped):
-    """Time every model of `names` at one (mode, batch size, length); returns one record per model."""
+def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, image_size=None):
+    """Time every model of `names` at one (mode, batch size, length) of token ids, or (mode, batch size, image
+    size) of images, whose `length` is their number of patches; returns one record per model."""
     records, steps = [], {}
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(5, args.vocab_size, (batch_size, length), generator=generator).to(args.device)
+    if image_size is None:
+        input_ids = torch.randint(5, args.vocab_size, (batch_size, length), generator=generator)
+        inputs, setting = dict(input_ids=input_ids.to(args.device)), dict(input="text")
+    else:
+        pixels = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
+        inputs = dict(pixel_values=pixels.to(device=args.device, dtype=getattr(torch, args.dtype)))
+        setting = dict(input="image", image_size=image_size)
     for name in names:
-        record = dict(mode=mode, batch_size=batch_size, length=length, model=name)
+        record = dict(**setting, mode=mode, batch_size=batch_size, length=length, model=name)
         records.append(record)
         if name in skipped:
             record["status"] = skipped[name]
@@ -216,10 +253,10 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped):
                 skipped[name] = record["status"] = f"skipped: predicted {predicted:.0f} s > {args.max_seconds:.0f} s"
                 continue
         try:
-            model = build_model(name.removesuffix("+inductor"), args, length)
+            model = build_model(name.removesuffix("+inductor"), args, length, image_size)
             if name.endswith("+inductor"):
                 model = torch.compile(model)
-            step = make_step(model, mode, input_ids)
+            step = make_step(model, mode, inputs)
             timed(step, args.device)  # warm-up (and compilation)
             record["peak_mib"] = peak_memory_mib(step, args.device)
             steps[name] = step
@@ -238,48 +275,57 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped):
         if record["model"] in times:
             seconds = statistics.median(times[record["model"]])
             record.update(status="ok", ms=seconds * 1e3, tokens_per_s=batch_size * length / seconds)
+            if image_size is not None:
+                record["images_per_s"] = batch_size / seconds
             previous[record["model"]] = (length, seconds)
     return records
 
 
 def add_ratios(records):
-    """× identity and × BERT-SDPA: each model's time over the bound's / BERT's in the same setting."""
+    """× identity and × attention: each model's time over the bound's and over the SDPA attention model's (BERT for
+    text, ViT for images) in the same setting."""
     by_setting = {}
     for record in records:
         if record["status"] == "ok":
-            setting = (record["mode"], record["batch_size"], record["length"])
+            setting = (record["input"], record["mode"], record["batch_size"], record["length"])
             by_setting.setdefault(setting, {})[record["model"]] = record
-    for models in by_setting.values():
+    for (input_kind, *_), models in by_setting.items():
         for record in models.values():
-            for reference, key in (("identity", "x_identity"), ("bert_sdpa", "x_bert_sdpa")):
+            for reference, key in (("identity", "x_identity"), (ATTENTION_REFERENCE[input_kind], "x_attention")):
                 if reference in models:
                     record[key] = record["ms"] / models[reference]["ms"]
 
 
-def markdown_table(records):
+def markdown_table(records, input_kind):
+    """The records of one input kind ("text" or "image") as a markdown table."""
+    text = input_kind == "text"
+    size_column, rate_column, attention = ("tokens", "tokens", "BERT") if text else ("image (tokens)", "images", "ViT")
     lines = [
-        "| mode | batch | tokens | model | ms / batch | tokens / s | peak MiB | × identity | × BERT-SDPA |",
+        f"| mode | batch | {size_column} | model | ms / batch | {rate_column} / s | peak MiB | × identity | "
+        f"× {attention}-SDPA |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for record in records:
-        head = f"| {record['mode']} | {record['batch_size']} | {record['length']} | {record['model']} |"
+        if record["input"] != input_kind:
+            continue
+        size = record["length"] if text else f"{record['image_size']} px ({record['length']})"
+        head = f"| {record['mode']} | {record['batch_size']} | {size} | {record['model']} |"
         if record["status"] != "ok":
             lines.append(f"{head} {record['status']} | | | | |")
             continue
-        ratios = [f"{record[key]:.2f}" if key in record else "" for key in ("x_identity", "x_bert_sdpa")]
-        lines.append(
-            f"{head} {record['ms']:.1f} | {record['tokens_per_s']:,.0f} | {record['peak_mib']:.0f} | "
-            f"{ratios[0]} | {ratios[1]} |"
-        )
+        rate = f"{record['tokens_per_s']:,.0f}" if text else f"{record['images_per_s']:,.1f}"
+        ratios = [f"{record[key]:.2f}" if key in record else "" for key in ("x_identity", "x_attention")]
+        lines.append(f"{head} {record['ms']:.1f} | {rate} | {record['peak_mib']:.0f} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
 def memory_exponents(records):
-    """Fitted exponent a of peak training memory ~ length^a per model and batch size (lengths >= 1024)."""
+    """Fitted exponent a of peak training memory ~ tokens^a per input kind, model and batch size (>= 1024 tokens)."""
     fits = {}
     for record in records:
         if record["mode"] == "training" and record["status"] == "ok" and record["length"] >= 1024:
-            fits.setdefault((record["model"], record["batch_size"]), []).append((record["length"], record["peak_mib"]))
+            key = (record["input"], record["model"], record["batch_size"])
+            fits.setdefault(key, []).append((record["length"], record["peak_mib"]))
     return {
         key: float(np.polyfit(np.log([n for n, _ in points]), np.log([m for _, m in points]), 1)[0])
         for key, points in fits.items()
@@ -317,7 +363,8 @@ def short_input_comparison(args):
     ]
     input_ids = torch.randint(5, args.vocab_size, (1, short)).to(args.device)
     for name in ("gfnet", "afno", "fnet_hybrid"):
-        steps = {n: make_step(build_model(name, args, n), "inference", input_ids) for n in (long, short)}
+        inputs = dict(input_ids=input_ids)
+        steps = {n: make_step(build_model(name, args, n), "inference", inputs) for n in (long, short)}
         times = {n: [] for n in steps}
         for step in steps.values():
             timed(step, args.device)
@@ -329,7 +376,8 @@ def short_input_comparison(args):
     return "\n".join(lines)
 
 
-def plot(records, path):
+def plot(records, path, title):
+    """Log-log time and memory against tokens, one row per mode at its smallest batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,7 +403,8 @@ def plot(records, path):
             axes[row][1].plot(lengths, [max(record["peak_mib"], 1e-1) for record in points], marker="o", label=model)
         for column, label in enumerate(("time per batch (ms)", "peak memory of one step (MiB)")):
             axis = axes[row][column]
-            axis.set(xscale="log", yscale="log", xlabel="tokens", ylabel=label, title=f"{mode}, batch {batch_size}")
+            title_here = f"{title}, {mode}, batch {batch_size}"
+            axis.set(xscale="log", yscale="log", xlabel="tokens", ylabel=label, title=title_here)
             axis.grid(True, which="both", alpha=0.3)
             axis.legend(fontsize=8)
     figure.tight_layout()
@@ -385,31 +434,49 @@ def main():
         f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds, "
         f"{args.timer} time\n"
     )
+    # (input kind, tokens, image size): an image of s x s pixels is (s // patch) ** 2 tokens
+    settings = [("text", length, None) for length in sorted(args.lengths)]
+    settings += [("image", (size // args.patch_size) ** 2, size) for size in sorted(args.image_sizes)]
+    names_of = {"text": text_model_names(names), "image": image_model_names(names)}
     records = []
     for mode in args.modes:
         for batch_size in args.batch_sizes:
-            previous, skipped = {}, {}
-            for length in sorted(args.lengths):
-                records += benchmark_setting(args, names, mode, batch_size, length, previous, skipped)
-                done = ", ".join(f"{r['model']} {r['ms']:.0f} ms" for r in records[-len(names) :] if "ms" in r)
+            previous, skipped = {"text": {}, "image": {}}, {"text": {}, "image": {}}
+            for kind, length, image_size in settings:
+                if not names_of[kind]:
+                    continue
+                records += benchmark_setting(
+                    args, names_of[kind], mode, batch_size, length, previous[kind], skipped[kind], image_size
+                )
+                done = ", ".join(f"{r['model']} {r['ms']:.0f} ms" for r in records[-len(names_of[kind]) :] if "ms" in r)
+                where = f"{length} tokens" if image_size is None else f"{image_size} px"
                 elapsed = time.perf_counter() - started
-                print(f"[{elapsed:.0f} s] {mode}, batch {batch_size}, {length}: {done}", file=sys.stderr, flush=True)
+                print(f"[{elapsed:.0f} s] {mode}, batch {batch_size}, {where}: {done}", file=sys.stderr, flush=True)
     add_ratios(records)
-    print(markdown_table(records))
+    kinds = [kind for kind in ("text", "image") if any(record["input"] == kind for record in records)]
+    for kind in kinds:
+        if kind == "image":
+            print(f"\nImages ({args.patch_size} x {args.patch_size} patches, 3 channels):\n")
+        print(markdown_table(records, kind))
     exponents = memory_exponents(records)
     if exponents:
-        print("\nTraining memory ~ length^a (fit over lengths >= 1024):")
-        for (model, batch_size), exponent in sorted(exponents.items()):
-            print(f"- {model}, batch {batch_size}: a = {exponent:.2f}")
-    print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
-          f"{args.hidden_size}, inference):\n")
-    print(fourier_layer_comparison(args, sorted(args.lengths)))
+        print("\nTraining memory ~ tokens^a (fit over >= 1024 tokens):")
+        for (kind, model, batch_size), exponent in sorted(exponents.items()):
+            print(f"- {kind}, {model}, batch {batch_size}: a = {exponent:.2f}")
+    if args.lengths:
+        print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
+              f"{args.hidden_size}, inference):\n")
+        print(fourier_layer_comparison(args, sorted(args.lengths)))
     print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"{args.device.split(':')[0]}_{args.dtype}" + ("_quick" if args.quick else "")
-    plot(records, args.output_dir / f"benchmark_{suffix}.png")
+    written = []
+    for kind in kinds:
+        path = args.output_dir / f"benchmark_{suffix}{'' if kind == 'text' else '_images'}.png"
+        plot([record for record in records if record["input"] == kind], path, kind)
+        written.append(str(path))
     (args.output_dir / f"benchmark_{suffix}.json").write_text(json.dumps(records, indent=1))
-    print(f"\nWrote {args.output_dir / f'benchmark_{suffix}.png'} and .json in {time.perf_counter() - started:.0f} s.")
+    print(f"\nWrote {', '.join(written)} and benchmark_{suffix}.json in {time.perf_counter() - started:.0f} s.")
 
 
 if __name__ == "__main__":

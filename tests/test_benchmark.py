@@ -1,5 +1,6 @@
-"""`scripts/benchmark.py` end to end at a tiny size: every model runs in both modes, the records, tables and plot are
-written, and the ratios are consistent with the times. A smoke test of the script, not a timing test."""
+"""`scripts/benchmark.py` end to end at a tiny size: every text and image model runs in both modes, the records,
+tables and plots are written, and the ratios are consistent with the times. A smoke test of the script, not a timing
+test."""
 
 import json
 import subprocess
@@ -9,14 +10,17 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-MODELS = ["identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid", "bert_sdpa", "hf_fnet"]
+OURS = ["identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid"]
+MODELS = {"text": OURS + ["bert_sdpa", "hf_fnet"], "image": OURS + ["vit_sdpa"]}
+ATTENTION = {"text": "bert_sdpa", "image": "vit_sdpa"}
 
 
 @pytest.mark.slow
 def test_benchmark_runs_every_model_and_writes_its_records(tmp_path):
     command = [
         sys.executable, str(SCRIPT), "--hidden-size", "32", "--num-layers", "2", "--intermediate-size", "64",
-        "--num-heads", "2", "--vocab-size", "100", "--lengths", "32", "64", "--batch-sizes", "1", "2",
+        "--num-heads", "2", "--vocab-size", "100", "--lengths", "32", "64", "--image-sizes", "32", "64",
+        "--patch-size", "8", "--batch-sizes", "1", "2",
         "--modes", "inference", "training", "--repeats", "1", "--short-length", "8", "--long-length", "64",
         "--threads", "1", "--output-dir", str(tmp_path),
     ]
@@ -26,18 +30,31 @@ def test_benchmark_runs_every_model_and_writes_its_records(tmp_path):
     assert "USDT" not in result.stderr and "profiler_start" not in result.stderr
 
     records = json.loads((tmp_path / "benchmark_cpu_float32.json").read_text())
-    assert (tmp_path / "benchmark_cpu_float32.png").stat().st_size > 0
-    settings = {(mode, batch, length) for mode in ("inference", "training") for batch in (1, 2) for length in (32, 64)}
-    for setting in settings:
-        by_model = {r["model"]: r for r in records if (r["mode"], r["batch_size"], r["length"]) == setting}
-        assert sorted(by_model) == sorted(MODELS)
-        assert all(r["status"] == "ok" and r["ms"] > 0 and r["peak_mib"] >= 0 for r in by_model.values())
-        identity, bert = by_model["identity"]["ms"], by_model["bert_sdpa"]["ms"]
-        for record in by_model.values():
-            assert record["x_identity"] == pytest.approx(record["ms"] / identity)
-            assert record["x_bert_sdpa"] == pytest.approx(record["ms"] / bert)
-            assert record["tokens_per_s"] == pytest.approx(setting[1] * setting[2] / record["ms"] * 1000)
+    for plot in ("benchmark_cpu_float32.png", "benchmark_cpu_float32_images.png"):
+        assert (tmp_path / plot).stat().st_size > 0
+    # (input, tokens): images of 32 and 64 pixels are 4 x 4 and 8 x 8 patches of 8 pixels
+    inputs = [("text", 32), ("text", 64), ("image", 16), ("image", 64)]
+    assert len(records) == 2 * 2 * sum(len(MODELS[kind]) for kind, _ in inputs)
+    for mode in ("inference", "training"):
+        for batch in (1, 2):
+            for kind, length in inputs:
+                setting = (kind, mode, batch, length)
+                by_model = {
+                    r["model"]: r for r in records if (r["input"], r["mode"], r["batch_size"], r["length"]) == setting
+                }
+                assert sorted(by_model) == sorted(MODELS[kind])
+                assert all(r["status"] == "ok" and r["ms"] > 0 and r["peak_mib"] >= 0 for r in by_model.values())
+                identity, attention = by_model["identity"]["ms"], by_model[ATTENTION[kind]]["ms"]
+                for record in by_model.values():
+                    assert record["x_identity"] == pytest.approx(record["ms"] / identity)
+                    assert record["x_attention"] == pytest.approx(record["ms"] / attention)
+                    assert record["tokens_per_s"] == pytest.approx(batch * length / record["ms"] * 1000)
+                    if kind == "image":
+                        assert record["image_size"] == {16: 32, 64: 64}[length]
+                        assert record["images_per_s"] == pytest.approx(batch / record["ms"] * 1000)
 
     assert "| mode | batch | tokens | model |" in result.stdout
+    assert "| mode | batch | image (tokens) | model |" in result.stdout
+    assert "| training | 2 | 64 px (64) | vit_sdpa |" in result.stdout
     assert "Fourier mixer against transformers' FNet Fourier layer" in result.stdout
     assert "Short inputs" in result.stdout
