@@ -59,7 +59,9 @@ class PatchEmbedding(nn.Module):
         tokens = conv(
             pixel_values, weight, self.projection.bias, stride=self.projection.stride, padding=self.projection.padding
         )  # (B, D, *grid)
-        return tokens.movedim(1, -1)  # (B, *grid, D)
+        # Channels-last in memory, not a permuted view: the residual stream inherits this layout, and every add,
+        # LayerNorm and linear after it would otherwise read channels D * grid elements apart.
+        return tokens.movedim(1, -1).contiguous()  # (B, *grid, D)
 
     def extra_repr(self):
         return f"patch_shape={self.patch_shape!r}"
