@@ -209,12 +209,12 @@ def peak_memory_mib(step, device):
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    # silenced throughout: the allocator also warns when the step frees a block allocated before profiling began
     with native_stderr_silenced():
         profiler.start()
-    try:
-        step()
-    finally:
-        with native_stderr_silenced():
+        try:
+            step()
+        finally:
             profiler.stop()
     events = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
     live = peak = 0
@@ -382,11 +382,13 @@ def plot(records, path, title):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     modes = sorted({record["mode"] for record in records})
     figure, axes = plt.subplots(len(modes), 2, figsize=(12, 4.5 * len(modes)), squeeze=False)
     for row, mode in enumerate(modes):
         batch_size = min(record["batch_size"] for record in records if record["mode"] == mode)
+        measured_lengths = sorted({record["length"] for record in records if record["mode"] == mode})
         for model in dict.fromkeys(record["model"] for record in records):
             points = [
                 record
@@ -405,6 +407,8 @@ def plot(records, path, title):
             axis = axes[row][column]
             title_here = f"{title}, {mode}, batch {batch_size}"
             axis.set(xscale="log", yscale="log", xlabel="tokens", ylabel=label, title=title_here)
+            axis.set_xticks(measured_lengths, [str(length) for length in measured_lengths])
+            axis.xaxis.set_minor_locator(NullLocator())
             axis.grid(True, which="both", alpha=0.3)
             axis.legend(fontsize=8)
     figure.tight_layout()
