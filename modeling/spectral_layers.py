@@ -184,8 +184,9 @@ def _paired_bin_weights(spectrum, fft_length, value):
 class _StaggeredRfftn(torch.autograd.Function):
     """`grid_rfftn` on eager CPU: channels-last x (B, *grid, D) -> channels-first spectrum (B, D, *freq_shape).
 
-    The forward transforms a staggered copy of x (`_staggered_rows`) over its grid axes, and torch writes the
-    output with the transformed axes innermost: channels-first without a separate transpose.
+    The forward transforms a staggered copy of x (`_staggered_rows`) over its tokens, and torch writes the
+    output with the transformed axis innermost: channels-first without a separate transpose. Multi-dimensional grids
+    are transposed channels-first first (through a staggered copy) and transformed as contiguous planes.
     The backward is the transform's adjoint, one c2r FFT (`_StaggeredIrfftn`) of G * w with the adjoint
     normalisation and w = 1/2 on the paired bins of the halved axis. torch's own rfft backward would build a
     zero-filled full-length complex gradient and run a c2c FFT over it, along the tokens of the strided input
@@ -196,6 +197,12 @@ class _StaggeredRfftn(torch.autograd.Function):
     def forward(ctx, x, fft_shape, norm):
         grid_shape = tuple(x.shape[1:-1])
         ctx.grid_shape, ctx.fft_shape, ctx.norm = grid_shape, fft_shape, norm
+        if len(grid_shape) > 1:
+            # Grids of images and volumes: MKL's multi-dimensional transform of the strided staggered rows is slower
+            # than a transposing copy (from a staggered copy) followed by the transform of contiguous planes
+            # (GlobalFilter on 14 x 14 x 256 at batch 1: 323 -> 254 us per call on the development VM).
+            channels = _staggered_copy(x.flatten(1, -2)).unflatten(2, grid_shape)  # (B, D, *grid)
+            return torch.fft.rfftn(channels, s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
         signal = _staggered_rows(x, fft_shape)  # (B, *fft_shape, D)
         if grid_shape != fft_shape:
             signal.zero_()
