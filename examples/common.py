@@ -157,8 +157,8 @@ def canonical_vocabulary(vocab):
     The WordPiece trainer breaks ties between equally frequent merges in hash-map order, which changes from one
     process to the next, so the same texts give (almost always) the same tokens under permuted ids, and so
     different initial embeddings for one seed. WordPiece's greedy longest-match tokenisation depends only on the
-    set of tokens, so renumbering changes no tokenisation; the set itself can still differ in a rare token at the
-    vocabulary-size cutoff."""
+    set of tokens, so renumbering changes no tokenisation. The set itself still differs in a few tokens at the
+    vocabulary-size cutoff in about half of the processes (1 to 5 of 8000 for the movie reviews)."""
     others = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *others])}
 
