@@ -186,7 +186,7 @@ class _StaggeredRfftn(torch.autograd.Function):
 
     The forward transforms a staggered copy of x (`_staggered_rows`) over its tokens, and torch writes the
     output with the transformed axis innermost: channels-first without a separate transpose. Multi-dimensional grids
-    are transposed channels-first first (through a staggered copy) and transformed as contiguous planes.
+    are instead transposed channels-first (through a staggered copy) and transformed as contiguous planes.
     The backward is the transform's adjoint, one c2r FFT (`_StaggeredIrfftn`) of G * w with the adjoint
     normalisation and w = 1/2 on the paired bins of the halved axis. torch's own rfft backward would build a
     zero-filled full-length complex gradient and run a c2c FFT over it, along the tokens of the strided input

@@ -14,10 +14,9 @@ Text models take token ids; the image sweep (--image-sizes) runs the image model
 `pixel_values` (patches of --patch-size pixels, 3 channels), ViT-SDPA taking BERT-SDPA's place.
 
 For each mode (inference forward; training forward + backward), batch size and sequence length or image size,
-the models run
-in interleaved rounds in one process (each round runs every model once, starting at a rotating model) and the
-median time per batch is reported, with tokens (or images) per second and the peak memory of one step (the peak of
-the tensor memory it allocates; on CPU from the profiler's memory events).
+the models run in interleaved rounds in one process (each round runs every model once, starting at a rotating
+model) and the median time per batch is reported, with tokens (or images) per second and the peak memory of one
+step (the peak of the tensor memory it allocates; on CPU from the profiler's memory events).
 A model is skipped at a length or image size (and all larger ones) when it ran out of memory or its predicted
 time, extrapolated from the previous one, exceeds --max-seconds.
 
@@ -56,7 +55,9 @@ ATTENTION_REFERENCE = {"text": "bert_sdpa", "image": "vit_sdpa"}  # the "× atte
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a few lengths, batch 1, fewer repetitions")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few lengths and image sizes, batch 1, fewer repetitions"
+    )
     parser.add_argument("--lengths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048, 4096, 8192, 16384])
     parser.add_argument(
         "--image-sizes", type=int, nargs="*", default=[224, 384, 512, 1024], help="square images, pixels per side"
@@ -361,9 +362,8 @@ def short_input_comparison(args):
         f"| family | {short} tokens in a model for {long} (ms) | in a model for {short} (ms) | ratio |",
         "|---|---:|---:|---:|",
     ]
-    input_ids = torch.randint(5, args.vocab_size, (1, short)).to(args.device)
+    inputs = dict(input_ids=torch.randint(5, args.vocab_size, (1, short)).to(args.device))
     for name in ("gfnet", "afno", "fnet_hybrid"):
-        inputs = dict(input_ids=input_ids)
         steps = {n: make_step(build_model(name, args, n), "inference", inputs) for n in (long, short)}
         times = {n: [] for n in steps}
         for step in steps.values():
