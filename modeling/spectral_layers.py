@@ -252,13 +252,17 @@ def grid_rfftn(x, fft_shape, norm):
     return torch.fft.rfftn(channels_first(x), s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
 
 
-def grid_irfftn(spectrum, fft_shape, grid_shape, norm):
+def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None):
     """The inverse of `grid_rfftn`: a channels-first spectrum (B, D, *freq_shape) -> the first `grid_shape`
-    entries of its size-`fft_shape` real signal, channels-last: (B, *grid_shape, D) contiguous."""
-    if _eager_cpu(spectrum):
+    entries of its size-`fft_shape` real signal, channels-last: (B, *grid_shape, D) contiguous.
+
+    `out` (without autograd only): a channels-last tensor to write the signal into, cast to its dtype, instead of
+    a new one."""
+    if out is None and _eager_cpu(spectrum):
         return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
-    return _crop_channels_first(signal, grid_shape).movedim(1, -1).contiguous()
+    channels_last = _crop_channels_first(signal, grid_shape).movedim(1, -1)
+    return channels_last.contiguous() if out is None else out.copy_(channels_last)
 
 
 CHUNK_BYTES = 2 * 2**20  # FFT input per chunk of the batch in the CPU mixers; see `_batch_chunks`
@@ -279,6 +283,11 @@ def _batch_chunks(x, mask):
         return None
     masks = [None] * x.shape[0] if mask is None else mask.split(examples_per_chunk)
     return list(zip(x.split(examples_per_chunk), masks))
+
+
+def _written(result, out):
+    """`result`, or `out` holding a copy of it where an output tensor is given (see `SpectralMixer.mix`)."""
+    return result if out is None else out.copy_(result)
 
 
 def fast_fft_size(n):
@@ -358,10 +367,19 @@ class SpectralMixer(nn.Module):
         chunks = _batch_chunks(x, mask)
         if chunks is None:
             return self.mix(x, mask, fft_shape, grid_shape)
-        return torch.cat([self.mix(x_chunk, mask_chunk, fft_shape, grid_shape) for x_chunk, mask_chunk in chunks])
+        if torch.is_grad_enabled():
+            return torch.cat([self.mix(x_chunk, mask_chunk, fft_shape, grid_shape) for x_chunk, mask_chunk in chunks])
+        # Without autograd each chunk writes its last copy into its rows of the output, saving the concatenation
+        # pass: GlobalFilter at 8 x 4096 x 256 took 17-18 ms per call against 21-23 ms on the development VM.
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        rows = out.split([x_chunk.shape[0] for x_chunk, _ in chunks])
+        for (x_chunk, mask_chunk), out_chunk in zip(chunks, rows):
+            self.mix(x_chunk, mask_chunk, fft_shape, grid_shape, out=out_chunk)
+        return out
 
-    def mix(self, x, mask, fft_shape, grid_shape):
-        """x: (B, *grid, D), mask: (B, *grid) or None -> (B, *grid, D), with the FFT over `fft_shape`."""
+    def mix(self, x, mask, fft_shape, grid_shape, out=None):
+        """x: (B, *grid, D), mask: (B, *grid) or None -> (B, *grid, D), with the FFT over `fft_shape`; written into
+        `out` (contiguous, x's shape and dtype; without autograd only) where it is given."""
         raise NotImplementedError
 
 
@@ -390,17 +408,17 @@ class FourierMixer(SpectralMixer):
         self.norm = norm
         self._dft_cache = None  # ((length, FFT length, dtype, device), matrix) of `short_fourier`
 
-    def mix(self, x, mask, fft_shape, grid_shape):
+    def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
-            return self.short_fourier(real_input, fft_shape[0]).to(x.dtype)
+            return _written(self.short_fourier(real_input, fft_shape[0]).to(x.dtype), out)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
         # One multi-dimensional transform, halved over channels: (B, *fft_shape, D//2+1), channels innermost.
         spectrum = torch.fft.rfftn(real_input, s=(*fft_shape, hidden_size), dim=(*axes, -1), norm=self.norm)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
-        out = real.new_empty(x.shape)  # (B, *grid, D)
+        out = real.new_empty(x.shape) if out is None else out  # (B, *grid, D); copies into it cast to its dtype
         out[..., :lower_channels] = _crop(real, grid_shape)
         # Channel D-c at frequency t is channel c at frequency -t (mod size) on every grid axis: row 0 stays,
         # rows 1..n-1 read rows size-1 down to size-n+1. Copy each of the 2^(grid axes) blocks with slices and
@@ -508,11 +526,11 @@ class GlobalFilter(SpectralMixer):
             lambda: channels_first(self.complex_filter(dtype, fft_shape)[None]),
         )
 
-    def mix(self, x, mask, fft_shape, grid_shape):
+    def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
         short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
         if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
-            return self.short_convolution(real_input, grid_shape[0]).to(x.dtype)
+            return _written(self.short_convolution(real_input, grid_shape[0]).to(x.dtype), out)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
@@ -520,7 +538,7 @@ class GlobalFilter(SpectralMixer):
             spectrum = spectrum * kernel
         else:
             spectrum = spectrum.mul_(kernel)
-        return grid_irfftn(spectrum, fft_shape, grid_shape, norm="backward").to(x.dtype)  # (B, *grid, D)
+        return grid_irfftn(spectrum, fft_shape, grid_shape, norm="backward", out=out).to(x.dtype)  # (B, *grid, D)
 
     def short_fft_size(self, batch_size, length):
         """The FFT size of the short-input path for `length` tokens, or None where the full-length FFT is cheaper.
@@ -662,7 +680,7 @@ class AFNOMixer(SpectralMixer):
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
-    def mix(self, x, mask, fft_shape, grid_shape):
+    def mix(self, x, mask, fft_shape, grid_shape, out=None):
         spectrum = grid_rfftn(_fft_input(x, mask), fft_shape, norm="ortho")  # (B, D, *freq_shape)
         # Keep the chosen modes: a leading range of an axis is a slice (irfftn pads the zeros back on its own),
         # any other choice a gather that is scattered back into zeros after the MLP.
@@ -682,8 +700,10 @@ class AFNOMixer(SpectralMixer):
             full_shape = list(kept.shape)
             full_shape[axis] = size
             kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
+        if out is not None and out.dtype == kept.real.dtype:
+            return grid_irfftn(kept, fft_shape, grid_shape, norm="ortho", out=out).add_(x)
         y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
-        return y.add_(x).to(x.dtype)
+        return _written(y.add_(x).to(x.dtype), out)
 
     def extra_repr(self):
         return (

@@ -287,3 +287,42 @@ def test_mixers_give_the_same_results_batch_by_batch_and_in_chunks(name, monkeyp
         torch.autograd.grad(chunked, leaves, upstream), torch.autograd.grad(whole, leaves, upstream)
     ):
         torch.testing.assert_close(chunked_grad, whole_grad, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "name, fft_shape, grid",
+    [
+        ("fourier", (16,), (14,)),
+        ("fourier", (64,), (5,)),  # the short path (`short_fourier`)
+        ("fourier", (6, 8), (5, 8)),
+        ("global_filter", (16,), (14,)),
+        ("global_filter", (64,), (5,)),  # the short path (`short_convolution`)
+        ("global_filter", (6, 8), (5, 8)),
+        ("afno", (16,), (14,)),
+        ("afno", (6, 8), (5, 8)),
+        ("afno_scattered_modes", (16,), (14,)),
+    ],
+)
+def test_chunks_write_into_one_output_without_autograd(name, fft_shape, grid, dtype, monkeypatch):
+    """Without autograd each chunk of a large batch writes its rows of one output tensor (`SpectralMixer.forward`):
+    the same values as the whole batch in one chunk, in a contiguous tensor of the input's dtype, for every path."""
+    mixer = {
+        "fourier": lambda: FourierMixer(fft_shape, norm="ortho"),
+        "global_filter": lambda: _global_filter(8, fft_shape),
+        "afno": lambda: AFNOMixer(8, fft_shape, num_blocks=2),
+        "afno_scattered_modes": lambda: AFNOMixer(8, fft_shape, num_blocks=2, kept_modes=[[0, 2, 5]]),
+    }[name]()
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    mixer.to(dtype)
+    x = torch.randn(5, *grid, 8, dtype=dtype)
+    mask = torch.ones(5, *grid, dtype=torch.bool)
+    mask[1, 3:] = False
+    with torch.no_grad():
+        whole = mixer(x, mask)
+        monkeypatch.setattr(spectral_layers, "CHUNK_BYTES", 2 * x[0].numel() * 4)  # chunks of 2, 2 and 1 examples
+        assert [len(chunk) for chunk, _ in spectral_layers._batch_chunks(x, mask)] == [2, 2, 1]
+        chunked = mixer(x, mask)
+    assert chunked.dtype == dtype and chunked.is_contiguous()
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
