@@ -18,7 +18,9 @@ the models run in interleaved rounds in one process (each round runs every model
 model) and the median time per batch is reported, with tokens (or images) per second and the peak memory of one
 step (the peak of the tensor memory it allocates; on CPU from the profiler's memory events).
 A model is skipped at a length or image size (and all larger ones) when it ran out of memory or its predicted
-time, extrapolated from the previous one, exceeds --max-seconds.
+time, extrapolated from the previous one, exceeds --max-seconds. Ratios move by a few percent from one process to
+the next (memory layout, page faults): --processes N runs the sweep in N fresh processes, one after the other, and
+reports the median time and the median ratio (with the range over the processes) of each model and setting.
 
 Extra sections: the Fourier mixer against transformers' FNet Fourier layer (same outputs), short inputs in
 models built for long ones, the fitted exponent of training memory against length, and `torch.compile`
@@ -26,6 +28,7 @@ models built for long ones, the fitted exponent of training memory against lengt
 
     python scripts/benchmark.py --quick                 # under 3 minutes on 2 CPU cores
     python scripts/benchmark.py                         # the full sweep: 128 -> 16384 tokens, 224 -> 1024 px
+    python scripts/benchmark.py --processes 3           # medians and ranges over 3 fresh processes
     python scripts/benchmark.py --device cuda --dtype bfloat16
 """
 
@@ -36,7 +39,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,8 +90,18 @@ def parse_args():
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) variants")
     parser.add_argument("--short-length", type=int, default=64, help="input length of the short-input figure")
     parser.add_argument("--long-length", type=int, default=4096, help="max_position_embeddings it runs in")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the sweep in this many fresh processes, one after the other, and report the medians with their "
+        "ranges: ratios move by a few percent from one process to the next (memory layout, page faults)",
+    )
+    parser.add_argument("--records-only", action="store_true", help=argparse.SUPPRESS)  # a --processes child
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}.")
     if args.quick:
         args.lengths = [512, 4096]
         args.image_sizes = [224, 512]
@@ -282,6 +297,9 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
     return records
 
 
+RATIO_KEYS = ("x_identity", "x_attention")
+
+
 def add_ratios(records):
     """× identity and × attention: each model's time over the bound's and over the SDPA attention model's (BERT for
     text, ViT for images) in the same setting."""
@@ -292,7 +310,7 @@ def add_ratios(records):
             by_setting.setdefault(setting, {})[record["model"]] = record
     for (input_kind, *_), models in by_setting.items():
         for record in models.values():
-            for reference, key in (("identity", "x_identity"), (ATTENTION_REFERENCE[input_kind], "x_attention")):
+            for reference, key in zip(("identity", ATTENTION_REFERENCE[input_kind]), RATIO_KEYS):
                 if reference in models:
                     record[key] = record["ms"] / models[reference]["ms"]
 
@@ -315,9 +333,23 @@ def markdown_table(records, input_kind):
             lines.append(f"{head} {record['status']} | | | | |")
             continue
         rate = f"{record['tokens_per_s']:,.0f}" if text else f"{record['images_per_s']:,.1f}"
-        ratios = [f"{record[key]:.2f}" if key in record else "" for key in ("x_identity", "x_attention")]
+        ratios = [ratio_cell(record, key) for key in RATIO_KEYS]
         lines.append(f"{head} {record['ms']:.1f} | {rate} | {record['peak_mib']:.0f} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
+
+
+def ratio_cell(record, key):
+    """A ratio for the table: with several processes, their median and range, and how many ran where not all did."""
+    if key not in record:
+        return ""
+    runs, notes = record.get(f"{key}_runs", []), []
+    low, high = (f"{bound(runs):.2f}" for bound in (min, max)) if runs else ("", "")
+    if low != high:
+        notes.append(f"{low}–{high}")
+    ran, total = record.get("processes", "1 of 1").split(" of ")
+    if ran != total:
+        notes.append(f"{ran} of {total} processes")
+    return f"{record[key]:.2f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def memory_exponents(records):
@@ -425,19 +457,8 @@ def machine_description(args):
     )
 
 
-def main():
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    names = list(args.models)
-    if args.compile:
-        names += [f"{name}+inductor" for name in ("identity", "gfnet", "afno", "fnet_hybrid_fourier") if name in names]
-    started = time.perf_counter()
-    print(f"Machine: {machine_description(args)}")
-    print(
-        f"Size: hidden {args.hidden_size}, {args.num_layers} layers, FFN {args.intermediate_size}, "
-        f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds, "
-        f"{args.timer} time\n"
-    )
+def run_sweep(args, names, started):
+    """Every setting of the sweep in this process: one record per (mode, batch size, input, model), with ratios."""
     # (input kind, tokens, image size): an image of s x s pixels is (s // patch) ** 2 tokens
     settings = [("text", length, None) for length in sorted(args.lengths)]
     settings += [("image", (size // args.patch_size) ** 2, size) for size in sorted(args.image_sizes)]
@@ -457,6 +478,72 @@ def main():
                 elapsed = time.perf_counter() - started
                 print(f"[{elapsed:.0f} s] {mode}, batch {batch_size}, {where}: {done}", file=sys.stderr, flush=True)
     add_ratios(records)
+    return records
+
+
+def sweep_in_processes(args):
+    """The sweep run by `args.processes` fresh processes of this script, one after the other (each with this
+    command line), aggregated by `aggregate_runs`."""
+    runs = []
+    with tempfile.TemporaryDirectory() as directory:
+        for index in range(args.processes):
+            output_dir = Path(directory) / f"process_{index}"
+            command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+            command += ["--processes", "1", "--records-only", "--output-dir", str(output_dir)]
+            print(f"Process {index + 1} of {args.processes}:", file=sys.stderr, flush=True)
+            if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
+                sys.exit(f"Benchmark process {index + 1} of {args.processes} failed; its error is above.")
+            runs.append(json.loads(next(output_dir.glob("benchmark_*.json")).read_text()))
+    return aggregate_runs(runs)
+
+
+def aggregate_runs(runs):
+    """One record per setting and model from the record lists of several processes (same settings, same order): the
+    median time, memory and ratios over the processes where the model ran, with each process's value in `ms_runs`,
+    `x_identity_runs` and `x_attention_runs`. Ratios are taken within each process, then the median."""
+    records = []
+    for versions in zip(*runs, strict=True):
+        ok = [version for version in versions if version["status"] == "ok"]
+        record = dict(ok[0] if ok else versions[0])
+        record["processes"] = f"{len(ok)} of {len(versions)}"
+        if ok:
+            record["ms_runs"] = [version["ms"] for version in ok]
+            record["ms"] = statistics.median(record["ms_runs"])
+            record["peak_mib"] = statistics.median(version["peak_mib"] for version in ok)
+            seconds = record["ms"] / 1e3
+            record["tokens_per_s"] = record["batch_size"] * record["length"] / seconds
+            if "images_per_s" in record:
+                record["images_per_s"] = record["batch_size"] / seconds
+            for key in RATIO_KEYS:
+                record.pop(key, None)
+                values = [version[key] for version in ok if key in version]
+                if values:
+                    record[f"{key}_runs"], record[key] = values, statistics.median(values)
+        records.append(record)
+    return records
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    names = list(args.models)
+    if args.compile:
+        names += [f"{name}+inductor" for name in ("identity", "gfnet", "afno", "fnet_hybrid_fourier") if name in names]
+    started = time.perf_counter()
+    suffix = f"{args.device.split(':')[0]}_{args.dtype}" + ("_quick" if args.quick else "")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    if args.records_only:
+        records = run_sweep(args, names, started)
+        (args.output_dir / f"benchmark_{suffix}.json").write_text(json.dumps(records, indent=1))
+        return
+    print(f"Machine: {machine_description(args)}")
+    processes = f", median of {args.processes} processes (range in brackets)" if args.processes > 1 else ""
+    print(
+        f"Size: hidden {args.hidden_size}, {args.num_layers} layers, FFN {args.intermediate_size}, "
+        f"{args.num_heads} heads, vocabulary {args.vocab_size}; median of {args.repeats} interleaved rounds, "
+        f"{args.timer} time{processes}\n"
+    )
+    records = sweep_in_processes(args) if args.processes > 1 else run_sweep(args, names, started)
     kinds = [kind for kind in ("text", "image") if any(record["input"] == kind for record in records)]
     for kind in kinds:
         if kind == "image":
@@ -472,8 +559,6 @@ def main():
               f"{args.hidden_size}, inference):\n")
         print(fourier_layer_comparison(args, sorted(args.lengths)))
     print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    suffix = f"{args.device.split(':')[0]}_{args.dtype}" + ("_quick" if args.quick else "")
     written = []
     for kind in kinds:
         path = args.output_dir / f"benchmark_{suffix}{'' if kind == 'text' else '_images'}.png"

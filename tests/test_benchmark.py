@@ -10,6 +10,14 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import benchmark  # noqa: E402  (scripts/ is not a package)
+
+TINY = [
+    "--hidden-size", "32", "--num-layers", "2", "--intermediate-size", "64", "--num-heads", "2", "--vocab-size", "100",
+    "--short-length", "8", "--long-length", "64", "--threads", "1",
+]
 OURS = ["identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid"]
 MODELS = {"text": OURS + ["bert_sdpa", "hf_fnet"], "image": OURS + ["vit_sdpa"]}
 ATTENTION = {"text": "bert_sdpa", "image": "vit_sdpa"}
@@ -59,3 +67,53 @@ def test_benchmark_runs_every_model_and_writes_its_records(tmp_path):
     assert "| training | 2 | 64 px (64) | vit_sdpa |" in result.stdout
     assert "Fourier mixer against transformers' FNet Fourier layer" in result.stdout
     assert "Short inputs" in result.stdout
+
+
+@pytest.mark.slow
+def test_processes_report_the_median_of_fresh_processes(tmp_path):
+    command = [
+        sys.executable, str(SCRIPT), *TINY, "--lengths", "32", "--image-sizes", "--batch-sizes", "1", "--modes",
+        "inference", "--models", "identity", "gfnet", "bert_sdpa", "--repeats", "1", "--processes", "2",
+        "--output-dir", str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "median of 2 processes" in result.stdout
+    assert "Process 2 of 2:" in result.stderr
+    records = json.loads((tmp_path / "benchmark_cpu_float32.json").read_text())
+    assert [record["model"] for record in records] == ["identity", "gfnet", "bert_sdpa"]
+    for record in records:
+        assert record["processes"] == "2 of 2" and len(record["ms_runs"]) == 2
+        assert record["ms"] == pytest.approx(sum(record["ms_runs"]) / 2)
+        for key in ("x_identity", "x_attention"):
+            assert len(record[f"{key}_runs"]) == 2
+            assert record[key] == pytest.approx(sum(record[f"{key}_runs"]) / 2)
+        row = f"| inference | 1 | 32 | {record['model']} | {record['ms']:.1f} |"
+        assert row in result.stdout
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["benchmark_cpu_float32.json", "benchmark_cpu_float32.png"]  # the processes' own files are gone
+
+
+def _record(model, status="ok", ms=None, **ratios):
+    record = dict(input="text", mode="inference", batch_size=2, length=100, model=model, status=status)
+    if status == "ok":
+        record.update(ms=ms, peak_mib=1.0, tokens_per_s=2 * 100 / ms * 1e3, **ratios)
+    return record
+
+
+def test_aggregate_runs_takes_medians_over_the_processes_where_a_model_ran():
+    runs = [
+        [_record("identity", ms=10.0, x_identity=1.0), _record("gfnet", ms=12.0, x_identity=1.2)],
+        [_record("identity", ms=20.0, x_identity=1.0), _record("gfnet", status="skipped: out of memory")],
+        [_record("identity", ms=11.0, x_identity=1.0), _record("gfnet", ms=14.0, x_identity=1.4)],
+    ]
+    identity, gfnet = benchmark.aggregate_runs(runs)
+    assert identity["ms"] == 11.0 and identity["ms_runs"] == [10.0, 20.0, 11.0] and identity["processes"] == "3 of 3"
+    assert identity["tokens_per_s"] == pytest.approx(2 * 100 / 11.0 * 1e3)
+    assert gfnet["status"] == "ok" and gfnet["ms"] == 13.0 and gfnet["processes"] == "2 of 3"
+    assert gfnet["x_identity"] == pytest.approx(1.3) and "x_attention" not in gfnet
+    assert benchmark.ratio_cell(identity, "x_identity") == "1.00"
+    assert benchmark.ratio_cell(gfnet, "x_identity") == "1.30 (1.20–1.40, 2 of 3 processes)"
+    assert benchmark.ratio_cell(gfnet, "x_attention") == ""
+    skipped_everywhere = benchmark.aggregate_runs([[_record("bert_sdpa", status="skipped: out of memory")]] * 2)[0]
+    assert skipped_everywhere["status"] == "skipped: out of memory" and "ms" not in skipped_everywhere
