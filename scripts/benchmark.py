@@ -343,12 +343,11 @@ def ratio_cell(record, key):
     if key not in record:
         return ""
     runs, notes = record.get(f"{key}_runs", []), []
-    low, high = (f"{bound(runs):.2f}" for bound in (min, max)) if runs else ("", "")
-    if low != high:
-        notes.append(f"{low}–{high}")
-    ran, total = record.get("processes", "1 of 1").split(" of ")
-    if ran != total:
-        notes.append(f"{ran} of {total} processes")
+    if runs and f"{min(runs):.2f}" != f"{max(runs):.2f}":
+        notes.append(f"{min(runs):.2f}–{max(runs):.2f}")
+    ran = len(record.get("ms_runs", []))
+    if ran < record.get("processes", ran):
+        notes.append(f"{ran} of {record['processes']} processes")
     return f"{record[key]:.2f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -500,12 +499,13 @@ def sweep_in_processes(args):
 def aggregate_runs(runs):
     """One record per setting and model from the record lists of several processes (same settings, same order): the
     median time, memory and ratios over the processes where the model ran, with each process's value in `ms_runs`,
-    `x_identity_runs` and `x_attention_runs`. Ratios are taken within each process, then the median."""
+    `x_identity_runs` and `x_attention_runs` (`processes`: how many there were). Ratios are taken within each
+    process, then the median."""
     records = []
     for versions in zip(*runs, strict=True):
         ok = [version for version in versions if version["status"] == "ok"]
         record = dict(ok[0] if ok else versions[0])
-        record["processes"] = f"{len(ok)} of {len(versions)}"
+        record["processes"] = len(versions)
         if ok:
             record["ms_runs"] = [version["ms"] for version in ok]
             record["ms"] = statistics.median(record["ms_runs"])
