@@ -228,7 +228,8 @@ CACHING_MIXERS = {
 
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
 def test_inference_cache_follows_weights_batch_sizes_and_dtypes(name):
-    """Cached filters and block weights are rebuilt when a weight changes in place or is loaded, for another batch
+    """Cached filters and block weights are reused while nothing changes, and rebuilt when a weight changes in place
+    (also through `.data`, which bypasses the version counter, as an EMA update does) or is loaded, for another batch
     size (AFNO's are repeated per example) and another dtype. 10 tokens take GlobalFilter's short path (its
     time-domain kernel), 60 the full-length one (its channels-first filter)."""
     build, reference = CACHING_MIXERS[name]
@@ -237,8 +238,14 @@ def test_inference_cache_follows_weights_batch_sizes_and_dtypes(name):
         for batch, length in [(2, 10), (3, 10), (2, 60), (3, 60), (2, 10)]:
             x = torch.randn(batch, length, 8)
             torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+        cached = {name: entry[-1] for name, entry in mixer._inference_cache.items()}
+        mixer(x)
+        assert all(mixer._inference_cache[name][-1] is value for name, value in cached.items())
         for parameter in mixer.parameters():
             parameter.mul_(1.5)
+        torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+        for parameter in mixer.parameters():
+            parameter.data.lerp_(torch.randn_like(parameter), 0.1)
         torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
         mixer.load_state_dict({key: torch.randn_like(value) for key, value in mixer.state_dict().items()})
         torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
