@@ -10,7 +10,7 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
-from .mixer_layout import MIXER_TYPES, expand_mixer_layout, mixer_names, validate_mixer_layout
+from .mixer_layout import expand_mixer_layout, mixer_names, validate_mixer_layout
 from .patch_geometry import patch_geometry, per_axis
 
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
@@ -275,9 +275,17 @@ class SpectralConfig(PretrainedConfig):
                         f"got {modes!r}."
                     )
 
+    def validate(self):
+        """Every check of `validate_architecture`, then transformers' own class validators. `save_pretrained` calls
+        this before writing config.json, so a config changed into an invalid one is never saved."""
+        self.validate_architecture()
+        super().validate()
+
     def validate_architecture(self):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
-        Runs at the end of `__post_init__`, so every config that exists is valid."""
+        Runs at the end of `__post_init__`, and again when a model is built from the config and in `validate`
+        (called by `save_pretrained`): transformers applies the keyword overrides of `from_pretrained` with setattr
+        after `__post_init__`, and a user may assign a field of an existing config."""
         super().validate_architecture()
         for name in (
             "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",

@@ -57,15 +57,24 @@ def _with_default_option(entry):
 
 def validate_mixer_layout(layout, num_hidden_layers):
     """Raise `ValueError` naming the bad entry and the valid choices; return the set of mixer names used."""
+    if isinstance(layout, dict):
+        raise ValueError(
+            f"`mixer_layout` is the compact form {layout!r}, which is expanded only when a config is created; give "
+            f"the config a list with one entry per layer ({num_hidden_layers})."
+        )
     if not isinstance(layout, list):
         raise ValueError(
             f"`mixer_layout` must be a list with one entry per layer or the compact form {{'pattern': [entry, ...]}}, "
             f"got {layout!r}."
         )
     if len(layout) != num_hidden_layers:
+        # also reached by a `num_hidden_layers` override (`from_pretrained(path, num_hidden_layers=N)`), which
+        # transformers applies after the saved layout was expanded
         raise ValueError(
             f"`mixer_layout` has {len(layout)} entries but `num_hidden_layers` is {num_hidden_layers}: give one entry "
-            "per layer, or the compact form {'pattern': [entry, ...]}."
+            f"per layer, or the compact form {{'pattern': [entry, ...]}}. To change the number of layers of a saved or "
+            f"existing config, pass a `mixer_layout` with {num_hidden_layers} entries together with "
+            f"`num_hidden_layers={num_hidden_layers}`."
         )
     used = set()
     for index, entry in enumerate(layout):

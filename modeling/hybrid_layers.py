@@ -119,7 +119,8 @@ class MultiscaleMixer(HybridMixer):
 class CascadeMixer(HybridMixer):
     """Mixers in sequence (spectrans `CascadeBlock`): `h_0 = x`, `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))`, output
     `h_K - x` (the block adds its own residual). `share_norm=True` uses one LayerNorm for every stage, otherwise
-    each stage has its own."""
+    each stage has its own. Since the stages normalise their own inputs, a pre-norm `SpectralBlock` passes `x`
+    un-normalised and builds no mixer norm for a cascade."""
 
     def __init__(self, mixers, hidden_size, share_norm=False, eps=1e-12):
         super().__init__(mixers)

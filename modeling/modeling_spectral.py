@@ -10,6 +10,7 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ class SpectralImageModelOutput(BaseModelOutputWithPooling):
 
     Args:
         last_hidden_state: (B, N, D), the final token grid flattened row-major, N = prod(grid).
-        pooler_output: (B, D), the mean over the grid (when the model has a pooler).
+        pooler_output: (B, D), the grid pooled by `config.pooling` (when the model has a pooler).
         hidden_states: the embeddings and every block's output, each (B, N, D); in a hierarchical model each stage
             has its own N and D. Returned when `output_hidden_states=True`.
         attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
@@ -158,6 +159,12 @@ class SpectralBlock(GradientCheckpointingLayer):
     - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
     - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
     - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost).
+    - a `cascade` mixer normalises the input of each of its stages itself, `h_0 = x`,
+      `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))` (spectrans' `CascadeBlock`), so a pre-norm block has no mixer norm
+      for it: its mixer branch gives exactly `h_K` (before dropout, LayerScale and drop-path of the update
+      `h_K - x`). With `mixer_residual=False` the MLP gets that update, `x + mlp(norm2(h_K - x))`, whose first stage
+      sees `norm_1(x)` as a single mixer sees `norm1(x)`. A post-norm block normalises after the residual as for
+      every mixer, `norm(h_K)`.
     - `config.condition_type`: a conditioning branch between mixer and MLP, pre-norm in both block styles:
       `x + condition_mixer(condition_norm(x), condition)` for cross-attention, `x + adaln_zero(x, condition)` (which
       normalises itself); with `mixer_residual=False` it conditions the MLP input. Off (None): no module, no
@@ -174,7 +181,11 @@ class SpectralBlock(GradientCheckpointingLayer):
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
         self.mixer = build_mixer(config, mixer_type, fft_shape, hidden_size)
-        self.mixer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if self.mixer is not None else None
+        # A pre-norm mixer norm in front of a cascade would be a second LayerNorm before its first stage's and would
+        # make later stages see `norm_k(norm(x) + ...)` instead of `norm_k(x + ...)`.
+        norms_itself = self.norm_first and isinstance(self.mixer, CascadeMixer)
+        use_mixer_norm = self.mixer is not None and not norms_itself
+        self.mixer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if use_mixer_norm else None
         self.condition_mixer = build_condition_mixer(config)
         self.condition_norm = (
             nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if config.condition_type == "cross_attention" else None
@@ -218,7 +229,8 @@ class SpectralBlock(GradientCheckpointingLayer):
             return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
         mlp_input = x
         if self.mixer is not None:
-            mixed, attention = run_mixer(self.mixer, self.mixer_norm(x), mask, **mix_options)
+            mixer_input = x if self.mixer_norm is None else self.mixer_norm(x)
+            mixed, attention = run_mixer(self.mixer, mixer_input, mask, **mix_options)
             if self.mixer_residual:
                 x = x + self._branch(mixed, self.mixer_layer_scale)
                 mlp_input = x
@@ -368,7 +380,9 @@ class SpectralPreTrainedModel(PreTrainedModel):
         if not saved.is_vision or wanted.image_shape == saved.image_shape:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if config is not None:
-            kwargs["config"] = type(config)(**{**config.to_dict(), "image_size": saved.image_size})
+            # a copy keeps what to_dict() leaves out, such as the attn_implementation AutoConfig took in
+            kwargs["config"] = copy.deepcopy(config)
+            kwargs["config"].image_size = saved.image_size
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
         model = resize_model_to_image_size(model, requested)
@@ -624,6 +638,10 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__(config)
+        # transformers applies the keyword overrides of `from_pretrained` with setattr after the config validated
+        # itself, and a user may assign a field: check again, once per model (every head builds its backbone before
+        # its own layers) and for about 0.1 ms.
+        config.validate_architecture()
         self.fft_shape = config.grid_shape
         if config.is_vision:
             self.main_input_name = "pixel_values"
@@ -663,7 +681,10 @@ class SpectralModel(SpectralPreTrainedModel):
         return self.embeddings.word_embeddings
 
     def set_input_embeddings(self, value):
-        self.embeddings.word_embeddings = value
+        if self.config.is_vision:
+            self.embeddings.patch_embeddings = value
+        else:
+            self.embeddings.word_embeddings = value
 
     def forward(
         self,
@@ -828,19 +849,28 @@ def _reduce(losses, num_items_in_batch):
     return losses.sum() / num_items_in_batch
 
 
+def is_integer_tensor(tensor):
+    """Whether `tensor` holds integers of any width (int64, the int32 of numpy arrays, uint8, ...), not bools."""
+    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
+
+
 def validate_class_labels(labels, expected_shape, num_classes):
     """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
-    raising `ValueError` with the expected shape and range before the loss would index out of bounds."""
+    raising `ValueError` with the expected shape and range before the loss would index out of bounds. Any integer
+    dtype is accepted (numpy gives int32); they are returned as int64, the one `cross_entropy` takes and in which
+    the range is checked (torch cannot compare uint16 to uint64 tensors)."""
     allowed = f"integer class indices in [0, {num_classes}) or -100 (ignored) of shape {tuple(expected_shape)}"
     if not torch.is_tensor(labels):
         raise ValueError(f"`labels` must be a torch.Tensor of {allowed}, got {type(labels).__name__}.")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+    if not is_integer_tensor(labels):
         raise ValueError(f"`labels` must be {allowed}, got dtype {labels.dtype}.")
     if tuple(labels.shape) != tuple(expected_shape):
         raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
+    labels = labels.long()
     out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
     if bool(out_of_range.any()):
         raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
+    return labels
 
 
 def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
@@ -856,23 +886,34 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
             )
     elif problem_type == "single_label_classification":
         validate_class_labels(labels, (batch_size,), num_labels)
-    elif tuple(labels.shape) != (batch_size, num_labels):
-        raise ValueError(
-            f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), got "
-            f"{tuple(labels.shape)}; single-label classification takes integer class indices of shape ({batch_size},)."
-        )
+    else:
+        if tuple(labels.shape) != (batch_size, num_labels):
+            raise ValueError(
+                f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), "
+                f"got {tuple(labels.shape)}; single-label classification takes integer class indices of shape "
+                f"({batch_size},)."
+            )
+        allowed = "values in [0, 1] (1: the label applies; soft targets in between are allowed)"
+        if labels.is_complex():
+            raise ValueError(f"Multi-label `labels` must be real {allowed}, got dtype {labels.dtype}.")
+        outside = ~((labels >= 0) & (labels <= 1))  # NaN fails both comparisons
+        if bool(outside.any()):
+            raise ValueError(
+                f"Multi-label `labels` must be {allowed}, got {labels[outside][0].item()}; binary cross-entropy has "
+                "no ignored value such as -100."
+            )
 
 
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
     """Loss by `config.problem_type`, inferred as transformers does when unset (and then stored in the config):
-    one label -> regression (MSE); integer labels -> single-label (cross-entropy); otherwise multi-label (BCE with
-    logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
+    one label -> regression (MSE); integer labels of any dtype -> single-label (cross-entropy); otherwise
+    multi-label (BCE with logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = config.num_labels
     problem_type = config.problem_type
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"
-        elif torch.is_tensor(labels) and labels.dtype in (torch.long, torch.int):
+        elif torch.is_tensor(labels) and is_integer_tensor(labels):
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
@@ -891,8 +932,9 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
 
 
 def token_classification_loss(logits, labels, num_items_in_batch=None):
-    """Cross-entropy over (..., C) logits and (...) integer labels; -100 marks ignored positions."""
-    validate_class_labels(labels, logits.shape[:-1], logits.shape[-1])
+    """Cross-entropy over (..., C) logits and (...) integer labels of any integer dtype; -100 marks ignored
+    positions."""
+    labels = validate_class_labels(labels, logits.shape[:-1], logits.shape[-1])  # as int64
     logits = logits.float().reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
@@ -933,8 +975,8 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
-        labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
-            (single-label), floats (regression) or multi-hot floats (multi-label).
+        labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices of any
+            integer dtype (single-label), floats (regression) or multi-hot values in [0, 1] (multi-label).
 
         Returns `SequenceClassifierOutput` with `logits` (B, num_labels).
         """
@@ -992,7 +1034,8 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
-        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): class index per token, -100 to ignore.
+        labels (integer `torch.Tensor` of shape `(batch_size, sequence_length)`): class index per token, -100 to
+            ignore; any integer dtype.
 
         Returns `TokenClassifierOutput` with `logits` (B, T, num_labels).
         """
@@ -1066,8 +1109,8 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
-        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`): target token ids at masked
-            positions, -100 elsewhere.
+        labels (integer `torch.Tensor` of shape `(batch_size, sequence_length)`): target token ids at masked
+            positions, -100 elsewhere; any integer dtype.
 
         Returns `MaskedLMOutput` with `logits` (B, T, vocab_size).
         """

@@ -179,6 +179,11 @@ LABEL_ROWS = {
         ("one label too many", lambda: torch.tensor([0, 1, 2]), r"of shape \(2,\), got shape \(3,\)"),
         ("float class ids", lambda: torch.tensor([0.0, 1.0]),
          r"Multi-label `labels` must be multi-hot floats of shape \(2, num_labels=3\), got \(2,\); single-label"),
+        ("multi-hot -100", lambda: torch.tensor([[0.0, 1.0, -100.0], [1.0, 0.0, 0.0]]),
+         r"Multi-label `labels` must be values in \[0, 1\] .*got -100.0; binary cross-entropy has no ignored value"),
+        ("multi-hot 5", lambda: torch.tensor([[0.0, 1.0, 5.0], [1.0, 0.0, 0.0]]), r"values in \[0, 1\] .*got 5.0"),
+        ("multi-hot NaN", lambda: torch.tensor([[0.0, 1.0, float("nan")], [1.0, 0.0, 0.0]]),
+         r"values in \[0, 1\] .*got nan"),
         ("list", lambda: [0, 1], r"`labels` must be a torch.Tensor with one row per example, got list"),
     ],
     "ForTokenClassification": [
@@ -333,6 +338,20 @@ FROM_PRETRAINED_ROWS = [
     ("other config object", GFNetForSequenceClassification, "gfnet",
      dict(config=tiny_config("gfnet", max_position_embeddings=32)), ValueError,
      r"checkpoint has max_position_embeddings=24, the requested config max_position_embeddings=32"),
+    # Keyword overrides are set on the loaded config after its own checks; the model constructor checks again.
+    ("unknown pooling", AutoModelForSequenceClassification, "gfnet", dict(pooling="bogus"), ValueError,
+     r"`pooling` must be one of \['cls', 'mean', 'max', 'attention'\], got 'bogus'"),
+    ("dropout of 2", GFNetForSequenceClassification, "gfnet", dict(hidden_dropout_prob=2.0), ValueError,
+     r"`hidden_dropout_prob` must be a number in \[0, 1\), got 2.0"),
+    ("more layers than the saved layout", AutoModelForSequenceClassification, "gfnet", dict(num_hidden_layers=3),
+     ValueError, r"`mixer_layout` has 2 entries but `num_hidden_layers` is 3: .*pass a `mixer_layout` with 3 entries "
+     r"together with `num_hidden_layers=3`"),
+    ("fewer layers than the saved layout", GFNetForSequenceClassification, "gfnet", dict(num_hidden_layers=1),
+     ValueError, r"`mixer_layout` has 2 entries but `num_hidden_layers` is 1: .*`num_hidden_layers=1`"),
+    ("compact layout", GFNetForSequenceClassification, "gfnet",
+     dict(num_hidden_layers=4, mixer_layout={"pattern": ["global_filter"]}), ValueError,
+     r"`mixer_layout` is the compact form \{'pattern': \['global_filter'\]\}, which is expanded only when a config "
+     r"is created; give the config a list with one entry per layer \(4\)"),
 ]
 
 

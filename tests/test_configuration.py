@@ -4,7 +4,7 @@ import logging
 import pytest
 from transformers import CONFIG_MAPPING, AutoConfig, FNetConfig
 
-from conftest import CONFIG_CLASSES, FAMILIES, tiny_config
+from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -70,3 +70,28 @@ INVALID = [
 def test_invalid_configs_name_the_problem(family, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(family, **overrides)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("overrides,message", INVALID, ids=[next(iter(o)) + str(i) for i, (o, _) in enumerate(INVALID)])
+def test_invalid_fields_assigned_after_creation_are_refused_by_validate_save_and_models(
+    family, overrides, message, tmp_path
+):
+    """transformers applies `from_pretrained(path, **overrides)` with setattr after `__post_init__`, as a user
+    assigning a field does: `validate` (which `save_pretrained` calls) and every model constructor check again."""
+    config = tiny_config(family)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    with pytest.raises(ValueError, match=message):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    for head in ("Model", "ForSequenceClassification"):
+        with pytest.raises(ValueError, match=message):
+            model_class(family, head)(config)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_validate_accepts_a_valid_config(family):
+    tiny_config(family, mixer_layout=["attention", "none"]).validate()

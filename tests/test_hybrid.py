@@ -12,6 +12,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilter, MultiscaleMixer, SelfAttention
 from fourierformers.configuration.mixer_layout import MIXER_TYPES
+from fourierformers.hybrid_layers import run_mixer
 
 FAMILY_MIXER = {"gfnet": "global_filter", "afno": "afno", "fnet_hybrid": "fourier"}
 STRATEGIES = {
@@ -172,6 +173,44 @@ def test_gradient_checkpointing_gives_the_same_gradients(strategy):
         model(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
     for (name, expected), actual in zip(reference.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(actual.grad, expected.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def seed_cascade(block, x):
+    """spectrans' `CascadeBlock` mixing written out with the block's weights: `h_0 = x`,
+    `h_k = h_{k-1} + M_k(LN_k(h_{k-1}))`; returns h_K."""
+    cascade, h = block.mixer, x
+    for index, child in enumerate(cascade.mixers):
+        norm = cascade.norms[0 if cascade.share_norm else index]
+        h = h + run_mixer(child, norm(h), None)[0]
+    return h
+
+
+CASCADE_BLOCKS = {
+    # block style -> (config fields, the whole block written out from h_K)
+    "pre-norm": (dict(norm_first=True), lambda block, x, h: h + block.mlp(block.mlp_norm(h))),
+    "pre-norm, one residual": (dict(norm_first=True, mixer_residual=False),
+                               lambda block, x, h: x + block.mlp(block.mlp_norm(h - x))),
+    "post-norm": (dict(norm_first=False),
+                  lambda block, x, h: block.mlp_norm(block.mixer_norm(h) + block.mlp(block.mixer_norm(h)))),
+}
+
+
+@pytest.mark.parametrize("style", CASCADE_BLOCKS)
+@pytest.mark.parametrize("strategy", ["cascade", "cascade_shared_norm"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cascade_block_is_the_seed_formula(family, strategy, style):
+    """A pre-norm block feeds the cascade its input itself, so it computes spectrans' CascadeBlock exactly (no extra
+    LayerNorm in front, no mixer norm built); a post-norm block normalises h_K as it does any mixer's residual."""
+    fields, block_formula = CASCADE_BLOCKS[style]
+    model = model_class(family, "Model")(hybrid_config(family, strategy, **fields)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # LayerNorms away from the identity, filters away from zero
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    block = model.layers[0]
+    assert (block.mixer_norm is None) == fields["norm_first"]
+    x = torch.randn(3, 9, 32) * 2 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(block(x)[0], block_formula(block, x, seed_cascade(block, x)), atol=1e-5, rtol=1e-5)
 
 
 def small_mixers(fft_shape=(16,), hidden_size=8):

@@ -1,5 +1,7 @@
 """Shared runners over every family x head: the conventions transformers users rely on."""
 
+import copy
+
 import pytest
 import torch
 from transformers import (
@@ -272,7 +274,7 @@ def test_eval_is_deterministic(family):
 @pytest.mark.parametrize(
     "problem_type,num_labels,label_kind",
     [("regression", 1, "float"), ("single_label_classification", 3, "index"), ("multi_label_classification", 3, "multi_hot"),
-     (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot")],
+     (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot"), (None, 3, "soft_multi_hot")],
 )
 def test_problem_types(family, problem_type, num_labels, label_kind):
     model = build(family, "ForSequenceClassification", num_labels=num_labels, problem_type=problem_type)
@@ -281,6 +283,7 @@ def test_problem_types(family, problem_type, num_labels, label_kind):
         "float": torch.randn(BATCH) if num_labels == 1 else torch.randn(BATCH, num_labels),
         "index": torch.randint(0, num_labels, (BATCH,)),
         "multi_hot": torch.randint(0, 2, (BATCH, num_labels)).float(),
+        "soft_multi_hot": torch.rand(BATCH, num_labels),
     }[label_kind]
     outputs = model(**inputs, labels=labels)
     logits = outputs.logits
@@ -288,9 +291,15 @@ def test_problem_types(family, problem_type, num_labels, label_kind):
         "float": lambda: torch.nn.functional.mse_loss(logits.squeeze(-1), labels),
         "index": lambda: torch.nn.functional.cross_entropy(logits, labels),
         "multi_hot": lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
+        "soft_multi_hot": lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
     }[label_kind]()
     torch.testing.assert_close(outputs.loss, expected)
-    inferred = {"float": "regression", "index": "single_label_classification", "multi_hot": "multi_label_classification"}
+    inferred = {
+        "float": "regression",
+        "index": "single_label_classification",
+        "multi_hot": "multi_label_classification",
+        "soft_multi_hot": "multi_label_classification",
+    }
     assert model.config.problem_type == inferred[label_kind]
     # Trainer passes the number of label items of the whole step; the loss becomes a sum over that count.
     summed = model(**inputs, labels=labels, num_items_in_batch=torch.tensor(2 * labels.numel())).loss
@@ -309,6 +318,64 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
     torch.testing.assert_close(outputs.loss, expected)
     summed = model(**inputs, labels=labels, num_items_in_batch=kept.sum() * 4).loss
     torch.testing.assert_close(summed, expected / 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"])
+def test_integer_labels_of_any_dtype_are_class_indices(head, dtype):
+    """Labels from numpy arrays are often int32: every integer dtype gives the int64 loss, and a sequence head
+    infers single-label classification from it."""
+    model = build("gfnet", head)
+    inputs = make_inputs(model.config)
+    labels = make_labels(model.config, head)
+    if not dtype.is_signed:
+        labels = labels.clamp(min=0)  # -100 has no unsigned value
+    loss = model(**inputs, labels=labels.to(dtype)).loss
+    if head == "ForSequenceClassification":
+        assert model.config.problem_type == "single_label_classification"
+    torch.testing.assert_close(loss, model(**inputs, labels=labels).loss, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_pretrained_with_fewer_layers_and_their_layout(family, tmp_path):
+    """The overrides the layout-length error asks for: `num_hidden_layers` with a `mixer_layout` of as many entries
+    loads the first layers of a checkpoint, and the smaller model saves and reloads."""
+    model = build(family, "ForSequenceClassification")
+    model.save_pretrained(tmp_path / "full")
+    first = model.config.mixer_layout[:1]
+    smaller = AutoModelForSequenceClassification.from_pretrained(tmp_path / "full", num_hidden_layers=1,
+                                                                 mixer_layout=first).eval()
+    assert len(smaller.base_model.layers) == 1 and smaller.config.mixer_layout == first
+    torch.testing.assert_close(smaller.base_model.layers[0].state_dict(), model.base_model.layers[0].state_dict())
+    smaller.save_pretrained(tmp_path / "smaller")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "smaller").eval()
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, smaller(**inputs).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_set_input_embeddings_replaces_what_get_input_embeddings_returns(family, modality):
+    """Text models embed with `word_embeddings`, image models with `patch_embeddings`: set and get are symmetric,
+    on the backbone and through a head, and the forward pass uses the new module."""
+    if modality == "text":
+        model = build(family, "ForSequenceClassification")
+        inputs = make_inputs(model.config)
+    else:
+        model = build(family, "ForImageClassification", image_size=16, patch_size=4, num_channels=3)
+        inputs = dict(pixel_values=torch.randn(2, 3, 16, 16))
+    with torch.no_grad():
+        before = model(**inputs).logits
+    for owner in (model.base_model, model):
+        new = copy.deepcopy(owner.get_input_embeddings())
+        with torch.no_grad():
+            for parameter in new.parameters():
+                parameter.mul_(2)
+        owner.set_input_embeddings(new)
+        assert owner.get_input_embeddings() is new and model.get_input_embeddings() is new
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).logits, before)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
