@@ -4,8 +4,11 @@ A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cub
 (a disk over the last two axes times the full extent of the first axis of a volume) or a `sphere` (a ball over
 every axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres
 placed every `round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2`
-of that axis, floored at 1. Patches packed by a strategy are centred on their cells (padding `(k - 1) // 2`,
-grid `ceil(n / stride)`), as in tinyBIG; patches with an explicit stride are not padded (ViT patchify).
+of that axis, floored at 1. Patches packed by a strategy are centred on their cells: padding `p = (k - 1) // 2`
+on both sides, a grid of `(n + 2p - k) // stride + 1` cells. For tinyBIG's symmetric patches (odd k = 2r + 1) that
+is `ceil(n / stride)`, centres at `range(0, n, stride)` as in tinyBIG; an even patch has its extra cell after the
+centre, and the grid keeps only the centres whose patch ends within the padding, `ceil((n - 1) / stride)` (a 4-cell
+patch with stride 1 on 32 pixels gives 31 cells). Patches with an explicit stride are not padded (ViT patchify).
 
 This module is pure Python so that the config can compute the token grid without importing the modeling code.
 """
@@ -42,8 +45,13 @@ PACKING_STRATEGIES = {
 
 
 def per_axis(name, value, spatial_dims):
-    """`value` (an int or a sequence of `spatial_dims` ints) as a tuple of positive ints, one per grid axis."""
-    values = (value,) * spatial_dims if isinstance(value, int) else tuple(value)
+    """`value` (an int or a list / tuple of `spatial_dims` ints) as a tuple of positive ints, one per grid axis."""
+    if isinstance(value, int):
+        values = (value,) * spatial_dims
+    elif isinstance(value, (list, tuple)):
+        values = tuple(value)
+    else:  # a float, a string, ...: refused below with the allowed forms
+        values = ()
     if len(values) != spatial_dims or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         raise ValueError(
             f"`{name}` must be a positive integer or a list of {spatial_dims} positive integers "

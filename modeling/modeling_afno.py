@@ -49,7 +49,7 @@ class AFNOForMaskedLM(AFNOPreTrainedModel, SpectralForMaskedLM):
 
 
 class AFNOForImageClassification(AFNOPreTrainedModel, SpectralForImageClassification):
-    """AFNO on images or volumes: mean of the final token grid -> linear classifier."""
+    """AFNO on images or volumes: the final token grid pooled by `config.pooling` -> linear classifier."""
 
     backbone_class = AFNOModel
 

@@ -48,7 +48,7 @@ class FNetHybridForMaskedLM(FNetHybridPreTrainedModel, SpectralForMaskedLM):
 
 
 class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForImageClassification):
-    """FNet-hybrid on images or volumes: mean of the final token grid -> linear classifier."""
+    """FNet-hybrid on images or volumes: the final token grid pooled by `config.pooling` -> linear classifier."""
 
     backbone_class = FNetHybridModel
 

@@ -49,7 +49,7 @@ class GFNetForMaskedLM(GFNetPreTrainedModel, SpectralForMaskedLM):
 
 
 class GFNetForImageClassification(GFNetPreTrainedModel, SpectralForImageClassification):
-    """GFNet on images or volumes: mean of the final token grid -> linear classifier."""
+    """GFNet on images or volumes: the final token grid pooled by `config.pooling` -> linear classifier."""
 
     backbone_class = GFNetModel
 

@@ -1,6 +1,6 @@
 """The image heads shared by every family, kept apart from the text heads of `modeling_spectral.py`:
-classification (backbone -> final norm -> mean over the token grid -> dropout -> linear) and dense per-patch
-regression (FourCastNet)."""
+classification (backbone -> final norm -> token grid pooled by `config.pooling` -> dropout -> linear) and dense
+per-patch regression (FourCastNet)."""
 
 import math
 from dataclasses import dataclass
@@ -35,7 +35,13 @@ class SpectralImageClassifierOutput(ImageClassifierOutput):
 
 class SpectralForImageClassification(SpectralPreTrainedModel):
     """Image (or volume) classification, regression or multi-label classification through `config.problem_type`,
-    as for text. The config must have an `image_size`."""
+    as for text. The config must have an `image_size`.
+
+    The backbone's pooler reduces the final token grid (B, *grid, D) to (B, D) as `config.pooling` says: its mean
+    (`"mean"`, and `"cls"`, since a grid has no class token), its per-channel maximum (`"max"`) or a learned
+    softmax-weighted mean per head (`"attention"`), then dense + tanh with `pooler_projection=True`; dropout and a
+    linear classifier give the logits.
+    """
 
     main_input_name = "pixel_values"
     backbone_class = SpectralModel
@@ -162,7 +168,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         values = self.head(tokens).unflatten(-1, (*kernel, self.config.num_output_channels))  # (B, *grid, *p, C)
         spatial_dims = len(grid)
         # (B, g1, .., gn, p1, .., pn, C) -> (B, C, g1, p1, .., gn, pn) -> (B, C, g1 * p1, .., gn * pn)
-        order = [0, 2 * spatial_dims + 1] + [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
+        interleaved = [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
+        order = [0, 2 * spatial_dims + 1] + interleaved
         predictions = values.permute(order).reshape(
             values.shape[0], self.config.num_output_channels, *(g * p for g, p in zip(grid, kernel))
         )

@@ -75,6 +75,15 @@ class GridDownsample(nn.Module):
         self.projection = CONV_CLASSES[spatial_dims](in_size, out_size, kernel_size=2, stride=2)
 
     def forward(self, hidden_states):
+        grid = tuple(hidden_states.shape[1:-1])
+        # The config refuses odd grids at every stage; an image of another size (`interpolate_pos_encoding=True`)
+        # is checked here, where the stride-2 convolution would otherwise silently drop the last row of an odd axis.
+        if any(n % 2 for n in grid):
+            raise ValueError(
+                f"A hierarchical model halves the token grid {grid} before its next stage, so it must be even along "
+                "every axis; with `interpolate_pos_encoding=True`, pass images whose first token grid is divisible "
+                "by 2**(stages - 1) along every axis."
+            )
         return self.projection(hidden_states.movedim(-1, 1)).movedim(1, -1)
 
 
@@ -104,7 +113,10 @@ class SpectralImageEmbeddings(nn.Module):
     """pixel_values (B, C, *spatial) -> patch embedding -> + learned position embedding -> dropout: (B, *grid, D).
 
     `position_embeddings: (1, *grid, D)` is stored grid-shaped so that it can be resized to another resolution.
+    It is not weight-decayed (a zero position embedding is no sensible prior), as the original GFNet's `pos_embed`.
     """
+
+    _no_weight_decay = ("position_embeddings",)
 
     def __init__(self, num_channels, hidden_size, image_size, kernel_size, stride, padding, grid_shape,
                  patch_shape="cuboid", dropout=0.0):
@@ -172,8 +184,15 @@ def resize_state_dict_to_config(state_dict, config):
 def resize_model_to_image_size(model, image_size):
     """A copy of an image model (any head, e.g. just loaded with `from_pretrained`) built for `image_size`, its
     position embeddings and global filters resized by `resize_state_dict_to_config`; the original fine-tunes
-    GFNet at 384 px this way. The result can be trained and saved like any other model."""
+    GFNet at 384 px this way. The copy keeps the model's dtype, device, attention implementation, train / eval mode
+    and frozen (`requires_grad=False`) parameters, and can be trained and saved like any other model."""
     config = type(model.config)(**{**model.config.to_dict(), "image_size": image_size})
-    resized = type(model)(config)
+    # `to_dict` leaves out the attention implementation, and a plain constructor builds in the default dtype.
+    resized = type(model)._from_config(
+        config, dtype=model.dtype, attn_implementation=model.config._attn_implementation
+    ).to(model.device)
     resized.load_state_dict(resize_state_dict_to_config(model.state_dict(), config), strict=True)
+    trainable = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
+    for name, parameter in resized.named_parameters():
+        parameter.requires_grad_(trainable[name])
     return resized.train(model.training)

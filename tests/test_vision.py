@@ -97,16 +97,23 @@ def test_kernel_masks_are_disks_and_balls():
         ("cylinder", 5, 32, "denser_hexagonal", (1, 2)),
         ("cylinder", (3, 5, 5), (8, 16, 16), "sparse_square", (2, 4, 4)),
         ("sphere", 5, (8, 16, 16), "dense_simple_cubic", (2, 2, 2)),
+        # even patches: the extra cell lies after the centre, so a 4-cell patch at stride 1 gives 31 cells, not 32
+        ("cuboid", 4, 32, "dense_square", (1, 1)),
+        ("cuboid", 6, 32, "dense_square", (2, 2)),
+        ("cylinder", (2, 4, 4), (8, 16, 16), "complete_square", (1, 2, 2)),
     ],
 )
 def test_packing_strategy_grid_shapes(patch_shape, kernel, image, strategy, stride):
+    """The grid of `configuration/patch_geometry.py`: padding (k - 1) // 2 on both sides, ceil(n / stride) cells
+    for odd patches (tinyBIG's centres at range(0, n, stride)) and ceil((n - 1) / stride) for even ones."""
     spatial_dims = 3 if isinstance(image, tuple) else 2
     config = image_config("gfnet", image_size=image, patch_size=kernel, patch_shape=patch_shape,
                           packing_strategy=strategy, spatial_dims=spatial_dims, num_channels=1)
-    kernel_size, config_stride, _, grid = config.patch_geometry()
+    kernel_size, config_stride, padding, grid = config.patch_geometry()
     assert config_stride == stride == packing_stride(patch_shape, kernel_size, strategy)
+    assert padding == tuple((k - 1) // 2 for k in kernel_size)
     image_shape = config.image_shape
-    assert grid == tuple(math.ceil(n / s) for n, s in zip(image_shape, stride))
+    assert grid == tuple(math.ceil((n - 1 + k % 2) / s) for n, k, s in zip(image_shape, kernel_size, stride))
     model = model_class("gfnet", "Model")(config).eval()
     with torch.no_grad():
         hidden = model(pixel_values=torch.randn(1, 1, *image_shape)).last_hidden_state
@@ -143,6 +150,32 @@ def test_image_classification_every_family(family, pooling, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, outputs.logits)
     assert type(AutoModel.from_config(config)) is model_class(family, "Model")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "attention"])
+def test_image_classification_pools_the_grid_by_config_pooling(pooling):
+    """The head's pooled vector is the grid's mean for "mean" and "cls" (a grid has no class token), its
+    per-channel maximum for "max" and a per-head softmax-weighted mean for "attention"; the logits are the
+    classifier applied to it."""
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", pooling=pooling)).eval()
+    if pooling == "attention":  # away from the initial near-zero scores, which make it start as the mean
+        torch.nn.init.normal_(model.gfnet.pooler.attention.scores.weight)
+    pixel_values = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        outputs = model.gfnet(pixel_values=pixel_values)
+        tokens = outputs.last_hidden_state  # (B, N, D)
+        if pooling == "max":
+            expected = tokens.amax(dim=1)
+        elif pooling == "attention":
+            weights = model.gfnet.pooler.attention.scores(tokens).softmax(dim=1)  # (B, N, heads)
+            expected = (weights[..., None] * tokens.unflatten(-1, (weights.shape[-1], -1))).sum(dim=1).flatten(1)
+        else:
+            expected = tokens.mean(dim=1)
+        torch.testing.assert_close(outputs.pooler_output, expected)
+        if pooling in ("max", "attention"):
+            assert not torch.allclose(outputs.pooler_output, tokens.mean(dim=1), atol=1e-3)
+        logits = model(pixel_values=pixel_values).logits
+    torch.testing.assert_close(logits, model.classifier(outputs.pooler_output))
 
 
 @pytest.mark.parametrize("problem_type, labels", [
@@ -216,6 +249,40 @@ def test_saved_model_reloads_at_another_image_size(tmp_path):
             torch.testing.assert_close(at64.eval()(pixel_values).logits, resized(pixel_values).logits)
 
 
+@pytest.mark.parametrize("loader", ["model class", "auto class"])
+def test_loading_at_another_image_size_keeps_dtype_and_attention_implementation(loader, tmp_path):
+    """from_pretrained(dir, image_size=new, dtype=..., attn_implementation=...) honours both, as at the saved size,
+    and equals loading at the saved size and then resizing."""
+    config = image_config("fnet_hybrid", mixer_layout=["fourier", "attention"])
+    model_class("fnet_hybrid", "ForImageClassification")(config).save_pretrained(tmp_path)
+    load = (AutoModelForImageClassification if loader == "auto class"
+            else model_class("fnet_hybrid", "ForImageClassification")).from_pretrained
+    options = dict(dtype=torch.bfloat16, attn_implementation="eager")
+    expected = resize_model_to_image_size(load(tmp_path, **options), 24)
+    resized = load(tmp_path, image_size=24, **options)
+    for model in (expected, resized):
+        assert model.config.grid_shape == (6, 6) and model.config._attn_implementation == "eager"
+        assert model.config.dtype == torch.bfloat16
+        assert all(parameter.dtype == torch.bfloat16 for parameter in model.parameters())
+    expected_state = expected.state_dict()
+    assert all(torch.equal(value, expected_state[key]) for key, value in resized.state_dict().items())
+
+
+def test_resize_model_to_image_size_keeps_device_mode_and_frozen_parameters():
+    """A model in memory is resized on its own device (meta here: a copy to another device would fail) with its
+    train / eval mode and its frozen parameters."""
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet")).train()
+    model.gfnet.embeddings.requires_grad_(False)
+    frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    resized = resize_model_to_image_size(model, 24)
+    assert resized.training and resized.gfnet.embeddings.position_embeddings.shape == (1, 6, 6, 32)
+    assert {name for name, parameter in resized.named_parameters() if not parameter.requires_grad} == frozen
+    assert len(frozen) == 3  # position embeddings, patch projection weight and bias
+    on_meta = resize_model_to_image_size(model.to("meta").eval(), 24)
+    assert not on_meta.training
+    assert {tensor.device.type for tensor in (*on_meta.parameters(), *on_meta.buffers())} == {"meta"}
+
+
 def test_interpolate_pos_encoding_to_a_smaller_image():
     model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", image_size=32)).eval()
     with torch.no_grad():
@@ -265,6 +332,21 @@ def test_interpolate_pos_encoding_to_a_larger_image_equals_loading_at_that_size(
         assert parameter.grad.abs().sum() > 0, name
     with pytest.raises(ValueError, match="does not match the model's image_size"):
         model(pixel_values=pixel_values)
+
+
+@pytest.mark.parametrize("image_size", [36, 40])
+def test_gfnet_h_refuses_images_with_odd_grids_at_any_stage(image_size, tmp_path):
+    """A hierarchical model halves the grid between stages, so, as from_pretrained at that image_size, it refuses
+    an image whose grid is odd before a downsampling: 36 px gives 9 x 9 tokens at the first stage, 40 px 10 x 10,
+    then 5 x 5 at the second; 48 px (12, 6, 3) runs."""
+    model = model_class("gfnet", "ForImageClassification")(gfnet_h_config()).eval()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="must be even along every axis"):
+        model(pixel_values=torch.randn(1, 3, image_size, image_size), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="must be even along every axis"):
+        AutoModelForImageClassification.from_pretrained(tmp_path, image_size=image_size)
+    with torch.no_grad():
+        assert model(pixel_values=torch.randn(1, 3, 48, 48), interpolate_pos_encoding=True).logits.shape == (1, 3)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -339,6 +421,11 @@ def test_bad_image_inputs_raise_clear_errors():
         image_config("afno", patch_shape="cone")
     with pytest.raises(ValueError, match="must be even"):
         gfnet_h_config(image_size=24)
+    for field, value in (("image_size", 32.0), ("image_size", "32"), ("image_size", [16, 16.0]),
+                         ("patch_size", 4.0), ("patch_stride", True)):
+        with pytest.raises(ValueError, match=rf"`{field}` must be a positive integer or a list of 2 positive "
+                                             rf"integers \(one per spatial axis, spatial_dims=2\), got "):
+            image_config("afno", **{field: value})
     with pytest.raises(ValueError, match="image config"):
         model_class("gfnet", "ForImageClassification")(tiny_config("gfnet"))
 

@@ -27,14 +27,14 @@ def expected_no_decay(name, parameter):
         parameter.ndim <= 1
         or name.endswith("complex_weight")
         or name.endswith((".b1", ".b2"))
-        or name.endswith("position_embeddings.weight")
+        # text: an nn.Embedding; images and volumes: a (1, *grid, D) parameter
+        or name.endswith(("position_embeddings.weight", "embeddings.position_embeddings"))
     )
 
 
-@pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_trainer_groups_exclude_norms_biases_positions_filters_and_afno_biases(family, head, tmp_path):
-    model = full_model(family, head)
+def trainer_decay_groups(model, tmp_path):
+    """The names in the decayed and the not-decayed group of the optimizer `SpectralTrainer` builds for `model`,
+    after checking that the groups split every parameter as `expected_no_decay` says."""
     args = TrainingArguments(output_dir=str(tmp_path), weight_decay=WEIGHT_DECAY, use_cpu=True, report_to=[])
     optimizer = SpectralTrainer(model=model, args=args).create_optimizer()
     decayed, not_decayed = optimizer.param_groups
@@ -48,10 +48,33 @@ def test_trainer_groups_exclude_norms_biases_positions_filters_and_afno_biases(f
     for name in names.values():
         assert (name in not_decayed_names) == expected_no_decay(name, parameters[name]), name
     assert not any(parameters[name].ndim <= 1 for name in decayed_names)
+    return decayed_names, not_decayed_names
+
+
+@pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trainer_groups_exclude_norms_biases_positions_filters_and_afno_biases(family, head, tmp_path):
+    decayed_names, not_decayed_names = trainer_decay_groups(full_model(family, head), tmp_path)
     # The kinds the issue names are present, so the checks above are not vacuous.
     for kind in ("complex_weight", ".b1", "position_embeddings.weight", "mixer_norm.weight", "gamma", "fusion_logits"):
         assert any(kind in name for name in not_decayed_names), kind
     assert any("word_embeddings" in name for name in decayed_names)
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "gfnet_h"])
+def test_image_position_embeddings_are_not_decayed(family, tmp_path):
+    """The (1, *grid, D) position embeddings of image models are left undecayed, as the original GFNet's
+    `pos_embed`; the patch projection, a weight matrix, is decayed. GFNet-H has one, before its first stage."""
+    stages = dict(hidden_sizes=[16, 32], depths=[1, 1], layer_scale_init_value=0.1) if family == "gfnet_h" else {}
+    config = tiny_config(
+        "gfnet" if family == "gfnet_h" else family, image_size=16, patch_size=4, mixer_layout=None, **stages
+    )
+    model = model_class(config.model_type, "ForImageClassification")(config)
+    decayed_names, not_decayed_names = trainer_decay_groups(model, tmp_path)
+    prefix = f"{model.base_model_prefix}.embeddings"
+    assert [name for name in not_decayed_names if "position" in name] == [f"{prefix}.position_embeddings"]
+    assert f"{prefix}.patch_embeddings.projection.weight" in decayed_names
+    assert f"{prefix}.position_embeddings" in no_weight_decay_parameter_names(model)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
