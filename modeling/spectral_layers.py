@@ -335,7 +335,7 @@ class MLP(nn.Module):
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
-CHECKED_SAMPLES = 1024  # values per weight compared by `SpectralMixer.derived_from_weights`
+CHECKED_SAMPLES = 256  # values per weight compared by `SpectralMixer.derived_from_weights`
 
 
 def _value_sample(weight):
