@@ -16,6 +16,7 @@ from .patch_geometry import patch_geometry, per_axis
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
 POOLING_TYPES = ("cls", "mean", "max", "attention")
+NORM_TYPES = ("layer_norm", "rms_norm")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -55,7 +56,8 @@ class SpectralConfig(PretrainedConfig):
         vocab_size (`int`): Number of token ids.
         hidden_size (`int`): Width D of the channels-last hidden states `(B, *grid, D)`.
         num_hidden_layers (`int`): Number of blocks.
-        intermediate_size (`int`): Width of the MLP in each block.
+        intermediate_size (`int`): Width of the MLP in each block; 0 builds no MLP branch (no MLP, no MLP norm): a
+            mixer-only model, the ablation of nvSubquadratic's `ResidualBlock` with its MLP set to `Identity`.
         hidden_act (`str`): MLP activation, any key of `transformers.activations.ACT2FN`.
         hidden_dropout_prob (`float`): Dropout on embeddings and on the output of every block branch.
         drop_path_rate (`float`): Stochastic depth rate of the last block, growing linearly from 0 at the first.
@@ -64,7 +66,10 @@ class SpectralConfig(PretrainedConfig):
             which is what makes a sequence's outputs independent of the padding of its batch.
         position_embedding_type (`str`): `"absolute"` (learned), `"sinusoidal"` (fixed) or `"none"`.
         type_vocab_size (`int`): Number of token type ids; 0 disables token type embeddings.
-        layer_norm_eps (`float`): Epsilon of every LayerNorm.
+        layer_norm_eps (`float`): Epsilon of every normalisation layer.
+        norm_type (`str`): `"layer_norm"` or `"rms_norm"` (no mean subtraction and no bias, as nvSubquadratic's
+            option): the type of every learned normalisation layer (embeddings, blocks, cascade stages, the final
+            norm, the masked-LM head). AdaLN-zero's parameter-free LayerNorm stays one.
         norm_first (`bool`): Pre-norm blocks (`True`, with a final LayerNorm) or post-norm blocks (`False`, as BERT
             and FNet).
         mixer_residual (`bool`): Whether the mixer branch has its own residual. The original GFNet and AFNO use a
@@ -134,6 +139,7 @@ class SpectralConfig(PretrainedConfig):
     position_embedding_type: str = "absolute"
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
+    norm_type: str = "layer_norm"
     norm_first: bool = True
     mixer_residual: bool = True
     layer_scale_init_value: float | None = None
@@ -288,10 +294,17 @@ class SpectralConfig(PretrainedConfig):
         after `__post_init__`, and a user may assign a field of an existing config."""
         super().validate_architecture()
         for name in (
-            "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-            "num_labels", "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads",
+            "vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings", "num_labels",
+            "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads",
         ):
             _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.intermediate_size, int) or isinstance(self.intermediate_size, bool) or (
+            self.intermediate_size < 0
+        ):
+            raise ValueError(
+                f"`intermediate_size` must be a positive integer, or 0 for blocks without an MLP, got "
+                f"{self.intermediate_size!r}."
+            )
         for name in ("afno_num_modes", "num_output_channels", "condition_size"):
             _check_positive_int(name, getattr(self, name), allow_none=True)
         for name in BOOLEAN_FIELDS:
@@ -314,6 +327,7 @@ class SpectralConfig(PretrainedConfig):
         _check_choice("hidden_act", self.hidden_act, sorted(ACT2FN))
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         _check_choice("pooling", self.pooling, POOLING_TYPES)
+        _check_choice("norm_type", self.norm_type, NORM_TYPES)
         _check_choice("fourier_norm", self.fourier_norm, FFT_NORMS)
         _check_choice("filter_activation", self.filter_activation, FILTER_ACTIVATIONS)
         for name in ("hidden_dropout_prob", "drop_path_rate", "attention_probs_dropout_prob"):
@@ -331,6 +345,17 @@ class SpectralConfig(PretrainedConfig):
         elif self.hidden_sizes is not None or self.afno_kept_modes is not None:
             raise ValueError("`hidden_sizes`, `depths` and `afno_kept_modes` need an image model (set `image_size`).")
         mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+        if self.intermediate_size == 0:
+            if not self.mixer_residual:
+                raise ValueError(
+                    "`intermediate_size=0` (blocks without an MLP) needs `mixer_residual=True`: `mixer_residual=False` "
+                    "puts one residual around mixer and MLP together, and there is no MLP."
+                )
+            if "none" in self.mixer_layout:
+                raise ValueError(
+                    f"`intermediate_size=0` (blocks without an MLP) leaves layer {self.mixer_layout.index('none')}, "
+                    "whose mixer is \"none\", empty: give every layer a mixer or an MLP."
+                )
         _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
         if self.condition_type is not None and self.hidden_sizes is not None:
             raise ValueError("`condition_type` is not supported with hierarchical `hidden_sizes`; use one width.")

@@ -17,7 +17,7 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import SelfAttention, masked_mean
+from .spectral_layers import SelfAttention, build_norm, masked_mean
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
@@ -118,15 +118,15 @@ class MultiscaleMixer(HybridMixer):
 
 class CascadeMixer(HybridMixer):
     """Mixers in sequence (spectrans `CascadeBlock`): `h_0 = x`, `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))`, output
-    `h_K - x` (the block adds its own residual). `share_norm=True` uses one LayerNorm for every stage, otherwise
-    each stage has its own. Since the stages normalise their own inputs, a pre-norm `SpectralBlock` passes `x`
+    `h_K - x` (the block adds its own residual). `share_norm=True` uses one norm (`norm_type`) for every stage,
+    otherwise each stage has its own. Since the stages normalise their own inputs, a pre-norm `SpectralBlock` passes `x`
     un-normalised and builds no mixer norm for a cascade."""
 
-    def __init__(self, mixers, hidden_size, share_norm=False, eps=1e-12):
+    def __init__(self, mixers, hidden_size, share_norm=False, eps=1e-12, norm_type="layer_norm"):
         super().__init__(mixers)
         self.share_norm = share_norm
         num_norms = 1 if share_norm else len(self.mixers)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, eps=eps) for _ in range(num_norms))
+        self.norms = nn.ModuleList(build_norm(norm_type, hidden_size, eps) for _ in range(num_norms))
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
         update, attention = torch.zeros_like(x), None  # update = h_k - x

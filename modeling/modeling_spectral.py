@@ -48,6 +48,7 @@ from .spectral_layers import (
     FourierMixer,
     GlobalFilter,
     SelfAttention,
+    build_norm,
     masked_max,
     masked_mean,
     sinusoidal_position_table,
@@ -114,7 +115,8 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
             return MultiscaleMixer(mixers, hidden_size, fusion=layout_entry["fusion"])
         if strategy == "cascade":
             return CascadeMixer(
-                mixers, hidden_size, share_norm=layout_entry["share_norm"], eps=config.layer_norm_eps
+                mixers, hidden_size, share_norm=layout_entry["share_norm"], eps=config.layer_norm_eps,
+                norm_type=config.norm_type,
             )
         raise ValueError(f"Unknown hybrid strategy {strategy!r}.")
     if layout_entry == "fourier":
@@ -158,7 +160,9 @@ class SpectralBlock(GradientCheckpointingLayer):
 
     - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
     - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
-    - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost).
+    - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost);
+      `intermediate_size=0`: no MLP and no MLP norm (a mixer-only block).
+    - every norm is `config.norm_type` (LayerNorm or RMSNorm).
     - a `cascade` mixer normalises the input of each of its stages itself, `h_0 = x`,
       `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))` (spectrans' `CascadeBlock`), so a pre-norm block has no mixer norm
       for it: its mixer branch gives exactly `h_K` (before dropout, LayerScale and drop-path of the update
@@ -185,20 +189,23 @@ class SpectralBlock(GradientCheckpointingLayer):
         # make later stages see `norm_k(norm(x) + ...)` instead of `norm_k(x + ...)`.
         norms_itself = self.norm_first and isinstance(self.mixer, CascadeMixer)
         use_mixer_norm = self.mixer is not None and not norms_itself
-        self.mixer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if use_mixer_norm else None
+        norm_type, eps = config.norm_type, config.layer_norm_eps
+        self.mixer_norm = build_norm(norm_type, hidden_size, eps) if use_mixer_norm else None
         self.condition_mixer = build_condition_mixer(config)
-        self.condition_norm = (
-            nn.LayerNorm(hidden_size, eps=config.layer_norm_eps) if config.condition_type == "cross_attention" else None
-        )
-        self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        activation = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
-        self.mlp = MLP(hidden_size, intermediate_size, activation, config.hidden_dropout_prob)
+        use_condition_norm = config.condition_type == "cross_attention"
+        self.condition_norm = build_norm(norm_type, hidden_size, eps) if use_condition_norm else None
+        self.mlp_norm, self.mlp = None, None  # intermediate_size 0: no MLP branch
+        if intermediate_size:
+            self.mlp_norm = build_norm(norm_type, hidden_size, eps)
+            activation = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+            self.mlp = MLP(hidden_size, intermediate_size, activation, config.hidden_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path)
         layer_scale = config.layer_scale_init_value
         use_mixer_scale = layer_scale is not None and self.mixer is not None and self.mixer_residual
         self.mixer_layer_scale = LayerScale(hidden_size, layer_scale) if use_mixer_scale else None
-        self.mlp_layer_scale = LayerScale(hidden_size, layer_scale) if layer_scale is not None else None
+        use_mlp_scale = layer_scale is not None and self.mlp is not None
+        self.mlp_layer_scale = LayerScale(hidden_size, layer_scale) if use_mlp_scale else None
 
     def _branch(self, out, layer_scale):
         out = self.dropout(out)
@@ -226,6 +233,8 @@ class SpectralBlock(GradientCheckpointingLayer):
                 mixed, attention = run_mixer(self.mixer, x, mask, **mix_options)
                 x = self.mixer_norm(x + self._branch(mixed, self.mixer_layer_scale))
             x = self._condition(x, condition, attn_implementation)
+            if self.mlp is None:
+                return x, attention
             return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
         mlp_input = x
         if self.mixer is not None:
@@ -239,6 +248,8 @@ class SpectralBlock(GradientCheckpointingLayer):
         mlp_input = self._condition(mlp_input, condition, attn_implementation)
         if self.mixer_residual:
             x = mlp_input
+        if self.mlp is None:  # the config allows no MLP only with mixer_residual=True
+            return x, attention
         return x + self._branch(self.mlp(self.mlp_norm(mlp_input)), self.mlp_layer_scale), attention
 
 
@@ -261,7 +272,9 @@ class SpectralEmbeddings(nn.Module):
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
         self.layer_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.embedding_layer_norm else None
+            build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps)
+            if config.embedding_layer_norm
+            else None
         )
         self.projection = nn.Linear(config.hidden_size, config.hidden_size) if config.embedding_projection else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -670,7 +683,7 @@ class SpectralModel(SpectralPreTrainedModel):
             else None
         )
         use_final_norm = config.norm_first and config.final_layer_norm
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_final_norm else None
+        self.norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if use_final_norm else None
         self.pooler = SpectralPooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()
@@ -1067,7 +1080,7 @@ class SpectralLMHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, hidden_states):

@@ -321,6 +321,15 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+NORM_CLASSES = {"layer_norm": nn.LayerNorm, "rms_norm": nn.RMSNorm}
+
+
+def build_norm(norm_type, hidden_size, eps):
+    """A learned normalisation over the last axis: `"layer_norm"` (mean and variance, weight and bias) or
+    `"rms_norm"` (root mean square only, weight only)."""
+    return NORM_CLASSES[norm_type](hidden_size, eps=eps)
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward network: fc1 -> activation -> dropout -> fc2."""
 

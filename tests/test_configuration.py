@@ -62,6 +62,10 @@ INVALID = [
     (dict(hidden_size=0), "hidden_size.*positive integer"),
     (dict(type_vocab_size=-1), "type_vocab_size"),
     (dict(pad_token_id=500), r"pad_token_id.*\[0, vocab_size=99\)"),
+    (dict(norm_type="batch_norm"), "norm_type.*'layer_norm', 'rms_norm'"),
+    (dict(intermediate_size=-1), "intermediate_size.*positive integer, or 0 for blocks without an MLP"),
+    (dict(intermediate_size=0, mixer_residual=False, norm_first=True), "intermediate_size=0.*`mixer_residual=True`"),
+    (dict(intermediate_size=0, mixer_layout=["fourier", "none"]), "leaves layer 1.*empty"),
 ]
 
 

@@ -132,7 +132,44 @@ VARIANTS = {
     "fnet_hybrid-ortho-mean-no-positions": dict(fourier_norm="ortho", pooling="mean", position_embedding_type="none"),
     "fnet_hybrid-attention-first": dict(mixer_layout=["attention", "fourier"], norm_first=True),
     "gfnet-mixed-layout": dict(mixer_layout=["afno", "global_filter"], drop_path_rate=0.1),
+    "gfnet-rms-norm-no-mlp": dict(norm_type="rms_norm", intermediate_size=0, layer_scale_init_value=0.5),
+    "afno-post-norm-no-mlp": dict(norm_first=False, intermediate_size=0),
 }
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_blocks_without_mlp_are_their_mixer_branch(norm_first):
+    """`intermediate_size=0` builds no MLP, no MLP norm and no MLP LayerScale (nvSubquadratic's mixer-only ablation),
+    and a block is its mixer branch: `x + mixer(norm(x))` pre-norm, `norm(x + mixer(x))` post-norm."""
+    model = build("gfnet", "Model", intermediate_size=0, norm_first=norm_first, layer_scale_init_value=0.5)
+    assert not any(".mlp" in name for name, _ in model.named_parameters())
+    block = model.layers[0]
+    torch.nn.init.normal_(block.mixer.complex_weight, std=0.3)
+    x = torch.randn(2, 24, 32)
+    with torch.no_grad():
+        if norm_first:
+            expected = x + block.mixer_layer_scale(block.mixer(block.mixer_norm(x)))
+        else:
+            expected = block.mixer_norm(x + block.mixer_layer_scale(block.mixer(x)))
+        torch.testing.assert_close(block(x)[0], expected)
+
+
+def test_rms_norm_replaces_every_learned_norm():
+    """`norm_type="rms_norm"` reaches the embedding norm, block norms, cascade stages, the final norm and the
+    masked-LM head: the same modules as with LayerNorm, each an RMSNorm."""
+    layout = [{"strategy": "cascade", "mixers": ["fourier", "global_filter"]}, "afno"]
+    options = dict(mixer_layout=layout, condition_type="cross_attention", condition_size=8)
+
+    def norms(norm_type):
+        model = build("gfnet", "ForMaskedLM", norm_type=norm_type, **options)
+        return {name: type(module) for name, module in model.named_modules()
+                if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm))}
+
+    layer_norms, rms_norms = norms("layer_norm"), norms("rms_norm")
+    assert set(layer_norms.values()) == {torch.nn.LayerNorm} and set(rms_norms.values()) == {torch.nn.RMSNorm}
+    # embeddings; cascade stages 2, condition and MLP norms of layer 0; mixer, condition and MLP norms of layer 1;
+    # final norm; masked-LM head
+    assert layer_norms.keys() == rms_norms.keys() and len(rms_norms) == 10
 
 
 def variant(name):
