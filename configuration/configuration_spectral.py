@@ -93,6 +93,9 @@ class SpectralConfig(PretrainedConfig):
         afno_num_blocks (`int`): Number of diagonal blocks of the AFNO channel MLP; must divide `hidden_size`.
         afno_hidden_size_factor (`int`): Width multiplier of the AFNO block MLP.
         afno_sparsity_threshold (`float`): Soft-shrink threshold on the AFNO spectrum.
+        afno_activation (`str`): Activation of the AFNO block MLP's hidden layer, applied to real and imaginary
+            parts: `"relu"` (the paper's) or any key of `transformers.activations.ACT2FN` (spectrans uses `"gelu"`).
+        afno_dropout (`float`): Dropout on the real and imaginary parts of that hidden layer in training.
         afno_num_modes (`int`, *optional*): Keep only frequencies with |f| < `afno_num_modes` along the sequence;
             all frequencies when unset.
         num_attention_heads (`int`): Heads of the `attention` mixer and of `"attention"` pooling; must divide
@@ -154,6 +157,8 @@ class SpectralConfig(PretrainedConfig):
     afno_num_blocks: int = 8
     afno_hidden_size_factor: int = 1
     afno_sparsity_threshold: float | int = 0.01
+    afno_activation: str = "relu"
+    afno_dropout: float | int = 0.0
     afno_num_modes: int | None = None
     num_attention_heads: int = 4
     attention_probs_dropout_prob: float | int = 0.1
@@ -325,12 +330,13 @@ class SpectralConfig(PretrainedConfig):
         if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
             raise ValueError(f"`type_vocab_size` must be an integer >= 0, got {self.type_vocab_size!r}.")
         _check_choice("hidden_act", self.hidden_act, sorted(ACT2FN))
+        _check_choice("afno_activation", self.afno_activation, sorted(ACT2FN))
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         _check_choice("pooling", self.pooling, POOLING_TYPES)
         _check_choice("norm_type", self.norm_type, NORM_TYPES)
         _check_choice("fourier_norm", self.fourier_norm, FFT_NORMS)
         _check_choice("filter_activation", self.filter_activation, FILTER_ACTIVATIONS)
-        for name in ("hidden_dropout_prob", "drop_path_rate", "attention_probs_dropout_prob"):
+        for name in ("hidden_dropout_prob", "drop_path_rate", "attention_probs_dropout_prob", "afno_dropout"):
             _check_probability(name, getattr(self, name))
         if self.classifier_dropout is not None:
             _check_probability("classifier_dropout", self.classifier_dropout)

@@ -134,6 +134,8 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
             sparsity_threshold=config.afno_sparsity_threshold,
             kept_modes=config.afno_kept_modes,
             num_modes=None if explicit else config.afno_num_modes,
+            activation=None if config.afno_activation == "relu" else ACT2FN[config.afno_activation],  # None: in place
+            dropout=config.afno_dropout,
         )
     if layout_entry == "attention":
         return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)

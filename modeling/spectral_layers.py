@@ -637,10 +637,11 @@ class AFNOMixer(SpectralMixer):
     """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
 
     `rfftn` over the grid -> keep the chosen modes -> a two-layer complex MLP, block-diagonal over `num_blocks`
-    channel blocks and shared by all frequencies (ReLU on real and imaginary parts) -> soft-shrink ->
-    `irfftn` -> plus the mixer input. Parameters use the layout of the original checkpoints: `w1: (2, k, d, d*f)`,
-    `b1: (2, k, d*f)`, `w2: (2, k, d*f, d)`, `b2: (2, k, d)` with index 0 the real and 1 the imaginary part,
-    k = num_blocks, d = D / k, f = hidden_size_factor.
+    channel blocks and shared by all frequencies (`activation` on real and imaginary parts, ReLU in the paper;
+    then `dropout`, the options of spectrans' `AFNOMixing`) -> soft-shrink -> `irfftn` -> plus the mixer input.
+    Parameters use the layout of the original checkpoints: `w1: (2, k, d, d*f)`, `b1: (2, k, d*f)`,
+    `w2: (2, k, d*f, d)`, `b2: (2, k, d)` with index 0 the real and 1 the imaginary part, k = num_blocks,
+    d = D / k, f = hidden_size_factor.
 
     `kept_modes` lists, for each frequency axis, the indices that are processed (None: all); everything else
     is set to zero. `num_modes` instead keeps the frequencies |f| < num_modes of every axis (`lowest_kept_modes`),
@@ -652,8 +653,10 @@ class AFNOMixer(SpectralMixer):
 
     def __init__(
         self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None,
-        num_modes=None,
+        num_modes=None, activation=None, dropout=0.0,
     ):
+        """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
+        for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
         if hidden_size % num_blocks:
             raise ValueError(f"AFNO num_blocks ({num_blocks}) must divide hidden_size ({hidden_size}).")
@@ -672,6 +675,8 @@ class AFNOMixer(SpectralMixer):
         self.b1 = nn.Parameter(torch.empty(2, num_blocks, inner))
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
+        self.activation = activation
+        self.dropout = nn.Dropout(dropout)
 
     def kept_modes_at(self, fft_shape):
         """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`."""
@@ -697,16 +702,20 @@ class AFNOMixer(SpectralMixer):
         """(B, D, *modes) complex, channels-first -> (B, D, *modes): the block-diagonal complex MLP and soft-shrink.
 
         Channel block j of every example is a (d, M) matrix over the M modes, so each layer is one batched complex
-        matrix product, `W_j^T @ z_j + b_j`, over the B k blocks; ReLU and soft-shrink act on real and imaginary
-        parts through `view_as_real`.
+        matrix product, `W_j^T @ z_j + b_j`, over the B k blocks; the activation, dropout and soft-shrink act on
+        real and imaginary parts through `view_as_real`.
         """
         batch_size = spectrum.shape[0]
         dtype = spectrum.real.dtype
         z = spectrum.reshape(batch_size * self.num_blocks, self.block_size, -1)  # (B k, d, M)
         w1, b1 = self.complex_block_affine(1, dtype, batch_size)
         w2, b2 = self.complex_block_affine(2, dtype, batch_size)
-        hidden = torch.baddbmm(b1, w1, z)  # (B k, d f, M)
-        F.relu(torch.view_as_real(hidden), inplace=True)
+        hidden = torch.view_as_real(torch.baddbmm(b1, w1, z))  # (B k, d f, M, 2)
+        if self.activation is None:
+            F.relu(hidden, inplace=True)
+        else:
+            hidden = self.activation(hidden)
+        hidden = torch.view_as_complex(self.dropout(hidden))
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
@@ -738,7 +747,7 @@ class AFNOMixer(SpectralMixer):
     def extra_repr(self):
         return (
             f"fft_shape={self.fft_shape}, num_blocks={self.num_blocks}, block_size={self.block_size}, "
-            f"sparsity_threshold={self.sparsity_threshold}"
+            f"sparsity_threshold={self.sparsity_threshold}, activation={self.activation or 'relu'}"
         )
 
 

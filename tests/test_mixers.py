@@ -64,7 +64,7 @@ def reference_global_filter(x, complex_filter, size):
     return torch.einsum("tsd,bsd->btd", taps, x.to(torch.float64))
 
 
-def reference_afno(mixer, x, size):
+def reference_afno(mixer, x, size, activation=torch.relu):
     """AFNO with the block MLP written as loops over blocks and frequencies with real arithmetic."""
     spectrum = explicit_rfft(x, size)  # (B, F, D)
     kept = mixer.kept_modes[0] if mixer.kept_modes is not None else range(size // 2 + 1)
@@ -75,8 +75,8 @@ def reference_afno(mixer, x, size):
         for k in range(mixer.num_blocks):
             z = spectrum[:, f, k * d : (k + 1) * d]
             xr, xi = z.real, z.imag
-            h_r = torch.relu(xr @ w1[0, k] - xi @ w1[1, k] + b1[0, k])
-            h_i = torch.relu(xi @ w1[0, k] + xr @ w1[1, k] + b1[1, k])
+            h_r = activation(xr @ w1[0, k] - xi @ w1[1, k] + b1[0, k])
+            h_i = activation(xi @ w1[0, k] + xr @ w1[1, k] + b1[1, k])
             o_r = h_r @ w2[0, k] - h_i @ w2[1, k] + b2[0, k]
             o_i = h_i @ w2[0, k] + h_r @ w2[1, k] + b2[1, k]
             out[:, f, k * d : (k + 1) * d] = torch.complex(F.softshrink(o_r, lam), F.softshrink(o_i, lam))
@@ -243,6 +243,27 @@ def test_afno_matches_loop_reference(n, size, num_modes, factor):
     x = torch.randn(2, n, hidden, dtype=torch.float64, requires_grad=True)
     leaves = (x, mixer.w1, mixer.b1, mixer.w2, mixer.b2)
     assert_same_outputs_and_gradients(mixer(x), reference_afno(mixer, x, size), leaves, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("activation", [F.gelu, torch.tanh])
+def test_afno_activation_matches_loop_reference(activation):
+    """Another activation of the block MLP (spectrans' option; the paper's ReLU is the default)."""
+    mixer = AFNOMixer(8, (12,), num_blocks=2, sparsity_threshold=0.1, activation=activation)
+    random_init(mixer).double()
+    x = torch.randn(2, 12, 8, dtype=torch.float64, requires_grad=True)
+    leaves = (x, mixer.w1, mixer.b1, mixer.w2, mixer.b2)
+    reference = reference_afno(mixer, x, 12, activation=activation)
+    assert_same_outputs_and_gradients(mixer(x), reference, leaves, atol=1e-9, rtol=1e-9)
+
+
+def test_afno_dropout_acts_in_training_only():
+    mixer = random_init(AFNOMixer(8, (12,), num_blocks=2, sparsity_threshold=0.0, dropout=0.5))
+    x = torch.randn(2, 12, 8)
+    torch.testing.assert_close(mixer.eval()(x), reference_afno(mixer, x, 12).float())
+    mixer.train()
+    torch.manual_seed(0)
+    first = mixer(x)
+    assert not torch.allclose(first, mixer(x)) and not torch.allclose(first, mixer.eval()(x))
 
 
 def test_lowest_modes():

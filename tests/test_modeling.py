@@ -134,6 +134,7 @@ VARIANTS = {
     "gfnet-mixed-layout": dict(mixer_layout=["afno", "global_filter"], drop_path_rate=0.1),
     "gfnet-rms-norm-no-mlp": dict(norm_type="rms_norm", intermediate_size=0, layer_scale_init_value=0.5),
     "afno-post-norm-no-mlp": dict(norm_first=False, intermediate_size=0),
+    "afno-gelu-dropout": dict(afno_activation="gelu", afno_dropout=0.1),
 }
 
 
@@ -152,6 +153,14 @@ def test_blocks_without_mlp_are_their_mixer_branch(norm_first):
         else:
             expected = block.mixer_norm(x + block.mixer_layer_scale(block.mixer(x)))
         torch.testing.assert_close(block(x)[0], expected)
+
+
+def test_afno_activation_and_dropout_reach_the_mixers():
+    model = build("afno", "Model", afno_activation="gelu", afno_dropout=0.25)
+    mixers = [layer.mixer for layer in model.layers]
+    assert all(mixer.activation is not None and mixer.activation(torch.tensor(-1.0)) < 0 for mixer in mixers)
+    assert all(mixer.dropout.p == 0.25 for mixer in mixers)
+    assert all(mixer.activation is None for mixer in (layer.mixer for layer in build("afno", "Model").layers))
 
 
 def test_rms_norm_replaces_every_learned_norm():
