@@ -111,6 +111,8 @@ class SpectralConfig(PretrainedConfig):
             (ball), a kernel mask of the patch embedding.
         patch_stride (`int` or `list[int]`, *optional*): Stride of the patch embedding; `patch_size` (non-overlapping
             patches, exactly ViT/GFNet patchify for a cuboid) when neither this nor `packing_strategy` is set.
+        patch_embed_rank (`int`, *optional*): Factorise the patch embedding kernel through this rank (tinyBIG's
+            `with_lorr`): a convolution to `patch_embed_rank` channels, then a linear map to `hidden_size`.
         packing_strategy (`str`, *optional*): Stride from a packing of the patch shape (see
             `configuration.patch_geometry.PACKING_STRATEGIES`); such patches are centred on their cells.
         hidden_sizes (`list[int]`, *optional*): Widths of the stages of a hierarchical model (GFNet-H); a 2x
@@ -169,6 +171,7 @@ class SpectralConfig(PretrainedConfig):
     patch_shape: str = "cuboid"
     patch_stride: int | list | None = None
     packing_strategy: str | None = None
+    patch_embed_rank: int | None = None
     hidden_sizes: list | None = None
     depths: list | None = None
     afno_kept_modes: list | None = None
@@ -310,7 +313,7 @@ class SpectralConfig(PretrainedConfig):
                 f"`intermediate_size` must be a positive integer, or 0 for blocks without an MLP, got "
                 f"{self.intermediate_size!r}."
             )
-        for name in ("afno_num_modes", "num_output_channels", "condition_size"):
+        for name in ("afno_num_modes", "num_output_channels", "condition_size", "patch_embed_rank"):
             _check_positive_int(name, getattr(self, name), allow_none=True)
         for name in BOOLEAN_FIELDS:
             if not isinstance(getattr(self, name), bool):
@@ -348,8 +351,11 @@ class SpectralConfig(PretrainedConfig):
             )
         if self.is_vision:
             self._validate_vision()
-        elif self.hidden_sizes is not None or self.afno_kept_modes is not None:
-            raise ValueError("`hidden_sizes`, `depths` and `afno_kept_modes` need an image model (set `image_size`).")
+        elif self.hidden_sizes is not None or self.afno_kept_modes is not None or self.patch_embed_rank is not None:
+            raise ValueError(
+                "`hidden_sizes`, `depths`, `afno_kept_modes` and `patch_embed_rank` need an image model (set "
+                "`image_size`)."
+            )
         mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         if self.intermediate_size == 0:
             if not self.mixer_residual:

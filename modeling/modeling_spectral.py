@@ -663,7 +663,7 @@ class SpectralModel(SpectralPreTrainedModel):
             kernel, stride, padding, grid = config.patch_geometry()
             self.embeddings = SpectralImageEmbeddings(
                 config.num_channels, config.stage_hidden_sizes[0], config.image_shape, kernel, stride, padding,
-                grid, patch_shape=config.patch_shape, dropout=config.hidden_dropout_prob,
+                grid, patch_shape=config.patch_shape, dropout=config.hidden_dropout_prob, rank=config.patch_embed_rank,
             )
         else:
             self.embeddings = SpectralEmbeddings(config)

@@ -38,17 +38,21 @@ def patch_kernel_mask(patch_shape, kernel_size):
 class PatchEmbedding(nn.Module):
     """(B, C, *spatial) -> (B, *grid, D): a strided convolution with a kernel masked to the patch shape.
 
-    With `patch_shape="cuboid"` and kernel = stride = p it is the ViT / GFNet patchify.
+    With `patch_shape="cuboid"` and kernel = stride = p it is the ViT / GFNet patchify. With a `rank` r the kernel
+    W: (D, C * |patch|) is factorised as A B (tinyBIG's low-rank reconstruction, LoRR) with B: (r, C * |patch|) a
+    convolution to r channels and A: (D, r) a linear map with the bias after it, r (D + C |patch|) weights in all.
     """
 
-    def __init__(self, num_channels, hidden_size, kernel_size, stride, padding, patch_shape="cuboid"):
+    def __init__(self, num_channels, hidden_size, kernel_size, stride, padding, patch_shape="cuboid", rank=None):
         super().__init__()
         self.num_channels = num_channels
         self.patch_shape = patch_shape
         spatial_dims = len(kernel_size)
         self.projection = CONV_CLASSES[spatial_dims](
-            num_channels, hidden_size, kernel_size=kernel_size, stride=stride, padding=padding
+            num_channels, hidden_size if rank is None else rank, kernel_size=kernel_size, stride=stride,
+            padding=padding, bias=rank is None,
         )
+        self.rank_projection = None if rank is None else nn.Linear(rank, hidden_size)
         self.register_buffer("kernel_mask", patch_kernel_mask(patch_shape, tuple(kernel_size)), persistent=False)
 
     def forward(self, pixel_values):
@@ -58,7 +62,9 @@ class PatchEmbedding(nn.Module):
         conv = getattr(F, f"conv{pixel_values.ndim - 2}d")
         tokens = conv(
             pixel_values, weight, self.projection.bias, stride=self.projection.stride, padding=self.projection.padding
-        )  # (B, D, *grid)
+        )  # (B, D, *grid), or (B, r, *grid) with a rank
+        if self.rank_projection is not None:
+            return self.rank_projection(tokens.movedim(1, -1))  # (B, *grid, D), contiguous
         # Channels-last in memory, not a permuted view: the residual stream inherits this layout, and every add,
         # LayerNorm and linear after it would otherwise read channels D * grid elements apart.
         return tokens.movedim(1, -1).contiguous()  # (B, *grid, D)
@@ -119,11 +125,13 @@ class SpectralImageEmbeddings(nn.Module):
     _no_weight_decay = ("position_embeddings",)
 
     def __init__(self, num_channels, hidden_size, image_size, kernel_size, stride, padding, grid_shape,
-                 patch_shape="cuboid", dropout=0.0):
+                 patch_shape="cuboid", dropout=0.0, rank=None):
         super().__init__()
         self.image_size = tuple(image_size)
         self.grid_shape = tuple(grid_shape)
-        self.patch_embeddings = PatchEmbedding(num_channels, hidden_size, kernel_size, stride, padding, patch_shape)
+        self.patch_embeddings = PatchEmbedding(
+            num_channels, hidden_size, kernel_size, stride, padding, patch_shape, rank=rank
+        )
         self.position_embeddings = nn.Parameter(torch.empty(1, *grid_shape, hidden_size))
         self.dropout = nn.Dropout(dropout)
 

@@ -72,6 +72,40 @@ def test_masked_patch_embedding_matches_explicit_reference(patch_shape, kernel, 
     torch.testing.assert_close(embedding(pixel_values).double(), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("patch_shape, kernel, stride, padding, image", [
+    ("cuboid", (4, 4), (4, 4), (0, 0), (8, 12)),
+    ("sphere", (3, 5, 5), (2, 2, 2), (1, 2, 2), (4, 6, 5)),
+])
+def test_low_rank_patch_embedding_is_the_product_kernel(patch_shape, kernel, stride, padding, image):
+    """`rank` r (tinyBIG's LoRR): the kernel W = A B, B: (r, C |patch|) the convolution's, A: (D, r) the linear map's,
+    r (D + C |patch|) weights and D biases; the outputs are those of the masked convolution with kernel A B."""
+    embedding = PatchEmbedding(2, 6, kernel, stride, padding, patch_shape=patch_shape, rank=3)
+    cells = 2 * math.prod(kernel)
+    assert sum(parameter.numel() for parameter in embedding.parameters()) == 3 * (6 + cells) + 6
+    product = (embedding.rank_projection.weight @ embedding.projection.weight.reshape(3, -1)).reshape(6, 2, *kernel)
+    pixel_values = torch.randn(2, 2, *image)
+    expected = explicit_patch_embedding(
+        pixel_values, product, embedding.rank_projection.bias, embedding.kernel_mask, stride, padding
+    )
+    tokens = embedding(pixel_values)
+    assert tokens.is_contiguous()
+    torch.testing.assert_close(tokens.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_low_rank_patch_embedding_in_a_model(family, tmp_path):
+    model = model_class(family, "ForImageClassification")(image_config(family, patch_embed_rank=2)).eval()
+    full = model_class(family, "ForImageClassification")(image_config(family))
+    patch = model.base_model.embeddings.patch_embeddings
+    assert patch.projection.weight.shape[0] == 2 and patch.projection.bias is None
+    assert model.num_parameters() < full.num_parameters()
+    pixel_values = torch.randn(2, 3, *model.config.image_shape)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, model(pixel_values=pixel_values).logits)
+
+
 def test_kernel_masks_are_disks_and_balls():
     """Radius-2 disk and ball: the integer offsets with i^2 + j^2 (+ k^2) <= 4."""
     offsets = torch.arange(-2, 3)
