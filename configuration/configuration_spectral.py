@@ -5,6 +5,7 @@ Every family has the same embeddings, blocks and heads; what differs is the toke
 subclassed by `GFNetConfig`, `AFNOConfig` and `FNetHybridConfig`, which only set `model_type` and defaults.
 """
 
+import math
 from typing import ClassVar
 
 from transformers import PretrainedConfig
@@ -70,13 +71,13 @@ class SpectralConfig(PretrainedConfig):
         norm_type (`str`): `"layer_norm"` or `"rms_norm"` (no mean subtraction and no bias, as nvSubquadratic's
             option): the type of every learned normalisation layer (embeddings, blocks, cascade stages, the final
             norm, the masked-LM head). AdaLN-zero's parameter-free LayerNorm stays one.
-        norm_first (`bool`): Pre-norm blocks (`True`, with a final LayerNorm) or post-norm blocks (`False`, as BERT
+        norm_first (`bool`): Pre-norm blocks (`True`, with a final norm) or post-norm blocks (`False`, as BERT
             and FNet).
         mixer_residual (`bool`): Whether the mixer branch has its own residual. The original GFNet and AFNO use a
             single residual around mixer and MLP together (`False`); only valid with `norm_first=True`.
         layer_scale_init_value (`float`, *optional*): Enables LayerScale with this initial value.
-        embedding_layer_norm (`bool`): LayerNorm after summing the embeddings.
-        embedding_projection (`bool`): Linear projection after the embedding LayerNorm (as in FNet).
+        embedding_layer_norm (`bool`): A norm (`norm_type`) after summing the embeddings.
+        embedding_projection (`bool`): Linear projection after the embedding norm (as in FNet).
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
         pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens), `"max"`
             (per-channel maximum over real tokens) or `"attention"` (average over real tokens weighted by learned
@@ -121,7 +122,8 @@ class SpectralConfig(PretrainedConfig):
         depths (`list[int]`, *optional*): Blocks per stage; their sum must equal `num_hidden_layers`.
         afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
             frequency indices or None (all); overrides `afno_num_modes` (the region the original AFNO code keeps).
-        final_layer_norm (`bool`): LayerNorm after the last block of a pre-norm model (FourCastNet has none).
+        final_layer_norm (`bool`): A norm (`norm_type`) after the last block of a pre-norm model (FourCastNet has
+            none).
         num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
         condition_type (`str`, *optional*): A conditioning branch in every block between mixer and MLP:
             `"cross_attention"` to a `condition` of shape (B, M, condition_size), or `"adaln_zero"` modulation from a
@@ -187,9 +189,16 @@ class SpectralConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
-        self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+        self.expand_layout()
         super().__post_init__(**kwargs)
         self.validate_architecture()
+
+    def expand_layout(self):
+        """Bring `mixer_layout` to one entry per layer with every strategy option filled in (the compact
+        `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs when the config is created,
+        and again when a model is built from it, for a layout set afterwards (a `from_pretrained` keyword override
+        or an assignment, which transformers applies with setattr)."""
+        self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
 
     @property
     def mixers_used(self):
@@ -247,7 +256,15 @@ class SpectralConfig(PretrainedConfig):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {self.spatial_dims!r}.")
         if not isinstance(self.num_channels, int) or self.num_channels < 1:
             raise ValueError(f"`num_channels` must be a positive integer, got {self.num_channels!r}.")
-        self.patch_geometry()
+        kernel = self.patch_geometry()[0]
+        if self.patch_embed_rank is not None:
+            full_rank = min(self.stage_hidden_sizes[0], self.num_channels * math.prod(kernel))
+            if self.patch_embed_rank >= full_rank:
+                raise ValueError(
+                    f"`patch_embed_rank` ({self.patch_embed_rank}) must be below the rank of a full patch kernel, "
+                    f"min(width {self.stage_hidden_sizes[0]}, num_channels * patch cells "
+                    f"{self.num_channels * math.prod(kernel)}) = {full_rank}, or None for the full kernel."
+                )
         if (self.hidden_sizes is None) != (self.depths is None):
             raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
         if self.hidden_sizes is not None:
@@ -258,6 +275,13 @@ class SpectralConfig(PretrainedConfig):
             if sum(self.depths) != self.num_hidden_layers:
                 raise ValueError(
                     f"`num_hidden_layers` ({self.num_hidden_layers}) must equal sum(depths) = {sum(self.depths)}."
+                )
+            stage_mlp_sizes = [self.intermediate_size * width // self.hidden_size for width in self.hidden_sizes]
+            if self.intermediate_size and 0 in stage_mlp_sizes:
+                raise ValueError(
+                    f"Each stage's MLP is intermediate_size * width // hidden_size wide, which is 0 for some of "
+                    f"hidden_sizes={self.hidden_sizes} (MLP widths {stage_mlp_sizes}); raise `intermediate_size` "
+                    "(or set it to 0 for blocks without an MLP in every stage)."
                 )
             if self.hidden_sizes[-1] != self.hidden_size:
                 raise ValueError(
@@ -334,6 +358,11 @@ class SpectralConfig(PretrainedConfig):
             raise ValueError(f"`type_vocab_size` must be an integer >= 0, got {self.type_vocab_size!r}.")
         _check_choice("hidden_act", self.hidden_act, sorted(ACT2FN))
         _check_choice("afno_activation", self.afno_activation, sorted(ACT2FN))
+        if any(True for _ in ACT2FN[self.afno_activation].parameters()):
+            raise ValueError(
+                f"`afno_activation` {self.afno_activation!r} has learned parameters; the AFNO block MLP takes a "
+                "parameter-free activation such as 'relu', 'gelu' or 'silu'."
+            )
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         _check_choice("pooling", self.pooling, POOLING_TYPES)
         _check_choice("norm_type", self.norm_type, NORM_TYPES)

@@ -5,7 +5,7 @@ changes is the token mixer of each layer, chosen by `config.mixer_layout`.
 Data path:
 
     input_ids (B, T) -> SpectralEmbeddings -> x: (B, T, D)
-    x -> num_hidden_layers x SpectralBlock(mixer, MLP) -> final LayerNorm (pre-norm models) -> last_hidden_state
+    x -> num_hidden_layers x SpectralBlock(mixer, MLP) -> final norm (pre-norm models) -> last_hidden_state
     last_hidden_state -> SpectralPooler -> pooler_output (B, D) -> sequence classifier
     last_hidden_state -> token classifier / masked-LM head
 """
@@ -182,7 +182,7 @@ class SpectralBlock(GradientCheckpointingLayer):
     def __init__(self, config, mixer_type, fft_shape, drop_path=0.0, hidden_size=None, intermediate_size=None):
         super().__init__()
         hidden_size = hidden_size or config.hidden_size
-        intermediate_size = intermediate_size or config.intermediate_size
+        intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
         self.mixer_type = mixer_type
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
@@ -256,7 +256,7 @@ class SpectralBlock(GradientCheckpointingLayer):
 
 
 class SpectralEmbeddings(nn.Module):
-    """Token + position (+ token type) embeddings -> optional LayerNorm -> optional projection -> dropout."""
+    """Token + position (+ token type) embeddings -> optional norm -> optional projection -> dropout."""
 
     _no_weight_decay = ("position_embeddings.weight",)
 
@@ -362,6 +362,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, std=std)
         elif isinstance(module, PatchEmbedding):
             init.copy_(module.kernel_mask, patch_kernel_mask(module.patch_shape, tuple(module.kernel_mask.shape)))
+            if module.rank_projection is not None:
+                # Each kernel entry of A B sums r products: factors of std sqrt(std / sqrt(r)) give it the std of a
+                # full-rank kernel (std each would make the patch signal about std * sqrt(r) times too small).
+                factor_std = (std / module.rank_projection.in_features**0.5) ** 0.5
+                init.normal_(module.projection.weight, std=factor_std)
+                init.normal_(module.rank_projection.weight, std=factor_std)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -419,7 +425,8 @@ SHAPE_FIELDS = (
     "type_vocab_size", "num_labels", "mixer_layout", "position_embedding_type", "embedding_projection",
     "pooler_projection", "afno_num_blocks", "afno_hidden_size_factor", "afno_num_modes", "afno_kept_modes",
     "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
-    "packing_strategy", "hidden_sizes", "depths", "num_output_channels", "condition_type", "condition_size",
+    "packing_strategy", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels", "condition_type",
+    "condition_size",
 )
 CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
 
@@ -653,9 +660,10 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__(config)
-        # transformers applies the keyword overrides of `from_pretrained` with setattr after the config validated
-        # itself, and a user may assign a field: check again, once per model (every head builds its backbone before
-        # its own layers) and for about 0.1 ms.
+        # transformers applies the keyword overrides of `from_pretrained` with setattr after the config expanded its
+        # layout and validated itself, and a user may assign a field: do both again, once per model (every head
+        # builds its backbone before its own layers) and for about 0.1 ms.
+        config.expand_layout()
         config.validate_architecture()
         self.fft_shape = config.grid_shape
         if config.is_vision:
@@ -890,7 +898,7 @@ def validate_class_labels(labels, expected_shape, num_classes):
 
 def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
     """Check the labels of a sequence- or image-level head for `problem_type`, raising `ValueError` with the
-    expected shape (and range) before the loss would fail or broadcast."""
+    expected shape (and range) before the loss would fail or broadcast; returns them (class indices as int64)."""
     if not torch.is_tensor(labels):
         raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
     if problem_type == "regression":
@@ -900,7 +908,7 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
                 f"got {tuple(labels.shape)}."
             )
     elif problem_type == "single_label_classification":
-        validate_class_labels(labels, (batch_size,), num_labels)
+        return validate_class_labels(labels, (batch_size,), num_labels)
     else:
         if tuple(labels.shape) != (batch_size, num_labels):
             raise ValueError(
@@ -917,22 +925,24 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
                 f"Multi-label `labels` must be {allowed}, got {labels[outside][0].item()}; binary cross-entropy has "
                 "no ignored value such as -100."
             )
+    return labels
 
 
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
-    """Loss by `config.problem_type`, inferred as transformers does when unset (and then stored in the config):
-    one label -> regression (MSE); integer labels of any dtype -> single-label (cross-entropy); otherwise
-    multi-label (BCE with logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
+    """Loss by `config.problem_type`, inferred when unset (and then stored in the config), as transformers does
+    but by shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) -> single-label
+    (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
+    logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = config.num_labels
     problem_type = config.problem_type
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"
-        elif torch.is_tensor(labels) and is_integer_tensor(labels):
+        elif torch.is_tensor(labels) and is_integer_tensor(labels) and labels.ndim == 1:
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
-    validate_sequence_labels(labels, problem_type, logits.shape[0], num_labels)
+    labels = validate_sequence_labels(labels, problem_type, logits.shape[0], num_labels)
     config.problem_type = problem_type
     labels = labels.to(logits.device)
     logits = logits.float()
@@ -941,7 +951,7 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
         targets = labels.float().reshape(predictions.shape)
         return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
     if problem_type == "single_label_classification":
-        return token_classification_loss(logits, labels, num_items_in_batch)
+        return _cross_entropy(logits, labels, num_items_in_batch)
     losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
     return _reduce(losses, num_items_in_batch)
 
@@ -950,6 +960,11 @@ def token_classification_loss(logits, labels, num_items_in_batch=None):
     """Cross-entropy over (..., C) logits and (...) integer labels of any integer dtype; -100 marks ignored
     positions."""
     labels = validate_class_labels(labels, logits.shape[:-1], logits.shape[-1])  # as int64
+    return _cross_entropy(logits, labels, num_items_in_batch)
+
+
+def _cross_entropy(logits, labels, num_items_in_batch):
+    """Mean cross-entropy of validated int64 `labels` (...) over (..., C) `logits`, -100 ignored."""
     logits = logits.float().reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
@@ -1076,7 +1091,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
 
 
 class SpectralLMHead(nn.Module):
-    """dense -> activation -> LayerNorm -> decoder to the vocabulary (weight tied to the input embeddings)."""
+    """dense -> activation -> norm -> decoder to the vocabulary (weight tied to the input embeddings)."""
 
     def __init__(self, config):
         super().__init__()

@@ -203,4 +203,7 @@ def resize_model_to_image_size(model, image_size):
     trainable = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
     for name, parameter in resized.named_parameters():
         parameter.requires_grad_(trainable[name])
-    return resized.train(model.training)
+    training = {name: module.training for name, module in model.named_modules()}  # e.g. a backbone left in eval
+    for name, module in resized.named_modules():
+        module.training = training[name]
+    return resized

@@ -96,7 +96,7 @@ def model_card(model):
         ("model type", f"`{config.model_type}`"),
         ("class", f"`{class_name}`"),
         ("token mixers per layer", f"`{config.mixer_layout}` ({_layout_summary(config.mixer_layout)})"),
-        ("hidden / MLP size", f"{config.hidden_size} / {config.intermediate_size}"),
+        ("hidden / MLP size", f"{config.hidden_size} / {config.intermediate_size or 'none (mixer-only blocks)'}"),
         ("layers", str(config.num_hidden_layers)),
         ("max sequence length (FFT length)", str(config.max_position_embeddings)),
         ("vocabulary", str(config.vocab_size)),

@@ -373,7 +373,8 @@ class SpectralMixer(nn.Module):
         through `param.data` bypass the version counter, and whole-tensor ones (EMA updates, rescaling,
         re-initialisation) are caught by the sample. An edit of a few values through `param.data` can be missed:
         edit the parameter itself under `torch.no_grad()`. Comparing every value would cost about as much as the
-        rearrangement it saves (0.4 ms for 4 MiB of weights on the development VM).
+        rearrangement it saves (0.4 ms for 4 MiB of weights on the development VM). A weight holding NaN never
+        compares equal, so its value is rebuilt on every call (correct, only slower).
 
         It is always recomputed with gradients enabled (even for frozen weights: a value cached in
         `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), on GPU
@@ -382,12 +383,12 @@ class SpectralMixer(nn.Module):
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or not weights[0].is_cpu:
             return compute()
         key = (key, *((weight._version, weight.data_ptr(), weight.shape, weight.dtype) for weight in weights))
-        samples = [_value_sample(weight) for weight in weights]
         cached = self._inference_cache.get(name)
-        if cached is not None and cached[0] == key and all(map(torch.equal, samples, cached[1])):
-            return cached[2]
+        if cached is not None and cached[0] == key:
+            if all(torch.equal(_value_sample(weight), sample) for weight, sample in zip(weights, cached[1])):
+                return cached[2]
         value = compute()
-        self._inference_cache[name] = (key, [sample.clone() for sample in samples], value)
+        self._inference_cache[name] = (key, [_value_sample(weight).clone() for weight in weights], value)
         return value
 
     def forward(self, x, mask=None, fft_shape=None):
@@ -747,7 +748,8 @@ class AFNOMixer(SpectralMixer):
     def extra_repr(self):
         return (
             f"fft_shape={self.fft_shape}, num_blocks={self.num_blocks}, block_size={self.block_size}, "
-            f"sparsity_threshold={self.sparsity_threshold}, activation={self.activation or 'relu'}"
+            f"sparsity_threshold={self.sparsity_threshold}"
+            + (", activation=relu" if self.activation is None else "")  # a module activation prints as a child
         )
 
 

@@ -352,10 +352,6 @@ FROM_PRETRAINED_ROWS = [
      r"together with `num_hidden_layers=3`"),
     ("fewer layers than the saved layout", GFNetForSequenceClassification, "gfnet", dict(num_hidden_layers=1),
      ValueError, r"`mixer_layout` has 2 entries but `num_hidden_layers` is 1: .*`num_hidden_layers=1`"),
-    ("compact layout", GFNetForSequenceClassification, "gfnet",
-     dict(num_hidden_layers=4, mixer_layout={"pattern": ["global_filter"]}), ValueError,
-     r"`mixer_layout` is the compact form \{'pattern': \['global_filter'\]\}, which is expanded only when a config "
-     r"is created; give the config a list with one entry per layer \(4\)"),
 ]
 
 

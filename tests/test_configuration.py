@@ -64,6 +64,7 @@ INVALID = [
     (dict(pad_token_id=500), r"pad_token_id.*\[0, vocab_size=99\)"),
     (dict(norm_type="batch_norm"), "norm_type.*'layer_norm', 'rms_norm'"),
     (dict(afno_activation="swishy"), "afno_activation.*must be one of"),
+    (dict(afno_activation="prelu"), "afno_activation.*'prelu' has learned parameters"),
     (dict(afno_dropout=1.5), r"afno_dropout.*\[0, 1\)"),
     (dict(intermediate_size=-1), "intermediate_size.*positive integer, or 0 for blocks without an MLP"),
     (dict(intermediate_size=0, mixer_residual=False, norm_first=True), "intermediate_size=0.*`mixer_residual=True`"),

@@ -238,9 +238,9 @@ def test_inference_cache_follows_weights_batch_sizes_and_dtypes(name):
         for batch, length in [(2, 10), (3, 10), (2, 60), (3, 60), (2, 10)]:
             x = torch.randn(batch, length, 8)
             torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
-        cached = {name: entry[-1] for name, entry in mixer._inference_cache.items()}
+        cached = {key: entry[-1] for key, entry in mixer._inference_cache.items()}
         mixer(x)
-        assert all(mixer._inference_cache[name][-1] is value for name, value in cached.items())
+        assert all(mixer._inference_cache[key][-1] is value for key, value in cached.items())
         for parameter in mixer.parameters():
             parameter.mul_(1.5)
         torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)

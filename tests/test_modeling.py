@@ -400,6 +400,30 @@ def test_from_pretrained_with_fewer_layers_and_their_layout(family, tmp_path):
         torch.testing.assert_close(reloaded(**inputs).logits, smaller(**inputs).logits, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("layout", [
+    {"pattern": ["global_filter", "fourier"]},
+    [{"strategy": "cascade", "mixers": ["fourier", "afno"]}, {"strategy": "adaptive", "mixers": ["fourier", "afno"]}],
+], ids=["compact", "strategy options left out"])
+def test_layout_set_after_creation_is_expanded_when_a_model_is_built(layout):
+    """A layout given as a `from_pretrained` keyword or assigned to an existing config skips `__post_init__`; the
+    model expands it as the constructor would (the compact form repeated, default strategy options filled in)."""
+    config = tiny_config("gfnet")
+    config.mixer_layout = copy.deepcopy(layout)
+    model = model_class("gfnet", "Model")(config)
+    expected = tiny_config("gfnet", mixer_layout=copy.deepcopy(layout)).mixer_layout
+    assert config.mixer_layout == expected and len(model.layers) == 2
+
+
+def test_integer_multi_hot_labels_are_multi_label():
+    """Integer labels of shape (B, num_labels), e.g. a uint8 mask, are multi-hot; of shape (B,), class indices."""
+    model = build("gfnet", "ForSequenceClassification")
+    inputs = make_inputs(model.config)
+    multi_hot = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.uint8)
+    loss = model(**inputs, labels=multi_hot).loss
+    assert model.config.problem_type == "multi_label_classification"
+    torch.testing.assert_close(loss, model(**inputs, labels=multi_hot.float()).loss)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("modality", ["text", "image"])
 def test_set_input_embeddings_replaces_what_get_input_embeddings_returns(family, modality):

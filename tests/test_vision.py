@@ -99,6 +99,10 @@ def test_low_rank_patch_embedding_in_a_model(family, tmp_path):
     patch = model.base_model.embeddings.patch_embeddings
     assert patch.projection.weight.shape[0] == 2 and patch.projection.bias is None
     assert model.num_parameters() < full.num_parameters()
+    # the product kernel starts at the std of a full-rank one (initializer_range), not std**2 * sqrt(rank)
+    product = patch.rank_projection.weight @ patch.projection.weight.reshape(2, -1)
+    full_std = full.base_model.embeddings.patch_embeddings.projection.weight.std()
+    assert 0.5 < product.std() / full_std < 2
     pixel_values = torch.randn(2, 3, *model.config.image_shape)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
@@ -233,6 +237,16 @@ def gfnet_h_config(**overrides):
     return image_config("gfnet", **fields)
 
 
+def test_gfnet_h_stage_mlp_widths():
+    """Each stage's MLP is intermediate_size * width // hidden_size wide: a width that rounds to 0 is refused,
+    and intermediate_size=0 builds mixer-only blocks in every stage."""
+    with pytest.raises(ValueError, match=r"0 for some of hidden_sizes=\[8, 16, 32\] \(MLP widths \[0, 1, 3\]\)"):
+        gfnet_h_config(intermediate_size=3)
+    model = model_class("gfnet", "Model")(gfnet_h_config(intermediate_size=0, mixer_residual=True))
+    assert all(layer.mlp is None and layer.mlp_norm is None for layer in model.layers)
+    model(pixel_values=torch.randn(1, 3, 32, 32)).last_hidden_state.sum().backward()
+
+
 def test_gfnet_h_stages():
     config = gfnet_h_config()
     model = model_class("gfnet", "ForImageClassification")(config).eval()
@@ -304,12 +318,13 @@ def test_loading_at_another_image_size_keeps_dtype_and_attention_implementation(
 
 def test_resize_model_to_image_size_keeps_device_mode_and_frozen_parameters():
     """A model in memory is resized on its own device (meta here: a copy to another device would fail) with its
-    train / eval mode and its frozen parameters."""
+    train / eval mode, module by module, and its frozen parameters."""
     model = model_class("gfnet", "ForImageClassification")(image_config("gfnet")).train()
-    model.gfnet.embeddings.requires_grad_(False)
+    model.gfnet.embeddings.requires_grad_(False).eval()
     frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
     resized = resize_model_to_image_size(model, 24)
     assert resized.training and resized.gfnet.embeddings.position_embeddings.shape == (1, 6, 6, 32)
+    assert not resized.gfnet.embeddings.training and not resized.gfnet.embeddings.dropout.training
     assert {name for name, parameter in resized.named_parameters() if not parameter.requires_grad} == frozen
     assert len(frozen) == 3  # position embeddings, patch projection weight and bias
     on_meta = resize_model_to_image_size(model.to("meta").eval(), 24)
