@@ -1,7 +1,8 @@
 """Conditioning operators for the optional condition branch of the block (nvSubquadratic `ResidualBlock`).
 
-Both have the interface `forward(x, condition, attn_implementation="sdpa") -> out` on channels-last
-`x: (B, *grid, D)`, and return the branch output `(B, *grid, D)` that the block adds to the residual.
+Both have the interface `forward(x, condition, attn_implementation="sdpa", condition_mask=None) -> out` on
+channels-last `x: (B, *grid, D)`, and return the branch output `(B, *grid, D)` that the block adds to the residual.
+`condition_mask: (B, M)` bool, True on real condition tokens, masks a padded condition sequence (cross-attention).
 """
 
 import torch
@@ -25,7 +26,7 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(condition_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x, condition, attn_implementation="sdpa"):
+    def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
         shape = x.shape
         batch_size = shape[0]
 
@@ -35,7 +36,8 @@ class CrossAttention(nn.Module):
         query = heads(self.q_proj(x.reshape(batch_size, -1, shape[-1])))  # (B, h, N, d)
         key, value = heads(self.k_proj(condition)), heads(self.v_proj(condition))  # (B, h, M, d)
         dropout = self.dropout if self.training else 0.0
-        context, _ = multi_head_attention(query, key, value, None, dropout, False, attn_implementation)
+        key_mask = None if condition_mask is None else condition_mask[:, None, None, :]  # (B, 1, 1, M)
+        context, _ = multi_head_attention(query, key, value, key_mask, dropout, False, attn_implementation)
         return self.out_proj(context.transpose(1, 2).reshape(shape))
 
 
@@ -54,7 +56,7 @@ class AdaLNZero(nn.Module):
         self.modulation_weight = nn.Parameter(torch.empty(3 * hidden_size, condition_size))
         self.modulation_bias = nn.Parameter(torch.empty(3 * hidden_size))
 
-    def forward(self, x, condition, attn_implementation="sdpa"):
+    def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
         modulation = F.linear(self.act(condition), self.modulation_weight, self.modulation_bias)  # (B, 3D)
         shift, scale, gate = modulation.chunk(3, dim=-1)  # each (B, D)
         view = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])  # broadcast over the grid

@@ -215,17 +215,20 @@ class SpectralBlock(GradientCheckpointingLayer):
             out = layer_scale(out)
         return self.drop_path(out)
 
-    def _condition(self, x, condition, attn_implementation):
+    def _condition(self, x, condition, attn_implementation, condition_mask):
         if self.condition_mixer is None:
             return x
         normed = x if self.condition_norm is None else self.condition_norm(x)
-        return x + self._branch(self.condition_mixer(normed, condition, attn_implementation=attn_implementation), None)
+        out = self.condition_mixer(normed, condition, attn_implementation=attn_implementation,
+                                   condition_mask=condition_mask)
+        return x + self._branch(out, None)
 
     def forward(self, hidden_states, mask=None, condition=None, output_attentions=False, attn_implementation="sdpa",
-                fft_shape=None):
+                fft_shape=None, condition_mask=None):
         """hidden_states: (B, *grid, D); mask: (B, *grid) bool, True on real tokens; condition: (B, M, C_cond) or
-        (B, C_cond) for the conditioning branch; fft_shape: the FFT grid of the spectral mixers for this call (None:
-        the grid they were built for). Returns (hidden_states, attention weights or None)."""
+        (B, C_cond) for the conditioning branch, condition_mask: (B, M) bool, True on its real tokens; fft_shape: the
+        FFT grid of the spectral mixers for this call (None: the grid they were built for). Returns (hidden_states,
+        attention weights or None)."""
         x, attention = hidden_states, None
         mix_options = dict(
             output_attentions=output_attentions, attn_implementation=attn_implementation, fft_shape=fft_shape
@@ -234,7 +237,7 @@ class SpectralBlock(GradientCheckpointingLayer):
             if self.mixer is not None:
                 mixed, attention = run_mixer(self.mixer, x, mask, **mix_options)
                 x = self.mixer_norm(x + self._branch(mixed, self.mixer_layer_scale))
-            x = self._condition(x, condition, attn_implementation)
+            x = self._condition(x, condition, attn_implementation, condition_mask)
             if self.mlp is None:
                 return x, attention
             return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
@@ -247,7 +250,7 @@ class SpectralBlock(GradientCheckpointingLayer):
                 mlp_input = x
             else:
                 mlp_input = mixed
-        mlp_input = self._condition(mlp_input, condition, attn_implementation)
+        mlp_input = self._condition(mlp_input, condition, attn_implementation, condition_mask)
         if self.mixer_residual:
             x = mlp_input
         if self.mlp is None:  # the config allows no MLP only with mixer_residual=True
@@ -625,16 +628,22 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     return batch_size, seq_length
 
 
-def validate_condition(config, condition, batch_size):
-    """Check `condition` against `config.condition_type`, raising `ValueError` with the expected shape."""
+def validate_condition(config, condition, batch_size, condition_mask=None):
+    """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
+    expected shape; returns the mask as bool (B, M), True on real condition tokens, or None."""
     condition_size = config.condition_size or config.hidden_size
+    if condition_mask is not None and config.condition_type != "cross_attention":
+        raise ValueError(
+            f"`condition_mask` masks the tokens of a condition sequence, which only condition_type='cross_attention' "
+            f"takes; the config has condition_type={config.condition_type!r}."
+        )
     if config.condition_type is None:
         if condition is not None:
             raise ValueError(
                 "`condition` was given but the config has condition_type=None; set condition_type to "
                 "'cross_attention' or 'adaln_zero' to use a condition."
             )
-        return
+        return None
     expected = {
         "cross_attention": (3, f"(batch_size={batch_size}, condition_length, condition_size={condition_size})"),
         "adaln_zero": (2, f"(batch_size={batch_size}, condition_size={condition_size})"),
@@ -648,6 +657,19 @@ def validate_condition(config, condition, batch_size):
             f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}, "
             f"got {tuple(condition.shape)}."
         )
+    if condition_mask is None:
+        return None
+    if tuple(condition_mask.shape) != tuple(condition.shape[:2]):
+        raise ValueError(
+            f"`condition_mask` must have shape (batch_size, condition_length) = {tuple(condition.shape[:2])}, "
+            f"1 for real condition tokens and 0 for padding, got {tuple(condition_mask.shape)}."
+        )
+    if not torch.compiler.is_compiling():  # reading values back would split a compiled graph
+        if not bool(((condition_mask == 0) | (condition_mask == 1)).all()):
+            raise ValueError("`condition_mask` must hold only 1 (real condition token) and 0 (padding).")
+        if not bool(condition_mask.bool().any(dim=1).all()):
+            raise ValueError("Every row of `condition_mask` needs at least one real condition token (a 1).")
+    return condition_mask.bool()
 
 
 class SpectralModel(SpectralPreTrainedModel):
@@ -722,6 +744,7 @@ class SpectralModel(SpectralPreTrainedModel):
         return_dict=None,
         pixel_values=None,
         interpolate_pos_encoding=False,
+        condition_mask=None,
         **kwargs,
     ):
         r"""
@@ -736,6 +759,8 @@ class SpectralModel(SpectralPreTrainedModel):
             condition (`torch.Tensor`): input of the conditioning branch (`config.condition_type`): shape
                 `(batch_size, condition_length, condition_size)` for `"cross_attention"`, `(batch_size,
                 condition_size)` for `"adaln_zero"`. Required when the branch is on, rejected when it is off.
+            condition_mask (`torch.Tensor` of shape `(batch_size, condition_length)`): for `"cross_attention"`, 1 for
+                real condition tokens and 0 for padding, which no position attends to.
             output_hidden_states (`bool`): return the embeddings and the output of every block.
             output_attentions (`bool`): return the attention weights of the attention layers.
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
@@ -761,12 +786,12 @@ class SpectralModel(SpectralPreTrainedModel):
                            token_type_ids=token_type_ids, position_ids=position_ids)
         validate_input_kind(self.config, pixel_values, text_inputs)
         if self.config.is_vision:
-            return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
-                                        output_attentions, return_dict)
+            return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
+                                        output_hidden_states, output_attentions, return_dict)
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
-        validate_condition(self.config, condition, batch_size)
+        condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
         # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end. Eager mode skips
@@ -783,7 +808,7 @@ class SpectralModel(SpectralPreTrainedModel):
             input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
         )
         hidden_states, all_hidden_states, all_attentions = self._encode(
-            hidden_states, mask, condition, output_hidden_states, output_attentions
+            hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions
         )
         pooled = self.pooler(hidden_states, mask) if self.pooler is not None else None
         if shift is not None:
@@ -801,7 +826,7 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _encode(self, hidden_states, mask, condition, output_hidden_states, output_attentions):
+    def _encode(self, hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions):
         """Blocks (with the downsampling between the stages of a hierarchical model) and the final norm on
         channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states (B, *grid, D)
         and the attention weights of the attention layers. A grid larger than a stage's built grid (an image
@@ -822,6 +847,7 @@ class SpectralModel(SpectralPreTrainedModel):
                 output_attentions=output_attentions,
                 attn_implementation=self.config._attn_implementation or "sdpa",
                 fft_shape=fft_shape,
+                condition_mask=condition_mask,
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -831,7 +857,7 @@ class SpectralModel(SpectralPreTrainedModel):
             hidden_states = self.norm(hidden_states)
         return hidden_states, all_hidden_states, all_attentions
 
-    def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, output_hidden_states,
+    def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, condition_mask, output_hidden_states,
                         output_attentions, return_dict):
         """The forward pass of image and volume models: patch embedding, then every stage on its token grid.
 
@@ -842,10 +868,10 @@ class SpectralModel(SpectralPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
-        validate_condition(self.config, condition, pixel_values.shape[0])
+        condition_mask = validate_condition(self.config, condition, pixel_values.shape[0], condition_mask)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
         hidden_states, grid_hidden_states, all_attentions = self._encode(
-            hidden_states, None, condition, output_hidden_states, output_attentions
+            hidden_states, None, condition, condition_mask, output_hidden_states, output_attentions
         )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         all_hidden_states = reshaped_hidden_states = None
@@ -1001,10 +1027,12 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         output_attentions=None,
         return_dict=None,
         num_items_in_batch=None,
+        condition_mask=None,
         **kwargs,
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices of any
             integer dtype (single-label), floats (regression) or multi-hot values in [0, 1] (multi-label).
 
@@ -1018,6 +1046,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             condition=condition,
+            condition_mask=condition_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
@@ -1060,10 +1089,12 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         output_attentions=None,
         return_dict=None,
         num_items_in_batch=None,
+        condition_mask=None,
         **kwargs,
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (integer `torch.Tensor` of shape `(batch_size, sequence_length)`): class index per token, -100 to
             ignore; any integer dtype.
 
@@ -1077,6 +1108,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             condition=condition,
+            condition_mask=condition_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
@@ -1135,10 +1167,12 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
         output_attentions=None,
         return_dict=None,
         num_items_in_batch=None,
+        condition_mask=None,
         **kwargs,
     ):
         r"""
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (integer `torch.Tensor` of shape `(batch_size, sequence_length)`): target token ids at masked
             positions, -100 elsewhere; any integer dtype.
 
@@ -1152,6 +1186,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             condition=condition,
+            condition_mask=condition_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,

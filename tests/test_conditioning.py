@@ -129,6 +129,48 @@ def test_conditioned_outputs_do_not_depend_on_padding(family, condition_type):
     torch.testing.assert_close(batched[1, :length], alone[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification"])
+def test_padded_condition_tokens_are_masked(family, head):
+    """A condition sequence padded in its batch and masked by `condition_mask` gives the outputs of its real tokens
+    alone; without the mask the padding would be attended to."""
+    model = model_class(family, head)(conditioned_config(family, "cross_attention")).eval()
+    input_ids, attention_mask = text_batch()
+    condition = make_condition("cross_attention", condition_length=7)
+    condition_mask = torch.ones(3, 7, dtype=torch.long)
+    condition_mask[0, 4:] = 0
+    condition[0, 4:] = 100.0  # padding values that would change the outputs if attended to
+
+    def output(**inputs):
+        outputs = model(**inputs)
+        return outputs.last_hidden_state if head == "Model" else outputs.logits
+
+    with torch.no_grad():
+        batched = output(input_ids=input_ids, attention_mask=attention_mask, condition=condition,
+                         condition_mask=condition_mask)
+        alone = output(input_ids=input_ids[:1], condition=condition[:1, :4])
+        unmasked = output(input_ids=input_ids, attention_mask=attention_mask, condition=condition)
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unmasked[:1], alone, atol=1e-3)
+    torch.testing.assert_close(batched[1:], unmasked[1:], atol=1e-6, rtol=1e-6)
+
+
+def test_bad_condition_mask_is_a_clear_error():
+    input_ids, _ = text_batch()
+    cross = model_class("gfnet", "Model")(conditioned_config("gfnet", "cross_attention"))
+    condition = make_condition("cross_attention")
+    for mask, message in [
+        (torch.ones(3, 4), r"shape \(batch_size, condition_length\) = \(3, 5\)"),
+        (torch.full((3, 5), 2), "only 1 \\(real condition token\\) and 0"),
+        (torch.ones(3, 5).index_fill(0, torch.tensor([2]), 0), "at least one real condition token"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cross(input_ids, condition=condition, condition_mask=mask)
+    adaln = model_class("gfnet", "Model")(conditioned_config("gfnet", "adaln_zero"))
+    with pytest.raises(ValueError, match="only condition_type='cross_attention' takes"):
+        adaln(input_ids, condition=make_condition("adaln_zero"), condition_mask=torch.ones(3, 5))
+
+
 @family_and_type
 def test_conditioned_model_saves_loads_and_checkpoints(family, condition_type, tmp_path):
     config = conditioned_config(family, condition_type, mixer_layout=["attention", "global_filter"])
