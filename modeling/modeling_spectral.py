@@ -546,6 +546,20 @@ def validate_input_kind(config, pixel_values, text_inputs):
             )
 
 
+def is_integer_tensor(tensor):
+    """Whether `tensor` holds integers of any width (int64, the int32 of numpy arrays, uint8, ...), not bools."""
+    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
+
+
+def check_padding_mask_values(name, mask, token):
+    """A padding mask (B, L) must hold only 1 (a real `token`) and 0, with a real one in every row. Reads the values
+    back to Python, so callers skip it under torch.compile."""
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
+    if not bool(mask.bool().any(dim=1).all()):
+        raise ValueError(f"Every row of `{name}` needs at least one real {token} (a 1).")
+
+
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
     Returns (batch_size, seq_length).
@@ -556,7 +570,7 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
     for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-        if tensor is not None and (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool):
+        if tensor is not None and not is_integer_tensor(tensor):
             raise ValueError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}.")
     if input_ids is not None:
         if input_ids.ndim != 2:
@@ -595,10 +609,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
             raise ValueError(
                 f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
             )
-        if check_values and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-            raise ValueError("`attention_mask` must hold only 1 (real token) and 0 (padding).")
-        if check_values and not bool(attention_mask.bool().any(dim=1).all()):
-            raise ValueError("Every row of `attention_mask` needs at least one real token (a 1).")
+        if check_values:
+            check_padding_mask_values("attention_mask", attention_mask, "token")
     if token_type_ids is not None:
         if tuple(token_type_ids.shape) != shape:
             raise ValueError(
@@ -665,10 +677,7 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
             f"1 for real condition tokens and 0 for padding, got {tuple(condition_mask.shape)}."
         )
     if not torch.compiler.is_compiling():  # reading values back would split a compiled graph
-        if not bool(((condition_mask == 0) | (condition_mask == 1)).all()):
-            raise ValueError("`condition_mask` must hold only 1 (real condition token) and 0 (padding).")
-        if not bool(condition_mask.bool().any(dim=1).all()):
-            raise ValueError("Every row of `condition_mask` needs at least one real condition token (a 1).")
+        check_padding_mask_values("condition_mask", condition_mask, "condition token")
     return condition_mask.bool()
 
 
@@ -896,11 +905,6 @@ def _reduce(losses, num_items_in_batch):
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(losses.device)
     return losses.sum() / num_items_in_batch
-
-
-def is_integer_tensor(tensor):
-    """Whether `tensor` holds integers of any width (int64, the int32 of numpy arrays, uint8, ...), not bools."""
-    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
 
 
 def validate_class_labels(labels, expected_shape, num_classes):
