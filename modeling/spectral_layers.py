@@ -72,12 +72,22 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bnh,bnhc->bhc", weights, heads).flatten(1)
 
 
+FFT_DTYPES = (torch.float32, torch.float64)
+REAL_DTYPES = {torch.complex64: torch.float32, torch.complex128: torch.float64}  # of the spectra of FFT_DTYPES
+
+
 def _fft_input(x, mask):
     """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
     float32, or float64 for float64 inputs (gradient checks)."""
     if mask is not None:
         x = x.masked_fill(~mask[..., None], 0.0)
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return x if x.dtype in FFT_DTYPES else x.float()
+
+
+def _in_dtype(x, dtype):
+    """x cast to `dtype`; x itself, without a call into torch, where it has that dtype already (each torch call
+    costs microseconds in a model whose caches the large ops have just flushed)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def _grid_axes(x):
@@ -119,7 +129,11 @@ def _staggered_rows(x, grid_shape):
     floats_per_line = max(1, 64 // x.element_size())
     lines = -(-x.shape[-1] // floats_per_line)
     width = (lines + 1 - lines % 2) * floats_per_line
-    return x.new_empty(x.shape[0], *grid_shape, width)[..., : x.shape[-1]]
+    shape = (x.shape[0], *grid_shape, x.shape[-1])
+    strides = [1, width]
+    for size in reversed(shape[1:-1]):
+        strides.append(strides[-1] * size)
+    return torch.empty_strided(shape, strides[::-1], dtype=x.dtype, device=x.device)
 
 
 def _staggered_copy(x):
@@ -160,6 +174,12 @@ def _eager_cpu(x):
     return x.is_cpu and not torch.compiler.is_compiling()
 
 
+def _records_graph(x):
+    """Whether an op on x is recorded for autograd. Where it is not (inference), the CPU transforms skip their
+    autograd Functions, whose Python calls cost about 15 us each (1 to 3 percent of a model at 512 tokens)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def channels_first(x):
     """(B, *grid, D) -> contiguous (B, D, *grid)."""
     tokens = x.flatten(1, -2)
@@ -181,6 +201,29 @@ def _paired_bin_weights(spectrum, fft_length, value):
     return weights[: spectrum.shape[-1]]
 
 
+def _staggered_rfftn(x, fft_shape, norm):
+    """The forward of `_StaggeredRfftn`, without autograd."""
+    grid_shape = tuple(x.shape[1:-1])
+    if len(grid_shape) > 1:
+        # Grids of images and volumes: MKL's multi-dimensional transform of the strided staggered rows is slower
+        # than a transposing copy (from a staggered copy) followed by the transform of contiguous planes
+        # (GlobalFilter on 14 x 14 x 256 at batch 1: 323 -> 254 us per call on the development VM).
+        channels = _staggered_copy(x.flatten(1, -2)).unflatten(2, grid_shape)  # (B, D, *grid)
+        return torch.fft.rfftn(channels, s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
+    signal = _staggered_rows(x, fft_shape)  # (B, *fft_shape, D)
+    if grid_shape != fft_shape:
+        signal.zero_()
+    _crop(signal, grid_shape).copy_(x)
+    return torch.fft.rfftn(signal, dim=tuple(range(1, x.ndim - 1)), norm=norm).movedim(-1, 1)
+
+
+def _staggered_irfftn(spectrum, fft_shape, grid_shape, norm):
+    """The forward of `_StaggeredIrfftn`, without autograd."""
+    signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
+    # a new tensor even where the transpose is trivial (D = 1): the caller may add to it in place
+    return _crop_channels_first(signal, grid_shape).movedim(1, -1).clone(memory_format=torch.contiguous_format)
+
+
 class _StaggeredRfftn(torch.autograd.Function):
     """`grid_rfftn` on eager CPU: channels-last x (B, *grid, D) -> channels-first spectrum (B, D, *freq_shape).
 
@@ -195,19 +238,8 @@ class _StaggeredRfftn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, fft_shape, norm):
-        grid_shape = tuple(x.shape[1:-1])
-        ctx.grid_shape, ctx.fft_shape, ctx.norm = grid_shape, fft_shape, norm
-        if len(grid_shape) > 1:
-            # Grids of images and volumes: MKL's multi-dimensional transform of the strided staggered rows is slower
-            # than a transposing copy (from a staggered copy) followed by the transform of contiguous planes
-            # (GlobalFilter on 14 x 14 x 256 at batch 1: 323 -> 254 us per call on the development VM).
-            channels = _staggered_copy(x.flatten(1, -2)).unflatten(2, grid_shape)  # (B, D, *grid)
-            return torch.fft.rfftn(channels, s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
-        signal = _staggered_rows(x, fft_shape)  # (B, *fft_shape, D)
-        if grid_shape != fft_shape:
-            signal.zero_()
-        _crop(signal, grid_shape).copy_(x)
-        return torch.fft.rfftn(signal, dim=tuple(range(1, x.ndim - 1)), norm=norm).movedim(-1, 1)
+        ctx.grid_shape, ctx.fft_shape, ctx.norm = tuple(x.shape[1:-1]), fft_shape, norm
+        return _staggered_rfftn(x, fft_shape, norm)
 
     @staticmethod
     def backward(ctx, grad):
@@ -229,9 +261,7 @@ class _StaggeredIrfftn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spectrum, fft_shape, grid_shape, norm):
         ctx.freq_shape, ctx.fft_shape, ctx.norm = tuple(spectrum.shape[2:]), fft_shape, norm
-        signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
-        # a new tensor even where the transpose is trivial (D = 1): the caller may add to it in place
-        return _crop_channels_first(signal, grid_shape).movedim(1, -1).clone(memory_format=torch.contiguous_format)
+        return _staggered_irfftn(spectrum, fft_shape, grid_shape, norm)
 
     @staticmethod
     def backward(ctx, grad):
@@ -248,7 +278,9 @@ def grid_rfftn(x, fft_shape, norm):
     axes innermost anyway). Eager CPU code gets there without transposing x first (`_StaggeredRfftn`).
     """
     if _eager_cpu(x):
-        return _StaggeredRfftn.apply(x, tuple(fft_shape), norm)
+        if _records_graph(x):
+            return _StaggeredRfftn.apply(x, tuple(fft_shape), norm)
+        return _staggered_rfftn(x, tuple(fft_shape), norm)
     return torch.fft.rfftn(channels_first(x), s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
 
 
@@ -259,7 +291,9 @@ def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None):
     `out` (without autograd only): a channels-last tensor to write the signal into, cast to its dtype, instead of
     a new one."""
     if out is None and _eager_cpu(spectrum):
-        return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
+        if _records_graph(spectrum):
+            return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
+        return _staggered_irfftn(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
     channels_last = _crop_channels_first(signal, grid_shape).movedim(1, -1)
     return channels_last.contiguous() if out is None else out.copy_(channels_last)
@@ -278,7 +312,7 @@ def _batch_chunks(x, mask):
     """
     if not x.is_cpu or torch.compiler.is_compiling():
         return None
-    examples_per_chunk = max(1, CHUNK_BYTES // (4 * x[0].numel()))
+    examples_per_chunk = max(1, CHUNK_BYTES // (4 * math.prod(x.shape[1:])))
     if examples_per_chunk >= x.shape[0]:
         return None
     masks = [None] * x.shape[0] if mask is None else mask.split(examples_per_chunk)
@@ -348,8 +382,12 @@ CHECKED_SAMPLES = 256  # values per weight compared by `SpectralMixer.derived_fr
 
 
 def _value_sample(weight):
-    """About `CHECKED_SAMPLES` values spread evenly over `weight` (a strided view where it is contiguous)."""
-    flat = weight.detach().flatten()
+    """A view of about `CHECKED_SAMPLES` values spread evenly over `weight`, through which later edits of its memory
+    show (the whole of a non-contiguous weight, which parameters hardly ever are)."""
+    weight = weight.detach()
+    if not weight.is_contiguous():
+        return weight
+    flat = weight.view(-1)
     return flat[:: max(1, flat.numel() // CHECKED_SAMPLES)]
 
 
@@ -359,7 +397,7 @@ class SpectralMixer(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self._inference_cache = {}  # name -> (key, weight samples, value) of `derived_from_weights`
+        self._inference_cache = {}  # name -> (key, sample views, their values, value) of `derived_from_weights`
 
     def derived_from_weights(self, name, weights, key, compute):
         """`compute()`: tensors derived from the parameters `weights` (and from `key`, e.g. a dtype). In CPU inference
@@ -384,11 +422,15 @@ class SpectralMixer(nn.Module):
             return compute()
         key = (key, *((weight._version, weight.data_ptr(), weight.shape, weight.dtype) for weight in weights))
         cached = self._inference_cache.get(name)
+        # The sample views stay valid while the key matches (same memory, shape and dtype): one comparison per
+        # weight, no other torch call.
         if cached is not None and cached[0] == key:
-            if all(torch.equal(_value_sample(weight), sample) for weight, sample in zip(weights, cached[1])):
-                return cached[2]
+            _, views, samples, value = cached
+            if all(torch.equal(view, sample) for view, sample in zip(views, samples)):
+                return value
         value = compute()
-        self._inference_cache[name] = (key, [_value_sample(weight).clone() for weight in weights], value)
+        views = [_value_sample(weight) for weight in weights]
+        self._inference_cache[name] = (key, views, [view.clone() for view in views], value)
         return value
 
     def forward(self, x, mask=None, fft_shape=None):
@@ -442,7 +484,7 @@ class FourierMixer(SpectralMixer):
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
         if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
-            return _written(self.short_fourier(real_input, fft_shape[0]).to(x.dtype), out)
+            return _written(_in_dtype(self.short_fourier(real_input, fft_shape[0]), x.dtype), out)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
         # One multi-dimensional transform, halved over channels: (B, *fft_shape, D//2+1), channels innermost.
@@ -462,7 +504,7 @@ class FourierMixer(SpectralMixer):
                 source.append(slice(size - n + 1, size) if mirrored else slice(0, 1))
             flip_dims = [axis for axis, mirrored in zip(axes, mirrored_axes) if mirrored] + [-1]
             out[(*target, slice(lower_channels, None))] = upper[tuple(source)].flip(flip_dims)
-        return out.to(x.dtype)
+        return _in_dtype(out, x.dtype)
 
     def uses_short_fourier(self, length, fft_length=None):
         """Whether `short_fourier` is cheaper than FFTs of length L (default: the built one) for `length` tokens:
@@ -561,7 +603,7 @@ class GlobalFilter(SpectralMixer):
         real_input = _fft_input(x, mask)
         short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
         if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
-            return _written(self.short_convolution(real_input, grid_shape[0]).to(x.dtype), out)
+            return _written(_in_dtype(self.short_convolution(real_input, grid_shape[0]), x.dtype), out)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
@@ -569,7 +611,8 @@ class GlobalFilter(SpectralMixer):
             spectrum = spectrum * kernel
         else:
             spectrum = spectrum.mul_(kernel)
-        return grid_irfftn(spectrum, fft_shape, grid_shape, norm="backward", out=out).to(x.dtype)  # (B, *grid, D)
+        signal = grid_irfftn(spectrum, fft_shape, grid_shape, norm="backward", out=out)  # (B, *grid, D)
+        return _in_dtype(signal, x.dtype)
 
     def short_fft_size(self, batch_size, length):
         """The FFT size of the short-input path for `length` tokens, or None where the full-length FFT is cheaper.
@@ -707,7 +750,7 @@ class AFNOMixer(SpectralMixer):
         real and imaginary parts through `view_as_real`.
         """
         batch_size = spectrum.shape[0]
-        dtype = spectrum.real.dtype
+        dtype = REAL_DTYPES[spectrum.dtype]
         z = spectrum.reshape(batch_size * self.num_blocks, self.block_size, -1)  # (B k, d, M)
         w1, b1 = self.complex_block_affine(1, dtype, batch_size)
         w2, b2 = self.complex_block_affine(2, dtype, batch_size)
@@ -716,7 +759,9 @@ class AFNOMixer(SpectralMixer):
             F.relu(hidden, inplace=True)
         else:
             hidden = self.activation(hidden)
-        hidden = torch.view_as_complex(self.dropout(hidden))
+        if self.training and self.dropout.p > 0:
+            hidden = self.dropout(hidden)
+        hidden = torch.view_as_complex(hidden)
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
@@ -740,10 +785,10 @@ class AFNOMixer(SpectralMixer):
             full_shape = list(kept.shape)
             full_shape[axis] = size
             kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
-        if out is not None and out.dtype == kept.real.dtype:
+        if out is not None and out.dtype == REAL_DTYPES[kept.dtype]:
             return grid_irfftn(kept, fft_shape, grid_shape, norm="ortho", out=out).add_(x)
         y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
-        return _written(y.add_(x).to(x.dtype), out)
+        return _written(_in_dtype(y.add_(x), x.dtype), out)
 
     def extra_repr(self):
         return (
