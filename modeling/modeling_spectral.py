@@ -31,6 +31,7 @@ from transformers.modeling_outputs import (
 )
 
 from .condition_layers import AdaLNZero, CrossAttention
+from .dropout import Dropout
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
 from .patch_embedding import (
     GridDownsample,
@@ -201,7 +202,7 @@ class SpectralBlock(GradientCheckpointingLayer):
             self.mlp_norm = build_norm(norm_type, hidden_size, eps)
             activation = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
             self.mlp = MLP(hidden_size, intermediate_size, activation, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path)
         layer_scale = config.layer_scale_init_value
         use_mixer_scale = layer_scale is not None and self.mixer is not None and self.mixer_residual
@@ -282,7 +283,7 @@ class SpectralEmbeddings(nn.Module):
             else None
         )
         self.projection = nn.Linear(config.hidden_size, config.hidden_size) if config.embedding_projection else None
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, inputs_embeds=None, token_type_ids=None, position_ids=None):
         if inputs_embeds is None:
@@ -1014,7 +1015,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config))
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -1076,7 +1077,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
+
 CONV_CLASSES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 INTERPOLATION_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
@@ -133,7 +135,7 @@ class SpectralImageEmbeddings(nn.Module):
             num_channels, hidden_size, kernel_size, stride, padding, patch_shape, rank=rank
         )
         self.position_embeddings = nn.Parameter(torch.empty(1, *grid_shape, hidden_size))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, pixel_values, interpolate_pos_encoding=False):
         num_channels = self.patch_embeddings.num_channels

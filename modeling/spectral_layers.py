@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
 from .patch_embedding import resize_filter
 
 
@@ -371,7 +372,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.act = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, x):
@@ -720,7 +721,7 @@ class AFNOMixer(SpectralMixer):
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
         self.activation = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def kept_modes_at(self, fft_shape):
         """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`."""
@@ -759,9 +760,7 @@ class AFNOMixer(SpectralMixer):
             F.relu(hidden, inplace=True)
         else:
             hidden = self.activation(hidden)
-        if self.training and self.dropout.p > 0:
-            hidden = self.dropout(hidden)
-        hidden = torch.view_as_complex(hidden)
+        hidden = torch.view_as_complex(self.dropout(hidden))
         out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -12,6 +13,7 @@ from transformers import (
 )
 
 from conftest import FAMILIES, model_class, tiny_config
+from fourierformers.dropout import Dropout
 from fourierformers.spectral_layers import AttentionPooling
 
 HEADS = {
@@ -314,6 +316,22 @@ def test_eval_is_deterministic(family):
     inputs = make_inputs(model.config)
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropout_acts_in_training_only(family, monkeypatch):
+    """Dropout makes no torch call in eval mode or at probability 0 (`fourierformers.dropout`); in training it drops."""
+    model = build(family, "ForSequenceClassification", hidden_dropout_prob=0.5)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        first = model.train()(**inputs).logits
+        assert not torch.allclose(first, model(**inputs).logits)
+        with monkeypatch.context() as patched:
+            patched.setattr(F, "dropout", lambda *args, **kwargs: pytest.fail("F.dropout called in eval mode"))
+            evaluated = model.eval()(**inputs).logits
+            assert torch.equal(evaluated, model(**inputs).logits) and not torch.allclose(first, evaluated)
+            x = torch.randn(4, 8)
+            assert Dropout(0.0).train()(x) is x
 
 
 @pytest.mark.parametrize("family", FAMILIES)
