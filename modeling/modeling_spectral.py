@@ -950,10 +950,12 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
         allowed = "values in [0, 1] (1: the label applies; soft targets in between are allowed)"
         if labels.is_complex():
             raise ValueError(f"Multi-label `labels` must be real {allowed}, got dtype {labels.dtype}.")
-        outside = ~((labels >= 0) & (labels <= 1))  # NaN fails both comparisons
+        # As floats: torch has no comparisons for uint16 to uint64. NaN fails both.
+        values = labels if labels.is_floating_point() else labels.double()
+        outside = ~((values >= 0) & (values <= 1))
         if bool(outside.any()):
             raise ValueError(
-                f"Multi-label `labels` must be {allowed}, got {labels[outside][0].item()}; binary cross-entropy has "
+                f"Multi-label `labels` must be {allowed}, got {values[outside][0].item()}; binary cross-entropy has "
                 "no ignored value such as -100."
             )
     return labels

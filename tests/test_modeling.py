@@ -432,14 +432,20 @@ def test_layout_set_after_creation_is_expanded_when_a_model_is_built(layout):
     assert config.mixer_layout == expected and len(model.layers) == 2
 
 
-def test_integer_multi_hot_labels_are_multi_label():
-    """Integer labels of shape (B, num_labels), e.g. a uint8 mask, are multi-hot; of shape (B,), class indices."""
-    model = build("gfnet", "ForSequenceClassification")
+@pytest.mark.parametrize("problem_type", [None, "multi_label_classification"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint64, torch.int32, torch.bool])
+def test_integer_multi_hot_labels_are_multi_label(dtype, problem_type):
+    """Integer (or bool) labels of shape (B, num_labels), e.g. a uint8 mask, are multi-hot; of shape (B,), class
+    indices. Their values are checked as floats: torch has no comparisons for uint16 to uint64."""
+    model = build("gfnet", "ForSequenceClassification", problem_type=problem_type)
     inputs = make_inputs(model.config)
-    multi_hot = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.uint8)
-    loss = model(**inputs, labels=multi_hot).loss
+    multi_hot = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+    loss = model(**inputs, labels=multi_hot.to(dtype)).loss
     assert model.config.problem_type == "multi_label_classification"
     torch.testing.assert_close(loss, model(**inputs, labels=multi_hot.float()).loss)
+    if dtype != torch.bool:
+        with pytest.raises(ValueError, match=r"values in \[0, 1\].*got 2\.0"):
+            model(**inputs, labels=(multi_hot * 2).to(dtype))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
