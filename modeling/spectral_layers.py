@@ -119,7 +119,7 @@ def _check_grid(x, fft_shape):
 
 def _staggered_rows(x, grid_shape):
     """An uninitialised (B, *grid_shape, D) tensor like x: (B, *grid, D) whose rows of D channels start an odd
-    number of 64-byte cache lines apart (a view into a slightly wider buffer).
+    number of 64-byte cache lines apart (strided over a slightly wider buffer).
 
     Reading such a tensor down its grid axes, as a transpose or an FFT over the grid does, touches addresses
     that spread over the cache's sets; with the contiguous stride of D = 256 floats (1 KiB, a power of two)
