@@ -240,6 +240,28 @@ def test_hard_gate_returns_exactly_the_chosen_mixer_and_still_trains_the_gate():
     assert mixer.gate.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
+    """Without autograd each child sees only the rows that chose it, and the outputs are those of the full path."""
+    mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="hard")
+    torch.nn.init.normal_(mixer.mixers[0].complex_weight)
+    torch.nn.init.normal_(mixer.gate.weight, std=3.0)
+    x = torch.randn(12, 10, 8)
+    mask = torch.ones(12, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    mask[5, 3:] = False
+    full, _ = mixer(x, mask)  # autograd on: every child on the whole batch
+    seen = {}
+    for index, child in enumerate(mixer.mixers):
+        child.register_forward_hook(lambda module, args, output, index=index: seen.__setitem__(index, args[0].shape[0]))
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        sparse, _ = mixer(x, mask)
+    counts = torch.bincount(mixer.last_choices, minlength=3).tolist()
+    assert len(seen) >= 2 and all(seen[index] == counts[index] for index in seen)
+    assert sum(seen.values()) == 12 and set(seen) == {index for index, count in enumerate(counts) if count}
+    torch.testing.assert_close(sparse, full.detach(), atol=1e-6, rtol=1e-6)
+
+
 def test_soft_gate_is_the_probability_weighted_sum():
     mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="soft")
     torch.nn.init.normal_(mixer.mixers[0].complex_weight)
