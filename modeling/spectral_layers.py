@@ -434,6 +434,12 @@ class SpectralMixer(nn.Module):
         self._inference_cache[name] = (key, views, [view.clone() for view in views], value)
         return value
 
+    def _apply(self, fn, recurse=True):
+        # `.to()`, `.half()`, `.cuda()`, ...: the cached tensors and sample views would keep the old weights' memory
+        # alive (and would be rebuilt anyway), so they go.
+        self._inference_cache.clear()
+        return super()._apply(fn, recurse)
+
     def forward(self, x, mask=None, fft_shape=None):
         """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)

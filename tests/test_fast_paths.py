@@ -227,6 +227,21 @@ CACHING_MIXERS = {
 
 
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
+def test_moving_or_casting_a_mixer_drops_its_inference_cache(name):
+    """The cache would keep the old weights (through its sample views) and the tensors derived from them alive."""
+    build, reference = CACHING_MIXERS[name]
+    mixer = build()
+    x = torch.randn(2, 60, 8)
+    with torch.no_grad():
+        mixer(x)
+        assert mixer._inference_cache
+        old_weight = next(mixer.parameters()).data
+        mixer.double()
+        assert not mixer._inference_cache and next(mixer.parameters()).data_ptr() != old_weight.data_ptr()
+        torch.testing.assert_close(mixer(x.double()), reference(x.double(), mixer), atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
 def test_inference_cache_follows_weights_batch_sizes_and_dtypes(name):
     """Cached filters and block weights are reused while nothing changes, and rebuilt when a weight changes in place
     (also through `.data`, which bypasses the version counter, as an EMA update does) or is loaded, for another batch
