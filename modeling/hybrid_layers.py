@@ -55,8 +55,9 @@ class AdaptiveMixer(HybridMixer):
     forward pass, so each example's output is exactly its chosen mixer's output, and the straight-through estimator
     (`onehot + p - p.detach()`) in the backward pass, so the gate still trains.
 
-    Without autograd (inference) and without `output_attentions`, a hard gate runs each child on the examples that
-    chose it only, instead of every child on the whole batch: the same outputs for a fraction of the work.
+    Without autograd (inference), without `output_attentions` and outside torch.compile, a hard gate runs each child
+    on the examples that chose it only, instead of every child on the whole batch: the same outputs for a fraction
+    of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
 
     After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
     decisions, detached, for inspection.
@@ -96,7 +97,8 @@ class AdaptiveMixer(HybridMixer):
             if rows.numel() == 0:
                 continue
             rows_mask = None if mask is None else mask[rows]
-            out[rows] = run_mixer(mixer, x[rows], rows_mask, False, attn_implementation, fft_shape)[0]
+            # cast: under autocast an attention child returns the autocast dtype
+            out[rows] = run_mixer(mixer, x[rows], rows_mask, False, attn_implementation, fft_shape)[0].to(x.dtype)
         return out
 
     def extra_repr(self):

@@ -406,7 +406,7 @@ class SpectralMixer(nn.Module):
         that inference does not pay for rearranging the weights on every call (a model built for 4096 tokens and
         given 64 takes twice as long without it).
 
-        A weight counts as changed when its version counter or storage changes, which every in-place update that
+        A weight counts as changed when its version counter, storage or strides change, which every in-place update that
         autograd sees does (optimizers, `load_state_dict`, `torch.nn.init`, edits under `torch.no_grad()`), or when
         one of `CHECKED_SAMPLES` values spread over it differs from the copy taken with the cached value: edits
         through `param.data` bypass the version counter, and whole-tensor ones (EMA updates, rescaling,
@@ -416,15 +416,19 @@ class SpectralMixer(nn.Module):
         compares equal, so its value is rebuilt on every call (correct, only slower).
 
         It is always recomputed with gradients enabled (even for frozen weights: a value cached in
-        `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), on GPU
-        (where rearranging is cheap and reading a comparison back would synchronise) and under torch.compile.
+        `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), for
+        weights created in inference mode (which have no version counter), on GPU (where rearranging is cheap and
+        reading a comparison back would synchronise) and under torch.compile.
         """
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or not weights[0].is_cpu:
             return compute()
-        key = (key, *((weight._version, weight.data_ptr(), weight.shape, weight.dtype) for weight in weights))
+        if any(weight.is_inference() for weight in weights):  # built in inference mode: no version counter
+            return compute()
+        key = (key, *((weight._version, weight.data_ptr(), weight.shape, weight.stride(), weight.dtype)
+                      for weight in weights))
         cached = self._inference_cache.get(name)
-        # The sample views stay valid while the key matches (same memory, shape and dtype): one comparison per
-        # weight, no other torch call.
+        # The sample views stay valid while the key matches (same memory, shape, strides and dtype): one comparison
+        # per weight, no other torch call.
         if cached is not None and cached[0] == key:
             _, views, samples, value = cached
             if all(torch.equal(view, sample) for view, sample in zip(views, samples)):

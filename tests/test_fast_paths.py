@@ -226,6 +226,31 @@ CACHING_MIXERS = {
 }
 
 
+def test_inference_cache_sees_a_weight_relaid_in_the_same_memory():
+    """`param.data = param.data.transpose(...)` keeps memory, shape, dtype and version: the strides tell."""
+    mixer = _random_afno(8, (64,))  # square block matrices: the transposed weight has the same shape
+    x = torch.randn(2, 60, 8)
+    with torch.no_grad():
+        mixer(x)
+        mixer.w1.data = mixer.w1.data.transpose(-1, -2)
+        torch.testing.assert_close(mixer(x), reference_afno(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
+def test_mixers_built_in_inference_mode_run(name):
+    """Parameters created in `torch.inference_mode()` (a model loaded there) have no version counter: the cache is
+    skipped for them, and the outputs are right on every call."""
+    build, reference = CACHING_MIXERS[name]
+    x = torch.randn(2, 60, 8)
+    with torch.inference_mode():
+        mixer = build()
+        for _ in range(2):
+            torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+        for parameter in mixer.parameters():
+            parameter.mul_(1.5)
+        torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
 def test_moving_or_casting_a_mixer_drops_its_inference_cache(name):
     """The cache would keep the old weights (through its sample views) and the tensors derived from them alive."""

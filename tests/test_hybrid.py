@@ -262,6 +262,19 @@ def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
     torch.testing.assert_close(sparse, full.detach(), atol=1e-6, rtol=1e-6)
 
 
+def test_hard_gate_in_inference_under_autocast_matches_the_full_path():
+    """Under autocast the attention child returns bfloat16 while the input stays float32."""
+    mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="hard")
+    torch.nn.init.normal_(mixer.gate.weight, std=3.0)
+    x = torch.randn(12, 10, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full, _ = mixer(x)
+        with torch.no_grad():
+            sparse, _ = mixer(x)
+    assert 2 in mixer.last_choices.tolist() and sparse.dtype == full.dtype
+    torch.testing.assert_close(sparse, full.detach())
+
+
 def test_soft_gate_is_the_probability_weighted_sum():
     mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="soft")
     torch.nn.init.normal_(mixer.mixers[0].complex_weight)
