@@ -221,13 +221,25 @@ def small_mixers(fft_shape=(16,), hidden_size=8):
     ]
 
 
-def test_hard_gate_returns_exactly_the_chosen_mixer_and_still_trains_the_gate():
+def hard_gate():
+    """A hard gate over `small_mixers()` with a random filter and gate weights large enough to spread its choices."""
     mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="hard")
     torch.nn.init.normal_(mixer.mixers[0].complex_weight)
     torch.nn.init.normal_(mixer.gate.weight, std=3.0)
-    x = torch.randn(6, 10, 8)
-    mask = torch.ones(6, 10, dtype=torch.bool)
-    mask[0, 7:] = False
+    return mixer
+
+
+def padded_batch(batch_size, lengths):
+    """x: (B, 10, 8) and its mask, with row r padded after `lengths[r]` tokens."""
+    mask = torch.ones(batch_size, 10, dtype=torch.bool)
+    for row, length in lengths.items():
+        mask[row, length:] = False
+    return torch.randn(batch_size, 10, 8), mask
+
+
+def test_hard_gate_returns_exactly_the_chosen_mixer_and_still_trains_the_gate():
+    mixer = hard_gate()
+    x, mask = padded_batch(6, {0: 7})
     out, _ = mixer(x, mask)
     choices = mixer.last_choices
     assert choices.shape == (6,) and mixer.last_gate_probs.shape == (6, 3)
@@ -243,13 +255,8 @@ def test_hard_gate_returns_exactly_the_chosen_mixer_and_still_trains_the_gate():
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
     """Without autograd each child sees only the rows that chose it, and the outputs are those of the full path."""
-    mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="hard")
-    torch.nn.init.normal_(mixer.mixers[0].complex_weight)
-    torch.nn.init.normal_(mixer.gate.weight, std=3.0)
-    x = torch.randn(12, 10, 8)
-    mask = torch.ones(12, 10, dtype=torch.bool)
-    mask[0, 7:] = False
-    mask[5, 3:] = False
+    mixer = hard_gate()
+    x, mask = padded_batch(12, {0: 7, 5: 3})
     full, _ = mixer(x, mask)  # autograd on: every child on the whole batch
     seen = {}
     for index, child in enumerate(mixer.mixers):
@@ -264,9 +271,8 @@ def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
 
 def test_hard_gate_in_inference_under_autocast_matches_the_full_path():
     """Under autocast the attention child returns bfloat16 while the input stays float32."""
-    mixer = AdaptiveMixer(small_mixers(), hidden_size=8, gate="hard")
-    torch.nn.init.normal_(mixer.gate.weight, std=3.0)
-    x = torch.randn(12, 10, 8)
+    mixer = hard_gate()
+    x, _ = padded_batch(12, {})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         full, _ = mixer(x)
         with torch.no_grad():
