@@ -111,14 +111,31 @@ def build_config(model_args, defaults, baselines=None, **task_fields):
 
 def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     """A BERT-style WordPiece tokenizer (lower-cased, `[CLS] text [SEP]`) trained on `texts`, wrapped as a
-    transformers fast tokenizer. Special tokens get ids 0..4 in the order of `SPECIAL_TOKENS`."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    transformers fast tokenizer; the same texts give the same vocabulary in every process. Special tokens get ids
+    0..4 in the order of `SPECIAL_TOKENS`, the other tokens follow in sorted order."""
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The trainer numbers the continuation pieces `##c` in hash-map order, which changes from one process to the
+    # next, and breaks ties between equally frequent merges by those numbers: the token set at the vocabulary-size
+    # cutoff differed between processes. Handing it every piece first, sorted, fixes their numbers (the trainer
+    # would have created the same pieces, so the vocabulary keeps its size and content otherwise).
+    texts = list(texts)
+    inner_chars = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            inner_chars.update(word[1:])
+    pieces = [f"##{char}" for char in sorted(inner_chars)]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *pieces], show_progress=False
+    )
+    training = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    training.normalizer, training.pre_tokenizer = normalizer, pre_tokenizer
+    training.train_from_iterator(texts, trainer=trainer)
+    # A fresh tokenizer, since training registered the pieces as special (added) tokens.
+    tokenizer = Tokenizer(models.WordPiece(vocab=canonical_vocabulary(training.get_vocab()), unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    tokenizer.model = models.WordPiece(vocab=canonical_vocabulary(tokenizer.get_vocab()), unk_token="[UNK]")
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -152,13 +169,9 @@ def load_or_train_tokenizer(model_args, training_args, texts, max_seq_length):
 
 
 def canonical_vocabulary(vocab):
-    """The trained vocabulary with reproducible ids: special tokens first, then the others sorted.
-
-    The WordPiece trainer breaks ties between equally frequent merges in hash-map order, which changes from one
-    process to the next, so the same texts give (almost always) the same tokens under permuted ids, and so
-    different initial embeddings for one seed. WordPiece's greedy longest-match tokenisation depends only on the
-    set of tokens, so renumbering changes no tokenisation. The set itself still differs in a few tokens at the
-    vocabulary-size cutoff in about half of the processes (1 to 5 of 8000 for the movie reviews)."""
+    """The trained vocabulary renumbered from its token set: special tokens first, then the others sorted.
+    WordPiece's greedy longest-match tokenisation depends only on the set of tokens, so renumbering changes no
+    tokenisation, and one seed gives one initial embedding per token."""
     others = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *others])}
 

@@ -79,10 +79,22 @@ def test_digits_images():
     assert digits["train"].features["label"].names == [str(d) for d in range(10)]
 
 
-def test_trained_vocabulary_ids_do_not_depend_on_training_order():
-    """The WordPiece trainer numbers tokens in an order that changes from one process to the next (ties broken in
-    hash order); the examples renumber the vocabulary from the token set alone, which leaves every tokenisation
-    unchanged."""
+def test_trained_vocabulary_breaks_ties_in_character_order():
+    """Ten equally frequent merges `q` + `##c` and room for three: the trainer breaks such ties by the numbers it
+    gave the `##c` pieces, in hash-map order that changes from one process to the next; the examples hand it the
+    pieces sorted, so the first three letters win in every process."""
+    import common
+
+    texts = [" ".join(f"q{c}" for c in "abcdefghij")]
+    special_alphabet_and_pieces = len(common.SPECIAL_TOKENS) + 11 + 10
+    vocab = common.train_wordpiece_tokenizer(texts, special_alphabet_and_pieces + 3, 32).get_vocab()
+    assert len(vocab) == special_alphabet_and_pieces + 3
+    assert sorted(token for token in vocab if token.startswith("q") and len(token) == 2) == ["qa", "qb", "qc"]
+
+
+def test_trained_vocabulary_ids_follow_from_the_token_set():
+    """Special tokens first, the others sorted; renumbering leaves every tokenisation unchanged, and a text that
+    spells a continuation piece is not split off as a special token."""
     import random
 
     import common
@@ -94,6 +106,8 @@ def test_trained_vocabulary_ids_do_not_depend_on_training_order():
     random.Random(0).shuffle(shuffled)
     assert common.canonical_vocabulary(dict.fromkeys(shuffled)) == vocab
     assert [vocab[token] for token in common.SPECIAL_TOKENS] == list(range(len(common.SPECIAL_TOKENS)))
+    assert sorted(tokenizer.all_special_tokens) == sorted(common.SPECIAL_TOKENS)
+    assert tokenizer.tokenize("##ly") == ["[UNK]", "[UNK]", "l", "##y"]  # no '#' in these texts
 
     trained = tokenizer.backend_tokenizer
     renumbered = [encoding.tokens for encoding in trained.encode_batch(texts)]
