@@ -427,5 +427,10 @@ class SpectralConfig(PretrainedConfig):
                 f"`num_attention_heads` ({self.num_attention_heads}) must be a positive divisor of `hidden_size` "
                 f"({self.hidden_size})."
             )
+        if "attention" in mixers_used and any(width % self.num_attention_heads for width in self.stage_hidden_sizes):
+            raise ValueError(
+                f"`num_attention_heads` ({self.num_attention_heads}) must divide every stage width "
+                f"hidden_sizes={self.stage_hidden_sizes}, since an `attention` mixer can run in any stage."
+            )
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"`pad_token_id` ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size}).")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral_layers import multi_head_attention
+from .spectral_layers import head_size, multi_head_attention
 
 
 class CrossAttention(nn.Module):
@@ -19,7 +19,7 @@ class CrossAttention(nn.Module):
     def __init__(self, hidden_size, condition_size, num_heads, dropout=0.0):
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
+        self.head_dim = head_size(hidden_size, num_heads)
         self.dropout = dropout
         self.q_proj = nn.Linear(hidden_size, hidden_size)
         self.k_proj = nn.Linear(condition_size, hidden_size)

@@ -49,6 +49,17 @@ def masked_max(x, mask):
     return tokens.amax(dim=1)
 
 
+def head_size(hidden_size, num_heads):
+    """Channels per head, `hidden_size // num_heads`. A width the heads do not divide is refused: splitting it into
+    heads with a view would silently regroup values across tokens."""
+    if num_heads < 1 or hidden_size % num_heads:
+        raise ValueError(
+            f"{num_heads} attention heads cannot split a width of {hidden_size}: `num_attention_heads` must be a "
+            f"positive divisor of every width that uses attention (here {hidden_size})."
+        )
+    return hidden_size // num_heads
+
+
 class AttentionPooling(nn.Module):
     """(B, *grid, D) -> (B, D): a weighted mean of the real tokens with learned, input-dependent weights.
 
@@ -61,6 +72,7 @@ class AttentionPooling(nn.Module):
     def __init__(self, hidden_size, num_heads):
         super().__init__()
         self.num_heads = num_heads
+        head_size(hidden_size, num_heads)  # refuses a width the heads do not divide
         self.scores = nn.Linear(hidden_size, num_heads)
 
     def forward(self, x, mask=None):
@@ -818,7 +830,7 @@ class SelfAttention(nn.Module):
     def __init__(self, hidden_size, num_heads, dropout=0.0):
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
+        self.head_dim = head_size(hidden_size, num_heads)
         self.dropout = dropout
         self.q_proj = nn.Linear(hidden_size, hidden_size)
         self.k_proj = nn.Linear(hidden_size, hidden_size)

@@ -107,6 +107,11 @@ CONFIG_ROWS = [
     (dict(IMAGE, **AFNO_LAYOUT, afno_kept_modes=[None, [5]]), r"`afno_kept_modes\[1\]` must be .* indices in \[0, 3\)"),
     (dict(IMAGE, hidden_sizes=[16, 32], depths=[1, 1], condition_type="adaln_zero"),
      r"`condition_type` is not supported with hierarchical `hidden_sizes`"),
+    (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], mixer_layout=["attention", "fourier"], num_attention_heads=8),
+     r"`num_attention_heads` \(8\) must divide every stage width hidden_sizes=\[12, 32\]"),
+    (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], num_attention_heads=8,
+          mixer_layout=["fourier", {"strategy": "adaptive", "mixers": ["fourier", "attention"]}]),
+     r"`num_attention_heads` \(8\) must divide every stage width"),
 ]
 
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fourierformers.condition_layers import CrossAttention
 from fourierformers.spectral_layers import (
     AFNOMixer,
+    AttentionPooling,
     FourierMixer,
     GlobalFilter,
     SelfAttention,
@@ -334,3 +336,13 @@ def test_spectral_mixers_run_in_float32_under_half_precision(dtype):
 def test_grid_larger_than_fft_size_is_rejected():
     with pytest.raises(ValueError, match="does not fit the FFT size"):
         GlobalFilter(4, (8,))(torch.randn(1, 9, 4))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SelfAttention(12, 8), lambda: CrossAttention(12, 4, 8), lambda: AttentionPooling(12, 8),
+    lambda: SelfAttention(12, 0),
+])
+def test_attention_heads_must_divide_the_width(build):
+    """A view of 12 channels into 8 heads of 1 would regroup values across tokens (96 'tokens' from 64)."""
+    with pytest.raises(ValueError, match="attention heads cannot split a width of 12"):
+        build()
