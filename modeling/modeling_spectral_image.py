@@ -115,6 +115,7 @@ class PatchRegressionOutput(ModelOutput):
         last_hidden_state: (B, *grid, D), the backbone's token grid before the head.
         hidden_states: the embeddings and every block's output, flattened to (B, N, D).
         reshaped_hidden_states: the same on their token grid, (B, D, *grid) as Swin's.
+        attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -157,14 +158,19 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): input fields.
         labels (`torch.Tensor` of shape `(batch_size, num_output_channels, *image_size)`): regression targets.
+        Other keyword arguments (`interpolate_pos_encoding`, `output_attentions`, `condition`, ...) go to the
+        backbone, see `SpectralModel.forward`.
 
-        Returns `PatchRegressionOutput` with `predictions` (B, num_output_channels, *image_size).
+        Returns `PatchRegressionOutput` with `predictions` (B, num_output_channels, *image_size), `image_size` that
+        of `pixel_values`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
                                   return_dict=True, **kwargs)
-        grid = self.base_model.fft_shape
         kernel = self.config.patch_geometry()[0]
+        # The backbone has checked that the patches tile the image; its size is the built one, or any other with
+        # `interpolate_pos_encoding=True`.
+        grid = tuple(size // k for size, k in zip(pixel_values.shape[-len(kernel):], kernel))
         tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
         values = self.head(tokens).unflatten(-1, (*kernel, self.config.num_output_channels))  # (B, *grid, *p, C)
         spatial_dims = len(grid)
@@ -189,6 +195,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
             predictions=predictions,
             last_hidden_state=tokens,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             reshaped_hidden_states=outputs.reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()

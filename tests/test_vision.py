@@ -383,6 +383,24 @@ def test_interpolate_pos_encoding_to_a_larger_image_equals_loading_at_that_size(
         model(pixel_values=pixel_values)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patch_regression_at_another_image_size_and_its_attentions(family, tmp_path):
+    """The dense head unfolds the grid of the image it is given: with interpolate_pos_encoding=True a 24 x 24 field
+    in a model built for 16 x 16 gives the predictions of the model loaded at 24 (6 x 6 tokens, not the built
+    4 x 4); the attention layer's weights come back."""
+    config = image_config(family, num_channels=2, num_output_channels=3, mixer_layout=["attention", "global_filter"])
+    model = model_class(family, "ForPatchRegression")(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = model_class(family, "ForPatchRegression").from_pretrained(tmp_path, image_size=24).eval()
+    pixel_values = torch.randn(2, 2, 24, 24)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixel_values, interpolate_pos_encoding=True, output_attentions=True)
+        expected = loaded(pixel_values=pixel_values).predictions
+    assert outputs.predictions.shape == (2, 3, 24, 24) and outputs.last_hidden_state.shape == (2, 6, 6, 32)
+    torch.testing.assert_close(outputs.predictions, expected, atol=1e-5, rtol=1e-5)
+    assert [tuple(weights.shape) for weights in outputs.attentions] == [(2, config.num_attention_heads, 36, 36)]
+
+
 @pytest.mark.parametrize("image_size", [36, 40])
 def test_gfnet_h_refuses_images_with_odd_grids_at_any_stage(image_size, tmp_path):
     """A hierarchical model halves the grid between stages, so, as from_pretrained at that image_size, it refuses
