@@ -665,6 +665,12 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
         raise ValueError(
             f"The config has condition_type={config.condition_type!r}: pass `condition` of shape {expected[1]}."
         )
+    if not torch.is_tensor(condition) or not condition.is_floating_point():
+        kind = f"dtype {condition.dtype}" if torch.is_tensor(condition) else type(condition).__name__
+        raise ValueError(
+            f"`condition` for condition_type={config.condition_type!r} must be a floating-point torch.Tensor of "
+            f"shape {expected[1]}, got {kind}."
+        )
     if condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size:
         raise ValueError(
             f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}, "
@@ -672,10 +678,11 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
         )
     if condition_mask is None:
         return None
-    if tuple(condition_mask.shape) != tuple(condition.shape[:2]):
+    if not torch.is_tensor(condition_mask) or tuple(condition_mask.shape) != tuple(condition.shape[:2]):
         raise ValueError(
             f"`condition_mask` must have shape (batch_size, condition_length) = {tuple(condition.shape[:2])}, "
-            f"1 for real condition tokens and 0 for padding, got {tuple(condition_mask.shape)}."
+            f"1 for real condition tokens and 0 for padding, got "
+            f"{tuple(condition_mask.shape) if torch.is_tensor(condition_mask) else type(condition_mask).__name__}."
         )
     if not torch.compiler.is_compiling():  # reading values back would split a compiled graph
         check_padding_mask_values("condition_mask", condition_mask, "condition token")
@@ -843,6 +850,8 @@ class SpectralModel(SpectralPreTrainedModel):
         larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`)."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        if condition is not None:  # a float32 condition for a bfloat16 model, as pixel_values are cast
+            condition = condition.to(hidden_states.dtype)
         stage_grids = self.config.stage_grid_shapes
         fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[0])
         for index, layer in enumerate(self.layers):

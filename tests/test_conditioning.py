@@ -72,6 +72,25 @@ def test_missing_unexpected_or_misshapen_condition_is_a_clear_error(family, cond
     unconditioned = model_class(family, "Model")(tiny_config(family))
     with pytest.raises(ValueError, match="condition_type=None"):
         unconditioned(input_ids, condition=make_condition(condition_type))
+    condition = make_condition(condition_type)
+    for bad, got in [(condition.tolist(), "got list"), (condition.long(), "got dtype torch.int64")]:
+        with pytest.raises(ValueError, match=f"must be a floating-point torch.Tensor of shape .*, {got}"):
+            conditioned(input_ids, attention_mask=attention_mask, condition=bad)
+
+
+@family_and_type
+def test_condition_follows_the_model_dtype(family, condition_type):
+    """A float32 condition for a bfloat16 model is cast, as pixel_values are (a float64 one for float32 too)."""
+    input_ids, attention_mask = text_batch()
+    model = randomise(model_class(family, "Model")(conditioned_config(family, condition_type))).eval()
+    condition = make_condition(condition_type)
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state
+        float64 = model(input_ids, attention_mask=attention_mask, condition=condition.double()).last_hidden_state
+        half = model.to(torch.bfloat16)(input_ids, attention_mask=attention_mask, condition=condition)
+    torch.testing.assert_close(float64, expected)
+    assert half.last_hidden_state.dtype == torch.bfloat16
+    torch.testing.assert_close(half.last_hidden_state.float(), expected, atol=0.1, rtol=0.1)
 
 
 def test_bad_condition_config_is_rejected():
@@ -161,6 +180,7 @@ def test_bad_condition_mask_is_a_clear_error():
     condition = make_condition("cross_attention")
     for mask, message in [
         (torch.ones(3, 4), r"shape \(batch_size, condition_length\) = \(3, 5\)"),
+        ([[1] * 5] * 3, r"shape \(batch_size, condition_length\) = \(3, 5\).*got list"),
         (torch.full((3, 5), 2), "only 1 \\(real condition token\\) and 0"),
         (torch.ones(3, 5).index_fill(0, torch.tensor([2]), 0), "at least one real condition token"),
     ]:
