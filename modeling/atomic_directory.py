@@ -3,17 +3,20 @@
 The result is built in a work directory beside the destination (`<name>.incomplete`) and moved into place only
 when everything in it has been written, so a run that fails or is interrupted never leaves a half-written model
 directory where a finished one is expected. An existing destination is replaced only when it is empty or holds a
-saved model (a `config.json`, e.g. the output of an earlier run); anything else is refused unless the caller asks
-to overwrite it, so that a mistyped path cannot delete unrelated files.
+saved model (`holds_saved_model`, e.g. the output of an earlier run); anything else is refused unless the caller
+asks to overwrite it, so that a mistyped path cannot delete unrelated files, and a destination that contains one of
+the run's inputs is always refused.
 """
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
 
 WORK_SUFFIX = ".incomplete"
 REPLACED_SUFFIX = ".replaced"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def work_dir_for(output_dir):
@@ -22,21 +25,42 @@ def work_dir_for(output_dir):
     return output_dir.with_name(output_dir.name + WORK_SUFFIX)
 
 
-def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True"):
+def holds_saved_model(directory):
+    """Whether `directory` holds a model written by `save_pretrained`: a `config.json` naming a `model_type`, and
+    weights beside it (any other folder with a config.json, e.g. a project's own settings, is not one)."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    has_weights = any((directory / name).is_file() for name in WEIGHT_FILES)
+    return isinstance(config, dict) and "model_type" in config and has_weights
+
+
+def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True", inputs=()):
     """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
-    holds a saved model (`config.json`), or `overwrite` is set. `overwrite_option` is how the caller's user asks
-    for `overwrite` (a command-line flag), named in the message."""
+    holds a saved model (`holds_saved_model`), or `overwrite` is set; and none of the paths `inputs` (what the
+    run reads, e.g. the checkpoint it converts) lies in it, whatever `overwrite` says. `overwrite_option` is how
+    the caller's user asks for `overwrite` (a command-line flag), named in the message."""
     output_dir = Path(output_dir)
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
         raise ValueError(f"The output directory {output_dir} is an existing file; pass a directory path.")
+    replaced = output_dir.resolve()
+    for path in inputs:
+        if replaced == Path(path).resolve() or replaced in Path(path).resolve().parents:
+            raise ValueError(
+                f"The input {path} lies in the output directory {output_dir}, which the run replaces when it "
+                "finishes; pass another output directory."
+            )
     entries = sorted(entry.name for entry in output_dir.iterdir())
-    if entries and "config.json" not in entries and not overwrite:
+    if entries and not holds_saved_model(output_dir) and not overwrite:
         raise ValueError(
-            f"The output directory {output_dir} is not empty and holds no saved model (no config.json): "
-            f"{entries[:5]}{' ...' if len(entries) > 5 else ''}. Pass a new or empty directory or the output of an "
-            f"earlier run (both are replaced), or {overwrite_option} to replace it anyway."
+            f"The output directory {output_dir} is not empty and holds no saved model (a config.json with a "
+            f"model_type, and weights): {entries[:5]}{' ...' if len(entries) > 5 else ''}. Pass a new or empty "
+            f"directory or the output of an earlier run (both are replaced), or {overwrite_option} to replace it "
+            "anyway."
         )
 
 

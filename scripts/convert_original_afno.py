@@ -190,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
-    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite")
+    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite", inputs=[args.input])
     options = dict(hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold)
     if args.fourcastnet:
         model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size), **options)

@@ -139,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
-    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite")
+    check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite", inputs=[args.input])
     model = convert_gfnet_checkpoint(args.input, args.image_size, args.drop_path_rate)
     save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")

@@ -205,7 +205,7 @@ def convert_fnet_checkpoint(
     Returns the model in eval mode."""
     input_dir = Path(input_dir)
     if output_dir is not None:
-        check_output_dir(output_dir, overwrite, overwrite_option="--overwrite")
+        check_output_dir(output_dir, overwrite, overwrite_option="--overwrite", inputs=[input_dir])
     fnet_config = read_fnet_config(input_dir)
     head = head or head_of(fnet_config)
     if head not in HEADS:

@@ -456,9 +456,26 @@ def test_original_converter_command_line_refuses_a_foreign_output_dir(tmp_path, 
     """Checked before converting: the input need not even exist."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match=r"holds no saved model \(no config.json\): \['notes.txt'\].*--overwrite"):
+    with pytest.raises(ValueError, match=r"holds no saved model \(a config.json with a model_type, and weights\): \['notes.txt'\].*--overwrite"):
         script.main([str(tmp_path / "missing.pth"), str(tmp_path / "out")])
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("script", [convert_original_gfnet, convert_original_afno])
+def test_original_converter_never_replaces_the_folder_of_its_input(tmp_path, script):
+    """A folder with a config.json is not a saved model unless the config names a model_type and weights lie beside
+    it; and the folder holding the input checkpoint is refused even with --overwrite."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"name": "my project"}')
+    (project / "checkpoint.pth").write_bytes(b"original weights")
+    before = snapshot(project)
+    with pytest.raises(ValueError, match=r"holds no saved model \(a config.json with a model_type, and weights\)"):
+        script.main([str(tmp_path / "elsewhere.pth"), str(project)])
+    for output_dir in (project, tmp_path):
+        with pytest.raises(ValueError, match=r"checkpoint.pth lies in the output directory .* pass another output"):
+            script.main([str(project / "checkpoint.pth"), str(output_dir), "--overwrite"])
+    assert snapshot(project) == before
 
 
 @pytest.fixture(scope="module")
@@ -494,8 +511,10 @@ FNET_ROWS = [
     ("attention layer 2 of 2", "fnet", dict(attention_layers=[2]), ValueError,
      r"Attention layer index 2 is out of range: the model has layers 0..1 \(or -2..-1\)"),
     ("output is a file", "fnet", dict(output_dir="file.json"), ValueError, r"file.json is an existing file"),
+    ("output is the input", "fnet", dict(output_dir="fnet", overwrite=True), ValueError,
+     r"The input .*fnet lies in the output directory .*fnet, which the run replaces when it finishes"),
     ("output holds other files", "fnet", dict(output_dir="busy"), ValueError,
-     r"is not empty and holds no saved model \(no config.json\): \['notes.txt'\]. .*--overwrite"),
+     r"is not empty and holds no saved model \(a config.json with a model_type, and weights\): \['notes.txt'\]. .*--overwrite"),
 ]
 
 
@@ -647,6 +666,7 @@ def earlier_output(output_dir):
     """What an earlier run left in `output_dir`; returns a snapshot (name -> bytes) to compare with."""
     output_dir.mkdir()
     (output_dir / "config.json").write_text('{"model_type": "gfnet"}')
+    (output_dir / "model.safetensors").write_bytes(b"weights")
     (output_dir / "earlier.txt").write_text("from the earlier run")
     return snapshot(output_dir)
 
