@@ -55,9 +55,9 @@ class AdaptiveMixer(HybridMixer):
     forward pass, so each example's output is exactly its chosen mixer's output, and the straight-through estimator
     (`onehot + p - p.detach()`) in the backward pass, so the gate still trains.
 
-    Without autograd (inference), without `output_attentions` and outside torch.compile, a hard gate runs each child
-    on the examples that chose it only, instead of every child on the whole batch: the same outputs for a fraction
-    of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
+    In eval mode without autograd (inference), without `output_attentions` and outside torch.compile, a hard gate
+    runs each child on the examples that chose it only, instead of every child on the whole batch: the same outputs
+    for a fraction of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
 
     After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
     decisions, detached, for inspection.
@@ -81,7 +81,9 @@ class AdaptiveMixer(HybridMixer):
             one_hot = nn.functional.one_hot(choices, len(self.mixers)).to(probs.dtype)
             weights = one_hot + (probs - probs.detach())
         self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
-        sparse = self.gate_type == "hard" and not (torch.is_grad_enabled() or output_attentions)
+        # Training mode keeps the full path even without autograd: reentrant checkpointing runs its first forward
+        # without gradients and must draw the same dropout masks as its recomputation.
+        sparse = self.gate_type == "hard" and not (self.training or torch.is_grad_enabled() or output_attentions)
         if sparse and not torch.compiler.is_compiling():  # the rows of each child depend on the data
             return self._run_chosen(x, mask, choices, attn_implementation, fft_shape), None
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)

@@ -255,7 +255,7 @@ def test_hard_gate_returns_exactly_the_chosen_mixer_and_still_trains_the_gate():
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
     """Without autograd each child sees only the rows that chose it, and the outputs are those of the full path."""
-    mixer = hard_gate()
+    mixer = hard_gate().eval()
     x, mask = padded_batch(12, {0: 7, 5: 3})
     full, _ = mixer(x, mask)  # autograd on: every child on the whole batch
     seen = {}
@@ -269,9 +269,22 @@ def test_hard_gate_in_inference_runs_each_child_on_its_examples_only(mode):
     torch.testing.assert_close(sparse, full.detach(), atol=1e-6, rtol=1e-6)
 
 
+def test_hard_gate_in_training_mode_without_autograd_runs_every_child_on_the_whole_batch():
+    """Reentrant gradient checkpointing runs its first forward without autograd, then recomputes with it: both
+    must take the full path, or the children's dropout draws differ between the two."""
+    mixer = hard_gate()
+    x, mask = padded_batch(12, {0: 7})
+    seen = []
+    for child in mixer.mixers:
+        child.register_forward_hook(lambda module, args, output: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        mixer(x, mask)
+    assert seen == [12, 12, 12]
+
+
 def test_hard_gate_in_inference_under_autocast_matches_the_full_path():
     """Under autocast the attention child returns bfloat16 while the input stays float32."""
-    mixer = hard_gate()
+    mixer = hard_gate().eval()
     x, _ = padded_batch(12, {})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         full, _ = mixer(x)
