@@ -33,7 +33,16 @@ def _check_choice(name, value, allowed):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float, not a bool (NaN or infinity in a config field only surfaces deep in a forward)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_index_list(values, size):
+    """A non-empty list (or tuple) of ints (not bools) in [0, size)."""
+    return (
+        isinstance(values, (list, tuple)) and len(values) > 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < size for v in values)
+    )
 
 
 def _check_probability(name, value):
@@ -307,10 +316,10 @@ class SpectralConfig(PretrainedConfig):
                     f"{freq_shape}, got {self.afno_kept_modes!r}."
                 )
             for axis, (modes, size) in enumerate(zip(self.afno_kept_modes, freq_shape)):
-                if modes is not None and (not modes or not all(0 <= m < size for m in modes)):
+                if modes is not None and not _is_index_list(modes, size):
                     raise ValueError(
-                        f"`afno_kept_modes[{axis}]` must be None or a non-empty list of indices in [0, {size}), "
-                        f"got {modes!r}."
+                        f"`afno_kept_modes[{axis}]` must be None or a non-empty list of integer indices in "
+                        f"[0, {size}), got {modes!r}."
                     )
 
     def validate(self):
