@@ -70,7 +70,7 @@ class DataArguments:
 
 def check_image_folder(flag, folder):
     """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
-    imagefolder reads; raise `FileNotFoundError` / `ValueError` naming `flag` otherwise."""
+    imagefolder reads; raise `FileNotFoundError` / `ValueError` naming `flag` otherwise. Returns the class names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
@@ -90,14 +90,20 @@ def check_image_folder(flag, folder):
             f"datasets' imagefolder reads them); found classes {sorted(classes)}"
             f"{f', of which {empty} hold no images' if empty else ''}."
         )
+    return sorted(classes)
 
 
 def load_raw_data(data_args):
     check_sample_limits(data_args)
     if data_args.train_dir is not None:
-        check_image_folder("--train_dir", data_args.train_dir)
+        classes = check_image_folder("--train_dir", data_args.train_dir)
         if data_args.validation_dir is not None:
-            check_image_folder("--validation_dir", data_args.validation_dir)
+            unseen = sorted(set(check_image_folder("--validation_dir", data_args.validation_dir)) - set(classes))
+            if unseen:  # imagefolder would add them to the label set, and the model would predict them untrained
+                raise ValueError(
+                    f"Classes {unseen} occur in `--validation_dir` but not in `--train_dir`, whose classes are "
+                    f"{classes}; every validation class needs training images."
+                )
         data_files = {"train": f"{data_args.train_dir}/**"}
         if data_args.validation_dir is not None:
             data_files["validation"] = f"{data_args.validation_dir}/**"
@@ -127,6 +133,12 @@ def main(argv=None):
     )
 
 
+def default_patch_size(image_size):
+    """The largest patch that tiles the image into a grid of at least 7 x 7: 8x8 digits -> 1 pixel (an 8x8 grid),
+    28x28 Fashion-MNIST -> 4 (7x7), 64 -> 8 (8x8), 224 -> 32 (7x7)."""
+    return max(size for size in range(1, max(1, image_size // 7) + 1) if image_size % size == 0)
+
+
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
@@ -143,8 +155,8 @@ def run(model_args, data_args, training_args):
             image_std=[0.5, 0.5, 0.5],
             do_convert_rgb=True,
         )
-    # 8x8 digits -> 1-pixel patches (an 8x8 grid); 28x28 Fashion-MNIST -> 4-pixel patches (a 7x7 grid).
-    defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": max(1, image_size // 7), "num_channels": 3}
+    patch_size = default_patch_size(image_size)
+    defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
     config = build_config(model_args, defaults, baselines=IMAGE_BASELINES, **label_fields(names))
     if model_args.model_name_or_path is not None:
         model = AutoModelForImageClassification.from_pretrained(

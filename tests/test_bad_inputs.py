@@ -581,6 +581,8 @@ def user_data(tmp_path_factory):
     (root / "no_images" / "dog" / "readme.txt").write_text("not an image")
     write_png(root / "images" / "cat" / "a.png", 10)
     write_png(root / "images" / "dog" / "b.png", 200)
+    write_png(root / "more_classes" / "cat" / "a.png", 10)
+    write_png(root / "more_classes" / "bird" / "b.png", 100)
     return root
 
 
@@ -642,6 +644,8 @@ EXAMPLE_ROWS = [
      r"`--train_files` .* hold 0 non-empty lines; at least 2 are needed \(one example per line"),
     (run_image_classification, ["--train_dir", "{data}/missing"], FileNotFoundError,
      r"`--train_dir` .*missing is not a directory; pass a folder with one sub-folder per class"),
+    (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/more_classes"], ValueError,
+     r"Classes \['bird'\] occur in `--validation_dir` but not in `--train_dir`, whose classes are \['cat', 'dog'\]"),
     (run_image_classification, ["--train_dir", "{data}/loose_images"], ValueError,
      r"`--train_dir` .*loose_images holds images directly \(\['a.png'\]\); put them in one sub-folder per class"),
     (run_image_classification, ["--train_dir", "{data}/one_class"], ValueError,

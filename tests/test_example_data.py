@@ -124,3 +124,14 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
     )
     assert overrides == dict(hidden_size=64, mixer_residual=False, norm_first=True, afno_num_modes=None,
                              pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
+
+
+def test_default_patch_size_tiles_the_image():
+    """The image example's default patch divides the image (64 px had given 9-pixel patches, which do not tile it)
+    into a grid of at least 7 x 7."""
+    from run_image_classification import default_patch_size
+
+    assert [default_patch_size(n) for n in (8, 28, 64, 128, 224)] == [1, 4, 8, 16, 32]
+    for image_size in range(1, 300):
+        patch_size = default_patch_size(image_size)
+        assert image_size % patch_size == 0 and (image_size // patch_size >= 7 or patch_size == 1)
