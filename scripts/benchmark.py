@@ -100,8 +100,22 @@ def parse_args():
     parser.add_argument("--records-only", action="store_true", help=argparse.SUPPRESS)  # a --processes child
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     args = parser.parse_args()
-    if args.processes < 1:
-        parser.error(f"--processes must be at least 1, got {args.processes}.")
+    sizes = ("processes", "repeats", "patch_size", "hidden_size", "num_layers", "intermediate_size", "num_heads",
+             "vocab_size", "threads", "short_length", "long_length", "lengths", "batch_sizes", "image_sizes")
+    for name in sizes:
+        values = getattr(args, name)
+        if any(value < 1 for value in (values if isinstance(values, list) else [values])):
+            parser.error(f"--{name.replace('_', '-')} takes positive integers, got {values}.")
+    if args.max_seconds <= 0:
+        parser.error(f"--max-seconds must be positive, got {args.max_seconds}.")
+    text_models = [name for name in args.models if name not in IMAGE_ONLY]
+    image_models = [name for name in args.models if name not in TEXT_ONLY]
+    if not (args.lengths and text_models or args.image_sizes and image_models):
+        parser.error(
+            f"Nothing to measure: --models {' '.join(args.models)} with --lengths {args.lengths} and --image-sizes "
+            f"{args.image_sizes}; text models need lengths, image models ({', '.join(IMAGE_ONLY)} and ours) image "
+            "sizes."
+        )
     if args.quick:
         args.lengths = [512, 4096]
         args.image_sizes = [224, 512]
@@ -386,6 +400,10 @@ def fourier_layer_comparison(args, lengths, batch_size=1):
     return "\n".join(lines)
 
 
+def short_input_families(args):
+    return [name for name in ("gfnet", "afno", "fnet_hybrid") if name in args.models]
+
+
 def short_input_comparison(args):
     """A short input in a model built for long inputs against the same model built for the short length."""
     short, long = args.short_length, args.long_length
@@ -394,7 +412,7 @@ def short_input_comparison(args):
         "|---|---:|---:|---:|",
     ]
     inputs = dict(input_ids=torch.randint(5, args.vocab_size, (1, short)).to(args.device))
-    for name in ("gfnet", "afno", "fnet_hybrid"):
+    for name in short_input_families(args):
         steps = {n: make_step(build_model(name, args, n), "inference", inputs) for n in (long, short)}
         times = {n: [] for n in steps}
         for step in steps.values():
@@ -558,7 +576,8 @@ def main():
         print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
               f"{args.hidden_size}, inference):\n")
         print(fourier_layer_comparison(args, sorted(args.lengths)))
-    print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
+    if short_input_families(args):
+        print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
     written = []
     for kind in kinds:
         path = args.output_dir / f"benchmark_{suffix}{'' if kind == 'text' else '_images'}.png"

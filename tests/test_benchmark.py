@@ -3,6 +3,7 @@ tables and plots are written, and the ratios are consistent with the times. A sm
 test."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,17 @@ def test_aggregate_runs_takes_medians_over_the_processes_where_a_model_ran():
     assert benchmark.ratio_cell(gfnet, "x_attention") == ""
     skipped_everywhere = benchmark.aggregate_runs([[_record("bert_sdpa", status="skipped: out of memory")]] * 2)[0]
     assert skipped_everywhere["status"] == "skipped: out of memory" and "ms" not in skipped_everywhere
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--repeats", "0"], r"--repeats takes positive integers, got 0"),
+    (["--lengths", "64", "-5"], r"--lengths takes positive integers, got \[64, -5\]"),
+    (["--patch-size", "0"], r"--patch-size takes positive integers"),
+    (["--max-seconds", "0"], r"--max-seconds must be positive"),
+    (["--models", "vit_sdpa", "--lengths", "64", "--image-sizes"], r"Nothing to measure: --models vit_sdpa with"),
+])
+def test_bad_arguments_stop_before_any_model_is_built(monkeypatch, capsys, arguments, message):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *arguments])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args()
+    assert re.search(message, capsys.readouterr().err)
