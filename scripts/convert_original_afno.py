@@ -185,15 +185,24 @@ def main(argv=None):
     parser.add_argument("--double-skip", action="store_true", help="the model was trained with --double-skip")
     parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
     parser.add_argument("--fourcastnet", action="store_true", help="a FourCastNet checkpoint (double skip on)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(720, 1440), metavar=("HEIGHT", "WIDTH"),
-                        help="FourCastNet's training image size (default 720 1440)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="with --fourcastnet: its training image size (default 720 1440)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
+    # Flags that do not apply are refused rather than ignored.
+    if args.fourcastnet and (args.double_skip or args.drop_path_rate):
+        parser.error("--double-skip and --drop-path-rate are for AFNO checkpoints; FourCastNet's always has the double "
+                     "skip and converts without stochastic depth.")
+    if not args.fourcastnet and args.image_size is not None:
+        parser.error("--image-size is FourCastNet's training image size (with --fourcastnet); an AFNO checkpoint's "
+                     "image size comes from its position embeddings.")
     check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite", inputs=[args.input])
-    options = dict(hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold)
+    options = dict(
+        hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold
+    )
     if args.fourcastnet:
-        model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size), **options)
+        model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size or (720, 1440)), **options)
     else:
         model = convert_afno_checkpoint(
             args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options

@@ -4,6 +4,7 @@ names the exception type and a pattern the message must match: what is wrong and
 converters and examples must leave their output directory absent or as it was (`atomic_directory`)."""
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -483,6 +484,17 @@ def test_original_converter_never_replaces_the_folder_of_its_input(tmp_path, scr
         with pytest.raises(ValueError, match=r"checkpoint.pth lies in the output directory .* pass another output"):
             script.main([str(project / "checkpoint.pth"), str(output_dir), "--overwrite"])
     assert snapshot(project) == before
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--image-size", "64", "64"], r"--image-size is FourCastNet's training image size \(with --fourcastnet\)"),
+    (["--fourcastnet", "--double-skip"], r"--double-skip and --drop-path-rate are for AFNO checkpoints"),
+    (["--fourcastnet", "--drop-path-rate", "0.1"], r"--double-skip and --drop-path-rate are for AFNO checkpoints"),
+])
+def test_afno_converter_refuses_flags_that_do_not_apply(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        convert_original_afno.main([str(tmp_path / "in.pth"), str(tmp_path / "out"), *flags])
+    assert re.search(message, capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")
