@@ -87,3 +87,19 @@ def test_compiled_model_matches_eager_forward_and_backward(family):
             assert traced_grad is None
         else:
             torch.testing.assert_close(traced_grad, eager_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torch_export_matches_eager(family):
+    """`torch.export` (the deployment path; TorchScript's `torch.jit.trace` is not supported) gives the eager outputs
+    for batches of the traced shape, whatever their padding: nothing is specialised on the mask's values."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
+    input_ids = torch.randint(5, 99, (2, 9))
+    right, left = torch.ones_like(input_ids), torch.ones_like(input_ids)
+    right[1, 6:] = 0
+    left[0, :4] = 0
+    exported = torch.export.export(model, (input_ids,), {"attention_mask": right}).module()
+    for attention_mask in (right, left, torch.ones_like(input_ids)):
+        with torch.no_grad():
+            expected = model(input_ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(exported(input_ids, attention_mask=attention_mask).logits, expected)
