@@ -237,7 +237,8 @@ def load_user_data(train_file, validation_file):
             splits[split] = load_dataset(USER_DATA_BUILDERS[suffix], data_files=str(path), split="train", **kwargs)
         except (ValueError, DatasetGenerationError) as error:  # e.g. a header without rows, a ragged line
             cause = error.__cause__ or error  # datasets wraps the parser's error
-            detail = "" if isinstance(error, ValueError) else f" ({type(cause).__name__}: {cause})"  # ValueError: no rows
+            # a ValueError says only that no rows came; a generation error carries the parser's reason
+            detail = "" if isinstance(error, ValueError) else f" ({type(cause).__name__}: {cause})"
             raise ValueError(
                 f"No examples could be read from `{flag}` {path}{detail}: a CSV / TSV file needs a header and at least "
                 "one row with a value per column, a JSON lines file one object per line."

@@ -16,7 +16,9 @@ from pathlib import Path
 
 WORK_SUFFIX = ".incomplete"
 REPLACED_SUFFIX = ".replaced"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
 
 
 def work_dir_for(output_dir):
