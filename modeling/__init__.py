@@ -10,6 +10,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForImageToImage,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -49,6 +50,7 @@ from .modeling_spectral import SpectralBlock, SpectralPreTrainedModel
 from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention
 from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
+# AutoModelForImageToImage serves the dense per-pixel heads (patch regression, FourCastNet); no pipeline uses them.
 AUTO_CLASSES = {
     AFNOConfig: {
         AutoModel: AFNOModel,
@@ -56,6 +58,7 @@ AUTO_CLASSES = {
         AutoModelForTokenClassification: AFNOForTokenClassification,
         AutoModelForMaskedLM: AFNOForMaskedLM,
         AutoModelForImageClassification: AFNOForImageClassification,
+        AutoModelForImageToImage: AFNOForPatchRegression,
     },
     FNetHybridConfig: {
         AutoModel: FNetHybridModel,
@@ -63,6 +66,7 @@ AUTO_CLASSES = {
         AutoModelForTokenClassification: FNetHybridForTokenClassification,
         AutoModelForMaskedLM: FNetHybridForMaskedLM,
         AutoModelForImageClassification: FNetHybridForImageClassification,
+        AutoModelForImageToImage: FNetHybridForPatchRegression,
     },
     GFNetConfig: {
         AutoModel: GFNetModel,
@@ -70,6 +74,7 @@ AUTO_CLASSES = {
         AutoModelForTokenClassification: GFNetForTokenClassification,
         AutoModelForMaskedLM: GFNetForMaskedLM,
         AutoModelForImageClassification: GFNetForImageClassification,
+        AutoModelForImageToImage: GFNetForPatchRegression,
     },
 }
 

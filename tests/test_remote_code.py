@@ -13,7 +13,10 @@ import torch
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import load_file, save_file
 
-HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForImageClassification"]
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForImageClassification",
+         "ForPatchRegression"]
+IMAGE_FIELDS = {"ForImageClassification": dict(image_size=8, patch_size=2),
+                "ForPatchRegression": dict(image_size=8, patch_size=2, num_output_channels=2)}
 
 # Runs in a subprocess: blocks the package, then loads every `FOLDER=AUTO_CLASS` given on the command line with that
 # Auto class and with AutoModel, saves the loaded model again and reloads that copy, and prints the largest output
@@ -57,8 +60,8 @@ for argument in sys.argv[1:]:
         output = model(**inputs)
         hidden = backbone(**inputs).last_hidden_state
         output_resaved = resaved(**inputs)
-    main = output.last_hidden_state if "last_hidden_state" in output else output.logits
-    main_resaved = output_resaved.last_hidden_state if "last_hidden_state" in output else output_resaved.logits
+    main_name = next(name for name in ("predictions", "logits", "last_hidden_state") if name in output)
+    main, main_resaved = output[main_name], output_resaved[main_name]
     report[folder.name] = {
         "config_class": type(config).__module__.split(".")[0],
         "model_class": type(model).__name__,
@@ -73,8 +76,8 @@ print(json.dumps(report))
 
 def save_checkpoint(family, head, folder):
     """Save a tiny model of `family` x `head` to `folder` with inputs (padded text, or images) and its outputs."""
-    if head == "ForImageClassification":
-        model = model_class(family, head)(tiny_config(family, image_size=8, patch_size=2)).eval()
+    if head in IMAGE_FIELDS:
+        model = model_class(family, head)(tiny_config(family, **IMAGE_FIELDS[head])).eval()
         inputs = {"pixel_values": torch.randn(2, 3, 8, 8)}
     else:
         model = model_class(family, head)(tiny_config(family)).eval()
@@ -86,7 +89,8 @@ def save_checkpoint(family, head, folder):
     with torch.no_grad():
         output = model(**inputs)
         hidden = model.base_model(**inputs).last_hidden_state
-    main = output.last_hidden_state if head == "Model" else output.logits
+    main = {"Model": "last_hidden_state", "ForPatchRegression": "predictions"}.get(head, "logits")
+    main = output[main]
     save_file(inputs, folder / "inputs.safetensors")
     save_file({"main": main, "hidden": hidden}, folder / "expected.safetensors")
     return model
@@ -142,14 +146,16 @@ def test_saved_sources_are_flat_and_complete(family, tmp_path):
         ("AutoModelForSequenceClassification", "ForSequenceClassification"),
         ("AutoModelForTokenClassification", "ForTokenClassification"),
         ("AutoModelForMaskedLM", "ForMaskedLM"),
+        ("AutoModelForImageClassification", "ForImageClassification"),
+        ("AutoModelForImageToImage", "ForPatchRegression"),
     ]:
         assert auto_map[auto_class] == f"modeling_{family}.{prefix}{head}"
 
 
 @pytest.mark.parametrize("head", HEADS)
 def test_model_card_describes_the_checkpoint(head, tmp_path):
-    image_fields = dict(image_size=8, patch_size=2) if head == "ForImageClassification" else {}
-    model = model_class("fnet_hybrid", head)(tiny_config("fnet_hybrid", num_hidden_layers=3, **image_fields))
+    config = tiny_config("fnet_hybrid", num_hidden_layers=3, **IMAGE_FIELDS.get(head, {}))
+    model = model_class("fnet_hybrid", head)(config)
     model.save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\n")
