@@ -218,6 +218,37 @@ def check_user_file(flag, path, suffixes=None):
         raise ValueError(f"`{flag}` {path} is an empty file; it needs at least one example.")
 
 
+def check_json_lines_types(flag, path):
+    """Raise `ValueError` naming `flag` when a column of the JSON-lines file `path` holds both strings and numbers:
+    pyarrow would read them all as strings, so a stray `1` among `"positive"` / `"negative"` labels would become a
+    class of its own. Files that are not JSON lines (a JSON array) are left to the loader."""
+    kinds = {}  # column -> {"string" | "number": first line number holding one}
+    with open(path, encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return
+            if not isinstance(record, dict):
+                return
+            for column, value in record.items():
+                kind = "string" if isinstance(value, str) else "number" if _is_number(value) else None
+                if kind is not None:
+                    kinds.setdefault(column, {}).setdefault(kind, line_number)
+    for column, lines_of in kinds.items():
+        if len(lines_of) == 2:
+            raise ValueError(
+                f"Column {column!r} of `{flag}` {path} holds strings (e.g. line {lines_of['string']}) and numbers "
+                f"(e.g. line {lines_of['number']}); use one type for all its values."
+            )
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def load_user_data(train_file, validation_file):
     """A DatasetDict from the user's CSV / TSV / JSON (lines) files, with a validation split cut from train when
     only `train_file` is given. Missing, empty or row-less files raise an error naming the flag."""
@@ -229,6 +260,9 @@ def load_user_data(train_file, validation_file):
     suffixes = {Path(path).suffix for _, path in files.values()}
     if len(suffixes) > 1 and not suffixes <= {".json", ".jsonl"}:
         raise ValueError(f"`--train_file` and `--validation_file` must have the same format, got {sorted(suffixes)}.")
+    for flag, path in files.values():
+        if Path(path).suffix in (".json", ".jsonl"):
+            check_json_lines_types(flag, path)
     suffix = Path(train_file).suffix
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     splits = {}

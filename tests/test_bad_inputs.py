@@ -565,6 +565,8 @@ def user_data(tmp_path_factory):
         "reviews.jsonl": "".join(json.dumps({"sentence": t, "label": i % 2}) + "\n" for i, t in enumerate(texts)),
         "other_columns.csv": "text,other\n" + "".join(f"{t},1\n" for t in texts),
         "no_text_column.csv": "label\npos\nneg\n",
+        "mixed_labels.jsonl": "".join(json.dumps({"sentence": t, "label": "pos" if i else 1}) + "\n"
+                                      for i, t in enumerate(texts)),
         "empty.csv": "",
         "header_only.csv": "sentence,label\n",
         "one_row.csv": "sentence,label\nhello,pos\n",
@@ -614,6 +616,8 @@ EXAMPLE_ROWS = [
      r"Column 'sentence' \(`--text_column_name`\) not found in the validation data, whose columns are \['text', 'oth"),
     (TEXT, ["--train_file", "{data}/float_labels.csv", "--validation_file", "{data}/reviews.csv"], ValueError,
      r"Column 'label' \(`--label_column_name`\) holds floating-point values .*use `--task regression`"),
+    (TEXT, ["--train_file", "{data}/mixed_labels.jsonl"], ValueError,
+     r"Column 'label' of `--train_file` .*mixed_labels.jsonl holds strings \(e.g. line 2\) and numbers \(e.g. line 1"),
     (TEXT, ["--train_file", "{data}/one_row.csv"], ValueError,
      r"`--train_file` .*one_row.csv has 1 examples; at least 2 are needed \(a validation split is cut from it\)"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/reviews.jsonl"], ValueError,
