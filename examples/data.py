@@ -234,7 +234,8 @@ def check_json_lines_types(flag, path):
             if not isinstance(record, dict):
                 return
             for column, value in record.items():
-                kind = "string" if isinstance(value, str) else "number" if _is_number(value) else None
+                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                kind = "string" if isinstance(value, str) else "number" if is_number else None
                 if kind is not None:
                     kinds.setdefault(column, {}).setdefault(kind, line_number)
     for column, lines_of in kinds.items():
@@ -243,10 +244,6 @@ def check_json_lines_types(flag, path):
                 f"Column {column!r} of `{flag}` {path} holds strings (e.g. line {lines_of['string']}) and numbers "
                 f"(e.g. line {lines_of['number']}); use one type for all its values."
             )
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_user_data(train_file, validation_file):
