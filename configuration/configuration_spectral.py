@@ -37,11 +37,16 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_index_list(values, size):
-    """A non-empty list (or tuple) of ints (not bools) in [0, size)."""
+    """A non-empty list (or tuple) of distinct ints (not bools) in [0, size): AFNO processes a repeated index once
+    but would give it its gradient twice."""
     return (
-        isinstance(values, (list, tuple)) and len(values) > 0
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < size for v in values)
+        isinstance(values, (list, tuple)) and len(values) > 0 and len(set(values)) == len(values)
+        and all(_is_int(v) and 0 <= v < size for v in values)
     )
 
 
@@ -53,7 +58,7 @@ def _check_probability(name, value):
 def _check_positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
@@ -125,12 +130,13 @@ class SpectralConfig(PretrainedConfig):
             `with_lorr`): a convolution to `patch_embed_rank` channels, then a linear map to `hidden_size`.
         packing_strategy (`str`, *optional*): Stride from a packing of the patch shape (see
             `configuration.patch_geometry.PACKING_STRATEGIES`); such patches are centred on their cells.
-        hidden_sizes (`list[int]`, *optional*): Widths of the stages of a hierarchical model (GFNet-H); a 2x
-            strided downsampling convolution joins consecutive stages. Needs `depths`; the last width must equal
-            `hidden_size` and each stage's MLP is `intermediate_size / hidden_size` times its width.
-        depths (`list[int]`, *optional*): Blocks per stage; their sum must equal `num_hidden_layers`.
+        hidden_sizes (`list[int]`, *optional*): Widths (positive integers) of the stages of a hierarchical model
+            (GFNet-H); a 2x strided downsampling convolution joins consecutive stages. Needs `depths`; the last width
+            must equal `hidden_size` and each stage's MLP is `intermediate_size / hidden_size` times its width.
+        depths (`list[int]`, *optional*): Blocks per stage, each at least 1; their sum must equal `num_hidden_layers`.
         afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
-            frequency indices or None (all); overrides `afno_num_modes` (the region the original AFNO code keeps).
+            frequency indices (distinct) or None (all); overrides `afno_num_modes` (the region the original AFNO code
+            keeps).
         final_layer_norm (`bool`): A norm (`norm_type`) after the last block of a pre-norm model (FourCastNet has
             none).
         num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
@@ -277,6 +283,9 @@ class SpectralConfig(PretrainedConfig):
         if (self.hidden_sizes is None) != (self.depths is None):
             raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
         if self.hidden_sizes is not None:
+            for name, values in (("hidden_sizes", self.hidden_sizes), ("depths", self.depths)):
+                if not isinstance(values, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in values):
+                    raise ValueError(f"`{name}` must be a list of positive integers (one per stage), got {values!r}.")
             if len(self.hidden_sizes) != len(self.depths) or not self.depths:
                 raise ValueError(
                     f"`hidden_sizes` ({self.hidden_sizes}) and `depths` ({self.depths}) need one entry per stage."
@@ -318,8 +327,8 @@ class SpectralConfig(PretrainedConfig):
             for axis, (modes, size) in enumerate(zip(self.afno_kept_modes, freq_shape)):
                 if modes is not None and not _is_index_list(modes, size):
                     raise ValueError(
-                        f"`afno_kept_modes[{axis}]` must be None or a non-empty list of integer indices in "
-                        f"[0, {size}), got {modes!r}."
+                        f"`afno_kept_modes[{axis}]` must be None or a non-empty list of distinct integer indices "
+                        f"in [0, {size}), got {modes!r}."
                     )
 
     def validate(self):

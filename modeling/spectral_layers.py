@@ -700,6 +700,27 @@ def lowest_kept_modes(fft_shape, num_modes):
     return [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
 
 
+def check_kept_modes(kept_modes, fft_shape):
+    """Refuse AFNO kept modes that are not, per frequency axis of an rfftn over `fft_shape`, None or distinct
+    indices into that axis: an index out of range would only fail in the forward, and a repeated one is processed
+    once but gets its gradient twice (the scatter back writes it once, the gather's backward adds every copy)."""
+    freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    if len(kept_modes) != len(freq_shape):
+        raise ValueError(
+            f"AFNO kept_modes needs one entry per frequency axis of the FFT over {tuple(fft_shape)} (frequencies "
+            f"{freq_shape}), got {kept_modes!r}."
+        )
+    for axis, (modes, size) in enumerate(zip(kept_modes, freq_shape)):
+        if modes is None:
+            continue
+        indices = list(modes)
+        if len(set(indices)) != len(indices) or not all(0 <= index < size for index in indices):
+            raise ValueError(
+                f"AFNO kept_modes[{axis}] must be distinct indices in [0, {size}) (frequency axis {axis} of the FFT "
+                f"over {tuple(fft_shape)}), got {modes!r}."
+            )
+
+
 class AFNOMixer(SpectralMixer):
     """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
 
@@ -736,6 +757,8 @@ class AFNOMixer(SpectralMixer):
         self.num_modes = num_modes
         if num_modes is not None:
             kept_modes = lowest_kept_modes(self.fft_shape, num_modes)
+        if kept_modes is not None:
+            check_kept_modes(kept_modes, self.fft_shape)
         self.kept_modes = None if kept_modes is None else [None if m is None else list(m) for m in kept_modes]
         inner = self.block_size * hidden_size_factor
         self.w1 = nn.Parameter(torch.empty(2, num_blocks, self.block_size, inner))
@@ -746,10 +769,13 @@ class AFNOMixer(SpectralMixer):
         self.dropout = Dropout(dropout)
 
     def kept_modes_at(self, fft_shape):
-        """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`."""
-        if self.num_modes is None or tuple(fft_shape) == self.fft_shape:
+        """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`; fixed indices must fit it."""
+        if tuple(fft_shape) == self.fft_shape or self.kept_modes is None:
             return self.kept_modes
-        return lowest_kept_modes(fft_shape, self.num_modes)
+        if self.num_modes is not None:
+            return lowest_kept_modes(fft_shape, self.num_modes)
+        check_kept_modes(self.kept_modes, fft_shape)
+        return self.kept_modes
 
     def complex_block_affine(self, layer, dtype, batch_size):
         """Layer 1 or 2 of the block MLP as tensors for `baddbmm` on channels-first blocks, repeated for each
