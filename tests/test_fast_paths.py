@@ -236,6 +236,19 @@ def test_inference_cache_sees_a_weight_relaid_in_the_same_memory():
         torch.testing.assert_close(mixer(x), reference_afno(x, (64,), mixer), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("hidden_size,fft_length", [(64, 64), (256, 4096), (96, 30)])
+def test_inference_cache_sees_one_channel_of_the_filter_edited_through_data(hidden_size, fft_length):
+    """Zeroing one channel through `.data` (no version bump) touches 2 F of the filter's F * D * 2 values. With an even
+    step between the compared values, every such edit of channels 1 to 7 of a 64-channel filter went unseen."""
+    mixer = _global_filter(hidden_size, (fft_length,))
+    x = torch.randn(1, fft_length, hidden_size)
+    with torch.no_grad():
+        mixer(x)
+        for channel in (1, 3, hidden_size // 2 + 1, hidden_size - 1):
+            mixer.complex_weight.data[:, channel] = 0.0
+            assert mixer(x)[..., channel].abs().max() == 0
+
+
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
 def test_mixers_built_in_inference_mode_run(name):
     """Parameters created in `torch.inference_mode()` (a model loaded there) have no version counter: the cache is
