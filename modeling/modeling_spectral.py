@@ -288,6 +288,8 @@ class SpectralEmbeddings(nn.Module):
     def forward(self, input_ids=None, inputs_embeds=None, token_type_ids=None, position_ids=None):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (B, T, D)
+        else:  # float32 embeddings for a bfloat16 model, as pixel_values and conditions are cast
+            inputs_embeds = inputs_embeds.to(self.word_embeddings.weight.dtype)
         batch_size, seq_length = inputs_embeds.shape[:2]
         if position_ids is None:
             position_ids = torch.arange(seq_length, device=inputs_embeds.device)[None]

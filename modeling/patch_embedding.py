@@ -145,6 +145,8 @@ class SpectralImageEmbeddings(nn.Module):
                 f"`pixel_values` must have shape (batch_size, num_channels={num_channels}, *{self.image_size}) "
                 f"with spatial_dims={spatial_dims}, got {tuple(pixel_values.shape)}."
             )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(f"`pixel_values` must hold at least one image, got shape {tuple(pixel_values.shape)}.")
         if tuple(pixel_values.shape[2:]) != self.image_size and not interpolate_pos_encoding:
             raise ValueError(
                 f"Input image size {tuple(pixel_values.shape[2:])} does not match the model's image_size "

@@ -249,6 +249,7 @@ IMAGE_ROWS = [
     ("rank 3", lambda: dict(pixel_values=torch.randn(3, 16, 16)),
      r"`pixel_values` must have shape \(batch_size, num_channels=3, \*\(16, 16\)\) .*got \(3, 16, 16\)"),
     ("rank 5", lambda: dict(pixel_values=torch.randn(1, 2, 3, 16, 16)), r"spatial_dims=2, got \(1, 2, 3, 16, 16\)"),
+    ("empty batch", lambda: dict(pixel_values=torch.randn(0, 3, 16, 16)), r"at least one image, got shape \(0, 3,"),
     ("one channel", lambda: dict(pixel_values=torch.randn(2, 1, 16, 16)), r"num_channels=3, .*got \(2, 1, 16, 16\)"),
     ("other image size", lambda: dict(pixel_values=torch.randn(2, 3, 20, 20)),
      r"Input image size \(20, 20\) does not match the model's image_size \(16, 16\).*interpolate_pos_encoding=True"),

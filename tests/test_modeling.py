@@ -304,10 +304,13 @@ def test_bfloat16_is_finite_and_close_to_float32(family):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = model(**inputs).logits
         half = model.to(torch.bfloat16)(**inputs).logits
+        float32_embeddings = model.get_input_embeddings()(inputs["input_ids"]).float()
+        from_embeddings = model(**{**inputs, "input_ids": None, "inputs_embeds": float32_embeddings}).logits
     for logits in (autocast, half):
         assert torch.isfinite(logits).all()
         torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
     assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(from_embeddings, half, atol=0, rtol=0)  # float32 embeddings are cast, as pixels are
 
 
 @pytest.mark.parametrize("family", FAMILIES)
