@@ -945,8 +945,9 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
         raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
     if problem_type == "regression":
         if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != batch_size * num_labels:
+            shapes = f"({batch_size},) or " if num_labels == 1 else ""
             raise ValueError(
-                f"Regression `labels` must have shape ({batch_size},) or ({batch_size}, num_labels={num_labels}), "
+                f"Regression `labels` must have shape {shapes}({batch_size}, num_labels={num_labels}), "
                 f"got {tuple(labels.shape)}."
             )
     elif problem_type == "single_label_classification":

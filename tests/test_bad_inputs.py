@@ -241,6 +241,16 @@ def test_text_forward(family, head, inputs, message):
     assert model.config.problem_type == problem_type  # rejected labels do not set the inferred problem type
 
 
+@pytest.mark.parametrize("num_labels,shape,allowed", [
+    (3, (2,), r"shape \(2, num_labels=3\), got \(2,\)"),  # (B,) only fits one label; the message listed it
+    (1, (2, 2), r"shape \(2,\) or \(2, num_labels=1\), got \(2, 2\)"),
+])
+def test_regression_labels_name_only_the_shapes_allowed(num_labels, shape, allowed):
+    model = cached_model("gfnet", "ForSequenceClassification", num_labels=num_labels, problem_type="regression")
+    with pytest.raises(ValueError, match=rf"Regression `labels` must have {allowed}\.$"):
+        model(input_ids=ids(), labels=torch.randn(shape))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Pixel forwards and image-head constructors: every family, 16 x 16 RGB images in 4 x 4 patches.
 
