@@ -415,9 +415,29 @@ class SpectralPreTrainedModel(PreTrainedModel):
         model = resize_model_to_image_size(model, requested)
         return model if info is None else (model, info)
 
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """`PreTrainedModel.resize_token_embeddings`, refusing a vocabulary that would drop `config.pad_token_id`
+        (the resized model could not be saved: its config would be invalid)."""
+        if new_num_tokens is not None and self.config.pad_token_id is not None:
+            size = new_num_tokens
+            if pad_to_multiple_of is not None:
+                size = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+            if self.config.pad_token_id >= size:
+                raise ValueError(
+                    f"Resizing the vocabulary to {size} tokens would drop pad_token_id={self.config.pad_token_id}; "
+                    f"keep at least {self.config.pad_token_id + 1} tokens, or first set `config.pad_token_id` to an "
+                    "id below the new size (or None)."
+                )
+        return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+
     def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with
-        `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md)."""
+        `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md).
+
+        The config is validated first: transformers copies the source files of registered classes before it
+        validates and writes config.json, so an invalid config left a folder of source files and nothing else."""
+        if is_main_process:
+            self.config.validate()
         super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
         if is_main_process:
             if self._auto_class is not None:
