@@ -92,16 +92,36 @@ def model_card(model):
         front_matter.append(f"pipeline_tag: {pipeline_tag}")
     front_matter.append("---")
     mixers = "spectral (FFT-based) mixers" + (" and self-attention" if "attention" in config.mixers_used else "")
+    mlp_size = config.intermediate_size or "none (mixer-only blocks)"
     rows = [
         ("model type", f"`{config.model_type}`"),
         ("class", f"`{class_name}`"),
         ("token mixers per layer", f"`{config.mixer_layout}` ({_layout_summary(config.mixer_layout)})"),
-        ("hidden / MLP size", f"{config.hidden_size} / {config.intermediate_size or 'none (mixer-only blocks)'}"),
-        ("layers", str(config.num_hidden_layers)),
-        ("max sequence length (FFT length)", str(config.max_position_embeddings)),
-        ("vocabulary", str(config.vocab_size)),
+    ]
+    if config.hidden_sizes is None:
+        rows += [("hidden / MLP size", f"{config.hidden_size} / {mlp_size}"), ("layers", str(config.num_hidden_layers))]
+    else:
+        rows += [
+            ("stage widths / depths", f"{list(config.hidden_sizes)} / {list(config.depths)}"),
+            ("MLP size (last stage)", str(mlp_size)),
+        ]
+    if config.is_vision:
+        grids = " → ".join(" × ".join(map(str, grid)) for grid in config.stage_grid_shapes)
+        pooling = "mean" if config.pooling == "cls" else config.pooling  # images have no CLS token
+        rows += [
+            ("image size", " × ".join(map(str, config.image_shape)) + f" px, {config.num_channels} channels"),
+            ("patch size", " × ".join(map(str, config.patch_geometry()[0]))),
+            ("token grid (FFT size) per stage" if config.hidden_sizes else "token grid (FFT size)", grids),
+        ]
+    else:
+        pooling = config.pooling
+        rows += [
+            ("max sequence length (FFT length)", str(config.max_position_embeddings)),
+            ("vocabulary", str(config.vocab_size)),
+        ]
+    rows += [
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),
-        ("pooling", f"{config.pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
+        ("pooling", f"{pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
         ("parameters", f"{num_parameters:,}"),
     ]
     if auto_class.endswith("Classification"):
@@ -114,7 +134,11 @@ def model_card(model):
             "padded batch; longer inputs raise a `ValueError`: truncate them"
         )
     else:
-        inputs = f"`{model.main_input_name}`"
+        inputs = (
+            f"images of {' × '.join(map(str, config.image_shape))} px: `pixel_values` of shape (batch_size, "
+            f"{config.num_channels}, {', '.join(map(str, config.image_shape))}) (an image processor resizing to that "
+            "size makes them); other sizes that the patches tile need `interpolate_pos_encoding=True`"
+        )
     body = f"""
 # {class_name}
 

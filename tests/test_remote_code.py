@@ -164,6 +164,21 @@ def test_model_card_describes_the_checkpoint(head, tmp_path):
     assert f"{model.num_parameters():,}" in card
     assert f"{type(model)._auto_class}.from_pretrained(\"path/to/this/checkpoint\", trust_remote_code=True)" in card
     assert ("labels | LABEL_0, LABEL_1, LABEL_2" in card) == head.endswith("Classification")
+    image_rows = [
+        "| image size | 8 × 8 px, 3 channels |", "| patch size | 2 × 2 |", "| token grid (FFT size) | 4 × 4 |"
+    ]
+    text_rows = ["| max sequence length (FFT length) | 24 |", f"| vocabulary | {config.vocab_size} |"]
+    assert all((row in card) == (head in IMAGE_FIELDS) for row in image_rows)
+    assert all((row in card) != (head in IMAGE_FIELDS) for row in text_rows)
+
+
+def test_model_card_of_a_hierarchical_image_model_lists_its_stages(tmp_path):
+    config = tiny_config("gfnet", image_size=16, patch_size=2, hidden_sizes=[16, 32], depths=[1, 1])
+    model_class("gfnet", "ForImageClassification")(config).save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "| stage widths / depths | [16, 32] / [1, 1] |" in card
+    assert "| token grid (FFT size) per stage | 8 × 8 → 4 × 4 |" in card
+    assert "| pooling | mean |" in card  # images have no CLS token
 
 
 def test_model_card_is_not_overwritten(tmp_path):
