@@ -29,6 +29,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils import logging
 
 from .condition_layers import AdaLNZero, CrossAttention
 from .dropout import Dropout
@@ -55,6 +56,7 @@ from .spectral_layers import (
     sinusoidal_position_table,
 )
 
+logger = logging.get_logger(__name__)
 
 # transformers' "gelu_new" (FNet, GPT-2) is the tanh approximation of GELU written as five tensor operations;
 # torch's fused kernel computes the same function (to float rounding) about three times faster.
@@ -500,6 +502,26 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         raise ValueError(
             f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
             f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
+        )
+    warn_of_another_fft_length(model_class.config_class.from_json_file(config_file), kwargs)
+
+
+def warn_of_another_fft_length(saved, kwargs):
+    """Warn when a text checkpoint (config `saved`) is loaded with another `max_position_embeddings` (a keyword or
+    `config=`) that its weights still fit: without learned positions or global filters, whose sizes would not match,
+    nothing in the load report says that the Fourier and AFNO mixers now transform over another length, so that the
+    model computes another function of the same weights."""
+    config = kwargs.get("config")
+    requested = config.max_position_embeddings if isinstance(config, PretrainedConfig) else None
+    requested = kwargs.get("max_position_embeddings", requested)
+    if saved.is_vision or requested is None or requested == saved.max_position_embeddings:
+        return
+    mixers = saved.mixers_used
+    if saved.position_embedding_type != "absolute" and "global_filter" not in mixers and mixers & {"fourier", "afno"}:
+        logger.warning(
+            f"Loading with max_position_embeddings={requested} instead of the checkpoint's "
+            f"{saved.max_position_embeddings}: the spectral mixers transform over that length, so every output differs "
+            "from the saved model's, even for inputs that fit both. Fine-tune the model at the new length."
         )
 
 

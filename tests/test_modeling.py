@@ -5,12 +5,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
+from transformers.testing_utils import CaptureLogger
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers.dropout import Dropout
@@ -498,6 +500,21 @@ def test_masked_lm_decoder_is_tied_and_resizes(family, tmp_path):
     assert reloaded.lm_head.decoder.out_features == 120
     ids = torch.randint(100, 120, (2, 6))
     assert reloaded(ids).logits.shape == (2, 6, 120)
+
+
+@pytest.mark.parametrize("family,fields,warned", [
+    ("afno", dict(position_embedding_type="sinusoidal"), True),
+    ("fnet_hybrid", dict(position_embedding_type="none"), True),
+    ("fnet_hybrid", dict(position_embedding_type="none", mixer_layout=["attention", "attention"]), False),
+])
+def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family, fields, warned, tmp_path):
+    """Nothing in the load report shows that the Fourier and AFNO mixers transform over the new length."""
+    build(family, "Model", **fields).save_pretrained(tmp_path)
+    logger = transformers.logging.get_logger("fourierformers.modeling_spectral")
+    for overrides, expected in [(dict(max_position_embeddings=48), warned), ({}, False)]:
+        with CaptureLogger(logger) as captured:
+            AutoModel.from_pretrained(tmp_path, **overrides)
+        assert ("Loading with max_position_embeddings=48 instead of the checkpoint's 24" in captured.out) == expected
 
 
 def test_resizing_below_the_pad_token_is_refused_and_an_invalid_config_saves_nothing(tmp_path):
