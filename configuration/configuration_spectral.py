@@ -21,6 +21,36 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+# Keyword arguments of the seed libraries (spectrans' models and blocks, tinyBIG's grid layer), which a config would
+# otherwise store and ignore, as transformers configs do with unknown keywords; each with what to do instead.
+SEED_KEYWORDS = {
+    "hidden_dim": "use `hidden_size`",
+    "num_layers": "use `num_hidden_layers`",
+    "max_sequence_length": "use `max_position_embeddings`",
+    "ffn_hidden_dim": "use `intermediate_size`",
+    "norm_eps": "use `layer_norm_eps`",
+    "dropout": "use `hidden_dropout_prob`",
+    "num_classes": "use `num_labels`",
+    "num_heads": "use `num_attention_heads`",
+    "use_positional_encoding": "use `position_embedding_type` ('absolute', 'sinusoidal' or 'none')",
+    "positional_encoding_type": "use `position_embedding_type` ('absolute', 'sinusoidal' or 'none')",
+    "output_type": "use a head class (XModel, XForSequenceClassification, XForTokenClassification, ...)",
+    "mlp_ratio": "use `afno_hidden_size_factor`",
+    "modes_seq": "use `afno_num_modes`",
+    "activation": "use `afno_activation` (AFNO's block MLP) or `hidden_act` (the blocks' MLP)",
+    "gate_type": "use the `gate` of an adaptive `mixer_layout` entry",
+    "fusion_type": "use the `fusion` of a multiscale `mixer_layout` entry",
+    "in_channel": "use `num_channels`",
+    "out_channel": "use `hidden_size`",
+    "p_r": "use `patch_size` (and `patch_shape`)",
+    **{f"p_{axis}{prime}": "use `patch_size` (and `patch_shape`)" for axis in "hwd" for prime in ("", "_prime")},
+    **{f"cd_{axis}": "use `patch_stride` or `packing_strategy`" for axis in "hwd"},
+    "with_lorr": "use `patch_embed_rank`",
+    **{name: "this option is not carried over (the README lists these options and why)" for name in (
+        "modes_hidden", "with_batch_norm", "with_relu", "with_residual", "enable_bias", "with_dual_lphm", "width",
+        "parameters_init_method",
+    )},
+}
 BOOLEAN_FIELDS = (
     "norm_first", "mixer_residual", "embedding_layer_norm", "embedding_projection", "pooler_projection",
     "final_layer_norm",
@@ -202,6 +232,13 @@ class SpectralConfig(PretrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        seed_keywords = sorted(kwargs.keys() & SEED_KEYWORDS.keys())
+        if seed_keywords:
+            name = seed_keywords[0]
+            raise ValueError(
+                f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of "
+                f"{type(self).__name__}, which would store and ignore it: {SEED_KEYWORDS[name]}."
+            )
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
         self.expand_layout()
