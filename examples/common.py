@@ -197,6 +197,13 @@ def load_metric(name):
     return evaluate.load(str(METRICS_DIR / name))
 
 
+def accelerator_available():
+    """Whether torch sees a GPU or another accelerator."""
+    if hasattr(torch, "accelerator"):  # torch >= 2.6
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def set_training_defaults(parser, **defaults):
     """Defaults of the example's `TrainingArguments` so that `--output_dir` alone runs a sensible job; every
     `TrainingArguments` flag still overrides them."""
@@ -206,6 +213,9 @@ def set_training_defaults(parser, **defaults):
         logging_steps=50,
         report_to="none",
         ddp_find_unused_parameters=False,
+        # Without an accelerator, transformers sets up DDP under torchrun / accelerate launch only with use_cpu:
+        # otherwise every process trains alone as rank 0 of 1.
+        use_cpu=not accelerator_available(),
         **defaults,
     )
 

@@ -1,6 +1,7 @@
 """End-to-end runs of the example scripts on small slices of their default data with tiny configs: training,
 evaluation with the local metrics, saving, and the pipeline each script runs at the end. Plus a 2-process
-`torchrun` run whose losses must equal the single-process run's (the `num_items_in_batch` handling)."""
+`torchrun` run (the README's command, without `--use_cpu`) whose losses must equal the single-process run's (the
+`num_items_in_batch` handling)."""
 
 import json
 import os
@@ -15,7 +16,8 @@ from conftest import FAMILIES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY_MODEL = "hidden_size=32,intermediate_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.0"
-SMALL_RUN = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "1", "--use_cpu"]
+# The examples' own device defaults (no `--use_cpu`): what the README's commands run.
+SMALL_RUN = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "1"]
 TEXT_RUN = [*SMALL_RUN, "--vocab_size", "400", "--max_seq_length", "32"]
 PIPELINE_LINE = re.compile(r"^pipeline: (.*) \| (.*)$")
 
