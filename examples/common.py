@@ -5,6 +5,7 @@ only when a run succeeds."""
 
 import ast
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -25,7 +26,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 import fourierformers
 from fourierformers.atomic_directory import check_output_dir, publish, work_dir_for
@@ -91,13 +92,22 @@ def parse_overrides(text):
     return overrides
 
 
-def build_config(model_args, defaults, baselines=None, **task_fields):
+def build_config(model_args, defaults, baselines=None, *, training=True, **task_fields):
     """The model config: from `model_name_or_path` when fine-tuning, else a new config of `model_type` (a family,
     or one of `baselines`, BERT by default) built from the example's `defaults`; then the task's fields (labels,
-    vocabulary, ...) and the user's overrides."""
+    vocabulary, ...) and the user's overrides. A saved model that is evaluated without `training` must already
+    have the task's fields: its head was trained for them."""
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is not None:
-        return AutoConfig.from_pretrained(model_args.model_name_or_path, **task_fields, **overrides)
+        if not training:
+            check_saved_task_fields(model_args.model_name_or_path, task_fields)
+        config, unused = AutoConfig.from_pretrained(
+            model_args.model_name_or_path, return_unused_kwargs=True, **task_fields, **overrides
+        )
+        unknown = sorted(set(unused) & set(overrides))
+        if unknown:
+            raise ValueError(f"Unknown config fields in `--config_overrides` for {config.model_type}: {unknown}.")
+        return config
     config_classes = {**FAMILY_CONFIGS, **(BASELINE_CONFIGS if baselines is None else baselines)}
     if model_args.model_type not in config_classes:
         raise ValueError(f"`--model_type` must be one of {list(config_classes)}, got {model_args.model_type!r}.")
@@ -107,6 +117,17 @@ def build_config(model_args, defaults, baselines=None, **task_fields):
     if unknown:
         raise ValueError(f"Unknown config fields in `--config_overrides` for {model_args.model_type}: {unknown}.")
     return config_class(**fields)
+
+
+def check_saved_task_fields(model_path, task_fields):
+    """Raise `ValueError` when the model saved in `model_path` was trained for other labels than the data's."""
+    saved = AutoConfig.from_pretrained(model_path)
+    for name, value in task_fields.items():
+        if getattr(saved, name, None) != value:
+            raise ValueError(
+                f"`--model_name_or_path` {model_path} was trained with {name}={getattr(saved, name, None)!r}, but the "
+                f"data needs {name}={value!r}; evaluate it on data with its labels, or fine-tune it with `--do_train`."
+            )
 
 
 def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
@@ -192,6 +213,73 @@ def text_model_defaults(tokenizer, max_seq_length):
     )
 
 
+def checked_max_length(max_seq_length, config):
+    """Tokens per text: `--max_seq_length`, or the model's `max_position_embeddings` (its FFT length) when not
+    given. A longer `--max_seq_length` raises `ValueError`: the model cannot take such texts."""
+    if max_seq_length is None:
+        return config.max_position_embeddings
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(
+            f"`--max_seq_length` {max_seq_length} is longer than the model's max_position_embeddings "
+            f"({config.max_position_embeddings}); pass `--max_seq_length {config.max_position_embeddings}` or less."
+        )
+    return max_seq_length
+
+
+def load_model(auto_class, model_args, training_args, config):
+    """The model of `config`: new, or `--model_name_or_path`. Fine-tuning newly initialises a head whose size
+    changed (other labels); evaluating without `--do_train` needs every weight from the checkpoint, since an
+    untrained head would only give chance results."""
+    if model_args.model_name_or_path is None:
+        return auto_class.from_config(config)
+    model, loading_info = auto_class.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    untrained = sorted(loading_info["missing_keys"]) + [key for key, *_ in loading_info["mismatched_keys"]]
+    if untrained and not training_args.do_train:
+        raise ValueError(
+            f"`--model_name_or_path` {model_args.model_name_or_path} has no weights for {untrained[:5]} of "
+            f"{type(model).__name__}: `--do_eval` / `--do_predict` without `--do_train` need a checkpoint trained "
+            "for this task (fine-tune this one with `--do_train`)."
+        )
+    return model
+
+
+def train_evaluate_predict(trainer, training_args, write_predictions=None, derived_eval_metrics=None):
+    """The run's phases: `--do_train` (then save the model), `--do_eval` and `--do_predict` (on the evaluation
+    data; `write_predictions(prediction_output)` writes them to the output directory from the main process).
+    `derived_eval_metrics(metrics)` returns metrics computed from the evaluation's. Each phase's metrics are
+    logged and saved to `<phase>_results.json` and `all_results.json`; returns them all."""
+    all_metrics = {}
+
+    def record(phase, metrics):
+        trainer.log_metrics(phase, metrics)
+        trainer.save_metrics(phase, metrics)
+        all_metrics.update(metrics)
+
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        record("train", train_result.metrics)
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        record("eval", {**metrics, **(derived_eval_metrics(metrics) if derived_eval_metrics else {})})
+    if training_args.do_predict:
+        prediction_output = trainer.predict(trainer.eval_dataset, metric_key_prefix="predict")
+        record("predict", prediction_output.metrics)
+        if trainer.is_world_process_zero():
+            write_predictions(prediction_output)
+    return all_metrics
+
+
+def pipeline_model(model_args, training_args):
+    """Where the pipeline that ends each example loads its model from: the saved output of a run that trained,
+    else the evaluated checkpoint (with `--tokenizer_name` when given)."""
+    if training_args.do_train:
+        return dict(model=training_args.output_dir)
+    return dict(model=model_args.model_name_or_path, tokenizer=getattr(model_args, "tokenizer_name", None))
+
+
 def load_metric(name):
     """One of the metric modules shipped in `examples/metrics/` (accuracy, regression, entity_f1)."""
     return evaluate.load(str(METRICS_DIR / name))
@@ -216,18 +304,28 @@ def set_training_defaults(parser, **defaults):
         # Without an accelerator, transformers sets up DDP under torchrun / accelerate launch only with use_cpu:
         # otherwise every process trains alone as rank 0 of 1.
         use_cpu=not accelerator_available(),
+        # None = not given, resolved by `ExampleTrainingArguments`.
+        do_train=None,
+        do_eval=None,
+        do_predict=None,
         **defaults,
     )
 
 
-def run_example(run, argument_classes, argv=None, **training_defaults):
+def run_example(run, argument_classes, argv=None, writes_predictions=True, **training_defaults):
     """An example's `main`: parse its (model arguments, data arguments) classes and `ExampleTrainingArguments`
     from `argv` (default `sys.argv[1:]`) with the example's `training_defaults`, set up logging and the seed, then
     `run(model_args, data_args, training_args)` with the output directory written only when it succeeds
-    (`output_dir_written_on_success`). Returns what `run` returns (the evaluation metrics)."""
+    (`output_dir_written_on_success`). An example that `writes_predictions=False` refuses `--do_predict`.
+    Returns what `run` returns (the metrics)."""
     parser = HfArgumentParser((*argument_classes, ExampleTrainingArguments))
     set_training_defaults(parser, **training_defaults)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if training_args.do_predict and not writes_predictions:
+        raise ValueError("This example has no predictions to write (`--do_eval` reports its metrics, such as "
+                         "run_mlm.py's loss and perplexity); leave out `--do_predict`.")
+    check_phases(model_args, training_args)
+    check_saved_folders(model_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
@@ -237,12 +335,67 @@ def run_example(run, argument_classes, argv=None, **training_defaults):
 
 @dataclass
 class ExampleTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus `--overwrite_output_dir` (which transformers 5 no longer has)."""
+    """`TrainingArguments` plus `--overwrite_output_dir` (which transformers 5 no longer has), and `--do_train`,
+    `--do_eval`, `--do_predict` as the examples read them: none of them given trains and evaluates."""
 
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Replace --output_dir even when it is not empty and holds no saved model (no config.json)."},
     )
+    do_train: bool = field(
+        default=False,
+        metadata={"help": "Train, then save the model. Without --do_train, --do_eval and --do_predict an example "
+                  "trains and evaluates."},
+    )
+    do_eval: bool = field(
+        default=False,
+        metadata={"help": "Evaluate on the validation data (with --do_train: after training, and every epoch "
+                  "under --eval_strategy epoch, the default; alone: the --model_name_or_path model, unchanged)."},
+    )
+    do_predict: bool = field(
+        default=False,
+        metadata={"help": "Write the model's predictions on the validation data to the output directory "
+                  "(classification examples)."},
+    )
+
+    def __post_init__(self):
+        requested = (self.do_train, self.do_eval, self.do_predict)
+        if requested == (None, None, None):  # none given on the command line (see `set_training_defaults`)
+            requested = (True, True, False)
+        self.do_train, self.do_eval, self.do_predict = (bool(flag) for flag in requested)
+        super().__post_init__()
+        # TrainingArguments turns do_eval on with any eval_strategy, which schedules evaluations during training
+        # only: without training, --do_eval is what was asked.
+        if not self.do_train:
+            self.do_eval = bool(requested[1])
+
+
+def check_phases(model_args, training_args):
+    """Raise `ValueError` for a run with nothing to do, or one that evaluates (`--do_eval` / `--do_predict`
+    without `--do_train`) anything but an unchanged saved model."""
+    if training_args.do_train:
+        return
+    if not (training_args.do_eval or training_args.do_predict):
+        raise ValueError("Nothing to do: give `--do_train`, `--do_eval` or `--do_predict` (or none of them: train "
+                         "and evaluate).")
+    if model_args.model_name_or_path is None:
+        raise ValueError("`--do_eval` / `--do_predict` without `--do_train` evaluate a saved model: pass its folder "
+                         "with `--model_name_or_path`.")
+    if model_args.config_overrides:
+        raise ValueError("`--config_overrides` would change the model that `--do_eval` / `--do_predict` evaluate "
+                         "without `--do_train`; leave it out, or add `--do_train` to fine-tune.")
+
+
+def check_saved_folders(model_args):
+    """Raise `FileNotFoundError` when `--model_name_or_path` or `--tokenizer_name` is not a folder (nothing is
+    loaded from the Hugging Face hub)."""
+    for flag in ("model_name_or_path", "tokenizer_name"):
+        path = getattr(model_args, flag, None)
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(
+                f"`--{flag}` {path} is not a folder; pass a folder written by `save_pretrained`, e.g. the "
+                "`--output_dir` of an earlier run (the examples load nothing from the Hugging Face hub)."
+            )
 
 
 @contextlib.contextmanager
@@ -281,10 +434,23 @@ def output_dir_written_on_success(training_args):
     finally:
         training_args.output_dir = str(output_dir)
     if is_main:
-        saved_arguments = work_dir / TRAINING_ARGS_NAME
-        if saved_arguments.exists():  # Trainer saved them with the work directory as `output_dir`
-            torch.save(training_args, saved_arguments)
+        point_saved_state_to(output_dir, work_dir, training_args)
         publish(work_dir, output_dir)
+
+
+def point_saved_state_to(output_dir, work_dir, training_args):
+    """Trainer saved its arguments (`output_dir`) and each checkpoint's state (`best_model_checkpoint`) with paths
+    in the work directory: rewrite them to where the work directory is about to be published, so that resuming
+    from a published checkpoint finds its best model. `training_args.output_dir` is `output_dir` again here."""
+    for folder in [work_dir, *work_dir.glob("checkpoint-*")]:
+        if (folder / TRAINING_ARGS_NAME).exists():
+            torch.save(training_args, folder / TRAINING_ARGS_NAME)
+    for state_file in work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}"):
+        state = json.loads(state_file.read_text())
+        best = state.get("best_model_checkpoint")
+        if best is not None and work_dir in Path(best).parents:
+            state["best_model_checkpoint"] = str(output_dir / Path(best).relative_to(work_dir))
+            state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def check_sample_limits(data_args):

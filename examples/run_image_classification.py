@@ -18,6 +18,7 @@ import torch
 from datasets import DatasetDict, load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     ViTConfig,
@@ -35,7 +36,10 @@ from common import (
     label_fields,
     limit_samples,
     load_metric,
+    load_model,
+    pipeline_model,
     run_example,
+    train_evaluate_predict,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +65,10 @@ class DataArguments:
     train_dir: str | None = field(default=None, metadata={"help": "Image folder, one sub-folder per class."})
     validation_dir: str | None = field(default=None, metadata={"help": "Validation image folder."})
     image_size: int | None = field(
-        default=None, metadata={"help": "Side of the square model input; the data's own size by default."}
+        default=None,
+        metadata={"help": "Side of the square model input. From scratch: the first training image's width by "
+                  "default, rounded to a multiple of the patch size (the chosen sizes are logged). Fine-tuning: "
+                  "the checkpoint's size by default; another one resizes its position embeddings and filters."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
@@ -133,10 +140,49 @@ def main(argv=None):
     )
 
 
-def default_patch_size(image_size):
-    """The largest patch that tiles the image into a grid of at least 7 x 7: 8x8 digits -> 1 pixel (an 8x8 grid),
-    28x28 Fashion-MNIST -> 4 (7x7), 64 -> 8 (8x8), 224 -> 32 (7x7)."""
-    return max(size for size in range(1, max(1, image_size // 7) + 1) if image_size % size == 0)
+def default_patch_and_image_size(image_size):
+    """A patch size and a square side near `image_size` (a multiple of the patch, to which the processor resizes)
+    for a grid of 7 to 16 patches per side: the side nearest `image_size`, then the largest patch (the fewest
+    tokens). 8 px digits -> 1-pixel patches (8 x 8 grid), 28 px Fashion-MNIST -> 4 (7 x 7), 64 -> 8, 224 -> 32,
+    a prime 101 -> 10 at 100 px. Images under 7 px keep 1-pixel patches."""
+    candidates = []
+    for patch in range(1, image_size // 7 + 1):
+        side = min(16, max(7, round(image_size / patch))) * patch
+        candidates.append((abs(side - image_size), -patch, side))
+    if not candidates:
+        return 1, image_size
+    _, negative_patch, side = min(candidates)
+    return -negative_patch, side
+
+
+def image_processor_for(model_args, config):
+    """The image processor of the checkpoint (its normalisation kept), or a new one that scales pixels to
+    [-1, 1]; resizing to the model's `image_size` either way, so that it fits the final config."""
+    size = config.image_size
+    height, width = (size, size) if isinstance(size, int) else size
+    if model_args.model_name_or_path is not None:
+        image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
+        image_processor.size = {"height": height, "width": width}
+        return image_processor
+    return ViTImageProcessor(
+        size={"height": height, "width": width},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_convert_rgb=True,
+    )
+
+
+def check_resizable(model_path, image_size):
+    """Raise `ValueError` when `--image_size` asks a checkpoint that cannot be resized for another size: only
+    fourierformers models rebuild their position embeddings and filters at a new size (transformers' ViT would
+    newly initialise its position embeddings)."""
+    saved = AutoConfig.from_pretrained(model_path)
+    if saved.image_size != image_size and saved.model_type not in FAMILY_CONFIGS:
+        raise ValueError(
+            f"`--image_size` {image_size} differs from the {saved.image_size} px of the {saved.model_type} checkpoint "
+            f"`--model_name_or_path` {model_path}, which cannot be resized (only {list(FAMILY_CONFIGS)} can); leave "
+            "`--image_size` out."
+        )
 
 
 def run(model_args, data_args, training_args):
@@ -144,26 +190,22 @@ def run(model_args, data_args, training_args):
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names
 
-    if model_args.model_name_or_path is not None:
-        image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
-        image_size = image_processor.size["height"]
+    task_fields = label_fields(names)
+    if model_args.model_name_or_path is None:
+        data_size = data_args.image_size or raw["train"][0]["image"].size[0]
+        patch_size, image_size = default_patch_and_image_size(data_size)
+        defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
     else:
-        image_size = data_args.image_size or raw["train"][0]["image"].size[0]
-        image_processor = ViTImageProcessor(
-            size={"height": image_size, "width": image_size},
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-            do_convert_rgb=True,
-        )
-    patch_size = default_patch_size(image_size)
-    defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
-    config = build_config(model_args, defaults, baselines=IMAGE_BASELINES, **label_fields(names))
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForImageClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
-        )
-    else:
-        model = AutoModelForImageClassification.from_config(config)
+        defaults = {}
+        if data_args.image_size is not None:
+            check_resizable(model_args.model_name_or_path, data_args.image_size)
+            task_fields["image_size"] = data_args.image_size
+    config = build_config(
+        model_args, defaults, baselines=IMAGE_BASELINES, training=training_args.do_train, **task_fields
+    )
+    image_processor = image_processor_for(model_args, config)
+    logger.info("Images resized to %s px, %s-pixel patches", config.image_size, config.patch_size)
+    model = load_model(AutoModelForImageClassification, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
 
     def transform(batch):
@@ -191,16 +233,18 @@ def run(model_args, data_args, training_args):
         data_collator=collate,
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", {**train_result.metrics, **metrics})
-    trainer.save_model()
+
+    def write_predictions(prediction_output):
+        """`predict_results.txt`: the index of each validation image and the predicted class."""
+        predictions = np.argmax(prediction_output.predictions, axis=-1)
+        lines = ["index\tprediction", *(f"{index}\t{names[i]}" for index, i in enumerate(predictions))]
+        Path(training_args.output_dir, "predict_results.txt").write_text("\n".join(lines) + "\n")
+
+    metrics = train_evaluate_predict(trainer, training_args, write_predictions)
 
     if training_args.process_index == 0:
         classifier = pipeline(
-            "image-classification", model=training_args.output_dir, top_k=1, device=training_args.device
+            "image-classification", **pipeline_model(model_args, training_args), top_k=1, device=training_args.device
         )
         examples = raw["validation"].select(range(min(data_args.num_pipeline_images, len(raw["validation"]))))
         for example, prediction in zip(examples, classifier([example["image"] for example in examples])):

@@ -27,15 +27,20 @@ from common import (
     ModelArguments,
     build_config,
     check_sample_limits,
+    checked_max_length,
     limit_samples,
+    load_model,
     load_or_train_tokenizer,
+    pipeline_model,
     run_example,
     text_model_defaults,
+    train_evaluate_predict,
 )
 
 logger = logging.getLogger(__name__)
 
 MODEL_DEFAULTS = dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4)
+DEFAULT_MAX_SEQ_LENGTH = 64
 PIPELINE_SENTENCES = [
     "This is one of the best [MASK] of the year.",
     "The acting is good but the story is [MASK].",
@@ -50,7 +55,12 @@ class DataArguments:
     no_default_corpus: bool = field(
         default=False, metadata={"help": "Train only on --train_files, without the movie-review sentences."}
     )
-    max_seq_length: int = field(default=64, metadata={"help": "Tokens per example after truncation (the FFT length)."})
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": f"Tokens per example after truncation; from scratch also the model's "
+                  f"max_position_embeddings (the FFT length). Default: {DEFAULT_MAX_SEQ_LENGTH}, or the saved "
+                  "model's max_position_embeddings."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
@@ -94,6 +104,7 @@ def main(argv=None):
         run,
         (ModelArguments, DataArguments),
         argv,
+        writes_predictions=False,
         learning_rate=1e-3,
         num_train_epochs=10,
         per_device_train_batch_size=32,
@@ -106,16 +117,14 @@ def main(argv=None):
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_corpus(data_args)
-    tokenizer = load_or_train_tokenizer(model_args, training_args, raw["train"]["text"], data_args.max_seq_length)
+    new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
+    tokenizer = load_or_train_tokenizer(model_args, training_args, raw["train"]["text"], new_model_length)
 
-    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
+    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
     config = build_config(model_args, defaults)
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path, config=config)
-    else:
-        model = AutoModelForMaskedLM.from_config(config)
+    model = load_model(AutoModelForMaskedLM, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
-    max_length = min(data_args.max_seq_length, config.max_position_embeddings)
+    max_length = checked_max_length(data_args.max_seq_length, config)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = raw.map(
@@ -136,16 +145,15 @@ def run(model_args, data_args, training_args):
             tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
         ),
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    metrics = trainer.evaluate()
-    metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", {**train_result.metrics, **metrics})
-    trainer.save_model()
+    def perplexity(eval_metrics):
+        return {"perplexity": math.exp(min(eval_metrics["eval_loss"], 50.0))}
+
+    metrics = train_evaluate_predict(trainer, training_args, derived_eval_metrics=perplexity)
 
     if training_args.process_index == 0:
-        fill_mask = pipeline("fill-mask", model=training_args.output_dir, top_k=3, device=training_args.device)
+        fill_mask = pipeline(
+            "fill-mask", **pipeline_model(model_args, training_args), top_k=3, device=training_args.device
+        )
         for sentence in data_args.pipeline_inputs:
             guesses = ", ".join(f"{g['token_str']} {g['score']:.2f}" for g in fill_mask(sentence))
             print(f"pipeline: [{guesses}] | {sentence}")

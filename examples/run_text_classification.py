@@ -12,6 +12,7 @@ the rating (`--task classification`) or the mean rating (`--task regression`). Y
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from transformers import (
@@ -28,14 +29,18 @@ from common import (
     build_config,
     check_columns,
     check_sample_limits,
+    checked_max_length,
     class_names,
     label_encoder,
     label_fields,
     limit_samples,
     load_metric,
+    load_model,
     load_or_train_tokenizer,
+    pipeline_model,
     run_example,
     text_model_defaults,
+    train_evaluate_predict,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ MODEL_DEFAULTS = dict(
     num_attention_heads=4,
     hidden_dropout_prob=0.1,
 )
+DEFAULT_MAX_SEQ_LENGTH = 64
 PIPELINE_SENTENCES = [
     "A gorgeous, witty and deeply moving film.",
     "The plot is a tedious mess and the acting is worse.",
@@ -65,7 +71,12 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "CSV / JSON lines validation file."})
     text_column_name: str = field(default="sentence", metadata={"help": "Column holding the text."})
     label_column_name: str = field(default="label", metadata={"help": "Column holding the label."})
-    max_seq_length: int = field(default=64, metadata={"help": "Tokens per text after truncation (the FFT length)."})
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": f"Tokens per text after truncation; from scratch also the model's max_position_embeddings "
+                  f"(the FFT length). Default: {DEFAULT_MAX_SEQ_LENGTH}, or the fine-tuned model's "
+                  "max_position_embeddings."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
     pipeline_inputs: list[str] = field(
@@ -122,23 +133,19 @@ def run(model_args, data_args, training_args):
         names = class_names(raw, data_args.label_column_name, "--label_column_name")
         to_id = label_encoder(raw, data_args.label_column_name, names)
 
+    new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_or_train_tokenizer(
-        model_args, training_args, raw["train"][data_args.text_column_name], data_args.max_seq_length
+        model_args, training_args, raw["train"][data_args.text_column_name], new_model_length
     )
 
     task_fields = label_fields(names)
     if regression:
         task_fields["problem_type"] = "regression"
-    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
-    config = build_config(model_args, defaults, **task_fields)
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
-        )
-    else:
-        model = AutoModelForSequenceClassification.from_config(config)
+    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
+    config = build_config(model_args, defaults, training=training_args.do_train, **task_fields)
+    model = load_model(AutoModelForSequenceClassification, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
-    max_length = min(data_args.max_seq_length, config.max_position_embeddings)
+    max_length = checked_max_length(data_args.max_seq_length, config)
 
     def preprocess(batch):
         encoded = tokenizer(batch[data_args.text_column_name], truncation=True, max_length=max_length)
@@ -165,17 +172,20 @@ def run(model_args, data_args, training_args):
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", {**train_result.metrics, **metrics})
-    trainer.save_model()
+
+    def write_predictions(prediction_output):
+        """`predict_results.txt`: the index of each validation text and the predicted class (or number)."""
+        logits = prediction_output.predictions
+        predictions = logits.squeeze(-1) if regression else [names[i] for i in np.argmax(logits, axis=-1)]
+        lines = ["index\tprediction", *(f"{index}\t{value}" for index, value in enumerate(predictions))]
+        Path(training_args.output_dir, "predict_results.txt").write_text("\n".join(lines) + "\n")
+
+    metrics = train_evaluate_predict(trainer, training_args, write_predictions)
 
     if training_args.process_index == 0:
         classifier = pipeline(
             "text-classification",
-            model=training_args.output_dir,
+            **pipeline_model(model_args, training_args),
             function_to_apply="none" if regression else "softmax",
             device=training_args.device,
         )

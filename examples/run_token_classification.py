@@ -11,6 +11,7 @@ with a column of word lists and a column of tag lists (tag strings or integer id
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from transformers import (
@@ -27,19 +28,24 @@ from common import (
     build_config,
     check_columns,
     check_sample_limits,
+    checked_max_length,
     class_names,
     label_encoder,
     label_fields,
     limit_samples,
     load_metric,
+    load_model,
     load_or_train_tokenizer,
+    pipeline_model,
     run_example,
     text_model_defaults,
+    train_evaluate_predict,
 )
 
 logger = logging.getLogger(__name__)
 
 MODEL_DEFAULTS = dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4)
+DEFAULT_MAX_SEQ_LENGTH = 128
 PIPELINE_SENTENCES = [
     "Going to see Arcade Fire in London with Taylor tonight",
     "Anyone watching the Yankees game on ESPN ?",
@@ -52,7 +58,12 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "JSON lines validation file."})
     tokens_column_name: str = field(default="tokens", metadata={"help": "Column holding the list of words."})
     tags_column_name: str = field(default="ner_tags", metadata={"help": "Column holding the list of tags."})
-    max_seq_length: int = field(default=128, metadata={"help": "Subword tokens per text (the FFT length)."})
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": f"Subword tokens per text after truncation; from scratch also the model's "
+                  f"max_position_embeddings (the FFT length). Default: {DEFAULT_MAX_SEQ_LENGTH}, or the fine-tuned "
+                  "model's max_position_embeddings."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
     pipeline_inputs: list[str] = field(
@@ -95,6 +106,15 @@ def load_raw_data(data_args):
     return limit_samples(raw, data_args)
 
 
+def word_tagger(model, tokenizer=None, device=None):
+    """`pipeline("token-classification")` for a saved model of this example: the model was trained to tag a word on
+    its first subword only, so the pipeline tags each word by that one ("first" aggregation; "simple" would group
+    the subwords by their own predictions and split words into fragments)."""
+    return pipeline(
+        "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device
+    )
+
+
 def main(argv=None):
     """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
     everything succeeded) and return the evaluation metrics."""
@@ -119,18 +139,14 @@ def run(model_args, data_args, training_args):
     to_id = label_encoder(raw, data_args.tags_column_name, names)
 
     texts = (" ".join(words) for words in raw["train"][data_args.tokens_column_name])
-    tokenizer = load_or_train_tokenizer(model_args, training_args, texts, data_args.max_seq_length)
+    new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
+    tokenizer = load_or_train_tokenizer(model_args, training_args, texts, new_model_length)
 
-    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, data_args.max_seq_length)}
-    config = build_config(model_args, defaults, **label_fields(names))
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
-        )
-    else:
-        model = AutoModelForTokenClassification.from_config(config)
+    defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
+    config = build_config(model_args, defaults, training=training_args.do_train, **label_fields(names))
+    model = load_model(AutoModelForTokenClassification, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
-    max_length = min(data_args.max_seq_length, config.max_position_embeddings)
+    max_length = checked_max_length(data_args.max_seq_length, config)
 
     def preprocess(batch):
         """Tokenise pre-split words; the first subword of each word carries its tag, the rest and the special
@@ -154,14 +170,26 @@ def run(model_args, data_args, training_args):
 
     metric = load_metric("entity_f1")
 
-    def compute_metrics(eval_prediction):
-        predictions = np.argmax(eval_prediction.predictions, axis=-1)
+    def word_tags(prediction_output):
+        """Predicted and reference tags of every tagged word (the first subword of each word kept by the
+        truncation), one list per text."""
+        predictions = np.argmax(prediction_output.predictions, axis=-1)
         predicted_tags, reference_tags = [], []
-        for predicted_row, label_row in zip(predictions, eval_prediction.label_ids):
+        for predicted_row, label_row in zip(predictions, prediction_output.label_ids):
             kept = label_row != -100
             predicted_tags.append([names[i] for i in predicted_row[kept]])
             reference_tags.append([names[i] for i in label_row[kept]])
+        return predicted_tags, reference_tags
+
+    def compute_metrics(eval_prediction):
+        predicted_tags, reference_tags = word_tags(eval_prediction)
         return metric.compute(predictions=predicted_tags, references=reference_tags)
+
+    def write_predictions(prediction_output):
+        """`predictions.txt`: the predicted tags of each validation text's words, one text per line."""
+        predicted_tags, _ = word_tags(prediction_output)
+        lines = [" ".join(tags) for tags in predicted_tags]
+        Path(training_args.output_dir, "predictions.txt").write_text("\n".join(lines) + "\n")
 
     trainer = SpectralTrainer(
         model=model,
@@ -172,20 +200,10 @@ def run(model_args, data_args, training_args):
         data_collator=DataCollatorForTokenClassification(tokenizer),
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("all", {**train_result.metrics, **metrics})
-    trainer.save_model()
+    metrics = train_evaluate_predict(trainer, training_args, write_predictions)
 
     if training_args.process_index == 0:
-        tagger = pipeline(
-            "token-classification",
-            model=training_args.output_dir,
-            aggregation_strategy="simple",
-            device=training_args.device,
-        )
+        tagger = word_tagger(device=training_args.device, **pipeline_model(model_args, training_args))
         for sentence, entities in zip(data_args.pipeline_inputs, tagger(data_args.pipeline_inputs)):
             found = ", ".join(f"{e['word']}={e['entity_group']}" for e in entities)
             print(f"pipeline: [{found}] | {sentence}")

@@ -691,6 +691,21 @@ EXAMPLE_ROWS = [
     (run_image_classification, ["--train_dir", "{data}/no_images"], ValueError, r"of which \['cat', 'dog'\] hold no"),
     (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/missing"],
      FileNotFoundError, r"`--validation_dir` .*missing is not a directory"),
+    # Saved models and the run's phases, checked before any data is read.
+    (TEXT, ["--model_name_or_path", "{data}/missing"], FileNotFoundError,
+     r"`--model_name_or_path` .*missing is not a folder; pass a folder written by `save_pretrained`"),
+    (run_token_classification, ["--tokenizer_name", "{data}/reviews.csv"], FileNotFoundError,
+     r"`--tokenizer_name` .*reviews.csv is not a folder"),
+    (run_image_classification, ["--model_name_or_path", "{data}/missing"], FileNotFoundError,
+     r"`--model_name_or_path` .*missing is not a folder"),
+    (TEXT, ["--do_eval"], ValueError,
+     r"`--do_eval` / `--do_predict` without `--do_train` evaluate a saved model: pass its folder with "
+     r"`--model_name_or_path`"),
+    (run_image_classification, ["--do_predict"], ValueError, r"without `--do_train` evaluate a saved model"),
+    (TEXT, ["--do_eval", "--model_name_or_path", "{data}", "--config_overrides", "pooling=max"], ValueError,
+     r"`--config_overrides` would change the model that `--do_eval` / `--do_predict` evaluate without `--do_train`"),
+    (TEXT, ["--do_train", "false"], ValueError, r"Nothing to do: give `--do_train`, `--do_eval` or `--do_predict`"),
+    (run_mlm, ["--do_predict"], ValueError, r"This example has no predictions to write .*leave out `--do_predict`"),
 ]
 
 

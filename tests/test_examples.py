@@ -1,7 +1,8 @@
 """End-to-end runs of the example scripts on small slices of their default data with tiny configs: training,
-evaluation with the local metrics, saving, and the pipeline each script runs at the end. Plus a 2-process
-`torchrun` run (the README's command, without `--use_cpu`) whose losses must equal the single-process run's (the
-`num_items_in_batch` handling)."""
+evaluation with the local metrics, saving, and the pipeline each script runs at the end; evaluation and
+predictions of a saved model without training; fine-tuning checks. Plus a 2-process `torchrun` run (the README's
+command, without `--use_cpu`) whose losses must equal the single-process run's (the `num_items_in_batch`
+handling)."""
 
 import json
 import os
@@ -13,8 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAMILIES
+from transformers import AutoModelForTokenClassification
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import run_image_classification  # noqa: E402
+import run_text_classification  # noqa: E402
+import run_token_classification  # noqa: E402
 TINY_MODEL = "hidden_size=32,intermediate_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.0"
 # The examples' own device defaults (no `--use_cpu`): what the README's commands run.
 SMALL_RUN = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "1"]
@@ -112,6 +119,21 @@ def test_token_classification(tmp_path):
             assert "B-" + entity.rsplit("=", 1)[1] in tag_names  # aggregated groups are entity types
 
 
+def test_token_classification_tags_whole_words(tmp_path):
+    """The model tags a word on its first subword: its pipeline must report whole words, even when every subword
+    predicts the start of an entity (grouping subwords by their own predictions reported fragments such as 'yan')."""
+    run_example("run_token_classification.py", tmp_path, "--config_overrides", TINY_MODEL, *TEXT_RUN)
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(10.0 * (torch.arange(model.config.num_labels) == model.config.label2id["B-person"]))
+    model.save_pretrained(tmp_path / "every-token-a-person")
+    tagger = run_token_classification.word_tagger(model=str(tmp_path / "every-token-a-person"), tokenizer=str(tmp_path))
+    sentence = "Watching the Yankees on ESPN with Taylor"
+    assert len(tagger.tokenizer.tokenize(sentence)) > len(sentence.split())  # some words have several subwords
+    assert [entity["word"] for entity in tagger(sentence)] == sentence.lower().split()
+
+
 def test_mlm_then_fine_tune(tmp_path):
     sentences = ["The film is [MASK].", "A [MASK] performance."]
     lines, metrics, _ = run_example(
@@ -131,6 +153,88 @@ def test_mlm_then_fine_tune(tmp_path):
     # (transformers may print its load report more than once, e.g. to a non-interactive stderr)
     assert sorted(set(newly_initialised)) == ["classifier.bias", "classifier.weight"]  # the backbone is pre-trained
     assert saved_config(tmp_path / "classifier")["architectures"] == ["GFNetForSequenceClassification"]
+
+
+@pytest.fixture(scope="module")
+def saved_classifier(tmp_path_factory):
+    """A tiny text classifier saved by the example with two epoch checkpoints and the best one loaded at the end;
+    returns its output directory and metrics."""
+    output_dir = tmp_path_factory.mktemp("saved") / "classifier"
+    _, metrics, _ = run_example(
+        "run_text_classification.py", output_dir, "--config_overrides", TINY_MODEL, *TEXT_RUN, "--num_train_epochs",
+        "2", "--save_strategy", "epoch", "--load_best_model_at_end", "--metric_for_best_model", "accuracy",
+        "--pipeline_inputs", "A wonderful film.",
+    )
+    return output_dir, metrics
+
+
+def test_published_checkpoints_point_to_the_output_dir(saved_classifier, monkeypatch):
+    """Trainer wrote its checkpoints in the work directory: the published ones must name the output directory."""
+    output_dir, _ = saved_classifier
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    assert len(checkpoints) == 2
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # the saved arguments are the examples' TrainingArguments subclass
+    for checkpoint in checkpoints:
+        best = json.loads((checkpoint / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert Path(best).parent == output_dir and Path(best).is_dir()
+        assert torch.load(checkpoint / "training_args.bin", weights_only=False).output_dir == str(output_dir)
+
+
+def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, tmp_path):
+    model_dir, trained = saved_classifier
+    weights = (model_dir / "model.safetensors").read_bytes()
+    lines, metrics, _ = run_example(
+        "run_text_classification.py", tmp_path, "--model_name_or_path", str(model_dir), "--do_eval", "--do_predict",
+        "--max_eval_samples", "32", "--pipeline_inputs", "A wonderful film.",
+    )
+    assert "train_loss" not in metrics and not (tmp_path / "model.safetensors").exists()
+    # The same model on the same data, at its own length (max_seq_length 32) as it was trained.
+    assert metrics["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
+    assert metrics["eval_accuracy"] == metrics["predict_accuracy"] == trained["eval_accuracy"]
+    rows = (tmp_path / "predict_results.txt").read_text().splitlines()
+    assert rows[0] == "index\tprediction" and len(rows) == 33
+    assert {row.split("\t")[1] for row in rows[1:]} <= {"negative", "positive"}
+    assert (model_dir / "model.safetensors").read_bytes() == weights
+    assert [sentence for _, sentence in lines] == ["A wonderful film."]
+
+
+@pytest.mark.parametrize("arguments,error,message", [
+    (["--config_overrides", "hidden_sise=64"], ValueError,
+     r"Unknown config fields in `--config_overrides` for gfnet: \['hidden_sise'\]"),
+    (["--max_seq_length", "64"], ValueError,
+     r"`--max_seq_length` 64 is longer than the model's max_position_embeddings \(32\); pass `--max_seq_length 32`"),
+    (["--do_eval", "--task", "regression"], ValueError,
+     r"`--model_name_or_path` .*classifier was trained with num_labels=2, but the data needs num_labels=1"),
+])
+def test_fine_tuning_command_line(saved_classifier, tmp_path, arguments, error, message):
+    model_dir, _ = saved_classifier
+    with pytest.raises(error, match=message):
+        run_text_classification.main([
+            "--output_dir", str(tmp_path / "out"), "--model_name_or_path", str(model_dir), "--max_train_samples", "8",
+            "--num_train_epochs", "1", *arguments,
+        ])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data_size,patch_size,image_size", [
+    (5, 1, 5), (8, 1, 8), (17, 2, 16), (28, 4, 28), (64, 8, 64), (101, 10, 100), (224, 32, 224), (1000, 125, 1000),
+])
+def test_default_patch_and_image_size(data_size, patch_size, image_size):
+    """7 to 16 patches per side, the side as near the data's as that allows (a prime size got 1-pixel patches)."""
+    assert run_image_classification.default_patch_and_image_size(data_size) == (patch_size, image_size)
+
+
+def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_path):
+    """The processor resizes to the final config's image size: 8-pixel digits to a 16-pixel model, whose checkpoint
+    then fine-tunes at 8 pixels (position embeddings and filters resized)."""
+    run_example("run_image_classification.py", tmp_path / "16px", "--config_overrides", f"{TINY_MODEL},image_size=16",
+                *SMALL_RUN, "--num_pipeline_images", "1")
+    assert saved_config(tmp_path / "16px")["image_size"] == 16
+    run_example("run_image_classification.py", tmp_path / "8px", "--model_name_or_path", str(tmp_path / "16px"),
+                "--image_size", "8", *SMALL_RUN, "--num_pipeline_images", "1")
+    assert saved_config(tmp_path / "8px")["image_size"] == 8
+    processor = json.loads((tmp_path / "8px" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 8, "width": 8}
 
 
 @pytest.mark.parametrize("model_type", ["vit", *FAMILIES])
