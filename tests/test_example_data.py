@@ -126,12 +126,12 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
                              pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
 
 
-def test_default_patch_size_tiles_the_image():
-    """The image example's default patch divides the image (64 px had given 9-pixel patches, which do not tile it)
-    into a grid of at least 7 x 7."""
-    from run_image_classification import default_patch_size
+def test_default_patch_and_image_size_tile_a_grid_of_7_to_16_patches():
+    """For every data size from 7 px, the image example's default side is a multiple of its patch with 7 to 16
+    patches, within half a patch of the data's size where the grid allows (a prime size had 1-pixel patches)."""
+    from run_image_classification import default_patch_and_image_size
 
-    assert [default_patch_size(n) for n in (8, 28, 64, 128, 224)] == [1, 4, 8, 16, 32]
-    for image_size in range(1, 300):
-        patch_size = default_patch_size(image_size)
-        assert image_size % patch_size == 0 and (image_size // patch_size >= 7 or patch_size == 1)
+    for data_size in range(7, 400):
+        patch_size, image_size = default_patch_and_image_size(data_size)
+        assert image_size % patch_size == 0 and 7 <= image_size // patch_size <= 16
+        assert abs(image_size - data_size) <= patch_size / 2
