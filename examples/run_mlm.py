@@ -13,7 +13,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict, concatenate_datasets, load_dataset
+import torch
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 from transformers import (
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
@@ -97,6 +98,45 @@ def load_corpus(data_args):
     return limit_samples(raw, data_args)
 
 
+class MaskedOnceCollator:
+    """Training batches are masked anew every time (`masking`, a `DataCollatorForLanguageModeling`); examples that
+    carry their own `labels` (the evaluation set, masked once by `mask_once`) are only padded, so that every
+    evaluation scores the same masked tokens and eval losses compare across epochs (re-masked, one model's eval loss
+    moved by more than a few training steps changed it)."""
+
+    def __init__(self, masking):
+        self.masking = masking
+
+    def __call__(self, examples):
+        if "labels" not in examples[0]:
+            return self.masking(examples)
+        tokenizer = self.masking.tokenizer
+        batch = tokenizer.pad([{k: v for k, v in e.items() if k != "labels"} for e in examples], return_tensors="pt")
+        labels = torch.full(batch["input_ids"].shape, -100)  # (B, T): padding is not scored
+        for row, example in zip(labels, examples):
+            length = len(example["labels"])
+            real = row[-length:] if tokenizer.padding_side == "left" else row[:length]
+            real.copy_(torch.tensor(example["labels"]))
+        batch["labels"] = labels
+        return batch
+
+
+def mask_once(dataset, masking):
+    """`dataset` (tokenized, with `special_tokens_mask`) with its tokens masked by `masking` once, in order, as
+    `input_ids` and `labels` columns of the examples' own lengths (the same in every process: the collator is
+    seeded)."""
+    columns = {"input_ids": [], "attention_mask": [], "labels": []}
+    for start in range(0, len(dataset), 256):
+        rows = dataset.select(range(start, min(start + 256, len(dataset))))
+        batch = masking([dict(row) for row in rows])
+        for input_ids, attention_mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+            real = attention_mask.bool()
+            columns["input_ids"].append(input_ids[real].tolist())
+            columns["attention_mask"].append(attention_mask[real].tolist())
+            columns["labels"].append(labels[real].tolist())
+    return Dataset.from_dict(columns)
+
+
 def main(argv=None):
     """Parse the command line (`argv`, default `sys.argv[1:]`), train, evaluate, save to `--output_dir` (only when
     everything succeeded) and return the evaluation metrics."""
@@ -135,16 +175,18 @@ def run(model_args, data_args, training_args):
             remove_columns=["text"],
         )
 
+    def masking(seed):
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability, seed=seed)
+
     trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
+        eval_dataset=mask_once(tokenized["validation"], masking(training_args.seed + 1)),
         processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
-        ),
+        data_collator=MaskedOnceCollator(masking(training_args.seed)),
     )
+
     def perplexity(eval_metrics):
         return {"perplexity": math.exp(min(eval_metrics["eval_loss"], 50.0))}
 

@@ -14,12 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAMILIES
-from transformers import AutoModelForTokenClassification
+from datasets import Dataset
+from transformers import AutoModelForTokenClassification, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+from fourierformers import GFNetConfig, GFNetForMaskedLM
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import common  # noqa: E402
 import run_image_classification  # noqa: E402
+import run_mlm  # noqa: E402
 import run_text_classification  # noqa: E402
 import run_token_classification  # noqa: E402
 TINY_MODEL = "hidden_size=32,intermediate_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.0"
@@ -153,6 +158,35 @@ def test_mlm_then_fine_tune(tmp_path):
     # (transformers may print its load report more than once, e.g. to a non-interactive stderr)
     assert sorted(set(newly_initialised)) == ["classifier.bias", "classifier.weight"]  # the backbone is pre-trained
     assert saved_config(tmp_path / "classifier")["architectures"] == ["GFNetForSequenceClassification"]
+
+
+def test_mlm_evaluations_score_the_same_masked_tokens(tmp_path):
+    """run_mlm.py masks its evaluation set once: two evaluations of one model give the same loss, with right or left
+    padding. Masked anew at each evaluation, as the training batches are, the loss moved between them."""
+    texts = [f"the film number {n} was {'good' if n % 2 else 'dull'} and far too long" for n in range(24)]
+    tokenizer = common.train_wordpiece_tokenizer(texts, vocab_size=60, model_max_length=32)
+    tokenized = Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], return_special_tokens_mask=True), batched=True, remove_columns=["text"]
+    )
+    config = GFNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, intermediate_size=32,
+                         max_position_embeddings=64)
+    model = GFNetForMaskedLM(config)
+    arguments = TrainingArguments(tmp_path, per_device_eval_batch_size=5, report_to="none", use_cpu=True)
+
+    def masking(seed):
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3, seed=seed)
+
+    def two_evaluations(eval_dataset, data_collator):
+        trainer = Trainer(model, arguments, eval_dataset=eval_dataset, data_collator=data_collator)
+        return [trainer.evaluate()["eval_loss"] for _ in range(2)]
+
+    masked_once = run_mlm.mask_once(tokenized, masking(1))
+    losses = two_evaluations(masked_once, run_mlm.MaskedOnceCollator(masking(0)))
+    assert losses[0] == losses[1]
+    tokenizer.padding_side = "left"
+    assert two_evaluations(masked_once, run_mlm.MaskedOnceCollator(masking(0))) == pytest.approx(losses, rel=1e-6)
+    remasked = two_evaluations(tokenized, masking(0))
+    assert remasked[0] != remasked[1]
 
 
 @pytest.fixture(scope="module")
