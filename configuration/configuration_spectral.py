@@ -10,9 +10,12 @@ from typing import ClassVar
 
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
+from transformers.utils import logging
 
 from .mixer_layout import expand_mixer_layout, mixer_names, validate_mixer_layout
 from .patch_geometry import patch_geometry, per_axis
+
+logger = logging.get_logger(__name__)
 
 CONDITION_TYPES = (None, "cross_attention", "adaln_zero")
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "none")
@@ -51,6 +54,7 @@ SEED_KEYWORDS = {
         "parameters_init_method",
     )},
 }
+IMAGE_ONLY_FIELDS = ("hidden_sizes", "depths", "afno_kept_modes", "patch_embed_rank")
 BOOLEAN_FIELDS = (
     "norm_first", "mixer_residual", "embedding_layer_norm", "embedding_projection", "pooler_projection",
     "final_layer_norm",
@@ -73,10 +77,10 @@ def _is_int(value):
 
 def _is_index_list(values, size):
     """A non-empty list (or tuple) of distinct ints (not bools) in [0, size): AFNO processes a repeated index once
-    but would give it its gradient twice."""
+    but would give it its gradient twice. The items are checked first, so that `set` only sees ints."""
     return (
-        isinstance(values, (list, tuple)) and len(values) > 0 and len(set(values)) == len(values)
-        and all(_is_int(v) and 0 <= v < size for v in values)
+        isinstance(values, (list, tuple)) and len(values) > 0 and all(_is_int(v) and 0 <= v < size for v in values)
+        and len(set(values)) == len(values)
     )
 
 
@@ -173,7 +177,8 @@ class SpectralConfig(PretrainedConfig):
         condition_type (`str`, *optional*): A conditioning branch in every block between mixer and MLP:
             `"cross_attention"` to a `condition` of shape (B, M, condition_size), or `"adaln_zero"` modulation from a
             pooled `condition` of shape (B, condition_size). `None` (default): no branch, no parameters.
-        condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset.
+        condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset. Needs a
+            `condition_type`.
     """
 
     model_type = "spectral"
@@ -239,6 +244,7 @@ class SpectralConfig(PretrainedConfig):
                 f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of "
                 f"{type(self).__name__}, which would store and ignore it: {SEED_KEYWORDS[name]}."
             )
+        _check_positive_int("num_hidden_layers", self.num_hidden_layers)  # the default layout has one entry per layer
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
         self.expand_layout()
@@ -250,7 +256,31 @@ class SpectralConfig(PretrainedConfig):
         `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs when the config is created,
         and again when a model is built from it, for a layout set afterwards (a `from_pretrained` keyword override
         or an assignment, which transformers applies with setattr)."""
+        _check_positive_int("num_hidden_layers", self.num_hidden_layers)
         self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), with the seed-library
+        keywords of a saved config dropped (see `drop_seed_keywords`)."""
+        return super().from_dict(cls.drop_seed_keywords(config_dict), **kwargs)
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        """As `PretrainedConfig.from_json_file`, with the seed-library keywords of the file dropped."""
+        return cls(**cls.drop_seed_keywords(cls._dict_from_json_file(json_file)))
+
+    @classmethod
+    def drop_seed_keywords(cls, config_dict):
+        """A copy of a saved `config_dict` without the keywords of the seed libraries (`SEED_KEYWORDS`), logging a
+        warning for each. Older configs stored such a keyword and ignored it; the constructor now refuses one, which
+        would make those checkpoints unloadable, so a loaded config drops it as the saved model did."""
+        for name in sorted(config_dict.keys() & SEED_KEYWORDS.keys()):
+            logger.warning(
+                f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: a keyword of the seed libraries "
+                f"(spectrans, tinyBIG) that the model never used; {SEED_KEYWORDS[name]}."
+            )
+        return {name: value for name, value in config_dict.items() if name not in SEED_KEYWORDS}
 
     @property
     def mixers_used(self):
@@ -304,19 +334,10 @@ class SpectralConfig(PretrainedConfig):
         return shapes
 
     def _validate_vision(self):
-        if self.spatial_dims not in (1, 2, 3):
+        if not _is_int(self.spatial_dims) or self.spatial_dims not in (1, 2, 3):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {self.spatial_dims!r}.")
-        if not isinstance(self.num_channels, int) or self.num_channels < 1:
-            raise ValueError(f"`num_channels` must be a positive integer, got {self.num_channels!r}.")
+        _check_positive_int("num_channels", self.num_channels)
         kernel = self.patch_geometry()[0]
-        if self.patch_embed_rank is not None:
-            full_rank = min(self.stage_hidden_sizes[0], self.num_channels * math.prod(kernel))
-            if self.patch_embed_rank >= full_rank:
-                raise ValueError(
-                    f"`patch_embed_rank` ({self.patch_embed_rank}) must be below the rank of a full patch kernel, "
-                    f"min(width {self.stage_hidden_sizes[0]}, num_channels * patch cells "
-                    f"{self.num_channels * math.prod(kernel)}) = {full_rank}, or None for the full kernel."
-                )
         if (self.hidden_sizes is None) != (self.depths is None):
             raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
         if self.hidden_sizes is not None:
@@ -351,12 +372,20 @@ class SpectralConfig(PretrainedConfig):
                         "choose image_size / patch_size so that the first grid is divisible by 2**(stages - 1)."
                     )
                 grid = tuple(n // 2 for n in grid)
+        if self.patch_embed_rank is not None:
+            full_rank = min(self.stage_hidden_sizes[0], self.num_channels * math.prod(kernel))
+            if self.patch_embed_rank >= full_rank:
+                raise ValueError(
+                    f"`patch_embed_rank` ({self.patch_embed_rank}) must be below the rank of a full patch kernel, "
+                    f"min(width {self.stage_hidden_sizes[0]}, num_channels * patch cells "
+                    f"{self.num_channels * math.prod(kernel)}) = {full_rank}, or None for the full kernel."
+                )
         if self.afno_kept_modes is not None:
             if self.hidden_sizes is not None:
                 raise ValueError("`afno_kept_modes` indexes one token grid; it cannot be combined with `hidden_sizes`.")
             grid = self.grid_shape
             freq_shape = (*grid[:-1], grid[-1] // 2 + 1)
-            if len(self.afno_kept_modes) != len(grid):
+            if not isinstance(self.afno_kept_modes, (list, tuple)) or len(self.afno_kept_modes) != len(grid):
                 raise ValueError(
                     f"`afno_kept_modes` needs one entry (a list of indices or None) per frequency axis "
                     f"{freq_shape}, got {self.afno_kept_modes!r}."
@@ -409,7 +438,7 @@ class SpectralConfig(PretrainedConfig):
         if not _is_number(self.afno_sparsity_threshold) or self.afno_sparsity_threshold < 0:
             raise ValueError(f"`afno_sparsity_threshold` must be a number >= 0, got {self.afno_sparsity_threshold!r}.")
         _check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
-        if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
+        if not _is_int(self.type_vocab_size) or self.type_vocab_size < 0:
             raise ValueError(f"`type_vocab_size` must be an integer >= 0, got {self.type_vocab_size!r}.")
         _check_choice("hidden_act", self.hidden_act, sorted(ACT2FN))
         _check_choice("afno_activation", self.afno_activation, sorted(ACT2FN))
@@ -435,7 +464,7 @@ class SpectralConfig(PretrainedConfig):
             )
         if self.is_vision:
             self._validate_vision()
-        elif self.hidden_sizes is not None or self.afno_kept_modes is not None or self.patch_embed_rank is not None:
+        elif any(getattr(self, name) is not None for name in IMAGE_ONLY_FIELDS):
             raise ValueError(
                 "`hidden_sizes`, `depths`, `afno_kept_modes` and `patch_embed_rank` need an image model (set "
                 "`image_size`)."
@@ -453,6 +482,11 @@ class SpectralConfig(PretrainedConfig):
                     "whose mixer is \"none\", empty: give every layer a mixer or an MLP."
                 )
         _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
+        if self.condition_type is None and self.condition_size is not None:
+            raise ValueError(
+                f"`condition_size` ({self.condition_size}) requires `condition_type` (one of "
+                f"{list(CONDITION_TYPES[1:])}); without a conditioning branch leave `condition_size` unset (None)."
+            )
         if self.condition_type is not None and self.hidden_sizes is not None:
             raise ValueError("`condition_type` is not supported with hierarchical `hidden_sizes`; use one width.")
         if "afno" in mixers_used:
@@ -487,5 +521,9 @@ class SpectralConfig(PretrainedConfig):
                 f"`num_attention_heads` ({self.num_attention_heads}) must divide every stage width "
                 f"hidden_sizes={self.stage_hidden_sizes}, since an `attention` mixer can run in any stage."
             )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"`pad_token_id` ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size}).")
+        pad_token_id = self.pad_token_id
+        if pad_token_id is not None and not (_is_int(pad_token_id) and 0 <= pad_token_id < self.vocab_size):
+            raise ValueError(
+                f"`pad_token_id` ({pad_token_id!r}) must be in [0, vocab_size={self.vocab_size}): an integer token id, "
+                "or None."
+            )

@@ -48,9 +48,17 @@ def mixer_names(layout):
     return {name for entry in layout for name in (entry["mixers"] if isinstance(entry, dict) else [entry])}
 
 
+def _strategy(entry):
+    """The hybrid strategy of a layout entry, or None where it is not a dict naming one (a mixer name, or an entry
+    that `validate_mixer_layout` refuses: any other 'strategy', including a non-string such as 5, None or a list)."""
+    strategy = entry.get("strategy") if isinstance(entry, dict) else None
+    return strategy if isinstance(strategy, str) and strategy in HYBRID_STRATEGIES else None
+
+
 def _with_default_option(entry):
-    if isinstance(entry, dict) and entry.get("strategy") in HYBRID_STRATEGIES:
-        option, _, default = HYBRID_STRATEGIES[entry["strategy"]]
+    strategy = _strategy(entry)
+    if strategy is not None:
+        option, _, default = HYBRID_STRATEGIES[strategy]
         return {**entry, option: entry.get(option, default)}
     return entry
 
@@ -84,12 +92,12 @@ def validate_mixer_layout(layout, num_hidden_layers):
                 raise ValueError(f"{where} is {entry!r}; valid mixer names are {list(MIXER_TYPES)}.")
             used.add(entry)
             continue
-        if not isinstance(entry, dict) or entry.get("strategy") not in HYBRID_STRATEGIES:
+        strategy = _strategy(entry)
+        if strategy is None:
             raise ValueError(
                 f"{where} is {entry!r}; an entry is a mixer name from {list(MIXER_TYPES)} or a dict with "
                 f"'strategy' in {list(HYBRID_STRATEGIES)}."
             )
-        strategy = entry["strategy"]
         option, allowed, _ = HYBRID_STRATEGIES[strategy]
         unknown = set(entry) - {"strategy", "mixers", option}
         if unknown:

@@ -63,7 +63,7 @@ def per_axis(name, value, spatial_dims):
 def packing_stride(patch_shape, patch_size, strategy):
     """The stride per axis that `strategy` gives a `patch_shape` patch of kernel `patch_size` (a tuple)."""
     strategies = PACKING_STRATEGIES[patch_shape]
-    if strategy not in strategies:
+    if not isinstance(strategy, str) or strategy not in strategies:
         raise ValueError(
             f"`packing_strategy` {strategy!r} is not defined for patch_shape={patch_shape!r}; "
             f"allowed: {sorted(strategies)}."

@@ -52,7 +52,7 @@ family_and_type = pytest.mark.parametrize(
 @pytest.mark.parametrize("family", FAMILIES)
 def test_branch_off_adds_no_module_and_no_parameter(family):
     default = model_class(family, "Model")(tiny_config(family))
-    explicit_off = model_class(family, "Model")(tiny_config(family, condition_type=None, condition_size=17))
+    explicit_off = model_class(family, "Model")(tiny_config(family, condition_type=None))
     assert list(default.state_dict()) == list(explicit_off.state_dict())
     assert not any("condition" in name for name in explicit_off.state_dict())
     assert not any("condition" in name for name, _ in explicit_off.named_modules())

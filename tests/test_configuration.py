@@ -2,7 +2,7 @@ import json
 import logging
 
 import pytest
-from transformers import CONFIG_MAPPING, AutoConfig, FNetConfig
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, FNetConfig
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
 
@@ -102,3 +102,112 @@ def test_invalid_fields_assigned_after_creation_are_refused_by_validate_save_and
 @pytest.mark.parametrize("family", FAMILIES)
 def test_validate_accepts_a_valid_config(family):
     tiny_config(family, mixer_layout=["attention", "none"]).validate()
+
+
+SEED_LOGGER = "fourierformers.configuration.configuration_spectral"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_seed_keywords_of_a_saved_config_are_dropped_with_a_warning(family, tmp_path, caplog):
+    """Older configs stored seed-library keywords (spectrans' `dropout`, ...) and ignored them: loading one drops
+    the keyword with a warning naming the field to use, while the constructor still refuses it."""
+    config = tiny_config(family)
+    model_class(family, "Model")(config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "dropout": 0.1, "num_layers": 2}))
+    loaders = {
+        "AutoConfig": lambda: AutoConfig.from_pretrained(tmp_path),
+        "from_pretrained": lambda: CONFIG_CLASSES[family].from_pretrained(tmp_path),
+        "from_json_file": lambda: CONFIG_CLASSES[family].from_json_file(tmp_path / "config.json"),
+        "from_dict": lambda: CONFIG_CLASSES[family].from_dict({**saved, "dropout": 0.1, "num_layers": 2}),
+        "AutoModel": lambda: AutoModel.from_pretrained(tmp_path).config,
+    }
+    for loader, load in loaders.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=SEED_LOGGER):
+            reloaded = load()
+        # sorted and deduplicated: AutoModel reads config.json more than once, each read warning again
+        warnings = sorted({record.getMessage() for record in caplog.records if record.name == SEED_LOGGER})
+        assert len(warnings) == 2, loader
+        assert "Ignoring `dropout`=0.1" in warnings[0] and "use `hidden_dropout_prob`" in warnings[0], loader
+        assert "Ignoring `num_layers`=2" in warnings[1] and "use `num_hidden_layers`" in warnings[1], loader
+        assert not hasattr(reloaded, "dropout") and not hasattr(reloaded, "num_layers"), loader
+        assert reloaded.hidden_dropout_prob == config.hidden_dropout_prob, loader
+        assert json.loads(reloaded.to_json_string()) == saved, loader
+    with pytest.raises(ValueError, match=r"`dropout` is a keyword of the seed libraries .*: use `hidden_dropout_prob`"):
+        tiny_config(family, dropout=0.1)
+
+
+IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 token grid: frequency axes (4, 3)
+KEPT_MODES_MESSAGE = r"`afno_kept_modes\[0\]` must be None or a non-empty list of distinct integer indices in \[0, 4\)"
+MALFORMED = [
+    # (fields of the base config, malformed fields, message)
+    *[(IMAGE, dict(afno_kept_modes=[modes, None]), KEPT_MODES_MESSAGE) for modes in (
+        [[0]], [[0], 1], [0.0], [True, 2], [False], ["0"], "01", [-1], [1, 1], [], 2,
+    )],
+    (IMAGE, dict(afno_kept_modes=3), r"`afno_kept_modes` needs one entry .* per frequency axis \(4, 3\), got 3"),
+    (IMAGE, dict(hidden_sizes=5, depths=[1, 1], patch_embed_rank=4), r"`hidden_sizes` must be a list of positive int"),
+    (IMAGE, dict(hidden_sizes=[], depths=[], patch_embed_rank=4), r"`hidden_sizes` \(\[\]\) and `depths` \(\[\]\)"),
+    (IMAGE, dict(hidden_sizes=[True, 32], depths=[1, 1]), r"`hidden_sizes` must be a list of positive integers"),
+    (IMAGE, dict(hidden_sizes=[[16], 32], depths=[1, 1]), r"`hidden_sizes` must be a list of positive integers"),
+    (IMAGE, dict(hidden_sizes=[16, 32], depths=[True, 1]), r"`depths` must be a list of positive integers"),
+    (IMAGE, dict(hidden_sizes=[16, 32], depths=[1.0, 1]), r"`depths` must be a list of positive integers"),
+    ({}, dict(depths=[1, 1]), r"`hidden_sizes`, `depths`, `afno_kept_modes` and `patch_embed_rank` need an image mo"),
+    (IMAGE, dict(spatial_dims=True), r"`spatial_dims` must be 1, 2 or 3, got True"),
+    (IMAGE, dict(num_channels=True), r"`num_channels` must be a positive integer, got True"),
+    (IMAGE, dict(packing_strategy=["dense_square"]), r"`packing_strategy` \['dense_square'\] is not defined .*allowed"),
+    ({}, dict(type_vocab_size=True), r"`type_vocab_size` must be an integer >= 0, got True"),
+    ({}, dict(pad_token_id="0"), r"`pad_token_id` \('0'\) must be in \[0, vocab_size=99\): an integer token id"),
+    ({}, dict(num_hidden_layers=2.0), r"`num_hidden_layers` must be a positive integer, got 2.0"),
+    *[({}, dict(mixer_layout=[{"strategy": strategy, "mixers": ["fourier", "attention"]}, "fourier"]),
+       r"`mixer_layout\[0\]` is .*a dict with 'strategy' in \['adaptive', 'multiscale', 'cascade'\]")
+      for strategy in (5, None, ["adaptive"], {"adaptive": "soft"}, True)],
+    ({}, dict(condition_size=8), r"`condition_size` \(8\) requires `condition_type` \(one of \['cross_attention', "
+                                 r"'adaln_zero'\]\); without a conditioning branch leave `condition_size` unset"),
+]
+MALFORMED_IDS = [f"{next(iter(fields))}{index}" for index, (_, fields, _) in enumerate(MALFORMED)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("base,fields,message", MALFORMED, ids=MALFORMED_IDS)
+def test_malformed_values_are_a_value_error_naming_the_field(family, base, fields, message):
+    """Unhashable, bool, float or string values where ints or strategy names belong used to escape as a TypeError
+    (or IndexError) from deep in the checks, or to be accepted (bools are ints in Python)."""
+    with pytest.raises(ValueError, match=message):
+        tiny_config(family, **base, **fields)
+    config = tiny_config(family, **base)
+    for name, value in fields.items():
+        setattr(config, name, value)
+    with pytest.raises(ValueError, match=message):
+        model_class(family, "Model")(config)
+
+
+def test_compact_layout_with_a_malformed_strategy_or_layer_count_is_a_value_error():
+    with pytest.raises(ValueError, match=r"a dict with 'strategy' in \['adaptive', 'multiscale', 'cascade'\]"):
+        tiny_config("gfnet", mixer_layout={"pattern": [{"strategy": ["cascade"], "mixers": ["fourier", "afno"]}]})
+    with pytest.raises(ValueError, match=r"`num_hidden_layers` must be a positive integer, got '2'"):
+        tiny_config("gfnet", mixer_layout={"pattern": ["fourier"]}, num_hidden_layers="2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_condition_size_needs_condition_type_also_when_assigned(family):
+    """`from_pretrained(path, condition_type=None)` of a conditioned checkpoint keeps its condition_size: refused
+    rather than silently ignored."""
+    config = tiny_config(family, condition_type="adaln_zero", condition_size=6)
+    config.condition_type = None
+    with pytest.raises(ValueError, match=r"`condition_size` \(6\) requires `condition_type`"):
+        config.validate()
+    config.condition_size = None
+    config.validate()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fields", [{}, dict(condition_type="cross_attention", condition_size=6)], ids=["off", "on"])
+def test_default_and_conditioned_configs_round_trip(family, fields, tmp_path):
+    """The default condition_size (None) is saved with condition_type None and must load again."""
+    config = CONFIG_CLASSES[family](**fields)
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("condition_size") == fields.get("condition_size")
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert type(reloaded) is type(config)
+    assert reloaded.to_diff_dict() == config.to_diff_dict()
