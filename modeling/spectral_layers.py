@@ -391,25 +391,27 @@ class MLP(nn.Module):
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
-CHECKED_SAMPLES = 1024  # at most this many values per weight are compared by `SpectralMixer.derived_from_weights`
+CHECKED_SAMPLES = 4096  # `SpectralMixer.derived_from_weights` compares at least this many values of a larger weight
 
 
 def _sample_step(numel):
-    """The step between compared values: at least numel / `CHECKED_SAMPLES`, and with no prime factor up to 7.
+    """The step between compared values: the largest with no prime factor up to 7 that leaves at least
+    `CHECKED_SAMPLES` of them (1, every value, below 11 `CHECKED_SAMPLES` values).
 
     Channel widths are products of small primes, so such a step is coprime to the period P of a weight's trailing
     axes (2 D values per frequency in GFNet's (F, D, 2) filter), and the samples fall on min(P, samples) distinct
-    positions of that period: a whole channel (or column) edited at once is always seen while P fits in the
-    sample. An even step (every 16th value of a 64-channel filter) would only ever compare a few channels."""
+    positions of that period: a whole channel (or column) edited at once is always seen while P is at most
+    `CHECKED_SAMPLES` (D up to 2048 in GFNet). An even step (every 16th value of a 64-channel filter) would only ever
+    compare a few channels, and a step rounded up instead of down left 233 samples of a 256-channel filter."""
     step = max(1, numel // CHECKED_SAMPLES)
     while math.gcd(step, 2 * 3 * 5 * 7) != 1:
-        step += 1
+        step -= 1
     return step
 
 
 def _value_sample(weight):
-    """A view of at most `CHECKED_SAMPLES` values spread over `weight` (see `_sample_step`), through which later
-    edits of its memory show (the whole of a non-contiguous weight, which parameters hardly ever are)."""
+    """A view of the values of `weight` spread by `_sample_step`, through which later edits of its memory show (the
+    whole of a non-contiguous weight, which parameters hardly ever are)."""
     weight = weight.detach()
     if not weight.is_contiguous():
         return weight
@@ -433,12 +435,13 @@ class SpectralMixer(nn.Module):
 
         A weight counts as changed when its version counter, storage or strides change, which every in-place update that
         autograd sees does (optimizers, `load_state_dict`, `torch.nn.init`, edits under `torch.no_grad()`), or when
-        one of up to `CHECKED_SAMPLES` values spread over it differs from the copy taken with the cached value: edits
-        through `param.data` bypass the version counter, and whole-tensor ones (EMA updates, rescaling,
-        re-initialisation) and whole-channel ones are caught by the sample. An edit of a few values through
-        `param.data` can be missed: edit the parameter itself under `torch.no_grad()`. Comparing every value would cost about as much as the
-        rearrangement it saves (0.4 ms for 4 MiB of weights on the development VM). A weight holding NaN never
-        compares equal, so its value is rebuilt on every call (correct, only slower).
+        one of the values spread over it by `_sample_step` (all of a small weight, about `CHECKED_SAMPLES` of a large
+        one) differs from the copy taken with the cached value: edits through `param.data` bypass the version
+        counter, and whole-tensor ones (EMA updates, rescaling, re-initialisation) and whole-channel ones are caught
+        by the sample. An edit of a few values through `param.data` can be missed: edit the parameter itself under
+        `torch.no_grad()`. Comparing every value of a large weight would cost about as much as the rearrangement it
+        saves (0.4 ms for 4 MiB of weights on the development VM). A weight holding NaN never compares equal, so its
+        value is rebuilt on every call (correct, only slower).
 
         It is always recomputed with gradients enabled (even for frozen weights: a value cached in
         `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), for

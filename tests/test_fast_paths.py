@@ -4,15 +4,19 @@ Each reference transforms the zero-padded input at the full fixed size `fft_shap
 and crops, exactly as the mixer's docstring states the math.
 """
 
+import math
+
 import pytest
 import torch
 
 from fourierformers import spectral_layers
 from fourierformers.spectral_layers import (
+    CHECKED_SAMPLES,
     AFNOMixer,
     FourierMixer,
     GlobalFilter,
     fast_fft_size,
+    _sample_step,
     lowest_modes,
 )
 
@@ -236,7 +240,7 @@ def test_inference_cache_sees_a_weight_relaid_in_the_same_memory():
         torch.testing.assert_close(mixer(x), reference_afno(x, (64,), mixer), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("hidden_size,fft_length", [(64, 64), (256, 4096), (96, 30)])
+@pytest.mark.parametrize("hidden_size,fft_length", [(64, 64), (256, 4096), (96, 30), (256, 8)])
 def test_inference_cache_sees_one_channel_of_the_filter_edited_through_data(hidden_size, fft_length):
     """Zeroing one channel through `.data` (no version bump) touches 2 F of the filter's F * D * 2 values. With an even
     step between the compared values, every such edit of channels 1 to 7 of a 64-channel filter went unseen."""
@@ -247,6 +251,20 @@ def test_inference_cache_sees_one_channel_of_the_filter_edited_through_data(hidd
         for channel in (1, 3, hidden_size // 2 + 1, hidden_size - 1):
             mixer.complex_weight.data[:, channel] = 0.0
             assert mixer(x)[..., channel].abs().max() == 0
+
+
+@pytest.mark.parametrize("hidden_size", [1, 2, 3, 8, 48, 64, 96, 100, 256, 384, 768, 1000, 1024, 1536, 2048])
+def test_compared_filter_values_cover_every_channel(hidden_size):
+    """For GFNet filters (F, D, 2) of any length, the compared values fall on every channel, so that a channel edited
+    through `.data` is seen; and at least `CHECKED_SAMPLES` values (all of a small filter) are compared."""
+    for frequencies in (1, 2, 5, 33, 257, 1025, 2049, 8193):
+        numel = frequencies * hidden_size * 2
+        step = _sample_step(numel)
+        positions = torch.arange(0, numel, step)
+        assert len(positions) >= min(numel, CHECKED_SAMPLES)
+        assert math.gcd(step, 2 * 3 * 5 * 7) == 1 and (step == 1 or numel >= 11 * CHECKED_SAMPLES)
+        channels = (positions % (2 * hidden_size)) // 2
+        assert torch.equal(channels.unique(), torch.arange(hidden_size)), (frequencies, step)
 
 
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
