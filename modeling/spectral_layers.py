@@ -721,7 +721,7 @@ def check_kept_modes(kept_modes, fft_shape):
     indices into that axis: an index out of range would only fail in the forward, and a repeated one is processed
     once but gets its gradient twice (the scatter back writes it once, the gather's backward adds every copy)."""
     freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
-    if len(kept_modes) != len(freq_shape):
+    if not isinstance(kept_modes, (list, tuple)) or len(kept_modes) != len(freq_shape):
         raise ValueError(
             f"AFNO kept_modes needs one entry per frequency axis of the FFT over {tuple(fft_shape)} (frequencies "
             f"{freq_shape}), got {kept_modes!r}."
@@ -729,11 +729,15 @@ def check_kept_modes(kept_modes, fft_shape):
     for axis, (modes, size) in enumerate(zip(kept_modes, freq_shape)):
         if modes is None:
             continue
-        indices = list(modes)
-        if len(set(indices)) != len(indices) or not all(0 <= index < size for index in indices):
+        # items are checked before `set` sees them: a nested list is unhashable, and True == 1 would pass as an index
+        if not (
+            isinstance(modes, (list, tuple, range)) and len(modes) > 0
+            and all(isinstance(index, int) and not isinstance(index, bool) and 0 <= index < size for index in modes)
+            and len(set(modes)) == len(modes)
+        ):
             raise ValueError(
-                f"AFNO kept_modes[{axis}] must be distinct indices in [0, {size}) (frequency axis {axis} of the FFT "
-                f"over {tuple(fft_shape)}), got {modes!r}."
+                f"AFNO kept_modes[{axis}] must be None or a non-empty list of distinct integer indices in [0, {size}) "
+                f"(frequency axis {axis} of the FFT over {tuple(fft_shape)}), got {modes!r}."
             )
 
 

@@ -268,16 +268,19 @@ def test_afno_dropout_acts_in_training_only():
     assert not torch.allclose(first, mixer(x)) and not torch.allclose(first, mixer.eval()(x))
 
 
-@pytest.mark.parametrize("kept_modes", [[[1, 1, 2]], [[5]], [[0, -1]], [[0], [1]]])
+@pytest.mark.parametrize(
+    "kept_modes", [[[1, 1, 2]], [[5]], [[0, -1]], [[0], [1]], [[]], [[True, 2]], [[0.0]], [[[0]]], [["0"]], [2], 2],
+)
 def test_afno_refuses_kept_modes_that_are_not_distinct_indices_of_its_frequencies(kept_modes):
-    """A repeated index was processed once but got its gradient twice; one out of range failed in the forward."""
+    """A repeated index was processed once but got its gradient twice; one out of range failed in the forward; a
+    nested list, a float or a bool escaped as a TypeError or was taken as an index (True == 1)."""
     with pytest.raises(ValueError, match=r"AFNO kept_modes.* \(8,\)"):
         AFNOMixer(4, (8,), num_blocks=2, kept_modes=kept_modes)
 
 
 def test_afno_fixed_kept_modes_must_fit_a_smaller_call_grid():
     mixer = AFNOMixer(4, (8,), num_blocks=2, kept_modes=[[0, 4]])
-    with pytest.raises(ValueError, match=r"kept_modes\[0\] must be distinct indices in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"kept_modes\[0\] must be .* distinct integer indices in \[0, 3\)"):
         mixer(torch.randn(1, 4, 4), fft_shape=(4,))
     assert mixer(torch.randn(1, 4, 4), fft_shape=(16,)).shape == (1, 4, 4)
 
