@@ -965,7 +965,8 @@ def validate_class_labels(labels, expected_shape, num_classes):
     """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
     raising `ValueError` with the expected shape and range before the loss would index out of bounds. Any integer
     dtype is accepted (numpy gives int32); they are returned as int64, the one `cross_entropy` takes and in which
-    the range is checked (torch cannot compare uint16 to uint64 tensors)."""
+    the range is checked (torch cannot compare uint16 to uint64 tensors). Under `torch.compile` only dtype and shape
+    are checked, as for the inputs."""
     allowed = f"integer class indices in [0, {num_classes}) or -100 (ignored) of shape {tuple(expected_shape)}"
     if not torch.is_tensor(labels):
         raise ValueError(f"`labels` must be a torch.Tensor of {allowed}, got {type(labels).__name__}.")
@@ -974,6 +975,8 @@ def validate_class_labels(labels, expected_shape, num_classes):
     if tuple(labels.shape) != tuple(expected_shape):
         raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
     labels = labels.long()
+    if torch.compiler.is_compiling():  # reading values back would split a compiled graph
+        return labels
     out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
     if bool(out_of_range.any()):
         raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
@@ -1004,6 +1007,8 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
         allowed = "values in [0, 1] (1: the label applies; soft targets in between are allowed)"
         if labels.is_complex():
             raise ValueError(f"Multi-label `labels` must be real {allowed}, got dtype {labels.dtype}.")
+        if torch.compiler.is_compiling():
+            return labels
         # As floats: torch has no comparisons for uint16 to uint64. NaN fails both.
         values = labels if labels.is_floating_point() else labels.double()
         outside = ~((values >= 0) & (values <= 1))

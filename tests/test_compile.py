@@ -68,6 +68,30 @@ def test_model_compiles_without_graph_breaks(family, padding, pooling):
         torch.testing.assert_close(compiled, model(input_ids, attention_mask=attention_mask).logits)
 
 
+HEAD_LABELS = {
+    "ForSequenceClassification": (dict(), torch.tensor([0, 2])),
+    "ForMultiLabel": (dict(problem_type="multi_label_classification"), torch.tensor([[0.0, 1.0, 1.0], [1.0, 0, 0]])),
+    "ForTokenClassification": (dict(), torch.tensor([[0, 1, 2, -100, 1, 0, 2, 1, 0]] * 2)),
+    "ForMaskedLM": (dict(), torch.tensor([[-100, 7, -100, -100, 98, -100, -100, -100, 5]] * 2)),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("head", list(HEAD_LABELS))
+def test_loss_compiles_without_graph_breaks(family, head):
+    """The labels' range is checked in eager mode only: reading it back split the graph of every training step."""
+    fields, labels = HEAD_LABELS[head]
+    head_class = "ForSequenceClassification" if head == "ForMultiLabel" else head
+    model = model_class(family, head_class)(tiny_config(family, num_labels=3, **fields)).train()
+    input_ids = torch.randint(5, 99, (2, 9))
+    explanation = torch._dynamo.explain(model)(input_ids, labels=labels)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch.manual_seed(0)
+    eager = model(input_ids, labels=labels).loss
+    torch.manual_seed(0)
+    torch.testing.assert_close(torch.compile(model, backend="eager")(input_ids, labels=labels).loss, eager)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_compiled_model_matches_eager_forward_and_backward(family):
