@@ -297,6 +297,12 @@ class SpectralConfig(PretrainedConfig):
         """Whether the model embeds `pixel_values` (an `image_size` is set) rather than token ids."""
         return self.image_size is not None
 
+    @property
+    def effective_pooling(self):
+        """The pooling the model applies: `pooling`, except that an image grid has no class token, so "cls" means
+        "mean" there."""
+        return "mean" if self.is_vision and self.pooling == "cls" else self.pooling
+
     def patch_geometry(self):
         """(kernel, stride, padding, grid_shape) of the patch embedding, tuples with one int per spatial axis."""
         return patch_geometry(

@@ -318,8 +318,7 @@ class SpectralPooler(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        # image grids have no class token
-        self.pooling = "mean" if config.is_vision and config.pooling == "cls" else config.pooling
+        self.pooling = config.effective_pooling
         self.attention = (
             AttentionPooling(config.hidden_size, config.num_attention_heads) if self.pooling == "attention" else None
         )

@@ -107,21 +107,19 @@ def model_card(model):
         ]
     if config.is_vision:
         grids = " → ".join(" × ".join(map(str, grid)) for grid in config.stage_grid_shapes)
-        pooling = "mean" if config.pooling == "cls" else config.pooling  # images have no CLS token
         rows += [
             ("image size", " × ".join(map(str, config.image_shape)) + f" px, {config.num_channels} channels"),
             ("patch size", " × ".join(map(str, config.patch_geometry()[0]))),
             ("token grid (FFT size) per stage" if config.hidden_sizes else "token grid (FFT size)", grids),
         ]
     else:
-        pooling = config.pooling
         rows += [
             ("max sequence length (FFT length)", str(config.max_position_embeddings)),
             ("vocabulary", str(config.vocab_size)),
         ]
     rows += [
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),
-        ("pooling", f"{pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
+        ("pooling", f"{config.effective_pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
         ("parameters", f"{num_parameters:,}"),
     ]
     if auto_class.endswith("Classification"):
