@@ -29,7 +29,7 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 import fourierformers
-from fourierformers.atomic_directory import check_output_dir, publish, work_dir_for
+from fourierformers.atomic_directory import WEIGHT_FILES, check_output_dir, publish, work_dir_for
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +228,16 @@ def checked_max_length(max_seq_length, config):
 
 def load_model(auto_class, model_args, training_args, config):
     """The model of `config`: new, or `--model_name_or_path`. Fine-tuning newly initialises a head whose size
-    changed (other labels); evaluating without `--do_train` needs every weight from the checkpoint, since an
-    untrained head would only give chance results."""
+    changed (other labels); any other weight that does not fit `config` raises `ValueError` (`check_backbone_fits`).
+    Evaluating without `--do_train` needs every weight from the checkpoint, since an untrained head would only give
+    chance results."""
     if model_args.model_name_or_path is None:
         return auto_class.from_config(config)
     model, loading_info = auto_class.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
     )
-    untrained = sorted(loading_info["missing_keys"]) + [key for key, *_ in loading_info["mismatched_keys"]]
+    check_backbone_fits(model, model_args.model_name_or_path, config, loading_info["mismatched_keys"])
+    untrained = sorted(loading_info["missing_keys"]) + sorted(key for key, *_ in loading_info["mismatched_keys"])
     if untrained and not training_args.do_train:
         raise ValueError(
             f"`--model_name_or_path` {model_args.model_name_or_path} has no weights for {untrained[:5]} of "
@@ -243,6 +245,41 @@ def load_model(auto_class, model_args, training_args, config):
             "for this task (fine-tune this one with `--do_train`)."
         )
     return model
+
+
+# Config entries that differ between a checkpoint and its fine-tuned config without changing a backbone weight.
+TASK_CONFIG_KEYS = {"architectures", "id2label", "label2id", "problem_type", "transformers_version", "_name_or_path",
+                    "dtype", "torch_dtype"}
+
+
+def check_backbone_fits(model, model_path, config, mismatched_keys):
+    """Raise `ValueError` when a checkpoint weight outside the task head (the model's `base_model_prefix`
+    submodule: embeddings, blocks, pooler) has another shape than `model`'s, naming the weights and the config
+    fields that differ from the checkpoint's. Only the head may change size, as it does for other labels:
+    re-initialising any other weight would silently fine-tune a partly untrained model."""
+    backbone = sorted(
+        (key, tuple(saved), tuple(wanted))
+        for key, saved, wanted in mismatched_keys
+        if key.startswith(f"{model.base_model_prefix}.")
+    )
+    if not backbone:
+        return
+    shapes = "; ".join(f"{key} {saved} in the checkpoint, {wanted} in the model" for key, saved, wanted in backbone[:5])
+    saved_config = AutoConfig.from_pretrained(model_path).to_dict()
+    requested = config.to_dict()
+    differing = [
+        f"{name}={requested[name]!r} (checkpoint: {saved_config[name]!r})"
+        for name in sorted(set(saved_config) & set(requested) - TASK_CONFIG_KEYS)
+        if saved_config[name] != requested[name]
+    ]
+    raise ValueError(
+        f"Weights of `--model_name_or_path` {model_path} outside the task head do not fit the requested "
+        f"{type(model).__name__} ({len(backbone)} in all): {shapes}{'; ...' if len(backbone) > 5 else ''}. The "
+        f"config differs from the checkpoint's in {', '.join(differing) or 'no field'}; only the task head may "
+        "change size (other labels). Leave out the `--config_overrides` fields that set weight shapes (hidden_size, "
+        "vocab_size, max_position_embeddings, image_size of a ViT, ...), or train a new model without "
+        "`--model_name_or_path`."
+    )
 
 
 def train_evaluate_predict(trainer, training_args, write_predictions=None, derived_eval_metrics=None):
@@ -326,6 +363,8 @@ def run_example(run, argument_classes, argv=None, writes_predictions=True, **tra
                          "run_mlm.py's loss and perplexity); leave out `--do_predict`.")
     check_phases(model_args, training_args)
     check_saved_folders(model_args)
+    check_inputs_survive(model_args, training_args)
+    check_resume_checkpoint(training_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
@@ -398,6 +437,82 @@ def check_saved_folders(model_args):
             )
 
 
+def lies_in(path, folder):
+    """Whether `path` is `folder` or lies in it, once symbolic links and `..` are resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def resumes_in_work_dir(training_args):
+    """Whether the run resumes from a checkpoint in its work directory, which it then keeps."""
+    resume = training_args.resume_from_checkpoint
+    return resume is not None and lies_in(resume, work_dir_for(training_args.output_dir))
+
+
+def check_inputs_survive(model_args, training_args):
+    """Raise `ValueError` when the run would delete the model or tokenizer it loads: a run without `--do_train`
+    replaces `--output_dir` with its metrics and predictions when it ends, so `--model_name_or_path` and
+    `--tokenizer_name` must not be (or lie in) it; and a run that does not resume from its work directory
+    `<output_dir>.incomplete` deletes that when it starts, so they must not lie there either. (A run with
+    `--do_train` may replace the checkpoint it fine-tunes by the fine-tuned model.)"""
+    output_dir = Path(training_args.output_dir)
+    work_dir = work_dir_for(output_dir)
+    for flag in ("model_name_or_path", "tokenizer_name"):
+        path = getattr(model_args, flag, None)
+        if path is None:
+            continue
+        if not training_args.do_train and lies_in(path, output_dir):
+            raise ValueError(
+                f"`--{flag}` {path} is (or lies in) `--output_dir` {output_dir}, which a run without `--do_train` "
+                "replaces with its metrics and predictions when it ends: the model would be lost. Pass another "
+                "`--output_dir`."
+            )
+        if not resumes_in_work_dir(training_args) and lies_in(path, work_dir):
+            raise ValueError(
+                f"`--{flag}` {path} lies in the work directory {work_dir} of `--output_dir` {output_dir}, which the "
+                "run deletes when it starts (it keeps it only when resuming with `--resume_from_checkpoint "
+                f"{work_dir}/checkpoint-N`). Copy it elsewhere, or pass another `--output_dir`."
+            )
+
+
+def checkpoints_in(folder):
+    """The end of a message about a missing checkpoint: the `checkpoint-N` folders that `folder` holds."""
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    found = sorted((path.name for path in folder.glob("checkpoint-*") if path.is_dir()), key=lambda n: (len(n), n))
+    return f"{folder} holds {found}" if found else f"{folder} holds no checkpoint-N folder"
+
+
+def check_resume_checkpoint(training_args):
+    """Raise `FileNotFoundError` when `--resume_from_checkpoint` (read only with `--do_train`) is not a Trainer
+    checkpoint folder (trainer_state.json and weights), or when it records a best checkpoint that no longer exists
+    and `--load_best_model_at_end` is set: Trainer would ignore that best model and end with the last one."""
+    path = training_args.resume_from_checkpoint
+    if path is None or not training_args.do_train:
+        return
+    checkpoint = Path(path)
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(
+            f"`--resume_from_checkpoint` {path} is not a folder ({checkpoints_in(checkpoint.parent)}); pass a "
+            "checkpoint-N folder that a run with `--save_strategy steps` or `epoch` wrote."
+        )
+    has_weights = any((checkpoint / name).is_file() for name in WEIGHT_FILES)
+    if not (checkpoint / TRAINER_STATE_NAME).is_file() or not has_weights:
+        contents = sorted(entry.name for entry in checkpoint.iterdir())
+        raise FileNotFoundError(
+            f"`--resume_from_checkpoint` {path} is not a Trainer checkpoint: it needs {TRAINER_STATE_NAME} and model "
+            f"weights, and holds {contents[:8]}{' ...' if len(contents) > 8 else ''} "
+            f"({checkpoints_in(checkpoint.parent)})."
+        )
+    best = json.loads((checkpoint / TRAINER_STATE_NAME).read_text()).get("best_model_checkpoint")
+    if best is not None and training_args.load_best_model_at_end and not Path(best).is_dir():
+        raise FileNotFoundError(
+            f"The best checkpoint {best} recorded in {checkpoint / TRAINER_STATE_NAME} no longer exists "
+            f"({checkpoints_in(Path(best).parent)}): with `--load_best_model_at_end` the resumed run could not end "
+            "with the best model. Restore that folder, or resume without `--load_best_model_at_end`."
+        )
+
+
 @contextlib.contextmanager
 def output_dir_written_on_success(training_args):
     """Run the example in a work directory beside `--output_dir` (`<output_dir>.incomplete`) and move it to
@@ -411,8 +526,7 @@ def output_dir_written_on_success(training_args):
     output_dir = Path(training_args.output_dir).absolute()
     check_output_dir(output_dir, training_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir")
     work_dir = work_dir_for(output_dir)
-    resume = training_args.resume_from_checkpoint
-    resuming = resume is not None and work_dir in Path(resume).absolute().parents
+    resuming = resumes_in_work_dir(training_args)
     is_main = training_args.process_index == 0
     with training_args.main_process_first(local=False, desc="preparing the work directory"):
         if is_main and not resuming:
@@ -441,16 +555,22 @@ def output_dir_written_on_success(training_args):
 def point_saved_state_to(output_dir, work_dir, training_args):
     """Trainer saved its arguments (`output_dir`) and each checkpoint's state (`best_model_checkpoint`) with paths
     in the work directory: rewrite them to where the work directory is about to be published, so that resuming
-    from a published checkpoint finds its best model. `training_args.output_dir` is `output_dir` again here."""
+    from a published checkpoint finds its best model. A run resumed from a checkpoint published in `output_dir`
+    can still name a best checkpoint there, which publishing deletes: that one is copied into the work directory.
+    `training_args.output_dir` is `output_dir` again here."""
     for folder in [work_dir, *work_dir.glob("checkpoint-*")]:
         if (folder / TRAINING_ARGS_NAME).exists():
             torch.save(training_args, folder / TRAINING_ARGS_NAME)
-    for state_file in work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}"):
+    for state_file in list(work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}")):
         state = json.loads(state_file.read_text())
-        best = state.get("best_model_checkpoint")
-        if best is not None and work_dir in Path(best).parents:
-            state["best_model_checkpoint"] = str(output_dir / Path(best).relative_to(work_dir))
+        best = None if state.get("best_model_checkpoint") is None else Path(state["best_model_checkpoint"])
+        if best is not None and work_dir in best.parents:
+            state["best_model_checkpoint"] = str(output_dir / best.relative_to(work_dir))
             state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        elif best is not None and output_dir in best.parents and best.is_dir():
+            kept = work_dir / best.relative_to(output_dir)
+            if not kept.exists():
+                shutil.copytree(best, kept)
 
 
 def check_sample_limits(data_args):

@@ -37,6 +37,7 @@ from common import (
     limit_samples,
     load_metric,
     load_model,
+    parse_overrides,
     pipeline_model,
     run_example,
     train_evaluate_predict,
@@ -67,8 +68,11 @@ class DataArguments:
     image_size: int | None = field(
         default=None,
         metadata={"help": "Side of the square model input. From scratch: the first training image's width by "
-                  "default, rounded to a multiple of the patch size (the chosen sizes are logged). Fine-tuning: "
-                  "the checkpoint's size by default; another one resizes its position embeddings and filters."},
+                  "default; a patch size that tiles 7 to 16 patches per side is chosen and the side rounded to the "
+                  "nearest multiple of it that does (101 -> 100 px with 10-pixel patches; under 7 px: 1-pixel "
+                  "patches, not rounded); both are logged. Fine-tuning (--do_train): used as given, the checkpoint's "
+                  "size by default; another one resizes its position embeddings and filters (fourierformers models "
+                  "only). Without --do_train only the checkpoint's own size is accepted."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
@@ -172,21 +176,52 @@ def image_processor_for(model_args, config):
     )
 
 
-def check_resizable(model_path, image_size):
-    """Raise `ValueError` when `--image_size` asks a checkpoint that cannot be resized for another size: only
-    fourierformers models rebuild their position embeddings and filters at a new size (transformers' ViT would
-    newly initialise its position embeddings)."""
-    saved = AutoConfig.from_pretrained(model_path)
-    if saved.image_size != image_size and saved.model_type not in FAMILY_CONFIGS:
+def requested_image_size(model_args, data_args):
+    """The image size that `--image_size` or `--config_overrides image_size=...` asks for, `None` when neither
+    does; `ValueError` when both do, with different sizes."""
+    overridden = parse_overrides(model_args.config_overrides).get("image_size")
+    if data_args.image_size is not None and overridden is not None and overridden != data_args.image_size:
         raise ValueError(
-            f"`--image_size` {image_size} differs from the {saved.image_size} px of the {saved.model_type} checkpoint "
-            f"`--model_name_or_path` {model_path}, which cannot be resized (only {list(FAMILY_CONFIGS)} can); leave "
-            "`--image_size` out."
+            f"`--image_size` {data_args.image_size} and `--config_overrides image_size={overridden}` disagree; give "
+            "the image size once."
+        )
+    return data_args.image_size if data_args.image_size is not None else overridden
+
+
+def square(size):
+    """An image size as (height, width): configs hold an int for square images."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def check_resizable(model_path, image_size, training):
+    """Raise `ValueError` when the image size asked for (`--image_size` or `image_size` in `--config_overrides`)
+    differs from the checkpoint's and the model cannot be resized to it: without `training` (`--do_eval` /
+    `--do_predict` alone evaluate the checkpoint as it was trained), or for a model whose position embeddings would
+    be newly initialised (transformers' ViT: only fourierformers models rebuild their position embeddings and
+    filters at a new size)."""
+    saved = AutoConfig.from_pretrained(model_path)
+    if square(saved.image_size) == square(image_size):
+        return
+    if not training:
+        raise ValueError(
+            f"Image size {image_size} (`--image_size`) differs from the {saved.image_size} px that "
+            f"`--model_name_or_path` {model_path} was trained at, and `--do_eval` / `--do_predict` without "
+            f"`--do_train` evaluate the checkpoint as it is (images resized to {saved.image_size} px): leave "
+            f"`--image_size` out, or add `--do_train` to fine-tune the model at {image_size} px."
+        )
+    if saved.model_type not in FAMILY_CONFIGS:
+        raise ValueError(
+            f"Image size {image_size} (`--image_size` or `--config_overrides image_size=...`) differs from the "
+            f"{saved.image_size} px of the {saved.model_type} checkpoint `--model_name_or_path` {model_path}, which "
+            f"cannot be resized (only {list(FAMILY_CONFIGS)} can); leave the image size out."
         )
 
 
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
+    requested = requested_image_size(model_args, data_args)
+    if model_args.model_name_or_path is not None and requested is not None:
+        check_resizable(model_args.model_name_or_path, requested, training_args.do_train)
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names
 
@@ -198,7 +233,6 @@ def run(model_args, data_args, training_args):
     else:
         defaults = {}
         if data_args.image_size is not None:
-            check_resizable(model_args.model_name_or_path, data_args.image_size)
             task_fields["image_size"] = data_args.image_size
     config = build_config(
         model_args, defaults, baselines=IMAGE_BASELINES, training=training_args.do_train, **task_fields

@@ -99,10 +99,14 @@ def load_corpus(data_args):
 
 
 class MaskedOnceCollator:
-    """Training batches are masked anew every time (`masking`, a `DataCollatorForLanguageModeling`); examples that
-    carry their own `labels` (the evaluation set, masked once by `mask_once`) are only padded, so that every
-    evaluation scores the same masked tokens and eval losses compare across epochs (re-masked, one model's eval loss
-    moved by more than a few training steps changed it)."""
+    """A data collator for run_mlm.py's two kinds of batches, told apart by their first example. Examples without
+    `labels` (training) go to `masking`, a `DataCollatorForLanguageModeling`, which pads them and masks them anew
+    at every call (labels: the masked tokens' ids, -100 elsewhere). Examples with `labels` (the evaluation set,
+    masked once by `mask_once`) are not masked again: their `input_ids` and `attention_mask` are padded by the
+    tokenizer (on its `padding_side`), and their `labels` are placed on the same positions, with -100 on the
+    padding so that it is not scored. Every evaluation therefore scores the same masked tokens and eval losses
+    compare across epochs (masked anew at each evaluation, one model's eval loss moved by as much as a few training
+    steps changed it)."""
 
     def __init__(self, masking):
         self.masking = masking

@@ -99,7 +99,8 @@ def test_trained_vocabulary_ids_follow_from_the_token_set():
 
     import common
 
-    texts = [f"the {w} film was {v}, {w}ly {v}!" for w in ("grand", "dull", "odd", "warm") for v in ("moving", "tedious")]
+    texts = [f"the {w} film was {v}, {w}ly {v}!"
+             for w in ("grand", "dull", "odd", "warm") for v in ("moving", "tedious")]
     tokenizer = common.train_wordpiece_tokenizer(texts, 60, 32)
     vocab = tokenizer.get_vocab()
     shuffled = list(vocab)
@@ -124,6 +125,17 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
     )
     assert overrides == dict(hidden_size=64, mixer_residual=False, norm_first=True, afno_num_modes=None,
                              pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
+
+
+@pytest.mark.parametrize("data_size,patch_size,image_size", [
+    (5, 1, 5), (8, 1, 8), (17, 2, 16), (28, 4, 28), (64, 8, 64), (101, 10, 100), (224, 32, 224), (1000, 125, 1000),
+])
+def test_default_patch_and_image_size(data_size, patch_size, image_size):
+    """The documented choices: the largest patch among the sides nearest the data's (28 px: 4-pixel patches, not
+    2), and sizes outside the range below (under 7 px: 1-pixel patches, not rounded)."""
+    from run_image_classification import default_patch_and_image_size
+
+    assert default_patch_and_image_size(data_size) == (patch_size, image_size)
 
 
 def test_default_patch_and_image_size_tile_a_grid_of_7_to_16_patches():

@@ -1,23 +1,35 @@
 """End-to-end runs of the example scripts on small slices of their default data with tiny configs: training,
 evaluation with the local metrics, saving, and the pipeline each script runs at the end; evaluation and
-predictions of a saved model without training; fine-tuning checks. Plus a 2-process `torchrun` run (the README's
-command, without `--use_cpu`) whose losses must equal the single-process run's (the `num_items_in_batch`
-handling)."""
+predictions of a saved model without training; fine-tuning, resuming and output-folder checks. Plus a 2-process
+`torchrun` run (the README's command, without `--use_cpu` unless torch sees a single accelerator device) whose
+losses must equal the single-process run's (the `num_items_in_batch` handling)."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import FAMILIES
 from datasets import Dataset
-from transformers import AutoModelForTokenClassification, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainingArguments,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
-from fourierformers import GFNetConfig, GFNetForMaskedLM
+from fourierformers import GFNetConfig, GFNetForImageClassification, GFNetForMaskedLM, GFNetForSequenceClassification
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -239,6 +251,10 @@ def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, 
      r"`--max_seq_length` 64 is longer than the model's max_position_embeddings \(32\); pass `--max_seq_length 32`"),
     (["--do_eval", "--task", "regression"], ValueError,
      r"`--model_name_or_path` .*classifier was trained with num_labels=2, but the data needs num_labels=1"),
+    (["--config_overrides", "hidden_size=64"], ValueError,
+     r"Weights of `--model_name_or_path` .*classifier outside the task head do not fit the requested "
+     r"GFNetForSequenceClassification .*gfnet\.embeddings\..* \(.*, 32\) in the checkpoint, \(.*, 64\) in the model.*"
+     r"differs from the checkpoint's in hidden_size=64 \(checkpoint: 32\)"),
 ])
 def test_fine_tuning_command_line(saved_classifier, tmp_path, arguments, error, message):
     model_dir, _ = saved_classifier
@@ -250,12 +266,180 @@ def test_fine_tuning_command_line(saved_classifier, tmp_path, arguments, error, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("data_size,patch_size,image_size", [
-    (5, 1, 5), (8, 1, 8), (17, 2, 16), (28, 4, 28), (64, 8, 64), (101, 10, 100), (224, 32, 224), (1000, 125, 1000),
+@pytest.fixture(scope="module")
+def tiny_text_checkpoint(tmp_path_factory):
+    """A 2-label GFNet text classifier saved by `save_pretrained` (hidden size 32, vocabulary 50)."""
+    path = tmp_path_factory.mktemp("tiny") / "classifier"
+    config = GFNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, intermediate_size=32,
+                         max_position_embeddings=16, num_labels=2)
+    GFNetForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+def load_for_fine_tuning(path, **config_fields):
+    """`common.load_model` as a run with `--do_train` calls it, with the checkpoint's config and `config_fields`."""
+    config = AutoConfig.from_pretrained(path, **config_fields)
+    return common.load_model(AutoModelForSequenceClassification, SimpleNamespace(model_name_or_path=str(path)),
+                             SimpleNamespace(do_train=True), config)
+
+
+def test_fine_tuning_reinitialises_only_a_head_of_another_size(tiny_text_checkpoint):
+    model = load_for_fine_tuning(tiny_text_checkpoint, num_labels=5)
+    saved = GFNetForSequenceClassification.from_pretrained(tiny_text_checkpoint)
+    assert model.classifier.weight.shape == (5, 32)
+    backbone = model.gfnet.state_dict()
+    assert all(torch.equal(backbone[name], value) for name, value in saved.gfnet.state_dict().items())
+
+
+@pytest.mark.parametrize("field,weight", [
+    ("hidden_size=64", r"word_embeddings\.weight \(50, 32\) in the checkpoint, \(50, 64\) in the model"),
+    ("vocab_size=60", r"word_embeddings\.weight \(50, 32\) in the checkpoint, \(60, 32\) in the model"),
 ])
-def test_default_patch_and_image_size(data_size, patch_size, image_size):
-    """7 to 16 patches per side, the side as near the data's as that allows (a prime size got 1-pixel patches)."""
-    assert run_image_classification.default_patch_and_image_size(data_size) == (patch_size, image_size)
+def test_fine_tuning_refuses_a_backbone_of_another_shape(tiny_text_checkpoint, field, weight):
+    """Before, every mismatched weight was silently re-initialised: the run fine-tuned a partly untrained model."""
+    name, value = field.split("=")
+    checkpoint_value = {"hidden_size": 32, "vocab_size": 50}[name]
+    with pytest.raises(ValueError, match=rf"outside the task head .*{weight}.* differs from the checkpoint's in "
+                                         rf"{name}={value} \(checkpoint: {checkpoint_value}\)"):
+        load_for_fine_tuning(tiny_text_checkpoint, num_labels=5, **{name: int(value)})
+
+
+def snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("spelling", ["same path", "through ..", "symbolic link", "checkpoint inside", "tokenizer"])
+def test_evaluation_refuses_an_output_dir_holding_its_model(saved_classifier, tmp_path, spelling):
+    """A run without `--do_train` replaces `--output_dir` with its metrics: evaluating a model into its own folder
+    (however the path is spelled) would delete the model, so it is refused before anything is written."""
+    model_dir = tmp_path / "classifier"
+    shutil.copytree(saved_classifier[0], model_dir)
+    (tmp_path / "link").symlink_to(model_dir)
+    checkpoint = sorted(model_dir.glob("checkpoint-*"))[0]
+    model, tokenizer, output_dir = {
+        "same path": (model_dir, None, model_dir),
+        "through ..": (model_dir, None, model_dir / ".." / "classifier"),
+        "symbolic link": (model_dir, None, tmp_path / "link"),
+        "checkpoint inside": (checkpoint, None, model_dir),
+        "tokenizer": (saved_classifier[0], model_dir, model_dir),
+    }[spelling]
+    flag = "tokenizer_name" if tokenizer else "model_name_or_path"
+    before = snapshot(model_dir)
+    with pytest.raises(ValueError, match=rf"`--{flag}` .* is \(or lies in\) `--output_dir` .*, which a run without "
+                                         r"`--do_train` replaces .*the model would be lost"):
+        run_text_classification.main([
+            "--output_dir", str(output_dir), "--model_name_or_path", str(model), "--do_eval", "--do_predict",
+            *(["--tokenizer_name", str(tokenizer)] if tokenizer else []),
+        ])
+    assert snapshot(model_dir) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["classifier", "link"]  # no work directory
+
+
+def test_fresh_run_refuses_to_delete_the_checkpoint_it_loads(saved_classifier, tmp_path):
+    """A run that does not resume deletes its work directory `<output_dir>.incomplete` first."""
+    checkpoint = tmp_path / "out.incomplete" / "checkpoint-1"
+    shutil.copytree(sorted(saved_classifier[0].glob("checkpoint-*"))[0], checkpoint)
+    with pytest.raises(ValueError, match=r"`--model_name_or_path` .*checkpoint-1 lies in the work directory "
+                                         r".*out\.incomplete .*which the run deletes when it starts"):
+        run_text_classification.main(["--output_dir", str(tmp_path / "out"), "--model_name_or_path", str(checkpoint),
+                                      "--do_train"])
+    assert (checkpoint / "model.safetensors").is_file()
+
+
+def resume_arguments(checkpoint, load_best=False):
+    return SimpleNamespace(resume_from_checkpoint=str(checkpoint), do_train=True, load_best_model_at_end=load_best)
+
+
+@pytest.mark.parametrize("case", ["missing folder", "not a checkpoint", "best checkpoint deleted"])
+def test_resume_from_checkpoint_names_what_exists(saved_classifier, tmp_path, case):
+    """Trainer raised deep in `train()` after the data was prepared for a missing folder, and for a deleted best
+    checkpoint only warned, then ended with the last model despite `--load_best_model_at_end`."""
+    model_dir, _ = saved_classifier
+    checkpoints = sorted((path.name for path in model_dir.glob("checkpoint-*")), key=lambda n: int(n.split("-")[1]))
+    for checkpoint in checkpoints:  # the published checkpoints resume, with their best model
+        assert common.check_resume_checkpoint(resume_arguments(model_dir / checkpoint, load_best=True)) is None
+    (tmp_path / "empty").mkdir()
+    kept = tmp_path / "kept" / checkpoints[-1]
+    shutil.copytree(model_dir / checkpoints[-1], kept)
+    state = json.loads((kept / "trainer_state.json").read_text())
+    state["best_model_checkpoint"] = str(tmp_path / "kept" / checkpoints[0])
+    (kept / "trainer_state.json").write_text(json.dumps(state))
+    checkpoint, message = {
+        "missing folder": (model_dir / "checkpoint-99",
+                           rf"checkpoint-99 is not a folder \(.*classifier holds {re.escape(str(checkpoints))}\)"),
+        "not a checkpoint": (tmp_path / "empty",
+                             r"empty is not a Trainer checkpoint: it needs trainer_state\.json and model weights, "
+                             r"and holds \[\]"),
+        "best checkpoint deleted": (kept, rf"The best checkpoint .*{checkpoints[0]} recorded in .* no longer "
+                                          rf"exists \(.*kept holds \['{checkpoints[-1]}'\]\): with "
+                                          r"`--load_best_model_at_end`"),
+    }[case]
+    with pytest.raises(FileNotFoundError, match=message):
+        run_text_classification.main([
+            "--output_dir", str(tmp_path / "out"), "--model_name_or_path", str(model_dir), "--do_train",
+            "--resume_from_checkpoint", str(checkpoint), "--save_strategy", "epoch", "--load_best_model_at_end",
+            "--metric_for_best_model", "accuracy",
+        ])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
+    # Without --load_best_model_at_end the deleted best is harmless (Trainer forgets it): no error.
+    assert common.check_resume_checkpoint(resume_arguments(kept)) is None
+
+
+def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classifier, tmp_path):
+    """Resuming from a checkpoint in `--output_dir` replaces that folder when the run ends; the best checkpoint the
+    resumed state names (the first one here, given a score no new evaluation reaches) must be published with the
+    run, else the published state names a deleted folder."""
+    output_dir = tmp_path / "classifier"
+    shutil.copytree(saved_classifier[0], output_dir)
+    first, last = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    (last / "trainer_state.json").write_text(json.dumps({**state, "best_model_checkpoint": str(first),
+                                                          "best_metric": 2.0}))
+    best_weights = load_file(first / "model.safetensors")
+    run_text_classification.main([
+        "--output_dir", str(output_dir), "--tokenizer_name", str(output_dir), "--config_overrides", TINY_MODEL,
+        *TEXT_RUN, "--num_train_epochs", "3", "--save_strategy", "epoch", "--load_best_model_at_end",
+        "--metric_for_best_model", "accuracy", "--resume_from_checkpoint", str(last),
+        "--pipeline_inputs", "A wonderful film.",
+    ])
+    published = sorted(path.name for path in output_dir.glob("checkpoint-*"))
+    new = [name for name in published if name != first.name]
+    assert first.name in published and len(new) == 1  # the best checkpoint and the new epoch's
+    best = json.loads((output_dir / new[0] / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert best == str(first) and (first / "model.safetensors").is_file()
+    final = load_file(output_dir / "model.safetensors")
+    assert all(torch.equal(final[name], value) for name, value in best_weights.items())
+
+
+@pytest.fixture(scope="module")
+def image_checkpoints(tmp_path_factory):
+    """16-pixel GFNet and ViT image classifiers saved by `save_pretrained` (3 classes, 4-pixel patches)."""
+    folder = tmp_path_factory.mktemp("image_checkpoints")
+    sizes = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=32, image_size=16, patch_size=4, num_labels=3)
+    GFNetForImageClassification(GFNetConfig(**sizes)).save_pretrained(folder / "gfnet")
+    ViTForImageClassification(ViTConfig(**sizes, num_attention_heads=4)).save_pretrained(folder / "vit")
+    return folder
+
+
+@pytest.mark.parametrize("model,arguments,message", [
+    ("gfnet", ["--do_eval", "--image_size", "8"],
+     r"Image size 8 \(`--image_size`\) differs from the 16 px that `--model_name_or_path` .*gfnet was trained at, "
+     r"and `--do_eval` / `--do_predict` without `--do_train` evaluate the checkpoint as it is"),
+    ("gfnet", ["--do_predict", "--image_size", "8"],
+     r"Image size 8 .* add `--do_train` to fine-tune the model at 8 px"),
+    ("vit", ["--do_train", "--image_size", "32"],
+     r"Image size 32 .* differs from the 16 px of the vit checkpoint .* cannot be resized \(only \['gfnet', 'afno', "
+     r"'fnet_hybrid'\] can\)"),
+    # Through the config, the ViT's position embeddings would have been newly initialised.
+    ("vit", ["--do_train", "--config_overrides", "image_size=32"], r"Image size 32 .* cannot be resized"),
+    ("gfnet", ["--do_train", "--image_size", "8", "--config_overrides", "image_size=12"],
+     r"`--image_size` 8 and `--config_overrides image_size=12` disagree; give the image size once"),
+])
+def test_image_size_of_a_checkpoint_is_checked(image_checkpoints, tmp_path, model, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        run_image_classification.main(["--output_dir", str(tmp_path / "out"), "--model_name_or_path",
+                                       str(image_checkpoints / model), *arguments])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
 
 
 def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_path):
@@ -285,12 +469,21 @@ def test_image_classification(tmp_path, model_type):
         assert prediction.split()[0] in names and truth.removeprefix("true label ") in names
 
 
+def accelerator_count():
+    """How many GPUs (or other accelerator devices) torch sees; before torch 2.6 (no `torch.accelerator`), CUDA's."""
+    return torch.accelerator.device_count() if hasattr(torch, "accelerator") else torch.cuda.device_count()
+
+
 @pytest.mark.parametrize("script", ["run_text_classification.py", "run_token_classification.py"])
 def test_two_processes_match_one(tmp_path, script):
     """Same global batch (2 x 4 vs 1 x 8), same data order and initialisation: the reported train and eval losses
     must match the single-process run (they double if a model ignores `num_items_in_batch`; a single process
     with batches of 4 would take twice the steps and end at another loss)."""
     run = [*TEXT_RUN, "--max_train_samples", "96", "--config_overrides", TINY_MODEL, "--logging_steps", "1"]
+    # Without an accelerator the examples run on the CPU (gloo) by default; each of the 2 processes needs a device
+    # of its own otherwise, so with fewer both runs use the CPU.
+    if common.accelerator_available() and accelerator_count() < 2:
+        run.append("--use_cpu")
     _, single, _ = run_example(script, tmp_path / "one", *run, "--per_device_train_batch_size", "8",
                                "--per_device_eval_batch_size", "8")
     # Each run trains its own tokenizer: the vocabularies must agree too (the trainer's ties are broken in
