@@ -631,12 +631,13 @@ class GlobalFilter(SpectralMixer):
         indexing would zero-fill and copy it in the backward (one copy of the whole filter per layer and step
         either way)."""
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
-        return self.derived_from_weights(
-            ("channels_first", fft_shape),
-            (self.complex_weight,),
-            dtype,
-            lambda: channels_first(self.complex_filter(dtype, fft_shape)[None]),
-        )
+
+        def compute():
+            kernel = self.complex_filter(dtype, fft_shape)  # (*freq_shape, D)
+            # reshape rather than [None]: the ONNX exporter has no unsqueeze for complex tensors
+            return channels_first(kernel.reshape(1, *kernel.shape))
+
+        return self.derived_from_weights(("channels_first", fft_shape), (self.complex_weight,), dtype, compute)
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
@@ -741,6 +742,16 @@ def check_kept_modes(kept_modes, fft_shape):
             )
 
 
+def _complex_baddbmm(bias, weight, z):
+    """`torch.baddbmm(bias, weight, z)` of complex tensors; in real arithmetic while `torch.onnx.export` traces, since
+    ONNX has no complex matrix product: (W_r + i W_i)(z_r + i z_i) = W_r z_r - W_i z_i + i (W_r z_i + W_i z_r)."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.baddbmm(bias, weight, z)
+    real = torch.baddbmm(bias.real, weight.real, z.real) - weight.imag @ z.imag
+    imag = torch.baddbmm(bias.imag, weight.real, z.imag) + weight.imag @ z.real
+    return torch.complex(real, imag)
+
+
 class AFNOMixer(SpectralMixer):
     """Adaptive Fourier Neural Operator mixing (Guibas et al., 2022).
 
@@ -805,9 +816,10 @@ class AFNOMixer(SpectralMixer):
         weight, bias = (self.w1, self.b1) if layer == 1 else (self.w2, self.b2)
 
         def compute():
-            complex_weight = torch.complex(weight[0].to(dtype), weight[1].to(dtype)).transpose(1, 2)  # (k, out, in)
-            complex_bias = torch.complex(bias[0].to(dtype), bias[1].to(dtype))[..., None]  # (k, out, 1)
-            return complex_weight.repeat(batch_size, 1, 1), complex_bias.repeat(batch_size, 1, 1)
+            # laid out and repeated as real (2, B k, ...) tensors: the ONNX exporter has no repeat for complex ones
+            parts = weight.to(dtype).transpose(2, 3).repeat(1, batch_size, 1, 1)  # (2, B k, out, in)
+            bias_parts = bias.to(dtype)[..., None].repeat(1, batch_size, 1, 1)  # (2, B k, out, 1)
+            return torch.complex(parts[0], parts[1]), torch.complex(bias_parts[0], bias_parts[1])
 
         return self.derived_from_weights(f"layer{layer}", (weight, bias), (dtype, batch_size), compute)
 
@@ -823,13 +835,13 @@ class AFNOMixer(SpectralMixer):
         z = spectrum.reshape(batch_size * self.num_blocks, self.block_size, -1)  # (B k, d, M)
         w1, b1 = self.complex_block_affine(1, dtype, batch_size)
         w2, b2 = self.complex_block_affine(2, dtype, batch_size)
-        hidden = torch.view_as_real(torch.baddbmm(b1, w1, z))  # (B k, d f, M, 2)
+        hidden = torch.view_as_real(_complex_baddbmm(b1, w1, z))  # (B k, d f, M, 2)
         if self.activation is None:
             F.relu(hidden, inplace=True)
         else:
             hidden = self.activation(hidden)
         hidden = torch.view_as_complex(self.dropout(hidden))
-        out = F.softshrink(torch.view_as_real(torch.baddbmm(b2, w2, hidden)), self.sparsity_threshold)
+        out = F.softshrink(torch.view_as_real(_complex_baddbmm(b2, w2, hidden)), self.sparsity_threshold)
         return torch.view_as_complex(out).reshape(spectrum.shape)
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
@@ -845,13 +857,15 @@ class AFNOMixer(SpectralMixer):
             else:
                 index = torch.tensor(modes, device=x.device)
                 scattered.append((axis, index, spectrum.shape[axis]))
-                kept = spectrum.index_select(axis, index)
+                # on the real view (..., 2): the ONNX exporter has no index_select or index_copy for complex tensors
+                kept = torch.view_as_complex(torch.view_as_real(spectrum).index_select(axis, index))
             spectrum = kept
         kept = self.block_mlp(spectrum)
         for axis, index, size in reversed(scattered):
-            full_shape = list(kept.shape)
+            parts = torch.view_as_real(kept)  # (B, D, *modes, 2)
+            full_shape = list(parts.shape)
             full_shape[axis] = size
-            kept = kept.new_zeros(full_shape).index_copy(axis, index, kept)
+            kept = torch.view_as_complex(parts.new_zeros(full_shape).index_copy(axis, index, parts))
         if out is not None and out.dtype == REAL_DTYPES[kept.dtype]:
             return grid_irfftn(kept, fft_shape, grid_shape, norm="ortho", out=out).add_(x)
         y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor

@@ -1,6 +1,7 @@
 """torch.compile for every mixer and family: mixers compile to one graph (fullgraph), and compiled models give the
 eager outputs and gradients. The CPU backend here is aot_eager (traced forward and backward graphs without
-generating C++), which keeps CI fast; scripts/benchmark.py --compile measures inductor."""
+generating C++), which keeps CI fast; scripts/benchmark.py --compile measures inductor. The deployment paths,
+`torch.export` and ONNX export run by onnxruntime, give the eager outputs."""
 
 import pytest
 import torch
@@ -127,3 +128,51 @@ def test_torch_export_matches_eager(family):
         with torch.no_grad():
             expected = model(input_ids, attention_mask=attention_mask).logits
         torch.testing.assert_close(exported(input_ids, attention_mask=attention_mask).logits, expected)
+
+
+def _onnx_session(model, args, kwargs, path):
+    """`torch.onnx.export` (the dynamo exporter) of `model` at the shapes of `args` / `kwargs`, run by onnxruntime."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.onnx.export(model, args, path, kwargs=kwargs, dynamo=True, verbose=False)
+    return onnxruntime.InferenceSession(str(path))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnx_export_matches_eager(family, tmp_path):
+    """ONNX has no complex tensors: the exporter rewrites the FFTs and complex products into real ones, and has no
+    complex unsqueeze, repeat, index_select or matrix product (the mixers avoid them where they are traced). At the
+    exported shape every padding gives the eager outputs, as with `torch.export`."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
+    input_ids = torch.randint(5, 99, (2, 9))
+    right, left = torch.ones_like(input_ids), torch.ones_like(input_ids)
+    right[1, 6:] = 0
+    left[0, :4] = 0
+    session = _onnx_session(model, (input_ids,), {"attention_mask": right}, tmp_path / "model.onnx")
+    for attention_mask in (right, left, torch.ones_like(input_ids)):
+        with torch.no_grad():
+            expected = model(input_ids, attention_mask=attention_mask).logits
+        (logits,) = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)
+
+
+IMAGE_CONFIGS = {
+    "plain": dict(image_size=16, patch_size=4),
+    "hierarchical": dict(image_size=32, patch_size=4, hidden_sizes=[16, 32], depths=[1, 1], hidden_size=32,
+                         num_attention_heads=4),
+    "scattered_modes": dict(image_size=16, patch_size=4, afno_kept_modes=[[0, 3], None]),
+}
+
+
+@pytest.mark.parametrize(
+    "family,variant", [(family, "plain") for family in FAMILIES] + [("gfnet", "hierarchical"), ("afno", "scattered_modes")]
+)
+def test_onnx_export_of_image_models_matches_eager(family, variant, tmp_path):
+    """2-D transforms, GFNet-H stages and AFNO's scattered kept modes (gathered and scattered on real views)."""
+    config = tiny_config(family, **IMAGE_CONFIGS[variant])
+    model = model_class(family, "ForImageClassification")(config).eval()
+    pixel_values = torch.randn(2, 3, *config.image_shape)
+    session = _onnx_session(model, (pixel_values,), {}, tmp_path / "model.onnx")
+    with torch.no_grad():
+        expected = model(pixel_values).logits
+    (logits,) = session.run(None, {session.get_inputs()[0].name: pixel_values.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)
