@@ -547,7 +547,9 @@ def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
 def roll_rows(x, shift):
     """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
     length = x.shape[1]
-    index = (torch.arange(length, device=x.device)[None] + shift[:, None]) % length  # (B, T)
+    index = torch.arange(length, device=x.device)[None] + shift[:, None]  # (B, T), in (-T, 2T) for |shift| < T
+    # wrapped by comparisons rather than `% length`: ONNX export has no remainder by a dynamic (symbolic) length
+    index = torch.where(index < 0, index + length, torch.where(index >= length, index - length, index))
     index = index.view(*index.shape, *([1] * (x.ndim - 2))).expand_as(x)
     return x.gather(1, index)
 

@@ -13,6 +13,7 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
 
 import itertools
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -107,19 +108,46 @@ def _grid_axes(x):
     return tuple(range(1, x.ndim - 1))
 
 
+def _same_sizes(sizes, other_sizes):
+    """Whether two shapes are equal, for skipping a no-op pad or crop; False while `torch.export` traces, where a
+    grid size may be symbolic (dynamic shapes) and the comparison would restrict the graph to one side of it."""
+    return not torch.compiler.is_exporting() and tuple(sizes) == tuple(other_sizes)
+
+
+def _crop_axes(x, grid_shape, first_axis):
+    """Keep the first `grid_shape` entries of the axes `first_axis`, ... of x."""
+    if _same_sizes(x.shape[first_axis : first_axis + len(grid_shape)], grid_shape):
+        return x
+    if torch.compiler.is_exporting():
+        # a gather: the view a slice gives is contiguous or not depending on the (symbolic) sizes
+        for axis, n in enumerate(grid_shape, first_axis):
+            x = x.index_select(axis, torch.arange(n, device=x.device))
+        return x
+    return x[(*[slice(None)] * first_axis, *(slice(0, n) for n in grid_shape))]
+
+
 def _crop(x, grid_shape):
     """Keep the first `grid_shape` entries of each grid axis of (B, *fft_shape, D) (x itself where that is all)."""
-    if tuple(x.shape[1:-1]) == tuple(grid_shape):
-        return x
-    return x[(slice(None), *(slice(0, n) for n in grid_shape))]
+    return _crop_axes(x, grid_shape, 1)
 
 
 def _crop_channels_first(x, grid_shape):
     """Keep the first `grid_shape` entries of each grid axis of (B, D, *fft_shape). A crop that keeps everything
     is skipped (like `_crop`): autograd would still record it, and its backward copies the gradient into zeros."""
-    if tuple(x.shape[2:]) == tuple(grid_shape):
+    return _crop_axes(x, grid_shape, 2)
+
+
+def _zero_padded(x, fft_shape, first_axis):
+    """x zero-padded at the end of its axes `first_axis`, ... to `fft_shape` (x itself where it fits exactly).
+    What `torch.fft.rfftn(x, s=fft_shape)` does, but without its branch on whether each axis is shorter, which
+    would tie an exported graph to one side of that comparison."""
+    if _same_sizes(x.shape[first_axis : first_axis + len(fft_shape)], fft_shape):
         return x
-    return x[(slice(None), slice(None), *(slice(0, n) for n in grid_shape))]
+    trailing_axes = x.ndim - first_axis - len(fft_shape)
+    amounts = [0, 0] * trailing_axes
+    for n, size in zip(reversed(x.shape[first_axis : first_axis + len(fft_shape)]), reversed(fft_shape)):
+        amounts += [0, size - n]
+    return F.pad(x, amounts)
 
 
 def _check_grid(x, fft_shape):
@@ -294,7 +322,7 @@ def grid_rfftn(x, fft_shape, norm):
         if _records_graph(x):
             return _StaggeredRfftn.apply(x, tuple(fft_shape), norm)
         return _staggered_rfftn(x, tuple(fft_shape), norm)
-    return torch.fft.rfftn(channels_first(x), s=fft_shape, dim=tuple(range(2, x.ndim)), norm=norm)
+    return torch.fft.rfftn(_zero_padded(channels_first(x), fft_shape, 2), dim=tuple(range(2, x.ndim)), norm=norm)
 
 
 def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None):
@@ -309,7 +337,10 @@ def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None):
         return _staggered_irfftn(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
     channels_last = _crop_channels_first(signal, grid_shape).movedim(1, -1)
-    return channels_last.contiguous() if out is None else out.copy_(channels_last)
+    if out is not None:
+        return out.copy_(channels_last)
+    # a copy, not .contiguous(): its contiguity test on a symbolic (exported) grid size would branch on the size
+    return channels_last.clone(memory_format=torch.contiguous_format)
 
 
 CHUNK_BYTES = 2 * 2**20  # FFT input per chunk of the batch in the CPU mixers; see `_batch_chunks`
@@ -394,17 +425,17 @@ class MLP(nn.Module):
 CHECKED_SAMPLES = 4096  # `SpectralMixer.derived_from_weights` compares at least this many values of a larger weight
 
 
-def _sample_step(numel):
-    """The step between compared values: the largest with no prime factor up to 7 that leaves at least
-    `CHECKED_SAMPLES` of them (1, every value, below 11 `CHECKED_SAMPLES` values).
+def _sample_step(numel, period):
+    """The step between compared values of a weight of `numel` values: the largest coprime to `period` that leaves
+    at least `CHECKED_SAMPLES` of them (1, every value, for small weights).
 
-    Channel widths are products of small primes, so such a step is coprime to the period P of a weight's trailing
-    axes (2 D values per frequency in GFNet's (F, D, 2) filter), and the samples fall on min(P, samples) distinct
-    positions of that period: a whole channel (or column) edited at once is always seen while P is at most
-    `CHECKED_SAMPLES` (D up to 2048 in GFNet). An even step (every 16th value of a 64-channel filter) would only ever
-    compare a few channels, and a step rounded up instead of down left 233 samples of a 256-channel filter."""
+    `period` is the size of one slice along the weight's first axis (2 D values per frequency in GFNet's (F, D, 2)
+    filter). With a step coprime to it, the samples fall on min(period, samples) distinct positions of that period,
+    so a whole channel (or column) edited at once is always seen while the period is at most `CHECKED_SAMPLES` (D up
+    to 2048 in GFNet). A step sharing a factor with it would only ever compare some channels: every 16th value of a
+    64-channel filter saw 4 of them."""
     step = max(1, numel // CHECKED_SAMPLES)
-    while math.gcd(step, 2 * 3 * 5 * 7) != 1:
+    while math.gcd(step, period) != 1:
         step -= 1
     return step
 
@@ -416,7 +447,7 @@ def _value_sample(weight):
     if not weight.is_contiguous():
         return weight
     flat = weight.view(-1)
-    return flat[:: _sample_step(flat.numel())]
+    return flat[:: _sample_step(flat.numel(), math.prod(weight.shape[1:]))]
 
 
 class SpectralMixer(nn.Module):
@@ -522,12 +553,19 @@ class FourierMixer(SpectralMixer):
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
-        if len(grid_shape) == 1 and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
+        # exported graphs take the full-length path, whose shape does not depend on the length (dynamic shapes)
+        short_path = len(grid_shape) == 1 and not torch.compiler.is_exporting()
+        if short_path and self.uses_short_fourier(grid_shape[0], fft_shape[0]):
             return _written(_in_dtype(self.short_fourier(real_input, fft_shape[0]), x.dtype), out)
         axes = _grid_axes(x)
         hidden_size = x.shape[-1]
+        padded = _zero_padded(real_input, fft_shape, 1)
+        if torch.compiler.is_exporting():
+            # the full complex transform: the mirrored copies below slice by the (symbolic) grid size
+            spectrum = torch.fft.fftn(padded, dim=(*axes, -1), norm=self.norm)
+            return _written(_in_dtype(_crop(spectrum.real, grid_shape), x.dtype), out)
         # One multi-dimensional transform, halved over channels: (B, *fft_shape, D//2+1), channels innermost.
-        spectrum = torch.fft.rfftn(real_input, s=(*fft_shape, hidden_size), dim=(*axes, -1), norm=self.norm)
+        spectrum = torch.fft.rfftn(padded, dim=(*axes, -1), norm=self.norm)
         real = spectrum.real
         lower_channels = hidden_size // 2 + 1
         out = real.new_empty(x.shape) if out is None else out  # (B, *grid, D); copies into it cast to its dtype
@@ -641,7 +679,8 @@ class GlobalFilter(SpectralMixer):
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
-        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1
+        # exported graphs take the full-length path, whose shape does not depend on the length (dynamic shapes)
+        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1 and not torch.compiler.is_exporting()
         if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
             return _written(_in_dtype(self.short_convolution(real_input, grid_shape[0]), x.dtype), out)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
@@ -717,6 +756,14 @@ def lowest_kept_modes(fft_shape, num_modes):
     return [lowest_modes(size, num_modes, half=axis == len(fft_shape) - 1) for axis, size in enumerate(fft_shape)]
 
 
+def _index_list(modes):
+    """The indices of one axis of AFNO kept modes as a list: from a list, tuple or range, or a 1-D numpy array or
+    tensor (by `tolist`); None for anything else (a string, a number)."""
+    if hasattr(modes, "tolist") and getattr(modes, "ndim", None) == 1:
+        return modes.tolist()
+    return list(modes) if isinstance(modes, (list, tuple, range)) else None
+
+
 def check_kept_modes(kept_modes, fft_shape):
     """Refuse AFNO kept modes that are not, per frequency axis of an rfftn over `fft_shape`, None or distinct
     indices into that axis: an index out of range would only fail in the forward, and a repeated one is processed
@@ -730,11 +777,12 @@ def check_kept_modes(kept_modes, fft_shape):
     for axis, (modes, size) in enumerate(zip(kept_modes, freq_shape)):
         if modes is None:
             continue
+        indices = _index_list(modes)
         # items are checked before `set` sees them: a nested list is unhashable, and True == 1 would pass as an index
         if not (
-            isinstance(modes, (list, tuple, range)) and len(modes) > 0
-            and all(isinstance(index, int) and not isinstance(index, bool) and 0 <= index < size for index in modes)
-            and len(set(modes)) == len(modes)
+            indices is not None and len(indices) > 0
+            and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and 0 <= i < size for i in indices)
+            and len(set(indices)) == len(indices)
         ):
             raise ValueError(
                 f"AFNO kept_modes[{axis}] must be None or a non-empty list of distinct integer indices in [0, {size}) "
@@ -790,7 +838,9 @@ class AFNOMixer(SpectralMixer):
             kept_modes = lowest_kept_modes(self.fft_shape, num_modes)
         if kept_modes is not None:
             check_kept_modes(kept_modes, self.fft_shape)
-        self.kept_modes = None if kept_modes is None else [None if m is None else list(m) for m in kept_modes]
+        self.kept_modes = None if kept_modes is None else [
+            None if modes is None else [int(index) for index in _index_list(modes)] for modes in kept_modes
+        ]
         inner = self.block_size * hidden_size_factor
         self.w1 = nn.Parameter(torch.empty(2, num_blocks, self.block_size, inner))
         self.b1 = nn.Parameter(torch.empty(2, num_blocks, inner))

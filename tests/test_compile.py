@@ -130,27 +130,51 @@ def test_torch_export_matches_eager(family):
         torch.testing.assert_close(exported(input_ids, attention_mask=attention_mask).logits, expected)
 
 
-def _onnx_session(model, args, kwargs, path):
-    """`torch.onnx.export` (the dynamo exporter) of `model` at the shapes of `args` / `kwargs`, run by onnxruntime."""
+def _onnx_session(model, args, kwargs, path, dynamic_shapes=None):
+    """`torch.onnx.export` (the dynamo exporter) of `model`, run by onnxruntime."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    torch.onnx.export(model, args, path, kwargs=kwargs, dynamo=True, verbose=False)
+    torch.onnx.export(model, args, path, kwargs=kwargs, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False)
     return onnxruntime.InferenceSession(str(path))
 
 
+def _text_batches(max_length):
+    """(input_ids, attention_mask) pairs of other batch sizes and lengths than the exported one, up to the FFT length,
+    with right, left and no padding."""
+    batches = []
+    for batch_size, length in [(2, 9), (1, 2), (3, 17), (4, max_length)]:
+        input_ids = torch.randint(5, 99, (batch_size, length))
+        for padding in ("none", "right", "left"):
+            attention_mask = torch.ones_like(input_ids)
+            if padding == "right":
+                attention_mask[-1, length // 2 + 1 :] = 0
+            elif padding == "left":
+                attention_mask[0, : length // 2] = 0
+            batches.append((input_ids, attention_mask))
+    return batches
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_onnx_export_matches_eager(family, tmp_path):
-    """ONNX has no complex tensors: the exporter rewrites the FFTs and complex products into real ones, and has no
-    complex unsqueeze, repeat, index_select or matrix product (the mixers avoid them where they are traced). At the
-    exported shape every padding gives the eager outputs, as with `torch.export`."""
-    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).eval()
+def test_export_with_dynamic_batch_and_length_matches_eager(family, tmp_path):
+    """One graph, exported once with a dynamic batch size and sequence length (`torch.export` and ONNX through
+    onnxruntime), gives the eager outputs for every batch size, length up to `max_position_embeddings` and padding.
+    Exported graphs take the full-length FFT path (the short-input shortcuts depend on the length) and wrap the
+    left-padding roll without a remainder by the length. ONNX has no complex tensors: the mixers avoid the complex
+    ops the exporter cannot rewrite into real ones (unsqueeze, repeat, index_select, matrix products)."""
+    config = tiny_config(family)
+    model = model_class(family, "ForSequenceClassification")(config).eval()
     input_ids = torch.randint(5, 99, (2, 9))
-    right, left = torch.ones_like(input_ids), torch.ones_like(input_ids)
-    right[1, 6:] = 0
-    left[0, :4] = 0
-    session = _onnx_session(model, (input_ids,), {"attention_mask": right}, tmp_path / "model.onnx")
-    for attention_mask in (right, left, torch.ones_like(input_ids)):
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    batch = torch.export.Dim("batch", min=1, max=64)
+    length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
+    dynamic_shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    exported = torch.export.export(model, (), inputs, dynamic_shapes=dynamic_shapes).module()
+    session = _onnx_session(model, (), inputs, tmp_path / "model.onnx", dynamic_shapes)
+    for input_ids, attention_mask in _text_batches(config.max_position_embeddings):
         with torch.no_grad():
             expected = model(input_ids, attention_mask=attention_mask).logits
+            torch.testing.assert_close(exported(input_ids=input_ids, attention_mask=attention_mask).logits, expected)
         (logits,) = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
         torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)
 
@@ -167,12 +191,16 @@ IMAGE_CONFIGS = {
     "family,variant", [(family, "plain") for family in FAMILIES] + [("gfnet", "hierarchical"), ("afno", "scattered_modes")]
 )
 def test_onnx_export_of_image_models_matches_eager(family, variant, tmp_path):
-    """2-D transforms, GFNet-H stages and AFNO's scattered kept modes (gathered and scattered on real views)."""
+    """2-D transforms, GFNet-H stages and AFNO's scattered kept modes (gathered and scattered on real views), with
+    a dynamic batch size."""
     config = tiny_config(family, **IMAGE_CONFIGS[variant])
     model = model_class(family, "ForImageClassification")(config).eval()
-    pixel_values = torch.randn(2, 3, *config.image_shape)
-    session = _onnx_session(model, (pixel_values,), {}, tmp_path / "model.onnx")
-    with torch.no_grad():
-        expected = model(pixel_values).logits
-    (logits,) = session.run(None, {session.get_inputs()[0].name: pixel_values.numpy()})
-    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)
+    inputs = {"pixel_values": torch.randn(2, 3, *config.image_shape)}
+    dynamic_shapes = {"pixel_values": {0: torch.export.Dim("batch", min=1, max=64)}}
+    session = _onnx_session(model, (), inputs, tmp_path / "model.onnx", dynamic_shapes)
+    for batch_size in (1, 3):
+        pixel_values = torch.randn(batch_size, 3, *config.image_shape)
+        with torch.no_grad():
+            expected = model(pixel_values).logits
+        (logits,) = session.run(None, {"pixel_values": pixel_values.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=1e-5)

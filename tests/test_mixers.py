@@ -3,6 +3,7 @@ forward and gradient, in float64 (tight) and float32 (the fast path as used)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -276,6 +277,13 @@ def test_afno_refuses_kept_modes_that_are_not_distinct_indices_of_its_frequencie
     nested list, a float or a bool escaped as a TypeError or was taken as an index (True == 1)."""
     with pytest.raises(ValueError, match=r"AFNO kept_modes.* \(8,\)"):
         AFNOMixer(4, (8,), num_blocks=2, kept_modes=kept_modes)
+
+
+@pytest.mark.parametrize("modes", [range(3), (0, 1, 2), np.arange(3), list(np.arange(3)), torch.arange(3)])
+def test_afno_kept_modes_take_any_integer_sequence(modes):
+    """numpy and torch indices (a 1-D array, or a list of their scalars) are stored as Python ints."""
+    mixer = AFNOMixer(4, (8,), num_blocks=2, kept_modes=[modes])
+    assert mixer.kept_modes == [[0, 1, 2]] and all(type(index) is int for index in mixer.kept_modes[0])
 
 
 def test_afno_fixed_kept_modes_must_fit_a_smaller_call_grid():
