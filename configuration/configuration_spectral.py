@@ -261,26 +261,33 @@ class SpectralConfig(PretrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
-        """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), with the seed-library
-        keywords of a saved config dropped (see `drop_seed_keywords`)."""
-        return super().from_dict(cls.drop_seed_keywords(config_dict), **kwargs)
+        """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), without the fields that
+        older versions stored and ignored (see `drop_ignored_fields`). Keyword overrides of the fields that decide
+        whether those are used (`condition_type`, `image_size`, `hidden_sizes`) are applied first."""
+        deciding = {name: kwargs[name] for name in ("condition_type", "image_size", "hidden_sizes") if name in kwargs}
+        return super().from_dict(cls.drop_ignored_fields({**config_dict, **deciding}), **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):
-        """As `PretrainedConfig.from_json_file`, with the seed-library keywords of the file dropped."""
-        return cls(**cls.drop_seed_keywords(cls._dict_from_json_file(json_file)))
+        """As `PretrainedConfig.from_json_file`, without the ignored fields of the file (see `drop_ignored_fields`)."""
+        return cls(**cls.drop_ignored_fields(cls._dict_from_json_file(json_file)))
 
     @classmethod
-    def drop_seed_keywords(cls, config_dict):
-        """A copy of a saved `config_dict` without the keywords of the seed libraries (`SEED_KEYWORDS`), logging a
-        warning for each. Older configs stored such a keyword and ignored it; the constructor now refuses one, which
-        would make those checkpoints unloadable, so a loaded config drops it as the saved model did."""
-        for name in sorted(config_dict.keys() & SEED_KEYWORDS.keys()):
-            logger.warning(
-                f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: a keyword of the seed libraries "
-                f"(spectrans, tinyBIG) that the model never used; {SEED_KEYWORDS[name]}."
-            )
-        return {name: value for name, value in config_dict.items() if name not in SEED_KEYWORDS}
+    def drop_ignored_fields(cls, config_dict):
+        """A copy of a saved `config_dict` without the fields that the model never used, logging a warning for each:
+        keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, and `depths`
+        in a text config. Older versions stored them and ignored them; the constructor now refuses them, which
+        would make those checkpoints unloadable, so a loaded config drops them as the saved model did."""
+        reasons = {name: f"a keyword of the seed libraries (spectrans, tinyBIG) that the model never used; "
+                   f"{SEED_KEYWORDS[name]}" for name in config_dict.keys() & SEED_KEYWORDS.keys()}
+        if config_dict.get("condition_size") is not None and config_dict.get("condition_type") is None:
+            reasons["condition_size"] = "the model has no conditioning branch (`condition_type` None)"
+        text_model = config_dict.get("image_size") is None and config_dict.get("hidden_sizes") is None
+        if config_dict.get("depths") is not None and text_model:
+            reasons["depths"] = "stage depths of a hierarchical image model, in a text model"
+        for name in sorted(reasons):
+            logger.warning(f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: {reasons[name]}.")
+        return {name: value for name, value in config_dict.items() if name not in reasons}
 
     @property
     def mixers_used(self):

@@ -2,6 +2,7 @@ import json
 import logging
 
 import pytest
+import torch
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, FNetConfig
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
@@ -136,6 +137,33 @@ def test_seed_keywords_of_a_saved_config_are_dropped_with_a_warning(family, tmp_
         assert json.loads(reloaded.to_json_string()) == saved, loader
     with pytest.raises(ValueError, match=r"`dropout` is a keyword of the seed libraries .*: use `hidden_dropout_prob`"):
         tiny_config(family, dropout=0.1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("field,value", [("condition_size", 17), ("depths", [1, 1])])
+def test_fields_older_versions_ignored_are_dropped_when_loading(family, field, value, tmp_path, caplog):
+    """`condition_size` without `condition_type` and `depths` in a text config were stored and ignored; the
+    constructor now refuses them, and a saved config holding one loads with a warning, as the saved model was."""
+    model = model_class(family, "Model")(tiny_config(family))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, field: value}))
+    with caplog.at_level(logging.WARNING, logger=SEED_LOGGER):
+        reloaded = AutoModel.from_pretrained(tmp_path)
+    assert any(f"Ignoring `{field}`={value!r}" in record.getMessage() for record in caplog.records)
+    assert getattr(reloaded.config, field) is None
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        tiny_config(family, **{field: value})
+
+
+def test_condition_size_is_kept_when_the_condition_type_is_overridden(tmp_path):
+    config = tiny_config("gfnet")
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "condition_size": 6}))
+    reloaded = AutoConfig.from_pretrained(tmp_path, condition_type="adaln_zero")
+    assert (reloaded.condition_type, reloaded.condition_size) == ("adaln_zero", 6)
 
 
 IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 token grid: frequency axes (4, 3)
