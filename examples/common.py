@@ -227,8 +227,9 @@ def checked_max_length(max_seq_length, config):
 
 
 def load_model(auto_class, model_args, training_args, config):
-    """The model of `config`: new, or `--model_name_or_path`. Fine-tuning newly initialises a head whose size
-    changed (other labels); any other weight that does not fit `config` raises `ValueError` (`check_backbone_fits`).
+    """The model of `config`: new, or `--model_name_or_path`. Fine-tuning newly initialises the task head when the
+    checkpoint has none or one of another size (other labels), and a pooler the checkpoint lacks; any other weight
+    that is missing from the checkpoint or does not fit `config` raises `ValueError` (`check_backbone_fits`).
     Evaluating without `--do_train` needs every weight from the checkpoint, since an untrained head would only give
     chance results."""
     if model_args.model_name_or_path is None:
@@ -236,7 +237,7 @@ def load_model(auto_class, model_args, training_args, config):
     model, loading_info = auto_class.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
     )
-    check_backbone_fits(model, model_args.model_name_or_path, config, loading_info["mismatched_keys"])
+    check_backbone_fits(model, model_args.model_name_or_path, config, loading_info)
     untrained = sorted(loading_info["missing_keys"]) + sorted(key for key, *_ in loading_info["mismatched_keys"])
     if untrained and not training_args.do_train:
         raise ValueError(
@@ -252,19 +253,42 @@ TASK_CONFIG_KEYS = {"architectures", "id2label", "label2id", "problem_type", "tr
                     "dtype", "torch_dtype"}
 
 
-def check_backbone_fits(model, model_path, config, mismatched_keys):
-    """Raise `ValueError` when a checkpoint weight outside the task head (the model's `base_model_prefix`
-    submodule: embeddings, blocks, pooler) has another shape than `model`'s, naming the weights and the config
-    fields that differ from the checkpoint's. Only the head may change size, as it does for other labels:
-    re-initialising any other weight would silently fine-tune a partly untrained model."""
-    backbone = sorted(
-        (key, tuple(saved), tuple(wanted))
-        for key, saved, wanted in mismatched_keys
-        if key.startswith(f"{model.base_model_prefix}.")
+def check_backbone_fits(model, model_path, config, loading_info):
+    """Raise `ValueError` when a weight of `model` outside the task head (its `base_model_prefix` submodule:
+    embeddings, blocks, pooler) has another shape in the checkpoint, or is missing from it (the pooler's excepted),
+    naming the weights and the config fields that differ from the checkpoint's; `loading_info` is what
+    `from_pretrained(..., output_loading_info=True)` returned. Only the head may change size (other labels), and
+    only it and the pooler may be newly initialised (masked-LM and bare-backbone checkpoints have no classification
+    head, nor a pooler projection): re-initialising any other weight, e.g. the blocks that `--config_overrides` adds
+    or whose mixer it changes, would silently fine-tune a partly untrained model."""
+    backbone = f"{model.base_model_prefix}."
+    # transformers names missing weights as the model does, prefix included, also for a bare-backbone checkpoint.
+    missing = sorted(
+        key for key in loading_info["missing_keys"]
+        if key.startswith(backbone) and not key.startswith(f"{backbone}pooler.")
     )
-    if not backbone:
+    mismatched = sorted(
+        (key, tuple(saved), tuple(wanted))
+        for key, saved, wanted in loading_info["mismatched_keys"]
+        if key.startswith(backbone)
+    )
+    if not (missing or mismatched):
         return
-    shapes = "; ".join(f"{key} {saved} in the checkpoint, {wanted} in the model" for key, saved, wanted in backbone[:5])
+    problems = []
+    if mismatched:
+        shapes = "; ".join(
+            f"{key} {saved} in the checkpoint, {wanted} in the model" for key, saved, wanted in mismatched[:5]
+        )
+        problems.append(
+            f"Weights of `--model_name_or_path` {model_path} outside the task head do not fit the requested "
+            f"{type(model).__name__} ({len(mismatched)} in all): {shapes}{'; ...' if len(mismatched) > 5 else ''}."
+        )
+    if missing:
+        problems.append(
+            f"The requested {type(model).__name__} has {len(missing)} weights outside the task head and pooler "
+            f"that `--model_name_or_path` {model_path} lacks: {missing[:5]}"
+            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}."
+        )
     saved_config = AutoConfig.from_pretrained(model_path).to_dict()
     requested = config.to_dict()
     differing = [
@@ -273,12 +297,11 @@ def check_backbone_fits(model, model_path, config, mismatched_keys):
         if saved_config[name] != requested[name]
     ]
     raise ValueError(
-        f"Weights of `--model_name_or_path` {model_path} outside the task head do not fit the requested "
-        f"{type(model).__name__} ({len(backbone)} in all): {shapes}{'; ...' if len(backbone) > 5 else ''}. The "
-        f"config differs from the checkpoint's in {', '.join(differing) or 'no field'}; only the task head may "
-        "change size (other labels). Leave out the `--config_overrides` fields that set weight shapes (hidden_size, "
-        "vocab_size, max_position_embeddings, image_size of a ViT, ...), or train a new model without "
-        "`--model_name_or_path`."
+        f"{' '.join(problems)} The config differs from the checkpoint's in {', '.join(differing) or 'no field'}; "
+        "only the task head may change size (other labels), and only it and the pooler may be newly initialised. "
+        "Leave out the `--config_overrides` fields that set weight shapes or add weights (hidden_size, vocab_size, "
+        "max_position_embeddings, num_hidden_layers, mixer_layout, image_size of a ViT, ...), or train a new model "
+        "without `--model_name_or_path`."
     )
 
 
@@ -564,11 +587,13 @@ def point_saved_state_to(output_dir, work_dir, training_args):
     for state_file in list(work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}")):
         state = json.loads(state_file.read_text())
         best = None if state.get("best_model_checkpoint") is None else Path(state["best_model_checkpoint"])
-        if best is not None and work_dir in best.parents:
-            state["best_model_checkpoint"] = str(output_dir / best.relative_to(work_dir))
+        # Paths are compared resolved: a resumed run may spell `--output_dir` otherwise than the run that wrote the
+        # checkpoint (from another folder, through `..` or a symbolic link).
+        if best is not None and lies_in(best, work_dir):
+            state["best_model_checkpoint"] = str(output_dir / best.resolve().relative_to(work_dir.resolve()))
             state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        elif best is not None and output_dir in best.parents and best.is_dir():
-            kept = work_dir / best.relative_to(output_dir)
+        elif best is not None and lies_in(best, output_dir) and best.is_dir():
+            kept = work_dir / best.resolve().relative_to(output_dir.resolve())
             if not kept.exists():
                 shutil.copytree(best, kept)
 

@@ -180,7 +180,8 @@ def requested_image_size(model_args, data_args):
     """The image size that `--image_size` or `--config_overrides image_size=...` asks for, `None` when neither
     does; `ValueError` when both do, with different sizes."""
     overridden = parse_overrides(model_args.config_overrides).get("image_size")
-    if data_args.image_size is not None and overridden is not None and overridden != data_args.image_size:
+    both = data_args.image_size is not None and overridden is not None
+    if both and square(overridden) != square(data_args.image_size):  # 16 and [16, 16] are one size
         raise ValueError(
             f"`--image_size` {data_args.image_size} and `--config_overrides image_size={overridden}` disagree; give "
             "the image size once."
@@ -191,6 +192,20 @@ def requested_image_size(model_args, data_args):
 def square(size):
     """An image size as (height, width): configs hold an int for square images."""
     return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def check_image_model(model_path):
+    """Raise `ValueError` when the checkpoint `model_path` is not an image model (its config has no `image_size`,
+    e.g. a text model), which this example could neither size its images for nor classify images with."""
+    saved = AutoConfig.from_pretrained(model_path)
+    if getattr(saved, "image_size", None) is None:
+        image_models = [*FAMILY_CONFIGS, *IMAGE_BASELINES]
+        raise ValueError(
+            f"`--model_name_or_path` {model_path} is a {saved.model_type} checkpoint without an image_size in its "
+            f"config.json: not an image model (a text model?). Pass an image model ({image_models} with an "
+            "image_size, e.g. the `--output_dir` of an earlier run of this script), or train a new model without "
+            "`--model_name_or_path`."
+        )
 
 
 def check_resizable(model_path, image_size, training):
@@ -220,8 +235,10 @@ def check_resizable(model_path, image_size, training):
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     requested = requested_image_size(model_args, data_args)
-    if model_args.model_name_or_path is not None and requested is not None:
-        check_resizable(model_args.model_name_or_path, requested, training_args.do_train)
+    if model_args.model_name_or_path is not None:
+        check_image_model(model_args.model_name_or_path)
+        if requested is not None:
+            check_resizable(model_args.model_name_or_path, requested, training_args.do_train)
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names
 

@@ -5,7 +5,8 @@ when everything in it has been written, so a run that fails or is interrupted ne
 directory where a finished one is expected. An existing destination is replaced only when it is empty or holds a
 saved model (`holds_saved_model`, e.g. the output of an earlier run); anything else is refused unless the caller
 asks to overwrite it, so that a mistyped path cannot delete unrelated files, and a destination that contains one of
-the run's inputs is always refused.
+the run's inputs is always refused. So is a destination that is a symbolic link: publishing renames directory
+entries, so it would replace the link by a folder and leave the folder it points to as it was.
 """
 
 import contextlib
@@ -41,10 +42,19 @@ def holds_saved_model(directory):
 
 def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True", inputs=()):
     """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
-    holds a saved model (`holds_saved_model`), or `overwrite` is set; and none of the paths `inputs` (what the
-    run reads, e.g. the checkpoint it converts) lies in it, whatever `overwrite` says. `overwrite_option` is how
-    the caller's user asks for `overwrite` (a command-line flag), named in the message."""
+    holds a saved model (`holds_saved_model`), or `overwrite` is set. Whatever `overwrite` says, it must not be a
+    symbolic link (even a dangling one), and none of the paths `inputs` (what the run reads, e.g. the checkpoint it
+    converts) may lie in it. `overwrite_option` is how the caller's user asks for `overwrite` (a command-line flag),
+    named in the message."""
     output_dir = Path(output_dir)
+    if output_dir.is_symlink():
+        # Refused before the run rather than followed: `publish` renames the link itself, and replacing the folder
+        # it points to instead could need a move across file systems, after the run, from the work directory.
+        raise ValueError(
+            f"The output directory {output_dir} is a symbolic link to {os.readlink(output_dir)}: the result would "
+            f"replace the link, not the folder it points to. Pass that folder ({output_dir.resolve()}) or another "
+            "output directory."
+        )
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
@@ -69,7 +79,7 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
 def publish(work_dir, output_dir):
     """Move the finished `work_dir` to `output_dir`. An existing `output_dir` is renamed aside first and deleted
     after the move, so `output_dir` is at every moment the old directory, the new one, or (between two renames)
-    absent, never a mix of both."""
+    absent, never a mix of both. `output_dir` must not be a symbolic link (`check_output_dir` refuses one)."""
     output_dir = Path(output_dir).absolute()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     if not output_dir.exists():

@@ -22,6 +22,8 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    BertConfig,
+    BertForMaskedLM,
     DataCollatorForLanguageModeling,
     Trainer,
     TrainingArguments,
@@ -29,7 +31,13 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from fourierformers import GFNetConfig, GFNetForImageClassification, GFNetForMaskedLM, GFNetForSequenceClassification
+from fourierformers import (
+    GFNetConfig,
+    GFNetForImageClassification,
+    GFNetForMaskedLM,
+    GFNetForSequenceClassification,
+    GFNetModel,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -304,6 +312,33 @@ def test_fine_tuning_refuses_a_backbone_of_another_shape(tiny_text_checkpoint, f
         load_for_fine_tuning(tiny_text_checkpoint, num_labels=5, **{name: int(value)})
 
 
+@pytest.mark.parametrize("fields,missing,differing", [
+    # The mixer of layer 0 changes from a global filter to AFNO, whose weights the checkpoint lacks.
+    (dict(mixer_layout=["afno"]), r"4 weights .* lacks: \['gfnet\.layers\.0\.mixer\.b1', .*\]\.",
+     r"mixer_layout=\['afno'\] \(checkpoint: \['global_filter'\]\)"),
+    (dict(num_hidden_layers=3, mixer_layout={"pattern": ["global_filter"]}),
+     r"18 weights .* lacks: \['gfnet\.layers\.1\.mixer\.complex_weight', .*\] and 13 more\.",
+     r"num_hidden_layers=3 \(checkpoint: 1\)"),
+])
+def test_fine_tuning_refuses_a_backbone_with_new_weights(tiny_text_checkpoint, fields, missing, differing):
+    """Before, only weights of another shape were refused: new blocks or mixers were silently initialised."""
+    with pytest.raises(ValueError, match=rf"The requested GFNetForSequenceClassification has {missing} The config "
+                                         rf"differs from the checkpoint's in .*{differing}.*only it and the pooler may "
+                                         r"be newly initialised"):
+        load_for_fine_tuning(tiny_text_checkpoint, **fields)
+
+
+def test_fine_tuning_initialises_a_missing_head_and_pooler(tmp_path):
+    """Checkpoints of a bare backbone or of a masked-LM head have no classifier, and no pooler projection."""
+    GFNetModel(GFNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, intermediate_size=32,
+                           max_position_embeddings=16)).save_pretrained(tmp_path / "gfnet")
+    model = load_for_fine_tuning(tmp_path / "gfnet", pooler_projection=True)
+    assert model.gfnet.pooler.dense is not None
+    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, intermediate_size=32,
+                               num_attention_heads=4, max_position_embeddings=16)).save_pretrained(tmp_path / "bert")
+    assert load_for_fine_tuning(tmp_path / "bert").bert.pooler is not None  # bert.pooler.dense.* newly initialised
+
+
 def snapshot(folder):
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
@@ -411,13 +446,46 @@ def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classi
     assert all(torch.equal(final[name], value) for name, value in best_weights.items())
 
 
+def write_state(checkpoint, best):
+    """A checkpoint folder whose trainer_state.json names `best` as the best checkpoint."""
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": str(best)}))
+
+
+def best_named_in(checkpoint):
+    return json.loads((checkpoint / "trainer_state.json").read_text())["best_model_checkpoint"]
+
+
+@pytest.mark.parametrize("spelling", ["through ..", "symbolic link"])
+def test_saved_state_is_rewritten_however_the_output_dir_is_spelled(tmp_path, spelling):
+    """A resumed run may spell `--output_dir` otherwise than the run that wrote the checkpoints (`../c` from a
+    sub-folder, a link to the parent folder): the states must still name the published checkpoints, and a best
+    checkpoint in `--output_dir` must still be carried over. Paths compared unresolved matched neither."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path)
+    # Checkpoints of the first run (`--output_dir c`): one published in c, one left in c.incomplete by an interrupted
+    # run resumed from it; the resumed run's new checkpoint names the best one as Trainer saved it.
+    write_state(tmp_path / "c" / "checkpoint-4", tmp_path / "c" / "checkpoint-4")
+    write_state(tmp_path / "c.incomplete" / "checkpoint-8", tmp_path / "c.incomplete" / "checkpoint-8")
+    write_state(tmp_path / "c.incomplete" / "checkpoint-12", tmp_path / "c" / "checkpoint-4")
+    output_dir = {"through ..": tmp_path / "sub" / ".." / "c", "symbolic link": tmp_path / "link" / "c"}[spelling]
+    work_dir = common.work_dir_for(output_dir)
+    common.point_saved_state_to(output_dir, work_dir, SimpleNamespace())
+    assert best_named_in(work_dir / "checkpoint-8") == str(output_dir / "checkpoint-8")
+    assert best_named_in(work_dir / "checkpoint-12") == str(tmp_path / "c" / "checkpoint-4")
+    assert best_named_in(work_dir / "checkpoint-4") == str(tmp_path / "c" / "checkpoint-4")  # carried over
+
+
 @pytest.fixture(scope="module")
 def image_checkpoints(tmp_path_factory):
-    """16-pixel GFNet and ViT image classifiers saved by `save_pretrained` (3 classes, 4-pixel patches)."""
+    """16-pixel GFNet and ViT image classifiers saved by `save_pretrained` (3 classes, 4-pixel patches), and a GFNet
+    text classifier."""
     folder = tmp_path_factory.mktemp("image_checkpoints")
     sizes = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=32, image_size=16, patch_size=4, num_labels=3)
     GFNetForImageClassification(GFNetConfig(**sizes)).save_pretrained(folder / "gfnet")
     ViTForImageClassification(ViTConfig(**sizes, num_attention_heads=4)).save_pretrained(folder / "vit")
+    text = GFNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, intermediate_size=32, num_labels=3)
+    GFNetForSequenceClassification(text).save_pretrained(folder / "text")
     return folder
 
 
@@ -434,6 +502,14 @@ def image_checkpoints(tmp_path_factory):
     ("vit", ["--do_train", "--config_overrides", "image_size=32"], r"Image size 32 .* cannot be resized"),
     ("gfnet", ["--do_train", "--image_size", "8", "--config_overrides", "image_size=12"],
      r"`--image_size` 8 and `--config_overrides image_size=12` disagree; give the image size once"),
+    # One size spelled twice agrees (it was reported as disagreeing); the ViT then refuses it as another size.
+    ("vit", ["--do_train", "--image_size", "32", "--config_overrides", "image_size=[32,32]"],
+     r"Image size 32 .* cannot be resized"),
+    # A text checkpoint has no image size: it failed with a TypeError (`square(None)`, or later in the processor).
+    ("text", ["--do_train", "--image_size", "16"],
+     r"`--model_name_or_path` .*text is a gfnet checkpoint without an image_size in its config\.json: not an image "
+     r"model \(a text model\?\)\. Pass an image model \(\['gfnet', 'afno', 'fnet_hybrid', 'vit'\] with an image_size"),
+    ("text", ["--do_train"], r"`--model_name_or_path` .*text is a gfnet checkpoint without an image_size"),
 ])
 def test_image_size_of_a_checkpoint_is_checked(image_checkpoints, tmp_path, model, arguments, message):
     with pytest.raises(ValueError, match=message):
