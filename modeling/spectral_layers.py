@@ -791,9 +791,10 @@ def check_kept_modes(kept_modes, fft_shape):
 
 
 def _complex_baddbmm(bias, weight, z):
-    """`torch.baddbmm(bias, weight, z)` of complex tensors; in real arithmetic while `torch.onnx.export` traces, since
-    ONNX has no complex matrix product: (W_r + i W_i)(z_r + i z_i) = W_r z_r - W_i z_i + i (W_r z_i + W_i z_r)."""
-    if not torch.onnx.is_in_onnx_export():
+    """`torch.baddbmm(bias, weight, z)` of complex tensors; in real arithmetic while `torch.export` traces (also for
+    `torch.onnx.export`), since ONNX has no complex matrix product and an exported program may be converted to ONNX
+    later: (W_r + i W_i)(z_r + i z_i) = W_r z_r - W_i z_i + i (W_r z_i + W_i z_r)."""
+    if not torch.compiler.is_exporting():
         return torch.baddbmm(bias, weight, z)
     real = torch.baddbmm(bias.real, weight.real, z.real) - weight.imag @ z.imag
     imag = torch.baddbmm(bias.imag, weight.real, z.imag) + weight.imag @ z.real
@@ -902,7 +903,9 @@ class AFNOMixer(SpectralMixer):
         for axis, modes in enumerate(self.kept_modes_at(fft_shape) or [None] * len(grid_shape), 2):
             if modes is None:
                 continue
-            if modes == list(range(len(modes))):
+            # exported graphs gather a leading range too: irfftn's zero-padding of a slice is a complex pad, which
+            # the ONNX exporter cannot convert
+            if modes == list(range(len(modes))) and not torch.compiler.is_exporting():
                 kept = spectrum.narrow(axis, 0, len(modes))
             else:
                 index = torch.tensor(modes, device=x.device)

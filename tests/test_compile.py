@@ -131,7 +131,7 @@ def test_torch_export_matches_eager(family):
 
 
 def _onnx_session(model, args, kwargs, path, dynamic_shapes=None):
-    """`torch.onnx.export` (the dynamo exporter) of `model`, run by onnxruntime."""
+    """`torch.onnx.export` (the dynamo exporter) of `model` (a module or an exported program), run by onnxruntime."""
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.onnx.export(model, args, path, kwargs=kwargs, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False)
     return onnxruntime.InferenceSession(str(path))
@@ -169,8 +169,10 @@ def test_export_with_dynamic_batch_and_length_matches_eager(family, tmp_path):
     length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
     dynamic_shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    exported = torch.export.export(model, (), inputs, dynamic_shapes=dynamic_shapes).module()
-    session = _onnx_session(model, (), inputs, tmp_path / "model.onnx", dynamic_shapes)
+    program = torch.export.export(model, (), inputs, dynamic_shapes=dynamic_shapes)
+    exported = program.module()
+    # an exported program converts to ONNX later as well (AFNO's complex product is real arithmetic in both)
+    session = _onnx_session(program, (), inputs, tmp_path / "model.onnx")
     for input_ids, attention_mask in _text_batches(config.max_position_embeddings):
         with torch.no_grad():
             expected = model(input_ids, attention_mask=attention_mask).logits
@@ -184,15 +186,19 @@ IMAGE_CONFIGS = {
     "hierarchical": dict(image_size=32, patch_size=4, hidden_sizes=[16, 32], depths=[1, 1], hidden_size=32,
                          num_attention_heads=4),
     "scattered_modes": dict(image_size=16, patch_size=4, afno_kept_modes=[[0, 3], None]),
+    "lowest_modes": dict(image_size=16, patch_size=4, afno_num_modes=2),
 }
 
 
-@pytest.mark.parametrize(
-    "family,variant", [(family, "plain") for family in FAMILIES] + [("gfnet", "hierarchical"), ("afno", "scattered_modes")]
-)
+IMAGE_EXPORTS = [(family, "plain") for family in FAMILIES] + [
+    ("gfnet", "hierarchical"), ("afno", "scattered_modes"), ("afno", "lowest_modes")
+]
+
+
+@pytest.mark.parametrize("family,variant", IMAGE_EXPORTS)
 def test_onnx_export_of_image_models_matches_eager(family, variant, tmp_path):
-    """2-D transforms, GFNet-H stages and AFNO's scattered kept modes (gathered and scattered on real views), with
-    a dynamic batch size."""
+    """2-D transforms, GFNet-H stages and AFNO's kept modes (gathered and scattered on real views, a leading range
+    too), with a dynamic batch size."""
     config = tiny_config(family, **IMAGE_CONFIGS[variant])
     model = model_class(family, "ForImageClassification")(config).eval()
     inputs = {"pixel_values": torch.randn(2, 3, *config.image_shape)}
