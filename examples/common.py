@@ -255,24 +255,32 @@ TASK_CONFIG_KEYS = {"architectures", "id2label", "label2id", "problem_type", "tr
 
 def check_backbone_fits(model, model_path, config, loading_info):
     """Raise `ValueError` when a weight of `model` outside the task head (its `base_model_prefix` submodule:
-    embeddings, blocks, pooler) has another shape in the checkpoint, or is missing from it (the pooler's excepted),
-    naming the weights and the config fields that differ from the checkpoint's; `loading_info` is what
-    `from_pretrained(..., output_loading_info=True)` returned. Only the head may change size (other labels), and
-    only it and the pooler may be newly initialised (masked-LM and bare-backbone checkpoints have no classification
-    head, nor a pooler projection): re-initialising any other weight, e.g. the blocks that `--config_overrides` adds
-    or whose mixer it changes, would silently fine-tune a partly untrained model."""
+    embeddings, blocks, pooler) has another shape in the checkpoint or is missing from it, or a trained backbone
+    weight of the checkpoint has no place in `model` (the pooler's excepted), naming the weights and the config
+    fields that differ from the checkpoint's; `loading_info` is what `from_pretrained(..., output_loading_info=True)`
+    returned. Only the head may change size (other labels), and only it and the pooler may be newly initialised
+    (masked-LM and bare-backbone checkpoints have no classification head, nor a pooler projection): re-initialising
+    any other weight, e.g. the blocks that `--config_overrides` adds or whose mixer it changes, would silently
+    fine-tune a partly untrained model, and dropping one (a mixer replaced by a parameter-free one) a model other
+    than the checkpoint's."""
     backbone = f"{model.base_model_prefix}."
+    # Weights a checkpoint may lack or have beyond the model's: the pooler's, and the mask token of a ViT trained
+    # for masked image modelling.
+    optional = (f"{backbone}pooler.", f"{backbone}embeddings.mask_token")
     # transformers names missing weights as the model does, prefix included, also for a bare-backbone checkpoint.
     missing = sorted(
-        key for key in loading_info["missing_keys"]
-        if key.startswith(backbone) and not key.startswith(f"{backbone}pooler.")
+        key for key in loading_info["missing_keys"] if key.startswith(backbone) and not key.startswith(optional)
+    )
+    # trained weights the model has no place for: a layer whose mixer became a parameter-free one ("fourier", "none")
+    unused = sorted(
+        key for key in loading_info["unexpected_keys"] if key.startswith(backbone) and not key.startswith(optional)
     )
     mismatched = sorted(
         (key, tuple(saved), tuple(wanted))
         for key, saved, wanted in loading_info["mismatched_keys"]
         if key.startswith(backbone)
     )
-    if not (missing or mismatched):
+    if not (missing or mismatched or unused):
         return
     problems = []
     if mismatched:
@@ -289,6 +297,12 @@ def check_backbone_fits(model, model_path, config, loading_info):
             f"that `--model_name_or_path` {model_path} lacks: {missing[:5]}"
             f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}."
         )
+    if unused:
+        problems.append(
+            f"{len(unused)} trained weights of `--model_name_or_path` {model_path} outside the task head and pooler "
+            f"have no place in the requested {type(model).__name__} and would be dropped: {unused[:5]}"
+            f"{f' and {len(unused) - 5} more' if len(unused) > 5 else ''}."
+        )
     saved_config = AutoConfig.from_pretrained(model_path).to_dict()
     requested = config.to_dict()
     differing = [
@@ -298,8 +312,9 @@ def check_backbone_fits(model, model_path, config, loading_info):
     ]
     raise ValueError(
         f"{' '.join(problems)} The config differs from the checkpoint's in {', '.join(differing) or 'no field'}; "
-        "only the task head may change size (other labels), and only it and the pooler may be newly initialised. "
-        "Leave out the `--config_overrides` fields that set weight shapes or add weights (hidden_size, vocab_size, "
+        "only the task head may change size (other labels), and only it and the pooler may be newly initialised or "
+        "dropped. Leave out the `--config_overrides` fields that set weight shapes or add or remove weights "
+        "(hidden_size, vocab_size, "
         "max_position_embeddings, num_hidden_layers, mixer_layout, image_size of a ViT, ...), or train a new model "
         "without `--model_name_or_path`."
     )

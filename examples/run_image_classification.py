@@ -249,8 +249,9 @@ def run(model_args, data_args, training_args):
         defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
     else:
         defaults = {}
-        if data_args.image_size is not None:
-            task_fields["image_size"] = data_args.image_size
+        saved_size = AutoConfig.from_pretrained(model_args.model_name_or_path).image_size
+        if data_args.image_size is not None and square(data_args.image_size) != square(saved_size):
+            task_fields["image_size"] = data_args.image_size  # 16 asks nothing of a [16, 16] checkpoint
     config = build_config(
         model_args, defaults, baselines=IMAGE_BASELINES, training=training_args.do_train, **task_fields
     )

@@ -324,8 +324,18 @@ def test_fine_tuning_refuses_a_backbone_with_new_weights(tiny_text_checkpoint, f
     """Before, only weights of another shape were refused: new blocks or mixers were silently initialised."""
     with pytest.raises(ValueError, match=rf"The requested GFNetForSequenceClassification has {missing} The config "
                                          rf"differs from the checkpoint's in .*{differing}.*only it and the pooler may "
-                                         r"be newly initialised"):
+                                         r"be newly initialised or dropped"):
         load_for_fine_tuning(tiny_text_checkpoint, **fields)
+
+
+@pytest.mark.parametrize("mixer,dropped", [("fourier", 1), ("none", 3)])  # "none" drops the mixer's norm too
+def test_fine_tuning_refuses_to_drop_trained_backbone_weights(tiny_text_checkpoint, mixer, dropped):
+    """A global filter replaced by a parameter-free mixer left its trained weights unused, silently."""
+    with pytest.raises(ValueError, match=rf"{dropped} trained weights of `--model_name_or_path` .* have no place in "
+                                         r"the requested GFNetForSequenceClassification and would be dropped: "
+                                         r"\['gfnet\.layers\.0\.mixer\.complex_weight'.*\]\. The config differs from "
+                                         rf"the checkpoint's in .*mixer_layout=\['{mixer}'\]"):
+        load_for_fine_tuning(tiny_text_checkpoint, mixer_layout=[mixer])
 
 
 def test_fine_tuning_initialises_a_missing_head_and_pooler(tmp_path):
@@ -529,6 +539,16 @@ def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_pa
     assert saved_config(tmp_path / "8px")["image_size"] == 8
     processor = json.loads((tmp_path / "8px" / "preprocessor_config.json").read_text())
     assert processor["size"] == {"height": 8, "width": 8}
+
+
+def test_evaluating_at_the_checkpoints_image_size_spelled_otherwise(tmp_path):
+    """`--image_size 8` for a checkpoint saved with image_size [8, 8] is its own size: evaluation-only runs
+    refused it as other labels' fields."""
+    run_example("run_image_classification.py", tmp_path / "model", "--config_overrides",
+                f"{TINY_MODEL},image_size=[8,8]", *SMALL_RUN, "--num_pipeline_images", "1")
+    run_example("run_image_classification.py", tmp_path / "eval", "--model_name_or_path", str(tmp_path / "model"),
+                "--do_eval", "--image_size", "8")
+    assert "eval_accuracy" in json.loads((tmp_path / "eval" / "eval_results.json").read_text())
 
 
 @pytest.mark.parametrize("model_type", ["vit", *FAMILIES])
