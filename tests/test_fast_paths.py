@@ -106,6 +106,16 @@ def test_fourier_mixer_matches_full_complex_fft(grid_shape, fft_shape, norm, hid
     assert_same_forward_and_gradients(mixer, lambda t: reference_fourier(t, fft_shape, norm), x, [])
 
 
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("grid_shape, fft_shape", [((5,), (12,)), ((12,), (12,)), ((3, 4), (5, 6)), ((1, 6), (4, 6))])
+def test_fourier_full_transform_equals_halved_transform(grid_shape, fft_shape, norm):
+    """`full_transform`, which small GPU inputs and exported graphs take, against the halved transform with its
+    mirrored copies (the CPU path), forward and gradients."""
+    mixer = FourierMixer(fft_shape, norm=norm)
+    x = torch.randn(2, *grid_shape, 15).requires_grad_()
+    assert_same_forward_and_gradients(lambda t: mixer.full_transform(_pad_to(t, fft_shape), grid_shape), mixer, x, [])
+
+
 def test_fourier_mixer_equals_transformers_fnet_fourier_transform_at_full_length():
     x = torch.randn(3, 32, 24)
     torch.testing.assert_close(FourierMixer((32,))(x), torch.fft.fftn(x, dim=(1, 2)).real, atol=1e-4, rtol=1e-5)
