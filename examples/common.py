@@ -29,7 +29,7 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 import fourierformers
-from fourierformers.atomic_directory import WEIGHT_FILES, check_output_dir, publish, work_dir_for
+from fourierformers.atomic_directory import WEIGHT_FILES, check_output_dir, lies_in, publish, work_dir_for
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +253,11 @@ TASK_CONFIG_KEYS = {"architectures", "id2label", "label2id", "problem_type", "tr
                     "dtype", "torch_dtype"}
 
 
+def first_keys(keys):
+    """The first five of `keys` and how many more there are, for a message."""
+    return f"{keys[:5]}{f' and {len(keys) - 5} more' if len(keys) > 5 else ''}"
+
+
 def check_backbone_fits(model, model_path, config, loading_info):
     """Raise `ValueError` when a weight of `model` outside the task head (its `base_model_prefix` submodule:
     embeddings, blocks, pooler) has another shape in the checkpoint or is missing from it, or a trained backbone
@@ -294,14 +299,12 @@ def check_backbone_fits(model, model_path, config, loading_info):
     if missing:
         problems.append(
             f"The requested {type(model).__name__} has {len(missing)} weights outside the task head and pooler "
-            f"that `--model_name_or_path` {model_path} lacks: {missing[:5]}"
-            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}."
+            f"that `--model_name_or_path` {model_path} lacks: {first_keys(missing)}."
         )
     if unused:
         problems.append(
             f"{len(unused)} trained weights of `--model_name_or_path` {model_path} outside the task head and pooler "
-            f"have no place in the requested {type(model).__name__} and would be dropped: {unused[:5]}"
-            f"{f' and {len(unused) - 5} more' if len(unused) > 5 else ''}."
+            f"have no place in the requested {type(model).__name__} and would be dropped: {first_keys(unused)}."
         )
     saved_config = AutoConfig.from_pretrained(model_path).to_dict()
     requested = config.to_dict()
@@ -314,9 +317,8 @@ def check_backbone_fits(model, model_path, config, loading_info):
         f"{' '.join(problems)} The config differs from the checkpoint's in {', '.join(differing) or 'no field'}; "
         "only the task head may change size (other labels), and only it and the pooler may be newly initialised or "
         "dropped. Leave out the `--config_overrides` fields that set weight shapes or add or remove weights "
-        "(hidden_size, vocab_size, "
-        "max_position_embeddings, num_hidden_layers, mixer_layout, image_size of a ViT, ...), or train a new model "
-        "without `--model_name_or_path`."
+        "(hidden_size, vocab_size, max_position_embeddings, num_hidden_layers, mixer_layout, image_size of a ViT, "
+        "...), or train a new model without `--model_name_or_path`."
     )
 
 
@@ -473,12 +475,6 @@ def check_saved_folders(model_args):
                 f"`--{flag}` {path} is not a folder; pass a folder written by `save_pretrained`, e.g. the "
                 "`--output_dir` of an earlier run (the examples load nothing from the Hugging Face hub)."
             )
-
-
-def lies_in(path, folder):
-    """Whether `path` is `folder` or lies in it, once symbolic links and `..` are resolved."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
 
 
 def resumes_in_work_dir(training_args):

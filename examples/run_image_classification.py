@@ -194,10 +194,9 @@ def square(size):
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def check_image_model(model_path):
-    """Raise `ValueError` when the checkpoint `model_path` is not an image model (its config has no `image_size`,
+def check_image_model(model_path, saved):
+    """Raise `ValueError` when the checkpoint `model_path` (config `saved`) is not an image model (no `image_size`,
     e.g. a text model), which this example could neither size its images for nor classify images with."""
-    saved = AutoConfig.from_pretrained(model_path)
     if getattr(saved, "image_size", None) is None:
         image_models = [*FAMILY_CONFIGS, *IMAGE_BASELINES]
         raise ValueError(
@@ -208,13 +207,12 @@ def check_image_model(model_path):
         )
 
 
-def check_resizable(model_path, image_size, training):
-    """Raise `ValueError` when the image size asked for (`--image_size` or `image_size` in `--config_overrides`)
-    differs from the checkpoint's and the model cannot be resized to it: without `training` (`--do_eval` /
-    `--do_predict` alone evaluate the checkpoint as it was trained), or for a model whose position embeddings would
-    be newly initialised (transformers' ViT: only fourierformers models rebuild their position embeddings and
-    filters at a new size)."""
-    saved = AutoConfig.from_pretrained(model_path)
+def check_resizable(model_path, saved, image_size, training):
+    """Raise `ValueError` when the image size asked for (`--image_size` or `image_size` in `--config_overrides`) differs
+    from that of the checkpoint `model_path` (config `saved`) and the model cannot be resized to it: without `training`
+    (`--do_eval` / `--do_predict` alone evaluate the checkpoint as it was trained), or for a model whose position
+    embeddings would be newly initialised (transformers' ViT: only fourierformers models rebuild their position
+    embeddings and filters at a new size)."""
     if square(saved.image_size) == square(image_size):
         return
     if not training:
@@ -235,22 +233,22 @@ def check_resizable(model_path, image_size, training):
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     requested = requested_image_size(model_args, data_args)
-    if model_args.model_name_or_path is not None:
-        check_image_model(model_args.model_name_or_path)
+    saved = None if model_args.model_name_or_path is None else AutoConfig.from_pretrained(model_args.model_name_or_path)
+    if saved is not None:
+        check_image_model(model_args.model_name_or_path, saved)
         if requested is not None:
-            check_resizable(model_args.model_name_or_path, requested, training_args.do_train)
+            check_resizable(model_args.model_name_or_path, saved, requested, training_args.do_train)
     raw = load_raw_data(data_args)
     names = raw["train"].features["label"].names
 
     task_fields = label_fields(names)
-    if model_args.model_name_or_path is None:
+    if saved is None:
         data_size = data_args.image_size or raw["train"][0]["image"].size[0]
         patch_size, image_size = default_patch_and_image_size(data_size)
         defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
     else:
         defaults = {}
-        saved_size = AutoConfig.from_pretrained(model_args.model_name_or_path).image_size
-        if data_args.image_size is not None and square(data_args.image_size) != square(saved_size):
+        if data_args.image_size is not None and square(data_args.image_size) != square(saved.image_size):
             task_fields["image_size"] = data_args.image_size  # 16 asks nothing of a [16, 16] checkpoint
     config = build_config(
         model_args, defaults, baselines=IMAGE_BASELINES, training=training_args.do_train, **task_fields

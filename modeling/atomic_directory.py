@@ -40,6 +40,12 @@ def holds_saved_model(directory):
     return isinstance(config, dict) and "model_type" in config and has_weights
 
 
+def lies_in(path, folder):
+    """Whether `path` is `folder` or lies in it, once symbolic links and `..` are resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True", inputs=()):
     """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
     holds a saved model (`holds_saved_model`), or `overwrite` is set. Whatever `overwrite` says, it must not be a
@@ -59,9 +65,8 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
         return
     if not output_dir.is_dir():
         raise ValueError(f"The output directory {output_dir} is an existing file; pass a directory path.")
-    replaced = output_dir.resolve()
     for path in inputs:
-        if replaced == Path(path).resolve() or replaced in Path(path).resolve().parents:
+        if lies_in(path, output_dir):
             raise ValueError(
                 f"The input {path} lies in the output directory {output_dir}, which the run replaces when it "
                 "finishes; pass another output directory."

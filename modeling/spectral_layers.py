@@ -433,7 +433,7 @@ def _sample_step(numel, period):
     filter). With a step coprime to it, the samples fall on min(period, samples) distinct positions of that period,
     so a whole channel (or column) edited at once is always seen while the period is at most `CHECKED_SAMPLES` (D up
     to 2048 in GFNet). A step sharing a factor with it would only ever compare some channels: every 16th value of a
-    64-channel filter saw 4 of them."""
+    64-channel filter saw 8 of them."""
     step = max(1, numel // CHECKED_SAMPLES)
     while math.gcd(step, period) != 1:
         step -= 1

@@ -105,7 +105,7 @@ def test_validate_accepts_a_valid_config(family):
     tiny_config(family, mixer_layout=["attention", "none"]).validate()
 
 
-SEED_LOGGER = "fourierformers.configuration.configuration_spectral"
+CONFIG_LOGGER = "fourierformers.configuration.configuration_spectral"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -125,10 +125,10 @@ def test_seed_keywords_of_a_saved_config_are_dropped_with_a_warning(family, tmp_
     }
     for loader, load in loaders.items():
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger=SEED_LOGGER):
+        with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
             reloaded = load()
         # sorted and deduplicated: AutoModel reads config.json more than once, each read warning again
-        warnings = sorted({record.getMessage() for record in caplog.records if record.name == SEED_LOGGER})
+        warnings = sorted({record.getMessage() for record in caplog.records if record.name == CONFIG_LOGGER})
         assert len(warnings) == 2, loader
         assert "Ignoring `dropout`=0.1" in warnings[0] and "use `hidden_dropout_prob`" in warnings[0], loader
         assert "Ignoring `num_layers`=2" in warnings[1] and "use `num_hidden_layers`" in warnings[1], loader
@@ -148,7 +148,7 @@ def test_fields_older_versions_ignored_are_dropped_when_loading(family, field, v
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**saved, field: value}))
-    with caplog.at_level(logging.WARNING, logger=SEED_LOGGER):
+    with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
         reloaded = AutoModel.from_pretrained(tmp_path)
     assert any(f"Ignoring `{field}`={value!r}" in record.getMessage() for record in caplog.records)
     assert getattr(reloaded.config, field) is None
