@@ -258,13 +258,6 @@ def _staggered_rfftn(x, fft_shape, norm):
     return torch.fft.rfftn(signal, dim=tuple(range(1, x.ndim - 1)), norm=norm).movedim(-1, 1)
 
 
-def _staggered_irfftn(spectrum, fft_shape, grid_shape, norm):
-    """The forward of `_StaggeredIrfftn`, without autograd."""
-    signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
-    # a new tensor even where the transpose is trivial (D = 1): the caller may add to it in place
-    return _crop_channels_first(signal, grid_shape).movedim(1, -1).clone(memory_format=torch.contiguous_format)
-
-
 class _StaggeredRfftn(torch.autograd.Function):
     """`grid_rfftn` on eager CPU: channels-last x (B, *grid, D) -> channels-first spectrum (B, D, *freq_shape).
 
@@ -289,8 +282,8 @@ class _StaggeredRfftn(torch.autograd.Function):
 
 
 class _StaggeredIrfftn(torch.autograd.Function):
-    """`grid_irfftn` on eager CPU, the adjoint of `_StaggeredRfftn`: channels-first spectrum (B, D, *freq_shape)
-    -> channels-last signal (B, *grid_shape, D).
+    """`grid_irfftn` on eager CPU under autograd, the adjoint of `_StaggeredRfftn`: channels-first spectrum (B, D,
+    *freq_shape) -> channels-last signal (B, *grid_shape, D).
 
     The forward is `irfftn` (which pads a spectrum of fewer frequencies than `fft_shape` with zeros at the end of
     each axis) and a transposing copy. The backward is `_StaggeredRfftn` of the gradient with the adjoint
@@ -302,7 +295,9 @@ class _StaggeredIrfftn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spectrum, fft_shape, grid_shape, norm):
         ctx.freq_shape, ctx.fft_shape, ctx.norm = tuple(spectrum.shape[2:]), fft_shape, norm
-        return _staggered_irfftn(spectrum, fft_shape, grid_shape, norm)
+        signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
+        # a new tensor even where the transpose is trivial (D = 1): the caller may add to it in place
+        return _crop_channels_first(signal, grid_shape).movedim(1, -1).clone(memory_format=torch.contiguous_format)
 
     @staticmethod
     def backward(ctx, grad):
@@ -325,18 +320,23 @@ def grid_rfftn(x, fft_shape, norm):
     return torch.fft.rfftn(_zero_padded(channels_first(x), fft_shape, 2), dim=tuple(range(2, x.ndim)), norm=norm)
 
 
-def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None):
+def grid_irfftn(spectrum, fft_shape, grid_shape, norm, out=None, residual=None):
     """The inverse of `grid_rfftn`: a channels-first spectrum (B, D, *freq_shape) -> the first `grid_shape`
     entries of its size-`fft_shape` real signal, channels-last: (B, *grid_shape, D) contiguous.
 
-    `out` (without autograd only): a channels-last tensor to write the signal into, cast to its dtype, instead of
+    `residual`: a channels-last (B, *grid_shape, D) tensor added to the signal, the sum in the signal's dtype (or
+    promoted with the residual's). Without autograd the add reads the channels-first signal directly and writes the
+    channels-last sum in one pass, where a transposing copy and then an add would take two.
+    `out` (without autograd only): a channels-last tensor to write the result into, cast to its dtype, instead of
     a new one."""
-    if out is None and _eager_cpu(spectrum):
-        if _records_graph(spectrum):
-            return _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
-        return _staggered_irfftn(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
+    if out is None and _eager_cpu(spectrum) and _records_graph(spectrum):
+        signal = _StaggeredIrfftn.apply(spectrum, tuple(fft_shape), tuple(grid_shape), norm)
+        return signal if residual is None else signal.add_(residual)
     signal = torch.fft.irfftn(spectrum, s=fft_shape, dim=tuple(range(2, spectrum.ndim)), norm=norm)
     channels_last = _crop_channels_first(signal, grid_shape).movedim(1, -1)
+    if residual is not None:
+        # the residual first: the sum takes its (contiguous) layout
+        return torch.add(residual, channels_last) if out is None else torch.add(residual, channels_last, out=out)
     if out is not None:
         return out.copy_(channels_last)
     # a copy, not .contiguous(): its contiguity test on a symbolic (exported) grid size would branch on the size
@@ -932,10 +932,8 @@ class AFNOMixer(SpectralMixer):
             full_shape = list(parts.shape)
             full_shape[axis] = size
             kept = torch.view_as_complex(parts.new_zeros(full_shape).index_copy(axis, index, parts))
-        if out is not None and out.dtype == REAL_DTYPES[kept.dtype]:
-            return grid_irfftn(kept, fft_shape, grid_shape, norm="ortho", out=out).add_(x)
-        y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho")  # (B, *grid, D), a new tensor
-        return _written(_in_dtype(y.add_(x), x.dtype), out)
+        y = grid_irfftn(kept, fft_shape, grid_shape, norm="ortho", out=out, residual=x)  # (B, *grid, D)
+        return _in_dtype(y, x.dtype)
 
     def extra_repr(self):
         return (
