@@ -43,18 +43,24 @@ SEED_KEYWORDS = {
     "activation": "use `afno_activation` (AFNO's block MLP) or `hidden_act` (the blocks' MLP)",
     "gate_type": "use the `gate` of an adaptive `mixer_layout` entry",
     "fusion_type": "use the `fusion` of a multiscale `mixer_layout` entry",
+    **{name: "use a `mixer_layout` entry (e.g. {'strategy': 'cascade', 'mixers': ['fourier', 'attention']})"
+       for name in ("layer1", "layer2", "layers", "use_layer1")},
+    "share_norm": "use the `share_norm` of a cascade `mixer_layout` entry",
+    "device": "move the model with `model.to(device)` (or `from_pretrained(..., device_map=...)`)",
+    **{axis: "use `image_size` (and `spatial_dims=3` for volumes)" for axis in "hwd"},
     "in_channel": "use `num_channels`",
     "out_channel": "use `hidden_size`",
     "p_r": "use `patch_size` (and `patch_shape`)",
     **{f"p_{axis}{prime}": "use `patch_size` (and `patch_shape`)" for axis in "hwd" for prime in ("", "_prime")},
-    **{f"cd_{axis}": "use `patch_stride` or `packing_strategy`" for axis in "hwd"},
+    **{f"cd_{axis}": "use `patch_stride` with `centered_patches=True`, or `packing_strategy`" for axis in "hwd"},
     "with_lorr": "use `patch_embed_rank`",
+    "r": "use `patch_embed_rank` (tinyBIG's LoRR rank)",
     **{name: "this option is not carried over (the README lists these options and why)" for name in (
         "modes_hidden", "with_batch_norm", "with_relu", "with_residual", "enable_bias", "with_dual_lphm", "width",
         "parameters_init_method",
     )},
 }
-IMAGE_ONLY_FIELDS = ("hidden_sizes", "depths", "afno_kept_modes", "patch_embed_rank")
+IMAGE_ONLY_FIELDS = ("hidden_sizes", "depths", "afno_kept_modes", "patch_embed_rank", "centered_patches")
 BOOLEAN_FIELDS = (
     "norm_first", "mixer_residual", "embedding_layer_norm", "embedding_projection", "pooler_projection",
     "final_layer_norm",
@@ -162,8 +168,13 @@ class SpectralConfig(PretrainedConfig):
             patches, exactly ViT/GFNet patchify for a cuboid) when neither this nor `packing_strategy` is set.
         patch_embed_rank (`int`, *optional*): Factorise the patch embedding kernel through this rank (tinyBIG's
             `with_lorr`): a convolution to `patch_embed_rank` channels, then a linear map to `hidden_size`.
-        packing_strategy (`str`, *optional*): Stride from a packing of the patch shape (see
-            `configuration.patch_geometry.PACKING_STRATEGIES`); such patches are centred on their cells.
+        packing_strategy (`str`, *optional*): Stride from a packing of the patch shape, tinyBIG's centre distances
+            (see `configuration.patch_geometry.PACKING_STRATEGIES`); such patches are centred on their cells.
+        centered_patches (`bool`, *optional*): Centre every patch on its cell, zero-padding the image by
+            `(patch_size - 1) // 2` on both sides (tinyBIG's grid layer): `ceil(n / stride)` cells per axis for odd
+            patches, whatever the stride. Default: True with a `packing_strategy` (which requires it), else False
+            (ViT patchify: unpadded patches that must tile the image). With `patch_stride` it gives tinyBIG's
+            explicit centre distances (`cd_h`, `cd_w`, `cd_d`).
         hidden_sizes (`list[int]`, *optional*): Widths (positive integers) of the stages of a hierarchical model
             (GFNet-H); a 2x strided downsampling convolution joins consecutive stages. Needs `depths`; the last width
             must equal `hidden_size` and each stage's MLP is `intermediate_size / hidden_size` times its width.
@@ -223,6 +234,7 @@ class SpectralConfig(PretrainedConfig):
     patch_shape: str = "cuboid"
     patch_stride: int | list | None = None
     packing_strategy: str | None = None
+    centered_patches: bool | None = None
     patch_embed_rank: int | None = None
     hidden_sizes: list | None = None
     depths: list | None = None
@@ -314,7 +326,7 @@ class SpectralConfig(PretrainedConfig):
         """(kernel, stride, padding, grid_shape) of the patch embedding, tuples with one int per spatial axis."""
         return patch_geometry(
             self.image_size, self.patch_size, self.patch_stride, self.packing_strategy, self.patch_shape,
-            self.spatial_dims,
+            self.spatial_dims, self.centered_patches,
         )
 
     @property
@@ -478,10 +490,9 @@ class SpectralConfig(PretrainedConfig):
         if self.is_vision:
             self._validate_vision()
         elif any(getattr(self, name) is not None for name in IMAGE_ONLY_FIELDS):
-            raise ValueError(
-                "`hidden_sizes`, `depths`, `afno_kept_modes` and `patch_embed_rank` need an image model (set "
-                "`image_size`)."
-            )
+            given = [f"`{name}`" for name in IMAGE_ONLY_FIELDS if getattr(self, name) is not None]
+            verb = "needs" if len(given) == 1 else "need"
+            raise ValueError(f"{' and '.join(given)} {verb} an image model (set `image_size`).")
         mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         if self.intermediate_size == 0:
             if not self.mixer_residual:

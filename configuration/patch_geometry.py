@@ -5,10 +5,11 @@ A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cub
 every axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres
 placed every `round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2`
 of that axis, floored at 1. Patches packed by a strategy are centred on their cells: padding `p = (k - 1) // 2`
-on both sides, a grid of `(n + 2p - k) // stride + 1` cells. For tinyBIG's symmetric patches (odd k = 2r + 1) that
+on both sides, a grid of `(n + 2p - k) // stride + 1` cells (`centered_patches=True` does the same for an explicit
+`patch_stride`: tinyBIG's `cd_h`, `cd_w`, `cd_d`). For tinyBIG's symmetric patches (odd k = 2r + 1) that
 is `ceil(n / stride)`, centres at `range(0, n, stride)` as in tinyBIG; an even patch has its extra cell after the
 centre, and the grid keeps only the centres whose patch ends within the padding, `ceil((n - 1) / stride)` (a 4-cell
-patch with stride 1 on 32 pixels gives 31 cells). Patches with an explicit stride are not padded (ViT patchify).
+patch with stride 1 on 32 pixels gives 31 cells). Other patches are not padded (ViT patchify).
 
 This module is pure Python so that the config can compute the token grid without importing the modeling code.
 """
@@ -17,31 +18,43 @@ import math
 
 PATCH_SHAPES = ("cuboid", "cylinder", "sphere")
 
-# Stride multipliers of the half-extent r per strategy. A pair (a, b) gives axis-dependent strides: a for the
-# first round axis (height), b for the others. `None` means stride 1 (densest packing).
+# tinyBIG's centre distances per strategy (`tinybig.koala.geometry` cuboid / cylinder / sphere), as multipliers of a
+# patch's half-extent along tinyBIG's axes (h, w, d): the half-extent p of each axis for a cuboid, the radius r for the
+# round axes and the half-depth p_d for a cylinder's depth. `None` is stride 1 on every axis (densest packing).
+# 0.6667 and 1.3333 are tinyBIG's literals (the strides are truncated to ints, so they are kept as written).
+SQRT2, SQRT3, SQRT6 = math.sqrt(2.0), math.sqrt(3.0), math.sqrt(6.0)
 PACKING_STRATEGIES = {
     "cuboid": {
+        "sparse_square": (3.0, 3.0, 3.0),
+        "complete_square": (2.0, 2.0, 2.0),
+        "dense_square": (1.0, 1.0, 1.0),
         "densest_packing": None,
-        "dense_square": 1.0,
-        "complete_square": 2.0,
-        "sparse_square": 3.0,
     },
     "cylinder": {
+        "sparse_square": (2.0, 2.0, 2.0),
+        "complete_square": (SQRT2, SQRT2, 2.0),
+        "sparse_hexagonal": (SQRT3, 2.0, 2.0),
+        "complete_hexagonal": (1.5, SQRT3, 2.0),
+        "dense_hexagonal": (SQRT6 / 2.0, SQRT2, 1.0),
+        "denser_hexagonal": (SQRT3 / 2.0, 1.0, 1.0),
         "densest_packing": None,
-        "complete_square": math.sqrt(2.0),
-        "sparse_square": 2.0,
-        "complete_hexagonal": math.sqrt(3.0),
-        "dense_hexagonal": (1.5, math.sqrt(3.0)),
-        "denser_hexagonal": (math.sqrt(3.0) / 2.0, 1.0),
     },
     "sphere": {
+        "sparse_simple_cubic": (2.0, 2.0, 2.0),
+        "complete_simple_cubic": (0.6667 * SQRT3,) * 3,
+        "dense_simple_cubic": (1.0, 1.0, 1.0),
+        "sparse_face_centered_cubic": (2.0, SQRT3, 0.6667 * SQRT6),
+        "complete_face_centered_cubic": (SQRT2, 0.6667 * SQRT6, 1.3333),
+        "dense_face_centered_cubic": (1.0, 1.0, 1.0),
+        "sparse_hexagonal": (2.0, 2.0, SQRT6),
+        "complete_hexagonal": (0.6667 * SQRT3, 0.6667 * SQRT3, 1.0),
+        "dense_hexagonal": (1.0, 1.0, 1.0),
         "densest_packing": None,
-        "dense_simple_cubic": 1.0,
-        "sparse_simple_cubic": 2.0,
-        "face_centered_cubic": math.sqrt(2.0),
-        "hexagonal_close_packing": (math.sqrt(6.0) / 2.0, math.sqrt(2.0)),
     },
 }
+# tinyBIG's axis (index into a multiplier triple) of each grid axis: volumes are (D, H, W), images (H, W), and a
+# one-axis grid is a row (W).
+TINYBIG_AXES = {3: (2, 0, 1), 2: (0, 1), 1: (1,)}
 
 
 def per_axis(name, value, spatial_dims):
@@ -61,32 +74,25 @@ def per_axis(name, value, spatial_dims):
 
 
 def packing_stride(patch_shape, patch_size, strategy):
-    """The stride per axis that `strategy` gives a `patch_shape` patch of kernel `patch_size` (a tuple)."""
+    """The stride per axis that `strategy` gives a `patch_shape` patch of kernel `patch_size` (a tuple): tinyBIG's
+    centre distance for the axis, its multiplier times the axis' half-extent `(size - 1) / 2`, truncated to an int and
+    at least 1."""
     strategies = PACKING_STRATEGIES[patch_shape]
     if not isinstance(strategy, str) or strategy not in strategies:
         raise ValueError(
             f"`packing_strategy` {strategy!r} is not defined for patch_shape={patch_shape!r}; "
             f"allowed: {sorted(strategies)}."
         )
-    multiplier = strategies[strategy]
-    if multiplier is None:
+    multipliers = strategies[strategy]
+    if multipliers is None:
         return (1,) * len(patch_size)
-    first, rest = multiplier if isinstance(multiplier, tuple) else (multiplier, multiplier)
-    # A cylinder is round in its last two axes; the depth axis of a volume packs like a cuboid (2r).
-    round_axes = range(len(patch_size) - 2, len(patch_size)) if patch_shape == "cylinder" else range(len(patch_size))
-    strides = []
-    for axis, size in enumerate(patch_size):
-        half_extent = (size - 1) / 2
-        if axis not in round_axes:
-            factor = 2.0
-        else:
-            factor = first if axis == round_axes[0] else rest
-        strides.append(max(1, int(factor * half_extent)))
-    return tuple(strides)
+    axes = TINYBIG_AXES[len(patch_size)]
+    return tuple(max(1, int(multipliers[axis] * (size - 1) / 2)) for axis, size in zip(axes, patch_size))
 
 
-def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch_shape, spatial_dims):
-    """Kernel, stride, padding and token-grid shape (tuples of `spatial_dims` ints) of a patch embedding.
+def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch_shape, spatial_dims, centered=None):
+    """Kernel, stride, padding and token-grid shape (tuples of `spatial_dims` ints) of a patch embedding; `centered`
+    (default: whether a packing strategy is given) pads the image to centre each patch on its cell.
 
     Raises `ValueError` naming the field when the image does not fit, or when non-overlapping patches would
     leave a border of the image unused.
@@ -99,12 +105,19 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
     kernel = per_axis("patch_size", patch_size, spatial_dims)
     if patch_stride is not None and packing_strategy is not None:
         raise ValueError("Give at most one of `patch_stride` and `packing_strategy`.")
+    if centered is not None and not isinstance(centered, bool):
+        raise ValueError(f"`centered_patches` must be True, False or None (the default), got {centered!r}.")
     if packing_strategy is not None:
+        if centered is False:
+            raise ValueError(
+                "A `packing_strategy` places its patches centred on their cells; `centered_patches` must be True or "
+                "None with it. For unpadded patches give a `patch_stride` instead."
+            )
         stride = packing_stride(patch_shape, kernel, packing_strategy)
-        padding = tuple((k - 1) // 2 for k in kernel)
+        centered = True
     else:
         stride = kernel if patch_stride is None else per_axis("patch_stride", patch_stride, spatial_dims)
-        padding = (0,) * spatial_dims
+    padding = tuple((k - 1) // 2 for k in kernel) if centered else (0,) * spatial_dims
     grid = []
     for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):
         if n + 2 * p < k:

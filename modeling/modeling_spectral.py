@@ -452,8 +452,8 @@ SHAPE_FIELDS = (
     "type_vocab_size", "num_labels", "mixer_layout", "position_embedding_type", "embedding_projection",
     "pooler_projection", "afno_num_blocks", "afno_hidden_size_factor", "afno_num_modes", "afno_kept_modes",
     "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
-    "packing_strategy", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels", "condition_type",
-    "condition_size",
+    "packing_strategy", "centered_patches", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels",
+    "condition_type", "condition_size",
 )
 CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
 

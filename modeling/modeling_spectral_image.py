@@ -144,7 +144,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         if kernel != stride or any(padding) or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
             raise ValueError(
                 f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "
-                f"patch_size, no packing_strategy, no hidden_sizes); got kernel {kernel}, stride {stride}."
+                f"patch_size, no packing_strategy or centered_patches, no hidden_sizes); got kernel {kernel}, stride {stride}."
             )
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))

@@ -180,7 +180,7 @@ MALFORMED = [
     (IMAGE, dict(hidden_sizes=[[16], 32], depths=[1, 1]), r"`hidden_sizes` must be a list of positive integers"),
     (IMAGE, dict(hidden_sizes=[16, 32], depths=[True, 1]), r"`depths` must be a list of positive integers"),
     (IMAGE, dict(hidden_sizes=[16, 32], depths=[1.0, 1]), r"`depths` must be a list of positive integers"),
-    ({}, dict(depths=[1, 1]), r"`hidden_sizes`, `depths`, `afno_kept_modes` and `patch_embed_rank` need an image mo"),
+    ({}, dict(depths=[1, 1]), r"`depths` needs an image model \(set `image_size`\)"),
     (IMAGE, dict(spatial_dims=True), r"`spatial_dims` must be 1, 2 or 3, got True"),
     (IMAGE, dict(num_channels=True), r"`num_channels` must be a positive integer, got True"),
     (IMAGE, dict(packing_strategy=["dense_square"]), r"`packing_strategy` \['dense_square'\] is not defined .*allowed"),

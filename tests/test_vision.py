@@ -132,9 +132,15 @@ def test_kernel_masks_are_disks_and_balls():
         ("cylinder", 5, 32, "sparse_square", (4, 4)),
         ("cylinder", 5, 32, "complete_square", (2, 2)),
         ("cylinder", 5, 32, "complete_hexagonal", (3, 3)),
+        ("cylinder", 7, 32, "complete_hexagonal", (4, 5)),  # 1.5 r, sqrt(3) r
+        ("cylinder", 9, 32, "dense_hexagonal", (4, 5)),  # sqrt(6) / 2 r, sqrt(2) r
+        ("cylinder", 7, 32, "sparse_hexagonal", (5, 6)),  # sqrt(3) r, 2 r
         ("cylinder", 5, 32, "denser_hexagonal", (1, 2)),
         ("cylinder", (3, 5, 5), (8, 16, 16), "sparse_square", (2, 4, 4)),
+        ("cylinder", (3, 5, 5), (8, 16, 16), "denser_hexagonal", (1, 1, 2)),  # depth p_d, not 2 p_d
         ("sphere", 5, (8, 16, 16), "dense_simple_cubic", (2, 2, 2)),
+        ("sphere", 5, (8, 16, 16), "sparse_face_centered_cubic", (3, 4, 3)),  # (D, H, W) from tinyBIG's (h, w, d)
+        ("sphere", 7, (8, 16, 16), "complete_face_centered_cubic", (3, 4, 4)),  # int(1.3333 * 3) = 3
         # even patches: the extra cell lies after the centre, so a 4-cell patch at stride 1 gives 31 cells, not 32
         ("cuboid", 4, 32, "dense_square", (1, 1)),
         ("cuboid", 6, 32, "dense_square", (2, 2)),
@@ -156,6 +162,85 @@ def test_packing_strategy_grid_shapes(patch_shape, kernel, image, strategy, stri
     with torch.no_grad():
         hidden = model(pixel_values=torch.randn(1, 1, *image_shape)).last_hidden_state
     assert hidden.shape == (1, math.prod(grid), config.hidden_size)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, image, grid",
+    [(3, 2, 8, (4, 4)), (5, 3, 16, (6, 6)), (3, 1, 7, (7, 7)), ((3, 5), (2, 4), (8, 9), (4, 3))],
+)
+def test_centered_patches_at_an_explicit_stride_give_tinybigs_grid(kernel, stride, image, grid):
+    """tinyBIG's explicit centre distances (`cd_h`, `cd_w`): odd patches centred at range(0, n, stride), the image
+    zero-padded by (k - 1) // 2, so ceil(n / stride) cells whether or not the patches tile the image; the embedding
+    equals the explicit per-cell sum over the padded window."""
+    config = image_config("gfnet", image_size=image, patch_size=kernel, patch_stride=stride, centered_patches=True,
+                          num_channels=2)
+    kernel_size, config_stride, padding, config_grid = config.patch_geometry()
+    assert config_grid == grid == tuple(math.ceil(n / s) for n, s in zip(config.image_shape, config_stride))
+    assert padding == tuple((k - 1) // 2 for k in kernel_size)
+    patch = model_class("gfnet", "Model")(config).embeddings.patch_embeddings
+    pixel_values = torch.randn(2, 2, *config.image_shape)
+    expected = explicit_patch_embedding(
+        pixel_values, patch.projection.weight, patch.projection.bias, patch.kernel_mask, config_stride, padding
+    )
+    torch.testing.assert_close(patch(pixel_values).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def tinybig_centre_distances(patch_shape, strategy, half_extent, half_depth):
+    """(cd_h, cd_w, cd_d) as tinyBIG's `packing_strategy_parameters` computes them (tinybig/koala/geometry), for a
+    patch of half-extent p (cuboid: every axis) or radius r, and half-depth p_d (a cylinder's depth)."""
+    p = r = half_extent
+    root2, root3, root6 = math.sqrt(2), math.sqrt(3), math.sqrt(6)
+    distances = {
+        "cuboid": {
+            "sparse_square": (3 * p, 3 * p, 3 * p),
+            "complete_square": (2 * p, 2 * p, 2 * p),
+            "dense_square": (p, p, p),
+        },
+        "cylinder": {
+            "sparse_square": (2 * r, 2 * r, 2 * half_depth),
+            "complete_square": (root2 * r, root2 * r, 2 * half_depth),
+            "sparse_hexagonal": (root3 * r, 2 * r, 2 * half_depth),
+            "complete_hexagonal": (1.5 * r, root3 * r, 2 * half_depth),
+            "dense_hexagonal": (0.5 * root6 * r, root2 * r, half_depth),
+            "denser_hexagonal": (0.5 * root3 * r, r, half_depth),
+        },
+        "sphere": {
+            "sparse_simple_cubic": (2 * r, 2 * r, 2 * r),
+            "complete_simple_cubic": (0.6667 * root3 * r,) * 3,
+            "dense_simple_cubic": (r, r, r),
+            "sparse_face_centered_cubic": (2 * r, root3 * r, 0.6667 * root6 * r),
+            "complete_face_centered_cubic": (root2 * r, 0.6667 * root6 * r, 1.3333 * r),
+            "dense_face_centered_cubic": (r, r, r),
+            "sparse_hexagonal": (2 * r, 2 * r, root6 * r),
+            "complete_hexagonal": (0.6667 * root3 * r, 0.6667 * root3 * r, r),
+            "dense_hexagonal": (r, r, r),
+        },
+    }[patch_shape].get(strategy, (1, 1, 1))  # densest_packing
+    return tuple(max(int(distance), 1) for distance in distances)
+
+
+@pytest.mark.parametrize("patch_shape", ["cuboid", "cylinder", "sphere"])
+def test_packing_strides_are_tinybigs(patch_shape):
+    """Every strategy of every shape at half-extents 1 to 5 (and half-depths 0 to 2 for a cylinder's depth): the stride
+    of an image (H, W) is tinyBIG's (cd_h, cd_w), that of a volume (D, H, W) its (cd_d, cd_h, cd_w)."""
+    for strategy in PACKING_STRATEGIES[patch_shape]:
+        for half_extent in range(1, 6):
+            for half_depth in range(3) if patch_shape == "cylinder" else [half_extent]:
+                cd_h, cd_w, cd_d = tinybig_centre_distances(patch_shape, strategy, half_extent, half_depth)
+                size, depth = 2 * half_extent + 1, 2 * half_depth + 1
+                assert packing_stride(patch_shape, (size, size), strategy) == (cd_h, cd_w), (strategy, half_extent)
+                assert packing_stride(patch_shape, (depth, size, size), strategy) == (cd_d, cd_h, cd_w), (
+                    strategy, half_extent, half_depth
+                )
+    tinybig_names = {
+        "cuboid": ["sparse_square", "complete_square", "dense_square", "densest_packing"],
+        "cylinder": ["sparse_square", "complete_square", "sparse_hexagonal", "complete_hexagonal", "dense_hexagonal",
+                     "denser_hexagonal", "densest_packing"],
+        "sphere": ["sparse_simple_cubic", "complete_simple_cubic", "dense_simple_cubic", "sparse_face_centered_cubic",
+                   "complete_face_centered_cubic", "dense_face_centered_cubic", "sparse_hexagonal", "complete_hexagonal",
+                   "dense_hexagonal", "densest_packing"],
+    }[patch_shape]
+    assert sorted(PACKING_STRATEGIES[patch_shape]) == sorted(tinybig_names)
 
 
 def test_every_strategy_is_accepted_by_its_shape():
