@@ -143,8 +143,10 @@ class SpectralConfig(PretrainedConfig):
             dict `{"pattern": [...]}` is repeated to `num_hidden_layers` entries. See `configuration/mixer_layout.py`.
             Defaults to the family's layout.
         fourier_norm (`str`): FFT normalisation of the `fourier` mixer (`"backward"` is FNet's unnormalised DFT).
-        filter_activation (`str`): Parameterisation of the global filter K = f(W_r) + i f(W_i), f one of
-            `"identity"` (original GFNet), `"sigmoid"`, `"tanh"`.
+        filter_activation (`str`): Parameterisation of the global filter K from its stored real and imaginary
+            parts: `"identity"` (original GFNet), `"tanh"` (tanh of both parts) or `"sigmoid"` (a gain sigmoid(W_r)
+            in (0, 1) and an imaginary part sigmoid(W_i) - 1/2: the range of spectrans' sigmoid filter; see
+            `GlobalFilter`).
         afno_num_blocks (`int`): Number of diagonal blocks of the AFNO channel MLP; must divide `hidden_size`.
         afno_hidden_size_factor (`int`): Width multiplier of the AFNO block MLP.
         afno_sparsity_threshold (`float`): Soft-shrink threshold on the AFNO spectrum.

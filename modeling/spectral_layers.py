@@ -646,8 +646,12 @@ class GlobalFilter(SpectralMixer):
     channel, stored as a real tensor `complex_weight: (*freq_shape, D, 2)` (real, imaginary), the layout of the
     original GFNet checkpoints. `freq_shape` is `fft_shape` with the last axis halved (rfft): `n // 2 + 1`.
 
-    `activation` maps the stored weights to the filter, K = f(W_r) + i f(W_i): `identity` (original GFNet),
-    `sigmoid` or `tanh` (bounded filters). At another FFT grid than the one it was built for, the stored weights
+    `activation` maps the stored weights to the filter: `identity` (original GFNet), K = W_r + i W_i; `tanh`,
+    K = tanh(W_r) + i tanh(W_i); `sigmoid`, K = sigmoid(W_r) + i (sigmoid(W_i) - 1/2), a real part in (0, 1) and an
+    imaginary part in (-1/2, 1/2). The sigmoid filter spans exactly the filters of spectrans' GFNet, whose sigmoid
+    acts on both parts of a full-spectrum (not conjugate-symmetric) filter H of which a real output keeps only the
+    conjugate-symmetric part, (H[f] + conj(H[-f])) / 2; a sigmoid on both parts of the half spectrum here would
+    confine every phase to (0, pi / 2). At another FFT grid than the one it was built for, the stored weights
     are first resized to that grid's frequencies by `resize_filter`, as `from_pretrained(image_size=...)` does.
     """
 
@@ -668,7 +672,7 @@ class GlobalFilter(SpectralMixer):
             weight = resize_filter(weight, fft_shape)
         weight = weight.to(dtype)
         if self.activation == "sigmoid":
-            weight = torch.sigmoid(weight)
+            weight = torch.sigmoid(weight) - torch.tensor([0.0, 0.5], dtype=dtype, device=weight.device)
         elif self.activation == "tanh":
             weight = torch.tanh(weight)
         return torch.view_as_complex(weight.contiguous())

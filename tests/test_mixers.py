@@ -226,12 +226,40 @@ def test_grid_rfftn_writes_the_spectrum_channels_first(dtype, hidden):
     assert spectrum.shape == (2, hidden, 11) and spectrum.is_contiguous()
 
 
-def test_global_filter_activation_bounds_the_filter():
-    mixer = random_init(GlobalFilter(4, (8,), activation="sigmoid"), std=5.0)
+@pytest.mark.parametrize(
+    "activation, real_range, imag_range", [("sigmoid", (0.0, 1.0), (-0.5, 0.5)), ("tanh", (-1.0, 1.0), (-1.0, 1.0))]
+)
+def test_global_filter_activation_bounds_the_filter_without_confining_its_phase(activation, real_range, imag_range):
+    mixer = random_init(GlobalFilter(4, (8,), activation=activation), std=5.0)
     coefficients = mixer.complex_filter()
-    assert coefficients.real.min() >= 0 and coefficients.real.max() <= 1
-    assert coefficients.imag.min() >= 0 and coefficients.imag.max() <= 1
+    assert real_range[0] <= coefficients.real.min() and coefficients.real.max() <= real_range[1]
+    assert imag_range[0] <= coefficients.imag.min() and coefficients.imag.max() <= imag_range[1]
+    assert coefficients.imag.min() < 0 < coefficients.imag.max()  # phases on both sides of the real axis
     assert GlobalFilter(4, (8,)).complex_weight.shape == (5, 4, 2)
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_sigmoid_global_filter_spans_spectrans_filters(size):
+    """spectrans' GFNet layer, y = Re(ifft(fft(x) * H)) with H = sigmoid(A) + i sigmoid(B) on all `size` frequencies,
+    keeps only the conjugate-symmetric part of H, (H[f] + conj(H[-f])) / 2: a real part in (0, 1) and an imaginary
+    part in (-1/2, 1/2). The sigmoid filter, given the weights that produce that part on the half spectrum, returns
+    the same outputs (at initialisation, near zero weights, both are about half the identity)."""
+    hidden = 3
+    a, b = torch.randn(size, hidden, dtype=torch.float64), torch.randn(size, hidden, dtype=torch.float64)
+    x = torch.randn(2, size, hidden, dtype=torch.float64)
+    spectrum = torch.fft.fft(x, dim=1, norm="ortho") * torch.complex(torch.sigmoid(a), torch.sigmoid(b))
+    spectrans = torch.fft.ifft(spectrum, dim=1, norm="ortho").real
+    half = torch.arange(size // 2 + 1)
+    mirrored = (-half) % size
+    real = (torch.sigmoid(a)[half] + torch.sigmoid(a)[mirrored]) / 2
+    imaginary = (torch.sigmoid(b)[half] - torch.sigmoid(b)[mirrored]) / 2
+    mixer = GlobalFilter(hidden, (size,), activation="sigmoid").double()
+    with torch.no_grad():
+        mixer.complex_weight.copy_(torch.stack([torch.logit(real), torch.logit(imaginary + 0.5)], dim=-1))
+    torch.testing.assert_close(mixer(x), spectrans, atol=1e-12, rtol=1e-12)
+    with torch.no_grad():
+        mixer.complex_weight.zero_()
+    torch.testing.assert_close(mixer(x), 0.5 * x, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("n,size", SIZES)
