@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral_layers import head_size, multi_head_attention
+from .spectral_layers import head_size, multi_head_attention, real_tokens
 
 
 class CrossAttention(nn.Module):
@@ -34,6 +34,7 @@ class CrossAttention(nn.Module):
             return tokens.view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         query = heads(self.q_proj(x.reshape(batch_size, -1, shape[-1])))  # (B, h, N, d)
+        condition = real_tokens(condition, condition_mask)  # padded condition tokens cannot reach x
         key, value = heads(self.k_proj(condition)), heads(self.v_proj(condition))  # (B, h, M, d)
         dropout = self.dropout if self.training else 0.0
         key_mask = None if condition_mask is None else condition_mask[:, None, None, :]  # (B, 1, 1, M)

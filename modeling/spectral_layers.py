@@ -33,13 +33,20 @@ def sinusoidal_position_table(num_positions, dim):
     return table
 
 
+def real_tokens(tokens, mask):
+    """`tokens` (B, *grid, D) with the padded positions (`mask` (B, *grid) False) set to zero: whatever they hold,
+    even NaN or infinity, then cannot reach a real token through a weighted sum (where a zero weight would still
+    give 0 * NaN = NaN)."""
+    return tokens if mask is None else tokens.masked_fill(~mask[..., None], 0.0)
+
+
 def masked_mean(x, mask):
     """(B, *grid, D) -> (B, D): the mean over real tokens (all tokens when `mask` is None)."""
     tokens = x.flatten(1, -2)  # (B, N, D)
     if mask is None:
         return tokens.mean(dim=1)
-    weights = mask.flatten(1).to(tokens.dtype)[..., None]  # (B, N, 1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+    mask = mask.flatten(1)  # (B, N)
+    return real_tokens(tokens, mask).sum(dim=1) / mask.sum(dim=1, keepdim=True).to(tokens.dtype)
 
 
 def masked_max(x, mask):
@@ -82,11 +89,13 @@ class AttentionPooling(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask.flatten(1)[..., None], torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=1)  # (B, N, H), summing to 1 over the real tokens
-        heads = tokens.unflatten(-1, (self.num_heads, -1))  # (B, N, H, D / H)
+        heads = real_tokens(tokens, None if mask is None else mask.flatten(1)).unflatten(-1, (self.num_heads, -1))
         return torch.einsum("bnh,bnhc->bhc", weights, heads).flatten(1)
 
 
 FFT_DTYPES = (torch.float32, torch.float64)
+FFT_NORMS = ("backward", "ortho", "forward")  # torch.fft's, the config's `fourier_norm`
+FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")  # of `GlobalFilter`, the config's `filter_activation`
 REAL_DTYPES = {torch.complex64: torch.float32, torch.complex128: torch.float64}  # of the spectra of FFT_DTYPES
 
 
@@ -150,10 +159,46 @@ def _zero_padded(x, fft_shape, first_axis):
     return F.pad(x, amounts)
 
 
+def check_mixer_input(layer, x, mask, hidden_size=None):
+    """Refuse, naming the expected form, what a token mixer `layer` cannot take: x not a floating-point (B, *grid, D)
+    tensor with at least one token (and D = `hidden_size` where the layer has one), or a mask that is not a bool
+    (B, *grid) tensor. Shapes and dtypes only: no values are read."""
+    name = type(layer).__name__
+    width = "hidden_size" if hidden_size is None else f"hidden_size={hidden_size}"
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 3:
+        kind = f"shape {tuple(x.shape)} and dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{name} takes a floating-point tensor x of shape (batch, *grid, {width}), got {kind}.")
+    if hidden_size is not None and x.shape[-1] != hidden_size:
+        raise ValueError(f"{name} takes x of shape (batch, *grid, {width}), got {tuple(x.shape)}.")
+    if x.numel() == 0:
+        raise ValueError(f"{name} needs at least one example and one token, got x of shape {tuple(x.shape)}.")
+    if mask is not None and (
+        not torch.is_tensor(mask) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(x.shape[:-1])
+    ):
+        kind = f"{mask.dtype} of shape {tuple(mask.shape)}" if torch.is_tensor(mask) else type(mask).__name__
+        raise ValueError(
+            f"{name} takes a bool mask of shape (batch, *grid) = {tuple(x.shape[:-1])}, True on real tokens, "
+            f"got {kind}."
+        )
+
+
+def fft_shape_tuple(fft_shape):
+    """A mixer's `fft_shape` (an int for one axis, or a sequence of them) as a tuple of positive ints."""
+    shape = (fft_shape,) if isinstance(fft_shape, int) else tuple(fft_shape)
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise ValueError(
+            f"`fft_shape` must be a positive int or a sequence of them (one per grid axis), got {fft_shape!r}."
+        )
+    return shape
+
+
 def _check_grid(x, fft_shape):
     grid_shape = tuple(x.shape[1:-1])
     if len(grid_shape) != len(fft_shape) or any(n > size for n, size in zip(grid_shape, fft_shape)):
-        raise ValueError(f"Mixer input grid {grid_shape} does not fit the FFT size {tuple(fft_shape)}.")
+        raise ValueError(
+            f"Mixer input grid {grid_shape} (x: (batch, *grid, hidden_size) = {tuple(x.shape)}) does not fit the FFT "
+            f"size {tuple(fft_shape)}: give {len(fft_shape)} grid axes of at most those sizes."
+        )
     return grid_shape
 
 
@@ -454,6 +499,8 @@ class SpectralMixer(nn.Module):
     """The entry shared by the FFT mixers: `forward` resolves the call's FFT grid, checks that the tokens fit in it
     and, on CPU, runs a large batch chunk by chunk (`_batch_chunks`); each mixer implements `mix` on one chunk."""
 
+    hidden_size = None  # the width D of the inputs, for mixers with weights per channel
+
     def __init__(self):
         super().__init__()
         self._inference_cache = {}  # name -> (key, sample views, their values, value) of `derived_from_weights`
@@ -497,6 +544,11 @@ class SpectralMixer(nn.Module):
         self._inference_cache[name] = (key, views, [view.clone() for view in views], value)
         return value
 
+    def __getstate__(self):
+        # Pickles and deep copies (torch.save(model), EMA copies, worker processes) leave the cached tensors behind:
+        # the next inference call rebuilds them, and they would otherwise travel with every copy of the weights.
+        return {**self.__dict__, "_inference_cache": {}}
+
     def _apply(self, fn, recurse=True):
         # `.to()`, `.half()`, `.cuda()`, ...: the cached tensors and sample views would keep the old weights' memory
         # alive (and would be rebuilt anyway), so they go.
@@ -505,6 +557,7 @@ class SpectralMixer(nn.Module):
 
     def forward(self, x, mask=None, fft_shape=None):
         """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
+        check_mixer_input(self, x, mask, self.hidden_size)
         fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
         grid_shape = _check_grid(x, fft_shape)
         chunks = _batch_chunks(x, mask)
@@ -551,7 +604,9 @@ class FourierMixer(SpectralMixer):
 
     def __init__(self, fft_shape, norm="backward"):
         super().__init__()
-        self.fft_shape = tuple(fft_shape)
+        if norm not in FFT_NORMS:
+            raise ValueError(f"FourierMixer `norm` must be one of {list(FFT_NORMS)}, got {norm!r}.")
+        self.fft_shape = fft_shape_tuple(fft_shape)
         self.norm = norm
         self._dft_cache = None  # ((length, FFT length, dtype, device), matrix) of `short_fourier`
 
@@ -595,6 +650,9 @@ class FourierMixer(SpectralMixer):
         0.15 against 0.19 ms."""
         spectrum = torch.fft.fftn(padded, dim=tuple(range(1, padded.ndim)), norm=self.norm)
         return _crop(spectrum.real, grid_shape).contiguous()
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_dft_cache": None}  # rebuilt on demand, as the inference cache
 
     def uses_short_fourier(self, length, fft_length=None):
         """Whether `short_fourier` is cheaper than FFTs of length L (default: the built one) for `length` tokens:
@@ -659,7 +717,12 @@ class GlobalFilter(SpectralMixer):
 
     def __init__(self, hidden_size, fft_shape, activation="identity"):
         super().__init__()
-        self.fft_shape = tuple(fft_shape)
+        if activation not in FILTER_ACTIVATIONS:
+            raise ValueError(
+                f"GlobalFilter `activation` must be one of {list(FILTER_ACTIVATIONS)}, got {activation!r}."
+            )
+        self.hidden_size = hidden_size
+        self.fft_shape = fft_shape_tuple(fft_shape)
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
@@ -843,11 +906,14 @@ class AFNOMixer(SpectralMixer):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
         for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
-        if hidden_size % num_blocks:
-            raise ValueError(f"AFNO num_blocks ({num_blocks}) must divide hidden_size ({hidden_size}).")
+        if not isinstance(num_blocks, int) or num_blocks < 1 or hidden_size % num_blocks:
+            raise ValueError(
+                f"AFNO num_blocks ({num_blocks!r}) must be a positive divisor of hidden_size ({hidden_size})."
+            )
         if kept_modes is not None and num_modes is not None:
             raise ValueError("Give AFNOMixer at most one of `kept_modes` (fixed indices) and `num_modes`.")
-        self.fft_shape = tuple(fft_shape)
+        self.hidden_size = hidden_size
+        self.fft_shape = fft_shape_tuple(fft_shape)
         self.num_blocks = num_blocks
         self.block_size = hidden_size // num_blocks
         self.sparsity_threshold = sparsity_threshold
@@ -966,13 +1032,19 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
+        check_mixer_input(self, x, mask, self.q_proj.in_features)
         shape = x.shape
-        tokens = x.reshape(shape[0], -1, shape[-1])  # (B, N, D)
 
-        def heads(projection):
-            return projection(tokens).view(shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(projection, tokens):  # (B, *grid, D) -> (B, h, N, d)
+            return projection(tokens.reshape(shape[0], -1, shape[-1])).view(
+                shape[0], -1, self.num_heads, self.head_dim
+            ).transpose(1, 2)
 
-        query, key, value = heads(self.q_proj), heads(self.k_proj), heads(self.v_proj)  # (B, h, N, d)
+        # keys and values from the input with its padded positions zeroed: whatever those hold (even NaN) is then
+        # finite after the projections, and masking them out of the softmax removes them exactly
+        keys_and_values = real_tokens(x, mask)
+        query = heads(self.q_proj, x)
+        key, value = heads(self.k_proj, keys_and_values), heads(self.v_proj, keys_and_values)
         key_mask = None if mask is None else mask.reshape(shape[0], 1, 1, -1)  # True = attend
         context, weights = multi_head_attention(
             query, key, value, key_mask, self.dropout if self.training else 0.0, output_attentions, attn_implementation

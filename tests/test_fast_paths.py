@@ -4,7 +4,9 @@ Each reference transforms the zero-padded input at the full fixed size `fft_shap
 and crops, exactly as the mixer's docstring states the math.
 """
 
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -308,6 +310,32 @@ def test_moving_or_casting_a_mixer_drops_its_inference_cache(name):
         mixer.double()
         assert not mixer._inference_cache and next(mixer.parameters()).data_ptr() != old_weight.data_ptr()
         torch.testing.assert_close(mixer(x.double()), reference(x.double(), mixer), atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
+def test_copies_and_pickles_leave_the_inference_cache_behind(name):
+    """A pickle (torch.save of a model, worker processes) or deep copy (EMA) after inference used to carry the cached
+    tensors: it is the size it was before the first call, and the copy computes the same outputs."""
+    build, reference = CACHING_MIXERS[name]
+    mixer = build()
+    x = torch.randn(2, 60, 8)
+    size = len(pickle.dumps(mixer))
+    with torch.no_grad():
+        mixer(x)
+        assert mixer._inference_cache
+        copies = [copy.deepcopy(mixer), pickle.loads(pickle.dumps(mixer))]
+        assert len(pickle.dumps(mixer)) == size
+        for duplicate in copies:
+            assert not duplicate._inference_cache
+            torch.testing.assert_close(duplicate(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+
+
+def test_copies_leave_the_short_fourier_matrix_behind():
+    mixer = FourierMixer((64,))
+    with torch.no_grad():
+        mixer(torch.randn(1, 5, 8))
+    assert mixer._dft_cache is not None
+    assert copy.deepcopy(mixer)._dft_cache is None and pickle.loads(pickle.dumps(mixer))._dft_cache is None
 
 
 @pytest.mark.parametrize("name", sorted(CACHING_MIXERS))

@@ -399,3 +399,59 @@ def test_attention_heads_must_divide_the_width(build):
     """A view of 12 channels into 8 heads of 1 would regroup values across tokens (96 'tokens' from 64)."""
     with pytest.raises(ValueError, match="attention heads cannot split a width of 12"):
         build()
+
+
+MIXERS_TAKING_WIDTH_8 = {
+    "fourier": lambda: FourierMixer((12,)),
+    "global_filter": lambda: GlobalFilter(8, (12,)),
+    "afno": lambda: AFNOMixer(8, (12,), num_blocks=2),
+    "attention": lambda: SelfAttention(8, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXERS_TAKING_WIDTH_8))
+@pytest.mark.parametrize(
+    "x, mask, message",
+    [
+        (lambda: torch.randn(2, 5, 7), None, r"x of shape \(batch, \*grid, hidden_size=8\), got \(2, 5, 7\)"),
+        (lambda: torch.randint(0, 9, (2, 5, 8)), None,
+         r"floating-point tensor x .* got shape \(2, 5, 8\) and dtype torch.int64"),
+        (lambda: torch.randn(5, 8), None, r"shape \(batch, \*grid, hidden_size.*\), got shape \(5, 8\)"),
+        (lambda: torch.randn(0, 5, 8), None, r"at least one example and one token, got x of shape \(0, 5, 8\)"),
+        (lambda: torch.randn(2, 5, 8), lambda: torch.ones(2, 5),
+         r"bool mask of shape \(batch, \*grid\) = \(2, 5\), .*got torch.float32 of shape \(2, 5\)"),
+        (lambda: torch.randn(2, 5, 8), lambda: torch.ones(2, 4, dtype=torch.bool),
+         r"bool mask .* got torch.bool of shape \(2, 4\)"),
+    ],
+    ids=["width", "integers", "no grid", "empty", "float mask", "mask shape"],
+)
+def test_mixers_called_directly_refuse_bad_inputs_naming_the_expected_form(name, x, mask, message):
+    """Used to fail inside torch (a matmul, a view, `~` on floats, MKL's "inconsistent configuration"), return
+    truncated int64 outputs, or add a 0/1 float mask to the attention scores as a bias."""
+    mixer, x = MIXERS_TAKING_WIDTH_8[name](), x()
+    if name == "fourier" and x.shape[-1] == 7:
+        pytest.skip("the Fourier mixer has no weights per channel: any width is its input")
+    with pytest.raises(ValueError, match=message):
+        mixer(x, None if mask is None else mask())
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: GlobalFilter(8, (12,), activation="relu"),
+         r"GlobalFilter `activation` must be one of \['identity', 'sigmoid', 'tanh'\], got 'relu'"),
+        (lambda: FourierMixer((12,), norm="unitary"), r"`norm` must be one of \['backward', 'ortho', 'forward'\]"),
+        (lambda: AFNOMixer(8, (12,), num_blocks=0), r"num_blocks \(0\) must be a positive divisor of hidden_size"),
+        (lambda: GlobalFilter(8, (12.0,)), r"`fft_shape` must be a positive int or a sequence of them"),
+        (lambda: FourierMixer((0,)), r"`fft_shape` must be a positive int"),
+    ],
+    ids=["activation", "norm", "blocks", "float size", "zero size"],
+)
+def test_mixer_constructors_refuse_bad_arguments(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_an_int_fft_shape_is_one_axis():
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(FourierMixer(12)(x), FourierMixer((12,))(x))

@@ -622,3 +622,22 @@ def test_left_padding_does_not_change_outputs(name):
     for padded_weights, alone_weights in zip(padded.attentions, alone.attentions):
         torch.testing.assert_close(padded_weights[:1, :, 5:, 5:], alone_weights, atol=1e-5, rtol=1e-5)
         assert padded_weights[0, :, :, :5].abs().max() == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "cls"])
+def test_nan_at_padded_positions_never_reaches_a_real_token(family, pooling):
+    """Whatever padded positions hold is excluded exactly: a zero weight times NaN is still NaN, so the pooling and
+    attention zero those positions instead of weighting them by zero (NaN in padding used to make the logits NaN).
+    fnet_hybrid's default layout has attention layers; the cross-attention condition gets NaN in its padding too."""
+    config = tiny_config(family, pooling=pooling, condition_type="cross_attention", condition_size=8)
+    model = model_class(family, "ForSequenceClassification")(config).eval()
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    embeds = torch.randn(2, 6, 32)
+    condition, condition_mask = torch.randn(2, 3, 8), torch.tensor([[1, 1, 1], [1, 0, 0]])
+    with torch.no_grad():
+        clean = model(inputs_embeds=embeds, attention_mask=mask, condition=condition, condition_mask=condition_mask)
+        embeds[1, 4:] = float("nan")
+        condition[1, 1:] = float("nan")
+        poisoned = model(inputs_embeds=embeds, attention_mask=mask, condition=condition, condition_mask=condition_mask)
+    torch.testing.assert_close(poisoned.logits, clean.logits, atol=0, rtol=0)
