@@ -13,7 +13,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import logging
 
 from .mixer_layout import expand_mixer_layout, mixer_names, validate_mixer_layout
-from .patch_geometry import patch_geometry, per_axis
+from .patch_geometry import PATCH_SHAPES, patch_geometry, per_axis
 
 logger = logging.get_logger(__name__)
 
@@ -60,7 +60,10 @@ SEED_KEYWORDS = {
         "parameters_init_method",
     )},
 }
-IMAGE_ONLY_FIELDS = ("hidden_sizes", "depths", "afno_kept_modes", "patch_embed_rank", "centered_patches")
+IMAGE_ONLY_FIELDS = (
+    "hidden_sizes", "depths", "afno_kept_modes", "patch_embed_rank", "centered_patches", "patch_stride",
+    "packing_strategy", "num_output_channels",
+)
 BOOLEAN_FIELDS = (
     "norm_first", "mixer_residual", "embedding_layer_norm", "embedding_projection", "pooler_projection",
     "final_layer_norm",
@@ -360,10 +363,21 @@ class SpectralConfig(PretrainedConfig):
             shapes.append(tuple(n // 2 for n in shapes[-1]))
         return shapes
 
-    def _validate_vision(self):
+    def _validate_patch_fields(self):
+        """The image fields with defaults, checked in text configs too (where they are unused) so that no invalid
+        value is stored."""
         if not _is_int(self.spatial_dims) or self.spatial_dims not in (1, 2, 3):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {self.spatial_dims!r}.")
         _check_positive_int("num_channels", self.num_channels)
+        _check_choice("patch_shape", self.patch_shape, PATCH_SHAPES)
+        per_axis("patch_size", self.patch_size, self.spatial_dims)
+
+    def _validate_vision(self):
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"Image models learn a position embedding per grid cell: `position_embedding_type` must be "
+                f"'absolute' (the default) with an `image_size`, got {self.position_embedding_type!r}."
+            )
         kernel = self.patch_geometry()[0]
         if (self.hidden_sizes is None) != (self.depths is None):
             raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
@@ -488,6 +502,12 @@ class SpectralConfig(PretrainedConfig):
                 "`mixer_residual=False` (one residual around mixer and MLP, as the original GFNet and AFNO) "
                 "requires `norm_first=True`; allowed: norm_first=True with mixer_residual True or False, "
                 "or norm_first=False with mixer_residual=True."
+            )
+        self._validate_patch_fields()
+        if self.afno_kept_modes is not None and self.afno_num_modes is not None:
+            raise ValueError(
+                "Give at most one of `afno_kept_modes` (fixed frequency indices) and `afno_num_modes` (the lowest "
+                "modes per axis)."
             )
         if self.is_vision:
             self._validate_vision()

@@ -118,6 +118,12 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
     else:
         stride = kernel if patch_stride is None else per_axis("patch_stride", patch_stride, spatial_dims)
     padding = tuple((k - 1) // 2 for k in kernel) if centered else (0,) * spatial_dims
+    if not centered and any(s > k for s, k in zip(stride, kernel)):
+        raise ValueError(
+            f"`patch_stride` {stride} is larger than `patch_size` {kernel} along some axis: the unpadded patches "
+            "would skip the pixels between them. Use a stride of at most the patch size, or `centered_patches=True` "
+            "for tinyBIG's sparse sampling of patch centres."
+        )
     grid = []
     for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):
         if n + 2 * p < k:

@@ -246,6 +246,17 @@ def check_json_lines_types(flag, path):
             )
 
 
+def check_validation_flag(validation_flag, validation, train_flag, train):
+    """Refuse your own validation data without your own training data: the script would load its default dataset
+    and ignore the validation flag."""
+    if validation is not None and train is None:
+        raise ValueError(
+            f"`{validation_flag}` needs `{train_flag}`, the data its columns and labels are read from; without it the "
+            f"default dataset would be used and `{validation_flag}` ignored. To evaluate a checkpoint on your data "
+            f"alone, give the same path to both with `--do_eval` and no `--do_train`."
+        )
+
+
 def load_user_data(train_file, validation_file):
     """A DatasetDict from the user's CSV / TSV / JSON (lines) files, with a validation split cut from train when
     only `train_file` is given. Missing, empty or row-less files raise an error naming the flag."""

@@ -106,6 +106,7 @@ def check_image_folder(flag, folder):
 
 def load_raw_data(data_args):
     check_sample_limits(data_args)
+    data.check_validation_flag("--validation_dir", data_args.validation_dir, "--train_dir", data_args.train_dir)
     if data_args.train_dir is not None:
         classes = check_image_folder("--train_dir", data_args.train_dir)
         if data_args.validation_dir is not None:

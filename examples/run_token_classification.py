@@ -95,6 +95,7 @@ def load_raw_data(data_args):
     """The data, checked before anything is trained: both columns present and filled in every split, a list of
     words and an equally long list of tags in every row."""
     check_sample_limits(data_args)
+    data.check_validation_flag("--validation_file", data_args.validation_file, "--train_file", data_args.train_file)
     raw = (
         data.load_user_data(data_args.train_file, data_args.validation_file)
         if data_args.train_file is not None

@@ -346,6 +346,28 @@ class SpectralPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SpectralBlock"]
     _supports_sdpa = True
+    input_kind = None  # the inputs of a head, "text" or "image"; None (the backbone): either, as its config says
+
+    def __init__(self, config, *inputs, **kwargs):
+        """Refuses a config of another family (its checkpoint would be saved under that family's model_type and
+        load back into another class) and, for a head of one input kind, a config of the other."""
+        family = getattr(self.config_class, "model_type", "")
+        if family and getattr(config, "model_type", None) != family:
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {family!r}), got a "
+                f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}); build the classes of "
+                "the config's family, or use the Auto classes (AutoModel.from_config(config))."
+            )
+        if self.input_kind == "text" and config.is_vision:
+            raise ValueError(
+                f"{type(self).__name__} takes token inputs and needs a text config (no image_size); for an image "
+                "config use XForImageClassification or XForPatchRegression."
+            )
+        if self.input_kind == "image" and not config.is_vision:
+            raise ValueError(
+                f"{type(self).__name__} needs an image config: set `image_size` (and patch_size, num_channels)."
+            )
+        super().__init__(config, *inputs, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -404,8 +426,13 @@ class SpectralPreTrainedModel(PreTrainedModel):
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         config_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "local_files_only") if key in kwargs}
         saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        if not saved.is_vision:
+            raise ValueError(
+                f"`image_size`={requested!r} applies to image checkpoints, but {pretrained_model_name_or_path} holds a "
+                "text model (its config has no image_size)."
+            )
         wanted = type(saved)(**{**saved.to_dict(), "image_size": requested})
-        if not saved.is_vision or wanted.image_shape == saved.image_shape:
+        if wanted.image_shape == saved.image_shape:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if config is not None:
             # a copy keeps what to_dict() leaves out, such as the attn_implementation AutoConfig took in
@@ -419,6 +446,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """`PreTrainedModel.resize_token_embeddings`, refusing a vocabulary that would drop `config.pad_token_id`
         (the resized model could not be saved: its config would be invalid)."""
+        if self.config.is_vision:
+            raise ValueError(
+                f"{type(self).__name__} is an image model: it has patch embeddings, not a token vocabulary to resize."
+            )
+        if new_num_tokens is not None and (not isinstance(new_num_tokens, int) or new_num_tokens < 1):
+            raise ValueError(f"`new_num_tokens` must be a positive integer (or None), got {new_num_tokens!r}.")
         if new_num_tokens is not None and self.config.pad_token_id is not None:
             size = new_num_tokens
             if pad_to_multiple_of is not None:
@@ -579,6 +612,11 @@ def validate_input_kind(config, pixel_values, text_inputs):
                 f"`pixel_values` must be a torch.Tensor of shape (batch_size, num_channels={config.num_channels}, "
                 f"*{config.image_shape}) (an image processor returns one), got {type(pixel_values).__name__}."
             )
+        if pixel_values is not None and not pixel_values.is_floating_point():
+            raise ValueError(
+                f"`pixel_values` must be a floating-point tensor (rescaled and normalised by the image processor), "
+                f"got dtype {pixel_values.dtype}: raw {pixel_values.dtype} images would be read as unnormalised values."
+            )
     elif pixel_values is not None:
         raise ValueError(
             "This is a text model (its config has no image_size): pass `input_ids` or `inputs_embeds`, not "
@@ -616,15 +654,15 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
     for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-        if tensor is not None and not is_integer_tensor(tensor):
-            raise ValueError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}.")
+        if tensor is not None and tensor.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"`{name}` must be an int64 or int32 tensor, got dtype {tensor.dtype}.")
     if input_ids is not None:
         if input_ids.ndim != 2:
             raise ValueError(
                 f"`input_ids` must have shape (batch_size, sequence_length), got {tuple(input_ids.shape)}."
             )
-        if input_ids.is_floating_point() or input_ids.is_complex():
-            raise ValueError(f"`input_ids` must be integer token ids, got dtype {input_ids.dtype}.")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"`input_ids` must be int64 or int32 token ids, got dtype {input_ids.dtype}.")
         shape = tuple(input_ids.shape)
     else:
         if not inputs_embeds.is_floating_point():
@@ -672,7 +710,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
                 f"got {low} to {high}."
             )
     if position_ids is not None:
-        if position_ids.ndim != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch_size):
+        rows, columns = position_ids.shape if position_ids.ndim == 2 else (None, None)
+        if columns != seq_length or rows not in (1, batch_size):
             raise ValueError(
                 f"`position_ids` must have shape ({batch_size} or 1, {seq_length}), got {tuple(position_ids.shape)}."
             )
@@ -716,10 +755,13 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
             f"`condition` for condition_type={config.condition_type!r} must be a floating-point torch.Tensor of "
             f"shape {expected[1]}, got {kind}."
         )
-    if condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size:
+    if (
+        condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size
+        or condition.numel() == 0
+    ):
         raise ValueError(
-            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}, "
-            f"got {tuple(condition.shape)}."
+            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]} with at least "
+            f"one condition token, got {tuple(condition.shape)}."
         )
     if condition_mask is None:
         return None
@@ -807,7 +849,6 @@ class SpectralModel(SpectralPreTrainedModel):
         pixel_values=None,
         interpolate_pos_encoding=False,
         condition_mask=None,
-        **kwargs,
     ):
         r"""
         Args:
@@ -850,6 +891,7 @@ class SpectralModel(SpectralPreTrainedModel):
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
                                         output_hidden_states, output_attentions, return_dict)
+        self._check_built_sizes()
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
@@ -888,12 +930,29 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _check_built_sizes(self):
+        """The inputs are checked against the config; refuse a config whose vocabulary or length was changed after
+        the model was built (its embeddings and FFTs keep the sizes they were built with)."""
+        built = dict(
+            vocab_size=self.embeddings.word_embeddings.num_embeddings, max_position_embeddings=self.fft_shape[0]
+        )
+        changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
+                   if getattr(self.config, name) != size]
+        if changed:
+            raise ValueError(
+                f"The config no longer matches the built model: {', '.join(changed)}. Build a new model from the "
+                "changed config, or change the vocabulary with `resize_token_embeddings`."
+            )
+
     def _encode(self, hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions):
         """Blocks (with the downsampling between the stages of a hierarchical model) and the final norm on
         channels-last `hidden_states: (B, *grid, D)`. Returns them with the per-layer hidden states (B, *grid, D)
         and the attention weights of the attention layers. A grid larger than a stage's built grid (an image
-        larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`)."""
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`). An image model
+        records each hidden state as a pair, (B, N, D) flattened row-major and (B, *grid, D) (see `_recorded`)."""
+        all_hidden_states = None
+        if output_hidden_states:
+            hidden_states, all_hidden_states = self._recorded(hidden_states, ())
         all_attentions = () if output_attentions else None
         if condition is not None:  # a float32 condition for a bfloat16 model, as pixel_values are cast
             condition = condition.to(hidden_states.dtype)
@@ -914,12 +973,24 @@ class SpectralModel(SpectralPreTrainedModel):
                 condition_mask=condition_mask,
             )
             if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+                hidden_states, all_hidden_states = self._recorded(hidden_states, all_hidden_states)
             if output_attentions and attention is not None:
                 all_attentions += (attention,)
         if self.norm is not None:
             hidden_states = self.norm(hidden_states)
         return hidden_states, all_hidden_states, all_attentions
+
+    def _recorded(self, hidden_states, recorded):
+        """`recorded` with `hidden_states` (B, *grid, D) appended, and the tensor to compute on from. An image model
+        appends (flat, grid): the grid flattened to (B, N, D) as ViT's, and its (B, *grid, D) view, from which the
+        model computes on; the returned flat tensor is thus on the path to the outputs, and gradients with respect
+        to it are the model's (for saliency and attribution), where a flattened copy made afterwards would get
+        none."""
+        if not self.config.is_vision:
+            return hidden_states, (*recorded, hidden_states)
+        flat = hidden_states.flatten(1, -2)
+        grid = flat.unflatten(1, hidden_states.shape[1:-1])
+        return grid, (*recorded, (flat, grid))
 
     def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, condition_mask, output_hidden_states,
                         output_attentions, return_dict):
@@ -934,22 +1005,32 @@ class SpectralModel(SpectralPreTrainedModel):
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
         condition_mask = validate_condition(self.config, condition, pixel_values.shape[0], condition_mask)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
-        hidden_states, grid_hidden_states, all_attentions = self._encode(
+        hidden_states, recorded, all_attentions = self._encode(
             hidden_states, None, condition, condition_mask, output_hidden_states, output_attentions
         )
-        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        # the pooler reads a view of the returned (B, N, D) tensor, which is thereby on the path to the outputs
+        last_hidden_state = hidden_states.flatten(1, -2)
+        pooled = None
+        if self.pooler is not None:
+            pooled = self.pooler(last_hidden_state.unflatten(1, hidden_states.shape[1:-1]))
         all_hidden_states = reshaped_hidden_states = None
         if output_hidden_states:
-            all_hidden_states = tuple(h.flatten(1, -2) for h in grid_hidden_states)  # (B, N, D) as ViT's
-            reshaped_hidden_states = tuple(h.movedim(-1, 1) for h in grid_hidden_states)  # (B, D, *grid) as Swin's
+            all_hidden_states = tuple(flat for flat, _ in recorded)  # (B, N, D) as ViT's
+            reshaped_hidden_states = tuple(grid.movedim(-1, 1) for _, grid in recorded)  # (B, D, *grid) as Swin's
         output = SpectralImageModelOutput(
-            last_hidden_state=hidden_states.flatten(1, -2),
+            last_hidden_state=last_hidden_state,
             pooler_output=pooled,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
             reshaped_hidden_states=reshaped_hidden_states,
         )
         return output if return_dict else output.to_tuple()
+
+
+def loss_precision(tensor):
+    """`tensor` in float32 or better for a loss: half-precision logits are upcast, float64 ones kept (a float64
+    model, e.g. in a gradient check, gets a float64 loss)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _reduce(losses, num_items_in_batch):
@@ -1026,7 +1107,7 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
     but by shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) -> single-label
     (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
     logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
-    num_labels = config.num_labels
+    num_labels = logits.shape[-1]  # the built classifier's, even where `config.num_labels` was changed since
     problem_type = config.problem_type
     if problem_type is None:
         if num_labels == 1:
@@ -1038,10 +1119,10 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
     labels = validate_sequence_labels(labels, problem_type, logits.shape[0], num_labels)
     config.problem_type = problem_type
     labels = labels.to(logits.device)
-    logits = logits.float()
+    logits = loss_precision(logits)
     if problem_type == "regression":
         predictions = logits.squeeze(-1) if num_labels == 1 else logits
-        targets = labels.float().reshape(predictions.shape)
+        targets = labels.to(predictions.dtype).reshape(predictions.shape)
         return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
     if problem_type == "single_label_classification":
         return _cross_entropy(logits, labels, num_items_in_batch)
@@ -1058,7 +1139,7 @@ def token_classification_loss(logits, labels, num_items_in_batch=None):
 
 def _cross_entropy(logits, labels, num_items_in_batch):
     """Mean cross-entropy of validated int64 `labels` (...) over (..., C) `logits`, -100 ignored."""
-    logits = logits.float().reshape(-1, logits.shape[-1])
+    logits = loss_precision(logits).reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
     if num_items_in_batch is None:
@@ -1070,6 +1151,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
     """Backbone + pooler + dropout + linear classifier. Regression, single-label and multi-label classification
     through `config.problem_type` (inferred from `num_labels` and the label dtype when unset)."""
 
+    input_kind = "text"
     backbone_class = SpectralModel
 
     def __init__(self, config):
@@ -1132,6 +1214,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
 class SpectralForTokenClassification(SpectralPreTrainedModel):
     """Backbone (no pooler) + dropout + a linear classifier on every token."""
 
+    input_kind = "text"
     backbone_class = SpectralModel
 
     def __init__(self, config):
@@ -1207,6 +1290,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
     """Backbone (no pooler) + masked-LM head whose decoder shares the input embedding matrix.
     Subclasses set `_tied_weights_keys = {"lm_head.decoder.weight": "<prefix>.embeddings.word_embeddings.weight"}`."""
 
+    input_kind = "text"
     backbone_class = SpectralModel
 
     def __init__(self, config):

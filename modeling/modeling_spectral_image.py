@@ -12,7 +12,13 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .dropout import Dropout
-from .modeling_spectral import SpectralModel, SpectralPreTrainedModel, _reduce, sequence_classification_loss
+from .modeling_spectral import (
+    SpectralModel,
+    SpectralPreTrainedModel,
+    _reduce,
+    loss_precision,
+    sequence_classification_loss,
+)
 
 
 @dataclass
@@ -45,13 +51,10 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
+    input_kind = "image"
     backbone_class = SpectralModel
 
     def __init__(self, config):
-        if not config.is_vision:
-            raise ValueError(
-                f"{type(self).__name__} needs an image config: set `image_size` (and patch_size, num_channels)."
-            )
         super().__init__(config)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config))
@@ -144,7 +147,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         if kernel != stride or any(padding) or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
             raise ValueError(
                 f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "
-                f"patch_size, no packing_strategy or centered_patches, no hidden_sizes); got kernel {kernel}, stride {stride}."
+                f"patch_size, no packing_strategy or centered_patches, no hidden_sizes); got kernel {kernel}, "
+                f"stride {stride}."
             )
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
@@ -188,7 +192,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
                     f"{self.config.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
                     f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}."
                 )
-            losses = F.mse_loss(predictions.float(), labels.to(predictions.device).float(), reduction="none")
+            estimates = loss_precision(predictions)
+            losses = F.mse_loss(estimates, labels.to(estimates.device, estimates.dtype), reduction="none")
             loss = _reduce(losses, num_items_in_batch)
         output = PatchRegressionOutput(
             loss=loss,

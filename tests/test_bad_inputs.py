@@ -97,7 +97,8 @@ CONFIG_ROWS = [
     (dict(use_positional_encoding=False), r"use `position_embedding_type` \('absolute', 'sinusoidal' or 'none'\)"),
     (dict(with_batch_norm=True), r"`with_batch_norm` is a keyword .*: this option is not carried over"),
     (dict(condition_type="adaln_zero", condition_size=0), r"`condition_size` must be a positive integer or None"),
-    (dict(hidden_sizes=[16, 32], depths=[1, 1]), r"`hidden_sizes` and `depths` need an image model \(set `image_size`\)"),
+    (dict(hidden_sizes=[16, 32], depths=[1, 1]),
+     r"`hidden_sizes` and `depths` need an image model \(set `image_size`\)"),
     (dict(patch_embed_rank=4), r"`patch_embed_rank` needs an image model"),
     (dict(centered_patches=True), r"`centered_patches` needs an image model"),
     (dict(IMAGE, patch_embed_rank=0), r"`patch_embed_rank` must be a positive integer or None"),
@@ -136,6 +137,18 @@ CONFIG_ROWS = [
     (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], num_attention_heads=8,
           mixer_layout=["fourier", {"strategy": "adaptive", "mixers": ["fourier", "attention"]}]),
      r"`num_attention_heads` \(8\) must divide every stage width"),
+    # Fields a text model would store and ignore, and image fields that say nothing an image model can do.
+    (dict(patch_stride=2), r"`patch_stride` needs an image model"),
+    (dict(packing_strategy="dense_square"), r"`packing_strategy` needs an image model"),
+    (dict(num_output_channels=2), r"`num_output_channels` needs an image model"),
+    (dict(patch_shape="cone"), r"`patch_shape` must be one of \['cuboid', 'cylinder', 'sphere'\], got 'cone'"),
+    (dict(spatial_dims=7), r"`spatial_dims` must be 1, 2 or 3, got 7"),
+    (dict(patch_size=0), r"`patch_size` must be a positive integer or a list of 2"),
+    (dict(IMAGE, position_embedding_type="none"),
+     r"Image models learn a position embedding per grid cell: `position_embedding_type` must be 'absolute'"),
+    (dict(IMAGE, patch_size=2, patch_stride=7), r"`patch_stride` \(7, 7\) is larger than `patch_size` \(2, 2\)"),
+    (dict(IMAGE, afno_kept_modes=[[0, 1], None], afno_num_modes=2),
+     r"Give at most one of `afno_kept_modes` .* and `afno_num_modes`"),
 ]
 
 
@@ -177,7 +190,10 @@ TEXT_ROWS = [
     ("ids rank 1", lambda: dict(input_ids=ids()[0]), r"shape \(batch_size, sequence_length\), got \(6,\)"),
     ("ids rank 3", lambda: dict(input_ids=ids()[None]), r"shape \(batch_size, sequence_length\), got \(1, 2, 6\)"),
     ("ids list", lambda: dict(input_ids=ids().tolist()), r"`input_ids` must be a torch.Tensor .*got list"),
-    ("ids float", lambda: dict(input_ids=ids().float()), r"integer token ids, got dtype torch.float32"),
+    ("ids float", lambda: dict(input_ids=ids().float()), r"int64 or int32 token ids, got dtype torch.float32"),
+    ("ids uint8", lambda: dict(input_ids=ids().to(torch.uint8)), r"int64 or int32 token ids, got dtype torch.uint8"),
+    ("ids int16", lambda: dict(input_ids=ids().to(torch.int16)), r"int64 or int32 token ids, got dtype torch.int16"),
+    ("ids bool", lambda: dict(input_ids=ids() > 50), r"int64 or int32 token ids, got dtype torch.bool"),
     ("id = vocab_size", lambda: dict(input_ids=with_value(ids(), 99)), r"in \[0, vocab_size=99\), got .* to 99"),
     ("negative id", lambda: dict(input_ids=with_value(ids(), -1)), r"in \[0, vocab_size=99\), got values from -1"),
     ("too long", lambda: dict(input_ids=ids(shape=(1, 30))), r"Sequence length 30 exceeds max_position_embeddings=24"),
@@ -193,7 +209,9 @@ TEXT_ROWS = [
     ("token type = 2", lambda: dict(input_ids=ids(), token_type_ids=with_value(torch.zeros(2, 6, dtype=torch.long), 2)),
      r"`token_type_ids` must be in \[0, 2\) \(type_vocab_size=2\), got 0 to 2"),
     ("token types float", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 6)),
-     r"`token_type_ids` must be an integer tensor, got dtype torch.float32"),
+     r"`token_type_ids` must be an int64 or int32 tensor, got dtype torch.float32"),
+    ("token types uint8", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 6, dtype=torch.uint8)),
+     r"`token_type_ids` must be an int64 or int32 tensor, got dtype torch.uint8"),
     ("token types shape", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 7, dtype=torch.long)),
      r"`token_type_ids` must have the shape of the input ids \(2, 6\), got \(2, 7\)"),
     ("position id = 24", lambda: dict(input_ids=ids(), position_ids=torch.arange(19, 25)[None]),
@@ -252,6 +270,24 @@ def test_text_forward(family, head, inputs, message):
     assert model.config.problem_type == problem_type  # rejected labels do not set the inferred problem type
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("head", [*TEXT_HEADS, "ForImageClassification", "ForPatchRegression"])
+def test_an_unknown_keyword_is_refused(family, head):
+    """A misspelt keyword (`attention_masks`) used to be swallowed by `**kwargs`: the model ran unmasked. The
+    backbone takes no other keywords, and the heads pass theirs on to it."""
+    if head in TEXT_HEADS:
+        model, inputs, typo = cached_model(family, head), dict(input_ids=ids()), "attention_masks"
+    else:
+        extra = dict(num_output_channels=2) if head == "ForPatchRegression" else {}
+        model = cached_model(family, head, **IMAGE, num_channels=3, **extra)
+        inputs, typo = dict(pixel_values=torch.randn(1, 3, 16, 16)), "interpolate_pos_encodings"
+    with pytest.raises(TypeError, match=rf"got an unexpected keyword argument '{typo}'"):
+        model(**inputs, **{typo: torch.ones(2, 6)})
+    if head == "Model":
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'labels'"):
+            model(**inputs, labels=torch.zeros(2, dtype=torch.long))
+
+
 @pytest.mark.parametrize("num_labels,shape,allowed", [
     (3, (2,), r"shape \(2, num_labels=3\), got \(2,\)"),  # (B,) only fits one label; the message listed it
     (1, (2, 2), r"shape \(2,\) or \(2, num_labels=1\), got \(2, 2\)"),
@@ -284,6 +320,9 @@ IMAGE_ROWS = [
      r"image model .*pass `pixel_values` of shape .* and no text inputs, got \['input_ids'\]"),
     ("attention_mask too", lambda: dict(pixel_values=torch.randn(1, 3, 16, 16), attention_mask=torch.ones(1, 16)),
      r"and no text inputs, got \['attention_mask'\]"),
+    ("raw uint8 image", lambda: dict(pixel_values=torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8)),
+     r"`pixel_values` must be a floating-point tensor \(rescaled and normalised by the image processor\), got "
+     r"dtype torch.uint8"),
 ]
 IMAGE_LABEL_ROWS = [
     ("class 9 of 3", lambda: torch.tensor([0, 9]), r"class indices in \[0, 3\) or -100 .* of shape \(2,\), got 9"),
@@ -327,11 +366,58 @@ def test_pixel_forward(family, head, inputs, message):
         ("ForPatchRegression", {}, r"needs `image_size` and `num_output_channels` in the config"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=2),
          r"needs non-overlapping cuboid patches .* got kernel \(4, 4\), stride \(2, 2\)"),
+        ("ForMaskedLM", IMAGE, r"ForMaskedLM takes token inputs and needs a text config \(no image_size\)"),
+        ("ForSequenceClassification", IMAGE, r"takes token inputs and needs a text config .*XForImageClassification"),
+        ("ForTokenClassification", IMAGE, r"takes token inputs and needs a text config"),
     ],
 )
-def test_image_head_constructor(family, head, overrides, message):
+def test_head_constructor_refuses_the_other_input_kind(family, head, overrides, message):
     with pytest.raises(ValueError, match=message):
         model_class(family, head)(tiny_config(family, **overrides))
+
+
+@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification", "ForImageClassification"])
+def test_a_model_class_refuses_a_config_of_another_family(head):
+    """It would save an 'afno' config.json under GFNet weight names, which loads back into AFNO classes with every
+    backbone weight unexpected (random)."""
+    overrides = IMAGE if head == "ForImageClassification" else {}
+    with pytest.raises(ValueError, match=rf"GFNet{head} needs a GFNetConfig \(model_type 'gfnet'\), got a AFNOConfig"):
+        model_class("gfnet", head)(tiny_config("afno", **overrides))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "field, value, inputs, message",
+    [
+        ("num_labels", 5, lambda: dict(input_ids=ids(), labels=torch.tensor([0, 4])),
+         r"class indices in \[0, 3\) or -100"),
+        ("vocab_size", 200, lambda: dict(input_ids=with_value(ids(), 150)),
+         r"config no longer matches the built model: vocab_size=200 \(built with 99\)"),
+        ("max_position_embeddings", 48, lambda: dict(input_ids=ids(shape=(2, 30))),
+         r"max_position_embeddings=48 \(built with 24\). Build a new model"),
+    ],
+)
+def test_a_config_changed_after_building_is_not_trusted(family, field, value, inputs, message):
+    """The checks read the built model (classifier width, embedding rows, FFT length) where a changed config field
+    used to let an out-of-range value through to an IndexError inside torch."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family))
+    setattr(model.config, field, value)
+    with pytest.raises(ValueError, match=message):
+        model(**inputs())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_empty_condition_sequence_is_refused(family):
+    model = cached_model(family, "Model", condition_type="cross_attention", condition_size=8)
+    with pytest.raises(ValueError, match=r"with at least one condition token, got \(2, 0, 8\)"):
+        model(input_ids=ids(), condition=torch.randn(2, 0, 8))
+
+
+def test_resizing_the_vocabulary_of_an_image_model_or_to_a_negative_size_is_refused():
+    with pytest.raises(ValueError, match=r"is an image model: it has patch embeddings, not a token vocabulary"):
+        cached_model("gfnet", "ForImageClassification", **IMAGE).resize_token_embeddings(50)
+    with pytest.raises(ValueError, match=r"`new_num_tokens` must be a positive integer \(or None\), got -5"):
+        model_class("gfnet", "Model")(tiny_config("gfnet", pad_token_id=None)).resize_token_embeddings(-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -374,6 +460,8 @@ FROM_PRETRAINED_ROWS = [
     ("BERT checkpoint", GFNetModel, "bert", {}, ValueError, r"holds a 'bert' checkpoint, .*AutoModel.from_pretrained"),
     ("config of another family", GFNetForSequenceClassification, "gfnet", dict(config=tiny_config("afno")), ValueError,
      r"`config` is a 'afno' config, but GFNetForSequenceClassification needs a 'gfnet' one \(GFNetConfig\)"),
+    ("image size for a text checkpoint", AutoModelForSequenceClassification, "gfnet", dict(image_size=16), ValueError,
+     r"`image_size`=16 applies to image checkpoints, but .*gfnet holds a text model \(its config has no image_size\)"),
     ("wider model", GFNetForSequenceClassification, "gfnet", dict(hidden_size=64, intermediate_size=128), ValueError,
      r"the checkpoint has hidden_size=32, intermediate_size=64, the requested config hidden_size=64, "
      r"intermediate_size=128.*`ignore_mismatched_sizes=True`"),
@@ -672,6 +760,12 @@ EXAMPLE_ROWS = [
      r"`--config_overrides` entries must look like field=value, got 'hidden_size'"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_size=0"], ValueError,
      r"`hidden_size` must be a positive integer, got 0"),
+    (TEXT, ["--validation_file", "{data}/reviews.csv"], ValueError,
+     r"`--validation_file` needs `--train_file`, .*the default dataset would be used and `--validation_file` ignored"),
+    (run_token_classification, ["--validation_file", "{data}/missing.jsonl"], ValueError,
+     r"`--validation_file` needs `--train_file`"),
+    (run_image_classification, ["--validation_dir", "{data}/images"], ValueError,
+     r"`--validation_dir` needs `--train_dir`"),
     (run_token_classification, ["--train_file", "{data}/missing.jsonl"], FileNotFoundError, r"does not exist"),
     (run_token_classification, ["--train_file", "{data}/words_as_text.jsonl"], ValueError,
      r"Row 0 of the train data must hold a list of words \(`--tokens_column_name` 'tokens'\) and a list of tags"),

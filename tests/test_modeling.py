@@ -579,7 +579,7 @@ def test_bad_inputs_raise_clear_errors(family, monkeypatch):
     expect_error(model, r"`input_ids` must have shape \(batch_size, sequence_length\), got \(6,\)", input_ids=ids[0])
     expect_error(model, r"must be in \[0, vocab_size=99\), got values from .* to 99", input_ids=ids.clamp(max=99).index_fill(1, torch.tensor([0]), 99))
     expect_error(model, "got values from -1", input_ids=ids.index_fill(1, torch.tensor([2]), -1))
-    expect_error(model, "integer token ids", input_ids=ids.float())
+    expect_error(model, "int64 or int32 token ids", input_ids=ids.float())
     expect_error(model, r"Sequence length 30 exceeds max_position_embeddings=24",
                  input_ids=torch.randint(5, config.vocab_size, (1, 30)))
     expect_error(model, r"`attention_mask` must have the shape of the input ids \(2, 6\), got \(2, 5\)",
@@ -625,6 +625,33 @@ def test_left_padding_does_not_change_outputs(name):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "head, config_fields, inputs",
+    [
+        ("ForSequenceClassification", {}, lambda: dict(
+            input_ids=torch.randint(1, 99, (2, 6)), attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+        )),
+        ("ForImageClassification", dict(image_size=16, patch_size=4),
+         lambda: dict(pixel_values=torch.randn(2, 3, 16, 16))),
+        ("ForImageClassification", dict(image_size=16, patch_size=4, hidden_sizes=[16, 32], depths=[1, 1]),
+         lambda: dict(pixel_values=torch.randn(2, 3, 16, 16))),
+    ],
+    ids=["text", "image", "image-hierarchical"],
+)
+def test_gradients_reach_every_returned_hidden_state(family, head, config_fields, inputs):
+    """As for BERT and ViT, the returned hidden states are the tensors the model computes on: gradients of the
+    logits with respect to each (saliency, attribution) exist and are those of the computation. Image models used to
+    return flattened copies made afterwards, which no gradient reached."""
+    if "hidden_sizes" in config_fields and family != "gfnet":
+        pytest.skip("hierarchical stages are GFNet-H")
+    model = model_class(family, head)(tiny_config(family, **config_fields))
+    outputs = model(**inputs(), output_hidden_states=True)
+    gradients = torch.autograd.grad(outputs.logits.square().sum(), outputs.hidden_states)
+    assert len(gradients) == model.config.num_hidden_layers + 1
+    assert all(gradient is not None and gradient.abs().sum() > 0 for gradient in gradients)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention", "cls"])
 def test_nan_at_padded_positions_never_reaches_a_real_token(family, pooling):
     """Whatever padded positions hold is excluded exactly: a zero weight times NaN is still NaN, so the pooling and
@@ -641,3 +668,23 @@ def test_nan_at_padded_positions_never_reaches_a_real_token(family, pooling):
         condition[1, 1:] = float("nan")
         poisoned = model(inputs_embeds=embeds, attention_mask=mask, condition=condition, condition_mask=condition_mask)
     torch.testing.assert_close(poisoned.logits, clean.logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "head, fields, inputs",
+    [
+        ("ForSequenceClassification", {},
+         lambda: dict(input_ids=torch.randint(1, 99, (2, 6)), labels=torch.tensor([0, 2]))),
+        ("ForTokenClassification", {},
+         lambda: dict(input_ids=torch.randint(1, 99, (2, 6)), labels=torch.randint(0, 3, (2, 6)))),
+        ("ForPatchRegression", dict(image_size=16, patch_size=4, num_output_channels=2),
+         lambda: dict(pixel_values=torch.randn(2, 3, 16, 16), labels=torch.randn(2, 2, 16, 16))),
+    ],
+)
+def test_loss_is_at_least_float32_and_keeps_float64(head, fields, inputs, dtype):
+    """Half-precision logits are upcast for the loss; a float64 model (gradient checks) keeps a float64 loss, where
+    every loss used to be float32."""
+    model = model_class("gfnet", head)(tiny_config("gfnet", **fields)).to(dtype)
+    loss = model(**inputs()).loss
+    assert loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)

@@ -237,8 +237,8 @@ def test_packing_strides_are_tinybigs(patch_shape):
         "cylinder": ["sparse_square", "complete_square", "sparse_hexagonal", "complete_hexagonal", "dense_hexagonal",
                      "denser_hexagonal", "densest_packing"],
         "sphere": ["sparse_simple_cubic", "complete_simple_cubic", "dense_simple_cubic", "sparse_face_centered_cubic",
-                   "complete_face_centered_cubic", "dense_face_centered_cubic", "sparse_hexagonal", "complete_hexagonal",
-                   "dense_hexagonal", "densest_packing"],
+                   "complete_face_centered_cubic", "dense_face_centered_cubic", "sparse_hexagonal",
+                   "complete_hexagonal", "dense_hexagonal", "densest_packing"],
     }[patch_shape]
     assert sorted(PACKING_STRATEGIES[patch_shape]) == sorted(tinybig_names)
 
