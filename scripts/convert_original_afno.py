@@ -35,9 +35,18 @@ from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 BLOCK_RENAMES = {"norm1": "mixer_norm", "norm2": "mlp_norm", "filter": "mixer"}
 
 
+def check_fraction(hard_thresholding_fraction):
+    if not isinstance(hard_thresholding_fraction, (int, float)) or not 0 < hard_thresholding_fraction <= 1:
+        raise ValueError(
+            f"`hard_thresholding_fraction` (--hard-thresholding-fraction) must be a number in (0, 1], got "
+            f"{hard_thresholding_fraction!r}."
+        )
+
+
 def afno_transformer_kept_modes(grid_shape, hard_thresholding_fraction):
     """The frequencies AFNO2D of the AFNO-transformer processes: all rows, and the first
     `int((N // 2 + 1) * fraction)` rfft columns, N = H * W the token count (not the width). None per axis = all."""
+    check_fraction(hard_thresholding_fraction)
     height, width = grid_shape
     kept = int((height * width // 2 + 1) * hard_thresholding_fraction)
     if kept < 1:
@@ -50,6 +59,7 @@ def fourcastnet_kept_modes(grid_shape, hard_thresholding_fraction):
     """The frequencies FourCastNet's AFNO2D processes: with total = H // 2 + 1 and kept = int(total * fraction),
     rows [total - kept, total + kept) clamped to [0, H) and rfft columns [0, kept). Even at fraction 1 the
     columns past H // 2 are dropped when W > H."""
+    check_fraction(hard_thresholding_fraction)
     height, width = grid_shape
     total = height // 2 + 1
     kept = int(total * hard_thresholding_fraction)

@@ -943,3 +943,21 @@ def test_atomic_directory_publishes_only_complete_results(tmp_path):
         (work_dir / "config.json").write_text("{}")
     assert snapshot(tmp_path / "busy") == {"config.json": b"{}"}
 
+
+
+def test_rgb_pixels_for_a_one_channel_model_name_the_pipeline_conversion():
+    """An image pipeline converts every image to RGB, so a one-channel model fails there on its channel count; the
+    error says where the three channels came from."""
+    model = cached_model("gfnet", "ForImageClassification", **IMAGE, num_channels=1)
+    message = r"num_channels=1, .*got \(2, 3, 16, 16\) \(image pipelines convert images to RGB\)"
+    with pytest.raises(ValueError, match=message):
+        model(pixel_values=torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), 0.0, 1.5, "half"])
+@pytest.mark.parametrize("kept_modes", ["afno_transformer_kept_modes", "fourcastnet_kept_modes"])
+def test_afno_converter_names_a_bad_hard_thresholding_fraction(kept_modes, fraction):
+    """NaN and infinity used to fail in int() ('cannot convert float NaN to integer', an OverflowError)."""
+    with pytest.raises(ValueError, match=r"`hard_thresholding_fraction` \(--hard-thresholding-fraction\) must be a "
+                                         r"number in \(0, 1\]"):
+        getattr(convert_original_afno, kept_modes)((8, 8), fraction)
