@@ -105,6 +105,19 @@ def _check_positive_int(name, value, allow_none=False):
         raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
+def layout_for_depth(layout, num_hidden_layers):
+    """A saved per-layer `layout` for another number of layers: its first `num_hidden_layers` entries, or, for more
+    layers, the same mixer repeated where every entry is that mixer. Anything else (a compact pattern, a longer mixed
+    layout, a malformed value) is returned unchanged, for `expand_layout` to repeat or refuse."""
+    if not isinstance(layout, list) or not _is_int(num_hidden_layers) or num_hidden_layers < 1:
+        return layout
+    if num_hidden_layers <= len(layout):
+        return layout[:num_hidden_layers]
+    if layout and all(entry == layout[0] for entry in layout):
+        return [layout[0]] * num_hidden_layers
+    return layout
+
+
 class SpectralConfig(PretrainedConfig):
     r"""
     Configuration shared by every fourierformers family. Instantiate a family config (`GFNetConfig`,
@@ -280,9 +293,16 @@ class SpectralConfig(PretrainedConfig):
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), without the fields that
         older versions stored and ignored (see `drop_ignored_fields`). Keyword overrides of the fields that decide
-        whether those are used (`condition_type`, `image_size`, `hidden_sizes`) are applied first."""
+        whether those are used (`condition_type`, `image_size`, `hidden_sizes`) are applied first, and a
+        `num_hidden_layers` override without a `mixer_layout` one resizes the saved layout (`layout_for_depth`): a
+        checkpoint loads as its first layers, as transformers' models do."""
         deciding = {name: kwargs[name] for name in ("condition_type", "image_size", "hidden_sizes") if name in kwargs}
-        return super().from_dict(cls.drop_ignored_fields({**config_dict, **deciding}), **kwargs)
+        config_dict = {**config_dict, **deciding}
+        if "num_hidden_layers" in kwargs and "mixer_layout" not in kwargs:
+            depth = kwargs["num_hidden_layers"]
+            layout = layout_for_depth(config_dict.get("mixer_layout"), depth)
+            config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
+        return super().from_dict(cls.drop_ignored_fields(config_dict), **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):

@@ -688,3 +688,25 @@ def test_loss_is_at_least_float32_and_keeps_float64(head, fields, inputs, dtype)
     model = model_class("gfnet", head)(tiny_config("gfnet", **fields)).to(dtype)
     loss = model(**inputs()).loss
     assert loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_pretrained_with_fewer_or_more_layers(family, tmp_path):
+    """`from_pretrained(path, num_hidden_layers=n)` loads the checkpoint's first n layers, as transformers' models
+    do (the saved config holds one layout entry per layer); more layers than saved extend a layout of one mixer and
+    are refused, naming the fix, for a mixed one."""
+    mixed = ["global_filter", "attention", "fourier"]
+    head = model_class(family, "ForSequenceClassification")
+    model = head(tiny_config(family, num_hidden_layers=3, mixer_layout=mixed))
+    model.save_pretrained(tmp_path / "mixed")
+    first_two = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "mixed", num_hidden_layers=2)
+    assert first_two.config.mixer_layout == mixed[:2] and len(first_two.base_model.layers) == 2
+    for loaded, saved in zip(first_two.base_model.layers, model.base_model.layers):
+        for (name, value), saved_value in zip(loaded.state_dict().items(), saved.state_dict().values()):
+            assert torch.equal(value, saved_value), name
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "mixed", num_hidden_layers=1).mixer_layout == mixed[:1]
+    with pytest.raises(ValueError, match=r"`mixer_layout` has 3 entries but `num_hidden_layers` is 4"):
+        head.from_pretrained(tmp_path / "mixed", num_hidden_layers=4)
+    head(tiny_config(family, mixer_layout=["fourier"] * 2)).save_pretrained(tmp_path / "uniform")
+    deeper = head.from_pretrained(tmp_path / "uniform", num_hidden_layers=3)
+    assert deeper.config.mixer_layout == ["fourier"] * 3
