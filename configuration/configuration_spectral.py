@@ -105,6 +105,33 @@ def _check_positive_int(name, value, allow_none=False):
         raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
+# Format 2: GFNet's sigmoid filter has imaginary part sigmoid(W_i) - 1/2 (was sigmoid(W_i)), and the packing
+# strategies are tinyBIG's (cylinder hexagonal strides changed, two invented sphere names removed).
+CONFIG_FORMAT = 2
+CHANGED_IN_FORMAT_2 = {
+    ("filter_activation", "sigmoid"): "the imaginary part of the filter is now sigmoid(W_i) - 1/2, not sigmoid(W_i)",
+    **{("packing_strategy", name): "its strides are now tinyBIG's, which differ for cylinders (and for the depth of "
+       "volumes)" for name in ("complete_hexagonal", "dense_hexagonal", "denser_hexagonal")},
+}
+REMOVED_IN_FORMAT_2 = {("packing_strategy", name) for name in ("face_centered_cubic", "hexagonal_close_packing")}
+PATCH_FIELDS = ("spatial_dims", "num_channels", "patch_shape", "patch_size")  # image fields with defaults
+
+
+def _valid_patch_field(name, value, spatial_dims):
+    """Whether `value` is a valid `name` (one of `PATCH_FIELDS`) for `spatial_dims` axes."""
+    if name == "spatial_dims":
+        return _is_int(value) and value in (1, 2, 3)
+    if name == "num_channels":
+        return _is_int(value) and value > 0
+    if name == "patch_shape":
+        return value in PATCH_SHAPES
+    try:
+        per_axis("patch_size", value, spatial_dims if spatial_dims in (1, 2, 3) else 2)
+    except ValueError:
+        return False
+    return True
+
+
 def layout_for_depth(layout, num_hidden_layers):
     """A saved per-layer `layout` for another number of layers: its first `num_hidden_layers` entries, or, for more
     layers, the same mixer repeated where every entry is that mixer. Anything else (a compact pattern, a longer mixed
@@ -208,6 +235,8 @@ class SpectralConfig(PretrainedConfig):
             pooled `condition` of shape (B, condition_size). `None` (default): no branch, no parameters.
         condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset. Needs a
             `condition_type`.
+        fourierformers_format (`int`): The meaning of the saved fields (`CONFIG_FORMAT`); a saved config without it
+            was written before format 2, and loads with a warning where a field it uses has changed meaning since.
     """
 
     model_type = "spectral"
@@ -261,6 +290,7 @@ class SpectralConfig(PretrainedConfig):
     num_output_channels: int | None = None
     condition_type: str | None = None
     condition_size: int | None = None
+    fourierformers_format: int = CONFIG_FORMAT
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3
@@ -297,7 +327,7 @@ class SpectralConfig(PretrainedConfig):
         `num_hidden_layers` override without a `mixer_layout` one resizes the saved layout (`layout_for_depth`): a
         checkpoint loads as its first layers, as transformers' models do."""
         deciding = {name: kwargs[name] for name in ("condition_type", "image_size", "hidden_sizes") if name in kwargs}
-        config_dict = {**config_dict, **deciding}
+        config_dict = cls.upgrade_format({**config_dict, **deciding})
         if "num_hidden_layers" in kwargs and "mixer_layout" not in kwargs:
             depth = kwargs["num_hidden_layers"]
             layout = layout_for_depth(config_dict.get("mixer_layout"), depth)
@@ -307,21 +337,57 @@ class SpectralConfig(PretrainedConfig):
     @classmethod
     def from_json_file(cls, json_file):
         """As `PretrainedConfig.from_json_file`, without the ignored fields of the file (see `drop_ignored_fields`)."""
-        return cls(**cls.drop_ignored_fields(cls._dict_from_json_file(json_file)))
+        return cls(**cls.drop_ignored_fields(cls.upgrade_format(cls._dict_from_json_file(json_file))))
+
+    @classmethod
+    def upgrade_format(cls, config_dict):
+        """A saved `config_dict` of an older format (no `fourierformers_format`) marked as the current one, with a
+        warning for each field whose value means something else since (`CHANGED_IN_FORMAT_2`): the weights load, but
+        the model computes another function than the one saved (fine-tune it again). A packing strategy that no
+        longer exists is a `ValueError` naming tinyBIG's strategies."""
+        if "fourierformers_format" in config_dict:
+            return config_dict
+        for field, value in config_dict.items():
+            if not isinstance(value, str):  # the changed values are names
+                continue
+            if (field, value) in REMOVED_IN_FORMAT_2:
+                raise ValueError(
+                    f"This {cls.__name__} was saved before format 2 with `{field}`={value!r}, a strategy that is not "
+                    f"tinyBIG's and no longer exists; its sphere strategies are those of `PACKING_STRATEGIES` in "
+                    "configuration/patch_geometry.py. Set one and fine-tune the model again."
+                )
+            if (field, value) in CHANGED_IN_FORMAT_2:
+                logger.warning(
+                    f"This {cls.__name__} was saved before format 2 with `{field}`={value!r}: "
+                    f"{CHANGED_IN_FORMAT_2[field, value]}, so the loaded model computes another function than the "
+                    "one saved."
+                )
+        return {**config_dict, "fourierformers_format": CONFIG_FORMAT}
 
     @classmethod
     def drop_ignored_fields(cls, config_dict):
         """A copy of a saved `config_dict` without the fields that the model never used, logging a warning for each:
-        keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, and `depths`
-        in a text config. Older versions stored them and ignored them; the constructor now refuses them, which
-        would make those checkpoints unloadable, so a loaded config drops them as the saved model did."""
+        keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, image fields
+        (or invalid patch fields) in a text config, a position embedding type other than the learned one in an
+        image config, and `afno_num_modes` beside `afno_kept_modes`. Older versions stored them and ignored them;
+        the constructor now refuses them, which would make those checkpoints unloadable, so a loaded config drops
+        them as the saved model did."""
         reasons = {name: f"a keyword of the seed libraries (spectrans, tinyBIG) that the model never used; "
                    f"{SEED_KEYWORDS[name]}" for name in config_dict.keys() & SEED_KEYWORDS.keys()}
         if config_dict.get("condition_size") is not None and config_dict.get("condition_type") is None:
             reasons["condition_size"] = "the model has no conditioning branch (`condition_type` None)"
         text_model = config_dict.get("image_size") is None and config_dict.get("hidden_sizes") is None
-        if config_dict.get("depths") is not None and text_model:
-            reasons["depths"] = "stage depths of a hierarchical image model, in a text model"
+        if text_model:
+            for name in IMAGE_ONLY_FIELDS:
+                if config_dict.get(name) is not None:
+                    reasons[name] = "a field of image models, unused by a text model"
+            for name, value in config_dict.items():
+                if name in PATCH_FIELDS and not _valid_patch_field(name, value, config_dict.get("spatial_dims", 2)):
+                    reasons[name] = "an invalid value of a field of image models, unused by a text model"
+        elif config_dict.get("position_embedding_type", "absolute") != "absolute":
+            reasons["position_embedding_type"] = "image models always learned one position embedding per grid cell"
+        if config_dict.get("afno_kept_modes") is not None and config_dict.get("afno_num_modes") is not None:
+            reasons["afno_num_modes"] = "`afno_kept_modes` overrode it"
         for name in sorted(reasons):
             logger.warning(f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: {reasons[name]}.")
         return {name: value for name, value in config_dict.items() if name not in reasons}
@@ -384,9 +450,9 @@ class SpectralConfig(PretrainedConfig):
         return shapes
 
     def _validate_patch_fields(self):
-        """The image fields with defaults, checked in text configs too (where they are unused) so that no invalid
-        value is stored."""
-        if not _is_int(self.spatial_dims) or self.spatial_dims not in (1, 2, 3):
+        """The image fields with defaults (`PATCH_FIELDS`), checked in text configs too (where they are unused) so
+        that no invalid value is stored."""
+        if not _valid_patch_field("spatial_dims", self.spatial_dims, 2):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {self.spatial_dims!r}.")
         _check_positive_int("num_channels", self.num_channels)
         _check_choice("patch_shape", self.patch_shape, PATCH_SHAPES)
@@ -398,7 +464,13 @@ class SpectralConfig(PretrainedConfig):
                 f"Image models learn a position embedding per grid cell: `position_embedding_type` must be "
                 f"'absolute' (the default) with an `image_size`, got {self.position_embedding_type!r}."
             )
-        kernel = self.patch_geometry()[0]
+        kernel, stride, padding, _ = self.patch_geometry()
+        if not any(padding) and any(s > k for s, k in zip(stride, kernel)):
+            logger.warning_once(
+                f"`patch_stride` {stride} is larger than `patch_size` {kernel}: the unpadded patches skip the pixels "
+                "between them. Use a stride of at most the patch size, or `centered_patches=True` for tinyBIG's "
+                "sparse sampling of patch centres."
+            )
         if (self.hidden_sizes is None) != (self.depths is None):
             raise ValueError("A hierarchical model needs both `hidden_sizes` and `depths` (one entry per stage).")
         if self.hidden_sizes is not None:
@@ -533,8 +605,8 @@ class SpectralConfig(PretrainedConfig):
             self._validate_vision()
         elif any(getattr(self, name) is not None for name in IMAGE_ONLY_FIELDS):
             given = [f"`{name}`" for name in IMAGE_ONLY_FIELDS if getattr(self, name) is not None]
-            verb = "needs" if len(given) == 1 else "need"
-            raise ValueError(f"{' and '.join(given)} {verb} an image model (set `image_size`).")
+            names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+            raise ValueError(f"{names} {'needs' if len(given) == 1 else 'need'} an image model (set `image_size`).")
         mixers_used = validate_mixer_layout(self.mixer_layout, self.num_hidden_layers)
         if self.intermediate_size == 0:
             if not self.mixer_residual:

@@ -94,8 +94,9 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
     """Kernel, stride, padding and token-grid shape (tuples of `spatial_dims` ints) of a patch embedding; `centered`
     (default: whether a packing strategy is given) pads the image to centre each patch on its cell.
 
-    Raises `ValueError` naming the field when the image does not fit, or when non-overlapping patches would
-    leave a border of the image unused.
+    Raises `ValueError` naming the field for a malformed field, both a stride and a packing strategy, a packing
+    strategy with `centered=False`, an image smaller than a patch, or unpadded patches that would leave a border of
+    the image unused.
     """
     if patch_shape not in PATCH_SHAPES:
         raise ValueError(f"`patch_shape` must be one of {list(PATCH_SHAPES)}, got {patch_shape!r}.")
@@ -118,12 +119,6 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
     else:
         stride = kernel if patch_stride is None else per_axis("patch_stride", patch_stride, spatial_dims)
     padding = tuple((k - 1) // 2 for k in kernel) if centered else (0,) * spatial_dims
-    if not centered and any(s > k for s, k in zip(stride, kernel)):
-        raise ValueError(
-            f"`patch_stride` {stride} is larger than `patch_size` {kernel} along some axis: the unpadded patches "
-            "would skip the pixels between them. Use a stride of at most the patch size, or `centered_patches=True` "
-            "for tinyBIG's sparse sampling of patch centres."
-        )
     grid = []
     for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):
         if n + 2 * p < k:

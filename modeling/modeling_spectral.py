@@ -12,6 +12,7 @@ Data path:
 
 import copy
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -450,8 +451,10 @@ class SpectralPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"{type(self).__name__} is an image model: it has patch embeddings, not a token vocabulary to resize."
             )
-        if new_num_tokens is not None and (not isinstance(new_num_tokens, int) or new_num_tokens < 1):
-            raise ValueError(f"`new_num_tokens` must be a positive integer (or None), got {new_num_tokens!r}.")
+        if new_num_tokens is not None:
+            if isinstance(new_num_tokens, bool) or not hasattr(new_num_tokens, "__index__") or new_num_tokens < 1:
+                raise ValueError(f"`new_num_tokens` must be a positive integer (or None), got {new_num_tokens!r}.")
+            new_num_tokens = operator.index(new_num_tokens)
         if new_num_tokens is not None and self.config.pad_token_id is not None:
             size = new_num_tokens
             if pad_to_multiple_of is not None:
@@ -759,9 +762,10 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
         condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size
         or condition.numel() == 0
     ):
+        tokens = " with at least one condition token" if config.condition_type == "cross_attention" else ""
         raise ValueError(
-            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]} with at least "
-            f"one condition token, got {tuple(condition.shape)}."
+            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}{tokens}, "
+            f"got {tuple(condition.shape)}."
         )
     if condition_mask is None:
         return None
@@ -933,9 +937,9 @@ class SpectralModel(SpectralPreTrainedModel):
     def _check_built_sizes(self):
         """The inputs are checked against the config; refuse a config whose vocabulary or length was changed after
         the model was built (its embeddings and FFTs keep the sizes they were built with)."""
-        built = dict(
-            vocab_size=self.embeddings.word_embeddings.num_embeddings, max_position_embeddings=self.fft_shape[0]
-        )
+        # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
+        vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
+        built = dict(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])
         changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
                    if getattr(self.config, name) != size]
         if changed:

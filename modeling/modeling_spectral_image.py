@@ -138,6 +138,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
+    input_kind = "image"
     backbone_class = SpectralModel
 
     def __init__(self, config):

@@ -142,8 +142,8 @@ class SpectralImageEmbeddings(nn.Module):
         spatial_dims = len(self.image_size)
         if pixel_values.ndim != spatial_dims + 2 or pixel_values.shape[1] != num_channels:
             # image pipelines convert every image to RGB, which a model of another channel count cannot take
-            three_channels = pixel_values.ndim > 1 and pixel_values.shape[1] == 3
-            note = " (image pipelines convert images to RGB)" if three_channels else ""
+            from_rgb = pixel_values.ndim > 1 and pixel_values.shape[1] == 3 != num_channels
+            note = " (image pipelines convert images to RGB)" if from_rgb else ""
             raise ValueError(
                 f"`pixel_values` must have shape (batch_size, num_channels={num_channels}, *{self.image_size}) "
                 f"with spatial_dims={spatial_dims}, got {tuple(pixel_values.shape)}{note}."

@@ -547,7 +547,7 @@ class SpectralMixer(nn.Module):
     def __getstate__(self):
         # Pickles and deep copies (torch.save(model), EMA copies, worker processes) leave the cached tensors behind:
         # the next inference call rebuilds them, and they would otherwise travel with every copy of the weights.
-        return {**self.__dict__, "_inference_cache": {}}
+        return {**super().__getstate__(), "_inference_cache": {}}
 
     def _apply(self, fn, recurse=True):
         # `.to()`, `.half()`, `.cuda()`, ...: the cached tensors and sample views would keep the old weights' memory
@@ -735,7 +735,8 @@ class GlobalFilter(SpectralMixer):
             weight = resize_filter(weight, fft_shape)
         weight = weight.to(dtype)
         if self.activation == "sigmoid":
-            weight = torch.sigmoid(weight) - torch.tensor([0.0, 0.5], dtype=dtype, device=weight.device)
+            parts = torch.sigmoid(weight)  # (..., 2): real, imaginary (no constant tensor: no host-to-device copy)
+            weight = torch.stack((parts[..., 0], parts[..., 1] - 0.5), dim=-1)
         elif self.activation == "tanh":
             weight = torch.tanh(weight)
         return torch.view_as_complex(weight.contiguous())

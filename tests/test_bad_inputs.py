@@ -4,12 +4,14 @@ names the exception type and a pattern the message must match: what is wrong and
 converters and examples must leave their output directory absent or as it was (`atomic_directory`)."""
 
 import json
+import logging
 import re
 import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -146,7 +148,6 @@ CONFIG_ROWS = [
     (dict(patch_size=0), r"`patch_size` must be a positive integer or a list of 2"),
     (dict(IMAGE, position_embedding_type="none"),
      r"Image models learn a position embedding per grid cell: `position_embedding_type` must be 'absolute'"),
-    (dict(IMAGE, patch_size=2, patch_stride=7), r"`patch_stride` \(7, 7\) is larger than `patch_size` \(2, 2\)"),
     (dict(IMAGE, afno_kept_modes=[[0, 1], None], afno_num_modes=2),
      r"Give at most one of `afno_kept_modes` .* and `afno_num_modes`"),
 ]
@@ -366,12 +367,14 @@ def test_pixel_forward(family, head, inputs, message):
         ("ForPatchRegression", {}, r"needs `image_size` and `num_output_channels` in the config"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=2),
          r"needs non-overlapping cuboid patches .* got kernel \(4, 4\), stride \(2, 2\)"),
+        ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=4, centered_patches=True),
+         r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
         ("ForMaskedLM", IMAGE, r"ForMaskedLM takes token inputs and needs a text config \(no image_size\)"),
         ("ForSequenceClassification", IMAGE, r"takes token inputs and needs a text config .*XForImageClassification"),
         ("ForTokenClassification", IMAGE, r"takes token inputs and needs a text config"),
     ],
 )
-def test_head_constructor_refuses_the_other_input_kind(family, head, overrides, message):
+def test_head_constructor_refuses_configs_it_cannot_use(family, head, overrides, message):
     with pytest.raises(ValueError, match=message):
         model_class(family, head)(tiny_config(family, **overrides))
 
@@ -956,3 +959,39 @@ def test_afno_converter_names_a_bad_hard_thresholding_fraction(kept_modes, fract
     with pytest.raises(ValueError, match=r"`hard_thresholding_fraction` \(--hard-thresholding-fraction\) must be a "
                                          r"number in \(0, 1\]"):
         getattr(convert_original_afno, kept_modes)((8, 8), fraction)
+
+
+def test_unpadded_strides_larger_than_the_patch_warn_that_pixels_are_skipped(caplog):
+    """Such a model runs (older checkpoints have them), but its patches skip the pixels between them."""
+    with caplog.at_level(logging.WARNING, logger="fourierformers.configuration.configuration_spectral"):
+        config = tiny_config("gfnet", image_size=18, patch_size=2, patch_stride=4)
+    assert config.grid_shape == (5, 5)
+    assert any("`patch_stride` (4, 4) is larger than `patch_size` (2, 2)" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_a_wrapped_input_embedding_still_runs():
+    """The check of a config changed after building reads the embedding's size where it has one: a replaced or
+    wrapped embedding (set_input_embeddings, adapters) has none to read."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, embedding):
+            super().__init__()
+            self.embedding = embedding
+
+        def forward(self, input_ids):
+            return self.embedding(input_ids)
+
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet")).eval()
+    input_ids = ids()
+    with torch.no_grad():
+        expected = model(input_ids=input_ids).logits
+        model.set_input_embeddings(Wrapped(model.get_input_embeddings()))
+        torch.testing.assert_close(model(input_ids=input_ids).logits, expected)
+
+
+def test_resize_token_embeddings_takes_numpy_integers_and_refuses_bools():
+    model = model_class("gfnet", "Model")(tiny_config("gfnet"))
+    assert model.resize_token_embeddings(np.int64(120)).num_embeddings == 120
+    with pytest.raises(ValueError, match=r"`new_num_tokens` must be a positive integer \(or None\), got True"):
+        model.resize_token_embeddings(True)

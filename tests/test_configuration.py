@@ -1,11 +1,14 @@
 import json
 import logging
+import re
 
 import pytest
 import torch
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, FNetConfig
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
+
+from fourierformers import GFNetConfig
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -140,21 +143,75 @@ def test_seed_keywords_of_a_saved_config_are_dropped_with_a_warning(family, tmp_
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("field,value", [("condition_size", 17), ("depths", [1, 1])])
-def test_fields_older_versions_ignored_are_dropped_when_loading(family, field, value, tmp_path, caplog):
-    """`condition_size` without `condition_type` and `depths` in a text config were stored and ignored; the
-    constructor now refuses them, and a saved config holding one loads with a warning, as the saved model was."""
-    model = model_class(family, "Model")(tiny_config(family))
+@pytest.mark.parametrize(
+    "image, field, value, default",
+    [
+        (False, "condition_size", 17, None),
+        (False, "depths", [1, 1], None),
+        (False, "patch_stride", 2, None),
+        (False, "packing_strategy", "dense_square", None),
+        (False, "num_output_channels", 2, None),
+        (False, "patch_shape", "cone", "cuboid"),
+        (False, "spatial_dims", 7, 2),
+        (True, "position_embedding_type", "sinusoidal", "absolute"),
+        (True, "afno_num_modes", 2, None),
+    ],
+)
+def test_fields_older_versions_ignored_are_dropped_when_loading(family, image, field, value, default, tmp_path,
+                                                                caplog):
+    """Fields older versions stored and ignored (`condition_size` without `condition_type`, image fields in a text
+    config, positions other than the learned ones of an image config, `afno_num_modes` beside `afno_kept_modes`):
+    the constructor now refuses them, and a saved config holding one loads with a warning, as the saved model was."""
+    fields = dict(image_size=16, patch_size=4, afno_kept_modes=[[0, 1], None]) if image else {}
+    model = model_class(family, "Model")(tiny_config(family, **fields))
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**saved, field: value}))
     with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
         reloaded = AutoModel.from_pretrained(tmp_path)
     assert any(f"Ignoring `{field}`={value!r}" in record.getMessage() for record in caplog.records)
-    assert getattr(reloaded.config, field) is None
+    assert getattr(reloaded.config, field) == default
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match=f"`{field}`"):
-        tiny_config(family, **{field: value})
+        tiny_config(family, **fields, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(filter_activation="sigmoid"),
+         r"`filter_activation`='sigmoid': the imaginary part .* sigmoid\(W_i\) - 1/2"),
+        (dict(image_size=16, patch_size=5, patch_shape="cylinder", packing_strategy="complete_hexagonal"),
+         r"`packing_strategy`='complete_hexagonal': its strides are now tinyBIG's"),
+    ],
+)
+def test_a_config_saved_before_format_2_warns_of_fields_that_changed_meaning(fields, message, tmp_path, caplog):
+    """Configs written before `fourierformers_format` existed load, marked as the current format, with a warning
+    where a field they use computes another function now; configs of the current format load silently."""
+    tiny_config("gfnet", **fields).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["fourierformers_format"] == 2
+    with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
+        assert AutoConfig.from_pretrained(tmp_path).fourierformers_format == 2
+    assert not caplog.records
+    del saved["fourierformers_format"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    for load in (lambda: AutoConfig.from_pretrained(tmp_path),
+                 lambda: GFNetConfig.from_json_file(tmp_path / "config.json")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
+            assert load().fourierformers_format == 2
+        assert any(re.search(message, record.getMessage()) for record in caplog.records)
+
+
+def test_a_sphere_strategy_that_no_longer_exists_is_refused_naming_tinybigs(tmp_path):
+    config = tiny_config("gfnet", image_size=(8, 16, 16), spatial_dims=3, patch_size=5, patch_shape="sphere",
+                         packing_strategy="dense_simple_cubic")
+    saved = {**config.to_dict(), "packing_strategy": "face_centered_cubic"}
+    del saved["fourierformers_format"]
+    with pytest.raises(ValueError, match=r"saved before format 2 with `packing_strategy`='face_centered_cubic', a "
+                                         r"strategy that is not tinyBIG's and no longer exists"):
+        GFNetConfig.from_dict(saved)
 
 
 def test_condition_size_is_kept_when_the_condition_type_is_overridden(tmp_path):

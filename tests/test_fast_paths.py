@@ -445,3 +445,17 @@ def test_chunks_write_into_one_output_without_autograd(name, fft_shape, grid, dt
         chunked = mixer(x, mask)
     assert chunked.dtype == dtype and chunked.is_contiguous()
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+
+
+def test_a_compiled_mixer_pickles_and_copies_as_compiled():
+    """`SpectralMixer.__getstate__` keeps nn.Module's own: a compiled module's compiled call is left out of the
+    state, so a deep copy runs its own weights (not the original's) and a pickle does not fail on it."""
+    mixer = GlobalFilter(8, (12,))
+    torch.nn.init.normal_(mixer.complex_weight)
+    mixer.compile()
+    duplicate = copy.deepcopy(mixer)
+    with torch.no_grad():
+        duplicate.complex_weight.zero_()
+    assert duplicate._compiled_call_impl is None and pickle.loads(pickle.dumps(mixer)) is not None
+    with torch.no_grad():
+        assert duplicate.forward(torch.randn(1, 5, 8)).abs().max() == 0

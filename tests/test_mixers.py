@@ -455,3 +455,12 @@ def test_mixer_constructors_refuse_bad_arguments(build, message):
 def test_an_int_fft_shape_is_one_axis():
     x = torch.randn(2, 5, 8)
     torch.testing.assert_close(FourierMixer(12)(x), FourierMixer((12,))(x))
+
+
+def test_the_layers_accept_the_configs_choices():
+    """The layers keep their own tuples of allowed values (they take plain arguments, not configs)."""
+    from fourierformers.configuration import configuration_spectral
+    from fourierformers import spectral_layers
+
+    assert spectral_layers.FFT_NORMS == configuration_spectral.FFT_NORMS
+    assert spectral_layers.FILTER_ACTIVATIONS == configuration_spectral.FILTER_ACTIVATIONS
