@@ -201,6 +201,11 @@ def resize_model_to_image_size(model, image_size):
     position embeddings and global filters resized by `resize_state_dict_to_config`; the original fine-tunes
     GFNet at 384 px this way. The copy keeps the model's dtype, device, attention implementation, train / eval mode
     and frozen (`requires_grad=False`) parameters, and can be trained and saved like any other model."""
+    if not getattr(model.config, "is_vision", False):
+        raise ValueError(
+            f"resize_model_to_image_size takes an image model (a config with an image_size), got a "
+            f"{type(model).__name__} whose config has none."
+        )
     config = type(model.config)(**{**model.config.to_dict(), "image_size": image_size})
     # `to_dict` leaves out the attention implementation, and a plain constructor builds in the default dtype.
     resized = type(model)._from_config(

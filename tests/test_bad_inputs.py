@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertMod
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers import GFNetForImageClassification, GFNetForSequenceClassification, GFNetModel
 from fourierformers.atomic_directory import atomic_directory, work_dir_for
+from fourierformers.patch_embedding import resize_model_to_image_size
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -995,3 +996,8 @@ def test_resize_token_embeddings_takes_numpy_integers_and_refuses_bools():
     assert model.resize_token_embeddings(np.int64(120)).num_embeddings == 120
     with pytest.raises(ValueError, match=r"`new_num_tokens` must be a positive integer \(or None\), got True"):
         model.resize_token_embeddings(True)
+
+
+def test_resizing_a_text_model_to_an_image_size_is_refused():
+    with pytest.raises(ValueError, match=r"resize_model_to_image_size takes an image model .*got a GFNetModel"):
+        resize_model_to_image_size(cached_model("gfnet", "Model"), 32)
