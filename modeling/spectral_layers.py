@@ -721,11 +721,14 @@ class GlobalFilter(SpectralMixer):
             raise ValueError(
                 f"GlobalFilter `activation` must be one of {list(FILTER_ACTIVATIONS)}, got {activation!r}."
             )
-        self.hidden_size = hidden_size
         self.fft_shape = fft_shape_tuple(fft_shape)
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
+
+    @property
+    def hidden_size(self):
+        return self.complex_weight.shape[-2]
 
     def complex_filter(self, dtype=torch.float32, fft_shape=None):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
@@ -913,7 +916,6 @@ class AFNOMixer(SpectralMixer):
             )
         if kept_modes is not None and num_modes is not None:
             raise ValueError("Give AFNOMixer at most one of `kept_modes` (fixed indices) and `num_modes`.")
-        self.hidden_size = hidden_size
         self.fft_shape = fft_shape_tuple(fft_shape)
         self.num_blocks = num_blocks
         self.block_size = hidden_size // num_blocks
@@ -933,6 +935,10 @@ class AFNOMixer(SpectralMixer):
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
         self.activation = activation
         self.dropout = Dropout(dropout)
+
+    @property
+    def hidden_size(self):
+        return self.num_blocks * self.block_size
 
     def kept_modes_at(self, fft_shape):
         """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`; fixed indices must fit it."""
