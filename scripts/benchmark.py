@@ -34,6 +34,8 @@ models built for long ones, the fitted exponent of training memory against lengt
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
@@ -84,6 +86,13 @@ def parse_args():
         default="wall",
         choices=["wall", "cpu"],
         help="wall clock, or process CPU time (summed over threads): robust to other jobs on a shared machine",
+    )
+    parser.add_argument(
+        "--malloc",
+        default="default",
+        choices=["default", "keep-freed"],
+        help="the C library's allocator as it comes, or (glibc) told to serve blocks of up to 32 MiB from its heap "
+        "and keep freed memory mapped, so that steps do not page-fault on their temporaries (see keep_freed_memory)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -464,13 +473,36 @@ def plot(records, path, title):
     figure.savefig(path, dpi=110)
 
 
+GLIBC_MAX_MMAP_THRESHOLD = 32 * 2**20  # glibc refuses larger values on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory():
+    """Tell glibc's allocator, for the rest of this process, to serve blocks of up to 32 MiB from its heap and
+    never to return freed heap memory to the system.
+
+    By default glibc raises its mmap threshold to the size of the largest block freed so far, but releases the top of
+    the heap once more than twice that is free there. Whether a step's temporaries end up at the top depends on what
+    the process allocated before, so some processes page-fault on them at every step and others never do: on the
+    development VM `GlobalFilter` on 1 x 4096 x 256 took 2.1 ms per call in some processes and 5.5 ms in others,
+    with 110 against 3,100 minor page faults per call (12 MiB faulted in afresh), and 2.0 to 2.4 ms in every process
+    after this call. Every model runs under the same policy, so ratios stay comparable.
+    """
+    library = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(library), "mallopt", None) if library else None
+    if mallopt is None or not (
+        mallopt(M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    ):
+        sys.exit(f"--malloc keep-freed needs glibc's mallopt; the C library here ({library}) refused it.")
+
+
 def machine_description(args):
     if args.device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()}, {args.dtype}, torch {torch.__version__}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
-        f"threads, {args.dtype}, torch {torch.__version__}, load average {load:.1f} at start"
+        f"threads, {args.dtype}, torch {torch.__version__}, malloc {args.malloc}, load average {load:.1f} at start"
     )
 
 
@@ -543,6 +575,8 @@ def aggregate_runs(runs):
 
 def main():
     args = parse_args()
+    if args.malloc == "keep-freed":
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     names = list(args.models)
     if args.compile:

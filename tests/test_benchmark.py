@@ -75,10 +75,11 @@ def test_processes_report_the_median_of_fresh_processes(tmp_path):
     command = [
         sys.executable, str(SCRIPT), *TINY, "--lengths", "32", "--image-sizes", "--batch-sizes", "1", "--modes",
         "inference", "--models", "identity", "gfnet", "bert_sdpa", "--repeats", "1", "--processes", "2",
-        "--output-dir", str(tmp_path),
+        "--malloc", "keep-freed", "--output-dir", str(tmp_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "malloc keep-freed" in result.stdout
     assert "median of 2 processes" in result.stdout
     assert "Process 2 of 2:" in result.stderr
     records = json.loads((tmp_path / "benchmark_cpu_float32.json").read_text())
@@ -93,6 +94,37 @@ def test_processes_report_the_median_of_fresh_processes(tmp_path):
         assert row in result.stdout
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == ["benchmark_cpu_float32.json", "benchmark_cpu_float32.png"]  # the processes' own files are gone
+
+
+REFAULTS = """
+import ctypes, ctypes.util, resource, sys
+sys.path.insert(0, {scripts!r})
+import benchmark
+if {keep}:
+    benchmark.keep_freed_memory()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.memset.restype, libc.memset.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 24 * 2**20  # under the 32 MiB threshold
+libc.free(libc.memset(libc.malloc(size), 1, size))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+libc.memset(libc.malloc(size), 1, size)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_reuses_a_freed_block_without_page_faults():
+    # 24 MiB is 6144 pages of 4 KiB: glibc's default unmaps the first block on free (its mmap threshold starts at 128
+    # KiB) and the second one is faulted in afresh; after keep_freed_memory it is the first one's memory again
+    faults = {}
+    for keep in (False, True):
+        code = REFAULTS.format(scripts=str(SCRIPT.parent), keep=keep)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        faults[keep] = int(result.stdout.split()[-1])
+    assert faults[False] > 3000 and faults[True] < 300, faults
 
 
 def _record(model, status="ok", ms=None, **ratios):
