@@ -54,6 +54,7 @@ from .spectral_layers import (
     build_norm,
     masked_max,
     masked_mean,
+    real_tokens,
     sinusoidal_position_table,
 )
 
@@ -912,6 +913,9 @@ class SpectralModel(SpectralPreTrainedModel):
                 for t in (input_ids, inputs_embeds, token_type_ids, position_ids, mask)
             )
 
+        # Padded embeddings are zeroed before anything reads them: the mixers and pooling leave padded positions out
+        # of the outputs, but a NaN there would still reach the gradients of every weight (0 * NaN in the backward).
+        inputs_embeds = None if inputs_embeds is None else real_tokens(inputs_embeds, mask)
         hidden_states = self.embeddings(
             input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
         )

@@ -654,20 +654,39 @@ def test_gradients_reach_every_returned_hidden_state(family, head, config_fields
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention", "cls"])
 def test_nan_at_padded_positions_never_reaches_a_real_token(family, pooling):
-    """Whatever padded positions hold is excluded exactly: a zero weight times NaN is still NaN, so the pooling and
-    attention zero those positions instead of weighting them by zero (NaN in padding used to make the logits NaN).
-    fnet_hybrid's default layout has attention layers; the cross-attention condition gets NaN in its padding too."""
+    """Whatever padded positions hold is excluded exactly, from the outputs and from every gradient: a zero weight
+    times NaN is still NaN, so the pooling and attention zero those positions instead of weighting them by zero (NaN in
+    padding used to make the logits NaN), and the model zeroes padded input embeddings before its first op reads them
+    (NaN there used to reach the gradient of every weight through the padded rows of the LayerNorms and MLPs, and one
+    optimizer step then made every output NaN). fnet_hybrid's default layout has attention layers; the
+    cross-attention condition gets NaN in its padding too. Left and right padding."""
     config = tiny_config(family, pooling=pooling, condition_type="cross_attention", condition_size=8)
-    model = model_class(family, "ForSequenceClassification")(config).eval()
-    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-    embeds = torch.randn(2, 6, 32)
-    condition, condition_mask = torch.randn(2, 3, 8), torch.tensor([[1, 1, 1], [1, 0, 0]])
-    with torch.no_grad():
-        clean = model(inputs_embeds=embeds, attention_mask=mask, condition=condition, condition_mask=condition_mask)
-        embeds[1, 4:] = float("nan")
-        condition[1, 1:] = float("nan")
-        poisoned = model(inputs_embeds=embeds, attention_mask=mask, condition=condition, condition_mask=condition_mask)
-    torch.testing.assert_close(poisoned.logits, clean.logits, atol=0, rtol=0)
+    model = model_class(family, "ForSequenceClassification")(config).train()
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [0] * 2 + [1] * 4])
+    embeds = torch.randn(3, 6, 32)
+    condition, condition_mask = torch.randn(3, 3, 8), torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    labels = torch.tensor([0, 1, 2])
+
+    def run():
+        model.zero_grad()
+        inputs = embeds.clone().requires_grad_()
+        outputs = model(inputs_embeds=inputs, attention_mask=mask, condition=condition, condition_mask=condition_mask,
+                        labels=labels)
+        outputs.loss.backward()
+        # parameters off this input's path (the pooler of another pooling type) get no gradient
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return outputs.logits, inputs.grad, grads
+
+    clean_logits, clean_input_grad, clean_grads = run()
+    embeds[1, 4:], embeds[2, :2] = float("nan"), float("inf")
+    condition[1, 1:], condition[2, 2:] = float("nan"), float("-inf")
+    logits, input_grad, grads = run()
+    torch.testing.assert_close(logits, clean_logits, atol=0, rtol=0)
+    torch.testing.assert_close(input_grad, clean_input_grad, atol=0, rtol=0)
+    assert input_grad[~mask.bool()].eq(0).all()
+    assert grads.keys() == clean_grads.keys() and len(grads) > 10
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, clean_grads[name], atol=0, rtol=0, msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
