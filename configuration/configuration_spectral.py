@@ -311,6 +311,22 @@ class SpectralConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         self.validate_architecture()
 
+    def __setattr__(self, name, value):
+        # A depth assigned to an existing config (`config.num_hidden_layers = 2`, `config.update(...)`) brings the
+        # per-layer layout along, as the same keyword of `from_pretrained` does: the family default at the new
+        # depth where the layout is the default at the old one, else `layout_for_depth`. While the dataclass
+        # __init__ runs, the layout is not set yet (it is set after the depth, in field order, or by __post_init__),
+        # so a layout and depth given together are still checked against each other.
+        layout = self.__dict__.get("mixer_layout")
+        depth = self.__dict__.get("num_hidden_layers")
+        if name == "num_hidden_layers" and isinstance(layout, list) and value != depth and _is_int(value) and value > 0:
+            default = _is_int(depth) and depth > 0 and layout == expand_mixer_layout(self.default_layout(depth), depth)
+            super().__setattr__(
+                "mixer_layout",
+                expand_mixer_layout(self.default_layout(value), value) if default else layout_for_depth(layout, value),
+            )
+        super().__setattr__(name, value)
+
     def expand_layout(self):
         """Bring `mixer_layout` to one entry per layer with every strategy option filled in (the compact
         `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs when the config is created,
@@ -323,13 +339,19 @@ class SpectralConfig(PretrainedConfig):
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), without the fields that
         older versions stored and ignored (see `drop_ignored_fields`). Keyword overrides of the fields that decide
-        whether those are used (`condition_type`, `image_size`, `hidden_sizes`) are applied first, and a
+        whether those are used or that are checked against each other (`condition_type`, `image_size`, and a
+        hierarchical model's `hidden_sizes`, `depths` and `hidden_size`) are applied first, and a
         `num_hidden_layers` override without a `mixer_layout` one resizes the saved layout (`layout_for_depth`): a
-        checkpoint loads as its first layers, as transformers' models do."""
-        deciding = {name: kwargs[name] for name in ("condition_type", "image_size", "hidden_sizes") if name in kwargs}
-        config_dict = cls.upgrade_format({**config_dict, **deciding})
-        if "num_hidden_layers" in kwargs and "mixer_layout" not in kwargs:
-            depth = kwargs["num_hidden_layers"]
+        checkpoint loads as its first layers, as transformers' models do. A `depths` override without a
+        `num_hidden_layers` one sets the depth to their sum."""
+        applied_first = ("condition_type", "image_size", "hidden_sizes", "depths", "hidden_size")
+        overrides = {name: kwargs[name] for name in applied_first if name in kwargs}
+        config_dict = cls.upgrade_format({**config_dict, **overrides})
+        depth = kwargs.get("num_hidden_layers")
+        depths = kwargs.get("depths")
+        if depth is None and isinstance(depths, (list, tuple)) and depths and all(_is_int(n) for n in depths):
+            depth = sum(depths)
+        if depth is not None and "mixer_layout" not in kwargs:
             layout = layout_for_depth(config_dict.get("mixer_layout"), depth)
             config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
         return super().from_dict(cls.drop_ignored_fields(config_dict), **kwargs)

@@ -275,6 +275,52 @@ def test_compact_layout_with_a_malformed_strategy_or_layer_count_is_a_value_erro
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("assign", ["setattr", "update"])
+def test_assigned_depth_brings_the_layout_along(family, assign):
+    """`config.num_hidden_layers = n` (or `config.update`) on an existing config, the usual way to make a smaller
+    model, resizes the per-layer layout as `from_pretrained(path, num_hidden_layers=n)` does: a family default
+    becomes the default at the new depth (fnet_hybrid's attention layers stay last), a layout of one mixer is cut or
+    repeated, a mixed one is cut. It used to be refused for every family, the layout keeping the old depth."""
+
+    def set_depth(config, depth):
+        if assign == "setattr":
+            config.num_hidden_layers = depth
+        else:
+            config.update({"num_hidden_layers": depth})
+
+    config = tiny_config(family, num_hidden_layers=4)
+    for depth in (2, 6):
+        set_depth(config, depth)
+        assert config.mixer_layout == CONFIG_CLASSES[family].default_layout(depth)
+        assert len(model_class(family, "Model")(config).layers) == depth
+    mixed = tiny_config(family, num_hidden_layers=3, mixer_layout=["global_filter", "attention", "fourier"])
+    set_depth(mixed, 2)
+    assert mixed.mixer_layout == ["global_filter", "attention"]
+    set_depth(mixed, 4)  # more layers than a mixed layout has: which mixers would be added is for the user to say
+    with pytest.raises(ValueError, match=r"`mixer_layout` has 2 entries but `num_hidden_layers` is 4"):
+        model_class(family, "Model")(mixed)
+    with pytest.raises(ValueError, match=r"`mixer_layout` has 3 entries but `num_hidden_layers` is 2"):
+        tiny_config(family, num_hidden_layers=2, mixer_layout=["fourier"] * 3)  # given together: still checked
+
+
+def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tmp_path):
+    """`hidden_sizes`, `depths` and `hidden_size` are checked against each other, so their `from_pretrained`
+    overrides are applied before the config checks itself, and `depths` alone sets `num_hidden_layers` to its sum.
+    `depths` used to be applied afterwards: consistent overrides were refused with the saved depths in the message,
+    and `depths` alone gave an invalid config (5 layers over 4 stage blocks) without an error."""
+    GFNetConfig(image_size=32, patch_size=4, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 2, 1],
+                num_hidden_layers=5, hidden_size=64).save_pretrained(tmp_path / "gfnet_h")
+    for overrides in (dict(depths=[1, 1, 1, 1]), dict(depths=[1, 1, 1, 1], num_hidden_layers=4)):
+        config = GFNetConfig.from_pretrained(tmp_path / "gfnet_h", **overrides)
+        assert config.depths == [1, 1, 1, 1] and config.num_hidden_layers == 4 and len(config.mixer_layout) == 4
+    with pytest.raises(ValueError, match=r"`num_hidden_layers` \(5\) must equal sum\(depths\) = 4"):
+        GFNetConfig.from_pretrained(tmp_path / "gfnet_h", depths=[1, 1, 1, 1], num_hidden_layers=5)
+    GFNetConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=3).save_pretrained(tmp_path / "flat")
+    config = AutoConfig.from_pretrained(tmp_path / "flat", hidden_sizes=[32, 64], depths=[1, 2], hidden_size=64)
+    assert config.stage_depths == [1, 2] and config.stage_hidden_sizes == [32, 64]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_condition_size_needs_condition_type_also_when_assigned(family):
     """`from_pretrained(path, condition_type=None)` of a conditioned checkpoint keeps its condition_size: refused
     rather than silently ignored."""
