@@ -435,6 +435,12 @@ class SpectralConfig(PretrainedConfig):
         "mean" there."""
         return "mean" if self.is_vision and self.pooling == "cls" else self.pooling
 
+    @property
+    def centered_patch_grid(self):
+        """Whether patches are centred on their cells (`centered_patches`, implied by a packing strategy); a patch of
+        one or two cells then has no padding, but its grid is still the centred one."""
+        return self.centered_patches is True or self.packing_strategy is not None
+
     def patch_geometry(self):
         """(kernel, stride, padding, grid_shape) of the patch embedding, tuples with one int per spatial axis."""
         return patch_geometry(
@@ -487,7 +493,7 @@ class SpectralConfig(PretrainedConfig):
                 f"'absolute' (the default) with an `image_size`, got {self.position_embedding_type!r}."
             )
         kernel, stride, padding, _ = self.patch_geometry()
-        if not any(padding) and any(s > k for s, k in zip(stride, kernel)):
+        if not self.centered_patch_grid and any(s > k for s, k in zip(stride, kernel)):
             logger.warning_once(
                 f"`patch_stride` {stride} is larger than `patch_size` {kernel}: the unpadded patches skip the pixels "
                 "between them. Use a stride of at most the patch size, or `centered_patches=True` for tinyBIG's "

@@ -123,7 +123,7 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
     for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):
         if n + 2 * p < k:
             raise ValueError(f"`image_size` {image} is smaller than the patch {kernel} along axis {axis}.")
-        if p == 0 and (n - k) % s:
+        if not centered and (n - k) % s:
             raise ValueError(
                 f"`image_size` {image} does not tile with patch_size {kernel} and stride {stride} along axis "
                 f"{axis}: (image_size - patch_size) must be a multiple of the stride, or the last "

@@ -803,6 +803,7 @@ class SpectralModel(SpectralPreTrainedModel):
             self.embeddings = SpectralImageEmbeddings(
                 config.num_channels, config.stage_hidden_sizes[0], config.image_shape, kernel, stride, padding,
                 grid, patch_shape=config.patch_shape, dropout=config.hidden_dropout_prob, rank=config.patch_embed_rank,
+                centered=config.centered_patch_grid,
             )
         else:
             self.embeddings = SpectralEmbeddings(config)

@@ -127,9 +127,12 @@ class SpectralImageEmbeddings(nn.Module):
     _no_weight_decay = ("position_embeddings",)
 
     def __init__(self, num_channels, hidden_size, image_size, kernel_size, stride, padding, grid_shape,
-                 patch_shape="cuboid", dropout=0.0, rank=None):
+                 patch_shape="cuboid", dropout=0.0, rank=None, centered=False):
+        """`centered`: patches centred on their cells (`padding` is then (k - 1) // 2, zero for patches of one or
+        two cells), so any image size has a grid; unpadded patches must tile the image."""
         super().__init__()
         self.image_size = tuple(image_size)
+        self.centered = centered
         self.grid_shape = tuple(grid_shape)
         self.patch_embeddings = PatchEmbedding(
             num_channels, hidden_size, kernel_size, stride, padding, patch_shape, rank=rank
@@ -166,11 +169,11 @@ class SpectralImageEmbeddings(nn.Module):
         return self.dropout(embeddings + position)
 
     def check_tiling(self, image_size):
-        """Raise unless unpadded patches cover an `image_size` image exactly (no silently dropped border pixels)."""
+        """Raise unless uncentred patches cover an `image_size` image exactly (no silently dropped border pixels)."""
         projection = self.patch_embeddings.projection
         for axis, (n, k, s, p) in enumerate(zip(image_size, projection.kernel_size, projection.stride,
                                                  projection.padding)):
-            if n + 2 * p < k or (p == 0 and (n - k) % s):
+            if n + 2 * p < k or (not self.centered and (n - k) % s):
                 raise ValueError(
                     f"Input image size {image_size} does not tile with patch_size {tuple(projection.kernel_size)} and "
                     f"stride {tuple(projection.stride)} along axis {axis}: the size must be at least the patch size "

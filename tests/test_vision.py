@@ -1,6 +1,7 @@
 """Image and volume models: geometric patch embedding, packing strategies, every family on pixels, GFNet-H,
 resolution changes, pipelines from a saved directory, a 3-D training step and clear errors on bad inputs."""
 
+import logging
 import math
 
 import pytest
@@ -183,6 +184,23 @@ def test_centered_patches_at_an_explicit_stride_give_tinybigs_grid(kernel, strid
         pixel_values, patch.projection.weight, patch.projection.bias, patch.kernel_mask, config_stride, padding
     )
     torch.testing.assert_close(patch(pixel_values).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [1, 2])
+def test_centered_patches_of_one_or_two_cells_keep_the_centred_grid(kernel, caplog):
+    """A patch of one or two cells has no padding ((k - 1) // 2 = 0) but is still centred: ceil((n - 1 + k % 2) /
+    stride) cells at any image size, no tiling error and no warning about skipped pixels (both used to treat it as
+    an unpadded patch), also at another size with `interpolate_pos_encoding`."""
+    with caplog.at_level(logging.WARNING):
+        config = image_config("gfnet", image_size=64, patch_size=kernel, patch_stride=3, centered_patches=True)
+    assert "skip the pixels" not in caplog.text
+    assert config.grid_shape == (math.ceil((63 + kernel % 2) / 3),) * 2
+    model = model_class("gfnet", "Model")(config).eval()
+    with torch.no_grad():
+        hidden = model(pixel_values=torch.randn(1, 3, 50, 50), interpolate_pos_encoding=True).last_hidden_state
+    assert hidden.shape[1] == math.ceil((49 + kernel % 2) / 3) ** 2
+    with pytest.raises(ValueError, match=r"does not tile with patch_size \(2, 2\) and stride \(3, 3\)"):
+        image_config("gfnet", image_size=64, patch_size=2, patch_stride=3)
 
 
 def tinybig_centre_distances(patch_shape, strategy, half_extent, half_depth):
