@@ -533,6 +533,12 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (OSError, ValueError):
         return  # no readable config.json: transformers' own error says so
+    if model_type != expected and isinstance(config, PretrainedConfig):
+        # an Auto class picked the model class from `config=`: the config, not the class, is what to change
+        raise ValueError(
+            f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its weights "
+            f"would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
+        )
     if model_type != expected:
         loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
         raise ValueError(
@@ -600,9 +606,10 @@ def roll_attention(weights, shift):
 TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
 
 
-def validate_input_kind(config, pixel_values, text_inputs):
-    """Reject inputs of the other modality: `pixel_values` for a text model, token inputs for an image model
-    (`text_inputs`: name -> tensor or None). Raises `ValueError` saying which inputs the model takes."""
+def validate_input_kind(config, pixel_values, text_inputs, interpolate_pos_encoding=False):
+    """Reject inputs of the other modality: `pixel_values` or `interpolate_pos_encoding` for a text model, token
+    inputs for an image model (`text_inputs`: name -> tensor or None). Raises `ValueError` saying which inputs the
+    model takes."""
     given = [name for name in TEXT_INPUT_NAMES if text_inputs.get(name) is not None]
     if config.is_vision:
         if given:
@@ -625,6 +632,12 @@ def validate_input_kind(config, pixel_values, text_inputs):
         raise ValueError(
             "This is a text model (its config has no image_size): pass `input_ids` or `inputs_embeds`, not "
             "`pixel_values`; an image model needs a config with `image_size` (and patch_size, num_channels)."
+        )
+    elif interpolate_pos_encoding:
+        raise ValueError(
+            "`interpolate_pos_encoding` resizes the position embeddings of image models to another image size; this "
+            "is a text model (its config has no image_size), which takes any length up to max_position_embeddings="
+            f"{config.max_position_embeddings} as it is."
         )
     for name in given:
         if not torch.is_tensor(text_inputs[name]):
@@ -893,7 +906,7 @@ class SpectralModel(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            token_type_ids=token_type_ids, position_ids=position_ids)
-        validate_input_kind(self.config, pixel_values, text_inputs)
+        validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
                                         output_hidden_states, output_attentions, return_dict)

@@ -222,6 +222,8 @@ TEXT_ROWS = [
      r"`position_ids` must have shape \(2 or 1, 6\), got \(1, 5\)"),
     ("pixel_values", lambda: dict(input_ids=ids(), pixel_values=torch.randn(2, 3, 16, 16)),
      r"text model .*pass `input_ids` or `inputs_embeds`, not `pixel_values`"),
+    ("interpolate_pos_encoding", lambda: dict(input_ids=ids(), interpolate_pos_encoding=True),
+     r"`interpolate_pos_encoding` resizes the position embeddings of image models.*this is a text model"),
     ("condition without branch", lambda: dict(input_ids=ids(), condition=torch.randn(2, 32)),
      r"condition_type=None; set condition_type to 'cross_attention' or 'adaln_zero'"),
 ]
@@ -464,6 +466,9 @@ FROM_PRETRAINED_ROWS = [
     ("BERT checkpoint", GFNetModel, "bert", {}, ValueError, r"holds a 'bert' checkpoint, .*AutoModel.from_pretrained"),
     ("config of another family", GFNetForSequenceClassification, "gfnet", dict(config=tiny_config("afno")), ValueError,
      r"`config` is a 'afno' config, but GFNetForSequenceClassification needs a 'gfnet' one \(GFNetConfig\)"),
+    ("Auto class with a config of another family", AutoModelForSequenceClassification, "gfnet",
+     dict(config=tiny_config("afno")), ValueError,
+     r"`config` is a 'afno' config, but .*gfnet holds a 'gfnet' checkpoint; .*Pass a 'gfnet' config, or none"),
     ("image size for a text checkpoint", AutoModelForSequenceClassification, "gfnet", dict(image_size=16), ValueError,
      r"`image_size`=16 applies to image checkpoints, but .*gfnet holds a text model \(its config has no image_size\)"),
     ("wider model", GFNetForSequenceClassification, "gfnet", dict(hidden_size=64, intermediate_size=128), ValueError,
