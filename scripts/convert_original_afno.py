@@ -1,9 +1,11 @@
 """Convert an original AFNO checkpoint into a `save_pretrained` directory:
 
 - the AFNO-transformer image classifier (NVlabs/AFNO-transformer, `classification/afnonet.py` `AFNONet` with
-  `afno/afno2d.py` `AFNO2D` filters) -> `AFNOForImageClassification` plus its image processor;
+  `afno/afno2d.py` `AFNO2D` filters) -> `AFNOForImageClassification` plus, for a 3-channel (RGB) checkpoint, its
+  image processor;
 - FourCastNet's AFNO (NVlabs/FourCastNet, `networks/afnonet.py` `AFNONet`, checkpoints with a `model_state` entry
-  and `module.` prefixes) -> `AFNOForPatchRegression`.
+  and `module.` prefixes) -> `AFNOForPatchRegression`, without an image processor (its inputs are normalised weather
+  fields, not images).
 
     python scripts/convert_original_afno.py afno.pth OUTPUT_DIR [--hard-thresholding-fraction 1.0]
         [--sparsity-threshold 0.01] [--double-skip]
@@ -11,7 +13,10 @@
 
 The checkpoint tells widths, depth, patch size, blocks and classes (or output channels); what it cannot tell
 comes from the options, with the defaults of the original code (fraction 1, threshold 0.01; double skip off
-for the AFNO-transformer training script, on for FourCastNet; FourCastNet's image size 720 x 1440).
+for the AFNO-transformer training script, on for FourCastNet; FourCastNet's image size 720 x 1440). A checkpoint
+whose keys or tensors do not have the original structure is refused with an error naming what differs. A model saved
+without an image processor takes its pixel_values as they are (batch, channels, height, width), and the script says
+so.
 """
 
 import argparse
@@ -23,8 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from original_checkpoint import (  # noqa: E402
+    check_keys,
+    check_tensor_shapes,
+    count_modules,
     load_converted_state_dict,
     load_original_state_dict,
+    positive_int,
     require_keys,
     save_converted,
 )
@@ -32,6 +41,14 @@ from original_checkpoint import (  # noqa: E402
 from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression  # noqa: E402
 from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 
+REQUIRED_KEYS = ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"]
+BLOCK_PARAMETERS = (
+    "norm1.weight", "norm1.bias", "filter.w1", "filter.b1", "filter.w2", "filter.b2", "norm2.weight", "norm2.bias",
+    "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+)
+SIZES_FROM = (
+    "the shapes of patch_embed.proj.weight, pos_embed, blocks.0.filter.w1, blocks.0.mlp.fc1.weight and head.weight"
+)
 BLOCK_RENAMES = {"norm1": "mixer_norm", "norm2": "mlp_norm", "filter": "mixer"}
 
 
@@ -70,7 +87,40 @@ def fourcastnet_kept_modes(grid_shape, hard_thresholding_fraction):
     return [None if len(rows) == height else rows, None if len(columns) == width // 2 + 1 else columns]
 
 
-def afno_block_fields(state_dict, double_skip, sparsity_threshold):
+def check_checkpoint(state_dict, fourcastnet):
+    """The number of blocks of an original AFNO-transformer or FourCastNet checkpoint, after checking that it has
+    exactly the original keys (blocks numbered from 0 without gaps) and that the tensors that sizes are read from have
+    the original number of axes."""
+    architecture = "FourCastNet AFNO" if fourcastnet else "AFNO-transformer"
+    num_layers = count_modules(state_dict, "blocks.", architecture)
+    if fourcastnet:  # a bias-free per-token projection to out_chans values per patch pixel
+        head_keys, head_axes = ["head.weight"], ("out_chans * patch_size * patch_size", "hidden_size")
+    else:
+        head_keys, head_axes = ["head.weight", "head.bias"], ("num_classes", "hidden_size")
+    keys = ["patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"]
+    keys += [f"blocks.{i}.{name}" for i in range(num_layers) for name in BLOCK_PARAMETERS]
+    keys += ["norm.weight", "norm.bias", *head_keys]
+    layout = (
+        f"With its {num_layers} blocks it would hold patch_embed.proj.{{weight,bias}}, pos_embed, "
+        f"blocks.I.{{{', '.join(BLOCK_PARAMETERS)}}} for I = 0 to {num_layers - 1}, norm.{{weight,bias}} and "
+        f"{' and '.join(head_keys)}."
+    )
+    check_keys(state_dict, keys, architecture, layout)
+    check_tensor_shapes(
+        state_dict,
+        {
+            "patch_embed.proj.weight": ("hidden_size", "in_chans", "patch_size", "patch_size"),
+            "pos_embed": (1, "num_patches", "hidden_size"),
+            "blocks.0.filter.w1": (2, "num_blocks", "block_size", "block_size * hidden_size_factor"),
+            "blocks.0.mlp.fc1.weight": ("mlp_ratio * hidden_size", "hidden_size"),
+            "head.weight": head_axes,
+        },
+        architecture,
+    )
+    return num_layers
+
+
+def afno_block_fields(state_dict, num_layers, double_skip, sparsity_threshold):
     """The config fields that both original AFNO checkpoints (AFNO-transformer, FourCastNet) share: patch embedding
     and block sizes read from the tensors, and the blocks' fixed settings (pre-norm, GELU, LayerNorm eps 1e-6)."""
     hidden_size, num_channels, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
@@ -79,7 +129,7 @@ def afno_block_fields(state_dict, double_skip, sparsity_threshold):
         patch_size=patch_size,
         num_channels=num_channels,
         hidden_size=hidden_size,
-        num_hidden_layers=len({int(i) for i in re.findall(r"blocks\.(\d+)\.", " ".join(state_dict))}),
+        num_hidden_layers=num_layers,
         intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
         hidden_act="gelu",
         layer_norm_eps=1e-6,
@@ -95,18 +145,15 @@ def config_from_checkpoint(
     state_dict, hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=False, drop_path_rate=0.0
 ):
     """The `AFNOConfig` of an original AFNO-transformer checkpoint and the given options."""
-    require_keys(
-        state_dict,
-        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
-        "AFNO-transformer",
-    )
+    require_keys(state_dict, REQUIRED_KEYS, "AFNO-transformer")
+    num_layers = check_checkpoint(state_dict, fourcastnet=False)
     patch_size = state_dict["patch_embed.proj.weight"].shape[2]
     num_tokens = state_dict["pos_embed"].shape[1]
     grid_side = math.isqrt(num_tokens)
     if grid_side**2 != num_tokens:
         raise ValueError(f"pos_embed has {num_tokens} tokens; the AFNO-transformer classifier uses square grids.")
     return AFNOConfig(
-        **afno_block_fields(state_dict, double_skip, sparsity_threshold),
+        **afno_block_fields(state_dict, num_layers, double_skip, sparsity_threshold),
         image_size=grid_side * patch_size,
         afno_kept_modes=afno_transformer_kept_modes((grid_side, grid_side), hard_thresholding_fraction),
         pooling="mean",
@@ -120,13 +167,15 @@ def fourcastnet_config_from_checkpoint(
     state_dict, image_size=(720, 1440), hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=True
 ):
     """The `AFNOConfig` of an original FourCastNet checkpoint; the image size is not stored in it."""
-    require_keys(
-        state_dict,
-        ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"],
-        "FourCastNet AFNO",
-    )
+    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+            and all(isinstance(size, int) and size > 0 for size in image_size)):
+        raise ValueError(
+            f"`image_size` (--image-size) must be two positive integers, height and width, got {image_size!r}."
+        )
+    require_keys(state_dict, REQUIRED_KEYS, "FourCastNet AFNO")
     if "head.bias" in state_dict:
         raise ValueError("This checkpoint's head has a bias: it is an AFNO-transformer classifier, not FourCastNet.")
+    num_layers = check_checkpoint(state_dict, fourcastnet=True)
     patch_size = state_dict["patch_embed.proj.weight"].shape[2]
     grid = (image_size[0] // patch_size, image_size[1] // patch_size)
     if grid[0] * grid[1] != state_dict["pos_embed"].shape[1]:
@@ -135,7 +184,7 @@ def fourcastnet_config_from_checkpoint(
             f"has {state_dict['pos_embed'].shape[1]}: pass the image size the model was trained at."
         )
     return AFNOConfig(
-        **afno_block_fields(state_dict, double_skip, sparsity_threshold),
+        **afno_block_fields(state_dict, num_layers, double_skip, sparsity_threshold),
         image_size=list(image_size),
         final_layer_norm=False,
         afno_kept_modes=fourcastnet_kept_modes(grid, hard_thresholding_fraction),
@@ -173,7 +222,7 @@ def convert_afno_checkpoint(checkpoint_path, **options):
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, **options)
     model = AFNOForImageClassification(config)
-    return load_converted_state_dict(model, checkpoint_filter_fn(state_dict, config), state_dict).eval()
+    return load_converted_state_dict(model, checkpoint_filter_fn(state_dict, config), state_dict, SIZES_FROM).eval()
 
 
 def convert_fourcastnet_checkpoint(checkpoint_path, **options):
@@ -183,7 +232,7 @@ def convert_fourcastnet_checkpoint(checkpoint_path, **options):
     config = fourcastnet_config_from_checkpoint(state_dict, **options)
     converted = checkpoint_filter_fn(state_dict, config)
     used = [key for key in state_dict if not key.startswith("norm.")]
-    return load_converted_state_dict(AFNOForPatchRegression(config), converted, used).eval()
+    return load_converted_state_dict(AFNOForPatchRegression(config), converted, used, SIZES_FROM).eval()
 
 
 def main(argv=None):
@@ -195,7 +244,7 @@ def main(argv=None):
     parser.add_argument("--double-skip", action="store_true", help="the model was trained with --double-skip")
     parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
     parser.add_argument("--fourcastnet", action="store_true", help="a FourCastNet checkpoint (double skip on)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+    parser.add_argument("--image-size", type=positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="with --fourcastnet: its training image size (default 720 1440)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
@@ -217,8 +266,10 @@ def main(argv=None):
         model = convert_afno_checkpoint(
             args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options
         )
-    save_converted(model, args.output_dir, args.overwrite)
+    note = save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
+    if note is not None:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 
     python scripts/convert_original_gfnet.py gfnet-xs.pth OUTPUT_DIR [--image-size 384] [--drop-path-rate 0.1]
 
-The checkpoint tells the architecture (widths, depths, patch size, classes, LayerScale); `--image-size`
-resizes position embeddings and filters to another resolution (bicubic, as the original fine-tuning does).
+The checkpoint tells the architecture (widths, depths, patch size, input channels, classes, LayerScale);
+`--image-size` resizes position embeddings and filters to another resolution (bicubic, as the original fine-tuning
+does). A checkpoint whose keys or tensors do not have the original structure is refused with an error naming what
+differs. The image processor (ImageNet normalisation, for pipeline()) is saved only for 3-channel (RGB) checkpoints;
+a model with another channel count takes its pixel_values as they are, and the script says so.
 """
 
 import argparse
@@ -16,8 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from original_checkpoint import (  # noqa: E402
+    check_keys,
+    check_tensor_shapes,
+    count_modules,
     load_converted_state_dict,
     load_original_state_dict,
+    module_numbers,
+    positive_int,
     require_keys,
     save_converted,
 )
@@ -26,6 +34,12 @@ from fourierformers import GFNetConfig, GFNetForImageClassification  # noqa: E40
 from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 from fourierformers.patch_embedding import resize_model_to_image_size  # noqa: E402
 
+PYRAMID_STAGES = 4  # GFNetPyramid builds its stages in a hard-coded `range(4)` loop
+BLOCK_PARAMETERS = (
+    "norm1.weight", "norm1.bias", "filter.complex_weight", "norm2.weight", "norm2.bias",
+    "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+)
+SIZES_FROM = "the shapes of patch_embed, pos_embed, the first block's mlp.fc1.weight and head.weight"
 BLOCK_RENAMES = {
     "norm1": "mixer_norm",
     "norm2": "mlp_norm",
@@ -39,30 +53,100 @@ def is_pyramid(state_dict):
     return "patch_embed.0.proj.weight" in state_dict
 
 
+def stem_and_first_block(pyramid):
+    """The key prefixes of the first patch embedding and of the first block."""
+    return ("patch_embed.0.proj", "blocks.0.0") if pyramid else ("patch_embed.proj", "blocks.0")
+
+
+def checkpoint_depths(state_dict, pyramid):
+    """The number of blocks of an original GFNet checkpoint (one entry) or of each stage of a GFNet-H checkpoint,
+    insisting on GFNet-H's four stages and on blocks numbered from 0 without gaps."""
+    if not pyramid:
+        return [count_modules(state_dict, "blocks.", "GFNet")]
+    stems, stages = module_numbers(state_dict, "patch_embed."), module_numbers(state_dict, "blocks.")
+    if stems != list(range(PYRAMID_STAGES)) or stages != list(range(PYRAMID_STAGES)):
+        raise ValueError(
+            f"An original GFNet-H checkpoint (GFNetPyramid) has {PYRAMID_STAGES} stages S = 0 to "
+            f"{PYRAMID_STAGES - 1}, each with keys patch_embed.S.proj.* and blocks.S.J.*; this checkpoint has "
+            f"patch_embed.S for S = {stems} and blocks.S for S = {stages}."
+        )
+    return [count_modules(state_dict, f"blocks.{stage}.", "GFNet-H") for stage in range(PYRAMID_STAGES)]
+
+
+def expected_keys(depths, pyramid, uses_layer_scale):
+    """The keys of an original GFNet checkpoint (`depths` of one stage) or GFNet-H checkpoint, and a sentence
+    describing them for error messages."""
+    parameters = BLOCK_PARAMETERS + (("gamma",) if uses_layer_scale else ())
+    block_contents = f"{{{', '.join(parameters)}}}"
+    if pyramid:
+        stems = [f"patch_embed.{stage}.proj" for stage in range(PYRAMID_STAGES)]
+        blocks = [f"blocks.{stage}.{j}" for stage, depth in enumerate(depths) for j in range(depth)]
+        layout = (
+            f"With its depths {depths} (blocks per stage) it would hold patch_embed.S.proj.{{weight,bias}} for S = 0 "
+            f"to {PYRAMID_STAGES - 1}, pos_embed, blocks.S.J.{block_contents} for J = 0 to depths[S] - 1"
+        )
+    else:
+        stems = ["patch_embed.proj"]
+        blocks = [f"blocks.{i}" for i in range(depths[0])]
+        layout = (
+            f"With its {depths[0]} blocks it would hold patch_embed.proj.{{weight,bias}}, pos_embed, "
+            f"blocks.I.{block_contents} for I = 0 to {depths[0] - 1}"
+        )
+    keys = [f"{stem}.{name}" for stem in stems for name in ("weight", "bias")] + ["pos_embed"]
+    keys += [f"{block}.{name}" for block in blocks for name in parameters]
+    keys += ["norm.weight", "norm.bias", "head.weight", "head.bias"]
+    return keys, layout + " (LayerScale gamma in every block or in none), norm.{weight,bias} and head.{weight,bias}."
+
+
+def check_checkpoint(state_dict, pyramid):
+    """The depths of an original GFNet or GFNet-H checkpoint (`checkpoint_depths`), after checking that it has
+    exactly the original keys and that the tensors that sizes are read from have the original number of axes."""
+    stem, first_block = stem_and_first_block(pyramid)
+    require_keys(
+        state_dict,
+        [f"{stem}.weight", "pos_embed", f"{first_block}.filter.complex_weight", f"{first_block}.mlp.fc1.weight",
+         "norm.weight", "head.weight"],
+        "GFNet",
+    )
+    architecture = "GFNet-H" if pyramid else "GFNet"
+    depths = checkpoint_depths(state_dict, pyramid)
+    keys, layout = expected_keys(depths, pyramid, f"{first_block}.gamma" in state_dict)
+    check_keys(state_dict, keys, architecture, layout)
+    if pyramid:  # each stage has its own width; GFNet-H downsamples between stages with 2 x 2 patches
+        width, last_width = "hidden_size_0", f"hidden_size_{PYRAMID_STAGES - 1}"
+        axes_of_key = {
+            f"patch_embed.{stage}.proj.weight": (f"hidden_size_{stage}", f"hidden_size_{stage - 1}", 2, 2)
+            for stage in range(1, PYRAMID_STAGES)
+        }
+    else:
+        width = last_width = "hidden_size"
+        axes_of_key = {}
+    axes_of_key.update({
+        f"{stem}.weight": (width, "in_chans", "patch_size", "patch_size"),
+        "pos_embed": (1, "num_patches", width),
+        f"{first_block}.filter.complex_weight": ("h", "w", width, 2),
+        f"{first_block}.mlp.fc1.weight": (f"mlp_ratio * {width}", width),
+        "head.weight": ("num_classes", last_width),
+    })
+    check_tensor_shapes(state_dict, axes_of_key, architecture)
+    return depths
+
+
 def config_from_checkpoint(state_dict, drop_path_rate=0.0):
     """The `GFNetConfig` of an original checkpoint, read from its tensor shapes."""
     pyramid = is_pyramid(state_dict)
-    stem = "patch_embed.0.proj" if pyramid else "patch_embed.proj"
-    require_keys(state_dict, [f"{stem}.weight", "pos_embed", "norm.weight", "head.weight"], "GFNet")
+    depths = check_checkpoint(state_dict, pyramid)
+    stem, first_block = stem_and_first_block(pyramid)
     hidden_size, num_channels, patch_size, _ = state_dict[f"{stem}.weight"].shape
     grid_side = math.isqrt(state_dict["pos_embed"].shape[1])
     if grid_side**2 != state_dict["pos_embed"].shape[1]:
         raise ValueError(f"pos_embed has {state_dict['pos_embed'].shape[1]} tokens, not a square grid.")
     if pyramid:
-        stage_blocks = {(int(s), int(j)) for s, j in re.findall(r"blocks\.(\d+)\.(\d+)\.", " ".join(state_dict))}
-        depths = [sum(1 for s, _ in stage_blocks if s == stage) for stage in range(4)]
-        hidden_sizes = [state_dict["patch_embed.0.proj.weight"].shape[0]] + [
-            state_dict[f"patch_embed.{stage}.proj.weight"].shape[0] for stage in range(1, 4)
-        ]
-        first_fc1 = "blocks.0.0.mlp.fc1.weight"
-        uses_layer_scale = "blocks.0.0.gamma" in state_dict
+        hidden_sizes = [state_dict[f"patch_embed.{stage}.proj.weight"].shape[0] for stage in range(PYRAMID_STAGES)]
     else:
-        depths = [len({int(i) for i in re.findall(r"blocks\.(\d+)\.", " ".join(state_dict))})]
         hidden_sizes = [hidden_size]
-        first_fc1 = "blocks.0.mlp.fc1.weight"
-        uses_layer_scale = "blocks.0.gamma" in state_dict
-    require_keys(state_dict, [first_fc1, first_fc1.replace("mlp.fc1.weight", "filter.complex_weight")], "GFNet")
-    mlp_ratio = state_dict[first_fc1].shape[0] // hidden_sizes[0]
+    uses_layer_scale = f"{first_block}.gamma" in state_dict
+    mlp_ratio = state_dict[f"{first_block}.mlp.fc1.weight"].shape[0] // hidden_sizes[0]
     return GFNetConfig(
         image_size=grid_side * patch_size,
         patch_size=patch_size,
@@ -124,7 +208,7 @@ def convert_gfnet_checkpoint(checkpoint_path, image_size=None, drop_path_rate=0.
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, drop_path_rate)
     converted = checkpoint_filter_fn(state_dict, config)
-    model = load_converted_state_dict(GFNetForImageClassification(config), converted, state_dict)
+    model = load_converted_state_dict(GFNetForImageClassification(config), converted, state_dict, SIZES_FROM)
     if image_size is not None and image_size != config.image_size:
         model = resize_model_to_image_size(model, image_size)
     return model.eval()
@@ -134,15 +218,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="original checkpoint: .pth (dict with 'model') or .safetensors")
     parser.add_argument("output_dir", help="directory for save_pretrained")
-    parser.add_argument("--image-size", type=int, help="resize filters and position embeddings to this size")
+    parser.add_argument("--image-size", type=positive_int,
+                        help="resize filters and position embeddings to this size")
     parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite", inputs=[args.input])
     model = convert_gfnet_checkpoint(args.input, args.image_size, args.drop_path_rate)
-    save_converted(model, args.output_dir, args.overwrite)
+    note = save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
+    if note is not None:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Helpers shared by the converters of original checkpoints: read a checkpoint file in any of its released
-formats, load a converted state dict with key and shape checks, and save a model with its image processor into
-its output directory all at once (`fourierformers.atomic_directory`)."""
+formats, check that its keys and tensors have the original model's structure, load a converted state dict with key
+and shape checks, and save a model (with an image processor where one fits) into its output directory all at once
+(`fourierformers.atomic_directory`)."""
 
+import argparse
+import re
 from pathlib import Path
 
 import torch
@@ -72,22 +75,73 @@ def require_keys(state_dict, keys, architecture):
         )
 
 
-def load_converted_state_dict(model, state_dict, source_keys):
+def listed(keys, limit=8):
+    """`keys` for an error message: the first `limit` of them, and how many more there are."""
+    return f"{keys[:limit]}" + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def module_numbers(state_dict, prefix):
+    """The sorted numbers N of the modules `{prefix}N.` (the entries of an `nn.ModuleList`) that hold keys."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(match[1]) for key in state_dict if (match := pattern.match(key))})
+
+
+def count_modules(state_dict, prefix, architecture):
+    """How many modules `{prefix}0.` to `{prefix}{n - 1}.` the checkpoint holds, insisting on the numbering an
+    `nn.ModuleList` gives them: from 0, without gaps (a gap means lost or renamed tensors)."""
+    numbers = module_numbers(state_dict, prefix)
+    if numbers != list(range(len(numbers))):
+        raise ValueError(
+            f"The modules {prefix}N of an original {architecture} checkpoint are numbered N = 0, 1, 2, ... without "
+            f"gaps; this checkpoint has N = {numbers}."
+        )
+    return len(numbers)
+
+
+def check_keys(state_dict, expected_keys, architecture, layout):
+    """Raise a clear error naming the missing and unexpected keys unless the checkpoint has exactly `expected_keys`,
+    the keys of the original `architecture` model that the sentence `layout` describes."""
+    missing = [key for key in expected_keys if key not in state_dict]
+    unexpected = sorted(set(state_dict) - set(expected_keys))
+    if missing or unexpected:
+        differences = [f"{name} {listed(keys)}" for name, keys in [("missing", missing), ("unexpected", unexpected)]
+                       if keys]
+        raise ValueError(
+            f"This checkpoint's keys are not those of an original {architecture} checkpoint: "
+            f"{', '.join(differences)}. {layout}"
+        )
+
+
+def check_tensor_shapes(state_dict, axes_of_key, architecture):
+    """Raise a clear error when a tensor that sizes are read from has another number of axes than `axes_of_key`
+    names for it, or another size where it names a number, before any size is read."""
+    for key, axes in axes_of_key.items():
+        shape = tuple(state_dict[key].shape)
+        if len(shape) != len(axes) or any(isinstance(axis, int) and axis != size for axis, size in zip(axes, shape)):
+            raise ValueError(
+                f"{key} must be a {len(axes)}-D tensor of shape ({', '.join(map(str, axes))}) in an original "
+                f"{architecture} checkpoint; in this checkpoint it has shape {shape}."
+            )
+
+
+def load_converted_state_dict(model, state_dict, source_keys, sizes_from):
     """Load `state_dict` (already renamed) into `model`, insisting that both sides match key for key and shape
-    for shape, and that every key of the original checkpoint (`source_keys`) was used."""
+    for shape, and that every key of the original checkpoint (`source_keys`) was used. `sizes_from` names the
+    tensors the model's config was read from, for the error on a tensor that disagrees with them."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
+        # The converters check the checkpoint's own keys first (`check_keys`), so only their renaming can get here.
         raise ValueError(
-            f"The checkpoint does not match the model built for it: missing {missing[:8]}, unexpected "
-            f"{unexpected[:8]}. Check the converter options (depths, double_skip, ...)."
+            f"The converted tensors do not match the model built for them: missing {listed(missing)}, unexpected "
+            f"{listed(unexpected)}. The checkpoint's keys are those of the original model, so this is a converter bug."
         )
     for key, value in state_dict.items():
         if value.shape != expected[key].shape:
             raise ValueError(
-                f"Shape mismatch for {key}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}; "
-                "the config options do not match the checkpoint (image_size, patch_size, ...)."
+                f"Shape mismatch for {key}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}. "
+                f"The model's sizes were read from {sizes_from}, and this tensor of the checkpoint disagrees with them."
             )
     if len(source_keys) != len(state_dict):
         raise ValueError(f"{len(source_keys)} checkpoint tensors became {len(state_dict)}: some were not converted.")
@@ -95,9 +149,25 @@ def load_converted_state_dict(model, state_dict, source_keys):
     return model
 
 
+def positive_int(text):
+    """argparse type of the image size options: argparse names the option in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def height_and_width(config):
+    """A 2-D model's `image_size` as (height, width)."""
+    return (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
+
+
 def image_processor_for(config):
     """The ViT image processor matching a converted 2-D model: resize to `image_size`, ImageNet normalisation."""
-    height, width = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
+    height, width = height_and_width(config)
     return ViTImageProcessorPil(
         do_resize=True,
         size={"height": height, "width": width},
@@ -106,11 +176,32 @@ def image_processor_for(config):
     )
 
 
+def no_image_processor_note(config):
+    """Why a converted model gets no image processor, with what to give it instead; None when it gets one. The image
+    processor makes 3-channel RGB images with ImageNet normalisation (and `pipeline()` converts every image to RGB),
+    which fits only an RGB image classifier: not a checkpoint with another channel count, nor FourCastNet's
+    normalised weather fields."""
+    if config.num_output_channels is not None:
+        reason = (f"a patch regression model (FourCastNet) takes {config.num_channels} channels of normalised "
+                  "physical fields, not RGB images")
+    elif config.num_channels != 3:
+        reason = (f"the checkpoint's patch embedding takes {config.num_channels}-channel inputs, while an image "
+                  "processor (and pipeline()) makes 3-channel RGB images")
+    else:
+        return None
+    height, width = height_and_width(config)
+    return (f"No image processor saved: {reason}. Give the model pixel_values of shape "
+            f"(batch, {config.num_channels}, {height}, {width}), normalised as in training.")
+
+
 def save_converted(model, output_dir, overwrite=False):
-    """`save_pretrained` the model and, for 2-D models, its image processor, so that pipelines load from the dir.
-    Both are written to a work directory first and moved to `output_dir` together (`atomic_directory`): an error
-    leaves `output_dir` as it was."""
+    """`save_pretrained` the model and, for an RGB image classifier, its image processor, so that pipelines load from
+    the dir; returns `no_image_processor_note` (None when the image processor was saved). Both are written to a work
+    directory first and moved to `output_dir` together (`atomic_directory`): an error leaves `output_dir` as it
+    was."""
+    note = no_image_processor_note(model.config)
     with atomic_directory(output_dir, overwrite, overwrite_option="--overwrite") as work_dir:
         model.save_pretrained(work_dir)
-        if model.config.spatial_dims == 2:
+        if note is None:
             image_processor_for(model.config).save_pretrained(work_dir)
+    return note

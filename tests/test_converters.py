@@ -1,7 +1,8 @@
 """Converters of original GFNet, GFNet-H and AFNO-transformer checkpoints against the reference fixtures, the
-checkpoint file formats they accept, and their errors."""
+checkpoint file formats they accept, the image processor they save, and their errors."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import convert_original_afno  # noqa: E402
+import convert_original_gfnet  # noqa: E402
 from conftest import SHARED  # noqa: E402
 from convert_original_afno import convert_afno_checkpoint, convert_fourcastnet_checkpoint  # noqa: E402
 from convert_original_gfnet import convert_gfnet_checkpoint  # noqa: E402
@@ -134,8 +137,9 @@ def test_resized_gfnet_follows_original_finetune_interpolation():
 @pytest.mark.slow
 def test_command_line_writes_a_loadable_directory(tmp_path):
     name = "afno_trunc"
-    command = [sys.executable, str(SCRIPTS / "convert_original_afno.py"), str(FIXTURES / name / "state_dict.safetensors"),
-               str(tmp_path / "converted"), "--hard-thresholding-fraction", "0.1"]
+    command = [sys.executable, str(SCRIPTS / "convert_original_afno.py"),
+               str(FIXTURES / name / "state_dict.safetensors"), str(tmp_path / "converted"),
+               "--hard-thresholding-fraction", "0.1"]
     subprocess.run(command, check=True, capture_output=True)
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "converted").eval()
     assert AutoImageProcessor.from_pretrained(tmp_path / "converted").size == {"height": 32, "width": 32}
@@ -143,3 +147,143 @@ def test_command_line_writes_a_loadable_directory(tmp_path):
     reference = load_file(FIXTURES / name / "outputs.safetensors")["logits"]
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values=pixel_values).logits, reference, atol=1e-4, rtol=0)
+
+
+def renumbered(state_dict, old_prefix, new_prefix):
+    return {key.replace(old_prefix, new_prefix, 1) if key.startswith(old_prefix) else key: value
+            for key, value in state_dict.items()}
+
+
+def convert_fixture_checkpoint(name, path):
+    """Convert the checkpoint `path`, a changed copy of fixture `name`'s, with that fixture's converter."""
+    if name == "afno_fourcastnet":
+        return convert_fourcastnet_checkpoint(path, image_size=(32, 64))
+    return fixture_options(name)[0](path)
+
+
+# Each row: fixture, how its state dict is broken, the error. They used to fail with KeyError, AttributeError or
+# "not enough values to unpack", or named converter options (depths, double_skip) that the converters do not have.
+MALFORMED_ROWS = {
+    "GFNet-H with 3 stages": (
+        "gfnet_h", lambda sd: {k: v for k, v in sd.items() if not k.startswith(("blocks.3.", "patch_embed.3."))},
+        r"original GFNet-H checkpoint \(GFNetPyramid\) has 4 stages S = 0 to 3, each with keys patch_embed.S.proj.\* "
+        r"and blocks.S.J.\*; this checkpoint has patch_embed.S for S = \[0, 1, 2\] and blocks.S for S = \[0, 1, 2\]"),
+    "GFNet-H with 5 block stages": (
+        "gfnet_h", lambda sd: {**sd, **renumbered({k: v for k, v in sd.items() if k.startswith("blocks.3.")},
+                                                  "blocks.3.", "blocks.4.")},
+        r"has 4 stages .* patch_embed.S for S = \[0, 1, 2, 3\] and blocks.S for S = \[0, 1, 2, 3, 4\]\."),
+    "GFNet block numbers with a gap": (
+        "gfnet", lambda sd: renumbered(sd, "blocks.2.", "blocks.5."),
+        r"The modules blocks.N of an original GFNet checkpoint are numbered N = 0, 1, 2, ... without gaps; this "
+        r"checkpoint has N = \[0, 1, 5\]\."),
+    "GFNet-H stage with a gap": (
+        "gfnet_h", lambda sd: renumbered(sd, "blocks.2.1.", "blocks.2.3."),
+        r"The modules blocks.2.N of an original GFNet-H checkpoint are numbered .* has N = \[0, 3\]\."),
+    "GFNet-H unexpected key": (
+        "gfnet_h", lambda sd: {**sd, "blocks.0.weird": torch.zeros(3)},
+        r"keys are not those of an original GFNet-H checkpoint: unexpected \['blocks.0.weird'\]\. With its depths "
+        r"\[1, 1, 2, 1\] \(blocks per stage\) it would hold patch_embed.S.proj.\{weight,bias\} for S = 0 to 3, "),
+    "GFNet missing key": (
+        "gfnet", lambda sd: {k: v for k, v in sd.items() if k != "blocks.1.norm1.bias"},
+        r"keys are not those of an original GFNet checkpoint: missing \['blocks.1.norm1.bias'\]\. With its 3 blocks "
+        r"it would hold .*blocks.I.\{norm1.weight, norm1.bias, .*\} for I = 0 to 2"),
+    "GFNet-H LayerScale in some blocks": (
+        "gfnet_h", lambda sd: {k: v for k, v in sd.items() if k != "blocks.2.1.gamma"},
+        r"GFNet-H checkpoint: missing \['blocks.2.1.gamma'\]\. .*\(LayerScale gamma in every block or in none\)"),
+    "GFNet 3-D patch embedding": (
+        "gfnet", lambda sd: {**sd, "patch_embed.proj.weight": sd["patch_embed.proj.weight"][..., 0]},
+        r"patch_embed.proj.weight must be a 4-D tensor of shape \(hidden_size, in_chans, patch_size, patch_size\) in "
+        r"an original GFNet checkpoint; in this checkpoint it has shape \(64, 3, 4\)\."),
+    "GFNet-H 3-D downsampling": (
+        "gfnet_h", lambda sd: {**sd, "patch_embed.2.proj.weight": sd["patch_embed.2.proj.weight"][..., 0]},
+        r"patch_embed.2.proj.weight must be a 4-D tensor of shape \(hidden_size_2, hidden_size_1, 2, 2\) in an "
+        r"original GFNet-H checkpoint; in this checkpoint it has shape \(48, 32, 2\)\."),
+    "AFNO 3-D w1": (
+        "afno", lambda sd: {**sd, "blocks.0.filter.w1": sd["blocks.0.filter.w1"][0]},
+        r"blocks.0.filter.w1 must be a 4-D tensor of shape \(2, num_blocks, block_size, block_size \* "
+        r"hidden_size_factor\) in an original AFNO-transformer checkpoint; in this checkpoint it has shape "
+        r"\(4, 16, 16\)\."),
+    "AFNO block numbers with a gap": (
+        "afno", lambda sd: renumbered(sd, "blocks.1.", "blocks.4."),
+        r"The modules blocks.N of an original AFNO-transformer checkpoint .* has N = \[0, 2, 4\]\."),
+    "AFNO unexpected key": (
+        "afno", lambda sd: {**sd, "blocks.1.filter.scale": torch.ones(1)},
+        r"original AFNO-transformer checkpoint: unexpected \['blocks.1.filter.scale'\]\. With its 3 blocks it would "
+        r"hold .*blocks.I.\{norm1.weight, .*\} for I = 0 to 2, norm.\{weight,bias\} and head.weight and head.bias\."),
+    "AFNO later block's tensor of another shape": (
+        "afno", lambda sd: {**sd, "blocks.1.filter.w1": sd["blocks.1.filter.w1"][0]},
+        r"Shape mismatch for afno.layers.1.mixer.w1: checkpoint \(4, 16, 16\), model \(2, 4, 16, 16\)\. The model's "
+        r"sizes were read from the shapes of patch_embed.proj.weight, pos_embed, blocks.0.filter.w1, "),
+    "FourCastNet missing key": (
+        "afno_fourcastnet", lambda sd: {k: v for k, v in sd.items() if k != "blocks.1.mlp.fc2.bias"},
+        r"original FourCastNet AFNO checkpoint: missing \['blocks.1.mlp.fc2.bias'\]\. With its 2 blocks it would "
+        r"hold .* norm.\{weight,bias\} and head.weight\."),
+}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("row", MALFORMED_ROWS)
+def test_malformed_checkpoint_names_the_expected_layout(tmp_path, row):
+    name, mutate, message = MALFORMED_ROWS[row]
+    state_dict = mutate(load_file(FIXTURES / name / "state_dict.safetensors"))
+    # Copies: a view or a tensor under two keys cannot be saved.
+    save_file({key: value.clone(memory_format=torch.contiguous_format) for key, value in state_dict.items()},
+              tmp_path / "malformed.safetensors")
+    with pytest.raises(ValueError, match=message):
+        convert_fixture_checkpoint(name, tmp_path / "malformed.safetensors")
+
+
+def with_input_channels(state_dict, channels):
+    """The checkpoint with a patch embedding that takes `channels` input channels."""
+    weight = state_dict["patch_embed.proj.weight"]
+    return {**state_dict, "patch_embed.proj.weight": torch.randn(weight.shape[0], channels, *weight.shape[2:])}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name,channels,note", [
+    ("gfnet", 3, None),
+    ("gfnet", 1, r"No image processor saved: the checkpoint's patch embedding takes 1-channel inputs, while an image "
+                 r"processor \(and pipeline\(\)\) makes 3-channel RGB images\. Give the model pixel_values of shape "
+                 r"\(batch, 1, 32, 32\), normalised as in training\."),
+    ("afno", 3, None),
+    ("afno", 20, r"patch embedding takes 20-channel inputs, .* pixel_values of shape \(batch, 20, 32, 32\)"),
+    ("afno_fourcastnet", 3, r"No image processor saved: a patch regression model \(FourCastNet\) takes 3 channels "
+                            r"of normalised physical fields, not RGB images\. .*\(batch, 3, 32, 64\)"),
+], ids=["gfnet RGB", "gfnet 1 channel", "afno RGB", "afno 20 channels", "fourcastnet"])
+def test_image_processor_is_saved_only_for_rgb_image_classifiers(tmp_path, capsys, name, channels, note):
+    """The image processor resizes RGB images and normalises them with ImageNet statistics; for other inputs it
+    would be meaningless (and a pipeline could not feed the model), so the script says what to give instead."""
+    state_dict = with_input_channels(load_file(FIXTURES / name / "state_dict.safetensors"), channels)
+    save_file(state_dict, tmp_path / "checkpoint.safetensors")
+    script = convert_original_gfnet if name.startswith("gfnet") else convert_original_afno
+    flags = ["--fourcastnet", "--image-size", "32", "64"] if name == "afno_fourcastnet" else []
+    script.main([str(tmp_path / "checkpoint.safetensors"), str(tmp_path / "converted"), *flags])
+    printed = capsys.readouterr().out
+    assert (tmp_path / "converted" / "preprocessor_config.json").exists() == (note is None)
+    assert json.loads((tmp_path / "converted" / "config.json").read_text())["num_channels"] == channels
+    if note is None:
+        assert "image processor" not in printed
+    else:
+        assert re.search(note, printed)
+
+
+@pytest.mark.parametrize("script,flags,bad_value", [
+    ("afno", ["--fourcastnet", "--image-size", "-32", "-64"], "-32"),
+    ("afno", ["--fourcastnet", "--image-size", "32", "0"], "0"),
+    ("gfnet", ["--image-size", "-32"], "-32"),
+    ("gfnet", ["--image-size", "0"], "0"),
+], ids=["afno -32 -64", "afno 32 0", "gfnet -32", "gfnet 0"])
+def test_image_size_option_must_be_positive(tmp_path, capsys, script, flags, bad_value):
+    """-32 -64 used to reach FourCastNet's mode selection ("hard_thresholding_fraction=1.0 keeps no frequency")."""
+    main = {"afno": convert_original_afno.main, "gfnet": convert_original_gfnet.main}[script]
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "in.pth"), str(tmp_path / "out"), *flags])
+    assert f"argument --image-size: must be a positive integer, got '{bad_value}'" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("image_size", [(-32, -64), (32, 0), (32,), 32, (32.0, 64)], ids=repr)
+def test_fourcastnet_image_size_must_be_two_positive_integers(image_size):
+    with pytest.raises(ValueError, match=r"`image_size` \(--image-size\) must be two positive integers, height and "
+                                         r"width, got "):
+        convert_fourcastnet_checkpoint(FIXTURES / "afno_fourcastnet" / "state_dict.safetensors", image_size=image_size)
