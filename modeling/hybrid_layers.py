@@ -17,7 +17,7 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import SelfAttention, build_norm, masked_mean
+from .spectral_layers import SelfAttention, build_norm, can_read_values, masked_mean
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
@@ -84,7 +84,7 @@ class AdaptiveMixer(HybridMixer):
         # Training mode keeps the full path even without autograd: reentrant checkpointing runs its first forward
         # without gradients and must draw the same dropout masks as its recomputation.
         sparse = self.gate_type == "hard" and not (self.training or torch.is_grad_enabled() or output_attentions)
-        if sparse and not torch.compiler.is_compiling():  # the rows of each child depend on the data
+        if sparse and can_read_values():  # the rows of each child depend on the data
             return self._run_chosen(x, mask, choices, attn_implementation, fft_shape), None
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         stacked = torch.stack(outputs, dim=-1)  # (B, *grid, D, K)

@@ -52,6 +52,7 @@ from .spectral_layers import (
     GlobalFilter,
     SelfAttention,
     build_norm,
+    can_read_values,
     masked_max,
     masked_mean,
     real_tokens,
@@ -654,7 +655,7 @@ def is_integer_tensor(tensor):
 
 def check_padding_mask_values(name, mask, token):
     """A padding mask (B, L) must hold only 1 (a real `token`) and 0, with a real one in every row. Reads the values
-    back to Python, so callers skip it under torch.compile."""
+    back to Python, so callers skip it where they cannot (`can_read_values`)."""
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
     if not bool(mask.bool().any(dim=1).all()):
@@ -666,8 +667,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     Returns (batch_size, seq_length).
 
     The checks of tensor values (id ranges, a 0/1 mask with a real token per row) read the data back to Python,
-    which splits a `torch.compile` graph; they run in eager mode only."""
-    check_values = not torch.compiler.is_compiling()
+    which splits a `torch.compile` graph and cannot run inside `torch.func.vmap`; they run where `can_read_values`."""
+    check_values = can_read_values()
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
     for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
@@ -789,7 +790,7 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
             f"1 for real condition tokens and 0 for padding, got "
             f"{tuple(condition_mask.shape) if torch.is_tensor(condition_mask) else type(condition_mask).__name__}."
         )
-    if not torch.compiler.is_compiling():  # reading values back would split a compiled graph
+    if can_read_values():
         check_padding_mask_values("condition_mask", condition_mask, "condition token")
     return condition_mask.bool()
 
@@ -918,9 +919,10 @@ class SpectralModel(SpectralPreTrainedModel):
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
         # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end. Eager mode skips
-        # the (identity) roll of batches without left padding; reading that back would split a compiled graph.
+        # the (identity) roll of batches without left padding; reading that back would split a compiled graph (or
+        # fail in vmap).
         shift = None
-        if mask is not None and (torch.compiler.is_compiling() or not bool(mask[:, 0].all())):
+        if mask is not None and (not can_read_values() or not bool(mask[:, 0].all())):
             shift = mask.int().argmax(dim=1)  # (B,)
             input_ids, inputs_embeds, token_type_ids, position_ids, mask = (
                 None if t is None else roll_rows(t.expand(batch_size, *t.shape[1:]), shift)
@@ -1079,7 +1081,7 @@ def validate_class_labels(labels, expected_shape, num_classes):
     if tuple(labels.shape) != tuple(expected_shape):
         raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
     labels = labels.long()
-    if torch.compiler.is_compiling():  # reading values back would split a compiled graph
+    if not can_read_values():
         return labels
     out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
     if bool(out_of_range.any()):
@@ -1111,7 +1113,7 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
         allowed = "values in [0, 1] (1: the label applies; soft targets in between are allowed)"
         if labels.is_complex():
             raise ValueError(f"Multi-label `labels` must be real {allowed}, got dtype {labels.dtype}.")
-        if torch.compiler.is_compiling():
+        if not can_read_values():
             return labels
         # As floats: torch has no comparisons for uint16 to uint64. NaN fails both.
         values = labels if labels.is_floating_point() else labels.double()

@@ -16,6 +16,7 @@ import math
 import numbers
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch import nn
 
@@ -238,7 +239,8 @@ class _TokensToChannels(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _ChannelsToTokens.apply(grad)
+        # the backward of a graph recorded outside a transform may run inside one (jacobian(vectorize=True))
+        return _ChannelsToTokens.apply(grad) if _eager_cpu(grad) else grad.transpose(1, 2).contiguous()
 
 
 class _ChannelsToTokens(torch.autograd.Function):
@@ -251,13 +253,33 @@ class _ChannelsToTokens(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _TokensToChannels.apply(grad)
+        return _TokensToChannels.apply(grad) if _eager_cpu(grad) else grad.transpose(1, 2).contiguous()
+
+
+def _transformed(x):
+    """Whether a `torch.func` transform (vmap, grad, jacrev, jvp) is running, x is batched by the vmap of
+    `torch.autograd.functional.jacobian(..., vectorize=True)`, or x carries a forward-mode tangent
+    (`torch.autograd.forward_ad`). The CPU fast paths fill unbatched buffers in place, reuse cached tensors and run
+    autograd Functions with no vmap rule or jvp, so these calls take the plain torch ops instead."""
+    functorch = torch._C._functorch
+    return (
+        functorch.maybe_current_level() is not None
+        or functorch.is_legacy_batchedtensor(x)
+        or forward_ad.unpack_dual(x).tangent is not None
+    )
+
+
+def can_read_values():
+    """Whether code may read tensor values back to Python (input checks, data-dependent branches): not while
+    torch.compile traces (a read splits the graph) nor inside a `torch.func` transform (vmap cannot branch on
+    values); such code then skips its checks and takes the branch that is right for every value."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is None
 
 
 def _eager_cpu(x):
     """Cache-layout tricks are for eager CPU code only: torch.compile generates its own transposes, and GPU
-    memory has no such cache sets."""
-    return x.is_cpu and not torch.compiler.is_compiling()
+    memory has no such cache sets (nor are they for the inputs of function transforms, see `_transformed`)."""
+    return x.is_cpu and not torch.compiler.is_compiling() and not _transformed(x)
 
 
 def _records_graph(x):
@@ -268,8 +290,9 @@ def _records_graph(x):
 
 def channels_first(x):
     """(B, *grid, D) -> contiguous (B, D, *grid)."""
-    tokens = x.flatten(1, -2)
-    channels = _TokensToChannels.apply(tokens) if _eager_cpu(x) else tokens.transpose(1, 2).contiguous()
+    if not _eager_cpu(x):
+        return x.movedim(-1, 1).contiguous()
+    channels = _TokensToChannels.apply(x.flatten(1, -2))  # (B, D, N)
     return channels.unflatten(2, x.shape[1:-1])
 
 
@@ -323,7 +346,7 @@ class _StaggeredRfftn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weighted = grad * _paired_bin_weights(grad, ctx.fft_shape[-1], 0.5)
-        return _StaggeredIrfftn.apply(weighted, ctx.fft_shape, ctx.grid_shape, _ADJOINT_NORM[ctx.norm]), None, None
+        return grid_irfftn(weighted, ctx.fft_shape, ctx.grid_shape, _ADJOINT_NORM[ctx.norm]), None, None
 
 
 class _StaggeredIrfftn(torch.autograd.Function):
@@ -346,7 +369,7 @@ class _StaggeredIrfftn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        spectrum = _StaggeredRfftn.apply(grad, ctx.fft_shape, _ADJOINT_NORM[ctx.norm])
+        spectrum = grid_rfftn(grad, ctx.fft_shape, _ADJOINT_NORM[ctx.norm])
         spectrum = _crop_channels_first(spectrum, ctx.freq_shape)
         return spectrum * _paired_bin_weights(spectrum, ctx.fft_shape[-1], 2.0), None, None, None
 
@@ -524,9 +547,10 @@ class SpectralMixer(nn.Module):
         It is always recomputed with gradients enabled (even for frozen weights: a value cached in
         `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), for
         weights created in inference mode (which have no version counter), on GPU (where rearranging is cheap and
-        reading a comparison back would synchronise) and under torch.compile.
+        reading a comparison back would synchronise), under torch.compile and for the weights of a function transform
+        (`torch.func.vmap` over stacked weights, say).
         """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or not weights[0].is_cpu:
+        if torch.is_grad_enabled() or not all(_eager_cpu(weight) for weight in weights):
             return compute()
         if any(weight.is_inference() for weight in weights):  # built in inference mode: no version counter
             return compute()
@@ -770,7 +794,8 @@ class GlobalFilter(SpectralMixer):
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
-        if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad):
+        # in place only where nothing records it, and not into an unbatched spectrum from a vmapped filter
+        if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad) or _transformed(kernel):
             spectrum = spectrum * kernel
         else:
             spectrum = spectrum.mul_(kernel)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
@@ -90,3 +91,84 @@ def test_same_seed_gives_the_same_training_losses(family):
         return losses
 
     assert train() == train()
+
+
+def transform_mixers():
+    torch.manual_seed(0)
+    modules = {
+        "global_filter": (GlobalFilter(4, (8,)), (3, 8, 4)),
+        "global_filter_short_input": (GlobalFilter(4, (64,)), (3, 5, 4)),
+        "global_filter_2d": (GlobalFilter(4, (4, 6)), (3, 4, 6, 4)),
+        "afno": (AFNOMixer(4, (8,), num_blocks=2), (3, 8, 4)),
+        "fourier": (FourierMixer((8,)), (3, 8, 4)),
+    }
+    for module, _ in modules.values():
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter)
+    return {
+        name: (module.double(), torch.randn(*shape, dtype=torch.float64)) for name, (module, shape) in modules.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(transform_mixers()))
+def test_function_transforms_match_autograd(name):
+    """`torch.func` (vmap, per-example gradients, jvp, ensembles over stacked weights), forward-mode AD and
+    `jacobian(vectorize=True)` give what plain autograd gives. The CPU fast paths (autograd Functions without vmap rules
+    or jvp, in-place copies into unbatched buffers, cached weight layouts) step aside for them; GlobalFilter and AFNO
+    used to raise in every one of these calls."""
+    mixer, x = transform_mixers()[name]
+    tangent = torch.randn_like(x)
+    out = mixer(x)
+    torch.testing.assert_close(torch.func.vmap(lambda example: mixer(example[None])[0])(x), out, atol=1e-12, rtol=0)
+    jacobian = torch.autograd.functional.jacobian(mixer, x)
+    vectorized = torch.autograd.functional.jacobian(mixer, x, vectorize=True)
+    torch.testing.assert_close(vectorized, jacobian, atol=1e-12, rtol=0)
+    expected_jvp = (jacobian.reshape(out.numel(), x.numel()) @ tangent.reshape(-1)).reshape(out.shape)
+    torch.testing.assert_close(torch.func.jvp(mixer, (x,), (tangent,))[1], expected_jvp, atol=1e-12, rtol=0)
+    with forward_ad.dual_level():
+        dual_out = forward_ad.unpack_dual(mixer(forward_ad.make_dual(x, tangent))).tangent
+    torch.testing.assert_close(dual_out, expected_jvp, atol=1e-12, rtol=0)
+    parameters = dict(mixer.named_parameters())
+    if not parameters:
+        return
+
+    def example_loss(weights, example):
+        return torch.func.functional_call(mixer, weights, (example[None],)).square().sum()
+
+    per_example = torch.func.vmap(torch.func.grad(example_loss), in_dims=(None, 0))(parameters, x)
+    for index in range(x.shape[0]):
+        gradients = torch.autograd.grad(mixer(x[index : index + 1]).square().sum(), list(parameters.values()))
+        for key, gradient in zip(parameters, gradients):
+            torch.testing.assert_close(per_example[key][index], gradient, atol=1e-12, rtol=0)
+    stacked = {key: torch.stack([p.detach(), 1.5 * p.detach()]) for key, p in parameters.items()}
+    with torch.no_grad():  # inference: the weight-layout cache must not keep a batched tensor
+        ensemble = torch.func.vmap(lambda weights: torch.func.functional_call(mixer, weights, (x,)))(stacked)
+        for index, scale in enumerate([1.0, 1.5]):
+            scaled = {key: scale * p.detach() for key, p in parameters.items()}
+            torch.testing.assert_close(ensemble[index], torch.func.functional_call(mixer, scaled, (x,)))
+        torch.testing.assert_close(mixer(x), out, atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap of CPU SDPA (fnet_hybrid's attention)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_per_example_gradients_of_a_model(family):
+    """The per-example gradient recipe (`vmap(grad(functional_call))`, as for differential privacy) on a whole padded
+    model equals one backward pass per example."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family)).double()
+    input_ids, labels = torch.randint(1, 99, (3, 6)), torch.tensor([0, 1, 2])
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [0] * 1 + [1] * 5])
+    parameters = {key: p.detach() for key, p in model.named_parameters()}
+
+    def example_loss(weights, ids, example_mask, label):
+        inputs = dict(input_ids=ids[None], attention_mask=example_mask[None], labels=label[None])
+        return torch.func.functional_call(model, weights, (), inputs).loss
+
+    per_example = torch.func.vmap(torch.func.grad(example_loss), in_dims=(None, 0, 0, 0))(
+        parameters, input_ids, mask, labels
+    )
+    for index in range(3):
+        model.zero_grad()
+        model(input_ids[index : index + 1], attention_mask=mask[index : index + 1], labels=labels[index : index + 1]
+              ).loss.backward()
+        for key, p in model.named_parameters():
+            torch.testing.assert_close(per_example[key][index], p.grad, atol=1e-10, rtol=1e-8, msg=key)
