@@ -402,6 +402,7 @@ def run_example(run, argument_classes, argv=None, writes_predictions=True, **tra
         raise ValueError("This example has no predictions to write (`--do_eval` reports its metrics, such as "
                          "run_mlm.py's loss and perplexity); leave out `--do_predict`.")
     check_phases(model_args, training_args)
+    check_argument_values(model_args, data_args)
     check_saved_folders(model_args)
     check_inputs_survive(model_args, training_args)
     check_resume_checkpoint(training_args)
@@ -463,6 +464,26 @@ def check_phases(model_args, training_args):
     if model_args.config_overrides:
         raise ValueError("`--config_overrides` would change the model that `--do_eval` / `--do_predict` evaluate "
                          "without `--do_train`; leave it out, or add `--do_train` to fine-tune.")
+
+
+def check_argument_values(model_args, data_args):
+    """Refuse values that would only fail later, or not at all, with a message that does not name them: a
+    `--max_seq_length` without room for [CLS], [SEP] and a token of text (0 also meant the default length), a
+    `--vocab_size` below one, and an `--mlm_probability` that masks nothing (a run that trains nothing and
+    reports a loss of 0)."""
+    max_seq_length = getattr(data_args, "max_seq_length", None)
+    if max_seq_length is not None and max_seq_length < 3:
+        raise ValueError(
+            f"`--max_seq_length` must be at least 3 ([CLS], [SEP] and one token of text), got {max_seq_length}."
+        )
+    vocab_size = getattr(model_args, "vocab_size", None)
+    if vocab_size is not None and vocab_size < 1:
+        raise ValueError(f"`--vocab_size` must be a positive number of tokens, got {vocab_size}.")
+    mlm_probability = getattr(data_args, "mlm_probability", None)
+    if mlm_probability is not None and not 0 < mlm_probability <= 1:
+        raise ValueError(
+            f"`--mlm_probability` must be in (0, 1], the fraction of tokens masked, got {mlm_probability}."
+        )
 
 
 def check_saved_folders(model_args):

@@ -2,11 +2,12 @@
 
 The result is built in a work directory beside the destination (`<name>.incomplete`) and moved into place only
 when everything in it has been written, so a run that fails or is interrupted never leaves a half-written model
-directory where a finished one is expected. An existing destination is replaced only when it is empty or holds a
-saved model (`holds_saved_model`, e.g. the output of an earlier run); anything else is refused unless the caller
-asks to overwrite it, so that a mistyped path cannot delete unrelated files, and a destination that contains one of
-the run's inputs is always refused. So is a destination that is a symbolic link: publishing renames directory
-entries, so it would replace the link by a folder and leave the folder it points to as it was.
+directory where a finished one is expected. An existing destination is replaced only when it is empty or holds the
+output of an earlier run (`holds_earlier_output`: a saved model, or an example run's results); anything else is
+refused unless the caller asks to overwrite it, so that a mistyped path cannot delete unrelated files, and a
+destination that contains one of the run's inputs is always refused. So is a destination that is a symbolic link:
+publishing renames directory entries, so it would replace the link by a folder and leave the folder it points to as
+it was.
 """
 
 import contextlib
@@ -40,6 +41,15 @@ def holds_saved_model(directory):
     return isinstance(config, dict) and "model_type" in config and has_weights
 
 
+RESULTS_FILE = "all_results.json"  # the metrics every example run writes, also one that saves no model (--do_eval)
+
+
+def holds_earlier_output(directory):
+    """Whether `directory` holds what a run of this project leaves: a saved model (`holds_saved_model`) or the
+    metrics of an example run (`RESULTS_FILE`)."""
+    return holds_saved_model(directory) or (Path(directory) / RESULTS_FILE).is_file()
+
+
 def lies_in(path, folder):
     """Whether `path` is `folder` or lies in it, once symbolic links and `..` are resolved."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
@@ -48,10 +58,10 @@ def lies_in(path, folder):
 
 def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True", inputs=()):
     """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
-    holds a saved model (`holds_saved_model`), or `overwrite` is set. Whatever `overwrite` says, it must not be a
-    symbolic link (even a dangling one), and none of the paths `inputs` (what the run reads, e.g. the checkpoint it
-    converts) may lie in it. `overwrite_option` is how the caller's user asks for `overwrite` (a command-line flag),
-    named in the message."""
+    holds the output of an earlier run (`holds_earlier_output`), or `overwrite` is set. Whatever `overwrite` says,
+    it must not be a symbolic link (even a dangling one), and none of the paths `inputs` (what the run reads, e.g. the
+    checkpoint it converts) may lie in it. `overwrite_option` is how the caller's user asks for `overwrite` (a
+    command-line flag), named in the message."""
     output_dir = Path(output_dir)
     if output_dir.is_symlink():
         # Refused before the run rather than followed: `publish` renames the link itself, and replacing the folder
@@ -72,10 +82,11 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
                 "finishes; pass another output directory."
             )
     entries = sorted(entry.name for entry in output_dir.iterdir())
-    if entries and not holds_saved_model(output_dir) and not overwrite:
+    if entries and not holds_earlier_output(output_dir) and not overwrite:
         raise ValueError(
             f"The output directory {output_dir} is not empty and holds no saved model (a config.json with a "
-            f"model_type, and weights): {entries[:5]}{' ...' if len(entries) > 5 else ''}. Pass a new or empty "
+            f"model_type, and weights) nor an example run's {RESULTS_FILE}: {entries[:5]}"
+            f"{' ...' if len(entries) > 5 else ''}. Pass a new or empty "
             f"directory or the output of an earlier run (both are replaced), or {overwrite_option} to replace it "
             "anyway."
         )

@@ -33,3 +33,20 @@ def test_output_dir_that_is_a_symbolic_link_is_refused(tmp_path, target):
     if files is not None:
         assert {path.name: path.read_bytes() for path in earlier.iterdir()} == files
     assert sorted(path.name for path in tmp_path.iterdir()) == (["earlier"] if files else []) + ["latest"]
+
+
+def test_output_of_an_evaluation_run_is_replaced(tmp_path):
+    """An example run with `--do_eval` only saves metrics, no model; running it again into the same folder replaces
+    them, as for any earlier run's output (it was refused as a folder holding no saved model)."""
+    earlier = tmp_path / "eval"
+    earlier.mkdir()
+    (earlier / "all_results.json").write_text(json.dumps({"eval_loss": 1.0}))
+    (earlier / "eval_results.json").write_text(json.dumps({"eval_loss": 1.0}))
+    with atomic_directory(earlier) as work_dir:
+        (work_dir / "all_results.json").write_text(json.dumps({"eval_loss": 0.5}))
+    assert [path.name for path in earlier.iterdir()] == ["all_results.json"]
+    (earlier / "notes.txt").write_text("mine")
+    (earlier / "all_results.json").unlink()
+    with pytest.raises(ValueError, match=r"holds no saved model .* nor an example run's all_results.json"):
+        with atomic_directory(earlier):
+            pass

@@ -652,7 +652,8 @@ FNET_ROWS = [
     ("output is the input", "fnet", dict(output_dir="fnet", overwrite=True), ValueError,
      r"The input .*fnet lies in the output directory .*fnet, which the run replaces when it finishes"),
     ("output holds other files", "fnet", dict(output_dir="busy"), ValueError,
-     r"is not empty and holds no saved model \(a config.json with a model_type, and weights\): \['notes.txt'\]"),
+     r"is not empty and holds no saved model \(a config.json with a model_type, and weights\) nor an example run's "
+     r"all_results.json: \['notes.txt'\]"),
 ]
 
 
@@ -811,6 +812,11 @@ EXAMPLE_ROWS = [
      r"`--config_overrides` would change the model that `--do_eval` / `--do_predict` evaluate without `--do_train`"),
     (TEXT, ["--do_train", "false"], ValueError, r"Nothing to do: give `--do_train`, `--do_eval` or `--do_predict`"),
     (run_mlm, ["--do_predict"], ValueError, r"This example has no predictions to write .*leave out `--do_predict`"),
+    # Values that only failed later naming something else, or ran and reported a meaningless result.
+    (TEXT, ["--max_seq_length", "0"], ValueError, r"`--max_seq_length` must be at least 3 \(\[CLS\], \[SEP\] and one "),
+    (run_token_classification, ["--max_seq_length", "2"], ValueError, r"`--max_seq_length` must be at least 3"),
+    (TEXT, ["--vocab_size", "0"], ValueError, r"`--vocab_size` must be a positive number of tokens, got 0"),
+    (run_mlm, ["--mlm_probability", "0"], ValueError, r"`--mlm_probability` must be in \(0, 1\], .*got 0.0"),
 ]
 
 
