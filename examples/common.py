@@ -451,9 +451,20 @@ class ExampleTrainingArguments(TrainingArguments):
 
 
 def check_phases(model_args, training_args):
-    """Raise `ValueError` for a run with nothing to do, or one that evaluates (`--do_eval` / `--do_predict`
-    without `--do_train`) anything but an unchanged saved model."""
+    """Raise `ValueError` for a run with nothing to do, a training run of no optimizer steps (it would publish the
+    untrained model as a result), or one that evaluates (`--do_eval` / `--do_predict` without `--do_train`) anything
+    but an unchanged saved model."""
     if training_args.do_train:
+        if training_args.gradient_accumulation_steps < 1:
+            raise ValueError(
+                f"`--gradient_accumulation_steps` must be a positive integer, got "
+                f"{training_args.gradient_accumulation_steps}."
+            )
+        if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+            raise ValueError(
+                f"Training would take no step: `--num_train_epochs` is {training_args.num_train_epochs} and "
+                f"`--max_steps` {training_args.max_steps}; give a positive number of epochs or steps."
+            )
         return
     if not (training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: give `--do_train`, `--do_eval` or `--do_predict` (or none of them: train "

@@ -583,7 +583,7 @@ def test_original_converter_command_line_refuses_a_foreign_output_dir(tmp_path, 
     """Checked before converting: the input need not even exist."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match=r"holds no saved model \(a config.json .*\): \['notes.txt'\].*--overwrite"):
+    with pytest.raises(ValueError, match=r"holds no saved model \(a config.json .*: \['notes.txt'\].*--overwrite"):
         script.main([str(tmp_path / "missing.pth"), str(tmp_path / "out")])
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
@@ -817,6 +817,10 @@ EXAMPLE_ROWS = [
     (run_token_classification, ["--max_seq_length", "2"], ValueError, r"`--max_seq_length` must be at least 3"),
     (TEXT, ["--vocab_size", "0"], ValueError, r"`--vocab_size` must be a positive number of tokens, got 0"),
     (run_mlm, ["--mlm_probability", "0"], ValueError, r"`--mlm_probability` must be in \(0, 1\], .*got 0.0"),
+    (TEXT, ["--gradient_accumulation_steps", "0"], ValueError,
+     r"`--gradient_accumulation_steps` must be a positive integer, got 0"),
+    (TEXT, ["--num_train_epochs", "0"], ValueError,
+     r"Training would take no step: `--num_train_epochs` is 0.0 and `--max_steps` -1"),
 ]
 
 
