@@ -13,7 +13,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import logging
 
 from .mixer_layout import expand_mixer_layout, mixer_names, validate_mixer_layout
-from .patch_geometry import PATCH_SHAPES, patch_geometry, per_axis
+from .patch_geometry import PATCH_SHAPES, patch_geometry, patches_centred, per_axis
 
 logger = logging.get_logger(__name__)
 
@@ -437,9 +437,8 @@ class SpectralConfig(PretrainedConfig):
 
     @property
     def centered_patch_grid(self):
-        """Whether patches are centred on their cells (`centered_patches`, implied by a packing strategy); a patch of
-        one or two cells then has no padding, but its grid is still the centred one."""
-        return self.centered_patches is True or self.packing_strategy is not None
+        """Whether patches are centred on their cells (`patches_centred`)."""
+        return patches_centred(self.centered_patches, self.packing_strategy)
 
     def patch_geometry(self):
         """(kernel, stride, padding, grid_shape) of the patch embedding, tuples with one int per spatial axis."""

@@ -90,6 +90,12 @@ def packing_stride(patch_shape, patch_size, strategy):
     return tuple(max(1, int(multipliers[axis] * (size - 1) / 2)) for axis, size in zip(axes, patch_size))
 
 
+def patches_centred(centered, packing_strategy):
+    """Whether patches are centred on their cells: `centered_patches` True, or a packing strategy given. A centred
+    patch of one or two cells has no padding ((k - 1) // 2 = 0) but still the centred grid."""
+    return centered is True or packing_strategy is not None
+
+
 def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch_shape, spatial_dims, centered=None):
     """Kernel, stride, padding and token-grid shape (tuples of `spatial_dims` ints) of a patch embedding; `centered`
     (default: whether a packing strategy is given) pads the image to centre each patch on its cell.
@@ -115,9 +121,9 @@ def patch_geometry(image_size, patch_size, patch_stride, packing_strategy, patch
                 "None with it. For unpadded patches give a `patch_stride` instead."
             )
         stride = packing_stride(patch_shape, kernel, packing_strategy)
-        centered = True
     else:
         stride = kernel if patch_stride is None else per_axis("patch_stride", patch_stride, spatial_dims)
+    centered = patches_centred(centered, packing_strategy)
     padding = tuple((k - 1) // 2 for k in kernel) if centered else (0,) * spatial_dims
     grid = []
     for axis, (n, k, s, p) in enumerate(zip(image, kernel, stride, padding)):

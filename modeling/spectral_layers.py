@@ -256,15 +256,19 @@ class _ChannelsToTokens(torch.autograd.Function):
         return _TokensToChannels.apply(grad) if _eager_cpu(grad) else grad.transpose(1, 2).contiguous()
 
 
+def _in_func_transform():
+    """Whether a `torch.func` transform (vmap, grad, jacrev, jvp) is running."""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
 def _transformed(x):
-    """Whether a `torch.func` transform (vmap, grad, jacrev, jvp) is running, x is batched by the vmap of
+    """Whether a `torch.func` transform is running, x is batched by the vmap of
     `torch.autograd.functional.jacobian(..., vectorize=True)`, or x carries a forward-mode tangent
     (`torch.autograd.forward_ad`). The CPU fast paths fill unbatched buffers in place, reuse cached tensors and run
     autograd Functions with no vmap rule or jvp, so these calls take the plain torch ops instead."""
-    functorch = torch._C._functorch
     return (
-        functorch.maybe_current_level() is not None
-        or functorch.is_legacy_batchedtensor(x)
+        _in_func_transform()
+        or torch._C._functorch.is_legacy_batchedtensor(x)
         or forward_ad.unpack_dual(x).tangent is not None
     )
 
@@ -273,7 +277,7 @@ def can_read_values():
     """Whether code may read tensor values back to Python (input checks, data-dependent branches): not while
     torch.compile traces (a read splits the graph) nor inside a `torch.func` transform (vmap cannot branch on
     values); such code then skips its checks and takes the branch that is right for every value."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is None
+    return not torch.compiler.is_compiling() and not _in_func_transform()
 
 
 def _eager_cpu(x):
