@@ -13,11 +13,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 from transformers import (
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
+    TrainerCallback,
     pipeline,
 )
 
@@ -98,22 +100,29 @@ def load_corpus(data_args):
     return limit_samples(raw, data_args)
 
 
-class MaskedOnceCollator:
-    """A data collator for run_mlm.py's two kinds of batches, told apart by their first example. Examples without
-    `labels` (training) go to `masking`, a `DataCollatorForLanguageModeling`, which pads them and masks them anew
-    at every call (labels: the masked tokens' ids, -100 elsewhere). Examples with `labels` (the evaluation set,
-    masked once by `mask_once`) are not masked again: their `input_ids` and `attention_mask` are padded by the
-    tokenizer (on its `padding_side`), and their `labels` are placed on the same positions, with -100 on the
-    padding so that it is not scored. Every evaluation therefore scores the same masked tokens and eval losses
-    compare across epochs (masked anew at each evaluation, one model's eval loss moved by as much as a few training
-    steps changed it)."""
+class MaskingCollator:
+    """The data collator of run_mlm.py, for its two kinds of examples.
 
-    def __init__(self, masking):
+    Training examples (with an `example_index`, no `labels`) are masked one by one by `masking`, a
+    `DataCollatorForLanguageModeling`, from a generator seeded by (`seed`, `epoch`, example index): an example gets
+    new masks every epoch, and the same masks whatever batch, padding, process count or data-loader worker it lands
+    in. A run resumed from a checkpoint therefore trains on the masks the uninterrupted run would have (a collator
+    with one running generator cannot: Trainer checkpoints do not hold its state). `MaskingEpoch` sets `epoch`.
+
+    Examples with `labels` (the evaluation set, masked once by `mask_once`) are not masked again. Either kind is
+    then padded by the tokenizer (on its `padding_side`), with each example's `labels` placed on its own positions
+    and -100 on the padding, which is not scored. Every evaluation therefore scores the same masked tokens and eval
+    losses compare across epochs (masked anew at each evaluation, one model's eval loss moved by as much as a few
+    training steps changed it)."""
+
+    def __init__(self, masking, seed):
         self.masking = masking
+        self.seed = seed
+        self.epoch = 0
 
     def __call__(self, examples):
         if "labels" not in examples[0]:
-            return self.masking(examples)
+            examples = [self.masked(example) for example in examples]
         tokenizer = self.masking.tokenizer
         batch = tokenizer.pad([{k: v for k, v in e.items() if k != "labels"} for e in examples], return_tensors="pt")
         labels = torch.full(batch["input_ids"].shape, -100)  # (B, T): padding is not scored
@@ -123,6 +132,28 @@ class MaskedOnceCollator:
             real.copy_(torch.tensor(example["labels"]))
         batch["labels"] = labels
         return batch
+
+    def masked(self, example):
+        """A training example (tokenized with its `special_tokens_mask`) -> its masked `input_ids` and `labels`
+        (the original ids of the masked tokens, -100 elsewhere), unpadded."""
+        entropy = np.random.SeedSequence((self.seed, self.epoch, example["example_index"]))
+        self.masking.generator = torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0]))
+        input_ids, labels = self.masking.torch_mask_tokens(
+            torch.tensor([example["input_ids"]]), special_tokens_mask=torch.tensor([example["special_tokens_mask"]])
+        )
+        return {"input_ids": input_ids[0].tolist(), "attention_mask": example["attention_mask"],
+                "labels": labels[0].tolist()}
+
+
+class MaskingEpoch(TrainerCallback):
+    """Tells a `MaskingCollator` the epoch that starts (also the one a resumed run starts in)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch: the epochs done, a fraction into the current one where a run resumes mid-epoch
+        self.collator.epoch = math.floor(state.epoch)
 
 
 def mask_once(dataset, masking):
@@ -155,11 +186,27 @@ def main(argv=None):
         per_device_eval_batch_size=128,
         warmup_steps=0.05,
         weight_decay=0.01,
+        remove_unused_columns=False,
     )
+
+
+def check_masking_arguments(training_args):
+    """Raise `ValueError` for data-loading settings under which `MaskingCollator` cannot mask per example and epoch."""
+    if training_args.remove_unused_columns:
+        raise ValueError(
+            "`--remove_unused_columns` must be False (the default of run_mlm.py): its data collator reads the "
+            "`example_index` and `special_tokens_mask` columns, which are not arguments of the model."
+        )
+    if training_args.dataloader_persistent_workers and training_args.dataloader_num_workers > 0:
+        raise ValueError(
+            "`--dataloader_persistent_workers` cannot be used by run_mlm.py: workers that persist keep the data "
+            "collator of the first epoch, so every epoch would mask the same tokens. Leave it out."
+        )
 
 
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
+    check_masking_arguments(training_args)
     raw = load_corpus(data_args)
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_or_train_tokenizer(model_args, training_args, raw["train"]["text"], new_model_length)
@@ -178,17 +225,21 @@ def run(model_args, data_args, training_args):
             batched=True,
             remove_columns=["text"],
         )
+        # each training example's masks are drawn from its index (see MaskingCollator)
+        tokenized["train"] = tokenized["train"].map(lambda _, index: {"example_index": index}, with_indices=True)
 
-    def masking(seed):
+    def masking(seed=None):
         return DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability, seed=seed)
 
+    collator = MaskingCollator(masking(), training_args.seed)
     trainer = SpectralTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
         eval_dataset=mask_once(tokenized["validation"], masking(training_args.seed + 1)),
         processing_class=tokenizer,
-        data_collator=MaskedOnceCollator(masking(training_args.seed)),
+        data_collator=collator,
+        callbacks=[MaskingEpoch(collator)],
     )
 
     def perplexity(eval_metrics):

@@ -201,12 +201,61 @@ def test_mlm_evaluations_score_the_same_masked_tokens(tmp_path):
         return [trainer.evaluate()["eval_loss"] for _ in range(2)]
 
     masked_once = run_mlm.mask_once(tokenized, masking(1))
-    losses = two_evaluations(masked_once, run_mlm.MaskedOnceCollator(masking(0)))
+    losses = two_evaluations(masked_once, run_mlm.MaskingCollator(masking(None), 0))
     assert losses[0] == losses[1]
     tokenizer.padding_side = "left"
-    assert two_evaluations(masked_once, run_mlm.MaskedOnceCollator(masking(0))) == pytest.approx(losses, rel=1e-6)
+    assert two_evaluations(masked_once, run_mlm.MaskingCollator(masking(None), 0)) == pytest.approx(losses, rel=1e-6)
     remasked = two_evaluations(tokenized, masking(0))
     assert remasked[0] != remasked[1]
+
+
+def test_mlm_training_masks_depend_on_example_and_epoch_only(tmp_path):
+    """run_mlm.py masks a training example from its index, the epoch and the seed: the same masks in any batch, with
+    either padding side, and new ones each epoch; special tokens and padding are never masked or scored."""
+    texts = [f"the film number {n} was {'good' if n % 2 else 'dull'} and far too long" * (1 + n % 3) for n in range(6)]
+    tokenizer = common.train_wordpiece_tokenizer(texts, vocab_size=60, model_max_length=64)
+    tokenized = Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], return_special_tokens_mask=True), batched=True, remove_columns=["text"]
+    ).map(lambda _, index: {"example_index": index}, with_indices=True)
+    examples = [dict(row) for row in tokenized]
+    collator = run_mlm.MaskingCollator(DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5), seed=3)
+
+    def masks(batch_rows, epoch=0, padding_side="right"):
+        """{example index: (input_ids, labels) of its real tokens} from one collated batch"""
+        collator.epoch, tokenizer.padding_side = epoch, padding_side
+        batch = collator([examples[row] for row in batch_rows])
+        real = batch["attention_mask"].bool()
+        assert (batch["labels"][~real] == -100).all()
+        return {row: (ids[keep].tolist(), labels[keep].tolist())
+                for row, ids, labels, keep in zip(batch_rows, batch["input_ids"], batch["labels"], real)}
+
+    alone = {row: masks([row])[row] for row in range(6)}
+    assert masks([5, 0, 3, 1, 4, 2]) == alone
+    assert masks([2, 4, 1], padding_side="left") == {row: alone[row] for row in (2, 4, 1)}
+    for row, (input_ids, labels) in alone.items():
+        original = examples[row]["input_ids"]
+        masked = [label != -100 for label in labels]
+        assert [label for label, m in zip(labels, masked) if m] == [token for token, m in zip(original, masked) if m]
+        assert not any(m and special for m, special in zip(masked, examples[row]["special_tokens_mask"]))
+        assert 0 < sum(masked)
+    next_epoch = masks(range(6), epoch=1)
+    assert all(next_epoch[row] != alone[row] for row in range(6))
+    assert masks(range(6), epoch=1) == next_epoch
+
+
+def test_mlm_resumed_run_trains_like_the_uninterrupted_one(tmp_path):
+    """A run_mlm.py run resumed from a checkpoint in the middle of its first epoch ends with the same weights as the
+    run that went on: the training masks do not depend on a generator's state, which checkpoints do not hold."""
+    run = ["--config_overrides", TINY_MODEL, "--vocab_size", "400", "--max_seq_length", "32", "--max_train_samples",
+           "24", "--max_eval_samples", "8", "--per_device_train_batch_size", "8", "--max_steps", "5", "--save_strategy",
+           "steps", "--save_steps", "2", "--eval_strategy", "no", "--pipeline_inputs", "A [MASK] film."]
+    run_example("run_mlm.py", tmp_path / "whole", *run)
+    run_example("run_mlm.py", tmp_path / "resumed", *run, "--resume_from_checkpoint",
+                str(tmp_path / "whole" / "checkpoint-2"), "--tokenizer_name", str(tmp_path / "whole"))
+    whole, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.fixture(scope="module")
