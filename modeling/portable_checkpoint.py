@@ -10,6 +10,7 @@ copied as well. Only the standard library is used here: this file is itself part
 
 import importlib
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ PACKAGE_NAME = "fourierformers"
 # `from fourierformers[.<subpackage>].<module> import ...`: group 1 the indentation, 2 the module, 3 its basename.
 PACKAGE_IMPORT = re.compile(rf"^([ \t]*)from[ \t]+({PACKAGE_NAME}\.(?:\w+\.)*(\w+))[ \t]+import\b", re.MULTILINE)
 SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import\b", re.MULTILINE)
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_TAGS = {
     "AutoModel": "feature-extraction",
@@ -44,29 +47,46 @@ def flat_sources(classes):
     return sources
 
 
-def family_auto_map(model):
-    """`auto_map` for the saved model's config and for every registered model class of its family's file, so one
-    checkpoint loads with `AutoModel` as well as with the Auto class of its own head."""
-    config_class = type(model.config)
+def family_auto_map(model_class, config_class):
+    """`auto_map` for the config class and for every registered model class of the model class's file, so one
+    checkpoint loads with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which
+    may be a subclass that inherited its Auto class, is the one mapped to it)."""
     auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
-    module = sys.modules[type(model).__module__]
+    module = sys.modules[model_class.__module__]
     module_basename = module.__name__.rsplit(".", 1)[-1]
     for value in vars(module).values():
         auto_class = vars(value).get("_auto_class") if isinstance(value, type) else None
         if auto_class is not None and value.__module__ == module.__name__:
             auto_map[auto_class] = f"{module_basename}.{value.__name__}"
+    auto_map[model_class._auto_class] = f"{module_basename}.{model_class.__name__}"
     return auto_map
+
+
+def class_with_source_file(cls):
+    """`cls`, or where its code is in no file that can be copied (a class defined in a script run as `__main__`,
+    whose file is the user's whole script, or typed into `python -c` or a notebook) its nearest base class that is."""
+    for base in cls.__mro__:
+        if base.__module__ != "__main__" and getattr(sys.modules.get(base.__module__), "__file__", None):
+            if base is not cls:
+                logger.warning(
+                    f"{cls.__name__} is defined in `{cls.__module__}`, so its code is not saved with the checkpoint: "
+                    f"it loads with `trust_remote_code=True` as {base.__name__}. Define {cls.__name__} in a module "
+                    "of its own to have its code saved."
+                )
+            return base
+    raise TypeError(f"{cls.__name__} has no base class defined in a source file.")
 
 
 def write_remote_code(model, save_directory):
     """Make the checkpoint in `save_directory` loadable with `trust_remote_code=True` without the package: write the
     flat source files of the model and config classes and add the family's classes to `auto_map` in config.json."""
     save_directory = Path(save_directory)
-    for name, text in flat_sources([type(model), type(model.config)]).items():
+    model_class, config_class = class_with_source_file(type(model)), class_with_source_file(type(model.config))
+    for name, text in flat_sources([model_class, config_class]).items():
         (save_directory / name).write_text(text, encoding="utf-8")
     config_file = save_directory / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["auto_map"] = {**config.get("auto_map", {}), **family_auto_map(model)}
+    config["auto_map"] = {**config.get("auto_map", {}), **family_auto_map(model_class, config_class)}
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

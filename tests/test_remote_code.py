@@ -3,6 +3,7 @@
 which `import fourierformers` fails, giving the original outputs."""
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import transformers
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import load_file, save_file
 
@@ -150,6 +152,55 @@ def test_saved_sources_are_flat_and_complete(family, tmp_path):
         ("AutoModelForImageToImage", "ForPatchRegression"),
     ]:
         assert auto_map[auto_class] == f"modeling_{family}.{prefix}{head}"
+
+
+SUBCLASS_IN_MAIN = """
+import sys
+import fourierformers
+from conftest import tiny_config
+
+class MyClassifier(fourierformers.GFNetForSequenceClassification):
+    pass
+
+MyClassifier(tiny_config("gfnet")).save_pretrained(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "-c"])
+def test_subclass_defined_in_main_saves_the_code_of_its_base_class(how, tmp_path):
+    """A script's own file (or `python -c` code, which has none) is not copied into the checkpoint: it loads with
+    `trust_remote_code=True` as the nearest base class with a source file, and the user is told so."""
+    script = tmp_path / "train_secret.py"
+    script.write_text(SUBCLASS_IN_MAIN)
+    command = [sys.executable, str(script)] if how == "script" else [sys.executable, "-c", SUBCLASS_IN_MAIN]
+    environment = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    result = subprocess.run(
+        [*command, str(tmp_path / "saved")], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MyClassifier is defined in `__main__`" in result.stderr
+    assert "as GFNetForSequenceClassification" in result.stderr
+    saved = tmp_path / "saved"
+    assert not (saved / script.name).exists()
+    assert {"modeling_gfnet.py", "configuration_gfnet.py", "model.safetensors"} <= set(os.listdir(saved))
+    auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSequenceClassification"] == "modeling_gfnet.GFNetForSequenceClassification"
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(saved, trust_remote_code=True)
+    assert type(loaded).__name__ == "GFNetForSequenceClassification"
+
+
+def test_subclass_in_a_module_of_its_own_is_saved_and_mapped(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(
+        "from fourierformers import GFNetForSequenceClassification\n\n\n"
+        "class MyClassifier(GFNetForSequenceClassification):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    my_models = importlib.import_module("my_models")
+    my_models.MyClassifier(tiny_config("gfnet")).save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "my_models.py").exists()
+    auto_map = json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSequenceClassification"] == "my_models.MyClassifier"
+    assert auto_map["AutoConfig"] == "configuration_gfnet.GFNetConfig"
 
 
 @pytest.mark.parametrize("head", HEADS)
