@@ -29,7 +29,9 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 import fourierformers
-from fourierformers.atomic_directory import WEIGHT_FILES, check_output_dir, lies_in, publish, work_dir_for
+from fourierformers.atomic_directory import (
+    WEIGHT_FILES, absolute_path, check_output_dir, lies_in, publish, work_dir_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -584,12 +586,12 @@ def output_dir_written_on_success(training_args):
     """Run the example in a work directory beside `--output_dir` (`<output_dir>.incomplete`) and move it to
     `--output_dir` only when the block succeeds: a failed run leaves `--output_dir` absent or as it was.
 
-    An existing `--output_dir` is replaced when it is empty or holds a saved model (an earlier run); anything else
+    An existing `--output_dir` is replaced when it is empty or holds an earlier run's output only; anything else
     stops the run before it starts, unless `--overwrite_output_dir`. Trainer checkpoints (`--save_strategy steps`
     or `epoch`) are written to the work directory; a failed run keeps it when it holds any, so that training can go
     on with `--resume_from_checkpoint <output_dir>.incomplete/checkpoint-N` and the same `--output_dir`.
     Every process enters the block; the main process prepares the work directory and publishes it."""
-    output_dir = Path(training_args.output_dir).absolute()
+    output_dir = absolute_path(training_args.output_dir)
     check_output_dir(output_dir, training_args.overwrite_output_dir, overwrite_option="--overwrite_output_dir")
     work_dir = work_dir_for(output_dir)
     resuming = resumes_in_work_dir(training_args)

@@ -3,9 +3,10 @@
 The result is built in a work directory beside the destination (`<name>.incomplete`) and moved into place only
 when everything in it has been written, so a run that fails or is interrupted never leaves a half-written model
 directory where a finished one is expected. An existing destination is replaced only when it is empty or holds the
-output of an earlier run (`holds_earlier_output`: a saved model, or an example run's results); anything else is
-refused unless the caller asks to overwrite it, so that a mistyped path cannot delete unrelated files, and a
-destination that contains one of the run's inputs is always refused. So is a destination that is a symbolic link:
+output of an earlier run and nothing else (`holds_earlier_output`: a saved model, or an example run's results, with
+no hidden entries such as `.git` and no folders but Trainer's); anything else is refused unless the caller asks to
+overwrite it, so that a mistyped path cannot delete unrelated files, and a destination that contains one of the
+run's inputs or the current working directory is always refused. So is a destination that is a symbolic link:
 publishing renames directory entries, so it would replace the link by a folder and leave the folder it points to as
 it was.
 """
@@ -13,7 +14,9 @@ it was.
 import contextlib
 import json
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
@@ -23,9 +26,15 @@ REPLACED_SUFFIX = ".replaced"
 WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
+def absolute_path(path):
+    """`path` made absolute with `.` and `..` removed, so that `out/..` names the folder it means, not one called
+    `..` (symbolic links are kept: an output directory that is one is refused, not followed)."""
+    return Path(os.path.abspath(path))
+
+
 def work_dir_for(output_dir):
     """The work directory of `output_dir`: its sibling `<name>.incomplete`, the same in every process."""
-    output_dir = Path(output_dir).absolute()
+    output_dir = absolute_path(output_dir)
     return output_dir.with_name(output_dir.name + WORK_SUFFIX)
 
 
@@ -44,10 +53,25 @@ def holds_saved_model(directory):
 RESULTS_FILE = "all_results.json"  # the metrics every example run writes, also one that saves no model (--do_eval)
 
 
+# Folders a run leaves in its output: Trainer checkpoints and TensorBoard logs.
+RUN_FOLDERS = re.compile(r"checkpoint-\d+|runs")
+
+
+def foreign_entries(directory):
+    """Names in `directory` that no run writes: hidden entries (`.git`, `.venv`) and folders other than
+    `RUN_FOLDERS` (e.g. a project's `src`), which say that a saved model there sits in something else."""
+    return sorted(
+        entry.name for entry in Path(directory).iterdir()
+        if entry.name.startswith(".") or (entry.is_dir() and not RUN_FOLDERS.fullmatch(entry.name))
+    )
+
+
 def holds_earlier_output(directory):
-    """Whether `directory` holds what a run of this project leaves: a saved model (`holds_saved_model`) or the
-    metrics of an example run (`RESULTS_FILE`)."""
-    return holds_saved_model(directory) or (Path(directory) / RESULTS_FILE).is_file()
+    """Whether `directory` holds what a run of this project leaves and nothing else: a saved model
+    (`holds_saved_model`) or the metrics of an example run (`RESULTS_FILE`), and no `foreign_entries`."""
+    directory = Path(directory)
+    has_output = holds_saved_model(directory) or (directory / RESULTS_FILE).is_file()
+    return has_output and not foreign_entries(directory)
 
 
 def lies_in(path, folder):
@@ -59,10 +83,11 @@ def lies_in(path, folder):
 def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=True", inputs=()):
     """Raise `ValueError` unless `output_dir` may receive a new result: it does not exist, is an empty directory,
     holds the output of an earlier run (`holds_earlier_output`), or `overwrite` is set. Whatever `overwrite` says,
-    it must not be a symbolic link (even a dangling one), and none of the paths `inputs` (what the run reads, e.g. the
-    checkpoint it converts) may lie in it. `overwrite_option` is how the caller's user asks for `overwrite` (a
-    command-line flag), named in the message."""
-    output_dir = Path(output_dir)
+    it must not be a symbolic link (even a dangling one), nor contain the current working directory, and none of the
+    paths `inputs` (what the run reads, e.g. the checkpoint it converts) may lie in it; its work directory must be
+    absent or a folder. `overwrite_option` is how the caller's user asks for `overwrite` (a command-line flag), named
+    in the message."""
+    output_dir = absolute_path(output_dir)
     if output_dir.is_symlink():
         # Refused before the run rather than followed: `publish` renames the link itself, and replacing the folder
         # it points to instead could need a move across file systems, after the run, from the work directory.
@@ -71,10 +96,21 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
             f"replace the link, not the folder it points to. Pass that folder ({output_dir.resolve()}) or another "
             "output directory."
         )
+    work_dir = work_dir_for(output_dir)
+    if work_dir.is_symlink() or (work_dir.exists() and not work_dir.is_dir()):
+        raise ValueError(
+            f"{work_dir}, where the run would write its result before moving it to {output_dir}, exists and is not "
+            "a folder; move it away or pass another output directory."
+        )
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
         raise ValueError(f"The output directory {output_dir} is an existing file; pass a directory path.")
+    if lies_in(Path.cwd(), output_dir):
+        raise ValueError(
+            f"The output directory {output_dir} is (or contains) the current working directory {Path.cwd()}, which "
+            "the run would replace when it finishes; pass a folder inside it, e.g. ./outputs."
+        )
     for path in inputs:
         if lies_in(path, output_dir):
             raise ValueError(
@@ -82,27 +118,36 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
                 "finishes; pass another output directory."
             )
     entries = sorted(entry.name for entry in output_dir.iterdir())
-    if entries and not holds_earlier_output(output_dir) and not overwrite:
-        raise ValueError(
-            f"The output directory {output_dir} is not empty and holds no saved model (a config.json with a "
-            f"model_type, and weights) nor an example run's {RESULTS_FILE}: {entries[:5]}"
-            f"{' ...' if len(entries) > 5 else ''}. Pass a new or empty "
-            f"directory or the output of an earlier run (both are replaced), or {overwrite_option} to replace it "
-            "anyway."
+    if not entries or holds_earlier_output(output_dir) or overwrite:
+        return
+    foreign = foreign_entries(output_dir)
+    if foreign and (holds_saved_model(output_dir) or (output_dir / RESULTS_FILE).is_file()):
+        problem = (
+            f"holds an earlier run's output but also {foreign[:5]}{' ...' if len(foreign) > 5 else ''}, which no "
+            "run writes (hidden entries, folders other than checkpoint-N and runs)"
         )
+    else:
+        problem = (
+            f"is not empty and holds no saved model (a config.json with a model_type, and weights) nor an example "
+            f"run's {RESULTS_FILE}: {entries[:5]}{' ...' if len(entries) > 5 else ''}"
+        )
+    raise ValueError(
+        f"The output directory {output_dir} {problem}. Pass a new or empty directory or the output of an earlier run "
+        f"(both are replaced), or {overwrite_option} to replace it anyway."
+    )
 
 
 def publish(work_dir, output_dir):
     """Move the finished `work_dir` to `output_dir`. An existing `output_dir` is renamed aside first and deleted
     after the move, so `output_dir` is at every moment the old directory, the new one, or (between two renames)
     absent, never a mix of both. `output_dir` must not be a symbolic link (`check_output_dir` refuses one)."""
-    output_dir = Path(output_dir).absolute()
+    output_dir = absolute_path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     if not output_dir.exists():
         os.replace(work_dir, output_dir)
         return
-    replaced = output_dir.with_name(output_dir.name + REPLACED_SUFFIX)
-    shutil.rmtree(replaced, ignore_errors=True)
+    # A new empty folder to rename the old output onto: a fixed name could be someone's folder, deleted below.
+    replaced = tempfile.mkdtemp(prefix=output_dir.name + REPLACED_SUFFIX + "-", dir=output_dir.parent)
     os.replace(output_dir, replaced)
     os.replace(work_dir, output_dir)
     shutil.rmtree(replaced)

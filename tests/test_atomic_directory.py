@@ -1,8 +1,9 @@
-"""`atomic_directory` with an output directory that is a symbolic link: refused before the run, link and target
-left as they were (publishing once crashed after the run, and left the link renamed aside and a new folder in its
-place)."""
+"""`atomic_directory`: which existing output directories it replaces and which it refuses, leaving them as they
+were (a symbolic link once crashed publishing after the run, and left the link renamed aside and a new folder in
+its place; a project folder that also held a saved model was once replaced whole)."""
 
 import json
+import os
 import re
 
 import pytest
@@ -50,3 +51,76 @@ def test_output_of_an_evaluation_run_is_replaced(tmp_path):
     with pytest.raises(ValueError, match=r"holds no saved model .* nor an example run's all_results.json"):
         with atomic_directory(earlier):
             pass
+
+
+@pytest.mark.parametrize("extra", [".git", "src"])
+def test_saved_model_inside_something_else_is_refused(tmp_path, extra):
+    """A folder holding a saved model next to a hidden entry or a folder no run writes is not an earlier run's
+    output: replacing it would delete the rest."""
+    project = tmp_path / "project"
+    files = saved_model(project)
+    (project / extra).mkdir()
+    (project / extra / "kept.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"holds an earlier run's output but also \['{re.escape(extra)}'\], which no "
+                                         r"run writes .* or overwrite=True to replace it anyway"):
+        with atomic_directory(project) as work_dir:
+            (work_dir / "config.json").write_text("{}")
+    assert (project / extra / "kept.txt").read_text() == "mine"
+    assert {path.name: path.read_bytes() for path in project.iterdir() if path.is_file()} == files
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["project"]
+
+
+def test_trainer_folders_belong_to_an_earlier_run(tmp_path):
+    earlier = tmp_path / "earlier"
+    saved_model(earlier)
+    (earlier / "checkpoint-10").mkdir()
+    (earlier / "runs").mkdir()
+    with atomic_directory(earlier) as work_dir:
+        (work_dir / "all_results.json").write_text("{}")
+    assert [path.name for path in earlier.iterdir()] == ["all_results.json"]
+
+
+@pytest.mark.parametrize("spelling", [".", "..", "{cwd}"])
+def test_output_dir_containing_the_working_directory_is_refused(tmp_path, monkeypatch, spelling):
+    project = tmp_path / "project"
+    saved_model(project)
+    (project / "train.py").write_text("mine")
+    (project / "inner").mkdir()
+    monkeypatch.chdir(project / "inner" if spelling == ".." else project)
+    before = sorted(os.listdir(project))
+    with pytest.raises(ValueError, match=r"is \(or contains\) the current working directory .*pass a folder inside it"):
+        with atomic_directory(spelling.format(cwd=project), overwrite=True):
+            pass
+    assert sorted(os.listdir(project)) == before and sorted(os.listdir(tmp_path)) == ["project"]
+
+
+def test_dot_dot_in_the_output_dir_names_the_folder_it_means(tmp_path):
+    with atomic_directory(tmp_path / "a" / "b" / "..") as work_dir:
+        assert work_dir == tmp_path / "a.incomplete"
+        (work_dir / "all_results.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["all_results.json"]
+
+
+def test_a_users_folder_named_like_the_replaced_output_is_kept(tmp_path):
+    earlier = tmp_path / "out"
+    saved_model(earlier)
+    (tmp_path / "out.replaced").mkdir()
+    (tmp_path / "out.replaced" / "kept.txt").write_text("mine")
+    with atomic_directory(earlier) as work_dir:
+        (work_dir / "all_results.json").write_text("{}")
+    assert (tmp_path / "out.replaced" / "kept.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["out", "out.replaced"]
+
+
+@pytest.mark.parametrize("kind", ["symbolic link", "file"])
+def test_work_dir_that_is_not_a_folder_is_refused(tmp_path, kind):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    work_dir = tmp_path / "out.incomplete"
+    work_dir.symlink_to(elsewhere) if kind == "symbolic link" else work_dir.write_text("mine")
+    with pytest.raises(ValueError, match=r"out\.incomplete, where the run would write its result before moving it "
+                                         r"to .*out, exists and is not a folder"):
+        with atomic_directory(tmp_path / "out"):
+            pass
+    assert work_dir.is_symlink() if kind == "symbolic link" else work_dir.read_text() == "mine"
+    assert not (tmp_path / "out").exists()
