@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-import transformers
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import load_file, save_file
 
@@ -185,8 +184,6 @@ def test_subclass_defined_in_main_saves_the_code_of_its_base_class(how, tmp_path
     assert {"modeling_gfnet.py", "configuration_gfnet.py", "model.safetensors"} <= set(os.listdir(saved))
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_gfnet.GFNetForSequenceClassification"
-    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(saved, trust_remote_code=True)
-    assert type(loaded).__name__ == "GFNetForSequenceClassification"
 
 
 def test_subclass_in_a_module_of_its_own_is_saved_and_mapped(tmp_path, monkeypatch):
