@@ -66,12 +66,15 @@ def foreign_entries(directory):
     )
 
 
+def holds_run_output(directory):
+    """Whether `directory` holds what a run of this project leaves: a saved model (`holds_saved_model`) or the
+    metrics of an example run (`RESULTS_FILE`), whatever else it holds."""
+    return holds_saved_model(directory) or (Path(directory) / RESULTS_FILE).is_file()
+
+
 def holds_earlier_output(directory):
-    """Whether `directory` holds what a run of this project leaves and nothing else: a saved model
-    (`holds_saved_model`) or the metrics of an example run (`RESULTS_FILE`), and no `foreign_entries`."""
-    directory = Path(directory)
-    has_output = holds_saved_model(directory) or (directory / RESULTS_FILE).is_file()
-    return has_output and not foreign_entries(directory)
+    """Whether `directory` holds a run's output (`holds_run_output`) and nothing else (no `foreign_entries`)."""
+    return holds_run_output(directory) and not foreign_entries(directory)
 
 
 def lies_in(path, folder):
@@ -121,7 +124,7 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
     if not entries or holds_earlier_output(output_dir) or overwrite:
         return
     foreign = foreign_entries(output_dir)
-    if foreign and (holds_saved_model(output_dir) or (output_dir / RESULTS_FILE).is_file()):
+    if foreign and holds_run_output(output_dir):
         problem = (
             f"holds an earlier run's output but also {foreign[:5]}{' ...' if len(foreign) > 5 else ''}, which no "
             "run writes (hidden entries, folders other than checkpoint-N and runs)"
