@@ -1124,6 +1124,8 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
                 f"got {tuple(labels.shape)}."
             )
     elif problem_type == "single_label_classification":
+        if tuple(labels.shape) == (batch_size, 1):  # a column of class indices, as BERT's heads accept
+            labels = labels.reshape(batch_size)
         return validate_class_labels(labels, (batch_size,), num_labels)
     else:
         if tuple(labels.shape) != (batch_size, num_labels):
@@ -1150,15 +1152,15 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
 
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
     """Loss by `config.problem_type`, inferred when unset (and then stored in the config), as transformers does
-    but by shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) -> single-label
-    (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
+    but by shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) or (B, 1) ->
+    single-label (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
     logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = logits.shape[-1]  # the built classifier's, even where `config.num_labels` was changed since
     problem_type = config.problem_type
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"
-        elif torch.is_tensor(labels) and is_integer_tensor(labels) and labels.ndim == 1:
+        elif torch.is_tensor(labels) and is_integer_tensor(labels) and (labels.ndim == 1 or labels.shape[1:] == (1,)):
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"

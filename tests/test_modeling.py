@@ -348,7 +348,8 @@ def test_dropout_acts_in_training_only(family, monkeypatch):
 @pytest.mark.parametrize(
     "problem_type,num_labels,label_kind",
     [("regression", 1, "float"), ("single_label_classification", 3, "index"), ("multi_label_classification", 3, "multi_hot"),
-     (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot"), (None, 3, "soft_multi_hot")],
+     (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot"), (None, 3, "soft_multi_hot"),
+     (None, 3, "index_column"), ("single_label_classification", 3, "index_column")],
 )
 def test_problem_types(family, problem_type, num_labels, label_kind):
     model = build(family, "ForSequenceClassification", num_labels=num_labels, problem_type=problem_type)
@@ -356,6 +357,7 @@ def test_problem_types(family, problem_type, num_labels, label_kind):
     labels = {
         "float": torch.randn(BATCH) if num_labels == 1 else torch.randn(BATCH, num_labels),
         "index": torch.randint(0, num_labels, (BATCH,)),
+        "index_column": torch.randint(0, num_labels, (BATCH, 1)),  # as BertForSequenceClassification accepts
         "multi_hot": torch.randint(0, 2, (BATCH, num_labels)).float(),
         "soft_multi_hot": torch.rand(BATCH, num_labels),
     }[label_kind]
@@ -364,6 +366,7 @@ def test_problem_types(family, problem_type, num_labels, label_kind):
     expected = {
         "float": lambda: torch.nn.functional.mse_loss(logits.squeeze(-1), labels),
         "index": lambda: torch.nn.functional.cross_entropy(logits, labels),
+        "index_column": lambda: torch.nn.functional.cross_entropy(logits, labels.view(-1)),
         "multi_hot": lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
         "soft_multi_hot": lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
     }[label_kind]()
@@ -371,6 +374,7 @@ def test_problem_types(family, problem_type, num_labels, label_kind):
     inferred = {
         "float": "regression",
         "index": "single_label_classification",
+        "index_column": "single_label_classification",
         "multi_hot": "multi_label_classification",
         "soft_multi_hot": "multi_label_classification",
     }
