@@ -366,8 +366,17 @@ class SpectralConfig(PretrainedConfig):
         """A saved `config_dict` of an older format (no `fourierformers_format`) marked as the current one, with a
         warning for each field whose value means something else since (`CHANGED_IN_FORMAT_2`): the weights load, but
         the model computes another function than the one saved (fine-tune it again). A packing strategy that no
-        longer exists is a `ValueError` naming tinyBIG's strategies."""
+        longer exists is a `ValueError` naming tinyBIG's strategies. A config of a newer format than this version's
+        loads as it is, with a warning: its fields may mean what this version does not know."""
         if "fourierformers_format" in config_dict:
+            saved_format = config_dict["fourierformers_format"]
+            _check_positive_int("fourierformers_format", saved_format)
+            if saved_format > CONFIG_FORMAT:
+                logger.warning(
+                    f"This {cls.__name__} was saved in format {saved_format} by a later version, but this version "
+                    f"of fourierformers reads formats up to {CONFIG_FORMAT}: fields whose meaning has changed since "
+                    "are read the old way. Upgrade fourierformers to load it as saved."
+                )
             return config_dict
         for field, value in config_dict.items():
             if not isinstance(value, str):  # the changed values are names
@@ -571,7 +580,7 @@ class SpectralConfig(PretrainedConfig):
         super().validate_architecture()
         for name in (
             "vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings", "num_labels",
-            "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads",
+            "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads", "fourierformers_format",
         ):
             _check_positive_int(name, getattr(self, name))
         if not isinstance(self.intermediate_size, int) or isinstance(self.intermediate_size, bool) or (

@@ -204,6 +204,21 @@ def test_a_config_saved_before_format_2_warns_of_fields_that_changed_meaning(fie
         assert any(re.search(message, record.getMessage()) for record in caplog.records)
 
 
+def test_a_config_of_a_newer_format_loads_with_a_warning_and_keeps_its_format(tmp_path, caplog):
+    """A config written by a later version, whose fields may mean something this version does not know, loads (the
+    weights still fit) but says so; an invalid format is refused like any other field."""
+    tiny_config("gfnet").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "fourierformers_format": 3}))
+    with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
+        assert AutoConfig.from_pretrained(tmp_path).fourierformers_format == 3
+    assert any(re.search(r"format 3 .*this version of fourierformers reads formats up to 2", record.getMessage())
+               for record in caplog.records)
+    for bad in (0, "2", 2.0):
+        with pytest.raises(ValueError, match=r"`fourierformers_format` must be a positive integer, got"):
+            GFNetConfig.from_dict({**saved, "fourierformers_format": bad})
+
+
 def test_a_sphere_strategy_that_no_longer_exists_is_refused_naming_tinybigs(tmp_path):
     config = tiny_config("gfnet", image_size=(8, 16, 16), spatial_dims=3, patch_size=5, patch_shape="sphere",
                          packing_strategy="dense_simple_cubic")
