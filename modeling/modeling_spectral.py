@@ -520,8 +520,9 @@ def realign_memory_mapped_tensors(model):
 
 def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
-    hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights must be readable (`OSError`
-    naming the file: truncated downloads and copies fail here rather than deep in the loader); and its
+    hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights, and the index and every shard
+    of sharded ones, must be readable (`OSError` naming the file: truncated downloads and copies fail here rather
+    than deep in the loader); and its
     `config.json` must be of `model_class`'s model type (`ValueError` naming both and the class to use)."""
     path = Path(pretrained_model_name_or_path)
     if not path.exists():
@@ -539,8 +540,13 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     index_file = folder / "model.safetensors.index.json"
     weight_files = [folder / "model.safetensors"]
     if index_file.is_file():
-        shards = set(json.loads(index_file.read_text())["weight_map"].values())
-        weight_files = [folder / name for name in sorted(shards)]
+        weight_files = [folder / name for name in shard_names(index_file)]
+        missing = [weight_file.name for weight_file in weight_files if not weight_file.is_file()]
+        if missing:
+            raise OSError(
+                f"{index_file} lists the shard {missing[0]}, which is not in {folder}: the checkpoint was copied or "
+                "downloaded incompletely. Copy, download or save it again."
+            )
     for weight_file in weight_files:
         if weight_file.is_file():
             try:
@@ -569,6 +575,22 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
             f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
         )
     warn_of_another_fft_length(model_class.config_class.from_json_file(config_file), kwargs)
+
+
+def shard_names(index_file):
+    """The sorted shard file names that a `model.safetensors.index.json` maps weights to; `OSError` naming the file
+    where it is not JSON with a `weight_map` of names to shard file names."""
+    try:
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+        names = set(weight_map.values())
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError(f"shard names must be strings, got {sorted(map(repr, names))}")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise OSError(
+            f"Cannot read the weight index {index_file} ({type(error).__name__}: {error}): it must be JSON with a "
+            "`weight_map` from weight names to shard files. Copy, download or save the checkpoint again."
+        ) from error
+    return sorted(names)
 
 
 def warn_of_another_fft_length(saved, kwargs):

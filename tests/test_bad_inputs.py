@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
@@ -448,6 +449,14 @@ def checkpoints(tmp_path_factory):
     (root / "no_weights" / "model.safetensors").unlink()
     shutil.copytree(root / "gfnet", root / "bad_json")
     (root / "bad_json" / "config.json").write_text('{"model_type": "gfnet", ')
+    with safe_open(root / "gfnet" / "model.safetensors", framework="pt") as weights:
+        names = list(weights.keys())
+    for name, index in (("bad_index", '{"weight_map": '), ("index_without_map", '{"metadata": {}}'),
+                        ("missing_shard", json.dumps({"weight_map": {key: "model-00002-of-00002.safetensors"
+                                                                     for key in names}}))):
+        shutil.copytree(root / "gfnet", root / name)
+        (root / name / "model.safetensors").rename(root / name / "model-00001-of-00002.safetensors")
+        (root / name / "model.safetensors.index.json").write_text(index)
     return root
 
 
@@ -458,6 +467,13 @@ FROM_PRETRAINED_ROWS = [
     ("truncated header", GFNetForSequenceClassification, "truncated_header", {}, OSError, r"truncated or corrupt"),
     ("no weights file", GFNetForSequenceClassification, "no_weights", {}, OSError, r"no file named model.safetensors"),
     ("invalid config.json", GFNetForSequenceClassification, "bad_json", {}, OSError, r"not a valid JSON file"),
+    ("invalid weight index", GFNetForSequenceClassification, "bad_index", {}, OSError,
+     r"Cannot read the weight index .*model.safetensors.index.json \(.*\): it must be JSON with a `weight_map` "
+     r"from weight names to shard files"),
+    ("weight index without a map", AutoModelForSequenceClassification, "index_without_map", {}, OSError,
+     r"Cannot read the weight index .*: it must be JSON with a `weight_map`"),
+    ("missing shard", GFNetForSequenceClassification, "missing_shard", {}, OSError,
+     r"lists the shard model-00002-of-00002.safetensors, which is not in .*missing_shard"),
     ("missing folder", GFNetForSequenceClassification, "missing", {}, OSError,
      r"No checkpoint folder at .*missing: the directory does not exist"),
     ("another family", GFNetForSequenceClassification, "afno", {}, ValueError,
