@@ -234,3 +234,15 @@ def test_model_card_is_not_overwritten(tmp_path):
     model_class("gfnet", "Model")(tiny_config("gfnet")).save_pretrained(tmp_path)
     assert (tmp_path / "README.md").read_text() == "my own card"
     assert load_file(tmp_path / "model.safetensors")
+
+
+def test_a_generated_model_card_follows_the_model_saved_over_it_and_an_edited_one_is_kept(tmp_path):
+    model_class("gfnet", "Model")(tiny_config("gfnet")).save_pretrained(tmp_path)
+    assert "pipeline_tag: feature-extraction" in (tmp_path / "README.md").read_text()
+    model_class("gfnet", "ForTokenClassification")(tiny_config("gfnet")).save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "pipeline_tag: token-classification" in card and "feature-extraction" not in card
+    edited = card.replace("## Intended use", "## Intended use\n\nTags people in our support tickets.")
+    (tmp_path / "README.md").write_text(edited)
+    model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet")).save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == edited
