@@ -163,7 +163,7 @@ class SpectralConfig(PretrainedConfig):
         max_position_embeddings (`int`): Longest sequence. It is also the fixed FFT length of the spectral mixers,
             which is what makes a sequence's outputs independent of the padding of its batch.
         position_embedding_type (`str`): `"absolute"` (learned), `"sinusoidal"` (fixed) or `"none"`.
-        type_vocab_size (`int`): Number of token type ids; 0 disables token type embeddings.
+        type_vocab_size (`int`): Number of token type ids; 0 disables token type embeddings. Text models only.
         layer_norm_eps (`float`): Epsilon of every normalisation layer.
         norm_type (`str`): `"layer_norm"` or `"rms_norm"` (no mean subtraction and no bias, as nvSubquadratic's
             option): the type of every learned normalisation layer (embeddings, blocks, cascade stages, the final
@@ -173,8 +173,10 @@ class SpectralConfig(PretrainedConfig):
         mixer_residual (`bool`): Whether the mixer branch has its own residual. The original GFNet and AFNO use a
             single residual around mixer and MLP together (`False`); only valid with `norm_first=True`.
         layer_scale_init_value (`float`, *optional*): Enables LayerScale with this initial value.
-        embedding_layer_norm (`bool`): A norm (`norm_type`) after summing the embeddings.
-        embedding_projection (`bool`): Linear projection after the embedding norm (as in FNet).
+        embedding_layer_norm (`bool`): A norm (`norm_type`) after summing the token embeddings. Text models only:
+            an image model's patch embedding has no norm, as in GFNet and AFNO.
+        embedding_projection (`bool`): Linear projection after the embedding norm (as in FNet). Text models only:
+            an image model's patch embedding is its projection.
         initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
         pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens), `"max"`
             (per-channel maximum over real tokens) or `"attention"` (average over real tokens weighted by learned

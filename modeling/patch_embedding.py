@@ -4,7 +4,8 @@
 convolution whose kernel is masked to a cuboid, cylinder or sphere. `GridDownsample` halves the grid between the
 stages of a hierarchical model. `resize_grid` interpolates position embeddings and `resize_filter` global filters to
 another grid, as the original GFNet does to fine-tune at a higher resolution; the same routines serve loading at
-another `image_size` and `interpolate_pos_encoding=True` in forward, so both give the same model.
+another `image_size` and `interpolate_pos_encoding=True` in forward, so both give the same model on larger images.
+(A smaller image is zero-padded into the built FFT grid instead, which a model rebuilt at that size does not do.)
 """
 
 import torch
