@@ -652,10 +652,10 @@ class SpectralConfig(PretrainedConfig):
                     "`intermediate_size=0` (blocks without an MLP) needs `mixer_residual=True`: `mixer_residual=False` "
                     "puts one residual around mixer and MLP together, and there is no MLP."
                 )
-            if "none" in self.mixer_layout:
+            if "none" in self.mixer_layout and self.condition_type is None:
                 raise ValueError(
                     f"`intermediate_size=0` (blocks without an MLP) leaves layer {self.mixer_layout.index('none')}, "
-                    "whose mixer is \"none\", empty: give every layer a mixer or an MLP."
+                    "whose mixer is \"none\", empty: give every layer a mixer, an MLP or a `condition_type`."
                 )
         _check_choice("condition_type", self.condition_type, CONDITION_TYPES)
         if self.condition_type is None and self.condition_size is not None:

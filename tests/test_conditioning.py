@@ -100,6 +100,26 @@ def test_bad_condition_config_is_rejected():
         tiny_config("gfnet", condition_type="adaln_zero", condition_size=0)
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("condition_type", ["cross_attention", "adaln_zero"])
+def test_a_block_of_only_its_conditioning_branch_is_allowed(condition_type, norm_first):
+    """A "none" mixer without an MLP leaves a block that only conditions (a decoder-style cross-attention layer);
+    without a condition such a block would be empty and is refused."""
+    config = conditioned_config("gfnet", condition_type, intermediate_size=0, mixer_layout=["none", "global_filter"],
+                                norm_first=norm_first)
+    model = randomise(model_class("gfnet", "Model")(config))
+    first = model.layers[0]
+    assert first.mixer is None and first.mlp is None and first.condition_mixer is not None
+    hidden = torch.randn(3, 9, config.hidden_size)
+    condition = make_condition(condition_type)
+    out, _ = first(hidden, condition=condition)
+    expected = first._condition(hidden, condition, "sdpa", None)  # x + branch(x, condition), nothing else
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, hidden)
+    with pytest.raises(ValueError, match=r"leaves layer 0, whose mixer is \"none\", empty"):
+        tiny_config("gfnet", intermediate_size=0, mixer_layout=["none", "global_filter"])
+
+
 @pytest.mark.parametrize("head", HEADS)
 @family_and_type
 def test_every_head_uses_the_condition_and_trains_the_branch(family, condition_type, head):
