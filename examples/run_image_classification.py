@@ -162,12 +162,15 @@ def default_patch_and_image_size(image_size):
 
 def image_processor_for(model_args, config):
     """The image processor of the checkpoint (its normalisation kept), or a new one that scales pixels to
-    [-1, 1]; resizing to the model's `image_size` either way, so that it fits the final config."""
+    [-1, 1]; resizing to the model's `image_size` either way, so that it fits the final config. A processor that
+    center-crops after resizing (CLIP's, DeiT's) resizes and crops to that size."""
     size = config.image_size
     height, width = (size, size) if isinstance(size, int) else size
     if model_args.model_name_or_path is not None:
         image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
         image_processor.size = {"height": height, "width": width}
+        if getattr(image_processor, "do_center_crop", False):
+            image_processor.crop_size = {"height": height, "width": width}
         return image_processor
     return ViTImageProcessor(
         size={"height": height, "width": width},

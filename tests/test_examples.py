@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES
 from datasets import Dataset
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
@@ -24,6 +26,7 @@ from transformers import (
     AutoModelForTokenClassification,
     BertConfig,
     BertForMaskedLM,
+    CLIPImageProcessor,
     DataCollatorForLanguageModeling,
     Trainer,
     TrainingArguments,
@@ -588,6 +591,16 @@ def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_pa
     assert saved_config(tmp_path / "8px")["image_size"] == 8
     processor = json.loads((tmp_path / "8px" / "preprocessor_config.json").read_text())
     assert processor["size"] == {"height": 8, "width": 8}
+
+
+def test_a_checkpoints_center_cropping_processor_makes_images_of_the_models_size(tmp_path):
+    """A checkpoint's processor that resizes the short edge and center-crops (as CLIP's and DeiT's do) is set to
+    the model's image size in both steps: it kept its crop size, which then mismatched the model."""
+    CLIPImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 20, "width": 20}).save_pretrained(tmp_path)
+    config = SimpleNamespace(image_size=[8, 12])
+    processor = run_image_classification.image_processor_for(SimpleNamespace(model_name_or_path=str(tmp_path)), config)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 17, 3), dtype=np.uint8))
+    assert tuple(processor(image, return_tensors="pt").pixel_values.shape) == (1, 3, 8, 12)
 
 
 def test_evaluating_at_the_checkpoints_image_size_spelled_otherwise(tmp_path):
