@@ -10,6 +10,7 @@ Data path:
     last_hidden_state -> token classifier / masked-LM head
 """
 
+import contextlib
 import copy
 import json
 import operator
@@ -431,7 +432,8 @@ class SpectralPreTrainedModel(PreTrainedModel):
         if requested is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         config_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "local_files_only") if key in kwargs}
-        saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        with warnings_of_reading_configs_muted(cls.config_class):
+            saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
         if not saved.is_vision:
             raise ValueError(
                 f"`image_size`={requested!r} applies to image checkpoints, but {pretrained_model_name_or_path} holds a "
@@ -518,6 +520,18 @@ def realign_memory_mapped_tensors(model):
                     tensors[name] = tensor.clone()
 
 
+@contextlib.contextmanager
+def warnings_of_reading_configs_muted(config_class):
+    """Mute the warnings that reading a saved `config_class` logs (fields dropped, another format) while a check
+    reads a checkpoint's config a second time: `from_pretrained` reads it too, and each warning is logged once."""
+    config_logger = logging.get_logger(config_class.drop_ignored_fields.__module__)
+    was_disabled, config_logger.disabled = config_logger.disabled, True
+    try:
+        yield
+    finally:
+        config_logger.disabled = was_disabled
+
+
 def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
     hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights, and the index and every shard
@@ -559,9 +573,12 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
                 ) from error
     config_file = folder / "config.json"
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        saved_fields = json.loads(config_file.read_text())
     except (OSError, ValueError):
         return  # no readable config.json: transformers' own error says so
+    if not isinstance(saved_fields, dict):
+        return
+    model_type = saved_fields.get("model_type")
     if model_type != expected and isinstance(config, PretrainedConfig):
         # an Auto class picked the model class from `config=`: the config, not the class, is what to change
         raise ValueError(
@@ -574,7 +591,7 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
             f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
             f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
         )
-    warn_of_another_fft_length(model_class.config_class.from_json_file(config_file), kwargs)
+    warn_of_another_fft_length(model_class.config_class, config_file, saved_fields, kwargs)
 
 
 def shard_names(index_file):
@@ -593,15 +610,20 @@ def shard_names(index_file):
     return sorted(names)
 
 
-def warn_of_another_fft_length(saved, kwargs):
-    """Warn when a text checkpoint (config `saved`) is loaded with another `max_position_embeddings` (a keyword or
+def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
+    """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another `max_position_embeddings` (a keyword or
     `config=`) that its weights still fit: without learned positions or global filters, whose sizes would not match,
     nothing in the load report says that the Fourier and AFNO mixers now transform over another length, so that the
-    model computes another function of the same weights."""
+    model computes another function of the same weights. The saved config is built only for another length."""
     config = kwargs.get("config")
     requested = config.max_position_embeddings if isinstance(config, PretrainedConfig) else None
     requested = kwargs.get("max_position_embeddings", requested)
-    if saved.is_vision or requested is None or requested == saved.max_position_embeddings:
+    saved_length = saved_fields.get("max_position_embeddings", config_class.max_position_embeddings)
+    if requested is None or requested == saved_length:
+        return
+    with warnings_of_reading_configs_muted(config_class):
+        saved = config_class.from_json_file(config_file)
+    if saved.is_vision or requested == saved.max_position_embeddings:
         return
     mixers = saved.mixers_used
     if saved.position_embedding_type != "absolute" and "global_filter" not in mixers and mixers & {"fourier", "afno"}:
