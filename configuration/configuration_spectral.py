@@ -12,7 +12,7 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
 
-from .mixer_layout import expand_mixer_layout, mixer_names, validate_mixer_layout
+from .mixer_layout import MIXER_TYPES, expand_mixer_layout, mixer_names, validate_mixer_layout
 from .patch_geometry import PATCH_SHAPES, patch_geometry, patches_centred, per_axis
 
 logger = logging.get_logger(__name__)
@@ -24,6 +24,8 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 FILTER_ACTIVATIONS = ("identity", "sigmoid", "tanh")
 FFT_NORMS = ("backward", "ortho", "forward")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+DEFAULT_NUM_HIDDEN_LAYERS = 4  # without `depths`
+AFNO_MODE_FIELDS = ("afno_num_modes", "afno_kept_modes")
 # Keyword arguments of the seed libraries (spectrans' models and blocks, tinyBIG's grid layer), which a config would
 # otherwise store and ignore, as transformers configs do with unknown keywords; each with what to do instead.
 SEED_KEYWORDS = {
@@ -153,12 +155,14 @@ class SpectralConfig(PretrainedConfig):
     Args:
         vocab_size (`int`): Number of token ids.
         hidden_size (`int`): Width D of the channels-last hidden states `(B, *grid, D)`.
-        num_hidden_layers (`int`): Number of blocks.
+        num_hidden_layers (`int`, *optional*): Number of blocks. Default: sum(depths) for a hierarchical model,
+            else 4.
         intermediate_size (`int`): Width of the MLP in each block; 0 builds no MLP branch (no MLP, no MLP norm): a
             mixer-only model, the ablation of nvSubquadratic's `ResidualBlock` with its MLP set to `Identity`.
         hidden_act (`str`): MLP activation, any key of `transformers.activations.ACT2FN`.
         hidden_dropout_prob (`float`): Dropout on embeddings and on the output of every block branch.
-        drop_path_rate (`float`): Stochastic depth rate of the last block, growing linearly from 0 at the first.
+        drop_path_rate (`float`): Stochastic depth rate of the last block, growing linearly from 0 at the first (so a
+            one-block model drops nothing, as in timm and the original GFNet).
         classifier_dropout (`float`, *optional*): Dropout before the classifier; `hidden_dropout_prob` if unset.
         max_position_embeddings (`int`): Longest sequence. It is also the fixed FFT length of the spectral mixers,
             which is what makes a sequence's outputs independent of the padding of its batch.
@@ -225,7 +229,8 @@ class SpectralConfig(PretrainedConfig):
         hidden_sizes (`list[int]`, *optional*): Widths (positive integers) of the stages of a hierarchical model
             (GFNet-H); a 2x strided downsampling convolution joins consecutive stages. Needs `depths`; the last width
             must equal `hidden_size` and each stage's MLP is `intermediate_size / hidden_size` times its width.
-        depths (`list[int]`, *optional*): Blocks per stage, each at least 1; their sum must equal `num_hidden_layers`.
+        depths (`list[int]`, *optional*): Blocks per stage, each at least 1; their sum is `num_hidden_layers` (which,
+            where given too, must equal it).
         afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
             frequency indices (distinct) or None (all); overrides `afno_num_modes` (the region the original AFNO code
             keeps).
@@ -246,7 +251,7 @@ class SpectralConfig(PretrainedConfig):
 
     vocab_size: int = 30522
     hidden_size: int = 256
-    num_hidden_layers: int = 4
+    num_hidden_layers: int | None = None
     intermediate_size: int = 1024
     hidden_act: str = "gelu"
     hidden_dropout_prob: float | int = 0.1
@@ -306,6 +311,9 @@ class SpectralConfig(PretrainedConfig):
                 f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of "
                 f"{type(self).__name__}, which would store and ignore it: {SEED_KEYWORDS[name]}."
             )
+        if self.num_hidden_layers is None:  # a hierarchical model's depth follows its stages, as in Swin's config
+            stages = self.depths if isinstance(self.depths, (list, tuple)) and all(map(_is_int, self.depths)) else None
+            self.num_hidden_layers = sum(stages) if stages else DEFAULT_NUM_HIDDEN_LAYERS
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)  # the default layout has one entry per layer
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
@@ -400,11 +408,11 @@ class SpectralConfig(PretrainedConfig):
     @classmethod
     def drop_ignored_fields(cls, config_dict):
         """A copy of a saved `config_dict` without the fields that the model never used, logging a warning for each:
-        keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, image fields
-        (or invalid patch fields) in a text config, a position embedding type other than the learned one in an
-        image config, and `afno_num_modes` beside `afno_kept_modes`. Older versions stored them and ignored them;
-        the constructor now refuses them, which would make those checkpoints unloadable, so a loaded config drops
-        them as the saved model did."""
+        keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, image fields (or
+        invalid patch fields) in a text config, a position embedding type other than the learned one in an image config,
+        `afno_num_modes` beside `afno_kept_modes`, and either without an AFNO layer. Older versions stored them and
+        ignored them; the constructor now refuses them, which would make those checkpoints unloadable, so a loaded
+        config drops them as the saved model did."""
         reasons = {name: f"a keyword of the seed libraries (spectrans, tinyBIG) that the model never used; "
                    f"{SEED_KEYWORDS[name]}" for name in config_dict.keys() & SEED_KEYWORDS.keys()}
         if config_dict.get("condition_size") is not None and config_dict.get("condition_type") is None:
@@ -421,9 +429,23 @@ class SpectralConfig(PretrainedConfig):
             reasons["position_embedding_type"] = "image models always learned one position embedding per grid cell"
         if config_dict.get("afno_kept_modes") is not None and config_dict.get("afno_num_modes") is not None:
             reasons["afno_num_modes"] = "`afno_kept_modes` overrode it"
+        if "afno" not in cls.saved_mixers(config_dict):
+            for name in AFNO_MODE_FIELDS:
+                if config_dict.get(name) is not None:
+                    reasons[name] = "no layer of the model has an AFNO mixer"
         for name in sorted(reasons):
             logger.warning(f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: {reasons[name]}.")
         return {name: value for name, value in config_dict.items() if name not in reasons}
+
+    @classmethod
+    def saved_mixers(cls, config_dict):
+        """The mixer names of a saved config's layout (the family default where it has none); all mixers where the
+        layout is invalid, which the constructor then reports."""
+        depth = config_dict.get("num_hidden_layers") or DEFAULT_NUM_HIDDEN_LAYERS
+        try:
+            return mixer_names(expand_mixer_layout(config_dict.get("mixer_layout") or cls.default_layout(depth), depth))
+        except (TypeError, ValueError, KeyError):
+            return set(MIXER_TYPES)
 
     @property
     def mixers_used(self):
@@ -683,6 +705,14 @@ class SpectralConfig(PretrainedConfig):
                     raise ValueError(
                         f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
                         f"hidden_sizes={self.stage_hidden_sizes}."
+                    )
+        else:
+            for name in AFNO_MODE_FIELDS:
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"`{name}` ({getattr(self, name)!r}) selects the modes of AFNO mixers, and no layer uses one "
+                        f"(mixers {sorted(mixers_used)}): add an 'afno' layer to `mixer_layout` or leave `{name}` "
+                        "unset (None)."
                     )
         uses_heads = (
             "attention" in mixers_used or self.condition_type == "cross_attention" or self.pooling == "attention"

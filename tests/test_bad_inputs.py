@@ -152,6 +152,10 @@ CONFIG_ROWS = [
      r"Image models learn a position embedding per grid cell: `position_embedding_type` must be 'absolute'"),
     (dict(IMAGE, afno_kept_modes=[[0, 1], None], afno_num_modes=2),
      r"Give at most one of `afno_kept_modes` .* and `afno_num_modes`"),
+    (dict(mixer_layout=["global_filter", "fourier"], afno_num_modes=2),
+     r"`afno_num_modes` \(2\) selects the modes of AFNO mixers, and no layer uses one \(mixers \['fourier', 'global_"),
+    (dict(IMAGE, mixer_layout=["fourier", "attention"], afno_kept_modes=[[0, 1], None]),
+     r"`afno_kept_modes` \(\[\[0, 1\], None\]\) .* add an 'afno' layer to `mixer_layout` or leave"),
 ]
 
 
@@ -372,6 +376,9 @@ def test_pixel_forward(family, head, inputs, message):
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=2),
          r"needs non-overlapping cuboid patches .* got kernel \(4, 4\), stride \(2, 2\)"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=4, centered_patches=True),
+         r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
+        # a 2-pixel patch is centred with no padding, so the 17-pixel image passed and lost its last pixels
+        ("ForPatchRegression", dict(IMAGE, image_size=17, patch_size=2, num_output_channels=2, centered_patches=True),
          r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
         ("ForMaskedLM", IMAGE, r"ForMaskedLM takes token inputs and needs a text config \(no image_size\)"),
         ("ForSequenceClassification", IMAGE, r"takes token inputs and needs a text config .*XForImageClassification"),

@@ -8,7 +8,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, FNetConfig
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
 
-from fourierformers import GFNetConfig
+from fourierformers import GFNetConfig, GFNetForImageClassification
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -162,7 +162,8 @@ def test_fields_older_versions_ignored_are_dropped_when_loading(family, image, f
     """Fields older versions stored and ignored (`condition_size` without `condition_type`, image fields in a text
     config, positions other than the learned ones of an image config, `afno_num_modes` beside `afno_kept_modes`):
     the constructor now refuses them, and a saved config holding one loads with a warning, as the saved model was."""
-    fields = dict(image_size=16, patch_size=4, afno_kept_modes=[[0, 1], None]) if image else {}
+    afno_layout = dict(mixer_layout=["global_filter", "afno"], afno_kept_modes=[[0, 1], None])
+    fields = dict(image_size=16, patch_size=4, **afno_layout) if image else {}
     model = model_class(family, "Model")(tiny_config(family, **fields))
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -175,6 +176,42 @@ def test_fields_older_versions_ignored_are_dropped_when_loading(family, image, f
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match=f"`{field}`"):
         tiny_config(family, **fields, **{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("afno_num_modes", 2), ("afno_kept_modes", [[0, 1], None])])
+def test_afno_mode_fields_without_an_afno_layer_are_dropped_when_loading(field, value, tmp_path, caplog):
+    """`afno_num_modes` and `afno_kept_modes` select the modes of AFNO mixers: the constructor refuses them in a
+    model without one, which older versions built and ignored them in; such a saved config loads without them."""
+    image = dict(image_size=16, patch_size=4)
+    with_afno = tiny_config("gfnet", **image, mixer_layout=["global_filter", "afno"], **{field: value})
+    assert getattr(with_afno, field) == value
+    model = model_class("gfnet", "Model")(tiny_config("gfnet", **image))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, field: value}))
+    with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER):
+        reloaded = AutoModel.from_pretrained(tmp_path)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert [message for message in warnings if message.startswith(f"Ignoring `{field}`")] == [
+        f"Ignoring `{field}`={value!r} of the saved GFNetConfig: no layer of the model has an AFNO mixer."
+    ]
+    assert getattr(reloaded.config, field) is None
+    with pytest.raises(ValueError, match=f"`{field}` .* no layer uses one"):
+        tiny_config("gfnet", **image, **{field: value})
+
+
+def test_a_hierarchical_config_takes_its_depth_from_depths(tmp_path):
+    """GFNet-H's `num_hidden_layers` defaults to sum(depths), as Swin's depth follows its stages; given too, it must
+    agree; a config without stages keeps the default of 4 layers."""
+    stages = dict(image_size=16, patch_size=4, hidden_sizes=[16, 32], depths=[1, 2], hidden_size=32)
+    config = GFNetConfig(**stages, intermediate_size=64)
+    assert config.num_hidden_layers == 3 and config.mixer_layout == ["global_filter"] * 3
+    config.save_pretrained(tmp_path)
+    assert GFNetConfig.from_pretrained(tmp_path).num_hidden_layers == 3
+    assert len(GFNetForImageClassification(config).base_model.layers) == 3
+    assert GFNetConfig().num_hidden_layers == 4 and len(GFNetConfig().mixer_layout) == 4
+    with pytest.raises(ValueError, match=r"`num_hidden_layers` \(4\) must equal sum\(depths\) = 3"):
+        GFNetConfig(**stages, num_hidden_layers=4)
 
 
 @pytest.mark.parametrize(
