@@ -1,15 +1,17 @@
 """Geometry of the patch embedding of image and volume models: kernel, stride, padding and token-grid shape.
 
-A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cuboid` (every cell), a `cylinder`
-(a disk over the last two axes times the full extent of the first axis of a volume) or a `sphere` (a ball over
-every axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres
-placed every `round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2`
-of that axis, floored at 1. Patches packed by a strategy are centred on their cells: padding `p = (k - 1) // 2`
-on both sides, a grid of `(n + 2p - k) // stride + 1` cells (`centered_patches=True` does the same for an explicit
-`patch_stride`: tinyBIG's `cd_h`, `cd_w`, `cd_d`). For tinyBIG's symmetric patches (odd k = 2r + 1) that
-is `ceil(n / stride)`, centres at `range(0, n, stride)` as in tinyBIG; an even patch has its extra cell after the
-centre, and the grid keeps only the centres whose patch ends within the padding, `ceil((n - 1) / stride)` (a 4-cell
-patch with stride 1 on 32 pixels gives 31 cells). Other patches are not padded (ViT patchify).
+A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cuboid` (every cell), a `cylinder` (a
+disk over the last two axes times the full extent of the first axis of a volume) or a `sphere` (a ball over every
+axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres placed every
+`round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2` of that axis,
+floored at 1 (tinyBIG's symmetric patches have odd sizes; for an even patch, whose extra cell lies after the centre,
+r is the mean half-extent, where tinyBIG's asymmetric extents would take the (k - 1) // 2 cells before the centre:
+stride 3 against 2 for a 4-cell `complete_square`). Patches packed by a strategy are centred on their cells: padding
+`p = (k - 1) // 2` on both sides, a grid of `(n + 2p - k) // stride + 1` cells (`centered_patches=True` does the
+same for an explicit `patch_stride`: tinyBIG's `cd_h`, `cd_w`, `cd_d`). For tinyBIG's symmetric patches (odd k =
+2r+1) that is `ceil(n / stride)`, centres at `range(0, n, stride)` as in tinyBIG; an even patch has its extra cell
+after the centre, and the grid keeps only the centres whose patch ends within the padding, `ceil((n - 1) / stride)`
+(a 4-cell patch with stride 1 on 32 pixels gives 31 cells). Other patches are not padded (ViT patchify).
 
 This module is pure Python so that the config can compute the token grid without importing the modeling code.
 """

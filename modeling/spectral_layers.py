@@ -75,7 +75,7 @@ class AttentionPooling(nn.Module):
     Each of `num_heads` heads scores every token with a linear map of its hidden state and averages its own
     D / num_heads channels with the softmax of those scores over the real tokens: one learned query per head
     (SigLIP's attention-pooling head without its projections), linear in length. With the small initial weights
-    the scores are near zero, so a new model starts from mean pooling.
+    the scores are small, so a new model starts close to mean pooling (within a few percent).
     """
 
     def __init__(self, hidden_size, num_heads):
@@ -527,10 +527,30 @@ class SpectralMixer(nn.Module):
     and, on CPU, runs a large batch chunk by chunk (`_batch_chunks`); each mixer implements `mix` on one chunk."""
 
     hidden_size = None  # the width D of the inputs, for mixers with weights per channel
+    translation_equivariant = False  # see `spectral_properties`
+    adaptive = False
 
     def __init__(self):
         super().__init__()
         self._inference_cache = {}  # name -> (key, sample views, their values, value) of `derived_from_weights`
+
+    def spectral_properties(self):
+        """The mathematical properties of the mixer, under the names of spectrans' `get_spectral_properties`: `unitary`
+        and `energy_preserving` (an orthogonal map of its input: never, as the Fourier mixer keeps the real part of a
+        spectrum and the others filter or shrink it), `real_output`, `frequency_domain` (it mixes in the Fourier
+        domain), `learnable_parameters`, `translation_equivariant` (a circular shift of the tokens over the whole FFT
+        grid shifts the output alike), `mode_truncation` (frequencies are dropped) and `adaptive` (how each frequency is
+        weighted depends on the input)."""
+        return dict(
+            unitary=False,
+            real_output=True,
+            frequency_domain=True,
+            energy_preserving=False,
+            learnable_parameters=any(True for _ in self.parameters()),
+            translation_equivariant=self.translation_equivariant,
+            mode_truncation=False,
+            adaptive=self.adaptive,
+        )
 
     def derived_from_weights(self, name, weights, key, compute):
         """`compute()`: tensors derived from the parameters `weights` (and from `key`, e.g. a dtype). In CPU inference
@@ -743,6 +763,8 @@ class GlobalFilter(SpectralMixer):
 
     _no_weight_decay = ("complex_weight",)
 
+    translation_equivariant = True  # a circular convolution over the FFT grid
+
     def __init__(self, hidden_size, fft_shape, activation="identity"):
         super().__init__()
         if activation not in FILTER_ACTIVATIONS:
@@ -932,6 +954,8 @@ class AFNOMixer(SpectralMixer):
 
     _no_weight_decay = ("b1", "b2")
 
+    adaptive = True  # the block MLP and soft-shrink weight each frequency by its own value
+
     def __init__(
         self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None,
         num_modes=None, activation=None, dropout=0.0,
@@ -968,6 +992,10 @@ class AFNOMixer(SpectralMixer):
     @property
     def hidden_size(self):
         return self.num_blocks * self.block_size
+
+    def spectral_properties(self):
+        truncated = self.kept_modes is not None and any(modes is not None for modes in self.kept_modes)
+        return {**super().spectral_properties(), "mode_truncation": truncated}
 
     def kept_modes_at(self, fft_shape):
         """The kept indices per frequency axis (None: all) for an FFT over `fft_shape`; fixed indices must fit it."""

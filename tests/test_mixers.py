@@ -307,6 +307,42 @@ def test_afno_refuses_kept_modes_that_are_not_distinct_indices_of_its_frequencie
         AFNOMixer(4, (8,), num_blocks=2, kept_modes=kept_modes)
 
 
+SPECTRAL_PROPERTY_MIXERS = {
+    "fourier": lambda size, hidden: FourierMixer((size,)),
+    "global_filter": lambda size, hidden: GlobalFilter(hidden, (size,)),
+    "afno": lambda size, hidden: AFNOMixer(hidden, (size,), num_blocks=2, sparsity_threshold=0.1),
+    "afno_num_modes": lambda size, hidden: AFNOMixer(
+        hidden, (size,), num_blocks=2, sparsity_threshold=0.1, num_modes=2
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SPECTRAL_PROPERTY_MIXERS)
+def test_spectral_properties_describe_what_the_mixer_computes(name):
+    """`spectral_properties` (spectrans' `get_spectral_properties`), checked against the mixer's outputs: only the
+    global filter commutes with a circular shift over the FFT length, only AFNO is nonlinear (its weighting of a
+    frequency depends on the input), none preserves the norm, and AFNO with `num_modes` passes a dropped frequency
+    through its residual alone."""
+    size, hidden = 8, 8
+    mixer = random_init(SPECTRAL_PROPERTY_MIXERS[name](size, hidden)).double()
+    properties = mixer.spectral_properties()
+    x = torch.randn(3, size, hidden, dtype=torch.float64)
+    out = mixer(x)
+    assert properties["translation_equivariant"] == torch.allclose(mixer(x.roll(3, dims=1)), out.roll(3, dims=1))
+    assert properties["adaptive"] == (not torch.allclose(mixer(2 * x), 2 * out))
+    assert not properties["energy_preserving"] and not torch.allclose(out.norm(), x.norm())
+    assert not properties["unitary"] and properties["frequency_domain"]
+    assert properties["real_output"] and out.dtype == torch.float64
+    assert properties["learnable_parameters"] == (name != "fourier")
+    if name.startswith("afno"):
+        frequency = torch.cos(2 * math.pi * 3 * torch.arange(size, dtype=torch.float64) / size)  # |f| = 3 >= 2
+        high = frequency[None, :, None].expand(1, size, hidden)
+        passed_through = torch.allclose(mixer(high) - high, mixer(torch.zeros_like(high)))
+        assert properties["mode_truncation"] == passed_through
+    else:
+        assert not properties["mode_truncation"]
+
+
 @pytest.mark.parametrize("modes", [range(3), (0, 1, 2), np.arange(3), list(np.arange(3)), torch.arange(3)])
 def test_afno_kept_modes_take_any_integer_sequence(modes):
     """numpy and torch indices (a 1-D array, or a list of their scalars) are stored as Python ints."""
