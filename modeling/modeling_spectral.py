@@ -611,10 +611,11 @@ def shard_names(index_file):
 
 
 def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
-    """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another `max_position_embeddings` (a keyword or
-    `config=`) that its weights still fit: without learned positions or global filters, whose sizes would not match,
-    nothing in the load report says that the Fourier and AFNO mixers now transform over another length, so that the
-    model computes another function of the same weights. The saved config is built only for another length."""
+    """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another
+    `max_position_embeddings` (a keyword or `config=`) that its weights still fit: without learned positions or global
+    filters, whose sizes would not match, nothing in the load report says that the Fourier and AFNO mixers now transform
+    over another length, so that the model computes another function of the same weights. The saved config is built only
+    for another length."""
     config = kwargs.get("config")
     requested = config.max_position_embeddings if isinstance(config, PretrainedConfig) else None
     requested = kwargs.get("max_position_embeddings", requested)
@@ -811,7 +812,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
 
 def validate_condition(config, condition, batch_size, condition_mask=None):
     """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
-    expected shape; returns the mask as bool (B, M), True on real condition tokens, or None."""
+    expected shape. Returns the condition, a cross-attention condition on a grid (B, *grid, C) flattened to its
+    tokens (B, M, C) as its mask (B, *grid) is, and the mask as bool (B, M), True on real condition tokens, or None."""
     condition_size = config.condition_size or config.hidden_size
     if condition_mask is not None and config.condition_type != "cross_attention":
         raise ValueError(
@@ -824,11 +826,14 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
                 "`condition` was given but the config has condition_type=None; set condition_type to "
                 "'cross_attention' or 'adaln_zero' to use a condition."
             )
-        return None
+        return None, None
+    # cross-attention takes a condition sequence or grid (any number of axes between batch and channels)
     expected = {
-        "cross_attention": (3, f"(batch_size={batch_size}, condition_length, condition_size={condition_size})"),
+        "cross_attention": (3, f"(batch_size={batch_size}, condition_length, condition_size={condition_size}) "
+                               f"or (batch_size={batch_size}, *condition_grid, condition_size={condition_size})"),
         "adaln_zero": (2, f"(batch_size={batch_size}, condition_size={condition_size})"),
     }[config.condition_type]
+    sequence_or_grid = config.condition_type == "cross_attention"
     if condition is None:
         raise ValueError(
             f"The config has condition_type={config.condition_type!r}: pass `condition` of shape {expected[1]}."
@@ -839,8 +844,9 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
             f"`condition` for condition_type={config.condition_type!r} must be a floating-point torch.Tensor of "
             f"shape {expected[1]}, got {kind}."
         )
+    rank_ok = condition.ndim >= expected[0] if sequence_or_grid else condition.ndim == expected[0]
     if (
-        condition.ndim != expected[0] or condition.shape[0] != batch_size or condition.shape[-1] != condition_size
+        not rank_ok or condition.shape[0] != batch_size or condition.shape[-1] != condition_size
         or condition.numel() == 0
     ):
         tokens = " with at least one condition token" if config.condition_type == "cross_attention" else ""
@@ -848,17 +854,23 @@ def validate_condition(config, condition, batch_size, condition_mask=None):
             f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}{tokens}, "
             f"got {tuple(condition.shape)}."
         )
-    if condition_mask is None:
-        return None
-    if not torch.is_tensor(condition_mask) or tuple(condition_mask.shape) != tuple(condition.shape[:2]):
+    if condition_mask is not None and (
+        not torch.is_tensor(condition_mask) or tuple(condition_mask.shape) != tuple(condition.shape[:-1])
+    ):
+        tokens = "condition_length" if condition.ndim == 3 else "*condition_grid"
         raise ValueError(
-            f"`condition_mask` must have shape (batch_size, condition_length) = {tuple(condition.shape[:2])}, "
+            f"`condition_mask` must have shape (batch_size, {tokens}) = {tuple(condition.shape[:-1])}, "
             f"1 for real condition tokens and 0 for padding, got "
             f"{tuple(condition_mask.shape) if torch.is_tensor(condition_mask) else type(condition_mask).__name__}."
         )
+    if sequence_or_grid:
+        condition = condition.flatten(1, -2)  # (B, M, C)
+    if condition_mask is None:
+        return condition, None
+    condition_mask = condition_mask.flatten(1)  # (B, M)
     if can_read_values():
         check_padding_mask_values("condition_mask", condition_mask, "condition token")
-    return condition_mask.bool()
+    return condition, condition_mask.bool()
 
 
 class SpectralModel(SpectralPreTrainedModel):
@@ -946,10 +958,13 @@ class SpectralModel(SpectralPreTrainedModel):
             inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
                 `input_ids`.
             condition (`torch.Tensor`): input of the conditioning branch (`config.condition_type`): shape
-                `(batch_size, condition_length, condition_size)` for `"cross_attention"`, `(batch_size,
-                condition_size)` for `"adaln_zero"`. Required when the branch is on, rejected when it is off.
-            condition_mask (`torch.Tensor` of shape `(batch_size, condition_length)`): for `"cross_attention"`, 1 for
-                real condition tokens and 0 for padding, which no position attends to.
+                `(batch_size, condition_length, condition_size)` for `"cross_attention"`, or `(batch_size,
+                *condition_grid, condition_size)` (e.g. an image's feature map, attended to as its flattened cells),
+                `(batch_size, condition_size)` for `"adaln_zero"`. Required when the branch is on, rejected when it
+                is off.
+            condition_mask (`torch.Tensor` of shape `(batch_size, condition_length)` or `(batch_size,
+                *condition_grid)`): for `"cross_attention"`, 1 for real condition tokens and 0 for padding, which no
+                position attends to.
             output_hidden_states (`bool`): return the embeddings and the output of every block.
             output_attentions (`bool`): return the attention weights of the attention layers.
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
@@ -981,7 +996,7 @@ class SpectralModel(SpectralPreTrainedModel):
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
-        condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
+        condition, condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
         # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end. Eager mode skips
@@ -1093,7 +1108,7 @@ class SpectralModel(SpectralPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
-        condition_mask = validate_condition(self.config, condition, pixel_values.shape[0], condition_mask)
+        condition, condition_mask = validate_condition(self.config, condition, pixel_values.shape[0], condition_mask)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
         hidden_states, recorded, all_attentions = self._encode(
             hidden_states, None, condition, condition_mask, output_hidden_states, output_attentions
@@ -1195,9 +1210,9 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
 
 
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):
-    """Loss by `config.problem_type`, inferred when unset (and then stored in the config), as transformers does
-    but by shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) or (B, 1) ->
-    single-label (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
+    """Loss by `config.problem_type`, inferred when unset (and then stored in the config), as transformers does but by
+    shape for every integer dtype: one label -> regression (MSE); integer labels of shape (B,) or (B, 1) -> single-label
+    (cross-entropy); otherwise, multi-hot labels of shape (B, num_labels) of any dtype included, multi-label (BCE with
     logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = logits.shape[-1]  # the built classifier's, even where `config.num_labels` was changed since
     problem_type = config.problem_type

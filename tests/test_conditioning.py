@@ -194,6 +194,28 @@ def test_padded_condition_tokens_are_masked(family, head):
     torch.testing.assert_close(batched[1:], unmasked[1:], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cross_attention_takes_a_condition_grid_as_its_cells(family):
+    """A condition on a grid (B, *condition_grid, C), nvSubquadratic's (B, *spatial_dims_condition, C), is attended to
+    as its flattened cells: the same outputs as the flattened sequence, with its mask on the grid."""
+    model = randomise(model_class(family, "Model")(conditioned_config(family, "cross_attention"))).eval()
+    input_ids, attention_mask = text_batch()
+    grid = torch.randn(3, 2, 3, CONDITION_SIZE)
+    grid_mask = torch.ones(3, 2, 3, dtype=torch.long)
+    grid_mask[0, 1] = 0
+    grid[0, 1] = 100.0  # masked cells
+    with torch.no_grad():
+        from_grid = model(input_ids, attention_mask=attention_mask, condition=grid, condition_mask=grid_mask)
+        from_cells = model(input_ids, attention_mask=attention_mask, condition=grid.flatten(1, 2),
+                           condition_mask=grid_mask.flatten(1))
+        unmasked = model(input_ids, attention_mask=attention_mask, condition=grid)
+    torch.testing.assert_close(from_grid.last_hidden_state, from_cells.last_hidden_state, rtol=0, atol=0)
+    assert not torch.allclose(from_grid.last_hidden_state[0], unmasked.last_hidden_state[0], atol=1e-3)
+    message = r"`condition_mask` must have shape \(batch_size, \*condition_grid\) = \(3, 2, 3\)"
+    with pytest.raises(ValueError, match=message):
+        model(input_ids, condition=grid, condition_mask=grid_mask.flatten(1))
+
+
 def test_bad_condition_mask_is_a_clear_error():
     input_ids, _ = text_batch()
     cross = model_class("gfnet", "Model")(conditioned_config("gfnet", "cross_attention"))
