@@ -34,6 +34,7 @@ def load_converted(fixture_dir):
 
     def run(inputs):
         outputs = model(pixel_values=inputs["pixel_values"])
-        return {"logits": outputs.logits, "features": model.base_model(pixel_values=inputs["pixel_values"]).pooler_output}
+        features = model.base_model(pixel_values=inputs["pixel_values"]).pooler_output
+        return {"logits": outputs.logits, "features": features}
 
     return run

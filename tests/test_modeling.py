@@ -88,7 +88,9 @@ def test_loss_backward_reaches_every_parameter(family, head):
         loss = model(**inputs, labels=labels).loss
     assert torch.isfinite(loss)
     loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [
+        name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert missing == []
 
 
@@ -347,7 +349,8 @@ def test_dropout_acts_in_training_only(family, monkeypatch):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "problem_type,num_labels,label_kind",
-    [("regression", 1, "float"), ("single_label_classification", 3, "index"), ("multi_label_classification", 3, "multi_hot"),
+    [("regression", 1, "float"), ("single_label_classification", 3, "index"),
+     ("multi_label_classification", 3, "multi_hot"),
      (None, 1, "float"), (None, 3, "index"), (None, 3, "multi_hot"), (None, 3, "soft_multi_hot"),
      (None, 3, "index_column"), ("single_label_classification", 3, "index_column")],
 )
@@ -586,7 +589,8 @@ def test_bad_inputs_raise_clear_errors(family, monkeypatch):
     expect_error(model, "exactly one of `input_ids` or `inputs_embeds`")
     expect_error(model, "exactly one of", input_ids=ids, inputs_embeds=torch.randn(2, 6, config.hidden_size))
     expect_error(model, r"`input_ids` must have shape \(batch_size, sequence_length\), got \(6,\)", input_ids=ids[0])
-    expect_error(model, r"must be in \[0, vocab_size=99\), got values from .* to 99", input_ids=ids.clamp(max=99).index_fill(1, torch.tensor([0]), 99))
+    expect_error(model, r"must be in \[0, vocab_size=99\), got values from .* to 99",
+                 input_ids=ids.clamp(max=99).index_fill(1, torch.tensor([0]), 99))
     expect_error(model, "got values from -1", input_ids=ids.index_fill(1, torch.tensor([2]), -1))
     expect_error(model, "int64 or int32 token ids", input_ids=ids.float())
     expect_error(model, r"Sequence length 30 exceeds max_position_embeddings=24",

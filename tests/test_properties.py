@@ -21,7 +21,9 @@ def model(family):
 
 
 batches = st.lists(st.integers(min_value=1, max_value=24), min_size=1, max_size=4)
-property_settings = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+property_settings = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def padded_batch(lengths, extra_padding, seed, left=()):
