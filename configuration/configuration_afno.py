@@ -13,8 +13,9 @@ from .configuration_spectral import SpectralConfig
 class AFNOConfig(SpectralConfig):
     r"""
     Configuration of an AFNO model: an `afno` mixer in every layer unless `mixer_layout` says otherwise.
-    The AFNO-specific fields are `afno_num_blocks`, `afno_hidden_size_factor`, `afno_sparsity_threshold` and
-    `afno_num_modes`; all fields are documented on [`SpectralConfig`].
+    The AFNO-specific fields are `afno_num_blocks`, `afno_hidden_size_factor`, `afno_sparsity_threshold`,
+    `afno_activation`, `afno_dropout` and `afno_num_modes` or `afno_kept_modes`; all fields are documented on
+    [`SpectralConfig`].
 
     Example:
 

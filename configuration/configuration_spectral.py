@@ -202,8 +202,8 @@ class SpectralConfig(PretrainedConfig):
         afno_activation (`str`): Activation of the AFNO block MLP's hidden layer, applied to real and imaginary
             parts: `"relu"` (the paper's) or any key of `transformers.activations.ACT2FN` (spectrans uses `"gelu"`).
         afno_dropout (`float`): Dropout on the real and imaginary parts of that hidden layer in training.
-        afno_num_modes (`int`, *optional*): Keep only frequencies with |f| < `afno_num_modes` along the sequence;
-            all frequencies when unset.
+        afno_num_modes (`int`, *optional*): Keep only frequencies with |f| < `afno_num_modes` along every grid axis
+            (the sequence for text); all frequencies when unset.
         num_attention_heads (`int`): Heads of the `attention` mixer and of `"attention"` pooling; must divide
             `hidden_size`.
         attention_probs_dropout_prob (`float`): Dropout on attention probabilities.
@@ -212,7 +212,7 @@ class SpectralConfig(PretrainedConfig):
             token grid (`grid_shape`) is the FFT size of every mixer. Unset for text models.
         patch_size (`int` or `list[int]`): Kernel extent of the patch embedding per spatial axis.
         num_channels (`int`): Channels of `pixel_values`.
-        spatial_dims (`int`): 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W).
+        spatial_dims (`int`): 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W), 1 for signals (B, C, L).
         patch_shape (`str`): `"cuboid"` (ViT patches), `"cylinder"` (disk over the last two axes) or `"sphere"`
             (ball), a kernel mask of the patch embedding.
         patch_stride (`int` or `list[int]`, *optional*): Stride of the patch embedding; `patch_size` (non-overlapping
@@ -232,8 +232,8 @@ class SpectralConfig(PretrainedConfig):
         depths (`list[int]`, *optional*): Blocks per stage, each at least 1; their sum is `num_hidden_layers` (which,
             where given too, must equal it).
         afno_kept_modes (`list`, *optional*): For each frequency axis of an image model, the list of processed
-            frequency indices (distinct) or None (all); overrides `afno_num_modes` (the region the original AFNO code
-            keeps).
+            frequency indices (distinct) or None (all): the region the original AFNO code keeps; exclusive with
+            `afno_num_modes`.
         final_layer_norm (`bool`): A norm (`norm_type`) after the last block of a pre-norm model (FourCastNet has
             none).
         num_output_channels (`int`, *optional*): Channels predicted per pixel by `XForPatchRegression`.
@@ -607,9 +607,7 @@ class SpectralConfig(PretrainedConfig):
             "afno_num_blocks", "afno_hidden_size_factor", "num_attention_heads", "fourierformers_format",
         ):
             _check_positive_int(name, getattr(self, name))
-        if not isinstance(self.intermediate_size, int) or isinstance(self.intermediate_size, bool) or (
-            self.intermediate_size < 0
-        ):
+        if not _is_int(self.intermediate_size) or self.intermediate_size < 0:
             raise ValueError(
                 f"`intermediate_size` must be a positive integer, or 0 for blocks without an MLP, got "
                 f"{self.intermediate_size!r}."

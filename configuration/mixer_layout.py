@@ -24,7 +24,7 @@ COMPOSABLE_MIXERS = tuple(name for name in MIXER_TYPES if name != "none")
 def expand_mixer_layout(layout, num_hidden_layers):
     """The layout as a list with one entry per layer: a `{"pattern": [...]}` dict is repeated to
     `num_hidden_layers` entries, and strategy dicts get their default option filled in. Anything else is
-    returned as a list unchanged (and checked by `validate_mixer_layout`)."""
+    returned unchanged (and checked by `validate_mixer_layout`)."""
     if isinstance(layout, dict):
         if set(layout) != {"pattern"} or not isinstance(layout["pattern"], (list, tuple)) or not layout["pattern"]:
             raise ValueError(

@@ -2,7 +2,7 @@
 
 A patch is a convolution kernel of `patch_size` cells per axis, masked to a `cuboid` (every cell), a `cylinder` (a
 disk over the last two axes times the full extent of the first axis of a volume) or a `sphere` (a ball over every
-axis). Its stride is `patch_stride`, or is derived from a packing strategy (seed 002, tinyBIG): centres placed every
+axis). Its stride is `patch_stride`, or is derived from a packing strategy (tinyBIG): centres placed every
 `round_down(multiplier * r)` cells along each axis, with r the half-extent `(patch_size - 1) / 2` of that axis,
 floored at 1 (tinyBIG's symmetric patches have odd sizes; for an even patch, whose extra cell lies after the centre,
 r is the mean half-extent, where tinyBIG's asymmetric extents would take the (k - 1) // 2 cells before the centre:

@@ -32,7 +32,8 @@ def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa
 
 
 class HybridMixer(nn.Module):
-    """Base of the composite mixers: holds the children and runs them all on the same input."""
+    """Base of the composite mixers: holds the children; `_run_children` runs them side by side on the same input
+    (a cascade runs them in sequence instead)."""
 
     def __init__(self, mixers):
         super().__init__()

@@ -2,12 +2,19 @@
 task heads. A family (GFNet, AFNO, FNet-hybrid) is a config plus thin subclasses of these classes; what it
 changes is the token mixer of each layer, chosen by `config.mixer_layout`.
 
-Data path:
+Data path (text):
 
     input_ids (B, T) -> SpectralEmbeddings -> x: (B, T, D)
     x -> num_hidden_layers x SpectralBlock(mixer, MLP) -> final norm (pre-norm models) -> last_hidden_state
     last_hidden_state -> SpectralPooler -> pooler_output (B, D) -> sequence classifier
     last_hidden_state -> token classifier / masked-LM head
+
+Data path (images and volumes, `SpectralModel._forward_pixels`):
+
+    pixel_values (B, C, *image_size) -> SpectralImageEmbeddings (patch_embedding.py) -> x: (B, *grid, D)
+    x -> SpectralBlocks of each stage, GridDownsample between stages (GFNet-H) -> final norm
+    -> last_hidden_state (B, N, D), N = prod(grid) -> SpectralPooler -> image classifier / patch regression head
+    (the image heads are in modeling_spectral_image.py)
 """
 
 import contextlib
@@ -131,8 +138,6 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
     if layout_entry == "global_filter":
         return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
     if layout_entry == "afno":
-        # Explicit indices win over the count; a count is re-applied to any other FFT grid of a call.
-        explicit = config.afno_kept_modes is not None
         return AFNOMixer(
             hidden_size,
             fft_shape,
@@ -140,7 +145,7 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
             hidden_size_factor=config.afno_hidden_size_factor,
             sparsity_threshold=config.afno_sparsity_threshold,
             kept_modes=config.afno_kept_modes,
-            num_modes=None if explicit else config.afno_num_modes,
+            num_modes=config.afno_num_modes,  # re-applied to any other FFT grid of a call
             activation=None if config.afno_activation == "relu" else ACT2FN[config.afno_activation],  # None: in place
             dropout=config.afno_dropout,
         )
@@ -168,15 +173,16 @@ class SpectralBlock(GradientCheckpointingLayer):
     each `norm -> op -> dropout / drop-path -> residual`.
 
     - `config.norm_first=True` (pre-norm): `x + branch(norm(x))`; `False` (post-norm, BERT/FNet): `norm(x + branch(x))`.
-    - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both, `x + mlp(norm2(mixer(norm1 x)))`.
+    - `config.mixer_residual=False` (original GFNet/AFNO): one residual around both,
+      `x + mlp(mlp_norm(mixer(mixer_norm(x))))`.
     - mixer `"none"`: no mixer and no mixer norm (an MLP-only block, the lower bound of any mixer's cost);
       `intermediate_size=0`: no MLP and no MLP norm (a mixer-only block).
     - every norm is `config.norm_type` (LayerNorm or RMSNorm).
     - a `cascade` mixer normalises the input of each of its stages itself, `h_0 = x`,
       `h_k = h_{k-1} + mixer_k(norm_k(h_{k-1}))` (spectrans' `CascadeBlock`), so a pre-norm block has no mixer norm
       for it: its mixer branch gives exactly `h_K` (before dropout, LayerScale and drop-path of the update
-      `h_K - x`). With `mixer_residual=False` the MLP gets that update, `x + mlp(norm2(h_K - x))`, whose first stage
-      sees `norm_1(x)` as a single mixer sees `norm1(x)`. A post-norm block normalises after the residual as for
+      `h_K - x`). With `mixer_residual=False` the MLP gets that update, `x + mlp(mlp_norm(h_K - x))`, whose first stage
+      sees `norm_1(x)` as a single mixer sees `mixer_norm(x)`. A post-norm block normalises after the residual as for
       every mixer, `norm(h_K)`.
     - `config.condition_type`: a conditioning branch between mixer and MLP, pre-norm in both block styles:
       `x + condition_mixer(condition_norm(x), condition)` for cross-attention, `x + adaln_zero(x, condition)` (which
@@ -186,14 +192,13 @@ class SpectralBlock(GradientCheckpointingLayer):
     `hidden_size` / `intermediate_size` override the config's for the stages of a hierarchical model.
     """
 
-    def __init__(self, config, mixer_type, fft_shape, drop_path=0.0, hidden_size=None, intermediate_size=None):
+    def __init__(self, config, layout_entry, fft_shape, drop_path=0.0, hidden_size=None, intermediate_size=None):
         super().__init__()
         hidden_size = hidden_size or config.hidden_size
         intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
-        self.mixer_type = mixer_type
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
-        self.mixer = build_mixer(config, mixer_type, fft_shape, hidden_size)
+        self.mixer = build_mixer(config, layout_entry, fft_shape, hidden_size)
         # A pre-norm mixer norm in front of a cascade would be a second LayerNorm before its first stage's and would
         # make later stages see `norm_k(norm(x) + ...)` instead of `norm_k(x + ...)`.
         norms_itself = self.norm_first and isinstance(self.mixer, CascadeMixer)
@@ -431,7 +436,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
             requested = config.image_size
         if requested is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        config_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "local_files_only") if key in kwargs}
+        config_kwargs = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
         with warnings_of_reading_configs_muted(cls.config_class):
             saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
         if not saved.is_vision:

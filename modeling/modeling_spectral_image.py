@@ -144,10 +144,10 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     def __init__(self, config):
         if not config.is_vision or config.num_output_channels is None:
             raise ValueError(f"{type(self).__name__} needs `image_size` and `num_output_channels` in the config.")
-        kernel, stride, padding, _ = config.patch_geometry()
+        kernel, stride, _, _ = config.patch_geometry()
         # Centred patches (padding (k - 1) // 2, which is 0 for k = 2) accept images that the patches do not tile,
         # whose last pixels no patch predicts.
-        tiling = kernel == stride and not any(padding) and not config.centered_patch_grid
+        tiling = kernel == stride and not config.centered_patch_grid
         if not tiling or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
             raise ValueError(
                 f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "

@@ -724,9 +724,9 @@ class FourierMixer(SpectralMixer):
         self._dft_cache = (key, matrix)
         return matrix
 
-    def short_fourier(self, x, fft_length=None):
-        """The mixer for a 1-D input of n tokens, x: (B, n, D) in the FFT dtype, without the FFT of length L
-        (default: the built one).
+    def short_fourier(self, x, fft_length):
+        """The mixer for a 1-D input of n tokens, x: (B, n, D) in the FFT dtype, without the FFT of length L =
+        `fft_length`.
 
         With G = FFT_channels(x) (half spectrum, H = D // 2 + 1 channels; channel D-c is conj(G[:, c])), output
         t < n is `Re sum_s exp(-2 pi i t s / L) G[s, c]` = `C G_re + S G_im` for c < H and `C G_re - S G_im` at
@@ -736,7 +736,7 @@ class FourierMixer(SpectralMixer):
         half = hidden_size // 2 + 1
         spectrum = torch.view_as_real(torch.fft.rfft(x, dim=-1, norm=self.norm))  # (B, n, H, 2)
         stacked = spectrum.movedim(-1, 1).reshape(x.shape[0], 2 * length, half)  # real parts over imaginary parts
-        matrix = self.dft_matrix(length, fft_length or self.fft_shape[0], x.dtype, x.device)
+        matrix = self.dft_matrix(length, fft_length, x.dtype, x.device)
         product = matrix @ stacked  # (B, 2n, H)
         out = x.new_empty(x.shape)
         out[..., :half] = product[:, :length]
@@ -815,8 +815,9 @@ class GlobalFilter(SpectralMixer):
         real_input = _fft_input(x, mask)
         # exported graphs take the full-length path, whose shape does not depend on the length (dynamic shapes)
         short_path = fft_shape == self.fft_shape and len(grid_shape) == 1 and not torch.compiler.is_exporting()
-        if short_path and self.short_fft_size(x.shape[0], grid_shape[0]) is not None:
-            return _written(_in_dtype(self.short_convolution(real_input, grid_shape[0]), x.dtype), out)
+        short_size = self.short_fft_size(x.shape[0], grid_shape[0]) if short_path else None
+        if short_size is not None:
+            return _written(_in_dtype(self.short_convolution(real_input, short_size), x.dtype), out)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
@@ -856,16 +857,16 @@ class GlobalFilter(SpectralMixer):
             lambda: torch.fft.irfft(self.channels_first_filter(dtype).squeeze(0), n=self.fft_shape[0], dim=-1),
         )
 
-    def short_convolution(self, x, length):
-        """The filter as a linear convolution for a 1-D input of n = `length` < L tokens, x: (B, n, D) in the FFT dtype.
+    def short_convolution(self, x, size):
+        """The filter as a linear convolution for a 1-D input of n < L tokens, x: (B, n, D) in the FFT dtype, by FFTs
+        of `size` >= 2n - 1 points (`short_fft_size`).
 
         `irfft(rfft(x, L) * K, L)` is the circular convolution of x with the kernel k = irfft(K, L) (the "ortho"
         factors cancel). Output t < n reads inputs s < n through taps k[(t - s) mod L], so only the 2n - 1 taps
         k[0 .. n-1] and k[L-n+1 .. L-1] matter: laid out circularly in an FFT of size >= 2n - 1 they give the same
         outputs without wrap-around, at a fraction of the cost of length-L transforms of the whole batch.
         """
-        fft_length = self.fft_shape[0]
-        size = fast_fft_size(2 * length - 1)
+        fft_length, length = self.fft_shape[0], x.shape[1]
         kernel = self.time_domain_kernel(x.dtype)  # (D, L)
         gap = kernel.new_zeros(kernel.shape[0], size - 2 * length + 1)
         # (D, size): lags 0 .. n-1 first, lags -(n-1) .. -1 at the end, zeros between

@@ -388,14 +388,14 @@ def memory_exponents(records):
     }
 
 
-def fourier_layer_comparison(args, lengths, batch_size=1):
+def fourier_layer_comparison(args, lengths):
     """Our FourierMixer at its full length against transformers' FNet Fourier layer `fftn(x, dim=(1, 2)).real`."""
     lines = [
         "| tokens | ours ms | transformers ms | speed-up | max abs difference |",
         "|---:|---:|---:|---:|---:|",
     ]
     for length in lengths:
-        x = torch.randn(batch_size, length, args.hidden_size, device=args.device)
+        x = torch.randn(1, length, args.hidden_size, device=args.device)
         mixer = FourierMixer((length,), norm="backward")
         steps = {"ours": lambda: mixer(x), "transformers": lambda: torch.fft.fftn(x, dim=(1, 2)).real}
         times = {name: [] for name in steps}

@@ -41,6 +41,7 @@ from original_checkpoint import (  # noqa: E402
 from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression  # noqa: E402
 from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 
+FOURCASTNET_IMAGE_SIZE = (720, 1440)  # not stored in its checkpoints
 REQUIRED_KEYS = ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"]
 BLOCK_PARAMETERS = (
     "norm1.weight", "norm1.bias", "filter.w1", "filter.b1", "filter.w2", "filter.b2", "norm2.weight", "norm2.bias",
@@ -164,7 +165,8 @@ def config_from_checkpoint(
 
 
 def fourcastnet_config_from_checkpoint(
-    state_dict, image_size=(720, 1440), hard_thresholding_fraction=1.0, sparsity_threshold=0.01, double_skip=True
+    state_dict, image_size=FOURCASTNET_IMAGE_SIZE, hard_thresholding_fraction=1.0, sparsity_threshold=0.01,
+    double_skip=True,
 ):
     """The `AFNOConfig` of an original FourCastNet checkpoint; the image size is not stored in it."""
     if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2
@@ -212,7 +214,7 @@ def checkpoint_filter_fn(state_dict, config):
         elif key.startswith("head."):
             converted[key if regression else "classifier." + key.split(".", 1)[1]] = value
         else:
-            raise ValueError(f"Unexpected key {key!r} in an AFNO-transformer checkpoint.")
+            raise ValueError(f"Unexpected key {key!r} in an original AFNO checkpoint.")
     return converted
 
 
@@ -261,7 +263,8 @@ def main(argv=None):
         hard_thresholding_fraction=args.hard_thresholding_fraction, sparsity_threshold=args.sparsity_threshold
     )
     if args.fourcastnet:
-        model = convert_fourcastnet_checkpoint(args.input, image_size=tuple(args.image_size or (720, 1440)), **options)
+        image_size = tuple(args.image_size or FOURCASTNET_IMAGE_SIZE)
+        model = convert_fourcastnet_checkpoint(args.input, image_size=image_size, **options)
     else:
         model = convert_afno_checkpoint(
             args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options

@@ -20,10 +20,9 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
 from transformers import FNetConfig
 
 from fourierformers import (
@@ -34,6 +33,11 @@ from fourierformers import (
     FNetHybridModel,
 )
 from fourierformers.atomic_directory import atomic_directory, check_output_dir
+from fourierformers.modeling_spectral import shard_names
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from original_checkpoint import read_checkpoint_file  # noqa: E402
 
 HEADS = {
     "model": FNetHybridModel,
@@ -79,30 +83,16 @@ KEY_RULES = [
 BACKBONE_KEYS = ("embeddings.", "layers.", "pooler.")
 
 
-def read_weights_file(path):
-    """The tensors of one weights file (safetensors or a torch.save'd state dict), or a `ValueError` naming the file
-    when it cannot be read (truncated download, another format)."""
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"Cannot read the FNet weights in {path} ({type(error).__name__}: {str(error)[:300]}): the file is "
-            "truncated or corrupt; download or save the checkpoint again."
-        ) from error
-
-
 def read_state_dict(input_dir):
     """The FNet weights of a checkpoint folder: model.safetensors (sharded or not) or pytorch_model.bin."""
     input_dir = Path(input_dir)
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (input_dir / index_name).exists():
-            shards = sorted(set(json.loads((input_dir / index_name).read_text())["weight_map"].values()))
-            return {key: value for shard in shards for key, value in read_weights_file(input_dir / shard).items()}
+            shards = shard_names(input_dir / index_name)
+            return {key: value for shard in shards for key, value in read_checkpoint_file(input_dir / shard).items()}
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (input_dir / name).exists():
-            return read_weights_file(input_dir / name)
+            return read_checkpoint_file(input_dir / name)
     raise ValueError(f"No FNet weights in {input_dir}: expected model.safetensors or pytorch_model.bin.")
 
 
@@ -201,7 +191,8 @@ def convert_fnet_checkpoint(
 ):
     """Load the FNet checkpoint in `input_dir` as an FNet-hybrid model of the matching head (or of `head`, one of
     `HEADS`) and, if `output_dir` is given, save it there with the tokenizer files, all at once (an error leaves
-    `output_dir` as it was; a non-empty `output_dir` without config.json is replaced only with `overwrite`).
+    `output_dir` as it was; a non-empty `output_dir` is replaced only where it holds an
+    earlier run's output and nothing else, `atomic_directory.holds_earlier_output`, or with `overwrite`).
     Returns the model in eval mode."""
     input_dir = Path(input_dir)
     if output_dir is not None:
@@ -214,8 +205,9 @@ def convert_fnet_checkpoint(
     model = HEADS[head](config)  # every weight initialised by _init_weights, the new attention layers included
     converted = checkpoint_filter_fn(read_state_dict(input_dir), model)
     tied = set(model._tied_weights_keys or {}) if config.tie_word_embeddings else set()
-    layouts = enumerate(config.mixer_layout)
-    new_attention = [f"layers.{index}.mixer." for index, mixer in layouts if mixer == "attention"]
+    new_attention = [
+        f"layers.{index}.mixer." for index, mixer in enumerate(config.mixer_layout) if mixer == "attention"
+    ]
     missing = set(model.state_dict()) - set(converted) - tied
     missing = {key for key in missing if not any(layer in key for layer in new_attention)}
     if missing:

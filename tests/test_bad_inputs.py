@@ -666,7 +666,7 @@ FNET_ROWS = [
     ("GFNet checkpoint", "gfnet", {}, ValueError,
      r"holds a 'gfnet' checkpoint; this converter reads transformers FNet checkpoints \(model_type 'fnet', "),
     ("BERT checkpoint", "bert", {}, ValueError, r"holds a 'bert' checkpoint; .*architectures \['FNetForMaskedLM'"),
-    ("truncated weights", "truncated", {}, ValueError, r"Cannot read the FNet weights in .*safetensors .*truncated"),
+    ("truncated weights", "truncated", {}, ValueError, r"Cannot read .*model.safetensors as .*truncated"),
     ("no weights", "no_weights", {}, ValueError, r"No FNet weights in .*: expected model.safetensors or pytorch_model"),
     ("unknown head", "fnet", dict(head="question_answering"), ValueError,
      r"Unknown head 'question_answering'; allowed: \['masked_lm', 'model', 'sequence_classification', 'token_cl"),

@@ -456,6 +456,7 @@ LARGER_IMAGE_CASES = {
         {"strategy": "multiscale", "mixers": ["global_filter", "afno", "fourier", "attention"], "fusion": "add"}]),
     "gfnet-h": dict(family="gfnet", hidden_sizes=[16, 32], depths=[1, 1], layer_scale_init_value=0.5),
     "volume": dict(family="gfnet", image_size=(8, 16, 16), spatial_dims=3, num_channels=1),
+    "signal": dict(family="afno", image_size=(32,), spatial_dims=1, num_channels=2),
 }
 
 
@@ -484,6 +485,14 @@ def test_interpolate_pos_encoding_to_a_larger_image_equals_loading_at_that_size(
         assert parameter.grad.abs().sum() > 0, name
     with pytest.raises(ValueError, match="does not match the model's image_size"):
         model(pixel_values=pixel_values)
+
+
+def test_loading_at_another_image_size_takes_the_loading_keywords(tmp_path):
+    """`image_size=` reads the saved config with the same `subfolder` (and cache, revision, token) as the weights."""
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet"))
+    model.save_pretrained(tmp_path / "sub")
+    loaded = model_class("gfnet", "ForImageClassification").from_pretrained(tmp_path, subfolder="sub", image_size=24)
+    assert loaded.config.image_shape == (24, 24)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
