@@ -7,7 +7,6 @@ import ast
 import contextlib
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +70,8 @@ class ModelArguments:
 
 # Spellings of True / False / None that shells and YAML users type, as transformers' `update_from_string` accepts.
 OVERRIDE_WORDS = {"true": True, "false": False, "none": None, "null": None}
+# files of which a saved tokenizer has at least one (fast, WordPiece, BPE or SentencePiece vocabularies)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
 def parse_overrides(text):
@@ -79,7 +80,7 @@ def parse_overrides(text):
     if not text:
         return {}
     overrides = {}
-    for item in re.split(r",(?![^\[]*\])", text):
+    for item in top_level_items(text):
         key, separator, value = item.partition("=")
         if not separator or not key.strip():
             raise ValueError(f"`--config_overrides` entries must look like field=value, got {item!r}.")
@@ -132,6 +133,25 @@ def check_saved_task_fields(model_path, task_fields):
             )
 
 
+def top_level_items(text):
+    """`text` split at the commas outside brackets, braces and quotes: 'a=1,b=[1,2],c={"x":1,"y":2}' -> 'a=1',
+    'b=[1,2]', 'c={"x":1,"y":2}' (a `mixer_layout` of strategy dicts stays one value)."""
+    items, start, depth, quote = [], 0, 0, None
+    for position, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:position])
+            start = position + 1
+    return [*items, text[start:]]
+
+
 def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
     """A BERT-style WordPiece tokenizer (lower-cased, `[CLS] text [SEP]`) trained on `texts`, wrapped as a
     transformers fast tokenizer; the same texts give the same vocabulary in every process. Special tokens get ids
@@ -181,7 +201,15 @@ def load_or_train_tokenizer(model_args, training_args, texts, max_seq_length):
     (an iterable of strings, read only by the main process), saved to the output directory, from where the other
     processes load it."""
     if model_args.tokenizer_name or model_args.model_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+        folder = model_args.tokenizer_name or model_args.model_name_or_path
+        if not any((Path(folder) / name).exists() for name in TOKENIZER_FILES):
+            flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+            raise ValueError(
+                f"`{flag}` {folder} holds no tokenizer (none of {list(TOKENIZER_FILES)}): a model saved without one "
+                "needs `--tokenizer_name` with the folder of the tokenizer it was trained with, e.g. the "
+                "`--output_dir` of the run that trained it."
+            )
+        return AutoTokenizer.from_pretrained(folder)
     with training_args.main_process_first(desc="training the tokenizer"):
         if training_args.process_index == 0:
             tokenizer = train_wordpiece_tokenizer(texts, model_args.vocab_size, max_seq_length)
@@ -197,6 +225,13 @@ def canonical_vocabulary(vocab):
     tokenisation, and one seed gives one initial embedding per token."""
     others = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *others])}
+
+
+def fit_tokenizer_to_model(tokenizer, config):
+    """Make the tokenizer truncate where the model ends: its `model_max_length`, saved with it and applied by
+    `truncation=True` (in pipelines too), becomes the model's `max_position_embeddings`, whatever length the
+    tokenizer was trained or saved with."""
+    tokenizer.model_max_length = config.max_position_embeddings
 
 
 def label_fields(names):
@@ -366,9 +401,7 @@ def load_metric(name):
 
 def accelerator_available():
     """Whether torch sees a GPU or another accelerator."""
-    if hasattr(torch, "accelerator"):  # torch >= 2.6
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available() or torch.backends.mps.is_available()
+    return torch.accelerator.is_available()
 
 
 def set_training_defaults(parser, **defaults):
@@ -422,7 +455,8 @@ class ExampleTrainingArguments(TrainingArguments):
 
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace --output_dir even when it is not empty and holds no saved model (no config.json)."},
+        metadata={"help": "Replace --output_dir even when it is not empty and holds something other than an earlier "
+                  "run's output."},
     )
     do_train: bool = field(
         default=False,

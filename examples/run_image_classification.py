@@ -76,7 +76,9 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
-    num_pipeline_images: int = field(default=4, metadata={"help": "Validation images classified by the pipeline."})
+    num_pipeline_images: int = field(
+        default=4, metadata={"help": "Validation images classified by the pipeline at the end (0: none)."}
+    )
 
 
 def check_image_folder(flag, folder):
@@ -164,8 +166,7 @@ def image_processor_for(model_args, config):
     """The image processor of the checkpoint (its normalisation kept), or a new one that scales pixels to
     [-1, 1]; resizing to the model's `image_size` either way, so that it fits the final config. A processor that
     center-crops after resizing (CLIP's, DeiT's) resizes and crops to that size."""
-    size = config.image_size
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = square(config.image_size)
     if model_args.model_name_or_path is not None:
         image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
         image_processor.size = {"height": height, "width": width}
@@ -236,6 +237,8 @@ def check_resizable(model_path, saved, image_size, training):
 
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
+    if data_args.num_pipeline_images < 0:
+        raise ValueError(f"`--num_pipeline_images` must be 0 or more, got {data_args.num_pipeline_images}.")
     requested = requested_image_size(model_args, data_args)
     saved = None if model_args.model_name_or_path is None else AutoConfig.from_pretrained(model_args.model_name_or_path)
     if saved is not None:
@@ -247,7 +250,8 @@ def run(model_args, data_args, training_args):
 
     task_fields = label_fields(names)
     if saved is None:
-        data_size = data_args.image_size or raw["train"][0]["image"].size[0]
+        # the size asked for by either flag, else the data's: the patch size follows it
+        data_size = min(square(requested)) if requested is not None else raw["train"][0]["image"].size[0]
         patch_size, image_size = default_patch_and_image_size(data_size)
         defaults = {**MODEL_DEFAULTS, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
     else:
@@ -296,7 +300,7 @@ def run(model_args, data_args, training_args):
 
     metrics = train_evaluate_predict(trainer, training_args, write_predictions)
 
-    if training_args.process_index == 0:
+    if training_args.process_index == 0 and data_args.num_pipeline_images:
         classifier = pipeline(
             "image-classification", **pipeline_model(model_args, training_args), top_k=1, device=training_args.device
         )

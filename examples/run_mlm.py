@@ -31,6 +31,7 @@ from common import (
     build_config,
     check_sample_limits,
     checked_max_length,
+    fit_tokenizer_to_model,
     limit_samples,
     load_model,
     load_or_train_tokenizer,
@@ -69,7 +70,7 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation examples."})
     pipeline_inputs: list[str] = field(
         default_factory=lambda: list(PIPELINE_SENTENCES),
-        metadata={"help": "Sentences with one [MASK] filled by the saved model's pipeline at the end."},
+        metadata={"help": "Sentences with [MASK] tokens filled by the saved model's pipeline at the end."},
     )
 
 
@@ -204,18 +205,31 @@ def check_masking_arguments(training_args):
         )
 
 
+def check_pipeline_inputs(sentences, tokenizer):
+    """Refuse, before training, a `--pipeline_inputs` sentence that the closing fill-mask pipeline would fail on
+    after it: one without the tokenizer's mask token."""
+    for sentence in sentences:
+        if tokenizer.mask_token not in sentence:
+            raise ValueError(
+                f"`--pipeline_inputs` sentence {sentence!r} has no {tokenizer.mask_token}: the fill-mask pipeline at "
+                f"the end fills {tokenizer.mask_token} tokens, so every sentence needs one or more."
+            )
+
+
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     check_masking_arguments(training_args)
     raw = load_corpus(data_args)
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_or_train_tokenizer(model_args, training_args, raw["train"]["text"], new_model_length)
+    check_pipeline_inputs(data_args.pipeline_inputs, tokenizer)
 
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
     config = build_config(model_args, defaults)
     model = load_model(AutoModelForMaskedLM, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     max_length = checked_max_length(data_args.max_seq_length, config)
+    fit_tokenizer_to_model(tokenizer, config)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = raw.map(
@@ -252,8 +266,11 @@ def run(model_args, data_args, training_args):
             "fill-mask", **pipeline_model(model_args, training_args), top_k=3, device=training_args.device
         )
         for sentence in data_args.pipeline_inputs:
-            guesses = ", ".join(f"{g['token_str']} {g['score']:.2f}" for g in fill_mask(sentence))
-            print(f"pipeline: [{guesses}] | {sentence}")
+            masks = fill_mask(sentence)
+            # one list of guesses per mask: the pipeline nests the lists only for sentences with several masks
+            for guesses in masks if isinstance(masks[0], list) else [masks]:
+                filled = ", ".join(f"{guess['token_str']} {guess['score']:.2f}" for guess in guesses)
+                print(f"pipeline: [{filled}] | {sentence}")
     return metrics
 
 

@@ -30,6 +30,7 @@ from common import (
     check_columns,
     check_sample_limits,
     checked_max_length,
+    fit_tokenizer_to_model,
     class_names,
     label_encoder,
     label_fields,
@@ -147,6 +148,7 @@ def run(model_args, data_args, training_args):
     model = load_model(AutoModelForSequenceClassification, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     max_length = checked_max_length(data_args.max_seq_length, config)
+    fit_tokenizer_to_model(tokenizer, config)
 
     def preprocess(batch):
         encoded = tokenizer(batch[data_args.text_column_name], truncation=True, max_length=max_length)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from transformers import (
     AutoModelForTokenClassification,
+    AutoTokenizer,
     DataCollatorForTokenClassification,
     pipeline,
 )
@@ -29,6 +30,7 @@ from common import (
     check_columns,
     check_sample_limits,
     checked_max_length,
+    fit_tokenizer_to_model,
     class_names,
     label_encoder,
     label_fields,
@@ -73,7 +75,8 @@ class DataArguments:
 
 
 def check_word_and_tag_lists(raw, data_args):
-    """Every row needs a list of words and a list of as many tags."""
+    """Every row needs a list of words (non-blank strings, each of which the tokenizer keeps) and a list of as many
+    tags."""
     for split, dataset in raw.items():
         rows = zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name])
         for index, (words, tags) in enumerate(rows):
@@ -83,6 +86,13 @@ def check_word_and_tag_lists(raw, data_args):
                     f"{data_args.tokens_column_name!r}) and a list of tags (`--tags_column_name` "
                     f"{data_args.tags_column_name!r}), e.g. JSON lines {{\"tokens\": [\"New\", \"York\"], "
                     f"\"ner_tags\": [\"B-loc\", \"I-loc\"]}}; got {words!r} and {tags!r}."
+                )
+            blank = [position for position, word in enumerate(words) if not isinstance(word, str) or not word.strip()]
+            if blank:
+                raise ValueError(
+                    f"Row {index} of the {split} data has a word that is not a non-blank string at position "
+                    f"{blank[0]} ({words[blank[0]]!r}): it would give no token to tag, and its tag would shift the "
+                    "others. Drop such words and their tags."
                 )
             if len(words) != len(tags):
                 raise ValueError(
@@ -110,9 +120,12 @@ def load_raw_data(data_args):
 def word_tagger(model, tokenizer=None, device=None):
     """`pipeline("token-classification")` for a saved model of this example: the model was trained to tag a word on
     its first subword only, so the pipeline tags each word by that one ("first" aggregation; "simple" would group
-    the subwords by their own predictions and split words into fragments)."""
+    the subwords by their own predictions and split words into fragments). A text longer than the model is tagged
+    in overlapping windows of its length (a quarter shared) rather than cut off."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
     return pipeline(
-        "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device
+        "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device,
+        stride=tokenizer.model_max_length // 4,
     )
 
 
@@ -148,6 +161,7 @@ def run(model_args, data_args, training_args):
     model = load_model(AutoModelForTokenClassification, model_args, training_args, config)
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     max_length = checked_max_length(data_args.max_seq_length, config)
+    fit_tokenizer_to_model(tokenizer, config)
 
     def preprocess(batch):
         """Tokenise pre-split words; the first subword of each word carries its tag, the rest and the special
@@ -170,6 +184,10 @@ def run(model_args, data_args, training_args):
         tokenized = raw.map(preprocess, batched=True, remove_columns=raw["train"].column_names)
 
     metric = load_metric("entity_f1")
+    # Entity F1 needs BIO tags (B-x, I-x, O); other tag sets (POS tags, numbered tags) are scored by accuracy alone.
+    bio_tags = any(name.startswith(("B-", "I-")) for name in names)
+    if not bio_tags:
+        logger.warning("The tags %s are not BIO tags (B-x, I-x, O): reporting token accuracy only.", names[:5])
 
     def word_tags(prediction_output):
         """Predicted and reference tags of every tagged word (the first subword of each word kept by the
@@ -184,11 +202,20 @@ def run(model_args, data_args, training_args):
 
     def compute_metrics(eval_prediction):
         predicted_tags, reference_tags = word_tags(eval_prediction)
-        return metric.compute(predictions=predicted_tags, references=reference_tags)
+        scores = metric.compute(predictions=predicted_tags, references=reference_tags)
+        return scores if bio_tags else {"accuracy": scores["accuracy"]}
 
     def write_predictions(prediction_output):
-        """`predictions.txt`: the predicted tags of each validation text's words, one text per line."""
+        """`predictions.txt`: the predicted tags of each validation text's words, one text per line; a text longer
+        than `--max_seq_length` tokens has tags for the words that fit only."""
         predicted_tags, _ = word_tags(prediction_output)
+        words = raw["validation"][data_args.tokens_column_name]
+        truncated = sum(len(tags) < len(text) for tags, text in zip(predicted_tags, words))
+        if truncated:
+            logger.warning(
+                "%d of %d validation texts are longer than %d tokens: their lines in predictions.txt tag only the "
+                "words that fit.", truncated, len(words), max_length,
+            )
         lines = [" ".join(tags) for tags in predicted_tags]
         Path(training_args.output_dir, "predictions.txt").write_text("\n".join(lines) + "\n")
 

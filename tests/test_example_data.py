@@ -125,6 +125,15 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
     )
     assert overrides == dict(hidden_size=64, mixer_residual=False, norm_first=True, afno_num_modes=None,
                              pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
+    # commas inside strategy dicts, nested lists and quotes stay in their value
+    strategy = {"strategy": "multiscale", "mixers": ["fourier", "attention"], "fusion": "add"}
+    assert parse_overrides('hidden_size=32,mixer_layout=[{"strategy":"multiscale","mixers":["fourier","attention"],'
+                           '"fusion":"add"},"global_filter"],pooling="a,b"') == dict(
+        hidden_size=32, mixer_layout=[strategy, "global_filter"], pooling="a,b"
+    )
+    assert parse_overrides('mixer_layout={"pattern":["fourier",{"strategy":"adaptive","mixers":["fourier","afno"]}]}')[
+        "mixer_layout"
+    ] == {"pattern": ["fourier", {"strategy": "adaptive", "mixers": ["fourier", "afno"]}]}
 
 
 @pytest.mark.parametrize("data_size,patch_size,image_size", [

@@ -147,6 +147,44 @@ def test_token_classification(tmp_path):
             assert "B-" + entity.rsplit("=", 1)[1] in tag_names  # aggregated groups are entity types
 
 
+def test_text_model_and_tokenizer_share_their_length(tmp_path):
+    """The saved tokenizer truncates where the model ends: a model of 24 positions from a tokenizer trained at the
+    default 64 saved `model_max_length` 64, and the closing pipeline failed on a long sentence after training."""
+    long_sentence = " ".join(["a wonderful film"] * 20)
+    lines, _, _ = run_example(
+        "run_text_classification.py", tmp_path, "--config_overrides", f"{TINY_MODEL},max_position_embeddings=24",
+        *SMALL_RUN, "--vocab_size", "400", "--pipeline_inputs", long_sentence,
+    )
+    assert saved_config(tmp_path)["max_position_embeddings"] == 24
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["model_max_length"] == 24
+    assert [sentence for _, sentence in lines] == [long_sentence]
+
+
+def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path):
+    """POS-style tags (not BIO) are scored by accuracy alone, not with an entity F1 of 0; the pipeline tags a text
+    longer than the model in windows; a blank word, which would shift the tags, is refused before training."""
+    words = ["the", "film", "was", "good", "and", "long"]
+    tags = ["DT", "NN", "VBD", "JJ", "CC", "JJ"]
+    rows = [json.dumps({"tokens": words[: 3 + i % 4], "tags": tags[: 3 + i % 4]}) for i in range(40)]
+    (tmp_path / "pos.jsonl").write_text("\n".join(rows) + "\n")
+    long_text = " ".join(words * 8)
+    lines, metrics, _ = run_example(
+        "run_token_classification.py", tmp_path / "pos", "--train_file", str(tmp_path / "pos.jsonl"),
+        "--tags_column_name", "tags", "--config_overrides", TINY_MODEL, *TEXT_RUN, "--max_seq_length", "16",
+        "--pipeline_inputs", long_text,
+    )
+    assert "eval_accuracy" in metrics and "eval_f1" not in metrics
+    tagged = re.fullmatch(r"\[(.*)\]", lines[0][0]).group(1).split(", ")
+    assert len(" ".join(entity.rsplit("=", 1)[0] for entity in tagged).split()) == len(long_text.split())
+    blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
+    (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
+    with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
+        run_token_classification.main([
+            "--output_dir", str(tmp_path / "blank"), "--train_file", str(tmp_path / "blank.jsonl"),
+            "--tags_column_name", "tags",
+        ])
+
+
 def test_token_classification_tags_whole_words(tmp_path):
     """The model tags a word on its first subword: its pipeline must report whole words, even when every subword
     predicts the start of an entity (grouping subwords by their own predictions reported fragments such as 'yan')."""
@@ -163,13 +201,16 @@ def test_token_classification_tags_whole_words(tmp_path):
 
 
 def test_mlm_then_fine_tune(tmp_path):
-    sentences = ["The film is [MASK].", "A [MASK] performance."]
+    sentences = ["The film is [MASK].", "A [MASK] performance.", "A [MASK] and [MASK] film."]
+    with pytest.raises(ValueError, match=r"`--pipeline_inputs` sentence 'No mask.' has no \[MASK\]"):
+        run_mlm.main(["--output_dir", str(tmp_path / "unmasked"), "--pipeline_inputs", "No mask."])
+    assert not (tmp_path / "unmasked").exists()
     lines, metrics, _ = run_example(
         "run_mlm.py", tmp_path / "mlm", "--config_overrides", TINY_MODEL, *TEXT_RUN, "--pipeline_inputs", *sentences,
     )
     assert saved_config(tmp_path / "mlm")["architectures"] == ["GFNetForMaskedLM"]
     assert metrics["perplexity"] > 1
-    assert [sentence for _, sentence in lines] == sentences
+    assert [sentence for _, sentence in lines] == [*sentences, sentences[-1]]  # a line per mask
     for prediction, _ in lines:
         assert len(re.findall(r" \d\.\d\d", prediction)) == 3  # top_k=3 guesses with their scores
 
@@ -583,9 +624,11 @@ def test_image_size_of_a_checkpoint_is_checked(image_checkpoints, tmp_path, mode
 def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_path):
     """The processor resizes to the final config's image size: 8-pixel digits to a 16-pixel model, whose checkpoint
     then fine-tunes at 8 pixels (position embeddings and filters resized)."""
-    run_example("run_image_classification.py", tmp_path / "16px", "--config_overrides", f"{TINY_MODEL},image_size=16",
-                *SMALL_RUN, "--num_pipeline_images", "1")
-    assert saved_config(tmp_path / "16px")["image_size"] == 16
+    lines, _, _ = run_example("run_image_classification.py", tmp_path / "16px", "--config_overrides",
+                              f"{TINY_MODEL},image_size=16", *SMALL_RUN, "--num_pipeline_images", "0")
+    # the patch follows the size asked for, as with `--image_size 16`: an 8 x 8 grid, not 16 x 16 one-pixel patches
+    assert saved_config(tmp_path / "16px")["image_size"] == 16 and saved_config(tmp_path / "16px")["patch_size"] == 2
+    assert lines == []
     run_example("run_image_classification.py", tmp_path / "8px", "--model_name_or_path", str(tmp_path / "16px"),
                 "--image_size", "8", *SMALL_RUN, "--num_pipeline_images", "1")
     assert saved_config(tmp_path / "8px")["image_size"] == 8
