@@ -119,7 +119,8 @@ def _build_movie_reviews(out_path):
             out.write(json.dumps(row) + "\n")
 
 
-def _split(dataset):
+def split_validation(dataset):
+    """DatasetDict(train, validation) of `dataset`, `VALIDATION_FRACTION` of it held out (seed `SPLIT_SEED`)."""
     splits = dataset.train_test_split(test_size=VALIDATION_FRACTION, seed=SPLIT_SEED)
     return DatasetDict(train=splits["train"], validation=splits["test"])
 
@@ -137,7 +138,7 @@ def movie_reviews(task="classification"):
         dataset = dataset.cast_column("label", ClassLabel(names=["negative", "positive"]))
     else:
         dataset = dataset.rename_column("rating", "label").remove_columns(["id"])
-    return _split(dataset)
+    return split_validation(dataset)
 
 
 def _build_twitter_ner(out_path):
@@ -166,7 +167,7 @@ def twitter_ner():
         remove_columns=["tags"],
         features=features,
     )
-    return _split(dataset)
+    return split_validation(dataset)
 
 
 def _read_idx(path, offset):
@@ -198,7 +199,7 @@ def images():
     dataset = Dataset.from_dict(
         {"image": list(pixels), "label": digits.target.tolist()}, features=_image_features([str(d) for d in range(10)])
     )
-    return _split(dataset)
+    return split_validation(dataset)
 
 
 USER_DATA_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
@@ -293,4 +294,4 @@ def load_user_data(train_file, validation_file):
                 f"`{flag}` {path} has {raw[split].num_rows} examples; at least {minimum_rows[split]} are needed"
                 f"{' (a validation split is cut from it)' if minimum_rows[split] == 2 else ''}."
             )
-    return raw if validation_file is not None else _split(raw["train"])
+    return raw if validation_file is not None else split_validation(raw["train"])

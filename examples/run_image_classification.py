@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import DatasetDict, load_dataset
+from datasets import load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers import (
     AutoConfig,
@@ -123,8 +123,7 @@ def load_raw_data(data_args):
             data_files["validation"] = f"{data_args.validation_dir}/**"
         raw = load_dataset("imagefolder", data_files=data_files)
         if "validation" not in raw:
-            splits = raw["train"].train_test_split(test_size=data.VALIDATION_FRACTION, seed=data.SPLIT_SEED)
-            raw = DatasetDict(train=splits["train"], validation=splits["test"])
+            raw = data.split_validation(raw["train"])
     else:
         raw = data.images()
     return limit_samples(raw, data_args)

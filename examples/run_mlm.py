@@ -92,9 +92,9 @@ def load_corpus(data_args):
                 f"`--train_files` {data_args.train_files} hold {len(texts)} non-empty lines; at least 2 are needed "
                 f"(one example per line, {data.VALIDATION_FRACTION:.0%} held out for validation)."
             )
-        splits = texts.train_test_split(test_size=data.VALIDATION_FRACTION, seed=data.SPLIT_SEED)
+        splits = data.split_validation(texts)
         parts["train"].append(splits["train"])
-        parts["validation"].append(splits["test"])
+        parts["validation"].append(splits["validation"])
     if not parts["train"]:
         raise ValueError("No corpus: give --train_files or leave out --no_default_corpus.")
     raw = DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()})
