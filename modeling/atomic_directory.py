@@ -106,6 +106,12 @@ def check_output_dir(output_dir, overwrite=False, overwrite_option="overwrite=Tr
             "a folder; move it away or pass another output directory."
         )
     if not output_dir.exists():
+        existing = next(parent for parent in output_dir.parents if parent.exists())
+        if not existing.is_dir():
+            raise ValueError(
+                f"The output directory {output_dir} cannot be created: {existing} is a file. Pass a path under a "
+                "folder."
+            )
         return
     if not output_dir.is_dir():
         raise ValueError(f"The output directory {output_dir} is an existing file; pass a directory path.")

@@ -60,17 +60,22 @@ QUADRATIC_MODELS = ("fnet_hybrid", "bert_sdpa", "vit_sdpa")  # attention: time g
 ATTENTION_REFERENCE = {"text": "bert_sdpa", "image": "vit_sdpa"}  # the "× attention" column of each sweep
 
 
+# The sweep of a full run and of --quick, for the options not given on the command line.
+FULL_SWEEP = dict(lengths=[128, 256, 512, 1024, 2048, 4096, 8192, 16384], image_sizes=[224, 384, 512, 1024],
+                  batch_sizes=[1, 8], repeats=7, max_seconds=20.0)
+QUICK_SWEEP = dict(lengths=[512, 4096], image_sizes=[224, 512], batch_sizes=[1], repeats=3, max_seconds=10.0)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--quick", action="store_true", help="a few lengths and image sizes, batch 1, fewer repetitions"
+        "--quick", action="store_true",
+        help="a few lengths and image sizes, batch 1, fewer repetitions (as defaults: options given still apply)",
     )
-    parser.add_argument("--lengths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048, 4096, 8192, 16384])
-    parser.add_argument(
-        "--image-sizes", type=int, nargs="*", default=[224, 384, 512, 1024], help="square images, pixels per side"
-    )
+    parser.add_argument("--lengths", type=int, nargs="*")
+    parser.add_argument("--image-sizes", type=int, nargs="*", help="square images, pixels per side")
     parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch-sizes", type=int, nargs="+")
     parser.add_argument("--modes", nargs="+", default=["inference", "training"], choices=["inference", "training"])
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--hidden-size", type=int, default=256)
@@ -78,8 +83,8 @@ def parse_args():
     parser.add_argument("--intermediate-size", type=int, default=1024)
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--vocab-size", type=int, default=30522)
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per setting")
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="skip a model predicted to take longer")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds per setting")
+    parser.add_argument("--max-seconds", type=float, help="skip a model predicted to take longer")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
         "--timer",
@@ -109,6 +114,9 @@ def parse_args():
     parser.add_argument("--records-only", action="store_true", help=argparse.SUPPRESS)  # a --processes child
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     args = parser.parse_args()
+    for name, value in (QUICK_SWEEP if args.quick else FULL_SWEEP).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     sizes = ("processes", "repeats", "patch_size", "hidden_size", "num_layers", "intermediate_size", "num_heads",
              "vocab_size", "threads", "short_length", "long_length", "lengths", "batch_sizes", "image_sizes")
     for name in sizes:
@@ -125,12 +133,23 @@ def parse_args():
             f"{args.image_sizes}; text models need lengths, image models ({', '.join(IMAGE_ONLY)} and ours) image "
             "sizes."
         )
-    if args.quick:
-        args.lengths = [512, 4096]
-        args.image_sizes = [224, 512]
-        args.batch_sizes = [1]
-        args.repeats = 3
-        args.max_seconds = 10.0
+    if args.short_length > args.long_length:
+        parser.error(f"--short-length {args.short_length} must not exceed --long-length {args.long_length}.")
+    if image_models:
+        bad = [size for size in args.image_sizes if size < args.patch_size or size % args.patch_size]
+        if bad:
+            parser.error(f"--image-sizes {bad} are not multiples of --patch-size {args.patch_size}: the patches must "
+                         "tile the image.")
+    try:
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as error:
+        parser.error(f"--device {args.device} is not usable here ({error}).")
+    if args.dtype == "bfloat16" and args.device.startswith("cpu") and "hf_fnet" in args.models:
+        # transformers' FNet calls torch.fft.fftn on its bfloat16 input, which CPUs do not implement
+        args.models = [name for name in args.models if name != "hf_fnet"]
+        if not args.models:
+            parser.error("--models hf_fnet with --dtype bfloat16 on CPU: transformers' FNet has no bfloat16 FFT there.")
+        print("hf_fnet left out: transformers' FNet has no bfloat16 FFT on CPU.")
     return args
 
 
@@ -608,7 +627,7 @@ def main():
             print(f"- {kind}, {model}, batch {batch_size}: a = {exponent:.2f}")
     if args.lengths:
         print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
-              f"{args.hidden_size}, inference):\n")
+              f"{args.hidden_size}, inference, float32):\n")
         print(fourier_layer_comparison(args, sorted(args.lengths)))
     if short_input_families(args):
         print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")

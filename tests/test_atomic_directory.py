@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fourierformers.atomic_directory import atomic_directory
+from fourierformers.atomic_directory import atomic_directory, check_output_dir
 
 
 def saved_model(folder):
@@ -124,3 +124,9 @@ def test_work_dir_that_is_not_a_folder_is_refused(tmp_path, kind):
             pass
     assert work_dir.is_symlink() if kind == "symbolic link" else work_dir.read_text() == "mine"
     assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_under_a_file_is_refused_before_the_run(tmp_path):
+    (tmp_path / "model.pth").write_text("")
+    with pytest.raises(ValueError, match=r"cannot be created: .*model.pth is a file"):
+        check_output_dir(tmp_path / "model.pth" / "converted")

@@ -152,12 +152,25 @@ def test_aggregate_runs_takes_medians_over_the_processes_where_a_model_ran():
     assert skipped_everywhere["status"] == "skipped: out of memory" and "ms" not in skipped_everywhere
 
 
+def test_quick_fills_in_only_what_is_not_given(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--quick", "--lengths", "128", "--image-sizes"])
+    args = benchmark.parse_args()
+    assert args.lengths == [128] and args.image_sizes == [] and args.batch_sizes == [1] and args.repeats == 3
+    monkeypatch.setattr(sys, "argv", ["benchmark.py"])
+    assert benchmark.parse_args().batch_sizes == [1, 8]
+
+
 @pytest.mark.parametrize("arguments,message", [
     (["--repeats", "0"], r"--repeats takes positive integers, got 0"),
     (["--lengths", "64", "-5"], r"--lengths takes positive integers, got \[64, -5\]"),
     (["--patch-size", "0"], r"--patch-size takes positive integers"),
     (["--max-seconds", "0"], r"--max-seconds must be positive"),
     (["--models", "vit_sdpa", "--lengths", "64", "--image-sizes"], r"Nothing to measure: --models vit_sdpa with"),
+    (["--image-sizes", "224", "100"], r"--image-sizes \[100\] are not multiples of --patch-size 16"),
+    (["--image-sizes", "8"], r"--image-sizes \[8\] are not multiples of --patch-size 16"),
+    (["--short-length", "128", "--long-length", "64"], r"--short-length 128 must not exceed --long-length 64"),
+    (["--device", "no_such_device"], r"--device no_such_device is not usable here"),
+    (["--models", "hf_fnet", "--dtype", "bfloat16"], r"hf_fnet with --dtype bfloat16 on CPU"),
 ])
 def test_bad_arguments_stop_before_any_model_is_built(monkeypatch, capsys, arguments, message):
     monkeypatch.setattr(sys, "argv", ["benchmark.py", *arguments])
