@@ -147,6 +147,11 @@ def config_from_checkpoint(
 ):
     """The `AFNOConfig` of an original AFNO-transformer checkpoint and the given options."""
     require_keys(state_dict, REQUIRED_KEYS, "AFNO-transformer")
+    if "head.bias" not in state_dict and "head.weight" in state_dict:
+        raise ValueError(
+            "This checkpoint's head has no bias, as FourCastNet's per-patch projection: convert it with "
+            "`--fourcastnet` (and its `--image-size`); an AFNO-transformer classifier has head.weight and head.bias."
+        )
     num_layers = check_checkpoint(state_dict, fourcastnet=False)
     patch_size = state_dict["patch_embed.proj.weight"].shape[2]
     num_tokens = state_dict["pos_embed"].shape[1]

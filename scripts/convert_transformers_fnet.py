@@ -110,8 +110,9 @@ def read_fnet_config(input_dir):
     except ValueError as error:
         raise ValueError(f"{input_dir / 'config.json'} is not valid JSON ({error}).") from error
     if model_type != FNetConfig.model_type:
+        held = "a config.json without a model_type" if model_type is None else f"a {model_type!r} checkpoint"
         raise ValueError(
-            f"{input_dir} holds a {model_type!r} checkpoint; this converter reads transformers FNet checkpoints "
+            f"{input_dir} holds {held}; this converter reads transformers FNet checkpoints "
             f"(model_type 'fnet', architectures {sorted(FNET_ARCHITECTURES)})."
         )
     return FNetConfig.from_pretrained(input_dir)

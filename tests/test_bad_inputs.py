@@ -656,6 +656,8 @@ def fnet_folders(tmp_path_factory):
                          intermediate_size=64)).save_pretrained(root / "bert")
     (root / "busy").mkdir()
     (root / "busy" / "notes.txt").write_text("keep")
+    (root / "untyped").mkdir()
+    (root / "untyped" / "config.json").write_text('{"hidden_size": 32}')
     return root
 
 
@@ -666,6 +668,8 @@ FNET_ROWS = [
     ("GFNet checkpoint", "gfnet", {}, ValueError,
      r"holds a 'gfnet' checkpoint; this converter reads transformers FNet checkpoints \(model_type 'fnet', "),
     ("BERT checkpoint", "bert", {}, ValueError, r"holds a 'bert' checkpoint; .*architectures \['FNetForMaskedLM'"),
+    ("config without a model_type", "untyped", {}, ValueError,
+     r"untyped holds a config.json without a model_type; this converter reads transformers FNet checkpoints"),
     ("truncated weights", "truncated", {}, ValueError, r"Cannot read .*model.safetensors as .*truncated"),
     ("no weights", "no_weights", {}, ValueError, r"No FNet weights in .*: expected model.safetensors or pytorch_model"),
     ("unknown head", "fnet", dict(head="question_answering"), ValueError,

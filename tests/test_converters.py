@@ -67,6 +67,8 @@ def test_converted_fourcastnet_reproduces_fixture(tmp_path):
         convert_fourcastnet_checkpoint(tmp_path / "ckpt.tar", image_size=(64, 64))
     with pytest.raises(ValueError, match="not FourCastNet"):
         convert_fourcastnet_checkpoint(FIXTURES / "afno" / "state_dict.safetensors", image_size=(32, 32))
+    with pytest.raises(ValueError, match=r"head has no bias, as FourCastNet's .*: convert it with `--fourcastnet`"):
+        convert_afno_checkpoint(tmp_path / "ckpt.tar")
 
 
 @pytest.mark.shared
