@@ -86,6 +86,14 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def depth_of_stages(depths):
+    """sum(depths), the number of blocks of a hierarchical model's stages, or None where `depths` is not a non-empty
+    list of integers (which the config validation then reports)."""
+    if isinstance(depths, (list, tuple)) and depths and all(map(_is_int, depths)):
+        return sum(depths)
+    return None
+
+
 def _is_index_list(values, size):
     """A non-empty list (or tuple) of distinct ints (not bools) in [0, size): AFNO processes a repeated index once
     but would give it its gradient twice. The items are checked first, so that `set` only sees ints."""
@@ -312,8 +320,7 @@ class SpectralConfig(PretrainedConfig):
                 f"{type(self).__name__}, which would store and ignore it: {SEED_KEYWORDS[name]}."
             )
         if self.num_hidden_layers is None:  # a hierarchical model's depth follows its stages, as in Swin's config
-            stages = self.depths if isinstance(self.depths, (list, tuple)) and all(map(_is_int, self.depths)) else None
-            self.num_hidden_layers = sum(stages) if stages else DEFAULT_NUM_HIDDEN_LAYERS
+            self.num_hidden_layers = depth_of_stages(self.depths) or DEFAULT_NUM_HIDDEN_LAYERS
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)  # the default layout has one entry per layer
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
@@ -358,9 +365,8 @@ class SpectralConfig(PretrainedConfig):
         overrides = {name: kwargs[name] for name in applied_first if name in kwargs}
         config_dict = cls.upgrade_format({**config_dict, **overrides})
         depth = kwargs.get("num_hidden_layers")
-        depths = kwargs.get("depths")
-        if depth is None and isinstance(depths, (list, tuple)) and depths and all(_is_int(n) for n in depths):
-            depth = sum(depths)
+        if depth is None:
+            depth = depth_of_stages(kwargs.get("depths"))
         if depth is not None and "mixer_layout" not in kwargs:
             layout = layout_for_depth(config_dict.get("mixer_layout"), depth)
             config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
@@ -441,7 +447,8 @@ class SpectralConfig(PretrainedConfig):
     def saved_mixers(cls, config_dict):
         """The mixer names of a saved config's layout (the family default where it has none); all mixers where the
         layout is invalid, which the constructor then reports."""
-        depth = config_dict.get("num_hidden_layers") or DEFAULT_NUM_HIDDEN_LAYERS
+        stages = depth_of_stages(config_dict.get("depths"))
+        depth = config_dict.get("num_hidden_layers") or stages or DEFAULT_NUM_HIDDEN_LAYERS
         try:
             return mixer_names(expand_mixer_layout(config_dict.get("mixer_layout") or cls.default_layout(depth), depth))
         except (TypeError, ValueError, KeyError):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from transformers import (
+    AutoConfig,
     AutoModelForTokenClassification,
     AutoTokenizer,
     DataCollatorForTokenClassification,
@@ -123,6 +124,7 @@ def word_tagger(model, tokenizer=None, device=None):
     the subwords by their own predictions and split words into fragments). A text longer than the model is tagged
     in overlapping windows of its length (a quarter shared) rather than cut off."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+    fit_tokenizer_to_model(tokenizer, AutoConfig.from_pretrained(model))  # windows of the model's length
     return pipeline(
         "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device,
         stride=tokenizer.model_max_length // 4,

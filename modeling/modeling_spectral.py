@@ -817,8 +817,8 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
 
 def validate_condition(config, condition, batch_size, condition_mask=None):
     """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
-    expected shape. Returns the condition, a cross-attention condition on a grid (B, *grid, C) flattened to its
-    tokens (B, M, C) as its mask (B, *grid) is, and the mask as bool (B, M), True on real condition tokens, or None."""
+    expected shape. Returns (condition, mask): a cross-attention condition on a grid (B, *grid, C) flattened to its
+    cells (B, M, C), and its mask, flattened alike, as bool (B, M), True on real condition tokens, or None."""
     condition_size = config.condition_size or config.hidden_size
     if condition_mask is not None and config.condition_type != "cross_attention":
         raise ValueError(

@@ -176,6 +176,11 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
     assert "eval_accuracy" in metrics and "eval_f1" not in metrics
     tagged = re.fullmatch(r"\[(.*)\]", lines[0][0]).group(1).split(", ")
     assert len(" ".join(entity.rsplit("=", 1)[0] for entity in tagged).split()) == len(long_text.split())
+    # a tokenizer saved without a length limit is fitted to the model, so that the windows still apply
+    config_file = tmp_path / "pos" / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_max_length": 10**30}))
+    entities = run_token_classification.word_tagger(str(tmp_path / "pos"))(long_text)
+    assert len(" ".join(entity["word"] for entity in entities).split()) == len(long_text.split())
     blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
     (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
     with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
