@@ -75,7 +75,7 @@ class AttentionPooling(nn.Module):
     Each of `num_heads` heads scores every token with a linear map of its hidden state and averages its own
     D / num_heads channels with the softmax of those scores over the real tokens: one learned query per head
     (SigLIP's attention-pooling head without its projections), linear in length. With the small initial weights
-    the scores are small, so a new model starts close to mean pooling (within a few percent).
+    the scores are small, so a new model starts close to mean pooling.
     """
 
     def __init__(self, hidden_size, num_heads):
