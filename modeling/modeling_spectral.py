@@ -19,6 +19,7 @@ Data path (images and volumes, `SpectralModel._forward_pixels`):
 
 import contextlib
 import copy
+import inspect
 import json
 import operator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils import hub as transformers_hub
 from transformers.utils import logging
 
 from .condition_layers import AdaLNZero, CrossAttention
@@ -430,13 +432,19 @@ class SpectralPreTrainedModel(PreTrainedModel):
         an Auto class, or a `config` with another `image_size`) is loaded at the checkpoint's size, then rebuilt at
         the new one with bicubically resized position embeddings and global filters (`resize_model_to_image_size`),
         as the original GFNet fine-tunes at 384 px."""
+        if pretrained_model_name_or_path is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config_kwargs = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
         config = kwargs.get("config")
+        if config is not None and not isinstance(config, PretrainedConfig):
+            # a path: transformers reads it (with the other keywords as overrides); read here for its image_size
+            with warnings_of_reading_configs_muted(cls.config_class):
+                config = cls.config_class.from_pretrained(config, **config_kwargs)
         requested = kwargs.pop("image_size", None)
-        if requested is None and isinstance(config, PretrainedConfig) and getattr(config, "is_vision", False):
+        if requested is None and getattr(config, "is_vision", False):
             requested = config.image_size
         if requested is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        config_kwargs = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
         with warnings_of_reading_configs_muted(cls.config_class):
             saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
         if not saved.is_vision:
@@ -447,10 +455,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
         wanted = type(saved)(**{**saved.to_dict(), "image_size": requested})
         if wanted.image_shape == saved.image_shape:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        if config is not None:
+        if isinstance(kwargs.get("config"), PretrainedConfig):
             # a copy keeps what to_dict() leaves out, such as the attn_implementation AutoConfig took in
             kwargs["config"] = copy.deepcopy(config)
             kwargs["config"].image_size = saved.image_size
+        elif config is not None:
+            kwargs["image_size"] = saved.image_size
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
         model = resize_model_to_image_size(model, requested)
@@ -484,14 +494,30 @@ class SpectralPreTrainedModel(PreTrainedModel):
         `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md).
 
         The config is validated first: transformers copies the source files of registered classes before it
-        validates and writes config.json, so an invalid config left a folder of source files and nothing else."""
+        validates and writes config.json, so an invalid config left a folder of source files and nothing else.
+        With `push_to_hub=True` the folder is uploaded last (transformers uploads before the source files and the
+        card exist), so the hub repository holds what a local save holds."""
         if is_main_process:
             self.config.validate()
+        push_to_hub = kwargs.pop("push_to_hub", False) and is_main_process
+        if push_to_hub:
+            hub_options = {key: kwargs.pop(key) for key in ("commit_message", "create_pr") if key in kwargs}
+            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+            repo_options = {key: kwargs.pop(key) for key in list(kwargs) if key not in SAVE_PRETRAINED_KWARGS}
+            repo_id = transformers_hub.hf_api().create_repo(
+                repo_id, exist_ok=True, token=kwargs.get("token"), **repo_options
+            ).repo_id
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            files_timestamps = self._get_files_timestamps(save_directory)
         super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
         if is_main_process:
             if self._auto_class is not None:
                 write_remote_code(self, save_directory)
             write_model_card(self, save_directory)
+        if push_to_hub:
+            self._upload_modified_files(
+                save_directory, repo_id, files_timestamps, token=kwargs.get("token"), **hub_options
+            )
 
 
 # Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
@@ -504,6 +530,8 @@ SHAPE_FIELDS = (
     "condition_type", "condition_size",
 )
 CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
+# `PreTrainedModel.save_pretrained`'s own keywords: with push_to_hub=True, the others are options of create_repo.
+SAVE_PRETRAINED_KWARGS = frozenset(inspect.signature(PreTrainedModel.save_pretrained).parameters)
 
 
 def realign_memory_mapped_tensors(model):
@@ -543,6 +571,8 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     of sharded ones, must be readable (`OSError` naming the file: truncated downloads and copies fail here rather
     than deep in the loader); and its
     `config.json` must be of `model_class`'s model type (`ValueError` naming both and the class to use)."""
+    if pretrained_model_name_or_path is None:
+        return
     path = Path(pretrained_model_name_or_path)
     if not path.exists():
         if path.is_absolute() or str(pretrained_model_name_or_path).startswith(("./", "../")):

@@ -417,6 +417,17 @@ def test_integer_labels_of_any_dtype_are_class_indices(head, dtype):
     torch.testing.assert_close(loss, model(**inputs, labels=labels).loss, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("head", ["ForMaskedLM", "ForImageClassification"])
+def test_from_pretrained_of_a_state_dict_without_a_folder(head):
+    """transformers' documented `from_pretrained(None, config=..., state_dict=...)` builds the model from memory."""
+    image_fields = dict(image_size=8, patch_size=2, mixer_layout=None) if head == "ForImageClassification" else {}
+    model = model_class("gfnet", head)(tiny_config("gfnet", **image_fields)).eval()
+    loaded = model_class("gfnet", head).from_pretrained(None, config=model.config, state_dict=model.state_dict())
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_from_pretrained_with_fewer_layers_and_their_layout(family, tmp_path):
     """The overrides the layout-length error asks for: `num_hidden_layers` with a `mixer_layout` of as many entries

@@ -6,11 +6,15 @@ import ast
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
+import transformers.modeling_utils
+import transformers.utils.hub
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import load_file, save_file
 
@@ -151,6 +155,31 @@ def test_saved_sources_are_flat_and_complete(family, tmp_path):
         ("AutoModelForImageToImage", "ForPatchRegression"),
     ]:
         assert auto_map[auto_class] == f"modeling_{family}.{prefix}{head}"
+
+
+def test_push_to_hub_uploads_what_a_local_save_writes(tmp_path, monkeypatch):
+    """save_pretrained(push_to_hub=True) uploads the flat sources, the full auto_map and our card (transformers
+    uploads inside its own save_pretrained, before they are written). The hub is replaced by a folder."""
+    uploads = []
+    hub_api = types.SimpleNamespace(
+        create_repo=lambda repo_id, **options: types.SimpleNamespace(repo_id=f"user/{repo_id}")
+    )
+    monkeypatch.setattr(transformers.utils.hub, "hf_api", lambda: hub_api)
+    monkeypatch.setattr(transformers.modeling_utils, "hf_api", lambda: hub_api)
+
+    def upload(model, folder, repo_id, files_timestamps, **options):
+        uploads.append(repo_id)
+        shutil.copytree(folder, tmp_path / "hub")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "_upload_modified_files", upload)
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet"))
+    model.save_pretrained(tmp_path / "pushed", push_to_hub=True, private=True, commit_message="first")
+    model.save_pretrained(tmp_path / "local")
+    assert uploads == ["user/pushed"]
+    hub, local = tmp_path / "hub", tmp_path / "local"
+    assert sorted(path.name for path in hub.iterdir()) == sorted(path.name for path in local.iterdir())
+    for path in local.iterdir():
+        assert path.read_bytes() == (hub / path.name).read_bytes(), path.name
 
 
 SUBCLASS_IN_MAIN = """

@@ -495,6 +495,19 @@ def test_loading_at_another_image_size_takes_the_loading_keywords(tmp_path):
     assert loaded.config.image_shape == (24, 24)
 
 
+def test_loading_at_another_image_size_with_a_config_path(tmp_path):
+    """`config` may be a folder, as in transformers; its keyword overrides still apply. A config path at another
+    image size resizes as a config object does; an explicit image_size wins."""
+    classifier = model_class("gfnet", "ForImageClassification")
+    classifier(image_config("gfnet")).save_pretrained(tmp_path / "at16")
+    image_config("gfnet", image_size=32).save_pretrained(tmp_path / "config32")
+    loaded = classifier.from_pretrained(tmp_path / "at16", config=tmp_path / "at16", image_size=24, num_labels=3)
+    assert loaded.config.image_shape == (24, 24) and loaded.config.num_labels == 3
+    assert classifier.from_pretrained(tmp_path / "at16", config=str(tmp_path / "config32")).config.image_size == 32
+    explicit = classifier.from_pretrained(tmp_path / "at16", config=tmp_path / "config32", image_size=(20, 24))
+    assert explicit.config.image_shape == (20, 24)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_patch_regression_at_another_image_size_and_its_attentions(family, tmp_path):
     """The dense head unfolds the grid of the image it is given: with interpolate_pos_encoding=True a 24 x 24 field
