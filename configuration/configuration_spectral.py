@@ -693,11 +693,10 @@ class SpectralConfig(PretrainedConfig):
         if self.condition_type is not None and self.hidden_sizes is not None:
             raise ValueError("`condition_type` is not supported with hierarchical `hidden_sizes`; use one width.")
         if "afno" in mixers_used:
-            if self.hidden_size % self.afno_num_blocks:
-                raise ValueError(
-                    f"`afno_num_blocks` ({self.afno_num_blocks}) must be a positive divisor of `hidden_size` "
-                    f"({self.hidden_size})."
-                )
+            if any(width % self.afno_num_blocks for width in self.stage_hidden_sizes):
+                widths = (f"`hidden_size` ({self.hidden_size})" if self.hidden_sizes is None
+                          else f"every stage width hidden_sizes={self.stage_hidden_sizes}")
+                raise ValueError(f"`afno_num_blocks` ({self.afno_num_blocks}) must be a positive divisor of {widths}.")
             num_frequencies = max(self.grid_shape) // 2 + 1
             if self.afno_num_modes is not None and not 1 <= self.afno_num_modes <= num_frequencies:
                 raise ValueError(
@@ -705,12 +704,6 @@ class SpectralConfig(PretrainedConfig):
                     f"(grid {self.grid_shape}: max_position_embeddings for text, the patch grid for images), "
                     f"or None to keep every frequency; got {self.afno_num_modes}."
                 )
-            for width in self.stage_hidden_sizes:
-                if width % self.afno_num_blocks:
-                    raise ValueError(
-                        f"`afno_num_blocks` ({self.afno_num_blocks}) must divide every stage width "
-                        f"hidden_sizes={self.stage_hidden_sizes}."
-                    )
         else:
             for name in AFNO_MODE_FIELDS:
                 if getattr(self, name) is not None:

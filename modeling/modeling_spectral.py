@@ -13,7 +13,8 @@ Data path (images and volumes, `SpectralModel._forward_pixels`):
 
     pixel_values (B, C, *image_size) -> SpectralImageEmbeddings (patch_embedding.py) -> x: (B, *grid, D)
     x -> SpectralBlocks of each stage, GridDownsample between stages (GFNet-H) -> final norm
-    -> last_hidden_state (B, N, D), N = prod(grid) -> SpectralPooler -> image classifier / patch regression head
+    -> last_hidden_state (B, N, D), N = prod(grid) -> SpectralPooler -> pooler_output (B, D) -> image classifier
+    last_hidden_state -> patch regression head (no pooler)
     (the image heads are in modeling_spectral_image.py)
 """
 
@@ -323,7 +324,7 @@ class SpectralEmbeddings(nn.Module):
 
 
 class SpectralPooler(nn.Module):
-    """(B, T, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`), their per-channel
+    """(B, *grid, D) -> (B, D): the first token (`cls`), the mean of the real tokens (`mean`), their per-channel
     maximum (`max`) or their learned weighted mean (`attention`, see `AttentionPooling`), then optionally
     dense + tanh (the BERT / FNet pooler)."""
 
@@ -954,7 +955,6 @@ class SpectralModel(SpectralPreTrainedModel):
         use_final_norm = config.norm_first and config.final_layer_norm
         self.norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps) if use_final_norm else None
         self.pooler = SpectralPooler(config) if add_pooling_layer else None
-        self.gradient_checkpointing = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -1148,11 +1148,9 @@ class SpectralModel(SpectralPreTrainedModel):
         hidden_states, recorded, all_attentions = self._encode(
             hidden_states, None, condition, condition_mask, output_hidden_states, output_attentions
         )
-        # the pooler reads a view of the returned (B, N, D) tensor, which is thereby on the path to the outputs
+        # the pooler reads the returned (B, N, D) tensor, which is thereby on the path to the outputs
         last_hidden_state = hidden_states.flatten(1, -2)
-        pooled = None
-        if self.pooler is not None:
-            pooled = self.pooler(last_hidden_state.unflatten(1, hidden_states.shape[1:-1]))
+        pooled = self.pooler(last_hidden_state) if self.pooler is not None else None
         all_hidden_states = reshaped_hidden_states = None
         if output_hidden_states:
             all_hidden_states = tuple(flat for flat, _ in recorded)  # (B, N, D) as ViT's

@@ -115,7 +115,7 @@ class PatchRegressionOutput(ModelOutput):
     Args:
         loss: mean squared error against `labels`, when given.
         predictions: (B, num_output_channels, *image_size), one value per pixel and output channel.
-        last_hidden_state: (B, *grid, D), the backbone's token grid before the head.
+        last_hidden_state: (B, N, D), the backbone's tokens before the head, flattened as every image output's.
         hidden_states: the embeddings and every block's output, flattened to (B, N, D).
         reshaped_hidden_states: the same on their token grid, (B, D, *grid) as Swin's.
         attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
@@ -202,7 +202,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         output = PatchRegressionOutput(
             loss=loss,
             predictions=predictions,
-            last_hidden_state=tokens,
+            last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             reshaped_hidden_states=outputs.reshaped_hidden_states,

@@ -861,10 +861,11 @@ class GlobalFilter(SpectralMixer):
         """The filter as a linear convolution for a 1-D input of n < L tokens, x: (B, n, D) in the FFT dtype, by FFTs
         of `size` >= 2n - 1 points (`short_fft_size`).
 
-        `irfft(rfft(x, L) * K, L)` is the circular convolution of x with the kernel k = irfft(K, L) (the "ortho"
-        factors cancel). Output t < n reads inputs s < n through taps k[(t - s) mod L], so only the 2n - 1 taps
-        k[0 .. n-1] and k[L-n+1 .. L-1] matter: laid out circularly in an FFT of size >= 2n - 1 they give the same
-        outputs without wrap-around, at a fraction of the cost of length-L transforms of the whole batch.
+        `irfft(rfft(x, L) * K, L)` (norm "backward", as in `mix`) is the circular convolution of x with the kernel
+        k = irfft(K, L), which holds the inverse's 1 / L. Output t < n reads inputs s < n through taps
+        k[(t - s) mod L], so only the 2n - 1 taps k[0 .. n-1] and k[L-n+1 .. L-1] matter: laid out circularly in an
+        FFT of size >= 2n - 1 they give the same outputs without wrap-around, at a fraction of the cost of length-L
+        transforms of the whole batch.
         """
         fft_length, length = self.fft_shape[0], x.shape[1]
         kernel = self.time_domain_kernel(x.dtype)  # (D, L)

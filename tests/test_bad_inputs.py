@@ -38,7 +38,6 @@ import run_text_classification  # noqa: E402
 import run_token_classification  # noqa: E402
 from test_fnet_conversion import save_tiny_fnet  # noqa: E402
 
-# ---------------------------------------------------------------------------------------------------------------
 # Config constructors, every family. `afno` rows set an AFNO layout so the AFNO fields are in use.
 
 AFNO_LAYOUT = dict(mixer_layout=["afno", "afno"])
@@ -108,6 +107,11 @@ CONFIG_ROWS = [
     (dict(IMAGE, patch_embed_rank=0), r"`patch_embed_rank` must be a positive integer or None"),
     (dict(IMAGE, image_size=0), r"`image_size` must be a positive integer or a list of 2 positive integers"),
     (dict(IMAGE, image_size=[16, 16, 16]), r"list of 2 positive integers .*spatial_dims=2\), got \[16, 16, 16\]"),
+    (dict(IMAGE, image_size=32.0), r"`image_size` must be a positive integer or a list of 2 .* got 32.0"),
+    (dict(IMAGE, image_size="32"), r"`image_size` must be a positive integer or a list of 2 .* got '32'"),
+    (dict(IMAGE, image_size=[16, 16.0]), r"`image_size` must be a positive integer or a list of 2 .* got \[16, 16.0\]"),
+    (dict(IMAGE, patch_size=4.0), r"`patch_size` must be a positive integer or a list of 2 .* got 4.0"),
+    (dict(IMAGE, patch_stride=True), r"`patch_stride` must be a positive integer or a list of 2 .* got True"),
     (dict(IMAGE, patch_size=32), r"`image_size` \(16, 16\) is smaller than the patch \(32, 32\)"),
     (dict(IMAGE, image_size=18), r"does not tile with patch_size \(4, 4\) and stride \(4, 4\).*multiple of the stride"),
     (dict(IMAGE, patch_shape="cone"), r"`patch_shape` must be one of \['cuboid', 'cylinder', 'sphere'\]"),
@@ -136,6 +140,8 @@ CONFIG_ROWS = [
     (dict(IMAGE, **AFNO_LAYOUT, afno_kept_modes=["01", None]), r"`afno_kept_modes\[0\]` must be .* got '01'"),
     (dict(IMAGE, hidden_sizes=[16, 32], depths=[1, 1], condition_type="adaln_zero"),
      r"`condition_type` is not supported with hierarchical `hidden_sizes`"),
+    (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], mixer_layout=["afno", "fourier"], afno_num_blocks=8),
+     r"`afno_num_blocks` \(8\) must be a positive divisor of every stage width hidden_sizes=\[12, 32\]"),
     (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], mixer_layout=["attention", "fourier"], num_attention_heads=8),
      r"`num_attention_heads` \(8\) must divide every stage width hidden_sizes=\[12, 32\]"),
     (dict(IMAGE, hidden_sizes=[12, 32], depths=[1, 1], num_attention_heads=8,
@@ -166,7 +172,6 @@ def test_config_constructor(family, overrides, message):
         tiny_config(family, **overrides)
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Text forwards: every family x text head. Inputs are built from the tiny config (vocab 99, hidden 32, max length
 # 24, 2 token types, 3 labels) and a batch of two 6-token sequences.
 
@@ -271,11 +276,19 @@ TEXT_CASES = [
 
 
 @pytest.mark.parametrize("family,head,inputs,message", TEXT_CASES)
-def test_text_forward(family, head, inputs, message):
+def test_text_forward(family, head, inputs, message, monkeypatch):
+    """Bad inputs are refused before any FFT runs: the error is the model's, not one from deep inside a transform
+    (labels are checked by the head, after the backbone)."""
     model = cached_model(family, head)
     problem_type = model.config.problem_type
+    inputs = inputs()
+    ffts = []
+    if "labels" not in inputs:
+        for name in ("rfft", "rfftn", "fft", "fftn"):
+            monkeypatch.setattr(torch.fft, name, lambda *args, name=name, **kwargs: ffts.append(name))
     with pytest.raises(ValueError, match=message):
-        model(**inputs())
+        model(**inputs)
+    assert ffts == []
     assert model.config.problem_type == problem_type  # rejected labels do not set the inferred problem type
 
 
@@ -307,7 +320,6 @@ def test_regression_labels_name_only_the_shapes_allowed(num_labels, shape, allow
         model(input_ids=ids(), labels=torch.randn(shape))
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Pixel forwards and image-head constructors: every family, 16 x 16 RGB images in 4 x 4 patches.
 
 IMAGE_ROWS = [
@@ -435,7 +447,6 @@ def test_resizing_the_vocabulary_of_an_image_model_or_to_a_negative_size_is_refu
         model_class("gfnet", "Model")(tiny_config("gfnet", pad_token_id=None)).resize_token_embeddings(-5)
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # from_pretrained on checkpoints that cannot give the requested model.
 
 
@@ -518,7 +529,6 @@ def test_from_pretrained(checkpoints, name, loader, folder, kwargs, error, messa
         loader.from_pretrained(checkpoints / folder, **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Converters of original checkpoints (GFNet, AFNO-transformer, FourCastNet) on files that are not such checkpoints.
 
 
@@ -694,7 +704,6 @@ def test_fnet_converter(fnet_folders, name, folder, options, error, message):
     assert [path.name for path in (fnet_folders / "busy").iterdir()] == ["notes.txt"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Example command lines on missing or malformed user data, run in-process (`main(argv)`): every row fails before
 # training and leaves no output directory behind.
 
@@ -762,8 +771,6 @@ EXAMPLE_ROWS = [
      r"No examples could be read from `--validation_file` .*header_only.csv: a CSV / TSV file needs a header"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/other_columns.csv"], ValueError,
      r"Column 'sentence' \(`--text_column_name`\) not found in the validation data, whose columns are \['text', 'oth"),
-    (TEXT, ["--train_file", "{data}/float_labels.csv", "--validation_file", "{data}/reviews.csv"], ValueError,
-     r"Column 'label' \(`--label_column_name`\) holds floating-point values .*use `--task regression`"),
     (TEXT, ["--train_file", "{data}/mixed_labels.jsonl"], ValueError,
      r"Column 'label' of `--train_file` .*mixed_labels.jsonl holds strings \(e.g. line 2\) and numbers \(e.g. line 1"),
     (TEXT, ["--train_file", "{data}/one_row.csv"], ValueError,
@@ -864,7 +871,6 @@ def test_example_command_line(tmp_path, user_data, script, arguments, error, mes
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Output directories: written all at once or not at all.
 
 TINY_RUN = [
@@ -984,7 +990,6 @@ def test_atomic_directory_publishes_only_complete_results(tmp_path):
     with atomic_directory(tmp_path / "busy", overwrite=True) as work_dir:
         (work_dir / "config.json").write_text("{}")
     assert snapshot(tmp_path / "busy") == {"config.json": b"{}"}
-
 
 
 def test_rgb_pixels_for_a_one_channel_model_name_the_pipeline_conversion():

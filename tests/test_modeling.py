@@ -584,40 +584,6 @@ def test_no_head_claims_to_generate():
             assert not model_class(family, head).can_generate()
 
 
-def expect_error(model, message, **inputs):
-    with pytest.raises(ValueError, match=message):
-        model(**inputs)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_bad_inputs_raise_clear_errors(family, monkeypatch):
-    model = build(family, "ForSequenceClassification")
-    config = model.config
-    ids = torch.randint(5, config.vocab_size, (2, 6))
-    ffts = []
-    monkeypatch.setattr(torch.fft, "rfftn", lambda *a, **k: ffts.append(1))
-    monkeypatch.setattr(torch.fft, "rfft", lambda *a, **k: ffts.append(1))
-    expect_error(model, "exactly one of `input_ids` or `inputs_embeds`")
-    expect_error(model, "exactly one of", input_ids=ids, inputs_embeds=torch.randn(2, 6, config.hidden_size))
-    expect_error(model, r"`input_ids` must have shape \(batch_size, sequence_length\), got \(6,\)", input_ids=ids[0])
-    expect_error(model, r"must be in \[0, vocab_size=99\), got values from .* to 99",
-                 input_ids=ids.clamp(max=99).index_fill(1, torch.tensor([0]), 99))
-    expect_error(model, "got values from -1", input_ids=ids.index_fill(1, torch.tensor([2]), -1))
-    expect_error(model, "int64 or int32 token ids", input_ids=ids.float())
-    expect_error(model, r"Sequence length 30 exceeds max_position_embeddings=24",
-                 input_ids=torch.randint(5, config.vocab_size, (1, 30)))
-    expect_error(model, r"`attention_mask` must have the shape of the input ids \(2, 6\), got \(2, 5\)",
-                 input_ids=ids, attention_mask=torch.ones(2, 5))
-    expect_error(model, "at least one real token", input_ids=ids,
-                 attention_mask=torch.tensor([[1] * 6, [0] * 6]))
-    expect_error(model, r"inputs_embeds.*hidden_size=32\), got \(2, 6, 31\)", inputs_embeds=torch.randn(2, 6, 31))
-    expect_error(model, r"token_type_ids.*\[0, 2\) \(type_vocab_size=2\), got 0 to 2", input_ids=ids,
-                 token_type_ids=torch.full_like(ids, 2).index_fill(1, torch.tensor([0]), 0))
-    expect_error(model, r"position_ids.*\[0, max_position_embeddings=24\)", input_ids=ids,
-                 position_ids=torch.arange(20, 26)[None])
-    assert ffts == []
-
-
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.long, torch.float32])
 def test_attention_mask_dtypes_agree(mask_dtype):
     model = build("gfnet", "ForSequenceClassification")
@@ -744,9 +710,8 @@ def test_from_pretrained_with_fewer_or_more_layers(family, tmp_path):
     model.save_pretrained(tmp_path / "mixed")
     first_two = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "mixed", num_hidden_layers=2)
     assert first_two.config.mixer_layout == mixed[:2] and len(first_two.base_model.layers) == 2
-    for loaded, saved in zip(first_two.base_model.layers, model.base_model.layers):
-        for (name, value), saved_value in zip(loaded.state_dict().items(), saved.state_dict().values()):
-            assert torch.equal(value, saved_value), name
+    for loaded, saved in zip(first_two.base_model.layers, model.base_model.layers[:2], strict=True):
+        torch.testing.assert_close(loaded.state_dict(), saved.state_dict(), atol=0, rtol=0)
     assert transformers.AutoConfig.from_pretrained(tmp_path / "mixed", num_hidden_layers=1).mixer_layout == mixed[:1]
     with pytest.raises(ValueError, match=r"`mixer_layout` has 3 entries but `num_hidden_layers` is 4"):
         head.from_pretrained(tmp_path / "mixed", num_hidden_layers=4)

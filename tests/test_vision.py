@@ -521,7 +521,7 @@ def test_patch_regression_at_another_image_size_and_its_attentions(family, tmp_p
     with torch.no_grad():
         outputs = model(pixel_values=pixel_values, interpolate_pos_encoding=True, output_attentions=True)
         expected = loaded(pixel_values=pixel_values).predictions
-    assert outputs.predictions.shape == (2, 3, 24, 24) and outputs.last_hidden_state.shape == (2, 6, 6, 32)
+    assert outputs.predictions.shape == (2, 3, 24, 24) and outputs.last_hidden_state.shape == (2, 36, 32)
     torch.testing.assert_close(outputs.predictions, expected, atol=1e-5, rtol=1e-5)
     assert [tuple(weights.shape) for weights in outputs.attentions] == [(2, config.num_attention_heads, 36, 36)]
 
@@ -595,31 +595,6 @@ def test_fnet_hybrid_image_defaults():
     assert (explicit.fourier_norm, explicit.pooler_projection) == ("backward", True)
     reloaded = FNetHybridConfig.from_dict(explicit.to_dict())
     assert (reloaded.fourier_norm, reloaded.pooler_projection) == ("backward", True)
-
-
-def test_bad_image_inputs_raise_clear_errors():
-    model = model_class("afno", "ForImageClassification")(image_config("afno"))
-    with pytest.raises(ValueError, match="num_channels=3"):
-        model(pixel_values=torch.randn(1, 1, 16, 16))
-    with pytest.raises(ValueError, match="does not match the model's image_size"):
-        model(pixel_values=torch.randn(1, 3, 20, 20))
-    with pytest.raises(ValueError, match="pass `pixel_values`"):
-        model.afno(input_ids=torch.zeros(1, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="does not tile with patch_size"):
-        image_config("afno", image_size=18)
-    with pytest.raises(ValueError, match="packing_strategy"):
-        image_config("afno", patch_shape="sphere", packing_strategy="dense_square")
-    with pytest.raises(ValueError, match="patch_shape"):
-        image_config("afno", patch_shape="cone")
-    with pytest.raises(ValueError, match="must be even"):
-        gfnet_h_config(image_size=24)
-    for field, value in (("image_size", 32.0), ("image_size", "32"), ("image_size", [16, 16.0]),
-                         ("patch_size", 4.0), ("patch_stride", True)):
-        with pytest.raises(ValueError, match=rf"`{field}` must be a positive integer or a list of 2 positive "
-                                             rf"integers \(one per spatial axis, spatial_dims=2\), got "):
-            image_config("afno", **{field: value})
-    with pytest.raises(ValueError, match="image config"):
-        model_class("gfnet", "ForImageClassification")(tiny_config("gfnet"))
 
 
 @pytest.mark.slow
