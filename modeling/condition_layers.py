@@ -9,37 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral_layers import head_size, multi_head_attention, real_tokens
+from .spectral_layers import MultiHeadAttention
 
 
-class CrossAttention(nn.Module):
-    """Multi-head attention from every grid position of `x` to the M tokens of `condition: (B, M, condition_size)`,
-    whose channels are projected to the hidden size by the key and value projections."""
+class CrossAttention(MultiHeadAttention):
+    """Multi-head attention from every grid position of `x` to the M tokens of `condition: (B, M, condition_size)`
+    (`SpectralModel` flattens a condition on a grid to its cells), whose channels the key and value projections
+    bring to the hidden size."""
 
     def __init__(self, hidden_size, condition_size, num_heads, dropout=0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = head_size(hidden_size, num_heads)
-        self.dropout = dropout
-        self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(condition_size, hidden_size)
-        self.v_proj = nn.Linear(condition_size, hidden_size)
-        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        super().__init__(hidden_size, condition_size, num_heads, dropout)
 
     def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
-        shape = x.shape
-        batch_size = shape[0]
-
-        def heads(tokens):  # (B, L, D) -> (B, h, L, d)
-            return tokens.view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
-
-        query = heads(self.q_proj(x.reshape(batch_size, -1, shape[-1])))  # (B, h, N, d)
-        condition = real_tokens(condition, condition_mask)  # padded condition tokens cannot reach x
-        key, value = heads(self.k_proj(condition)), heads(self.v_proj(condition))  # (B, h, M, d)
-        dropout = self.dropout if self.training else 0.0
-        key_mask = None if condition_mask is None else condition_mask[:, None, None, :]  # (B, 1, 1, M)
-        context, _ = multi_head_attention(query, key, value, key_mask, dropout, False, attn_implementation)
-        return self.out_proj(context.transpose(1, 2).reshape(shape))
+        return self.attend(x, condition, condition_mask, False, attn_implementation)[0]
 
 
 class AdaLNZero(nn.Module):

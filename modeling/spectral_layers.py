@@ -1079,44 +1079,56 @@ class AFNOMixer(SpectralMixer):
         )
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the flattened grid, with padded keys masked out.
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention from the tokens of `x: (B, *grid, D)` to those of `context: (B, *grid_c, context_size)`,
+    whose channels the key and value projections bring to `hidden_size`; padded context tokens are masked out.
 
     `attn_implementation` follows transformers: `"sdpa"` runs `scaled_dot_product_attention`, `"eager"` the explicit
-    softmax. Attention weights (B, heads, N, N) can only come from the eager path, so `output_attentions=True` uses it
-    whatever the implementation; otherwise the weights returned are None.
+    softmax. Attention weights (B, heads, N, M) can only come from the eager path, so `output_attentions=True` uses
+    it whatever the implementation; otherwise the weights returned are None.
     """
 
-    def __init__(self, hidden_size, num_heads, dropout=0.0):
+    def __init__(self, hidden_size, context_size, num_heads, dropout=0.0):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = head_size(hidden_size, num_heads)
         self.dropout = dropout
         self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(hidden_size, hidden_size)
-        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(context_size, hidden_size)
+        self.v_proj = nn.Linear(context_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def attend(self, x, context, context_mask, output_attentions, attn_implementation):
+        """-> (out (B, *grid, D), weights (B, heads, N, M) or None); `context_mask: (B, *grid_c)` bool, True on
+        real tokens, or None."""
+        shape, batch_size = x.shape, x.shape[0]
+
+        def heads(projection, tokens):  # (B, *grid, C) -> (B, h, N, d)
+            return projection(tokens.reshape(batch_size, -1, tokens.shape[-1])).view(
+                batch_size, -1, self.num_heads, self.head_dim
+            ).transpose(1, 2)
+
+        # keys and values from the context with its padded positions zeroed: whatever those hold (even NaN) is then
+        # finite after the projections, and masking them out of the softmax removes them exactly
+        keys_and_values = real_tokens(context, context_mask)
+        query = heads(self.q_proj, x)
+        key, value = heads(self.k_proj, keys_and_values), heads(self.v_proj, keys_and_values)
+        key_mask = None if context_mask is None else context_mask.reshape(batch_size, 1, 1, -1)  # True = attend
+        attended, weights = multi_head_attention(
+            query, key, value, key_mask, self.dropout if self.training else 0.0, output_attentions, attn_implementation
+        )
+        return self.out_proj(attended.transpose(1, 2).reshape(shape)), weights
+
+
+class SelfAttention(MultiHeadAttention):
+    """Multi-head self-attention over the flattened grid, with padded keys masked out: the attention mixer."""
+
+    def __init__(self, hidden_size, num_heads, dropout=0.0):
+        super().__init__(hidden_size, hidden_size, num_heads, dropout)
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa"):
         check_mixer_input(self, x, mask, self.q_proj.in_features)
-        shape = x.shape
-
-        def heads(projection, tokens):  # (B, *grid, D) -> (B, h, N, d)
-            return projection(tokens.reshape(shape[0], -1, shape[-1])).view(
-                shape[0], -1, self.num_heads, self.head_dim
-            ).transpose(1, 2)
-
-        # keys and values from the input with its padded positions zeroed: whatever those hold (even NaN) is then
-        # finite after the projections, and masking them out of the softmax removes them exactly
-        keys_and_values = real_tokens(x, mask)
-        query = heads(self.q_proj, x)
-        key, value = heads(self.k_proj, keys_and_values), heads(self.v_proj, keys_and_values)
-        key_mask = None if mask is None else mask.reshape(shape[0], 1, 1, -1)  # True = attend
-        context, weights = multi_head_attention(
-            query, key, value, key_mask, self.dropout if self.training else 0.0, output_attentions, attn_implementation
-        )
-        context = context.transpose(1, 2).reshape(shape)
-        return self.out_proj(context), weights
+        return self.attend(x, x, mask, output_attentions, attn_implementation)
 
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
