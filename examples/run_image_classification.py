@@ -25,6 +25,7 @@ from transformers import (
     ViTImageProcessor,
     pipeline,
 )
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from fourierformers import SpectralTrainer
 
@@ -163,12 +164,22 @@ def default_patch_and_image_size(image_size):
 
 def image_processor_for(model_args, config):
     """The image processor of the checkpoint (its normalisation kept), or a new one that scales pixels to
-    [-1, 1]; resizing to the model's `image_size` either way, so that it fits the final config. A processor that
-    center-crops after resizing (CLIP's, DeiT's) resizes and crops to that size."""
+    [-1, 1]; resizing to the model's `image_size` and converting images to RGB either way, so that it fits the
+    final config and any image of the data (grayscale digits, palette or RGBA files). A processor that center-crops
+    after resizing (CLIP's, DeiT's) resizes and crops to that size."""
     height, width = square(config.image_size)
     if model_args.model_name_or_path is not None:
-        image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
+        folder = Path(model_args.model_name_or_path)
+        if not (folder / IMAGE_PROCESSOR_NAME).exists():
+            raise ValueError(
+                f"`--model_name_or_path` {folder} holds no image processor ({IMAGE_PROCESSOR_NAME}): save the one "
+                "the model was trained with into that folder (`image_processor.save_pretrained(folder)`), so that "
+                "images are resized and normalised as in its training."
+            )
+        image_processor = AutoImageProcessor.from_pretrained(folder)
         image_processor.size = {"height": height, "width": width}
+        if hasattr(image_processor, "do_convert_rgb"):
+            image_processor.do_convert_rgb = True
         if getattr(image_processor, "do_center_crop", False):
             image_processor.crop_size = {"height": height, "width": width}
         return image_processor

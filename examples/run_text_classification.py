@@ -143,6 +143,9 @@ def run(model_args, data_args, training_args):
     task_fields = label_fields(names)
     if regression:
         task_fields["problem_type"] = "regression"
+    elif training_args.do_train:
+        # a regression checkpoint fine-tuned for classes would otherwise keep its regression loss
+        task_fields["problem_type"] = "single_label_classification"
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
     config = build_config(model_args, defaults, training=training_args.do_train, **task_fields)
     model = load_model(AutoModelForSequenceClassification, model_args, training_args, config)

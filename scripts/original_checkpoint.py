@@ -166,9 +166,11 @@ def height_and_width(config):
 
 
 def image_processor_for(config):
-    """The ViT image processor matching a converted 2-D model: resize to `image_size`, ImageNet normalisation."""
+    """The ViT image processor matching a converted 2-D model: RGB, resized to `image_size`, ImageNet
+    normalisation."""
     height, width = height_and_width(config)
     return ViTImageProcessorPil(
+        do_convert_rgb=True,
         do_resize=True,
         size={"height": height, "width": width},
         image_mean=list(IMAGENET_DEFAULT_MEAN),

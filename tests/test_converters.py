@@ -265,6 +265,8 @@ def test_image_processor_is_saved_only_for_rgb_image_classifiers(tmp_path, capsy
     assert json.loads((tmp_path / "converted" / "config.json").read_text())["num_channels"] == channels
     if note is None:
         assert "image processor" not in printed
+        processor = json.loads((tmp_path / "converted" / "preprocessor_config.json").read_text())
+        assert processor["do_convert_rgb"] is True  # grayscale or RGBA images would fail in the normalisation
     else:
         assert re.search(note, printed)
 

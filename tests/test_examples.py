@@ -32,6 +32,7 @@ from transformers import (
     TrainingArguments,
     ViTConfig,
     ViTForImageClassification,
+    ViTImageProcessor,
 )
 
 from fourierformers import (
@@ -115,6 +116,11 @@ def test_text_regression(tmp_path):
     assert {prediction.split()[0] for prediction, _ in lines} == {"label"}
     scores = [float(prediction.split()[1]) for prediction, _ in lines]
     assert not all(score == 1.0 for score in scores)  # raw regression outputs, not a softmax over one label
+    # the regression checkpoint fine-tuned for the classes: the classification loss replaces the regression one
+    _, metrics, _ = run_example("run_text_classification.py", tmp_path / "classes", "--model_name_or_path", tmp_path,
+                                *TEXT_RUN[:-4])
+    assert saved_config(tmp_path / "classes")["problem_type"] == "single_label_classification"
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
 
 
 def test_text_classification_user_csv(tmp_path):
@@ -618,6 +624,8 @@ def image_checkpoints(tmp_path_factory):
      r"`--model_name_or_path` .*text is a gfnet checkpoint without an image_size in its config\.json: not an image "
      r"model \(a text model\?\)\. Pass an image model \(\['gfnet', 'afno', 'fnet_hybrid', 'vit'\] with an image_size"),
     ("text", ["--do_train"], r"`--model_name_or_path` .*text is a gfnet checkpoint without an image_size"),
+    # saved without a processor: it failed looking for one on the hub
+    ("gfnet", ["--do_train"], r"`--model_name_or_path` .*gfnet holds no image processor \(preprocessor_config.json\)"),
 ])
 def test_image_size_of_a_checkpoint_is_checked(image_checkpoints, tmp_path, model, arguments, message):
     with pytest.raises(ValueError, match=message):
@@ -649,6 +657,17 @@ def test_a_checkpoints_center_cropping_processor_makes_images_of_the_models_size
     processor = run_image_classification.image_processor_for(SimpleNamespace(model_name_or_path=str(tmp_path)), config)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 17, 3), dtype=np.uint8))
     assert tuple(processor(image, return_tensors="pt").pixel_values.shape) == (1, 3, 8, 12)
+
+
+def test_a_checkpoints_processor_converts_images_to_rgb(tmp_path):
+    """Grayscale, palette and RGBA images become the RGB a 3-channel model takes, also with a checkpoint's
+    processor that does not convert (converted originals had one): the digits failed in the normalisation."""
+    ViTImageProcessor(size={"height": 8, "width": 8}, do_convert_rgb=False).save_pretrained(tmp_path)
+    config = SimpleNamespace(image_size=8)
+    processor = run_image_classification.image_processor_for(SimpleNamespace(model_name_or_path=str(tmp_path)), config)
+    for mode in ("L", "P", "RGBA"):
+        image = Image.new(mode, (5, 7))
+        assert tuple(processor(image, return_tensors="pt").pixel_values.shape) == (1, 3, 8, 8), mode
 
 
 def test_evaluating_at_the_checkpoints_image_size_spelled_otherwise(tmp_path):
