@@ -70,6 +70,8 @@ class ModelArguments:
 
 # Spellings of True / False / None that shells and YAML users type, as transformers' `update_from_string` accepts.
 OVERRIDE_WORDS = {"true": True, "false": False, "none": None, "null": None}
+# the examples' data options that name files or folders to read
+DATA_INPUTS = ("train_file", "validation_file", "train_files", "train_dir", "validation_dir")
 # files of which a saved tokenizer has at least one (fast, WordPiece, BPE or SentencePiece vocabularies)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
@@ -374,6 +376,7 @@ def train_evaluate_predict(trainer, training_args, write_predictions=None, deriv
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
+        trainer.save_state()  # trainer_state.json: the run's log history and its best checkpoint
         record("train", train_result.metrics)
     if training_args.do_eval:
         metrics = trainer.evaluate()
@@ -439,7 +442,7 @@ def run_example(run, argument_classes, argv=None, writes_predictions=True, **tra
     check_phases(model_args, training_args)
     check_argument_values(model_args, data_args)
     check_saved_folders(model_args)
-    check_inputs_survive(model_args, training_args)
+    check_inputs_survive(model_args, data_args, training_args)
     check_resume_checkpoint(training_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
@@ -551,14 +554,23 @@ def resumes_in_work_dir(training_args):
     return resume is not None and lies_in(resume, work_dir_for(training_args.output_dir))
 
 
-def check_inputs_survive(model_args, training_args):
-    """Raise `ValueError` when the run would delete the model or tokenizer it loads: a run without `--do_train`
-    replaces `--output_dir` with its metrics and predictions when it ends, so `--model_name_or_path` and
-    `--tokenizer_name` must not be (or lie in) it; and a run that does not resume from its work directory
-    `<output_dir>.incomplete` deletes that when it starts, so they must not lie there either. (A run with
-    `--do_train` may replace the checkpoint it fine-tunes by the fine-tuned model.)"""
+def check_inputs_survive(model_args, data_args, training_args):
+    """Raise `ValueError` when the run would delete the data, model or tokenizer it loads. Every run replaces
+    `--output_dir` when it ends, so the data files and folders must not lie in it; nor may `--model_name_or_path`
+    and `--tokenizer_name` without `--do_train` (a run with `--do_train` may replace the checkpoint it fine-tunes by
+    the fine-tuned model). A run that does not resume from its work directory `<output_dir>.incomplete` deletes
+    that when it starts, so the model and tokenizer may not lie there either, and the data never."""
     output_dir = Path(training_args.output_dir)
     work_dir = work_dir_for(output_dir)
+    for flag in DATA_INPUTS:
+        paths = getattr(data_args, flag, None) or []
+        for path in [paths] if isinstance(paths, str) else paths:
+            if lies_in(path, output_dir) or lies_in(path, work_dir):
+                raise ValueError(
+                    f"`--{flag}` {path} lies in `--output_dir` {output_dir} (or its work directory {work_dir}), "
+                    "which the run replaces: the data would be deleted. Move it elsewhere, or pass another "
+                    "`--output_dir`."
+                )
     for flag in ("model_name_or_path", "tokenizer_name"):
         path = getattr(model_args, flag, None)
         if path is None:
@@ -663,7 +675,8 @@ def point_saved_state_to(output_dir, work_dir, training_args):
     for folder in [work_dir, *work_dir.glob("checkpoint-*")]:
         if (folder / TRAINING_ARGS_NAME).exists():
             torch.save(training_args, folder / TRAINING_ARGS_NAME)
-    for state_file in list(work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}")):
+    # the run's final state too: its best checkpoint may lie outside every checkpoint Trainer kept (save_total_limit)
+    for state_file in [*work_dir.glob(f"checkpoint-*/{TRAINER_STATE_NAME}"), *work_dir.glob(TRAINER_STATE_NAME)]:
         state = json.loads(state_file.read_text())
         best = None if state.get("best_model_checkpoint") is None else Path(state["best_model_checkpoint"])
         # Paths are compared resolved: a resumed run may spell `--output_dir` otherwise than the run that wrote the

@@ -205,9 +205,16 @@ def check_masking_arguments(training_args):
         )
 
 
-def check_pipeline_inputs(sentences, tokenizer):
-    """Refuse, before training, a `--pipeline_inputs` sentence that the closing fill-mask pipeline would fail on
-    after it: one without the tokenizer's mask token."""
+def check_tokenizer_and_pipeline_inputs(sentences, tokenizer, tokenizer_folder):
+    """Refuse, before training, a tokenizer without a mask token (masked-LM training replaces tokens by it), and a
+    `--pipeline_inputs` sentence that the closing fill-mask pipeline would fail on after it: one without that
+    token."""
+    if tokenizer.mask_token is None:
+        raise ValueError(
+            f"The tokenizer of {tokenizer_folder} has no mask token (`mask_token` is None), which masked-LM training "
+            "puts in place of the tokens to predict. Use a tokenizer with one (e.g. [MASK]), or leave out "
+            "`--tokenizer_name` / `--model_name_or_path` to train one."
+        )
     for sentence in sentences:
         if tokenizer.mask_token not in sentence:
             raise ValueError(
@@ -222,7 +229,9 @@ def run(model_args, data_args, training_args):
     raw = load_corpus(data_args)
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_or_train_tokenizer(model_args, training_args, raw["train"]["text"], new_model_length)
-    check_pipeline_inputs(data_args.pipeline_inputs, tokenizer)
+    check_tokenizer_and_pipeline_inputs(
+        data_args.pipeline_inputs, tokenizer, model_args.tokenizer_name or model_args.model_name_or_path
+    )
 
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
     config = build_config(model_args, defaults)

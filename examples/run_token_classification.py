@@ -76,8 +76,7 @@ class DataArguments:
 
 
 def check_word_and_tag_lists(raw, data_args):
-    """Every row needs a list of words (non-blank strings, each of which the tokenizer keeps) and a list of as many
-    tags."""
+    """Every row needs a list of words (non-blank strings) and a list of as many tags."""
     for split, dataset in raw.items():
         rows = zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name])
         for index, (words, tags) in enumerate(rows):
@@ -100,6 +99,18 @@ def check_word_and_tag_lists(raw, data_args):
                     f"Row {index} of the {split} data has {len(words)} words but {len(tags)} tags; every word needs "
                     "exactly one tag."
                 )
+
+
+def check_tokenizer_keeps_words(raw, tokenizer, column):
+    """Every word must give the tokenizer at least one token: one its normaliser removes whole (a soft hyphen, a
+    control character) has none to carry its tag, which would shift the tags of the words after it."""
+    words = sorted({word for dataset in raw.values() for text in dataset[column] for word in text})
+    dropped = [word for word, ids in zip(words, tokenizer(words, add_special_tokens=False)["input_ids"]) if not ids]
+    if dropped:
+        raise ValueError(
+            f"The tokenizer makes no token of {len(dropped)} word(s) of the data, e.g. {dropped[:3]!r} (characters "
+            "its normaliser removes): such a word has no token to carry its tag. Drop these words and their tags."
+        )
 
 
 def load_raw_data(data_args):
@@ -157,6 +168,7 @@ def run(model_args, data_args, training_args):
     texts = (" ".join(words) for words in raw["train"][data_args.tokens_column_name])
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
     tokenizer = load_or_train_tokenizer(model_args, training_args, texts, new_model_length)
+    check_tokenizer_keeps_words(raw, tokenizer, data_args.tokens_column_name)
 
     defaults = {**MODEL_DEFAULTS, **text_model_defaults(tokenizer, new_model_length)}
     config = build_config(model_args, defaults, training=training_args.do_train, **label_fields(names))

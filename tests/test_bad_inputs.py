@@ -13,11 +13,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tokenizers
 import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, PreTrainedTokenizerFast
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers import GFNetForImageClassification, GFNetForSequenceClassification, GFNetModel
@@ -871,6 +872,20 @@ def test_example_command_line(tmp_path, user_data, script, arguments, error, mes
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_mlm_refuses_a_tokenizer_without_a_mask_token(tmp_path):
+    """Masked-LM training puts the mask token in place of the tokens to predict; without one it failed with a
+    TypeError from the pipeline-input check."""
+    vocabulary = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "film"])}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match=r"tokenizer of .*tokenizer has no mask token \(`mask_token` is None\)"):
+        run_mlm.main(["--output_dir", str(tmp_path / "out"), "--tokenizer_name", str(tmp_path / "tokenizer"),
+                      "--use_cpu"])
+    assert not (tmp_path / "out").exists()
+
+
 # Output directories: written all at once or not at all.
 
 TINY_RUN = [
@@ -926,6 +941,32 @@ def test_example_replaces_an_earlier_output_dir_when_it_succeeds(tmp_path, user_
     assert "earlier.txt" not in files
     assert siblings(output_dir) == []
     assert AutoModelForSequenceClassification.from_pretrained(output_dir).config.id2label == {0: "neg", 1: "pos"}
+
+
+@pytest.mark.parametrize("script,flag,inside", [
+    (run_text_classification, "--train_file", "reviews.csv"),
+    (run_text_classification, "--validation_file", "reviews.csv"),
+    (run_token_classification, "--train_file", "ner.jsonl"),
+    (run_mlm, "--train_files", "corpus.txt"),
+    (run_image_classification, "--train_dir", "images"),
+    (run_image_classification, "--validation_dir", "images"),
+], ids=lambda value: getattr(value, "__name__", value))
+@pytest.mark.parametrize("where", ["output_dir", "work_dir"])
+def test_example_refuses_data_inside_its_output_dir(tmp_path, user_data, script, flag, inside, where):
+    """Every run replaces `--output_dir` (and first clears its work directory): data read from there was deleted
+    by the run that read it."""
+    output_dir = tmp_path / "out"
+    earlier_output(output_dir)
+    folder = output_dir if where == "output_dir" else work_dir_for(output_dir)
+    folder.mkdir(exist_ok=True)
+    (folder / inside).write_text("data")
+    before = snapshot(folder)
+    others = ["--train_file", f"{user_data}/reviews.csv"] if flag == "--validation_file" else []
+    if script is run_image_classification and flag == "--validation_dir":
+        others = ["--train_dir", str(user_data)]
+    with pytest.raises(ValueError, match=rf"`{flag}` .*{inside} lies in `--output_dir` .*the data would be deleted"):
+        script.main(["--output_dir", str(output_dir), *others, flag, str(folder / inside), "--use_cpu"])
+    assert snapshot(folder) == before
 
 
 def test_failed_example_keeps_its_checkpoints_for_resuming(tmp_path, user_data, monkeypatch):

@@ -194,6 +194,14 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
             "--output_dir", str(tmp_path / "blank"), "--train_file", str(tmp_path / "blank.jsonl"),
             "--tags_column_name", "tags",
         ])
+    # a word the tokenizer's normaliser removes whole (a soft hyphen) would shift the tags just as well
+    hyphen = [json.dumps({"tokens": ["the", "\u00ad", "film"], "tags": ["DT", "NN", "NN"]})] * 4
+    (tmp_path / "hyphen.jsonl").write_text("\n".join(hyphen) + "\n")
+    with pytest.raises(ValueError, match=r"The tokenizer makes no token of 1 word\(s\) of the data, e.g. \['\\xad'\]"):
+        run_token_classification.main([
+            "--output_dir", str(tmp_path / "hyphen"), "--train_file", str(tmp_path / "hyphen.jsonl"),
+            "--tags_column_name", "tags", "--tokenizer_name", str(tmp_path / "pos"),
+        ])
 
 
 def test_token_classification_tags_whole_words(tmp_path):
@@ -534,10 +542,12 @@ def test_resume_from_checkpoint_names_what_exists(saved_classifier, tmp_path, ca
     assert common.check_resume_checkpoint(resume_arguments(kept)) is None
 
 
-def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classifier, tmp_path):
+@pytest.mark.parametrize("save_total_limit", [None, 1])
+def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classifier, tmp_path, save_total_limit):
     """Resuming from a checkpoint in `--output_dir` replaces that folder when the run ends; the best checkpoint the
     resumed state names (the first one here, given a score no new evaluation reaches) must be published with the
-    run, else the published state names a deleted folder."""
+    run, else the published state names a deleted folder. With `--save_total_limit 1` Trainer keeps no checkpoint
+    of its own that names it: the run's final state does."""
     output_dir = tmp_path / "classifier"
     shutil.copytree(saved_classifier[0], output_dir)
     first, last = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
@@ -550,12 +560,14 @@ def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classi
         *TEXT_RUN, "--num_train_epochs", "3", "--save_strategy", "epoch", "--load_best_model_at_end",
         "--metric_for_best_model", "accuracy", "--resume_from_checkpoint", str(last),
         "--pipeline_inputs", "A wonderful film.",
+        *(["--save_total_limit", str(save_total_limit)] if save_total_limit else []),
     ])
     published = sorted(path.name for path in output_dir.glob("checkpoint-*"))
     new = [name for name in published if name != first.name]
-    assert first.name in published and len(new) == 1  # the best checkpoint and the new epoch's
-    best = json.loads((output_dir / new[0] / "trainer_state.json").read_text())["best_model_checkpoint"]
-    assert best == str(first) and (first / "model.safetensors").is_file()
+    assert first.name in published and (first / "model.safetensors").is_file()
+    assert len(new) == (1 if save_total_limit is None else 0), published  # the new epoch's, unless over the limit
+    for state_file in [output_dir / "trainer_state.json", *(output_dir / name / "trainer_state.json" for name in new)]:
+        assert json.loads(state_file.read_text())["best_model_checkpoint"] == str(first)
     final = load_file(output_dir / "model.safetensors")
     assert all(torch.equal(final[name], value) for name, value in best_weights.items())
 
