@@ -101,7 +101,8 @@ def build_config(model_args, defaults, baselines=None, *, training=True, **task_
     """The model config: from `model_name_or_path` when fine-tuning, else a new config of `model_type` (a family,
     or one of `baselines`, BERT by default) built from the example's `defaults`; then the task's fields (labels,
     vocabulary, ...) and the user's overrides. A saved model that is evaluated without `training` must already
-    have the task's fields: its head was trained for them."""
+    have the task's fields: its head was trained for them. A model with a condition branch is refused: the examples
+    have no condition to pass it."""
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is not None:
         if not training:
@@ -112,16 +113,22 @@ def build_config(model_args, defaults, baselines=None, *, training=True, **task_
         unknown = sorted(set(unused) & set(overrides))
         if unknown:
             raise ValueError(f"Unknown config fields in `--config_overrides` for {config.model_type}: {unknown}.")
-        return config
-    config_classes = {**FAMILY_CONFIGS, **(BASELINE_CONFIGS if baselines is None else baselines)}
-    if model_args.model_type not in config_classes:
-        raise ValueError(f"`--model_type` must be one of {list(config_classes)}, got {model_args.model_type!r}.")
-    config_class = config_classes[model_args.model_type]
-    fields = {**defaults, **task_fields, **overrides}
-    unknown = sorted(set(overrides) - set(config_class().to_dict()))
-    if unknown:
-        raise ValueError(f"Unknown config fields in `--config_overrides` for {model_args.model_type}: {unknown}.")
-    return config_class(**fields)
+    else:
+        config_classes = {**FAMILY_CONFIGS, **(BASELINE_CONFIGS if baselines is None else baselines)}
+        if model_args.model_type not in config_classes:
+            raise ValueError(f"`--model_type` must be one of {list(config_classes)}, got {model_args.model_type!r}.")
+        config_class = config_classes[model_args.model_type]
+        unknown = sorted(set(overrides) - set(config_class().to_dict()))
+        if unknown:
+            raise ValueError(f"Unknown config fields in `--config_overrides` for {model_args.model_type}: {unknown}.")
+        config = config_class(**{**defaults, **task_fields, **overrides})
+    if getattr(config, "condition_type", None) is not None:
+        raise ValueError(
+            f"The model has condition_type={config.condition_type!r}, which needs a `condition` with every input; "
+            "the examples have no condition data to pass. Use a model without a condition branch (condition_type "
+            "None)."
+        )
+    return config
 
 
 def check_saved_task_fields(model_path, task_fields):
@@ -232,7 +239,14 @@ def canonical_vocabulary(vocab):
 def fit_tokenizer_to_model(tokenizer, config):
     """Make the tokenizer truncate where the model ends: its `model_max_length`, saved with it and applied by
     `truncation=True` (in pipelines too), becomes the model's `max_position_embeddings`, whatever length the
-    tokenizer was trained or saved with."""
+    tokenizer was trained or saved with. A tokenizer with more tokens than the model's vocabulary is refused: its
+    last ids have no embedding (the first batch to hold one failed, in training or after it)."""
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens, but the model's vocab_size is {config.vocab_size}: ids from "
+            f"{config.vocab_size} on have no embedding. Use the tokenizer the model was trained with "
+            "(`--tokenizer_name`), or train a new model with this one."
+        )
     tokenizer.model_max_length = config.max_position_embeddings
 
 

@@ -212,7 +212,12 @@ def convert_fnet_checkpoint(
     missing = set(model.state_dict()) - set(converted) - tied
     missing = {key for key in missing if not any(layer in key for layer in new_attention)}
     if missing:
-        raise ValueError(f"The FNet checkpoint lacks weights for {sorted(missing)} (head {head!r}).")
+        raise ValueError(
+            f"The FNet checkpoint lacks weights for {sorted(missing)} (head {head!r}): a converter keeps weights and "
+            "makes none. Convert with the checkpoint's own head (its `architectures`) or `--head model`, then "
+            "fine-tune the new head, e.g. with examples/run_text_classification.py --model_name_or_path OUTPUT_DIR, "
+            "which initialises it."
+        )
     model.load_state_dict(converted, strict=False)
     model.tie_weights()
     model.eval()

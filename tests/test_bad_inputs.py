@@ -815,6 +815,8 @@ EXAMPLE_ROWS = [
     (run_token_classification, ["--train_file", "{data}/no_tags.jsonl"], ValueError,
      r"Column 'ner_tags' \(`--tags_column_name`\) not found in the train data, whose columns are \['tokens'\]"),
     (run_mlm, ["--no_default_corpus"], ValueError, r"No corpus: give --train_files or leave out --no_default_corpus"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "condition_type=adaln_zero,condition_size=8"],
+     ValueError, r"condition_type='adaln_zero', which needs a `condition` with every input; the examples have no"),
     (run_mlm, ["--no_default_corpus", "--train_files", "{data}/missing.txt"], FileNotFoundError,
      r"`--train_files` .*missing.txt does not exist"),
     (run_mlm, ["--no_default_corpus", "--train_files", "{data}/empty.txt"], ValueError, r"empty.txt is an empty file"),
@@ -872,17 +874,35 @@ def test_example_command_line(tmp_path, user_data, script, arguments, error, mes
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
-def test_mlm_refuses_a_tokenizer_without_a_mask_token(tmp_path):
-    """Masked-LM training puts the mask token in place of the tokens to predict; without one it failed with a
-    TypeError from the pipeline-input check."""
-    vocabulary = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "film"])}
+def save_word_tokenizer(folder, words):
+    """A WordPiece tokenizer of the special tokens but [MASK] and `words`, saved in `folder`."""
+    vocabulary = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
     backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocabulary, unk_token="[UNK]"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]").save_pretrained(tmp_path / "tokenizer")
+                            sep_token="[SEP]").save_pretrained(folder)
+
+
+def test_mlm_refuses_a_tokenizer_without_a_mask_token(tmp_path):
+    """Masked-LM training puts the mask token in place of the tokens to predict; without one it failed with a
+    TypeError from the pipeline-input check."""
+    save_word_tokenizer(tmp_path / "tokenizer", ["a", "film"])
     with pytest.raises(ValueError, match=r"tokenizer of .*tokenizer has no mask token \(`mask_token` is None\)"):
         run_mlm.main(["--output_dir", str(tmp_path / "out"), "--tokenizer_name", str(tmp_path / "tokenizer"),
                       "--use_cpu"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_examples_refuse_a_tokenizer_larger_than_the_models_vocabulary(tmp_path, user_data):
+    """Ids past the model's vocabulary have no embedding: the first batch holding one failed during training."""
+    save_word_tokenizer(tmp_path / "tokenizer", [f"w{index}" for index in range(20)])
+    model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet", vocab_size=10)).save_pretrained(
+        tmp_path / "model")
+    with pytest.raises(ValueError, match=r"The tokenizer has 24 tokens, but the model's vocab_size is 10: ids from 10"):
+        run_text_classification.main([
+            "--output_dir", str(tmp_path / "out"), "--model_name_or_path", str(tmp_path / "model"), "--tokenizer_name",
+            str(tmp_path / "tokenizer"), "--train_file", f"{user_data}/reviews.csv", "--use_cpu",
+        ])
     assert not (tmp_path / "out").exists()
 
 

@@ -193,6 +193,9 @@ def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch)
         ({"attention_layers": [2]}, "out of range"),
         ({"attention_layers": [-3]}, "out of range"),
         ({"head": "question_answering"}, "Unknown head"),
+        # a head the checkpoint has no weights for: the converter makes none, fine-tuning does
+        ({"head": "sequence_classification"}, r"lacks weights for \['classifier.bias', 'classifier.weight'\] .*"
+                                              r"`--head model`, then fine-tune the new head"),
     ],
 )
 def test_conversion_rejects_bad_options(options, message, tmp_path):
