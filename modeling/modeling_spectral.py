@@ -1287,6 +1287,12 @@ def _cross_entropy(logits, labels, num_items_in_batch):
     return _reduce(losses, num_items_in_batch)
 
 
+def classifier_dropout(config):
+    """The dropout before a classifier: `classifier_dropout`, or `hidden_dropout_prob` when that is None (BERT's)."""
+    rate = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    return Dropout(rate)
+
+
 class SpectralForSequenceClassification(SpectralPreTrainedModel):
     """Backbone + pooler + dropout + linear classifier. Regression, single-label and multi-label classification
     through `config.problem_type` (inferred from `num_labels` and the label dtype when unset)."""
@@ -1298,8 +1304,7 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config))
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(dropout)
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -1361,8 +1366,7 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(dropout)
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -11,11 +11,11 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .dropout import Dropout
 from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
     _reduce,
+    classifier_dropout,
     loss_precision,
     sequence_classification_loss,
 )
@@ -58,8 +58,7 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.backbone_class(config))
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(dropout)
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
