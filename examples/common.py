@@ -746,7 +746,8 @@ def check_columns(raw, columns):
 
 def class_names(raw, column, flag):
     """Class names in label-id order for a column of labels (or of lists of labels): the ClassLabel names, else the
-    sorted distinct values of the training split as strings, `O` first when present (BIO tags). Raises `ValueError`
+    sorted distinct values of the training split as strings (integer ids in numeric order), `O` first when present
+    (BIO tags). Raises `ValueError`
     for floating-point labels, fewer than two classes, or validation labels the training split does not have."""
     feature = raw["train"].features[column]
     feature = getattr(feature, "feature", feature)  # the element feature of a list column
@@ -770,7 +771,9 @@ def class_names(raw, column, flag):
             f"Labels {sorted(unknown)[:10]} of column {column!r} (`{flag}`) occur in the validation data but not in "
             f"the training data, whose classes are {sorted(names['train'])[:20]}."
         )
-    return ["O", *sorted(names["train"] - {"O"})] if "O" in names["train"] else sorted(names["train"])
+    # integer ids in numeric order, so that class id k is output k where the ids run from 0 (2 before 10)
+    order = int if getattr(feature, "dtype", "").startswith(("int", "uint")) else None
+    return ["O", *sorted(names["train"] - {"O"})] if "O" in names["train"] else sorted(names["train"], key=order)
 
 
 def flatten(values):

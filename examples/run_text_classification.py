@@ -97,6 +97,13 @@ def load_raw_data(data_args):
         raw = data.movie_reviews(data_args.task)
     check_columns(raw, {"--text_column_name": data_args.text_column_name,
                         "--label_column_name": data_args.label_column_name})
+    text_feature = raw["train"].features[data_args.text_column_name]
+    if getattr(text_feature, "dtype", None) not in ("string", "large_string"):
+        raise ValueError(
+            f"Column {data_args.text_column_name!r} (`--text_column_name`) must hold texts, but holds "
+            f"{getattr(text_feature, 'dtype', type(text_feature).__name__)} values such as "
+            f"{raw['train'][0][data_args.text_column_name]!r}: pass the column of the texts to classify."
+        )
     label_feature = raw["train"].features[data_args.label_column_name]
     label_dtype = getattr(label_feature, "dtype", type(label_feature).__name__)
     if data_args.task == "regression" and not label_dtype.startswith(("int", "float")):

@@ -1,16 +1,19 @@
 """The examples' data cache: corrupt or missing files are re-created, a failed download says what to install, and
 the default datasets have the documented shapes and labels."""
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import common  # noqa: E402
 import data  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -156,3 +159,22 @@ def test_default_patch_and_image_size_tile_a_grid_of_7_to_16_patches():
         patch_size, image_size = default_patch_and_image_size(data_size)
         assert image_size % patch_size == 0 and 7 <= image_size // patch_size <= 16
         assert abs(image_size - data_size) <= patch_size / 2
+
+
+@pytest.mark.parametrize("labels,names", [
+    ([10, 2, 0, 1, 11], ["0", "1", "2", "10", "11"]),  # as strings, 10 and 11 came before 2
+    (["b", "O", "a"], ["O", "a", "b"]),
+    (["10", "2"], ["10", "2"]),  # strings keep their string order
+])
+def test_class_names_put_integer_ids_in_numeric_order(labels, names):
+    raw = datasets.DatasetDict(train=datasets.Dataset.from_dict({"label": labels}))
+    assert common.class_names(raw, "label", "--label_column_name") == names
+
+
+def test_regression_metric_has_no_pearson_where_it_is_undefined():
+    """A constant prediction (or a single example) has no correlation: None, which JSON can hold, not NaN."""
+    metric = common.load_metric("regression")
+    scores = metric.compute(predictions=[0.5, 0.5, 0.5], references=[0.0, 1.0, 2.0])
+    assert scores["pearson"] is None and scores["mse"] == pytest.approx(2.75 / 3)
+    assert metric.compute(predictions=[0.0, 1.0], references=[0.0, 2.0])["pearson"] == pytest.approx(1.0)
+    json.dumps(scores, allow_nan=False)

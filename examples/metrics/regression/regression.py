@@ -1,5 +1,5 @@
-"""Regression metrics (mean squared error, mean absolute error, Pearson correlation): a local `evaluate` metric
-module. Load with `evaluate.load("examples/metrics/regression")`."""
+"""Regression metrics (mean squared error, mean absolute error, Pearson correlation, None where undefined): a
+local `evaluate` metric module. Load with `evaluate.load("examples/metrics/regression")`."""
 
 import datasets
 import evaluate
@@ -20,8 +20,11 @@ class Regression(evaluate.Metric):
     def _compute(self, predictions, references):
         predictions, references = np.asarray(predictions), np.asarray(references)
         errors = predictions - references
+        # Pearson's correlation divides by both standard deviations: None (JSON null) where one is zero, as for a
+        # single example or constant predictions (numpy would give NaN, which JSON has no value for).
+        defined = predictions.std() > 0 and references.std() > 0
         return {
             "mse": float(np.mean(errors**2)),
             "mae": float(np.mean(np.abs(errors))),
-            "pearson": float(np.corrcoef(predictions, references)[0, 1]),
+            "pearson": float(np.corrcoef(predictions, references)[0, 1]) if defined else None,
         }
