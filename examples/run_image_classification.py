@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from datasets import load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from PIL import Image
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -84,7 +85,9 @@ class DataArguments:
 
 def check_image_folder(flag, folder):
     """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
-    imagefolder reads; raise `FileNotFoundError` / `ValueError` naming `flag` otherwise. Returns the class names."""
+    imagefolder reads, directly (imagefolder labels an image by the folder it lies in) and readable (a broken file
+    failed in training or after it); raise `FileNotFoundError` / `ValueError` naming `flag` otherwise. Returns the
+    class names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
@@ -96,8 +99,24 @@ def check_image_folder(flag, folder):
             f"{folder}/cat/1.png and {folder}/dog/2.png."
         )
     classes = {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()}
-    empty = [name for name, path in classes.items()
-             if not any(file.suffix.lower() in extensions for file in path.rglob("*") if file.is_file())]
+    images = {name: [file for file in sorted(path.rglob("*")) if file.is_file() and file.suffix.lower() in extensions]
+              for name, path in classes.items()}
+    for name, files in images.items():
+        nested = [file for file in files if file.parent != classes[name]]
+        if nested:
+            raise ValueError(
+                f"`{flag}` {folder}: class folder {name!r} holds images in sub-folders ({nested[0]}); imagefolder "
+                f"labels an image by the folder it lies in, so the images of {name!r} must lie directly in "
+                f"{classes[name]}."
+            )
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image.verify()
+            except (OSError, SyntaxError, ValueError) as error:
+                message = f"`{flag}`: {file} is not a readable image ({error}); remove or replace it."
+                raise ValueError(message) from error
+    empty = [name for name, files in images.items() if not files]
     if empty or len(classes) < 2:
         raise ValueError(
             f"`{flag}` {folder} needs at least two class sub-folders with images (.png, .jpg, .jpeg, .bmp, ... as "

@@ -223,6 +223,19 @@ def check_tokenizer_and_pipeline_inputs(sentences, tokenizer, tokenizer_folder):
             )
 
 
+def check_pipeline_lengths(sentences, tokenizer):
+    """Refuse, before training, a `--pipeline_inputs` sentence longer than the model (the tokenizer is fitted to
+    it): the fill-mask pipeline does not truncate, since a cut could drop the mask, and failed after training."""
+    for sentence in sentences:
+        length = len(tokenizer(sentence)["input_ids"])
+        if length > tokenizer.model_max_length:
+            raise ValueError(
+                f"`--pipeline_inputs` sentence {sentence[:60]!r}... has {length} tokens, more than the model's "
+                f"max_position_embeddings={tokenizer.model_max_length}: the fill-mask pipeline at the end would "
+                "fail on it. Shorten it."
+            )
+
+
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     check_masking_arguments(training_args)
@@ -239,6 +252,7 @@ def run(model_args, data_args, training_args):
     logger.info("%s: %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     max_length = checked_max_length(data_args.max_seq_length, config)
     fit_tokenizer_to_model(tokenizer, config)
+    check_pipeline_lengths(data_args.pipeline_inputs, tokenizer)
 
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = raw.map(

@@ -756,6 +756,11 @@ def user_data(tmp_path_factory):
     write_png(root / "images" / "dog" / "b.png", 200)
     write_png(root / "more_classes" / "cat" / "a.png", 10)
     write_png(root / "more_classes" / "bird" / "b.png", 100)
+    write_png(root / "nested" / "cat" / "a.png", 10)
+    write_png(root / "nested" / "dog" / "puppies" / "b.png", 200)
+    write_png(root / "broken" / "cat" / "a.png", 10)
+    (root / "broken" / "dog").mkdir(parents=True)
+    (root / "broken" / "dog" / "b.png").write_bytes(b"not a png")
     return root
 
 
@@ -836,6 +841,11 @@ EXAMPLE_ROWS = [
     (run_image_classification, ["--train_dir", "{data}/empty_class"], ValueError,
      r"found classes \['cat', 'dog'\], of which \['cat'\] hold no images"),
     (run_image_classification, ["--train_dir", "{data}/no_images"], ValueError, r"of which \['cat', 'dog'\] hold no"),
+    # imagefolder labels an image by its own folder: the puppies became a class of their own, or labels were lost
+    (run_image_classification, ["--train_dir", "{data}/nested"], ValueError,
+     r"class folder 'dog' holds images in sub-folders \(.*puppies/b.png\); .* must lie directly in .*nested/dog"),
+    (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/broken"], ValueError,
+     r"`--validation_dir`: .*broken/dog/b.png is not a readable image \(cannot identify image file"),
     (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/missing"],
      FileNotFoundError, r"`--validation_dir` .*missing is not a directory"),
     # Saved models and the run's phases, checked before any data is read.
@@ -858,6 +868,11 @@ EXAMPLE_ROWS = [
     (run_token_classification, ["--max_seq_length", "2"], ValueError, r"`--max_seq_length` must be at least 3"),
     (TEXT, ["--vocab_size", "0"], ValueError, r"`--vocab_size` must be a positive number of tokens, got 0"),
     (run_mlm, ["--mlm_probability", "0"], ValueError, r"`--mlm_probability` must be in \(0, 1\], .*got 0.0"),
+    # the fill-mask pipeline does not truncate: a sentence longer than the model failed after training
+    (run_mlm, ["--no_default_corpus", "--train_files", "{data}/notes.txt", "{data}/reviews.csv", "--max_seq_length",
+               "16", "--pipeline_inputs", "a [MASK] " + "word " * 20], ValueError,
+     r"`--pipeline_inputs` sentence 'a \[MASK\] word .* has 2\d tokens, more than the model's "
+     r"max_position_embeddings=16"),
     (TEXT, ["--gradient_accumulation_steps", "0"], ValueError,
      r"`--gradient_accumulation_steps` must be a positive integer, got 0"),
     (TEXT, ["--num_train_epochs", "0"], ValueError,
