@@ -250,6 +250,16 @@ def fit_tokenizer_to_model(tokenizer, config):
     tokenizer.model_max_length = config.max_position_embeddings
 
 
+def evaluated_label_names(model_args, training_args):
+    """The label names, in id order, of the checkpoint that a run without `--do_train` evaluates: its outputs are
+    fixed, and the data may hold any of its labels (an evaluation set rarely holds every class or tag). None for a
+    run that trains, whose labels come from the data."""
+    if training_args.do_train or model_args.model_name_or_path is None:
+        return None
+    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    return [saved.id2label[index] for index in range(saved.num_labels)]
+
+
 def label_fields(names):
     """Config fields of a head with one output per name, in order."""
     return dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
@@ -744,13 +754,25 @@ def check_columns(raw, columns):
                 )
 
 
-def class_names(raw, column, flag):
+def class_names(raw, column, flag, known=None):
     """Class names in label-id order for a column of labels (or of lists of labels): the ClassLabel names, else the
     sorted distinct values of the training split as strings (integer ids in numeric order), `O` first when present
     (BIO tags). Raises `ValueError`
-    for floating-point labels, fewer than two classes, or validation labels the training split does not have."""
+    for floating-point labels, fewer than two classes, or validation labels the training split does not have.
+    With `known` (the names of an evaluated checkpoint, `evaluated_label_names`) those are the names, and every
+    label of the data must be one of them."""
     feature = raw["train"].features[column]
     feature = getattr(feature, "feature", feature)  # the element feature of a list column
+    if known is not None:
+        present = set().union(*(label_strings(dataset[column], feature) for dataset in raw.values()))
+        unknown = sorted(present - set(known))
+        if unknown:
+            raise ValueError(
+                f"Labels {unknown[:10]} of column {column!r} (`{flag}`) are not among the {len(known)} labels of the "
+                f"evaluated checkpoint, {known[:20]}; evaluate it on data with its labels, or fine-tune it with "
+                "`--do_train`."
+            )
+        return list(known)
     if isinstance(feature, ClassLabel):
         return list(feature.names)
     if getattr(feature, "dtype", None) in ("float16", "float32", "float64"):
@@ -785,11 +807,19 @@ def flatten(values):
             yield value
 
 
+def label_strings(values, feature):
+    """The distinct labels of a column's `values` (lists unpacked) as strings: ClassLabel ids by their names."""
+    labels = set(flatten(values))
+    return {feature.int2str(label) for label in labels} if isinstance(feature, ClassLabel) else set(map(str, labels))
+
+
 def label_encoder(raw, column, names):
-    """A function from one label (or tag) of `column` to its id in `names`: ClassLabel values are ids already,
-    other values (strings, integers that need not start at 0) are looked up by their string."""
+    """A function from one label (or tag) of `column` to its id in `names`: ClassLabel values are ids already where
+    `names` are the ClassLabel's, other values (strings, integers that need not start at 0) are looked up by their
+    string."""
     feature = raw["train"].features[column]
-    if isinstance(getattr(feature, "feature", feature), ClassLabel):
-        return int
+    feature = getattr(feature, "feature", feature)
     ids = {name: index for index, name in enumerate(names)}
+    if isinstance(feature, ClassLabel):
+        return int if list(feature.names) == list(names) else lambda value: ids[feature.int2str(value)]
     return lambda value: ids[str(value)]

@@ -35,6 +35,9 @@ from common import (
     FAMILY_CONFIGS,
     build_config,
     check_sample_limits,
+    class_names,
+    evaluated_label_names,
+    label_encoder,
     label_fields,
     limit_samples,
     load_metric,
@@ -275,7 +278,8 @@ def run(model_args, data_args, training_args):
         if requested is not None:
             check_resizable(model_args.model_name_or_path, saved, requested, training_args.do_train)
     raw = load_raw_data(data_args)
-    names = raw["train"].features["label"].names
+    names = class_names(raw, "label", "--train_dir", known=evaluated_label_names(model_args, training_args))
+    to_id = label_encoder(raw, "label", names)
 
     task_fields = label_fields(names)
     if saved is None:
@@ -297,7 +301,7 @@ def run(model_args, data_args, training_args):
 
     def transform(batch):
         pixel_values = image_processor(batch["image"], return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
-        return {"pixel_values": pixel_values, "labels": batch["label"]}
+        return {"pixel_values": pixel_values, "labels": [to_id(label) for label in batch["label"]]}
 
     def collate(examples):
         return {

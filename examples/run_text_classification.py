@@ -32,6 +32,7 @@ from common import (
     checked_max_length,
     fit_tokenizer_to_model,
     class_names,
+    evaluated_label_names,
     label_encoder,
     label_fields,
     limit_samples,
@@ -135,11 +136,13 @@ def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
     regression = data_args.task == "regression"
-    # Regression: one output named after the label column, so that the pipeline prints e.g. "label 1.234".
+    evaluated = evaluated_label_names(model_args, training_args)
+    # Regression: one output named after the label column, so that the pipeline prints e.g. "label 1.234" (an
+    # evaluated checkpoint keeps its own name).
     if regression:
-        names = [data_args.label_column_name]
+        names = evaluated or [data_args.label_column_name]
     else:
-        names = class_names(raw, data_args.label_column_name, "--label_column_name")
+        names = class_names(raw, data_args.label_column_name, "--label_column_name", known=evaluated)
         to_id = label_encoder(raw, data_args.label_column_name, names)
 
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH

@@ -33,6 +33,7 @@ from common import (
     checked_max_length,
     fit_tokenizer_to_model,
     class_names,
+    evaluated_label_names,
     label_encoder,
     label_fields,
     limit_samples,
@@ -161,8 +162,9 @@ def main(argv=None):
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
-    # Tag names in id order: the ClassLabel names, else `O` first and the other tags sorted.
-    names = class_names(raw, data_args.tags_column_name, "--tags_column_name")
+    # Tag names in id order: an evaluated checkpoint's, the ClassLabel names, else `O` first and the others sorted.
+    evaluated = evaluated_label_names(model_args, training_args)
+    names = class_names(raw, data_args.tags_column_name, "--tags_column_name", known=evaluated)
     to_id = label_encoder(raw, data_args.tags_column_name, names)
 
     texts = (" ".join(words) for words in raw["train"][data_args.tokens_column_name])

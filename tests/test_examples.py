@@ -22,6 +22,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
@@ -47,6 +49,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import common  # noqa: E402
+import data  # noqa: E402
 import run_image_classification  # noqa: E402
 import run_mlm  # noqa: E402
 import run_text_classification  # noqa: E402
@@ -116,6 +119,15 @@ def test_text_regression(tmp_path):
     assert {prediction.split()[0] for prediction, _ in lines} == {"label"}
     scores = [float(prediction.split()[1]) for prediction, _ in lines]
     assert not all(score == 1.0 for score in scores)  # raw regression outputs, not a softmax over one label
+    # evaluated on data whose score column has another name: the checkpoint keeps its output's name
+    rows = ["sentence,rating", *(f"A film of rank {index}.,{index / 5}" for index in range(6))]
+    (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
+    _, metrics, _ = run_example(
+        "run_text_classification.py", tmp_path / "evaluated", "--model_name_or_path", str(tmp_path), "--task",
+        "regression", "--do_eval", "--train_file", str(tmp_path / "ratings.csv"), "--validation_file",
+        str(tmp_path / "ratings.csv"), "--label_column_name", "rating", "--pipeline_inputs", "A film.",
+    )
+    assert metrics["eval_mse"] >= 0
     # the regression checkpoint fine-tuned for the classes: the classification loss replaces the regression one
     _, metrics, _ = run_example("run_text_classification.py", tmp_path / "classes", "--model_name_or_path", tmp_path,
                                 *TEXT_RUN[:-4])
@@ -332,6 +344,23 @@ def saved_classifier(tmp_path_factory):
         "--pipeline_inputs", "A wonderful film.",
     )
     return output_dir, metrics
+
+
+def test_evaluating_a_checkpoint_on_data_with_some_of_its_classes(saved_classifier, tmp_path):
+    """An evaluation set need not hold every class of the checkpoint (it was refused as needing other labels);
+    a label the checkpoint does not have is refused."""
+    model_dir, _ = saved_classifier
+    rows = ["sentence,label", *(f"A fine film number {index}.,positive" for index in range(6))]
+    (tmp_path / "positive.csv").write_text("\n".join(rows) + "\n")
+    data = ["--train_file", str(tmp_path / "positive.csv"), "--validation_file", str(tmp_path / "positive.csv")]
+    _, metrics, _ = run_example("run_text_classification.py", tmp_path / "eval", "--model_name_or_path",
+                                str(model_dir), "--do_eval", *data, "--pipeline_inputs", "A film.")
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    (tmp_path / "neutral.csv").write_text("sentence,label\nA film.,neutral\nAnother film.,positive\n")
+    with pytest.raises(ValueError, match=r"Labels \['neutral'\] of column 'label' .* not among the 2 labels of "):
+        run_text_classification.main(["--output_dir", str(tmp_path / "neutral"), "--model_name_or_path",
+                                      str(model_dir), "--do_eval", "--train_file", str(tmp_path / "neutral.csv"),
+                                      "--validation_file", str(tmp_path / "neutral.csv")])
 
 
 def test_published_checkpoints_point_to_the_output_dir(saved_classifier, monkeypatch):
@@ -682,13 +711,32 @@ def test_a_checkpoints_processor_converts_images_to_rgb(tmp_path):
         assert tuple(processor(image, return_tensors="pt").pixel_values.shape) == (1, 3, 8, 8), mode
 
 
-def test_evaluating_at_the_checkpoints_image_size_spelled_otherwise(tmp_path):
+def test_evaluating_an_image_checkpoint_at_its_size_spelled_otherwise_and_on_some_of_its_classes(tmp_path):
     """`--image_size 8` for a checkpoint saved with image_size [8, 8] is its own size: evaluation-only runs
-    refused it as other labels' fields."""
+    refused it as other labels' fields. A folder of some of its classes is scored with the checkpoint's ids."""
     run_example("run_image_classification.py", tmp_path / "model", "--config_overrides",
                 f"{TINY_MODEL},image_size=[8,8]", *SMALL_RUN, "--num_pipeline_images", "1")
     run_example("run_image_classification.py", tmp_path / "eval", "--model_name_or_path", str(tmp_path / "model"),
                 "--do_eval", "--image_size", "8")
+
+    # on a folder of two of its ten digits: each image keeps the checkpoint's id of its class (7 is not 1)
+    digits = data.images()["validation"]
+    for index, example in enumerate(digits.select(range(40))):
+        name = digits.features["label"].int2str(example["label"])
+        if name in ("3", "7"):
+            (tmp_path / "folder" / name).mkdir(parents=True, exist_ok=True)
+            example["image"].save(tmp_path / "folder" / name / f"{index}.png")
+    folder = ["--train_dir", str(tmp_path / "folder"), "--validation_dir", str(tmp_path / "folder")]
+    _, on_folder, _ = run_example("run_image_classification.py", tmp_path / "folder_eval", "--model_name_or_path",
+                                  str(tmp_path / "model"), "--do_eval", *folder, "--num_pipeline_images", "0")
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "model").eval()
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "model")
+    files = sorted((tmp_path / "folder").glob("*/*.png"))
+    with torch.no_grad():
+        pixel_values = processor([Image.open(file) for file in files], return_tensors="pt").pixel_values
+        predicted = [model.config.id2label[i] for i in model(pixel_values=pixel_values).logits.argmax(-1).tolist()]
+    expected = sum(label == file.parent.name for label, file in zip(predicted, files)) / len(files)
+    assert on_folder["eval_accuracy"] == pytest.approx(expected)
     assert "eval_accuracy" in json.loads((tmp_path / "eval" / "eval_results.json").read_text())
 
 
