@@ -19,8 +19,10 @@ from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
     DataCollatorForTokenClassification,
+    TokenClassificationPipeline,
     pipeline,
 )
+from transformers.pipelines.token_classification import AggregationStrategy
 
 from fourierformers import SpectralTrainer
 
@@ -130,16 +132,89 @@ def load_raw_data(data_args):
     return limit_samples(raw, data_args)
 
 
+def word_windows(word_starts, num_tokens, capacity):
+    """Token ranges [start, end) covering `num_tokens` tokens in windows of at most `capacity`, each starting at one
+    of `word_starts` (the token index of each word's first subword) and ending before one, and sharing about a
+    quarter with the next. A single word longer than a window is cut (nothing else is)."""
+    windows, start = [], 0
+    while start + capacity < num_tokens:
+        end = max((b for b in word_starts if start < b <= start + capacity), default=start + capacity)
+        windows.append((start, end))
+        start = min((b for b in word_starts if end - capacity // 4 <= b <= end and b > start), default=end)
+    return [*windows, (start, num_tokens)]
+
+
+def window_cores(windows, word_starts):
+    """The token range of each window whose words it tags: consecutive windows share their overlap at the word
+    start nearest its middle, so each word is tagged by one window, with context on both sides where there is."""
+    boundaries = []
+    for (_, end), (next_start, _) in zip(windows, windows[1:]):
+        shared = [b for b in word_starts if next_start <= b <= end]  # word starts in the overlap
+        boundaries.append(min(shared, key=lambda b: abs(2 * b - next_start - end), default=end))
+    return list(zip([windows[0][0], *boundaries], [*boundaries, windows[-1][1]]))
+
+
+class WordWindowTagger(TokenClassificationPipeline):
+    """The token-classification pipeline, with a text longer than the model cut into overlapping windows of whole
+    words, each word tagged by the window where it is farthest from an edge (`window_cores`). transformers' stride
+    windows start and end inside words, whose pieces were then tagged as words of their own ("##e"), and its merging
+    of overlapping entity groups dropped words."""
+
+    def preprocess(self, sentence, offset_mapping=None, **preprocess_params):
+        capacity = max(1, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add())
+        encoded = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+        word_ids, offsets = encoded.word_ids(), encoded["offset_mapping"]
+        if preprocess_params.get("is_split_into_words") or len(word_ids) <= capacity:
+            yield from super().preprocess(sentence, offset_mapping, **preprocess_params)
+            return
+        word_starts = [index for index, word in enumerate(word_ids) if index == 0 or word != word_ids[index - 1]]
+        windows = word_windows(word_starts, len(word_ids), capacity)
+        cores = window_cores(windows, word_starts)
+        for index, ((start, end), (core_start, core_end)) in enumerate(zip(windows, cores)):
+            first_char = offsets[start][0]
+            model_inputs = self.tokenizer(
+                sentence[first_char:offsets[end - 1][1]], return_tensors="pt", return_special_tokens_mask=True,
+                return_offsets_mapping=True,
+            )
+            model_inputs["offset_mapping"] = model_inputs["offset_mapping"] + first_char  # offsets in `sentence`
+            model_inputs["sentence"] = sentence if index == 0 else None
+            model_inputs["is_last"] = index == len(windows) - 1
+            # characters of the words this window tags
+            model_inputs["core"] = (offsets[core_start][0], offsets[core_end - 1][1])
+            yield dict(model_inputs)
+
+    def _forward(self, model_inputs):
+        core = model_inputs.pop("core", None)
+        return {**super()._forward(model_inputs), "core": core}
+
+    def postprocess(self, all_outputs, aggregation_strategy=AggregationStrategy.NONE, ignore_labels=None):
+        if all_outputs[0]["core"] is None or aggregation_strategy in (AggregationStrategy.NONE,
+                                                                       AggregationStrategy.SIMPLE):
+            return super().postprocess(all_outputs, aggregation_strategy, ignore_labels)
+        sentence, words = all_outputs[0]["sentence"], []
+        for outputs in all_outputs:
+            scores = outputs["logits"][0].float().softmax(dim=-1).numpy()  # (T, num_labels)
+            pre_entities = self.gather_pre_entities(
+                sentence, outputs["input_ids"][0], scores, outputs["offset_mapping"][0],
+                outputs["special_tokens_mask"][0].numpy(), aggregation_strategy,
+            )
+            core_start, core_end = outputs["core"]
+            words += [word for word in self.aggregate_words(pre_entities, aggregation_strategy)
+                      if core_start <= word["start"] < core_end]
+        ignored = ["O"] if ignore_labels is None else ignore_labels
+        return [group for group in self.group_entities(words) if group["entity_group"] not in ignored]
+
+
 def word_tagger(model, tokenizer=None, device=None):
     """`pipeline("token-classification")` for a saved model of this example: the model was trained to tag a word on
     its first subword only, so the pipeline tags each word by that one ("first" aggregation; "simple" would group
     the subwords by their own predictions and split words into fragments). A text longer than the model is tagged
-    in overlapping windows of its length (a quarter shared) rather than cut off."""
+    in overlapping windows of whole words (`WordWindowTagger`) rather than cut off."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
     fit_tokenizer_to_model(tokenizer, AutoConfig.from_pretrained(model))  # windows of the model's length
     return pipeline(
         "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device,
-        stride=tokenizer.model_max_length // 4,
+        pipeline_class=WordWindowTagger,
     )
 
 

@@ -199,6 +199,10 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_max_length": 10**30}))
     entities = run_token_classification.word_tagger(str(tmp_path / "pos"))(long_text)
     assert len(" ".join(entity["word"] for entity in entities).split()) == len(long_text.split())
+    # words of several subwords: windows start and end between words, so no window tags a fragment ("##g")
+    compound = " ".join(["filmgood", "wasthe", "longandfilm"] * 12)
+    entities = run_token_classification.word_tagger(str(tmp_path / "pos"))(compound)
+    assert " ".join(entity["word"] for entity in entities).split() == compound.split()
     blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
     (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
     with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
@@ -214,6 +218,21 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
             "--output_dir", str(tmp_path / "hyphen"), "--train_file", str(tmp_path / "hyphen.jsonl"),
             "--tags_column_name", "tags", "--tokenizer_name", str(tmp_path / "pos"),
         ])
+
+
+@pytest.mark.parametrize("word_starts,num_tokens,capacity,windows", [
+    ([0, 2, 3, 6, 8, 9], 10, 4, [(0, 3), (2, 6), (6, 10)]),
+    ([0, 1, 2, 3, 4, 5, 6, 7], 8, 4, [(0, 4), (3, 7), (6, 8)]),
+    ([0, 7], 9, 4, [(0, 4), (4, 7), (7, 9)]),  # a word longer than a window is cut, and only it
+    ([0, 3], 5, 8, [(0, 5)]),
+])
+def test_word_windows_start_and_end_between_words(word_starts, num_tokens, capacity, windows):
+    assert run_token_classification.word_windows(word_starts, num_tokens, capacity) == windows
+    cores = run_token_classification.window_cores(windows, word_starts)
+    assert [start for start, _ in cores[1:]] == [end for _, end in cores[:-1]]  # each token in one core
+    assert cores[0][0] == 0 and cores[-1][1] == num_tokens
+    for (start, end), (core_start, core_end) in zip(windows, cores):
+        assert start <= core_start < core_end <= end
 
 
 def test_token_classification_tags_whole_words(tmp_path):
