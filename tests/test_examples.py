@@ -418,7 +418,8 @@ def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, 
     (["--max_seq_length", "64"], ValueError,
      r"`--max_seq_length` 64 is longer than the model's max_position_embeddings \(32\); pass `--max_seq_length 32`"),
     (["--do_eval", "--task", "regression"], ValueError,
-     r"`--model_name_or_path` .*classifier was trained with num_labels=2, but the data needs num_labels=1"),
+     r"`--model_name_or_path` .*classifier was trained with problem_type='single_label_classification', but the data "
+     r"needs problem_type='regression'"),
     (["--config_overrides", "hidden_size=64"], ValueError,
      r"Weights of `--model_name_or_path` .*classifier outside the task head do not fit the requested "
      r"GFNetForSequenceClassification .*gfnet\.embeddings\..* \(.*, 32\) in the checkpoint, \(.*, 64\) in the model.*"
