@@ -86,6 +86,12 @@ class DataArguments:
     )
 
 
+def hidden(relative_path):
+    """Whether datasets' imagefolder skips a file at `relative_path` in its folder: one under a name starting with
+    "." or "__" (.ipynb_checkpoints, macOS ._ companions, __MACOSX)."""
+    return any(part.startswith((".", "__")) for part in relative_path.parts)
+
+
 def check_image_folder(flag, folder):
     """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
     imagefolder reads, directly (imagefolder labels an image by the folder it lies in) and readable (a broken file
@@ -95,15 +101,16 @@ def check_image_folder(flag, folder):
     if not folder.is_dir():
         raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
     extensions = ImageFolder.EXTENSIONS
-    loose = [path.name for path in folder.iterdir() if path.is_file() and path.suffix.lower() in extensions]
+    loose = [path.name for path in folder.iterdir()
+             if path.is_file() and path.suffix.lower() in extensions and not hidden(Path(path.name))]
     if loose:
         raise ValueError(
             f"`{flag}` {folder} holds images directly ({loose[:3]}); put them in one sub-folder per class, e.g. "
             f"{folder}/cat/1.png and {folder}/dog/2.png."
         )
-    classes = {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()}
-    images = {name: [file for file in sorted(path.rglob("*")) if file.is_file() and file.suffix.lower() in extensions]
-              for name, path in classes.items()}
+    classes = {path.name: path for path in sorted(folder.iterdir()) if path.is_dir() and not hidden(Path(path.name))}
+    images = {name: [file for file in sorted(path.rglob("*")) if file.is_file() and file.suffix.lower() in extensions
+                     and not hidden(file.relative_to(folder))] for name, path in classes.items()}
     for name, files in images.items():
         nested = [file for file in files if file.parent != classes[name]]
         if nested:
@@ -115,7 +122,7 @@ def check_image_folder(flag, folder):
         for file in files:
             try:
                 with Image.open(file) as image:
-                    image.verify()
+                    image.load()  # decoded whole: verify() passes a truncated JPEG
             except (OSError, SyntaxError, ValueError) as error:
                 message = f"`{flag}`: {file} is not a readable image ({error}); remove or replace it."
                 raise ValueError(message) from error

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForTokenClassification,
@@ -162,26 +163,37 @@ class WordWindowTagger(TokenClassificationPipeline):
 
     def preprocess(self, sentence, offset_mapping=None, **preprocess_params):
         capacity = max(1, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add())
-        encoded = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
-        word_ids, offsets = encoded.word_ids(), encoded["offset_mapping"]
-        if preprocess_params.get("is_split_into_words") or len(word_ids) <= capacity:
-            yield from super().preprocess(sentence, offset_mapping, **preprocess_params)
-            return
+        if not preprocess_params.get("is_split_into_words"):
+            # the whole text once: each window is a slice of its tokens (a slice of the text tokenized again could
+            # give other tokens, e.g. without the space before a byte-level BPE word)
+            encoded = self.tokenizer(
+                sentence, return_special_tokens_mask=True, return_offsets_mapping=True, verbose=False
+            )
+            content = [index for index, special in enumerate(encoded["special_tokens_mask"]) if not special]
+            if len(content) > capacity:
+                yield from self.word_windows_of(encoded, content, capacity, sentence)
+                return
+        # short texts, and pre-split words (transformers' stride windows): the pipeline's own chunks
+        for model_inputs in super().preprocess(sentence, offset_mapping, **preprocess_params):
+            yield {**model_inputs, "core": None}  # every chunk has the same keys, so that texts batch together
+
+    def word_windows_of(self, encoded, content, capacity, sentence):
+        """The model inputs of each window of `encoded` (the whole text, `content` the positions of its tokens
+        between the special ones), with the character range of the words the window tags (`core`)."""
+        first, last = content[0], content[-1] + 1
+        word_ids = encoded.word_ids()[first:last]
         word_starts = [index for index, word in enumerate(word_ids) if index == 0 or word != word_ids[index - 1]]
         windows = word_windows(word_starts, len(word_ids), capacity)
         cores = window_cores(windows, word_starts)
+        offsets = encoded["offset_mapping"]
         for index, ((start, end), (core_start, core_end)) in enumerate(zip(windows, cores)):
-            first_char = offsets[start][0]
-            model_inputs = self.tokenizer(
-                sentence[first_char:offsets[end - 1][1]], return_tensors="pt", return_special_tokens_mask=True,
-                return_offsets_mapping=True,
-            )
-            model_inputs["offset_mapping"] = model_inputs["offset_mapping"] + first_char  # offsets in `sentence`
+            positions = [*range(first), *range(first + start, first + end), *range(last, len(encoded["input_ids"]))]
+            model_inputs = {key: torch.tensor([[values[p] for p in positions]]) for key, values in encoded.items()}
             model_inputs["sentence"] = sentence if index == 0 else None
             model_inputs["is_last"] = index == len(windows) - 1
             # characters of the words this window tags
-            model_inputs["core"] = (offsets[core_start][0], offsets[core_end - 1][1])
-            yield dict(model_inputs)
+            model_inputs["core"] = (offsets[first + core_start][0], offsets[first + core_end - 1][1])
+            yield model_inputs
 
     def _forward(self, model_inputs):
         core = model_inputs.pop("core", None)
@@ -214,7 +226,7 @@ def word_tagger(model, tokenizer=None, device=None):
     fit_tokenizer_to_model(tokenizer, AutoConfig.from_pretrained(model))  # windows of the model's length
     return pipeline(
         "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", device=device,
-        pipeline_class=WordWindowTagger,
+        pipeline_class=WordWindowTagger, stride=tokenizer.model_max_length // 4,  # the stride: pre-split words
     )
 
 

@@ -892,6 +892,24 @@ def test_example_command_line(tmp_path, user_data, script, arguments, error, mes
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_image_folders_skip_hidden_files_as_imagefolder_does_and_decode_every_image(tmp_path):
+    """Files under names starting with "." or "__" (notebook checkpoints, macOS companions) are not data; a
+    truncated JPEG, which PIL's verify() passes, is refused before training rather than in it."""
+    for path, value in [("cat/a.png", 10), ("dog/b.png", 200), ("dog/.ipynb_checkpoints/b-checkpoint.png", 200),
+                        ("__MACOSX/dog/c.png", 30), ("._top.png", 40)]:
+        write_png(tmp_path / "folder" / path, value)
+    (tmp_path / "folder" / "dog" / "._b.png").write_bytes(b"macOS metadata, not an image")
+    assert run_image_classification.check_image_folder("--train_dir", tmp_path / "folder") == ["cat", "dog"]
+    (tmp_path / "truncated" / "cat").mkdir(parents=True)
+    write_png(tmp_path / "truncated" / "dog" / "a.png", 10)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    image.save(tmp_path / "truncated" / "cat" / "a.jpg", quality=95)
+    whole = (tmp_path / "truncated" / "cat" / "a.jpg").read_bytes()
+    (tmp_path / "truncated" / "cat" / "a.jpg").write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(ValueError, match=r"`--train_dir`: .*cat/a.jpg is not a readable image \(image file is trunc"):
+        run_image_classification.check_image_folder("--train_dir", tmp_path / "truncated")
+
+
 def save_word_tokenizer(folder, words):
     """A WordPiece tokenizer of the special tokens but [MASK] and `words`, saved in `folder`."""
     vocabulary = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tokenizers
 import torch
 from conftest import FAMILIES
 from datasets import Dataset
@@ -30,6 +31,7 @@ from transformers import (
     BertForMaskedLM,
     CLIPImageProcessor,
     DataCollatorForLanguageModeling,
+    PreTrainedTokenizerFast,
     Trainer,
     TrainingArguments,
     ViTConfig,
@@ -42,6 +44,7 @@ from fourierformers import (
     GFNetForImageClassification,
     GFNetForMaskedLM,
     GFNetForSequenceClassification,
+    GFNetForTokenClassification,
     GFNetModel,
 )
 
@@ -233,6 +236,36 @@ def test_word_windows_start_and_end_between_words(word_starts, num_tokens, capac
     assert cores[0][0] == 0 and cores[-1][1] == num_tokens
     for (start, end), (core_start, core_end) in zip(windows, cores):
         assert start <= core_start < core_end <= end
+
+
+def test_word_tagger_windows_slice_the_texts_tokens_and_batch_with_short_texts(tmp_path):
+    """With a byte-level BPE tokenizer a word tokenizes otherwise without the space before it: windows are slices
+    of the whole text's tokens (a window tokenized again overran the model), and texts short and long batch."""
+    corpus = ["the film was wonderful and extraordinary in london"] * 50
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    backend.train_from_iterator(corpus, tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>", "<pad>", "<unk>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    backend.post_processor = tokenizers.processors.RobertaProcessing(("</s>", 1), ("<s>", 0), add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, cls_token="<s>", sep_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>")
+    assert tokenizer.tokenize("extraordinary") != tokenizer.tokenize("in extraordinary")[1:]
+    tokenizer.save_pretrained(tmp_path)
+    config = GFNetConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, intermediate_size=16,
+                         max_position_embeddings=12, pad_token_id=2, num_labels=3,
+                         id2label={0: "O", 1: "B-loc", 2: "I-loc"}, label2id={"O": 0, "B-loc": 1, "I-loc": 2})
+    GFNetForTokenClassification(config).save_pretrained(tmp_path)
+    tagger = run_token_classification.word_tagger(str(tmp_path))
+    long_text = " ".join(corpus[:4])
+    texts = ["the film", long_text, "", long_text + " london"]
+    alone = [tagger(text, ignore_labels=[]) for text in texts]
+    assert " ".join(entity["word"].strip() for entity in alone[1]).split() == long_text.split()
+    batched = tagger(texts, batch_size=4, ignore_labels=[])
+    for single, in_batch in zip(alone, batched, strict=True):
+        assert [(e["entity_group"], e["start"], e["end"]) for e in in_batch] == [
+            (e["entity_group"], e["start"], e["end"]) for e in single]
 
 
 def test_token_classification_tags_whole_words(tmp_path):
