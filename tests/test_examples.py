@@ -166,6 +166,14 @@ def test_token_classification(tmp_path):
         entities = re.fullmatch(r"\[(.*)\]", prediction).group(1)
         for entity in filter(None, entities.split(", ")):
             assert "B-" + entity.rsplit("=", 1)[1] in tag_names  # aggregated groups are entity types
+    # evaluated on data with 2 of its 21 tags: scored with the checkpoint's tag ids
+    rows = [json.dumps({"tokens": ["Taylor", "sings", "tonight"], "ner_tags": ["B-person", "O", "O"]})] * 4
+    (tmp_path.parent / "two_tags.jsonl").write_text("\n".join(rows) + "\n")
+    data = ["--train_file", str(tmp_path.parent / "two_tags.jsonl"), "--validation_file",
+            str(tmp_path.parent / "two_tags.jsonl")]
+    _, evaluated, _ = run_example("run_token_classification.py", tmp_path.parent / "evaluated", "--model_name_or_path",
+                                  str(tmp_path), "--do_eval", *data, "--pipeline_inputs", sentences[0])
+    assert 0.0 <= evaluated["eval_accuracy"] <= 1.0
 
 
 def test_text_model_and_tokenizer_share_their_length(tmp_path):
