@@ -61,7 +61,7 @@ class AdaptiveMixer(HybridMixer):
     for a fraction of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
 
     After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
-    decisions, detached, for inspection.
+    decisions, detached, for inspection (of eager forwards: a compiled one does not write them).
     """
 
     def __init__(self, mixers, hidden_size, gate="soft"):
@@ -81,7 +81,8 @@ class AdaptiveMixer(HybridMixer):
         if self.gate_type == "hard":
             one_hot = nn.functional.one_hot(choices, len(self.mixers)).to(probs.dtype)
             weights = one_hot + (probs - probs.detach())
-        self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
+        if not torch.compiler.is_compiling():  # a compiled checkpointed layer may not write module attributes
+            self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
         # Training mode keeps the full path even without autograd: reentrant checkpointing runs its first forward
         # without gradients and must draw the same dropout masks as its recomputation.
         sparse = self.gate_type == "hard" and not (self.training or torch.is_grad_enabled() or output_attentions)

@@ -712,11 +712,11 @@ class FourierMixer(SpectralMixer):
     def dft_matrix(self, length, fft_length, dtype, device):
         """(2n, 2n): `[[C, S], [C, -S]]` with C[t, s] = cos(2 pi t s / L), S[t, s] = sin(2 pi t s / L) for n =
         `length` and L = `fft_length`, times the grid's normalisation; the last one built is cached."""
+        if torch.compiler.is_compiling():  # built in the graph: reading the cache would guard on it (a recompile)
+            return _dft_block_matrix(length, fft_length, self.norm, dtype, device)
         key = (length, fft_length, dtype, device)
         if self._dft_cache is not None and self._dft_cache[0] == key:
             return self._dft_cache[1]
-        if torch.compiler.is_compiling():
-            return _dft_block_matrix(length, fft_length, self.norm, dtype, device)
         # Built outside inference mode: the cached matrix outlives the call, and autograd refuses to save an
         # inference tensor for a backward pass (training on short inputs after an inference_mode call would fail).
         with torch.inference_mode(False):
@@ -813,16 +813,21 @@ class GlobalFilter(SpectralMixer):
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
-        # exported graphs take the full-length path, whose shape does not depend on the length (dynamic shapes)
-        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1 and not torch.compiler.is_exporting()
+        # Compiled and exported graphs take the full-length path, whose shape does not depend on the length: the
+        # short path's FFT size tests the (symbolic) length's prime factors, a recompilation for almost every length.
+        short_path = fft_shape == self.fft_shape and len(grid_shape) == 1 and not (
+            torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        )
         short_size = self.short_fft_size(x.shape[0], grid_shape[0]) if short_path else None
         if short_size is not None:
             return _written(_in_dtype(self.short_convolution(real_input, short_size), x.dtype), out)
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
-        # in place only where nothing records it, and not into an unbatched spectrum from a vmapped filter
-        if torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad) or _transformed(kernel):
+        # in place only in eager mode (the compiler plans its own buffers, and cannot trace `_transformed`), where
+        # nothing records it, and not into an unbatched spectrum from a vmapped filter
+        recorded = torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad)
+        if torch.compiler.is_compiling() or recorded or _transformed(kernel):
             spectrum = spectrum * kernel
         else:
             spectrum = spectrum.mul_(kernel)

@@ -69,6 +69,40 @@ def test_model_compiles_without_graph_breaks(family, padding, pooling):
         torch.testing.assert_close(compiled, model(input_ids, attention_mask=attention_mask).logits)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_model_takes_every_length_in_few_graphs(family):
+    """Dynamic padding gives a new length to almost every batch: the graph must not depend on the length's prime
+    factors (GFNet's short-input FFT size did: a recompilation per length, then eager past dynamo's limit), and
+    inference (no_grad) compiles whole too (GFNet's in-place product broke the graph)."""
+    torch._dynamo.reset()  # the recompile limit counts the graphs of earlier tests' models of the same classes
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family, max_position_embeddings=64)).eval()
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(model, backend=counting_backend, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for length in range(3, 40, 2):
+            input_ids = torch.randint(5, 99, (2, length))
+            torch.testing.assert_close(compiled(input_ids).logits, model(input_ids).logits, atol=1e-5, rtol=1e-5)
+    assert len(graphs) <= 3, f"{len(graphs)} graphs for 19 lengths"  # FNet-hybrid: below and above its DFT bound
+
+
+@pytest.mark.parametrize("family", ["gfnet", "fnet_hybrid"])
+def test_adaptive_layout_compiles_whole_with_gradient_checkpointing(family):
+    """The gate records its decisions in module attributes, which a checkpointed layer in a compiled graph may not
+    write: with fullgraph=True such a model failed to compile."""
+    layout = [{"strategy": "adaptive", "mixers": ["fourier", "attention"], "gate": "hard"}, "global_filter"]
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family, mixer_layout=layout)).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    input_ids, labels = torch.randint(5, 99, (2, 9)), torch.tensor([0, 2])
+    loss = torch.compile(model, backend="aot_eager", fullgraph=True)(input_ids, labels=labels).loss
+    loss.backward()
+    torch.testing.assert_close(loss, model(input_ids, labels=labels).loss)
+
+
 HEAD_LABELS = {
     "ForSequenceClassification": (dict(), torch.tensor([0, 2])),
     "ForMultiLabel": (dict(problem_type="multi_label_classification"), torch.tensor([[0.0, 1.0, 1.0], [1.0, 0, 0]])),
