@@ -5,6 +5,7 @@ Every family has the same embeddings, blocks and heads; what differs is the toke
 subclassed by `GFNetConfig`, `AFNOConfig` and `FNetHybridConfig`, which only set `model_type` and defaults.
 """
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -337,12 +338,17 @@ class SpectralConfig(PretrainedConfig):
         layout = self.__dict__.get("mixer_layout")
         depth = self.__dict__.get("num_hidden_layers")
         if name == "num_hidden_layers" and isinstance(layout, list) and value != depth and _is_int(value) and value > 0:
-            default = _is_int(depth) and depth > 0 and layout == expand_mixer_layout(self.default_layout(depth), depth)
-            super().__setattr__(
-                "mixer_layout",
-                expand_mixer_layout(self.default_layout(value), value) if default else layout_for_depth(layout, value),
-            )
+            super().__setattr__("mixer_layout", self.layout_at_depth(layout, depth, value))
         super().__setattr__(name, value)
+
+    @classmethod
+    def layout_at_depth(cls, layout, depth, new_depth):
+        """`layout` (of `depth` layers) for `new_depth` layers: the family default at the new depth where `layout`
+        is the default at the old one, else `layout_for_depth` (the first layers, or the last entry repeated)."""
+        default = _is_int(depth) and depth > 0 and layout == expand_mixer_layout(cls.default_layout(depth), depth)
+        return expand_mixer_layout(cls.default_layout(new_depth), new_depth) if default else layout_for_depth(
+            layout, new_depth
+        )
 
     def expand_layout(self):
         """Bring `mixer_layout` to one entry per layer with every strategy option filled in (the compact
@@ -355,20 +361,20 @@ class SpectralConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict` (which `from_pretrained` and `AutoConfig` call), without the fields that
-        older versions stored and ignored (see `drop_ignored_fields`). Keyword overrides of the fields that decide
-        whether those are used or that are checked against each other (`condition_type`, `image_size`, and a
-        hierarchical model's `hidden_sizes`, `depths` and `hidden_size`) are applied first, and a
-        `num_hidden_layers` override without a `mixer_layout` one resizes the saved layout (`layout_for_depth`): a
-        checkpoint loads as its first layers, as transformers' models do. A `depths` override without a
-        `num_hidden_layers` one sets the depth to their sum."""
-        applied_first = ("condition_type", "image_size", "hidden_sizes", "depths", "hidden_size")
-        overrides = {name: kwargs[name] for name in applied_first if name in kwargs}
-        config_dict = cls.upgrade_format({**config_dict, **overrides})
+        older versions stored and ignored (see `drop_ignored_fields`). Keyword overrides of config fields are applied
+        before the config is checked, so that fields checked against each other can change together (`image_size`
+        with `patch_size`, `hidden_size` with `num_attention_heads`, ...); a `num_hidden_layers` override without a
+        `mixer_layout` one resizes the saved layout as assigning the depth does (`layout_at_depth`): a checkpoint
+        loads as its first layers, as transformers' models do. A `depths` override without a `num_hidden_layers` one
+        sets the depth to their sum."""
+        saved = cls.upgrade_format(config_dict)
+        fields = {field.name for field in dataclasses.fields(cls)} - {"transformers_version", "fourierformers_format"}
+        config_dict = {**saved, **{name: value for name, value in kwargs.items() if name in fields}}
         depth = kwargs.get("num_hidden_layers")
         if depth is None:
             depth = depth_of_stages(kwargs.get("depths"))
         if depth is not None and "mixer_layout" not in kwargs:
-            layout = layout_for_depth(config_dict.get("mixer_layout"), depth)
+            layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
             config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
         return super().from_dict(cls.drop_ignored_fields(config_dict), **kwargs)
 

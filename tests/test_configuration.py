@@ -8,7 +8,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, FNetConfig
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
 
-from fourierformers import GFNetConfig, GFNetForImageClassification
+from fourierformers import FNetHybridConfig, GFNetConfig, GFNetForImageClassification
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -354,6 +354,39 @@ def test_assigned_depth_brings_the_layout_along(family, assign):
         model_class(family, "Model")(mixed)
     with pytest.raises(ValueError, match=r"`mixer_layout` has 3 entries but `num_hidden_layers` is 2"):
         tiny_config(family, num_hidden_layers=2, mixer_layout=["fourier"] * 3)  # given together: still checked
+
+
+@pytest.mark.parametrize("family,saved,overrides,expected", [
+    ("gfnet", dict(image_size=16, patch_size=4), dict(image_size=15, patch_size=5), dict(grid_shape=(3, 3))),
+    ("gfnet", dict(image_size=16, patch_size=4), dict(image_size=18, patch_stride=2), dict(grid_shape=(8, 8))),
+    ("afno", dict(image_size=16, patch_size=4), dict(spatial_dims=3, image_size=[8, 8, 8]), dict(grid_shape=(2,) * 3)),
+    ("gfnet", {}, dict(image_size=8, patch_size=2), dict(grid_shape=(4, 4))),
+    ("fnet_hybrid", {}, dict(hidden_size=15, num_attention_heads=3), dict(num_attention_heads=3)),
+    ("afno", {}, dict(hidden_size=9, afno_num_blocks=3), dict(afno_num_blocks=3)),
+])
+def test_from_pretrained_overrides_checked_against_each_other_change_together(family, saved, overrides, expected,
+                                                                                tmp_path):
+    """Every override is applied before the config checks itself: a new value was checked against the saved value of
+    its partner field (image_size 15 against the saved 4-pixel patch), refusing what the constructor accepts."""
+    tiny_config(family, hidden_size=16, num_attention_heads=2, afno_num_blocks=2, **saved).save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path, **overrides)
+    assert {name: getattr(config, name) for name in expected} == expected
+
+
+def test_depth_override_of_from_pretrained_follows_the_family_default_as_assignment_does(tmp_path):
+    """FNet-hybrid's default layout puts attention in its last layers: from_pretrained(num_hidden_layers=n) gives
+    the default at n layers, as assigning the depth does (it gave the saved layout's first layers, or an error)."""
+    FNetHybridConfig(vocab_size=50, hidden_size=16, num_attention_heads=2, num_hidden_layers=3).save_pretrained(
+        tmp_path / "default")
+    for depth in (1, 4):
+        assigned = FNetHybridConfig(vocab_size=50, hidden_size=16, num_attention_heads=2, num_hidden_layers=3)
+        assigned.num_hidden_layers = depth
+        loaded = FNetHybridConfig.from_pretrained(tmp_path / "default", num_hidden_layers=depth)
+        assert loaded.mixer_layout == assigned.mixer_layout == FNetHybridConfig.default_layout(depth)
+    FNetHybridConfig(vocab_size=50, hidden_size=16, num_attention_heads=2, num_hidden_layers=3,
+                     mixer_layout=["fourier", "attention", "fourier"]).save_pretrained(tmp_path / "mixed")
+    assert FNetHybridConfig.from_pretrained(tmp_path / "mixed", num_hidden_layers=2).mixer_layout == [
+        "fourier", "attention"]
 
 
 def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tmp_path):
