@@ -925,6 +925,7 @@ class SpectralModel(SpectralPreTrainedModel):
         config.expand_layout()
         config.validate_architecture()
         self.fft_shape = config.grid_shape
+        self.built_condition = (config.condition_type, config.condition_size)
         if config.is_vision:
             self.main_input_name = "pixel_values"
             kernel, stride, padding, grid = config.patch_geometry()
@@ -1024,10 +1025,10 @@ class SpectralModel(SpectralPreTrainedModel):
         text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            token_type_ids=token_type_ids, position_ids=position_ids)
         validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
+        self._check_built_sizes()
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
                                         output_hidden_states, output_attentions, return_dict)
-        self._check_built_sizes()
         batch_size, _ = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
@@ -1071,11 +1072,14 @@ class SpectralModel(SpectralPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _check_built_sizes(self):
-        """The inputs are checked against the config; refuse a config whose vocabulary or length was changed after
-        the model was built (its embeddings and FFTs keep the sizes they were built with)."""
-        # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
-        vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
-        built = dict(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])
+        """The inputs are checked against the config; refuse a config whose vocabulary, length or condition branch
+        was changed after the model was built (its embeddings, FFTs and condition layers stay as they were built:
+        a condition given to a branch added afterwards was ignored)."""
+        built = dict(condition_type=self.built_condition[0], condition_size=self.built_condition[1])
+        if not self.config.is_vision:
+            # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
+            vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
+            built.update(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])
         changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
                    if getattr(self.config, name) != size]
         if changed:

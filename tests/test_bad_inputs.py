@@ -423,12 +423,21 @@ def test_a_model_class_refuses_a_config_of_another_family(head):
          r"config no longer matches the built model: vocab_size=200 \(built with 99\)"),
         ("max_position_embeddings", 48, lambda: dict(input_ids=ids(shape=(2, 30))),
          r"max_position_embeddings=48 \(built with 24\). Build a new model"),
+        # a branch added after building took its condition and ignored it; one removed failed inside the layer
+        ("condition_type", "adaln_zero", lambda: dict(input_ids=ids(), condition=torch.randn(2, 32)),
+         r"condition_type=adaln_zero \(built with None\)"),
+        ("condition_type", None, lambda: dict(input_ids=ids()), r"condition_type=None \(built with adaln_zero\)"),
+        ("condition_size", 8, lambda: dict(pixel_values=torch.randn(2, 3, 16, 16), condition=torch.randn(2, 8)),
+         r"condition_size=8 \(built with 6\)"),
     ],
 )
 def test_a_config_changed_after_building_is_not_trusted(family, field, value, inputs, message):
-    """The checks read the built model (classifier width, embedding rows, FFT length) where a changed config field
-    used to let an out-of-range value through to an IndexError inside torch."""
-    model = model_class(family, "ForSequenceClassification")(tiny_config(family))
+    """The checks read the built model (classifier width, embedding rows, FFT length, condition branch) where a
+    changed config field used to let an out-of-range value through to an IndexError inside torch."""
+    fields = {"condition_type": dict(condition_type="adaln_zero") if value is None else {},
+              "condition_size": dict(IMAGE, condition_type="adaln_zero", condition_size=6)}.get(field, {})
+    head = "ForImageClassification" if "image_size" in fields else "ForSequenceClassification"
+    model = model_class(family, head)(tiny_config(family, **fields))
     setattr(model.config, field, value)
     with pytest.raises(ValueError, match=message):
         model(**inputs())
