@@ -757,10 +757,9 @@ def check_columns(raw, columns):
 def class_names(raw, column, flag, known=None):
     """Class names in label-id order for a column of labels (or of lists of labels): the ClassLabel names, else the
     sorted distinct values of the training split as strings (integer ids in numeric order), `O` first when present
-    (BIO tags). Raises `ValueError`
-    for floating-point labels, fewer than two classes, or validation labels the training split does not have.
-    With `known` (the names of an evaluated checkpoint, `evaluated_label_names`) those are the names, and every
-    label of the data must be one of them."""
+    (BIO tags). Raises `ValueError` for floating-point labels, fewer than two classes, or validation labels the
+    training split does not have. With `known` (the names of an evaluated checkpoint, `evaluated_label_names`)
+    those are the names, and every label of the data must be one of them."""
     feature = raw["train"].features[column]
     feature = getattr(feature, "feature", feature)  # the element feature of a list column
     if known is not None:

@@ -34,9 +34,9 @@ from common import (
     check_columns,
     check_sample_limits,
     checked_max_length,
-    fit_tokenizer_to_model,
     class_names,
     evaluated_label_names,
+    fit_tokenizer_to_model,
     label_encoder,
     label_fields,
     limit_samples,
@@ -165,15 +165,15 @@ class WordWindowTagger(TokenClassificationPipeline):
         capacity = max(1, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add())
         if not preprocess_params.get("is_split_into_words"):
             # the whole text once: each window is a slice of its tokens (a slice of the text tokenized again could
-            # give other tokens, e.g. without the space before a byte-level BPE word)
+            # give other tokens, e.g. without the space before a byte-level BPE word); a short text is one window
             encoded = self.tokenizer(
                 sentence, return_special_tokens_mask=True, return_offsets_mapping=True, verbose=False
             )
             content = [index for index, special in enumerate(encoded["special_tokens_mask"]) if not special]
-            if len(content) > capacity:
+            if content:
                 yield from self.word_windows_of(encoded, content, capacity, sentence)
                 return
-        # short texts, and pre-split words (transformers' stride windows): the pipeline's own chunks
+        # pre-split words (transformers' stride windows) and texts without a token: the pipeline's own chunks
         for model_inputs in super().preprocess(sentence, offset_mapping, **preprocess_params):
             yield {**model_inputs, "core": None}  # every chunk has the same keys, so that texts batch together
 

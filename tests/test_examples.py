@@ -37,6 +37,7 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
+    pipeline,
 )
 
 from fourierformers import (
@@ -274,6 +275,12 @@ def test_word_tagger_windows_slice_the_texts_tokens_and_batch_with_short_texts(t
     for single, in_batch in zip(alone, batched, strict=True):
         assert [(e["entity_group"], e["start"], e["end"]) for e in in_batch] == [
             (e["entity_group"], e["start"], e["end"]) for e in single]
+    # a text that fits the model is one window: tagged as transformers' pipeline tags it
+    plain = pipeline("token-classification", model=str(tmp_path), tokenizer=tagger.tokenizer,
+                     aggregation_strategy="first")
+    short = "the film was wonderful in london"
+    assert [(e["entity_group"], e["start"], e["end"]) for e in tagger(short, ignore_labels=[])] == [
+        (e["entity_group"], e["start"], e["end"]) for e in plain(short, ignore_labels=[])]
 
 
 def test_token_classification_tags_whole_words(tmp_path):
