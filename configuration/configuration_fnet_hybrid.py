@@ -21,7 +21,9 @@ class FNetHybridConfig(SpectralConfig):
 
     `fourier_norm` and `pooler_projection` left unset (None) follow the kind of model. Text: FNet's unnormalised
     DFT (`"backward"`) and dense + tanh pooler, so that transformers FNet checkpoints map exactly. Images: `"ortho"`
-    and no projection. An unnormalised DFT over a whole H x W grid and D channels scales the mixer output by about
+    and no projection. Where `image_size` is assigned afterwards (or given to `from_pretrained`) and changes the
+    kind, those still at the old kind's defaults take the new kind's, as a depth assigned afterwards brings the
+    default layout along. An unnormalised DFT over a whole H x W grid and D channels scales the mixer output by about
     sqrt(H W D / 2) (45x measured on 8x8 digits at width 64), so the post-norm `LayerNorm(x + mixer(x))` all but
     drops the residual x; and the tanh pooler on the mean of post-norm tokens trains poorly from scratch (see the
     README's example results).
@@ -48,14 +50,42 @@ class FNetHybridConfig(SpectralConfig):
     fourier_norm: str | None = None
 
     def __post_init__(self, **kwargs):
-        is_vision = self.image_size is not None
-        if self.fourier_norm is None:
-            self.fourier_norm = "ortho" if is_vision else "backward"
-        if self.pooler_projection is None:
-            self.pooler_projection = not is_vision
+        for name, default in kind_defaults(self.image_size is not None).items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
         super().__post_init__(**kwargs)
+
+    def __setattr__(self, name, value):
+        # While the dataclass __init__ runs, `image_size` is set for the first time and __post_init__ resolves.
+        if name == "image_size" and "image_size" in self.__dict__:
+            for field, default in defaults_of_new_kind(self.__dict__, value).items():
+                super().__setattr__(field, default)
+        super().__setattr__(name, value)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `SpectralConfig.from_dict`; an `image_size` keyword that changes the kind of model brings the kind's
+        defaults along where the saved values are the old kind's (explicit keywords win)."""
+        if "image_size" in kwargs:
+            kwargs = {**defaults_of_new_kind(config_dict, kwargs["image_size"]), **kwargs}
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def default_layout(cls, num_hidden_layers):
         num_attention_layers = 2 if num_hidden_layers > 2 else 1
         return ["fourier"] * (num_hidden_layers - num_attention_layers) + ["attention"] * num_attention_layers
+
+
+def kind_defaults(is_vision):
+    """The `fourier_norm` and `pooler_projection` of a text model (FNet's) or an image model."""
+    return {"fourier_norm": "ortho" if is_vision else "backward", "pooler_projection": not is_vision}
+
+
+def defaults_of_new_kind(values, new_image_size):
+    """The fields of `values` (a config's fields) to change when its `image_size` becomes `new_image_size`: where that
+    changes the kind of model (text <-> image), those at the old kind's defaults take the new kind's."""
+    was_vision, is_vision = values.get("image_size") is not None, new_image_size is not None
+    if was_vision == is_vision:
+        return {}
+    old, new = kind_defaults(was_vision), kind_defaults(is_vision)
+    return {name: new[name] for name in old if values.get(name) == old[name]}

@@ -597,6 +597,22 @@ def test_fnet_hybrid_image_defaults():
     assert (reloaded.fourier_norm, reloaded.pooler_projection) == ("backward", True)
 
 
+def test_fnet_hybrid_kind_defaults_follow_a_later_image_size():
+    """An `image_size` assigned or given to from_dict after the config was made brings the image defaults, as the
+    constructor does, to the fields still at the text defaults; explicit choices stay, and text defaults come back."""
+    config = FNetHybridConfig(hidden_size=32, num_attention_heads=4, fourier_norm="forward")
+    config.image_size = 16
+    assert (config.fourier_norm, config.pooler_projection) == ("forward", False)
+    config.update({"image_size": None})
+    assert (config.fourier_norm, config.pooler_projection) == ("forward", True)
+    text = FNetHybridConfig(hidden_size=32, num_attention_heads=4).to_dict()
+    image = FNetHybridConfig.from_dict(text, image_size=16, patch_size=4)
+    assert (image.fourier_norm, image.pooler_projection) == ("ortho", False)
+    assert FNetHybridConfig.from_dict(text, image_size=16, patch_size=4, pooler_projection=True).pooler_projection
+    model = model_class("fnet_hybrid", "ForImageClassification")(image)
+    assert model.fnet_hybrid.pooler.dense is None and model.fnet_hybrid.layers[0].mixer.norm == "ortho"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["gfnet", "afno"])
 def test_image_pipelines_from_saved_directory(family, tmp_path):
