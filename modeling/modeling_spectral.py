@@ -495,11 +495,13 @@ class SpectralPreTrainedModel(PreTrainedModel):
         `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md).
 
         The config is validated first: transformers copies the source files of registered classes before it
-        validates and writes config.json, so an invalid config left a folder of source files and nothing else.
+        validates and writes config.json, so an invalid config left a folder of source files and nothing else; a
+        config changed after the model was built (`_check_built_sizes`) would not describe the saved weights.
         With `push_to_hub=True` the folder is uploaded last (transformers uploads before the source files and the
         card exist), so the hub repository holds what a local save holds."""
         if is_main_process:
             self.config.validate()
+            self.base_model._check_built_sizes()
         push_to_hub = kwargs.pop("push_to_hub", False) and is_main_process
         if push_to_hub:
             hub_options = {key: kwargs.pop(key) for key in ("commit_message", "create_pr") if key in kwargs}
@@ -521,6 +523,11 @@ class SpectralPreTrainedModel(PreTrainedModel):
             )
 
 
+# Image config fields that the built patch embedding, position embeddings and FFT grids keep.
+BUILT_IMAGE_FIELDS = (
+    "image_size", "patch_size", "patch_stride", "num_channels", "spatial_dims", "patch_shape", "packing_strategy",
+    "centered_patches", "patch_embed_rank", "hidden_sizes", "depths",
+)
 # Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
 SHAPE_FIELDS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
@@ -925,7 +932,10 @@ class SpectralModel(SpectralPreTrainedModel):
         config.expand_layout()
         config.validate_architecture()
         self.fft_shape = config.grid_shape
-        self.built_condition = (config.condition_type, config.condition_size)
+        self.stage_grid_shapes = config.stage_grid_shapes
+        built_fields = BUILT_IMAGE_FIELDS if config.is_vision else ()
+        self.built_fields = {name: copy.deepcopy(getattr(config, name)) for name in ("condition_type", "condition_size",
+                                                                                   *built_fields)}
         if config.is_vision:
             self.main_input_name = "pixel_values"
             kernel, stride, padding, grid = config.patch_geometry()
@@ -1072,10 +1082,11 @@ class SpectralModel(SpectralPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _check_built_sizes(self):
-        """The inputs are checked against the config; refuse a config whose vocabulary, length or condition branch
-        was changed after the model was built (its embeddings, FFTs and condition layers stay as they were built:
-        a condition given to a branch added afterwards was ignored)."""
-        built = dict(condition_type=self.built_condition[0], condition_size=self.built_condition[1])
+        """The inputs are checked against the config; refuse a config whose vocabulary, length, condition branch or
+        image geometry was changed after the model was built (its embeddings, FFTs, patches and condition layers stay
+        as they were built: a condition given to a branch added afterwards was ignored, and a saved config would not
+        describe the weights)."""
+        built = dict(self.built_fields)
         if not self.config.is_vision:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
@@ -1085,7 +1096,8 @@ class SpectralModel(SpectralPreTrainedModel):
         if changed:
             raise ValueError(
                 f"The config no longer matches the built model: {', '.join(changed)}. Build a new model from the "
-                "changed config, or change the vocabulary with `resize_token_embeddings`."
+                "changed config, or change the vocabulary with `resize_token_embeddings` and the image size with "
+                "`resize_model_to_image_size`."
             )
 
     def _encode(self, hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions):
@@ -1100,7 +1112,7 @@ class SpectralModel(SpectralPreTrainedModel):
         all_attentions = () if output_attentions else None
         if condition is not None:  # a float32 condition for a bfloat16 model, as pixel_values are cast
             condition = condition.to(hidden_states.dtype)
-        stage_grids = self.config.stage_grid_shapes
+        stage_grids = self.stage_grid_shapes
         fft_shape = call_fft_shape(hidden_states.shape[1:-1], stage_grids[0])
         for index, layer in enumerate(self.layers):
             if index in self.stage_starts[1:]:

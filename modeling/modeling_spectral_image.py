@@ -155,6 +155,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
             )
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        self.patch_kernel = kernel
+        self.num_output_channels = config.num_output_channels
         self.head = nn.Linear(config.hidden_size, math.prod(kernel) * config.num_output_channels, bias=False)
         self.post_init()
 
@@ -174,25 +176,25 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
                                   return_dict=True, **kwargs)
-        kernel = self.config.patch_geometry()[0]
+        kernel = self.patch_kernel
         # The backbone has checked that the patches tile the image; its size is the built one, or any other with
         # `interpolate_pos_encoding=True`.
         grid = tuple(size // k for size, k in zip(pixel_values.shape[-len(kernel):], kernel))
         tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
-        values = self.head(tokens).unflatten(-1, (*kernel, self.config.num_output_channels))  # (B, *grid, *p, C)
+        values = self.head(tokens).unflatten(-1, (*kernel, self.num_output_channels))  # (B, *grid, *p, C)
         spatial_dims = len(grid)
         # (B, g1, .., gn, p1, .., pn, C) -> (B, C, g1, p1, .., gn, pn) -> (B, C, g1 * p1, .., gn * pn)
         interleaved = [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
         order = [0, 2 * spatial_dims + 1] + interleaved
         predictions = values.permute(order).reshape(
-            values.shape[0], self.config.num_output_channels, *(g * p for g, p in zip(grid, kernel))
+            values.shape[0], self.num_output_channels, *(g * p for g, p in zip(grid, kernel))
         )
         loss = None
         if labels is not None:
             if not torch.is_tensor(labels) or tuple(labels.shape) != tuple(predictions.shape):
                 raise ValueError(
                     f"`labels` must be a tensor of the predictions' shape (batch_size, num_output_channels="
-                    f"{self.config.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
+                    f"{self.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
                     f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}."
                 )
             estimates = loss_precision(predictions)

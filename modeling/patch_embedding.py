@@ -203,8 +203,9 @@ def resize_state_dict_to_config(state_dict, config):
 def resize_model_to_image_size(model, image_size):
     """A copy of an image model (any head, e.g. just loaded with `from_pretrained`) built for `image_size`, its
     position embeddings and global filters resized by `resize_state_dict_to_config`; the original fine-tunes
-    GFNet at 384 px this way. The copy keeps the model's dtype, device, attention implementation, train / eval mode
-    and frozen (`requires_grad=False`) parameters, and can be trained and saved like any other model."""
+    GFNet at 384 px this way. The copy keeps the model's dtype, device, attention implementation, train / eval mode,
+    gradient checkpointing and frozen (`requires_grad=False`) parameters, and can be trained and saved like any
+    other model."""
     if not getattr(model.config, "is_vision", False):
         raise ValueError(
             f"resize_model_to_image_size takes an image model (a config with an image_size), got a "
@@ -222,4 +223,12 @@ def resize_model_to_image_size(model, image_size):
     training = {name: module.training for name, module in model.named_modules()}  # e.g. a backbone left in eval
     for name, module in resized.named_modules():
         module.training = training[name]
+    if model.is_activation_checkpointing:  # a larger image is when activations need it most
+        resized.activation_checkpointing_enable()
+        # each layer's flag and checkpoint function: `every_n_layers`, offloading and the checkpoint keywords
+        originals = dict(model.named_modules())
+        for name, module in resized.named_modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = originals[name].gradient_checkpointing
+                module._gradient_checkpointing_func = originals[name]._gradient_checkpointing_func
     return resized

@@ -429,18 +429,31 @@ def test_a_model_class_refuses_a_config_of_another_family(head):
         ("condition_type", None, lambda: dict(input_ids=ids()), r"condition_type=None \(built with adaln_zero\)"),
         ("condition_size", 8, lambda: dict(pixel_values=torch.randn(2, 3, 16, 16), condition=torch.randn(2, 8)),
          r"condition_size=8 \(built with 6\)"),
+        # the mixers ran at the changed grid and the patch regression head regrouped pixels by the changed patch:
+        # other outputs, no error
+        ("patch_size", [2, 8], lambda: dict(pixel_values=torch.randn(2, 3, 16, 16)),
+         r"patch_size=\[2, 8\] \(built with 4\)"),
+        ("image_size", 32, lambda: dict(pixel_values=torch.randn(2, 3, 32, 32), interpolate_pos_encoding=True),
+         r"image_size=32 \(built with 16\)"),
     ],
 )
-def test_a_config_changed_after_building_is_not_trusted(family, field, value, inputs, message):
-    """The checks read the built model (classifier width, embedding rows, FFT length, condition branch) where a
-    changed config field used to let an out-of-range value through to an IndexError inside torch."""
+def test_a_config_changed_after_building_is_not_trusted(family, field, value, inputs, message, tmp_path):
+    """The checks read the built model (classifier width, embedding rows, FFT length, condition branch, patches)
+    where a changed config field used to let an out-of-range value through to an IndexError inside torch, or
+    changed the outputs; saving refuses too, as the config would not describe the weights."""
     fields = {"condition_type": dict(condition_type="adaln_zero") if value is None else {},
-              "condition_size": dict(IMAGE, condition_type="adaln_zero", condition_size=6)}.get(field, {})
-    head = "ForImageClassification" if "image_size" in fields else "ForSequenceClassification"
+              "condition_size": dict(IMAGE, condition_type="adaln_zero", condition_size=6),
+              "patch_size": dict(IMAGE, num_output_channels=2), "image_size": IMAGE}.get(field, {})
+    head = {"patch_size": "ForPatchRegression"}.get(field, "ForImageClassification" if "image_size" in fields
+                                                    else "ForSequenceClassification")
     model = model_class(family, head)(tiny_config(family, **fields))
     setattr(model.config, field, value)
     with pytest.raises(ValueError, match=message):
         model(**inputs())
+    if field != "num_labels":  # the labels are checked against the built classifier; its config is saved as set
+        with pytest.raises(ValueError, match=message):
+            model.save_pretrained(tmp_path)
+        assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -421,11 +421,13 @@ def test_loading_at_another_image_size_keeps_dtype_and_attention_implementation(
 
 def test_resize_model_to_image_size_keeps_device_mode_and_frozen_parameters():
     """A model in memory is resized on its own device (meta here: a copy to another device would fail) with its
-    train / eval mode, module by module, and its frozen parameters."""
+    train / eval mode, module by module, its gradient checkpointing and its frozen parameters."""
     model = model_class("gfnet", "ForImageClassification")(image_config("gfnet")).train()
     model.gfnet.embeddings.requires_grad_(False).eval()
+    model.activation_checkpointing_enable(every_n_layers=2)
     frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
     resized = resize_model_to_image_size(model, 24)
+    assert [layer.gradient_checkpointing for layer in resized.gfnet.layers] == [True, False]
     assert resized.training and resized.gfnet.embeddings.position_embeddings.shape == (1, 6, 6, 32)
     assert not resized.gfnet.embeddings.training and not resized.gfnet.embeddings.dropout.training
     assert {name for name, parameter in resized.named_parameters() if not parameter.requires_grad} == frozen
