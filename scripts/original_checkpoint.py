@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import ViTImageProcessorPil
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers import CLIPImageProcessorPil
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from fourierformers.atomic_directory import atomic_directory
 
 STATE_DICT_ENTRIES = ("model", "model_state", "state_dict")
 CHECKPOINT_FORMATS = "a torch.save file (.pth, .pt, .tar) or a .safetensors file"
 OUR_PREFIXES = ("gfnet.", "afno.", "fnet_hybrid.")
+BICUBIC = PILImageResampling.BICUBIC
 
 
 def read_checkpoint_file(path):
@@ -166,13 +167,22 @@ def height_and_width(config):
 
 
 def image_processor_for(config):
-    """The ViT image processor matching a converted 2-D model: RGB, resized to `image_size`, ImageNet
-    normalisation."""
+    """The image processor of the originals' evaluation (GFNet's and AFNO's `build_transform`, from DeiT): RGB, the
+    shorter side resized to 256/224 of the image size (bicubic), the centre cropped to `image_size`, ImageNet
+    normalisation. Images of 32 pixels or less were not resized (CIFAR): they are resized to `image_size`."""
     height, width = height_and_width(config)
-    return ViTImageProcessorPil(
+    if max(height, width) <= 32:
+        return CLIPImageProcessorPil(
+            do_convert_rgb=True, do_resize=True, size={"height": height, "width": width}, resample=BICUBIC,
+            do_center_crop=False, image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
+        )
+    return CLIPImageProcessorPil(
         do_convert_rgb=True,
         do_resize=True,
-        size={"height": height, "width": width},
+        size={"shortest_edge": int(256 / 224 * max(height, width))},
+        resample=BICUBIC,
+        do_center_crop=True,
+        crop_size={"height": height, "width": width},
         image_mean=list(IMAGENET_DEFAULT_MEAN),
         image_std=list(IMAGENET_DEFAULT_STD),
     )

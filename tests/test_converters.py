@@ -7,19 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import convert_original_afno  # noqa: E402
 import convert_original_gfnet  # noqa: E402
+import original_checkpoint  # noqa: E402
 from conftest import SHARED  # noqa: E402
 from convert_original_afno import convert_afno_checkpoint, convert_fourcastnet_checkpoint  # noqa: E402
 from convert_original_gfnet import convert_gfnet_checkpoint  # noqa: E402
+from fourierformers import GFNetConfig  # noqa: E402
 
 FIXTURES = SHARED / "fixtures"
 
@@ -269,6 +274,39 @@ def test_image_processor_is_saved_only_for_rgb_image_classifiers(tmp_path, capsy
         assert processor["do_convert_rgb"] is True  # grayscale or RGBA images would fail in the normalisation
     else:
         assert re.search(note, printed)
+
+
+def original_evaluation_transform(image, size):
+    """The originals' evaluation transform (DeiT's `build_transform`, is_train=False) on a PIL image, as a
+    (1, 3, size, size) tensor: above 32 pixels, torchvision's Resize(int(256 / 224 * size)) of the shorter side
+    (bicubic) and CenterCrop(size); then ToTensor and ImageNet Normalize. The crop offset is rounded down here, as
+    transformers' crop does; torchvision rounds a half to even, one pixel further where the margin is odd."""
+    if size > 32:
+        short = int(256 / 224 * size)
+        width, height = image.size
+        if width <= height:
+            width, height = short, int(short * height / width)
+        else:
+            width, height = int(short * width / height), short
+        image = image.resize((width, height), Image.BICUBIC)
+        left, top = (width - size) // 2, (height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    pixels = (np.asarray(image, dtype=np.float32) / 255 - IMAGENET_DEFAULT_MEAN) / IMAGENET_DEFAULT_STD
+    return torch.from_numpy(pixels).float().permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("size", [32, 64, 384])
+def test_image_processor_follows_the_original_evaluation_transform(size):
+    """The saved processor resized every image to the square image size (stretching it) with bilinear sampling:
+    the pipeline's top class differed from the original evaluation's on 21 of 30 non-square images."""
+    processor = original_checkpoint.image_processor_for(GFNetConfig(image_size=size, patch_size=4))
+    generator = np.random.default_rng(0)
+    for height, width in [(size, size), (size + 37, 2 * size + 5), (3 * size, size + 10)]:
+        image = Image.fromarray(generator.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        if size <= 32:  # the originals took CIFAR's 32 x 32 images as they were
+            image = image.resize((size, size))
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(pixel_values, original_evaluation_transform(image, size), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("script,flags,bad_value", [
