@@ -13,7 +13,9 @@ layers keep FNet's LayerNorms and MLP, and their new attention weights are initi
 
 Heads: `FNetModel` -> `FNetHybridModel`, `FNetForMaskedLM` and `FNetForPreTraining` -> `FNetHybridForMaskedLM`
 (the next-sentence head of `FNetForPreTraining` has no counterpart and is dropped),
-`FNetForSequenceClassification` / `FNetForTokenClassification` -> the same heads of FNet-hybrid.
+`FNetForSequenceClassification` / `FNetForTokenClassification` -> the same heads of FNet-hybrid. `--head model`
+takes the backbone of any FNet checkpoint (question answering and multiple choice included); a task head keeps only
+the classifier of a checkpoint of the same task.
 """
 
 import argparse
@@ -76,6 +78,7 @@ KEY_RULES = [
     (r"cls\.predictions\.(?:decoder\.)?bias", "lm_head.decoder.bias"),
     (r"cls\.predictions\.decoder\.weight", "lm_head.decoder.weight"),
     (r"cls\.seq_relationship\.(weight|bias)", None),
+    (r"qa_outputs\.(weight|bias)", None),  # FNetForQuestionAnswering's span head: no counterpart
     (r"embeddings\.(position_ids|token_type_ids)", None),
     # DFT matrices of `use_tpu_fourier_optimizations=True`: the same transform, recomputed by our FFT.
     (r"encoder\.layer\.\d+\.fourier\.self\.dft_mat_(hidden|seq)", None),
@@ -118,14 +121,18 @@ def read_fnet_config(input_dir):
     return FNetConfig.from_pretrained(input_dir)
 
 
-def checkpoint_filter_fn(state_dict, model):
+def checkpoint_filter_fn(state_dict, model, same_head=True):
     """Rename FNet keys into the keys of `model` (an FNet-hybrid model of the matching head); drops the
-    next-sentence head, buffers and (for heads without one) the pooler. Raises ValueError on unknown keys."""
+    next-sentence and question-answering heads, buffers and (for heads without one) the pooler, and the
+    `classifier` unless the checkpoint is of `model`'s head (`same_head`): a sequence classifier's weights in a
+    token classifier, or a multiple-choice scorer's, would predict nonsense. Raises ValueError on unknown keys."""
     prefix = model.base_model_prefix + "." if model.base_model is not model else ""
     expected = set(model.state_dict())
     converted = {}
     for fnet_key, value in state_dict.items():
         key = fnet_key.removeprefix("fnet.")
+        if key.startswith("classifier.") and not same_head:
+            continue
         for pattern, replacement in KEY_RULES:
             if re.fullmatch(pattern, key):
                 key = None if replacement is None else re.sub(pattern, replacement, key)
@@ -178,13 +185,9 @@ def fnet_hybrid_config(fnet_config, attention_layers=(), num_attention_heads=Non
 
 
 def head_of(fnet_config):
-    """Our head name for the first of `fnet_config.architectures`."""
+    """Our head name for the first of `fnet_config.architectures`; None where it has no counterpart here."""
     architectures = fnet_config.architectures or []
-    if not architectures or architectures[0] not in FNET_ARCHITECTURES:
-        raise ValueError(
-            f"Cannot tell the head from architectures={architectures}; pass `head`, one of {sorted(HEADS)}."
-        )
-    return FNET_ARCHITECTURES[architectures[0]]
+    return FNET_ARCHITECTURES.get(architectures[0]) if architectures else None
 
 
 def convert_fnet_checkpoint(
@@ -199,12 +202,23 @@ def convert_fnet_checkpoint(
     if output_dir is not None:
         check_output_dir(output_dir, overwrite, overwrite_option="--overwrite", inputs=[input_dir])
     fnet_config = read_fnet_config(input_dir)
-    head = head or head_of(fnet_config)
+    checkpoint_head = head_of(fnet_config)
+    if head is None and checkpoint_head is None:
+        raise ValueError(
+            f"Cannot tell the head from architectures={fnet_config.architectures}; pass `head`, one of "
+            f"{sorted(HEADS)} (`model` converts the backbone of any FNet checkpoint)."
+        )
+    head = head or checkpoint_head
     if head not in HEADS:
         raise ValueError(f"Unknown head {head!r}; allowed: {sorted(HEADS)}.")
+    if num_attention_heads is not None and not attention_layers:
+        raise ValueError(
+            f"num_attention_heads={num_attention_heads} without attention layers would be saved and unused; pass "
+            "the layers that become attention (`--attention-layers`), or leave the heads out."
+        )
     config = fnet_hybrid_config(fnet_config, attention_layers, num_attention_heads)
     model = HEADS[head](config)  # every weight initialised by _init_weights, the new attention layers included
-    converted = checkpoint_filter_fn(read_state_dict(input_dir), model)
+    converted = checkpoint_filter_fn(read_state_dict(input_dir), model, same_head=head == checkpoint_head)
     tied = set(model._tied_weights_keys or {}) if config.tie_word_embeddings else set()
     new_attention = [
         f"layers.{index}.mixer." for index, mixer in enumerate(config.mixer_layout) if mixer == "attention"

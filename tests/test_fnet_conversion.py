@@ -196,6 +196,7 @@ def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch)
         # a head the checkpoint has no weights for: the converter makes none, fine-tuning does
         ({"head": "sequence_classification"}, r"lacks weights for \['classifier.bias', 'classifier.weight'\] .*"
                                               r"`--head model`, then fine-tune the new head"),
+        ({"num_attention_heads": 5}, r"num_attention_heads=5 without attention layers would be saved and unused"),
     ],
 )
 def test_conversion_rejects_bad_options(options, message, tmp_path):
@@ -204,8 +205,37 @@ def test_conversion_rejects_bad_options(options, message, tmp_path):
         converter.convert_fnet_checkpoint(tmp_path / "fnet", **options)
 
 
+@pytest.mark.parametrize(("architecture", "head"), [
+    ("FNetForSequenceClassification", "token_classification"),
+    ("FNetForTokenClassification", "sequence_classification"),
+    ("FNetForMultipleChoice", "sequence_classification"),
+])
+def test_another_tasks_classifier_is_not_taken_over(architecture, head, tmp_path):
+    """Every FNet classifier is `classifier.*`: a sequence classifier's weights became a token classifier's (and the
+    reverse), a model that looked fine-tuned and predicted nonsense."""
+    save_tiny_fnet(architecture, tmp_path / "fnet")
+    with pytest.raises(ValueError, match=r"lacks weights for \['classifier.bias', 'classifier.weight'\]"):
+        converter.convert_fnet_checkpoint(tmp_path / "fnet", head=head)
+
+
+@pytest.mark.parametrize("architecture", ["FNetForQuestionAnswering", "FNetForMultipleChoice"])
+def test_the_backbone_of_any_fnet_checkpoint_converts(architecture, tmp_path):
+    """`--head model` takes the backbone of heads that have no counterpart (a question-answering checkpoint failed on
+    its span head's keys); without it, the converter asks for one."""
+    reference = save_tiny_fnet(architecture, tmp_path / "fnet").fnet
+    with pytest.raises(ValueError, match=rf"architectures=\['{architecture}'\]; pass `head`.*`model` converts"):
+        converter.convert_fnet_checkpoint(tmp_path / "fnet")
+    model = converter.convert_fnet_checkpoint(tmp_path / "fnet", head="model")
+    input_ids, token_type_ids = full_length_inputs()
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids).last_hidden_state
+        actual = model(input_ids, token_type_ids=token_type_ids).last_hidden_state
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
 def test_conversion_rejects_unknown_keys(tmp_path):
-    model = save_tiny_fnet("FNetForQuestionAnswering", tmp_path / "fnet")
-    assert "qa_outputs.weight" in model.state_dict()
-    with pytest.raises(ValueError, match="qa_outputs"):
-        converter.convert_fnet_checkpoint(tmp_path / "fnet", head="sequence_classification")
+    model = save_tiny_fnet("FNetModel", tmp_path / "fnet")
+    torch.save({**model.state_dict(), "adapter.weight": torch.zeros(2)}, tmp_path / "fnet" / "pytorch_model.bin")
+    (tmp_path / "fnet" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"Unknown FNet key 'adapter.weight'"):
+        converter.convert_fnet_checkpoint(tmp_path / "fnet")
