@@ -146,7 +146,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
     else:
         hidden_sizes = [hidden_size]
     uses_layer_scale = f"{first_block}.gamma" in state_dict
-    mlp_ratio = state_dict[f"{first_block}.mlp.fc1.weight"].shape[0] // hidden_sizes[0]
+    intermediate_size = mlp_width_per_stage(state_dict, hidden_sizes, pyramid)
     return GFNetConfig(
         image_size=grid_side * patch_size,
         patch_size=patch_size,
@@ -155,7 +155,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
         hidden_sizes=hidden_sizes if pyramid else None,
         depths=depths if pyramid else None,
         num_hidden_layers=sum(depths),
-        intermediate_size=mlp_ratio * hidden_sizes[-1],
+        intermediate_size=intermediate_size,
         hidden_act="gelu",
         layer_norm_eps=1e-6,
         norm_first=True,
@@ -167,6 +167,22 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
         drop_path_rate=drop_path_rate,
         num_labels=state_dict["head.weight"].shape[0],
     )
+
+
+def mlp_width_per_stage(state_dict, hidden_sizes, pyramid):
+    """The MLP width of the (last) stage, which is `intermediate_size`: the original's `int(width * mlp_ratio)`
+    (any ratio, 2.5 included). GFNet-H stages get `intermediate_size * width // hidden_size` here, one ratio for all
+    stages; a checkpoint with a ratio per stage is refused by name."""
+    first_blocks = [f"blocks.{stage}.0" for stage in range(PYRAMID_STAGES)] if pyramid else ["blocks.0"]
+    widths = [state_dict[f"{block}.mlp.fc1.weight"].shape[0] for block in first_blocks]
+    intermediate_size = widths[-1]
+    if widths != [intermediate_size * hidden // hidden_sizes[-1] for hidden in hidden_sizes]:
+        raise ValueError(
+            f"This GFNet-H checkpoint has MLP widths {widths} for stage widths {hidden_sizes}, a different MLP ratio "
+            "per stage; GFNetConfig gives every stage the ratio intermediate_size / hidden_size, so it cannot be "
+            "converted."
+        )
+    return intermediate_size
 
 
 def checkpoint_filter_fn(state_dict, config):

@@ -33,10 +33,15 @@ def read_checkpoint_file(path):
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # Training checkpoints of the originals (DeiT's training loop) keep their argparse options beside the weights.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        message = str(error)
+        if len(message) > 600:  # torch's unpickling errors name the offending type at the end
+            message = f"{message[:300]} [...] {message[-300:]}"
         raise ValueError(
-            f"Cannot read {path} as {CHECKPOINT_FORMATS} ({type(error).__name__}: {str(error)[:300]}): the file is "
+            f"Cannot read {path} as {CHECKPOINT_FORMATS} ({type(error).__name__}: {message}): the file is "
             "truncated, of another format, or (for torch.load) holds Python objects other than tensors; in that "
             "case load it yourself and torch.save only its state dict."
         ) from error
@@ -52,7 +57,7 @@ def load_original_state_dict(path):
         checkpoint = read_checkpoint_file(path)
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict.")
-        entry = next((name for name in STATE_DICT_ENTRIES if name in checkpoint), None)
+        entry = next((name for name in STATE_DICT_ENTRIES if isinstance(checkpoint.get(name), dict)), None)
         state_dict = checkpoint[entry] if entry is not None else checkpoint
     not_tensors = [key for key, value in state_dict.items() if not torch.is_tensor(value)]
     if not_tensors:

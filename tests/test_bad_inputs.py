@@ -591,6 +591,8 @@ def write_checkpoint(folder, kind):
         torch.save([torch.zeros(1)], path)
     elif kind == "optimizer only":
         torch.save({"optimizer": {"lr": 0.1}}, path)
+    elif kind == "unsafe object":
+        torch.save({"model": original_gfnet_keys(), "options": SimpleNamespace(lr=0.1)}, path)
     elif kind == "fourierformers":
         GFNetForImageClassification(tiny_config("gfnet", **IMAGE)).save_pretrained(folder)
     elif kind == "GFNet":
@@ -612,6 +614,8 @@ FILE_ROWS = [
     ("text", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .* or a .safetensors file"),
     ("truncated safetensors", ValueError, r"Cannot read .*weights.safetensors .*\(SafetensorError: .*truncated"),
     ("list", ValueError, r"holds a list, not a state dict or checkpoint dict"),
+    # torch names the type it refuses at the end of a long message, which was cut before it
+    ("unsafe object", ValueError, r"(?s)Cannot read .*checkpoint.pth .*UnpicklingError: .*types.SimpleNamespace"),
     ("optimizer only", ValueError, r"not a model state dict: .*under one of \['model', 'model_state', 'state_dict'\]"),
     ("fourierformers", ValueError, r"not an original .* It is a fourierformers checkpoint already: load its folder"),
 ]

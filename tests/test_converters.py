@@ -1,6 +1,7 @@
 """Converters of original GFNet, GFNet-H and AFNO-transformer checkpoints against the reference fixtures, the
 checkpoint file formats they accept, the image processor they save, and their errors."""
 
+import argparse
 import importlib.util
 import json
 import re
@@ -88,13 +89,22 @@ def test_afno_trunc_mode_region_matters():
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("layout", ["model", "model_state_module_prefix", "plain"])
+@pytest.mark.parametrize("layout", ["model", "model_state_module_prefix", "plain", "training", "named"])
 def test_pth_checkpoint_layouts(tmp_path, layout):
+    """Released weights, FourCastNet's DDP checkpoints, a plain state dict, a training checkpoint of the originals'
+    (DeiT's) loop with its argparse options (refused as unsafe), and a dict naming its model beside its
+    `state_dict` (the string was taken for the state dict)."""
     state_dict = load_file(FIXTURES / "gfnet" / "state_dict.safetensors")
     if layout == "model":
         checkpoint = {"model": state_dict, "epoch": torch.tensor(3)}
     elif layout == "model_state_module_prefix":
         checkpoint = {"model_state": {"module." + key: value for key, value in state_dict.items()}}
+    elif layout == "training":
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+        checkpoint = {"model": state_dict, "optimizer": optimizer.state_dict(), "epoch": 299, "model_ema": state_dict,
+                      "scaler": {"scale": 65536.0}, "args": argparse.Namespace(arch="gfnet-xs", input_size=32)}
+    elif layout == "named":
+        checkpoint = {"model": "gfnet-xs", "state_dict": state_dict}
     else:
         checkpoint = state_dict
     torch.save(checkpoint, tmp_path / "checkpoint.pth")
@@ -120,6 +130,35 @@ def test_mismatched_checkpoints_fail_clearly(tmp_path):
     torch.save({"optimizer": {"lr": 0.1}}, tmp_path / "no_model.pth")
     with pytest.raises(ValueError, match="not a model state dict"):
         convert_gfnet_checkpoint(tmp_path / "no_model.pth")
+
+
+def with_mlp_width(state_dict, width, blocks_prefix):
+    """The checkpoint with MLP hidden width `width` (random weights) in the blocks whose keys start with
+    `blocks_prefix`."""
+    state_dict = dict(state_dict)
+    for key in [key for key in state_dict if key.startswith(blocks_prefix) and ".mlp." in key]:
+        shape = list(state_dict[key].shape)
+        if ".fc1." in key:
+            shape[0] = width
+        elif key.endswith("fc2.weight"):
+            shape[1] = width
+        state_dict[key] = torch.randn(shape)
+    return state_dict
+
+
+@pytest.mark.shared
+def test_gfnet_mlp_width_is_read_as_it_is(tmp_path):
+    """The original builds `int(width * mlp_ratio)` for any ratio: a ratio of 2.5 was rounded down to 2 and the
+    checkpoint blamed for its shapes. GFNet-H with a ratio per stage cannot be represented and is refused by name."""
+    state_dict = with_mlp_width(load_file(FIXTURES / "gfnet" / "state_dict.safetensors"), 160, "blocks.")
+    save_file(state_dict, tmp_path / "ratio_2.5.safetensors")
+    model = convert_gfnet_checkpoint(tmp_path / "ratio_2.5.safetensors")
+    assert model.config.intermediate_size == 160
+    torch.testing.assert_close(model.gfnet.layers[1].mlp.fc2.weight, state_dict["blocks.1.mlp.fc2.weight"])
+    pyramid = with_mlp_width(load_file(FIXTURES / "gfnet_h" / "state_dict.safetensors"), 100, "blocks.1.")
+    save_file(pyramid, tmp_path / "ratio_per_stage.safetensors")
+    with pytest.raises(ValueError, match=r"MLP widths \[64, 100, 192, 256\] for stage widths \[16, 32, 48, 64\]"):
+        convert_gfnet_checkpoint(tmp_path / "ratio_per_stage.safetensors")
 
 
 @pytest.mark.shared
