@@ -5,9 +5,13 @@ transformers copies the saved class's file and its single-dot sibling imports (`
 checkpoint folder, which is flat. Our modeling files import their config absolutely
 (`from fourierformers.configuration.configuration_x import XConfig`), because configs and models live in two
 folders; in the flat copy that line becomes `from .configuration_x import XConfig` and every module it reaches is
-copied as well. Only the standard library is used here: this file is itself part of every saved checkpoint.
+copied as well. A user's subclass in a module of its own imports its base from the package
+(`from fourierformers import GFNetForSequenceClassification`): each name becomes an import from the module that
+defines it (`from .modeling_gfnet import GFNetForSequenceClassification`). Only the standard library is used here:
+this file is itself part of every saved checkpoint.
 """
 
+import ast
 import hashlib
 import importlib
 import json
@@ -44,22 +48,51 @@ def flat_sources(classes):
         text = path.read_text(encoding="utf-8")
         pending.extend(Path(importlib.import_module(match[2]).__file__) for match in PACKAGE_IMPORT.finditer(text))
         pending.extend(path.parent / f"{name}.py" for name in SIBLING_IMPORT.findall(text))
+        text, defining_modules = without_top_level_package_imports(text)
+        pending.extend(Path(sys.modules[module].__file__) for module in defining_modules)
         sources[path.name] = PACKAGE_IMPORT.sub(r"\1from .\3 import", text)
     return sources
 
 
+def without_top_level_package_imports(text):
+    """`text` with each `from fourierformers import A, B as C` statement replaced by one import per name from the
+    module defining it (`from .modeling_gfnet import A`), and the names of those modules. Names that are modules,
+    or `import *`, have no single defining module: they are left, and the checkpoint needs the package for them."""
+    lines = text.splitlines(keepends=True)
+    statements = [node for node in ast.walk(ast.parse(text))
+                  if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == PACKAGE_NAME]
+    if not statements:  # a flat copy (a checkpoint loaded with trust_remote_code and saved again) has none
+        return text, []
+    package = importlib.import_module(PACKAGE_NAME)
+    defining_modules = set()
+    for statement in sorted(statements, key=lambda node: node.lineno, reverse=True):
+        modules = [getattr(getattr(package, alias.name, None), "__module__", None) for alias in statement.names]
+        if not all(module and module.startswith(f"{PACKAGE_NAME}.") for module in modules):
+            continue
+        indent = re.match(r"[ \t]*", lines[statement.lineno - 1]).group()
+        lines[statement.lineno - 1:statement.end_lineno] = [
+            f"{indent}from .{module.rsplit('.', 1)[-1]} import {alias.name}"
+            f"{f' as {alias.asname}' if alias.asname else ''}\n"
+            for alias, module in zip(statement.names, modules)
+        ]
+        defining_modules.update(modules)
+    return "".join(lines), sorted(defining_modules)
+
+
 def family_auto_map(model_class, config_class):
-    """`auto_map` for the config class and for every registered model class of the model class's file, so one
-    checkpoint loads with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which
-    may be a subclass that inherited its Auto class, is the one mapped to it)."""
+    """`auto_map` for the config class and for every registered model class of the family's modeling file (that
+    of the model class or, for a user's subclass, of its nearest base in the package), so one checkpoint loads
+    with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which may be a subclass
+    that inherited its Auto class, is the one mapped to it)."""
     auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
-    module = sys.modules[model_class.__module__]
-    module_basename = module.__name__.rsplit(".", 1)[-1]
+    family_class = next((base for base in model_class.__mro__ if base.__module__.startswith(f"{PACKAGE_NAME}.")),
+                        model_class)
+    module = sys.modules[family_class.__module__]
     for value in vars(module).values():
         auto_class = vars(value).get("_auto_class") if isinstance(value, type) else None
         if auto_class is not None and value.__module__ == module.__name__:
-            auto_map[auto_class] = f"{module_basename}.{value.__name__}"
-    auto_map[model_class._auto_class] = f"{module_basename}.{model_class.__name__}"
+            auto_map[auto_class] = f"{module.__name__.rsplit('.', 1)[-1]}.{value.__name__}"
+    auto_map[model_class._auto_class] = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
     return auto_map
 
 

@@ -79,13 +79,14 @@ print(json.dumps(report))
 """
 
 
-def save_checkpoint(family, head, folder):
-    """Save a tiny model of `family` x `head` to `folder` with inputs (padded text, or images) and its outputs."""
+def save_checkpoint(family, head, folder, model=None):
+    """Save a tiny model of `family` x `head` (or `model`, of that head) to `folder` with inputs (padded text, or
+    images) and its outputs."""
     if head in IMAGE_FIELDS:
         model = model_class(family, head)(tiny_config(family, **IMAGE_FIELDS[head])).eval()
         inputs = {"pixel_values": torch.randn(2, 3, 8, 8)}
     else:
-        model = model_class(family, head)(tiny_config(family)).eval()
+        model = (model or model_class(family, head)(tiny_config(family))).eval()
         input_ids = torch.randint(4, 99, (2, 10))
         attention_mask = torch.ones_like(input_ids)
         attention_mask[1, 6:] = 0
@@ -101,15 +102,8 @@ def save_checkpoint(family, head, folder):
     return model
 
 
-@pytest.mark.slow
-def test_every_family_and_head_loads_without_the_package(tmp_path):
-    folders, arguments = [], []
-    for family in FAMILIES:
-        for head in HEADS:
-            folder = tmp_path / "checkpoints" / f"{family}-{head}"
-            model = save_checkpoint(family, head, folder)
-            folders.append(folder)
-            arguments.append(f"{folder}={model._auto_class}")
+def load_without_package(tmp_path, arguments):
+    """Run LOADER on `arguments` (FOLDER=AUTO_CLASS) in a process without the package; its report."""
     environment = {
         key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")
     }
@@ -119,7 +113,19 @@ def test_every_family_and_head_loads_without_the_package(tmp_path):
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_every_family_and_head_loads_without_the_package(tmp_path):
+    folders, arguments = [], []
+    for family in FAMILIES:
+        for head in HEADS:
+            folder = tmp_path / "checkpoints" / f"{family}-{head}"
+            model = save_checkpoint(family, head, folder)
+            folders.append(folder)
+            arguments.append(f"{folder}={model._auto_class}")
+    report = load_without_package(tmp_path, arguments)
     assert sorted(report) == sorted(folder.name for folder in folders)
     for name, loaded in report.items():
         family, head = name.split("-")
@@ -215,18 +221,29 @@ def test_subclass_defined_in_main_saves_the_code_of_its_base_class(how, tmp_path
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_gfnet.GFNetForSequenceClassification"
 
 
-def test_subclass_in_a_module_of_its_own_is_saved_and_mapped(tmp_path, monkeypatch):
-    (tmp_path / "my_models.py").write_text(
-        "from fourierformers import GFNetForSequenceClassification\n\n\n"
-        "class MyClassifier(GFNetForSequenceClassification):\n    pass\n"
+def test_subclass_in_a_module_of_its_own_loads_without_the_package(tmp_path, monkeypatch):
+    """The module's `from fourierformers import ...` was copied as it was, so the checkpoint needed the package, and
+    AutoModel was not mapped: each name is now imported from the flat copy of its defining module."""
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "my_models.py").write_text(
+        "from fourierformers import (\n    GFNetConfig as Config,\n    GFNetForSequenceClassification,\n)\n\n\n"
+        "class MyClassifier(GFNetForSequenceClassification):\n    config_class = Config\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
     my_models = importlib.import_module("my_models")
-    my_models.MyClassifier(tiny_config("gfnet")).save_pretrained(tmp_path / "saved")
-    assert (tmp_path / "saved" / "my_models.py").exists()
-    auto_map = json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"]
+    folder = tmp_path / "saved"
+    save_checkpoint("gfnet", "ForSequenceClassification", folder, model=my_models.MyClassifier(tiny_config("gfnet")))
+    assert (folder / "my_models.py").read_text().startswith(
+        "from .configuration_gfnet import GFNetConfig as Config\n"
+        "from .modeling_gfnet import GFNetForSequenceClassification\n\n"
+    )
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSequenceClassification"] == "my_models.MyClassifier"
+    assert auto_map["AutoModel"] == "modeling_gfnet.GFNetModel"
     assert auto_map["AutoConfig"] == "configuration_gfnet.GFNetConfig"
+    loaded = load_without_package(tmp_path, [f"{folder}=AutoModelForSequenceClassification"])["saved"]
+    assert loaded["model_class"] == "MyClassifier" and loaded["model_module"] == "transformers_modules"
+    assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, loaded
 
 
 @pytest.mark.parametrize("head", HEADS)
