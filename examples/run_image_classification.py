@@ -251,6 +251,20 @@ def check_image_model(model_path, saved):
         )
 
 
+def check_rgb(model_args, config):
+    """Raise `ValueError` for a model of other than 3 input channels: the image processor and
+    `pipeline("image-classification")` convert every image to RGB (grayscale digits too), so such a model failed at
+    its first training step."""
+    if getattr(config, "num_channels", 3) != 3:
+        source = (f"`--model_name_or_path` {model_args.model_name_or_path} takes"
+                  if model_args.model_name_or_path is not None else "`--config_overrides` ask for")
+        raise ValueError(
+            f"{source} num_channels={config.num_channels}, but this example trains RGB image classifiers "
+            "(num_channels=3): its image processor and pipeline('image-classification') convert every image, "
+            "grayscale ones included, to 3-channel RGB."
+        )
+
+
 def check_resizable(model_path, saved, image_size, training):
     """Raise `ValueError` when the image size asked for (`--image_size` or `image_size` in `--config_overrides`) differs
     from that of the checkpoint `model_path` (config `saved`) and the model cannot be resized to it: without `training`
@@ -301,6 +315,7 @@ def run(model_args, data_args, training_args):
     config = build_config(
         model_args, defaults, baselines=IMAGE_BASELINES, training=training_args.do_train, **task_fields
     )
+    check_rgb(model_args, config)
     image_processor = image_processor_for(model_args, config)
     logger.info("Images resized to %s px, %s-pixel patches", config.image_size, config.patch_size)
     model = load_model(AutoModelForImageClassification, model_args, training_args, config)

@@ -743,6 +743,16 @@ def test_image_size_of_a_checkpoint_is_checked(image_checkpoints, tmp_path, mode
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
 
 
+def test_image_model_of_other_than_three_channels_is_refused_before_training(tmp_path):
+    """The processor and the pipeline make RGB images: a one-channel model (natural for the grayscale digits)
+    failed at its first training step."""
+    with pytest.raises(ValueError, match=r"`--config_overrides` ask for num_channels=1, but this example trains RGB "
+                                         r"image classifiers \(num_channels=3\)"):
+        run_image_classification.main(["--output_dir", str(tmp_path / "out"), "--config_overrides",
+                                       f"{TINY_MODEL},num_channels=1", "--do_train"])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
+
+
 def test_image_size_from_config_overrides_then_fine_tuned_at_another_size(tmp_path):
     """The processor resizes to the final config's image size: 8-pixel digits to a 16-pixel model, whose checkpoint
     then fine-tunes at 8 pixels (position embeddings and filters resized)."""
