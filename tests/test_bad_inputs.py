@@ -97,6 +97,8 @@ CONFIG_ROWS = [
     (dict(share_norm=True), r"`share_norm` is a keyword of the seed libraries .*: use the `share_norm` of a cascade"),
     (dict(use_layer1=False), r"`use_layer1` is a keyword of the seed libraries .*: use a `mixer_layout` entry"),
     (dict(r=3), r"`r` is a keyword of the seed libraries .*: use `patch_embed_rank`"),
+    (dict(p_h_prime=3), r"`p_h_prime` is a keyword .*p_h cells before its centre and p_h_prime after it, `patch_size` "
+                        r"cells here, centred; uneven extents are not carried over"),
     (dict(cd_h=2), r"`cd_h` is .*: use `patch_stride` with `centered_patches=True`, or `packing_strategy`"),
     (dict(use_positional_encoding=False), r"use `position_embedding_type` \('absolute', 'sinusoidal' or 'none'\)"),
     (dict(with_batch_norm=True), r"`with_batch_norm` is a keyword .*: this option is not carried over"),
