@@ -202,6 +202,8 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=model_max_length,
+        # transformers' default leaves token_type_ids out: a sentence pair would lose its segment ids
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
 
 

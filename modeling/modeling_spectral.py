@@ -807,8 +807,9 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     if seq_length > config.max_position_embeddings:
         raise ValueError(
             f"Sequence length {seq_length} exceeds max_position_embeddings={config.max_position_embeddings}; "
-            "truncate the inputs (e.g. `tokenizer(..., truncation=True, max_length=...)`) or use a config with a "
-            "larger max_position_embeddings."
+            "truncate the inputs (e.g. `tokenizer(..., truncation=True, max_length=...)`), pad them to at most that "
+            "length (a collator's `pad_to_multiple_of` or `padding='max_length'` can pad past it), or use a config "
+            "with a larger max_position_embeddings."
         )
     if input_ids is not None and check_values:
         low, high = int(input_ids.min()), int(input_ids.max())
@@ -1294,7 +1295,9 @@ def token_classification_loss(logits, labels, num_items_in_batch=None):
 
 
 def _cross_entropy(logits, labels, num_items_in_batch):
-    """Mean cross-entropy of validated int64 `labels` (...) over (..., C) `logits`, -100 ignored."""
+    """Mean cross-entropy of validated int64 `labels` (...) over (..., C) `logits`, -100 ignored. A batch whose labels
+    are all ignored (an MLM batch with no masked token) has loss 0 with zero gradients, where the plain mean is NaN
+    and would poison every weight through the optimizer."""
     logits = loss_precision(logits).reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")

@@ -212,6 +212,10 @@ TEXT_ROWS = [
     ("id = vocab_size", lambda: dict(input_ids=with_value(ids(), 99)), r"in \[0, vocab_size=99\), got .* to 99"),
     ("negative id", lambda: dict(input_ids=with_value(ids(), -1)), r"in \[0, vocab_size=99\), got values from -1"),
     ("too long", lambda: dict(input_ids=ids(shape=(1, 30))), r"Sequence length 30 exceeds max_position_embeddings=24"),
+    # every real token fits, the padding does not: the message names padding as well as truncation
+    ("padded too long", lambda: dict(input_ids=ids(shape=(1, 32)), attention_mask=torch.arange(32)[None] < 20),
+     r"Sequence length 32 exceeds max_position_embeddings=24; truncate .* pad them to at most that length .*"
+     r"`pad_to_multiple_of`"),
     ("empty batch", lambda: dict(input_ids=ids(shape=(0, 6))), r"at least one sequence .* got shape \(0, 6\)"),
     ("embeds width", lambda: dict(inputs_embeds=torch.randn(2, 6, 31)), r"hidden_size=32\), got \(2, 6, 31\)"),
     ("embeds integer", lambda: dict(inputs_embeds=ids(shape=(2, 6, 32))), r"floating-point tensor, got dtype"),

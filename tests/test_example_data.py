@@ -112,6 +112,9 @@ def test_trained_vocabulary_ids_follow_from_the_token_set():
     assert [vocab[token] for token in common.SPECIAL_TOKENS] == list(range(len(common.SPECIAL_TOKENS)))
     assert sorted(tokenizer.all_special_tokens) == sorted(common.SPECIAL_TOKENS)
     assert tokenizer.tokenize("##ly") == ["[UNK]", "[UNK]", "l", "##y"]  # no '#' in these texts
+    # a sentence pair keeps its segment ids (transformers' default input names leave them out)
+    pair, first = tokenizer("the odd film", "was moving"), tokenizer("the odd film")["input_ids"]
+    assert pair["token_type_ids"] == [0] * len(first) + [1] * (len(pair["input_ids"]) - len(first)), pair
 
     trained = tokenizer.backend_tokenizer
     renumbered = [encoding.tokens for encoding in trained.encode_batch(texts)]

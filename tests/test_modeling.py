@@ -399,6 +399,10 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
     torch.testing.assert_close(outputs.loss, expected)
     summed = model(**inputs, labels=labels, num_items_in_batch=kept.sum() * 4).loss
     torch.testing.assert_close(summed, expected / 4)
+    nothing_labelled = model(**inputs, labels=torch.full_like(labels, -100)).loss  # the plain mean is NaN
+    nothing_labelled.backward()
+    assert nothing_labelled.item() == 0
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
