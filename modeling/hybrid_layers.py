@@ -17,7 +17,7 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import SelfAttention, build_norm, can_read_values, masked_mean
+from .spectral_layers import SelfAttention, _transformed, build_norm, can_read_values, masked_mean
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
@@ -61,7 +61,8 @@ class AdaptiveMixer(HybridMixer):
     for a fraction of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
 
     After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
-    decisions, detached, for inspection (of eager forwards: a compiled one does not write them).
+    decisions, detached, for inspection (of eager forwards: a compiled one, or one inside a `torch.func` transform,
+    whose tensors would escape it, does not write them).
     """
 
     def __init__(self, mixers, hidden_size, gate="soft"):
@@ -79,9 +80,11 @@ class AdaptiveMixer(HybridMixer):
         choices = probs.argmax(dim=-1)  # (B,)
         weights = probs
         if self.gate_type == "hard":
-            one_hot = nn.functional.one_hot(choices, len(self.mixers)).to(probs.dtype)
+            # one_hot checks its indices' range, a data-dependent branch that vmap cannot take
+            one_hot = (choices[:, None] == torch.arange(len(self.mixers), device=choices.device)).to(probs.dtype)
             weights = one_hot + (probs - probs.detach())
-        if not torch.compiler.is_compiling():  # a compiled checkpointed layer may not write module attributes
+        # a compiled checkpointed layer may not write module attributes; a vmapped tensor must not outlive its vmap
+        if not torch.compiler.is_compiling() and not _transformed(probs):
             self.last_gate_probs, self.last_choices = probs.detach(), choices.detach()
         # Training mode keeps the full path even without autograd: reentrant checkpointing runs its first forward
         # without gradients and must draw the same dropout masks as its recomputation.

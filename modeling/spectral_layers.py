@@ -11,6 +11,7 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
   supports power-of-two sizes in half precision).
 """
 
+import contextlib
 import itertools
 import math
 import numbers
@@ -47,7 +48,10 @@ def masked_mean(x, mask):
     if mask is None:
         return tokens.mean(dim=1)
     mask = mask.flatten(1)  # (B, N)
-    return real_tokens(tokens, mask).sum(dim=1) / mask.sum(dim=1, keepdim=True).to(tokens.dtype)
+    # summed in at least float32, as `mean` does: a float16 sum of thousands of tokens overflows
+    dtype = torch.promote_types(tokens.dtype, torch.float32)
+    total = real_tokens(tokens, mask).sum(dim=1, dtype=dtype)
+    return (total / mask.sum(dim=1, keepdim=True).to(dtype)).to(tokens.dtype)
 
 
 def masked_max(x, mask):
@@ -271,6 +275,13 @@ def _transformed(x):
         or torch._C._functorch.is_legacy_batchedtensor(x)
         or forward_ad.unpack_dual(x).tangent is not None
     )
+
+
+def _autocast_off(device_type):
+    """A context without autocast on `device_type` (a no-op where none is on, and for devices autocast lacks)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def can_read_values():
@@ -737,7 +748,8 @@ class FourierMixer(SpectralMixer):
         spectrum = torch.view_as_real(torch.fft.rfft(x, dim=-1, norm=self.norm))  # (B, n, H, 2)
         stacked = spectrum.movedim(-1, 1).reshape(x.shape[0], 2 * length, half)  # real parts over imaginary parts
         matrix = self.dft_matrix(length, fft_length, x.dtype, x.device)
-        product = matrix @ stacked  # (B, 2n, H)
+        with _autocast_off(x.device.type):  # the transform runs in the FFT dtype, as the FFTs do under autocast
+            product = matrix @ stacked  # (B, 2n, H)
         out = x.new_empty(x.shape)
         out[..., :half] = product[:, :length]
         out[..., half:] = product[:, length:, 1 : (hidden_size + 1) // 2].flip(-1)
@@ -1146,7 +1158,8 @@ def multi_head_attention(query, key, value, key_mask, dropout, output_attentions
         raise ValueError(
             f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
         )
-    if not output_attentions and attn_implementation == "sdpa":
+    # CPU SDPA has no forward-mode derivative (jvp, forward_ad) and no vmap rule: those take the eager path
+    if not output_attentions and attn_implementation == "sdpa" and not _transformed(query):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout), None
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
     if key_mask is not None:

@@ -282,6 +282,17 @@ def test_hard_gate_in_training_mode_without_autograd_runs_every_child_on_the_who
     assert seen == [12, 12, 12]
 
 
+def test_gate_record_is_kept_from_the_last_eager_forward_through_function_transforms():
+    """Inside vmap the record was a batched tensor that outlived its transform: reading it later raised."""
+    mixer = hard_gate()
+    x, mask = padded_batch(6, {0: 7})
+    mixer(x, mask)
+    probs, choices = mixer.last_gate_probs, mixer.last_choices
+    torch.func.vmap(lambda example: mixer(example[None])[0])(x)
+    assert mixer.last_gate_probs is probs and mixer.last_choices is choices
+    assert mixer.last_gate_probs.argmax(-1).tolist() == choices.tolist()
+
+
 def test_hard_gate_in_inference_under_autocast_matches_the_full_path():
     """Under autocast the attention child returns bfloat16 while the input stays float32."""
     mixer = hard_gate().eval()
