@@ -182,7 +182,6 @@ def test_function_transforms_match_autograd(name):
         torch.testing.assert_close(mixer(x), out, atol=0, rtol=0)
 
 
-@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap of CPU SDPA (fnet_hybrid's attention)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_per_example_gradients_of_a_model(family):
     """The per-example gradient recipe (`vmap(grad(functional_call))`, as for differential privacy) on a whole padded
