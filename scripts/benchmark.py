@@ -3,6 +3,8 @@
 Every model has the same size (hidden, layers, FFN width, vocabulary, heads) and no dropout:
 
     identity             our block with the mixer switched off (`mixer_layout=["none"] * L`): the lower bound
+                         (GFNet's pre-norm block; FNet-hybrid's post-norm block with its embedding projection and
+                         pooler costs a few percent more, which its "× identity" includes)
     gfnet, afno          every layer a global filter / an AFNO mixer
     fnet_hybrid_fourier  every layer our Fourier mixer (pure FNet layout)
     fnet_hybrid          Fourier layers, attention in the last two (the family default)
@@ -58,6 +60,7 @@ MODEL_NAMES = ("identity", "gfnet", "afno", "fnet_hybrid_fourier", "fnet_hybrid"
 TEXT_ONLY, IMAGE_ONLY = ("bert_sdpa", "hf_fnet"), ("vit_sdpa",)
 QUADRATIC_MODELS = ("fnet_hybrid", "bert_sdpa", "vit_sdpa")  # attention: time grows with the square of the length
 ATTENTION_REFERENCE = {"text": "bert_sdpa", "image": "vit_sdpa"}  # the "× attention" column of each sweep
+SHORT_INPUT_TOLERANCE = 1e-5  # short-input outputs against the full-length computation (float32)
 
 
 # The sweep of a full run and of --quick, for the options not given on the command line.
@@ -283,7 +286,16 @@ def peak_memory_mib(step, device):
 
 
 def is_out_of_memory(error):
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(error).lower()
+    """CUDA's error, Python's, or the CPU allocator's (`DefaultCPUAllocator: can't allocate memory`)."""
+    message = str(error).lower()
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or any(
+        words in message for words in ("out of memory", "can't allocate memory")
+    )
+
+
+def compiled_graphs():
+    """How many graphs torch.compile has compiled in this process."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, image_size=None):
@@ -298,6 +310,10 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
         pixels = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
         inputs = dict(pixel_values=pixels.to(device=args.device, dtype=getattr(torch, args.dtype)))
         setting = dict(input="image", image_size=image_size)
+    if any(name.endswith("+inductor") for name in names):
+        # Every family's forward is one code object: the models of earlier settings would fill its recompile limit
+        # (8), after which torch.compile runs the new models eagerly.
+        torch._dynamo.reset()
     for name in names:
         record = dict(**setting, mode=mode, batch_size=batch_size, length=length, model=name)
         records.append(record)
@@ -305,7 +321,7 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
             record["status"] = skipped[name]
             continue
         if name in previous:
-            exponent = 2.0 if any(name.startswith(q) for q in QUADRATIC_MODELS) else 1.2
+            exponent = 2.0 if name.removesuffix("+inductor") in QUADRATIC_MODELS else 1.2
             predicted = previous[name][1] * (length / previous[name][0]) ** exponent
             if predicted > args.max_seconds:
                 skipped[name] = record["status"] = f"skipped: predicted {predicted:.0f} s > {args.max_seconds:.0f} s"
@@ -315,7 +331,11 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
             if name.endswith("+inductor"):
                 model = torch.compile(model)
             step = make_step(model, mode, inputs)
+            graphs_before = compiled_graphs()
             timed(step, args.device)  # warm-up (and compilation)
+            if name.endswith("+inductor") and compiled_graphs() == graphs_before:
+                skipped[name] = record["status"] = "failed: torch.compile fell back to eager (no graph compiled)"
+                continue
             record["peak_mib"] = peak_memory_mib(step, args.device)
             steps[name] = step
         except (RuntimeError, MemoryError) as error:
@@ -324,11 +344,16 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
             skipped[name] = record["status"] = "skipped: out of memory"
             gc.collect()
     times = {name: [] for name in steps}
-    order = list(steps)
     for round_index in range(args.repeats):
-        rotation = order[round_index % len(order) :] + order[: round_index % len(order)] if order else []
-        for name in rotation:
-            times[name].append(timed(steps[name], args.device, args.timer))
+        for name in rotated(list(steps), round_index):
+            try:
+                times[name].append(timed(steps[name], args.device, args.timer))
+            except (RuntimeError, MemoryError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                del steps[name], times[name]
+                skipped[name] = next(r for r in records if r["model"] == name)["status"] = "skipped: out of memory"
+                gc.collect()
     for record in records:
         if record["model"] in times:
             seconds = statistics.median(times[record["model"]])
@@ -337,6 +362,12 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
                 record["images_per_s"] = batch_size / seconds
             previous[record["model"]] = (length, seconds)
     return records
+
+
+def rotated(names, round_index):
+    """`names` starting at the one after `round_index` turns: each round of repetitions starts at another model."""
+    start = round_index % len(names) if names else 0
+    return names[start:] + names[:start]
 
 
 RATIO_KEYS = ("x_identity", "x_attention")
@@ -420,9 +451,9 @@ def fourier_layer_comparison(args, lengths):
         times = {name: [] for name in steps}
         with torch.inference_mode():
             difference = (steps["ours"]() - steps["transformers"]()).abs().max().item()
-            for _ in range(2 * args.repeats + 1):
-                for name, step in steps.items():
-                    times[name].append(timed(step, args.device, args.timer))
+            for round_index in range(2 * args.repeats + 1):
+                for name in rotated(list(steps), round_index):
+                    times[name].append(timed(steps[name], args.device, args.timer))
         ours, theirs = (statistics.median(times[name]) * 1e3 for name in ("ours", "transformers"))
         lines.append(f"| {length} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}× | {difference:.1e} |")
     return "\n".join(lines)
@@ -434,24 +465,38 @@ def short_input_families(args):
 
 
 def short_input_comparison(args):
-    """A short input in a model built for long inputs against the same model built for the short length."""
+    """A short input in a model built for long inputs against the same model built for the short length, and the
+    largest difference of its outputs from the full-length computation: the same input padded to the long length,
+    whose FFTs then run at that length (padding does not change the outputs). Returns the table and that largest
+    difference over the families."""
     short, long = args.short_length, args.long_length
     lines = [
-        f"| family | {short} tokens in a model for {long} (ms) | in a model for {short} (ms) | ratio |",
-        "|---|---:|---:|---:|",
+        f"| family | {short} tokens in a model for {long} (ms) | in a model for {short} (ms) | ratio | "
+        f"max abs difference from the {long}-point computation |",
+        "|---|---:|---:|---:|---:|",
     ]
-    inputs = dict(input_ids=torch.randint(5, args.vocab_size, (1, short)).to(args.device))
+    input_ids = torch.randint(5, args.vocab_size, (1, short)).to(args.device)
+    inputs = dict(input_ids=input_ids)
+    padded = dict(input_ids=torch.nn.functional.pad(input_ids, (0, long - short), value=0),
+                  attention_mask=(torch.arange(long, device=args.device) < short)[None].long())
+    worst = 0.0
     for name in short_input_families(args):
-        steps = {n: make_step(build_model(name, args, n), "inference", inputs) for n in (long, short)}
+        models = {n: build_model(name, args, n).eval() for n in (long, short)}
+        with torch.inference_mode():
+            fast = models[long](**inputs).last_hidden_state
+            full = models[long](**padded).last_hidden_state[:, :short]
+        difference = (fast.float() - full.float()).abs().max().item()
+        worst = max(worst, difference)
+        steps = {n: make_step(model, "inference", inputs) for n, model in models.items()}
         times = {n: [] for n in steps}
         for step in steps.values():
             timed(step, args.device)
-        for _ in range(2 * args.repeats + 1):
-            for n, step in steps.items():
-                times[n].append(timed(step, args.device, args.timer))
+        for round_index in range(2 * args.repeats + 1):
+            for n in rotated(list(steps), round_index):
+                times[n].append(timed(steps[n], args.device, args.timer))
         long_ms, short_ms = (statistics.median(times[n]) * 1e3 for n in (long, short))
-        lines.append(f"| {name} | {long_ms:.2f} | {short_ms:.2f} | {long_ms / short_ms:.2f}× |")
-    return "\n".join(lines)
+        lines.append(f"| {name} | {long_ms:.2f} | {short_ms:.2f} | {long_ms / short_ms:.2f}× | {difference:.1e} |")
+    return "\n".join(lines), worst
 
 
 def plot(records, path, title):
@@ -626,12 +671,16 @@ def main():
         print("\nTraining memory ~ tokens^a (fit over >= 1024 tokens):")
         for (kind, model, batch_size), exponent in sorted(exponents.items()):
             print(f"- {kind}, {model}, batch {batch_size}: a = {exponent:.2f}")
+    elif "training" in args.modes:
+        print("\nTraining memory ~ tokens^a: not fitted (it needs two lengths of at least 1024 tokens, or patches).")
     if args.lengths:
         print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
               f"{args.hidden_size}, inference, float32):\n")
         print(fourier_layer_comparison(args, sorted(args.lengths)))
+    short_input_difference = 0.0
     if short_input_families(args):
-        print(f"\nShort inputs (batch 1, inference):\n\n{short_input_comparison(args)}")
+        table, short_input_difference = short_input_comparison(args)
+        print(f"\nShort inputs (batch 1, inference):\n\n{table}")
     written = []
     for kind in kinds:
         path = args.output_dir / f"benchmark_{suffix}{'' if kind == 'text' else '_images'}.png"
@@ -639,6 +688,9 @@ def main():
         written.append(str(path))
     (args.output_dir / f"benchmark_{suffix}.json").write_text(json.dumps(records, indent=1))
     print(f"\nWrote {', '.join(written)} and benchmark_{suffix}.json in {time.perf_counter() - started:.0f} s.")
+    if args.dtype == "float32" and short_input_difference > SHORT_INPUT_TOLERANCE:
+        sys.exit(f"A short input's outputs differ from the full-length computation by {short_input_difference:.1e} "
+                 f"(more than {SHORT_INPUT_TOLERANCE:.0e}).")
 
 
 if __name__ == "__main__":

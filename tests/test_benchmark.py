@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 sys.path.insert(0, str(SCRIPT.parent))
@@ -166,6 +167,44 @@ def test_a_run_of_images_only_compares_no_short_text_inputs(monkeypatch):
     assert benchmark.short_input_families(benchmark.parse_args()) == []
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "--models", "gfnet", "afno", "--lengths", "64"])
     assert benchmark.short_input_families(benchmark.parse_args()) == ["gfnet", "afno"]
+
+
+def tiny_args(monkeypatch, *arguments):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *TINY, "--repeats", "1", *arguments])
+    return benchmark.parse_args()
+
+
+def test_only_attention_models_are_predicted_to_grow_quadratically(monkeypatch):
+    """The pure Fourier layout was taken for an attention model (its name starts with fnet_hybrid's) and skipped
+    where its linear growth fitted the time limit."""
+    args = tiny_args(monkeypatch, "--max-seconds", "3", "--modes", "inference")
+    previous = {"fnet_hybrid_fourier": (32, 1.0), "fnet_hybrid": (32, 1.0)}  # x 2^1.2 = 2.3 s, x 2^2 = 4 s
+    records = benchmark.benchmark_setting(args, list(previous), "inference", 1, 64, previous, {})
+    assert [record["status"] for record in records] == ["ok", "skipped: predicted 4 s > 3 s"]
+
+
+def test_a_failed_cpu_allocation_counts_as_out_of_memory():
+    with pytest.raises(RuntimeError) as error:
+        torch.empty(2**50, dtype=torch.uint8)  # a petabyte: refused at once
+    assert benchmark.is_out_of_memory(error.value)
+
+
+def test_a_compiled_variant_that_compiles_nothing_is_not_reported_as_compiled(monkeypatch):
+    """Past torch.compile's recompile limit the "+inductor" models ran eagerly under that label."""
+    args = tiny_args(monkeypatch, "--modes", "inference")
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # compiles nothing, as past the limit
+    records = benchmark.benchmark_setting(args, ["gfnet", "gfnet+inductor"], "inference", 1, 32, {}, {})
+    assert [record["status"] for record in records] == [
+        "ok", "failed: torch.compile fell back to eager (no graph compiled)"
+    ]
+
+
+def test_short_inputs_equal_the_full_length_computation(monkeypatch):
+    args = tiny_args(monkeypatch, "--lengths", "64")
+    table, difference = benchmark.short_input_comparison(args)
+    assert difference <= benchmark.SHORT_INPUT_TOLERANCE
+    assert "max abs difference from the 64-point computation" in table
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["gfnet", "afno", "fnet_hybrid"]
 
 
 @pytest.mark.parametrize("arguments,message", [
