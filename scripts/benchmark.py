@@ -66,7 +66,7 @@ SHORT_INPUT_TOLERANCE = 1e-5  # short-input outputs against the full-length comp
 # The sweep of a full run and of --quick, for the options not given on the command line.
 FULL_SWEEP = dict(lengths=[128, 256, 512, 1024, 2048, 4096, 8192, 16384], image_sizes=[224, 384, 512, 1024],
                   batch_sizes=[1, 8], repeats=7, max_seconds=20.0)
-QUICK_SWEEP = dict(lengths=[512, 4096], image_sizes=[224, 512], batch_sizes=[1], repeats=3, max_seconds=10.0)
+QUICK_SWEEP = dict(lengths=[512, 1024, 4096], image_sizes=[224, 512], batch_sizes=[1], repeats=3, max_seconds=10.0)
 
 
 def parse_args():
