@@ -11,6 +11,8 @@ The *alternating* strategy is the layout itself (a different entry per layer); `
 compact form, repeated to `num_hidden_layers` entries when the config is created.
 """
 
+import copy
+
 MIXER_TYPES = ("fourier", "global_filter", "afno", "attention", "none")
 HYBRID_STRATEGIES = {
     # strategy -> (option name, allowed values, default)
@@ -59,7 +61,9 @@ def _with_default_option(entry):
     strategy = _strategy(entry)
     if strategy is not None:
         option, _, default = HYBRID_STRATEGIES[strategy]
-        return {**entry, option: entry.get(option, default)}
+        # a copy for each layer: a repeated pattern (or the caller's list) shared its `mixers`, so that changing
+        # one layer's entry changed the others'
+        return {**copy.deepcopy(entry), option: entry.get(option, default)}
     return entry
 
 

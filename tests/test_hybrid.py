@@ -53,6 +53,9 @@ def test_pattern_expands_to_one_entry_per_layer(family, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())["mixer_layout"]
     assert saved == pattern * 2
     assert type(config).from_pretrained(tmp_path).mixer_layout == pattern * 2
+    # each layer's entry is its own: changing one changed every repeat, and the caller's pattern
+    config.mixer_layout[1]["mixers"].reverse()
+    assert config.mixer_layout[3] == pattern[1] and config.mixer_layout[1] != pattern[1]
 
 
 def test_strategy_defaults_are_filled_in():
