@@ -54,9 +54,9 @@ SEED_KEYWORDS = {
     "in_channel": "use `num_channels`",
     "out_channel": "use `hidden_size`",
     "p_r": "use `patch_size` (and `patch_shape`)",
-    **{f"p_{axis}{prime}": "use `patch_size` (and `patch_shape`): tinyBIG's patch spans p_h cells before its centre "
-       "and p_h_prime after it, `patch_size` cells here, centred; uneven extents are not carried over"
-       for axis in "hwd" for prime in ("", "_prime")},
+    **{f"p_{axis}{prime}": f"use `patch_size` (and `patch_shape`): tinyBIG's patch spans p_{axis} cells before its "
+       f"centre and p_{axis}_prime after it, `patch_size` cells here, (patch_size - 1) // 2 before the centre; other "
+       "extents are not carried over" for axis in "hwd" for prime in ("", "_prime")},
     **{f"cd_{axis}": "use `patch_stride` with `centered_patches=True`, or `packing_strategy`" for axis in "hwd"},
     "with_lorr": "use `patch_embed_rank`",
     "r": "use `patch_embed_rank` (tinyBIG's LoRR rank)",

@@ -523,11 +523,6 @@ class SpectralPreTrainedModel(PreTrainedModel):
             )
 
 
-# Image config fields that the built patch embedding, position embeddings and FFT grids keep.
-BUILT_IMAGE_FIELDS = (
-    "image_size", "patch_size", "patch_stride", "num_channels", "spatial_dims", "patch_shape", "packing_strategy",
-    "centered_patches", "patch_embed_rank", "hidden_sizes", "depths",
-)
 # Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
 SHAPE_FIELDS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
@@ -536,6 +531,13 @@ SHAPE_FIELDS = (
     "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
     "packing_strategy", "centered_patches", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels",
     "condition_type", "condition_size",
+)
+# Config fields whose values the built model keeps (shapes, FFT grids, patches, branches, FFT normalisation): a later
+# change is refused. The vocabulary and the length are checked against the embeddings and FFTs themselves
+# (`resize_token_embeddings` changes the vocabulary), the classes against the classifier by the heads.
+BUILT_FIELDS = (
+    *(name for name in SHAPE_FIELDS if name not in ("vocab_size", "max_position_embeddings", "num_labels")),
+    "patch_shape", "fourier_norm",
 )
 CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
 # `PreTrainedModel.save_pretrained`'s own keywords: with push_to_hub=True, the others are options of create_repo.
@@ -934,9 +936,7 @@ class SpectralModel(SpectralPreTrainedModel):
         config.validate_architecture()
         self.fft_shape = config.grid_shape
         self.stage_grid_shapes = config.stage_grid_shapes
-        built_fields = BUILT_IMAGE_FIELDS if config.is_vision else ()
-        self.built_fields = {name: copy.deepcopy(getattr(config, name)) for name in ("condition_type", "condition_size",
-                                                                                   *built_fields)}
+        self.built_fields = {name: copy.deepcopy(getattr(config, name)) for name in BUILT_FIELDS}
         if config.is_vision:
             self.main_input_name = "pixel_values"
             kernel, stride, padding, grid = config.patch_geometry()
@@ -970,12 +970,12 @@ class SpectralModel(SpectralPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self):
-        if self.config.is_vision:
+        if self.main_input_name == "pixel_values":  # as built: the config may have been changed since
             return self.embeddings.patch_embeddings
         return self.embeddings.word_embeddings
 
     def set_input_embeddings(self, value):
-        if self.config.is_vision:
+        if self.main_input_name == "pixel_values":
             self.embeddings.patch_embeddings = value
         else:
             self.embeddings.word_embeddings = value
@@ -1035,8 +1035,8 @@ class SpectralModel(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            token_type_ids=token_type_ids, position_ids=position_ids)
-        validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
         self._check_built_sizes()
+        validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
                                         output_hidden_states, output_attentions, return_dict)
@@ -1083,12 +1083,12 @@ class SpectralModel(SpectralPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _check_built_sizes(self):
-        """The inputs are checked against the config; refuse a config whose vocabulary, length, condition branch or
-        image geometry was changed after the model was built (its embeddings, FFTs, patches and condition layers stay
-        as they were built: a condition given to a branch added afterwards was ignored, and a saved config would not
-        describe the weights)."""
+        """The inputs are checked against the config; refuse a config whose vocabulary, length or any other field
+        the built model keeps (`BUILT_FIELDS`: sizes, layout, condition branch, image geometry) was changed after
+        the model was built (its layers stay as they were built: a condition given to a branch added afterwards was
+        ignored, and a saved config would not describe the weights)."""
         built = dict(self.built_fields)
-        if not self.config.is_vision:
+        if self.built_fields["image_size"] is None:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
             built.update(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])

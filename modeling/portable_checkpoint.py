@@ -14,6 +14,7 @@ this file is itself part of every saved checkpoint.
 import ast
 import hashlib
 import importlib
+import io
 import json
 import logging
 import re
@@ -58,25 +59,33 @@ def without_top_level_package_imports(text):
     """`text` with each `from fourierformers import A, B as C` statement replaced by one import per name from the
     module defining it (`from .modeling_gfnet import A`), and the names of those modules. Names that are modules,
     or `import *`, have no single defining module: they are left, and the checkpoint needs the package for them."""
-    lines = text.splitlines(keepends=True)
     statements = [node for node in ast.walk(ast.parse(text))
                   if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == PACKAGE_NAME]
     if not statements:  # a flat copy (a checkpoint loaded with trust_remote_code and saved again) has none
         return text, []
     package = importlib.import_module(PACKAGE_NAME)
+    # split as `ast` numbers lines (\n, \r\n, \r; not the form feeds and others that `splitlines` also splits at),
+    # and as bytes: `ast` gives UTF-8 byte columns
+    lines = [line.encode("utf-8") for line in io.StringIO(text, newline="").readlines()]
     defining_modules = set()
-    for statement in sorted(statements, key=lambda node: node.lineno, reverse=True):
+    for statement in sorted(statements, key=lambda node: (node.lineno, node.col_offset), reverse=True):
         modules = [getattr(getattr(package, alias.name, None), "__module__", None) for alias in statement.names]
         if not all(module and module.startswith(f"{PACKAGE_NAME}.") for module in modules):
             continue
-        indent = re.match(r"[ \t]*", lines[statement.lineno - 1]).group()
-        lines[statement.lineno - 1:statement.end_lineno] = [
-            f"{indent}from .{module.rsplit('.', 1)[-1]} import {alias.name}"
-            f"{f' as {alias.asname}' if alias.asname else ''}\n"
+        imports = [
+            f"from .{module.rsplit('.', 1)[-1]} import {alias.name}{f' as {alias.asname}' if alias.asname else ''}"
             for alias, module in zip(statement.names, modules)
         ]
+        before = lines[statement.lineno - 1][: statement.col_offset]
+        after = lines[statement.end_lineno - 1][statement.end_col_offset :]
+        if before.strip() or after.strip():  # shares its line (`import os; from ...`, `if TYPE_CHECKING: from ...`)
+            replacement = before + "; ".join(imports).encode("utf-8") + after
+        else:
+            replacement = b"".join(before + line.encode("utf-8") + b"\n" for line in imports[:-1])
+            replacement += before + imports[-1].encode("utf-8") + after
+        lines[statement.lineno - 1 : statement.end_lineno] = [replacement]
         defining_modules.update(modules)
-    return "".join(lines), sorted(defining_modules)
+    return b"".join(lines).decode("utf-8"), sorted(defining_modules)
 
 
 def family_auto_map(model_class, config_class):

@@ -1158,8 +1158,8 @@ def multi_head_attention(query, key, value, key_mask, dropout, output_attentions
         raise ValueError(
             f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
         )
-    # CPU SDPA has no forward-mode derivative (jvp, forward_ad) and no vmap rule: those take the eager path (a
-    # compiled graph never holds them, and asking would break it)
+    # Under a function transform or forward-mode AD attention runs as plain matrix products: SDPA's CPU kernel has
+    # no forward-mode derivative and no vmap rule. Not asked under torch.compile, where asking breaks the graph.
     transformed = not torch.compiler.is_compiling() and _transformed(query)
     if not output_attentions and attn_implementation == "sdpa" and not transformed:
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout), None

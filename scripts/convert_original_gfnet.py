@@ -146,7 +146,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
     else:
         hidden_sizes = [hidden_size]
     uses_layer_scale = f"{first_block}.gamma" in state_dict
-    intermediate_size = mlp_width_per_stage(state_dict, hidden_sizes, pyramid)
+    intermediate_size = intermediate_size_of(state_dict, hidden_sizes, pyramid)
     return GFNetConfig(
         image_size=grid_side * patch_size,
         patch_size=patch_size,
@@ -169,7 +169,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
     )
 
 
-def mlp_width_per_stage(state_dict, hidden_sizes, pyramid):
+def intermediate_size_of(state_dict, hidden_sizes, pyramid):
     """The MLP width of the (last) stage, which is `intermediate_size`: the original's `int(width * mlp_ratio)`
     (any ratio, 2.5 included). GFNet-H stages get `intermediate_size * width // hidden_size` here, one ratio for all
     stages; a checkpoint with a ratio per stage is refused by name."""

@@ -97,8 +97,8 @@ CONFIG_ROWS = [
     (dict(share_norm=True), r"`share_norm` is a keyword of the seed libraries .*: use the `share_norm` of a cascade"),
     (dict(use_layer1=False), r"`use_layer1` is a keyword of the seed libraries .*: use a `mixer_layout` entry"),
     (dict(r=3), r"`r` is a keyword of the seed libraries .*: use `patch_embed_rank`"),
-    (dict(p_h_prime=3), r"`p_h_prime` is a keyword .*p_h cells before its centre and p_h_prime after it, `patch_size` "
-                        r"cells here, centred; uneven extents are not carried over"),
+    (dict(p_w_prime=3), r"`p_w_prime` is a keyword .*p_w cells before its centre and p_w_prime after it, `patch_size` "
+                        r"cells here, \(patch_size - 1\) // 2 before the centre; other extents are not carried over"),
     (dict(cd_h=2), r"`cd_h` is .*: use `patch_stride` with `centered_patches=True`, or `packing_strategy`"),
     (dict(use_positional_encoding=False), r"use `position_embedding_type` \('absolute', 'sinusoidal' or 'none'\)"),
     (dict(with_batch_norm=True), r"`with_batch_norm` is a keyword .*: this option is not carried over"),
@@ -441,6 +441,9 @@ def test_a_model_class_refuses_a_config_of_another_family(head):
          r"patch_size=\[2, 8\] \(built with 4\)"),
         ("image_size", 32, lambda: dict(pixel_values=torch.randn(2, 3, 32, 32), interpolate_pos_encoding=True),
          r"image_size=32 \(built with 16\)"),
+        # the built layers ran as before, and the saved config described other weights
+        ("num_hidden_layers", 1, lambda: dict(input_ids=ids()), r"num_hidden_layers=1 \(built with 2\), mixer_layout"),
+        ("fourier_norm", "forward", lambda: dict(input_ids=ids()), r"fourier_norm=forward \(built with"),
     ],
 )
 def test_a_config_changed_after_building_is_not_trusted(family, field, value, inputs, message, tmp_path):
@@ -460,6 +463,18 @@ def test_a_config_changed_after_building_is_not_trusted(family, field, value, in
         with pytest.raises(ValueError, match=message):
             model.save_pretrained(tmp_path)
         assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_text_model_given_an_image_size_after_building_is_refused(family, tmp_path):
+    """The checks followed the changed config's kind: a text model became an image config (FNet-hybrid's defaults
+    switching to the image ones) and was saved so, beside text weights."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family))
+    model.config.image_size = 16
+    with pytest.raises(ValueError, match=r"image_size=16 \(built with None\)"):
+        model(input_ids=ids())
+    with pytest.raises(ValueError, match=r"image_size=16 \(built with None\)"):
+        model.save_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -402,7 +402,8 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
     nothing_labelled = model(**inputs, labels=torch.full_like(labels, -100)).loss  # the plain mean is NaN
     nothing_labelled.backward()
     assert nothing_labelled.item() == 0
-    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert gradients and all(torch.equal(gradient, torch.zeros_like(gradient)) for gradient in gradients)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])

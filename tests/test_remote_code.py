@@ -16,6 +16,7 @@ import torch
 import transformers.modeling_utils
 import transformers.utils.hub
 from conftest import FAMILIES, model_class, tiny_config
+from fourierformers import portable_checkpoint
 from safetensors.torch import load_file, save_file
 
 HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForImageClassification",
@@ -244,6 +245,23 @@ def test_subclass_in_a_module_of_its_own_loads_without_the_package(tmp_path, mon
     loaded = load_without_package(tmp_path, [f"{folder}=AutoModelForSequenceClassification"])["saved"]
     assert loaded["model_class"] == "MyClassifier" and loaded["model_module"] == "transformers_modules"
     assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, loaded
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("import os; from fourierformers import GFNetConfig\n",
+     "import os; from .configuration_gfnet import GFNetConfig\n"),
+    ("if TYPE_CHECKING: from fourierformers import GFNetConfig, AFNOConfig\n",
+     "if TYPE_CHECKING: from .configuration_gfnet import GFNetConfig; from .configuration_afno import AFNOConfig\n"),
+    # a form feed is a line break to str.splitlines, not to ast: every later statement was replaced one line off
+    ("\x0c\ndef f():\n    from fourierformers import (\n        GFNetModel as Base,  # the family\n    )\n",
+     "\x0c\ndef f():\n    from .modeling_gfnet import GFNetModel as Base\n"),
+    ("x = 'é'; from fourierformers import AFNOModel\r\n", "x = 'é'; from .modeling_afno import AFNOModel\r\n"),
+])
+def test_package_imports_are_rewritten_within_their_statement(source, expected):
+    """Whole lines were replaced, so code sharing a line with the import was lost."""
+    rewritten, _ = portable_checkpoint.without_top_level_package_imports(source)
+    assert rewritten == expected
+    ast.parse(rewritten)
 
 
 @pytest.mark.parametrize("head", HEADS)
