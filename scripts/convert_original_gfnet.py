@@ -1,5 +1,6 @@
 """Convert an original GFNet or GFNet-H checkpoint (raoyongming/GFNet, `gfnet.py` classes `GFNet` and
-`GFNetPyramid`) into a `GFNetForImageClassification` directory with its image processor.
+`GFNetPyramid`) into a `GFNetForImageClassification` directory with its image processor (a `GFNetModel` for a
+checkpoint without a head, which the original builds with `num_classes=0`).
 
     python scripts/convert_original_gfnet.py gfnet-xs.pth OUTPUT_DIR [--image-size 384] [--drop-path-rate 0.1]
 
@@ -30,7 +31,7 @@ from original_checkpoint import (  # noqa: E402
     save_converted,
 )
 
-from fourierformers import GFNetConfig, GFNetForImageClassification  # noqa: E402
+from fourierformers import GFNetConfig, GFNetForImageClassification, GFNetModel  # noqa: E402
 from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 from fourierformers.patch_embedding import resize_model_to_image_size  # noqa: E402
 
@@ -73,9 +74,9 @@ def checkpoint_depths(state_dict, pyramid):
     return [count_modules(state_dict, f"blocks.{stage}.", "GFNet-H") for stage in range(PYRAMID_STAGES)]
 
 
-def expected_keys(depths, pyramid, uses_layer_scale):
-    """The keys of an original GFNet checkpoint (`depths` of one stage) or GFNet-H checkpoint, and a sentence
-    describing them for error messages."""
+def expected_keys(depths, pyramid, uses_layer_scale, has_head):
+    """The keys of an original GFNet checkpoint (`depths` of one stage) or GFNet-H checkpoint, with or without its
+    classification head, and a sentence describing them for error messages."""
     parameters = BLOCK_PARAMETERS + (("gamma",) if uses_layer_scale else ())
     block_contents = f"{{{', '.join(parameters)}}}"
     if pyramid:
@@ -94,8 +95,14 @@ def expected_keys(depths, pyramid, uses_layer_scale):
         )
     keys = [f"{stem}.{name}" for stem in stems for name in ("weight", "bias")] + ["pos_embed"]
     keys += [f"{block}.{name}" for block in blocks for name in parameters]
-    keys += ["norm.weight", "norm.bias", "head.weight", "head.bias"]
-    return keys, layout + " (LayerScale gamma in every block or in none), norm.{weight,bias} and head.{weight,bias}."
+    keys += ["norm.weight", "norm.bias", *(["head.weight", "head.bias"] if has_head else [])]
+    head = " and head.{weight,bias}" if has_head else " (no head: num_classes=0)"
+    return keys, layout + f" (LayerScale gamma in every block or in none), norm.{{weight,bias}}{head}."
+
+
+def has_head(state_dict):
+    """Whether the checkpoint has the classification head (the original builds none with `num_classes=0`)."""
+    return "head.weight" in state_dict or "head.bias" in state_dict
 
 
 def check_checkpoint(state_dict, pyramid):
@@ -105,12 +112,12 @@ def check_checkpoint(state_dict, pyramid):
     require_keys(
         state_dict,
         [f"{stem}.weight", "pos_embed", f"{first_block}.filter.complex_weight", f"{first_block}.mlp.fc1.weight",
-         "norm.weight", "head.weight"],
+         "norm.weight"],
         "GFNet",
     )
     architecture = "GFNet-H" if pyramid else "GFNet"
     depths = checkpoint_depths(state_dict, pyramid)
-    keys, layout = expected_keys(depths, pyramid, f"{first_block}.gamma" in state_dict)
+    keys, layout = expected_keys(depths, pyramid, f"{first_block}.gamma" in state_dict, has_head(state_dict))
     check_keys(state_dict, keys, architecture, layout)
     if pyramid:  # each stage has its own width; GFNet-H downsamples between stages with 2 x 2 patches
         width, last_width = "hidden_size_0", f"hidden_size_{PYRAMID_STAGES - 1}"
@@ -126,7 +133,7 @@ def check_checkpoint(state_dict, pyramid):
         "pos_embed": (1, "num_patches", width),
         f"{first_block}.filter.complex_weight": ("h", "w", width, 2),
         f"{first_block}.mlp.fc1.weight": (f"mlp_ratio * {width}", width),
-        "head.weight": ("num_classes", last_width),
+        **({"head.weight": ("num_classes", last_width)} if has_head(state_dict) else {}),
     })
     check_tensor_shapes(state_dict, axes_of_key, architecture)
     return depths
@@ -165,7 +172,7 @@ def config_from_checkpoint(state_dict, drop_path_rate=0.0):
         pooling="mean",
         hidden_dropout_prob=0.0,
         drop_path_rate=drop_path_rate,
-        num_labels=state_dict["head.weight"].shape[0],
+        **({"num_labels": state_dict["head.weight"].shape[0]} if has_head(state_dict) else {}),
     )
 
 
@@ -219,12 +226,17 @@ def checkpoint_filter_fn(state_dict, config):
 
 
 def convert_gfnet_checkpoint(checkpoint_path, image_size=None, drop_path_rate=0.0):
-    """An eval-mode `GFNetForImageClassification` holding the original checkpoint's weights, optionally resized
-    to `image_size`."""
+    """An eval-mode `GFNetForImageClassification` (`GFNetModel` for a checkpoint without a head) holding the
+    original checkpoint's weights, optionally resized to `image_size`."""
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, drop_path_rate)
     converted = checkpoint_filter_fn(state_dict, config)
-    model = load_converted_state_dict(GFNetForImageClassification(config), converted, state_dict, SIZES_FROM)
+    if has_head(state_dict):
+        model = GFNetForImageClassification(config)
+    else:  # the backbone's own keys: no `gfnet.` prefix
+        model = GFNetModel(config)  # its pooler_output is the original forward_features
+        converted = {key.removeprefix("gfnet."): value for key, value in converted.items()}
+    model = load_converted_state_dict(model, converted, state_dict, SIZES_FROM)
     if image_size is not None and image_size != config.image_size:
         model = resize_model_to_image_size(model, image_size)
     return model.eval()

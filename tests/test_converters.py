@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -130,6 +130,23 @@ def test_mismatched_checkpoints_fail_clearly(tmp_path):
     torch.save({"optimizer": {"lr": 0.1}}, tmp_path / "no_model.pth")
     with pytest.raises(ValueError, match="not a model state dict"):
         convert_gfnet_checkpoint(tmp_path / "no_model.pth")
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["gfnet", "gfnet_h"])
+def test_gfnet_checkpoint_without_a_head_converts_to_the_backbone(name, tmp_path):
+    """The original builds no head with num_classes=0; such a checkpoint was refused as "not an original GFNet
+    checkpoint". Its backbone's pooled output is the original's forward_features."""
+    state_dict = load_file(FIXTURES / name / "state_dict.safetensors")
+    headless = {key: value for key, value in state_dict.items() if not key.startswith("head.")}
+    save_file(headless, tmp_path / "in.safetensors")
+    convert_original_gfnet.main([str(tmp_path / "in.safetensors"), str(tmp_path / "converted")])
+    model = AutoModel.from_pretrained(tmp_path / "converted").eval()
+    assert type(model).__name__ == "GFNetModel"
+    pixel_values = load_file(FIXTURES / name / "inputs.safetensors")["pixel_values"]
+    reference = load_file(FIXTURES / name / "outputs.safetensors")["features"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=pixel_values).pooler_output, reference, atol=1e-4, rtol=0)
 
 
 def with_mlp_width(state_dict, width, blocks_prefix):
