@@ -1,8 +1,8 @@
 """Convert an original AFNO checkpoint into a `save_pretrained` directory:
 
 - the AFNO-transformer image classifier (NVlabs/AFNO-transformer, `classification/afnonet.py` `AFNONet` with
-  `afno/afno2d.py` `AFNO2D` filters) -> `AFNOForImageClassification` plus, for a 3-channel (RGB) checkpoint, its
-  image processor;
+  `afno/afno2d.py` `AFNO2D` filters) -> `AFNOForImageClassification` (`AFNOModel` for a checkpoint without a head,
+  which the original builds with `num_classes=0`) plus, for a 3-channel (RGB) checkpoint, its image processor;
 - FourCastNet's AFNO (NVlabs/FourCastNet, `networks/afnonet.py` `AFNONet`, checkpoints with a `model_state` entry
   and `module.` prefixes) -> `AFNOForPatchRegression`, without an image processor (its inputs are normalised weather
   fields, not images).
@@ -38,11 +38,11 @@ from original_checkpoint import (  # noqa: E402
     save_converted,
 )
 
-from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression  # noqa: E402
+from fourierformers import AFNOConfig, AFNOForImageClassification, AFNOForPatchRegression, AFNOModel  # noqa: E402
 from fourierformers.atomic_directory import check_output_dir  # noqa: E402
 
 FOURCASTNET_IMAGE_SIZE = (720, 1440)  # not stored in its checkpoints
-REQUIRED_KEYS = ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight", "head.weight"]
+REQUIRED_KEYS = ["patch_embed.proj.weight", "pos_embed", "blocks.0.filter.w1", "blocks.0.mlp.fc1.weight"]
 BLOCK_PARAMETERS = (
     "norm1.weight", "norm1.bias", "filter.w1", "filter.b1", "filter.w2", "filter.b2", "norm2.weight", "norm2.bias",
     "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
@@ -96,15 +96,17 @@ def check_checkpoint(state_dict, fourcastnet):
     num_layers = count_modules(state_dict, "blocks.", architecture)
     if fourcastnet:  # a bias-free per-token projection to out_chans values per patch pixel
         head_keys, head_axes = ["head.weight"], ("out_chans * patch_size * patch_size", "hidden_size")
-    else:
+    elif has_head(state_dict):
         head_keys, head_axes = ["head.weight", "head.bias"], ("num_classes", "hidden_size")
+    else:
+        head_keys, head_axes = [], None
     keys = ["patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"]
     keys += [f"blocks.{i}.{name}" for i in range(num_layers) for name in BLOCK_PARAMETERS]
     keys += ["norm.weight", "norm.bias", *head_keys]
     layout = (
         f"With its {num_layers} blocks it would hold patch_embed.proj.{{weight,bias}}, pos_embed, "
-        f"blocks.I.{{{', '.join(BLOCK_PARAMETERS)}}} for I = 0 to {num_layers - 1}, norm.{{weight,bias}} and "
-        f"{' and '.join(head_keys)}."
+        f"blocks.I.{{{', '.join(BLOCK_PARAMETERS)}}} for I = 0 to {num_layers - 1}, norm.{{weight,bias}}"
+        + (f" and {' and '.join(head_keys)}." if head_keys else " (no head: num_classes=0).")
     )
     check_keys(state_dict, keys, architecture, layout)
     check_tensor_shapes(
@@ -114,11 +116,16 @@ def check_checkpoint(state_dict, fourcastnet):
             "pos_embed": (1, "num_patches", "hidden_size"),
             "blocks.0.filter.w1": (2, "num_blocks", "block_size", "block_size * hidden_size_factor"),
             "blocks.0.mlp.fc1.weight": ("mlp_ratio * hidden_size", "hidden_size"),
-            "head.weight": head_axes,
+            **({"head.weight": head_axes} if head_keys else {}),
         },
         architecture,
     )
     return num_layers
+
+
+def has_head(state_dict):
+    """Whether the checkpoint has its head (the AFNO-transformer builds none with `num_classes=0`)."""
+    return "head.weight" in state_dict or "head.bias" in state_dict
 
 
 def afno_block_fields(state_dict, num_layers, double_skip, sparsity_threshold):
@@ -165,7 +172,7 @@ def config_from_checkpoint(
         pooling="mean",
         hidden_dropout_prob=0.0,
         drop_path_rate=drop_path_rate,
-        num_labels=state_dict["head.weight"].shape[0],
+        **({"num_labels": state_dict["head.weight"].shape[0]} if has_head(state_dict) else {}),
     )
 
 
@@ -179,7 +186,7 @@ def fourcastnet_config_from_checkpoint(
         raise ValueError(
             f"`image_size` (--image-size) must be two positive integers, height and width, got {image_size!r}."
         )
-    require_keys(state_dict, REQUIRED_KEYS, "FourCastNet AFNO")
+    require_keys(state_dict, [*REQUIRED_KEYS, "head.weight"], "FourCastNet AFNO")
     if "head.bias" in state_dict:
         raise ValueError("This checkpoint's head has a bias: it is an AFNO-transformer classifier, not FourCastNet.")
     num_layers = check_checkpoint(state_dict, fourcastnet=True)
@@ -224,12 +231,17 @@ def checkpoint_filter_fn(state_dict, config):
 
 
 def convert_afno_checkpoint(checkpoint_path, **options):
-    """An eval-mode `AFNOForImageClassification` holding the checkpoint's weights; `options` are those of
-    `config_from_checkpoint`."""
+    """An eval-mode `AFNOForImageClassification` (`AFNOModel` for a checkpoint without a head) holding the
+    checkpoint's weights; `options` are those of `config_from_checkpoint`."""
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, **options)
-    model = AFNOForImageClassification(config)
-    return load_converted_state_dict(model, checkpoint_filter_fn(state_dict, config), state_dict, SIZES_FROM).eval()
+    converted = checkpoint_filter_fn(state_dict, config)
+    if has_head(state_dict):
+        model = AFNOForImageClassification(config)
+    else:  # the backbone's own keys: no `afno.` prefix; its pooler_output is the original's forward_features
+        model = AFNOModel(config)
+        converted = {key.removeprefix("afno."): value for key, value in converted.items()}
+    return load_converted_state_dict(model, converted, state_dict, SIZES_FROM).eval()
 
 
 def convert_fourcastnet_checkpoint(checkpoint_path, **options):

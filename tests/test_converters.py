@@ -133,16 +133,20 @@ def test_mismatched_checkpoints_fail_clearly(tmp_path):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name", ["gfnet", "gfnet_h"])
-def test_gfnet_checkpoint_without_a_head_converts_to_the_backbone(name, tmp_path):
-    """The original builds no head with num_classes=0; such a checkpoint was refused as "not an original GFNet
-    checkpoint". Its backbone's pooled output is the original's forward_features."""
+@pytest.mark.parametrize("name,script,model_name", [
+    ("gfnet", convert_original_gfnet, "GFNetModel"),
+    ("gfnet_h", convert_original_gfnet, "GFNetModel"),
+    ("afno", convert_original_afno, "AFNOModel"),
+])
+def test_checkpoint_without_a_head_converts_to_the_backbone(name, script, model_name, tmp_path):
+    """The originals build no head with num_classes=0; such a checkpoint was refused as "not an original
+    checkpoint". The backbone's pooled output is the original's forward_features."""
     state_dict = load_file(FIXTURES / name / "state_dict.safetensors")
     headless = {key: value for key, value in state_dict.items() if not key.startswith("head.")}
     save_file(headless, tmp_path / "in.safetensors")
-    convert_original_gfnet.main([str(tmp_path / "in.safetensors"), str(tmp_path / "converted")])
+    script.main([str(tmp_path / "in.safetensors"), str(tmp_path / "converted")])
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
-    assert type(model).__name__ == "GFNetModel"
+    assert type(model).__name__ == model_name
     pixel_values = load_file(FIXTURES / name / "inputs.safetensors")["pixel_values"]
     reference = load_file(FIXTURES / name / "outputs.safetensors")["features"]
     with torch.no_grad():
