@@ -221,7 +221,8 @@ def load_or_train_tokenizer(model_args, training_args, texts, max_seq_length):
                 "`--output_dir` of the run that trained it."
             )
         return AutoTokenizer.from_pretrained(folder)
-    with training_args.main_process_first(desc="training the tokenizer"):
+    # global, as the training below is on process 0 alone: another node's main process must wait for it too
+    with training_args.main_process_first(local=False, desc="training the tokenizer"):
         if training_args.process_index == 0:
             tokenizer = train_wordpiece_tokenizer(texts, model_args.vocab_size, max_seq_length)
             tokenizer.save_pretrained(training_args.output_dir)
