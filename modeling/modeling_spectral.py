@@ -496,12 +496,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
         The config is validated first: transformers copies the source files of registered classes before it
         validates and writes config.json, so an invalid config left a folder of source files and nothing else; a
-        config changed after the model was built (`_check_built_sizes`) would not describe the saved weights.
+        config changed after the model was built (`_check_config_unchanged`) would not describe the saved weights.
         With `push_to_hub=True` the folder is uploaded last (transformers uploads before the source files and the
         card exist), so the hub repository holds what a local save holds."""
         if is_main_process:
             self.config.validate()
-            self.base_model._check_built_sizes()
+            self.base_model._check_config_unchanged()
         push_to_hub = kwargs.pop("push_to_hub", False) and is_main_process
         if push_to_hub:
             hub_options = {key: kwargs.pop(key) for key in ("commit_message", "create_pr") if key in kwargs}
@@ -1035,7 +1035,7 @@ class SpectralModel(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            token_type_ids=token_type_ids, position_ids=position_ids)
-        self._check_built_sizes()
+        self._check_config_unchanged()
         validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
@@ -1082,7 +1082,7 @@ class SpectralModel(SpectralPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _check_built_sizes(self):
+    def _check_config_unchanged(self):
         """The inputs are checked against the config; refuse a config whose vocabulary, length or any other field
         the built model keeps (`BUILT_FIELDS`: sizes, layout, condition branch, image geometry) was changed after
         the model was built (its layers stay as they were built: a condition given to a branch added afterwards was

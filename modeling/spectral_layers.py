@@ -269,8 +269,9 @@ def _transformed(x):
     """Whether a `torch.func` transform is running, x is batched by the vmap of
     `torch.autograd.functional.jacobian(..., vectorize=True)`, or x carries a forward-mode tangent
     (`torch.autograd.forward_ad`). The CPU fast paths fill unbatched buffers in place, reuse cached tensors and run
-    autograd Functions with no vmap rule or jvp, so these calls take the plain torch ops instead."""
-    return (
+    autograd Functions with no vmap rule or jvp, so these calls take the plain torch ops instead. Never under
+    torch.compile, which cannot trace the question (it breaks the graph) and takes the plain ops anyway."""
+    return not torch.compiler.is_compiling() and (
         _in_func_transform()
         or torch._C._functorch.is_legacy_batchedtensor(x)
         or forward_ad.unpack_dual(x).tangent is not None
@@ -836,8 +837,8 @@ class GlobalFilter(SpectralMixer):
         # Unnormalised forward transform and a 1 / N inverse: the two 1 / sqrt(N) factors of "ortho" in one.
         spectrum = grid_rfftn(real_input, fft_shape, norm="backward")  # (B, D, *freq_shape)
         kernel = self.channels_first_filter(real_input.dtype, fft_shape)  # (1, D, *freq_shape)
-        # in place only in eager mode (the compiler plans its own buffers, and cannot trace `_transformed`), where
-        # nothing records it, and not into an unbatched spectrum from a vmapped filter
+        # in place only in eager mode (the compiler plans its own buffers), where nothing records it, and not into
+        # an unbatched spectrum from a vmapped filter
         recorded = torch.is_grad_enabled() and (spectrum.requires_grad or kernel.requires_grad)
         if torch.compiler.is_compiling() or recorded or _transformed(kernel):
             spectrum = spectrum * kernel
@@ -1159,9 +1160,8 @@ def multi_head_attention(query, key, value, key_mask, dropout, output_attentions
             f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
         )
     # Under a function transform or forward-mode AD attention runs as plain matrix products: SDPA's CPU kernel has
-    # no forward-mode derivative and no vmap rule. Not asked under torch.compile, where asking breaks the graph.
-    transformed = not torch.compiler.is_compiling() and _transformed(query)
-    if not output_attentions and attn_implementation == "sdpa" and not transformed:
+    # no forward-mode derivative and no vmap rule.
+    if not output_attentions and attn_implementation == "sdpa" and not _transformed(query):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout), None
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
     if key_mask is not None:

@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_checkpoint import (  # noqa: E402
     check_keys,
     check_tensor_shapes,
+    classifier_or_backbone,
     count_modules,
+    has_head,
     load_converted_state_dict,
     load_original_state_dict,
     positive_int,
@@ -121,11 +123,6 @@ def check_checkpoint(state_dict, fourcastnet):
         architecture,
     )
     return num_layers
-
-
-def has_head(state_dict):
-    """Whether the checkpoint has its head (the AFNO-transformer builds none with `num_classes=0`)."""
-    return "head.weight" in state_dict or "head.bias" in state_dict
 
 
 def afno_block_fields(state_dict, num_layers, double_skip, sparsity_threshold):
@@ -236,11 +233,7 @@ def convert_afno_checkpoint(checkpoint_path, **options):
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, **options)
     converted = checkpoint_filter_fn(state_dict, config)
-    if has_head(state_dict):
-        model = AFNOForImageClassification(config)
-    else:  # the backbone's own keys: no `afno.` prefix; its pooler_output is the original's forward_features
-        model = AFNOModel(config)
-        converted = {key.removeprefix("afno."): value for key, value in converted.items()}
+    model, converted = classifier_or_backbone(state_dict, config, converted, AFNOForImageClassification, AFNOModel)
     return load_converted_state_dict(model, converted, state_dict, SIZES_FROM).eval()
 
 

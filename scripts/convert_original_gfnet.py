@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_checkpoint import (  # noqa: E402
     check_keys,
     check_tensor_shapes,
+    classifier_or_backbone,
     count_modules,
+    has_head,
     load_converted_state_dict,
     load_original_state_dict,
     module_numbers,
@@ -98,11 +100,6 @@ def expected_keys(depths, pyramid, uses_layer_scale, has_head):
     keys += ["norm.weight", "norm.bias", *(["head.weight", "head.bias"] if has_head else [])]
     head = " and head.{weight,bias}" if has_head else " (no head: num_classes=0)"
     return keys, layout + f" (LayerScale gamma in every block or in none), norm.{{weight,bias}}{head}."
-
-
-def has_head(state_dict):
-    """Whether the checkpoint has the classification head (the original builds none with `num_classes=0`)."""
-    return "head.weight" in state_dict or "head.bias" in state_dict
 
 
 def check_checkpoint(state_dict, pyramid):
@@ -231,11 +228,7 @@ def convert_gfnet_checkpoint(checkpoint_path, image_size=None, drop_path_rate=0.
     state_dict = load_original_state_dict(checkpoint_path)
     config = config_from_checkpoint(state_dict, drop_path_rate)
     converted = checkpoint_filter_fn(state_dict, config)
-    if has_head(state_dict):
-        model = GFNetForImageClassification(config)
-    else:  # the backbone's own keys: no `gfnet.` prefix
-        model = GFNetModel(config)  # its pooler_output is the original forward_features
-        converted = {key.removeprefix("gfnet."): value for key, value in converted.items()}
+    model, converted = classifier_or_backbone(state_dict, config, converted, GFNetForImageClassification, GFNetModel)
     model = load_converted_state_dict(model, converted, state_dict, SIZES_FROM)
     if image_size is not None and image_size != config.image_size:
         model = resize_model_to_image_size(model, image_size)

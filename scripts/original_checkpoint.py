@@ -68,6 +68,22 @@ def load_original_state_dict(path):
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
 
 
+def has_head(state_dict):
+    """Whether an original image classifier's checkpoint has its head (the originals build none with
+    `num_classes=0`)."""
+    return "head.weight" in state_dict or "head.bias" in state_dict
+
+
+def classifier_or_backbone(state_dict, config, converted, classifier_class, backbone_class):
+    """The model to load the `converted` tensors of an original checkpoint into, and those tensors: the classifier,
+    or for a checkpoint without a head the backbone, whose keys have no prefix (its `pooler_output` is the
+    original's `forward_features`)."""
+    if has_head(state_dict):
+        return classifier_class(config), converted
+    prefix = f"{backbone_class.base_model_prefix}."
+    return backbone_class(config), {key.removeprefix(prefix): value for key, value in converted.items()}
+
+
 def require_keys(state_dict, keys, architecture):
     """Raise a clear error when the checkpoint lacks keys the architecture needs."""
     missing = [key for key in keys if key not in state_dict]
@@ -176,20 +192,13 @@ def image_processor_for(config):
     shorter side resized to 256/224 of the image size (bicubic), the centre cropped to `image_size`, ImageNet
     normalisation. Images of 32 pixels or less were not resized (CIFAR): they are resized to `image_size`."""
     height, width = height_and_width(config)
+    common = dict(do_convert_rgb=True, do_resize=True, resample=BICUBIC, image_mean=list(IMAGENET_DEFAULT_MEAN),
+                  image_std=list(IMAGENET_DEFAULT_STD))
     if max(height, width) <= 32:
-        return CLIPImageProcessorPil(
-            do_convert_rgb=True, do_resize=True, size={"height": height, "width": width}, resample=BICUBIC,
-            do_center_crop=False, image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
-        )
+        return CLIPImageProcessorPil(**common, size={"height": height, "width": width}, do_center_crop=False)
     return CLIPImageProcessorPil(
-        do_convert_rgb=True,
-        do_resize=True,
-        size={"shortest_edge": int(256 / 224 * max(height, width))},
-        resample=BICUBIC,
-        do_center_crop=True,
+        **common, size={"shortest_edge": int(256 / 224 * max(height, width))}, do_center_crop=True,
         crop_size={"height": height, "width": width},
-        image_mean=list(IMAGENET_DEFAULT_MEAN),
-        image_std=list(IMAGENET_DEFAULT_STD),
     )
 
 
