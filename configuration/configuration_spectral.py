@@ -336,11 +336,15 @@ class SpectralConfig(PretrainedConfig):
         # per-layer layout along, as the same keyword of `from_pretrained` does: the family default at the new
         # depth where the layout is the default at the old one, else `layout_for_depth`. While the dataclass
         # __init__ runs, the layout is not set yet (it is set after the depth, in field order, or by __post_init__),
-        # so a layout and depth given together are still checked against each other.
+        # so a layout and depth given together are still checked against each other. A layout assigned to a config of
+        # known depth (a `from_pretrained` keyword, which transformers sets again after the config is created, or
+        # `update`) is expanded at once, so that `mixers_used` and validation read one entry per layer.
         layout = self.__dict__.get("mixer_layout")
         depth = self.__dict__.get("num_hidden_layers")
         if name == "num_hidden_layers" and isinstance(layout, list) and value != depth and _is_int(value) and value > 0:
             super().__setattr__("mixer_layout", self.layout_at_depth(layout, depth, value))
+        if name == "mixer_layout" and _is_int(depth) and depth > 0:
+            value = expand_mixer_layout(value, depth)
         super().__setattr__(name, value)
 
     @classmethod

@@ -389,6 +389,27 @@ def test_depth_override_of_from_pretrained_follows_the_family_default_as_assignm
         "fourier", "attention"]
 
 
+@pytest.mark.parametrize("assign", ["from_pretrained", "update", "setattr"])
+def test_a_compact_layout_set_after_creation_is_expanded(assign, tmp_path):
+    """transformers sets each `from_pretrained` keyword again after the config is created, and `update` and
+    assignment set fields the same way: a `{"pattern": [...]}` layout stayed a dict, `mixers_used` read its key
+    ({'pattern'}) and saving refused the config with a message about the fields of mixers it does not use."""
+    pattern = {"pattern": ["global_filter", {"strategy": "cascade", "mixers": ["fourier", "attention"]}]}
+    expected = ["global_filter", {"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": False}] * 2
+    config = tiny_config("fnet_hybrid", num_hidden_layers=4)
+    if assign == "from_pretrained":
+        config.save_pretrained(tmp_path)
+        config = AutoConfig.from_pretrained(tmp_path, mixer_layout=pattern)
+    elif assign == "update":
+        config.update({"mixer_layout": pattern})
+    else:
+        config.mixer_layout = pattern
+    assert config.mixer_layout == expected
+    assert config.mixers_used == {"global_filter", "fourier", "attention"}
+    config.save_pretrained(tmp_path / "saved")
+    assert AutoConfig.from_pretrained(tmp_path / "saved").mixer_layout == expected
+
+
 def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tmp_path):
     """`hidden_sizes`, `depths` and `hidden_size` are checked against each other, so their `from_pretrained`
     overrides are applied before the config checks itself, and `depths` alone sets `num_hidden_layers` to its sum.
