@@ -490,18 +490,31 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 )
         return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
 
+    def _check_head_unchanged(self):
+        """Refuse a `config.num_labels` changed after a classifier was built: the loss follows the classifier's
+        width, but the saved config would not describe the saved classifier and the checkpoint would not load."""
+        classifier = getattr(self, "classifier", None)
+        if isinstance(classifier, nn.Linear) and classifier.out_features != self.config.num_labels:
+            raise ValueError(
+                f"config.num_labels={self.config.num_labels}, but the classifier was built with "
+                f"{classifier.out_features} classes: set `config.num_labels` back, or build a head for the new classes "
+                f"with `from_pretrained(path, num_labels={self.config.num_labels}, ignore_mismatched_sizes=True)`."
+            )
+
     def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the source files that let the checkpoint load with
         `trust_remote_code=True` without fourierformers (for registered classes) and a model card (README.md).
 
         The config is validated first: transformers copies the source files of registered classes before it
         validates and writes config.json, so an invalid config left a folder of source files and nothing else; a
-        config changed after the model was built (`_check_config_unchanged`) would not describe the saved weights.
+        config changed after the model was built (`_check_config_unchanged`, `_check_head_unchanged`) would not
+        describe the saved weights.
         With `push_to_hub=True` the folder is uploaded last (transformers uploads before the source files and the
         card exist), so the hub repository holds what a local save holds."""
         if is_main_process:
             self.config.validate()
             self.base_model._check_config_unchanged()
+            self._check_head_unchanged()
         push_to_hub = kwargs.pop("push_to_hub", False) and is_main_process
         if push_to_hub:
             hub_options = {key: kwargs.pop(key) for key in ("commit_message", "create_pr") if key in kwargs}
@@ -532,12 +545,17 @@ SHAPE_FIELDS = (
     "packing_strategy", "centered_patches", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels",
     "condition_type", "condition_size",
 )
-# Config fields whose values the built model keeps (shapes, FFT grids, patches, branches, FFT normalisation): a later
-# change is refused. The vocabulary and the length are checked against the embeddings and FFTs themselves
-# (`resize_token_embeddings` changes the vocabulary), the classes against the classifier by the heads.
+# Config fields whose values the built model keeps (shapes, FFT grids, patches, branches, norms, activations,
+# residual wiring, pooling, FFT normalisation): a later change is refused, as the layers would go on computing the
+# built function and a saved config would describe another. The vocabulary and the length are checked against the
+# embeddings and FFTs themselves (`resize_token_embeddings` changes the vocabulary), the classes against the
+# classifier when a head is saved (`SpectralPreTrainedModel._check_head_unchanged`). Dropout rates are not kept: they
+# act in training only.
 BUILT_FIELDS = (
     *(name for name in SHAPE_FIELDS if name not in ("vocab_size", "max_position_embeddings", "num_labels")),
-    "patch_shape", "fourier_norm",
+    "patch_shape", "fourier_norm", "hidden_act", "layer_norm_eps", "norm_type", "norm_first", "mixer_residual",
+    "layer_scale_init_value", "embedding_layer_norm", "final_layer_norm", "pooling", "filter_activation",
+    "afno_activation", "afno_sparsity_threshold",
 )
 CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
 # `PreTrainedModel.save_pretrained`'s own keywords: with push_to_hub=True, the others are options of create_repo.
@@ -1156,7 +1174,9 @@ class SpectralModel(SpectralPreTrainedModel):
         With `interpolate_pos_encoding=True` an image of another size is accepted: the position embeddings are
         resized to its token grid; a smaller grid is zero-padded into the FFT grid of the mixers, a larger one runs
         them at its own grid (global filters resized, AFNO modes recounted), the same outputs as the model loaded
-        with `from_pretrained(path, image_size=...)` at that size.
+        with `from_pretrained(path, image_size=...)` at that size. A grid larger along one axis and smaller along
+        another runs at the larger size of each axis (`call_fft_shape`): the short axis is zero-padded to the built
+        size, so its outputs are not those of a model loaded at that image size.
         """
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")

@@ -459,10 +459,41 @@ def test_a_config_changed_after_building_is_not_trusted(family, field, value, in
     setattr(model.config, field, value)
     with pytest.raises(ValueError, match=message):
         model(**inputs())
-    if field != "num_labels":  # the labels are checked against the built classifier; its config is saved as set
-        with pytest.raises(ValueError, match=message):
-            model.save_pretrained(tmp_path)
-        assert not any(tmp_path.iterdir())
+    if field == "num_labels":  # the loss follows the built classifier, but the saved config would not describe it
+        message = r"config.num_labels=5, but the classifier was built with 3 classes: set `config.num_labels` back"
+    with pytest.raises(ValueError, match=message):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "family, field, value",
+    [
+        ("gfnet", "hidden_act", "relu"),
+        ("afno", "layer_norm_eps", 1e-5),
+        ("fnet_hybrid", "norm_type", "rms_norm"),
+        ("gfnet", "norm_first", False),
+        ("afno", "mixer_residual", False),
+        ("fnet_hybrid", "layer_scale_init_value", 0.1),
+        ("gfnet", "embedding_layer_norm", False),
+        ("afno", "final_layer_norm", False),
+        ("fnet_hybrid", "pooling", "max"),
+        ("gfnet", "filter_activation", "tanh"),
+        ("afno", "afno_activation", "gelu"),
+        ("afno", "afno_sparsity_threshold", 0.5),
+    ],
+)
+def test_a_changed_norm_activation_or_wiring_is_refused(family, field, value, tmp_path):
+    """These fields build layers (norms, activations, residuals, the pooler): a change after building was saved
+    silently, and the reloaded model computed another function than the saved one, or lost or gained weights."""
+    model = model_class(family, "ForSequenceClassification")(tiny_config(family))
+    setattr(model.config, field, value)
+    message = re.escape(f"{field}={value} (built with {model.base_model.built_fields[field]})")
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids())
+    with pytest.raises(ValueError, match=message):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("family", FAMILIES)
