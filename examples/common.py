@@ -104,6 +104,12 @@ def build_config(model_args, defaults, baselines=None, *, training=True, **task_
     have the task's fields: its head was trained for them. A model with a condition branch is refused: the examples
     have no condition to pass it."""
     overrides = parse_overrides(model_args.config_overrides)
+    from_data = sorted(set(overrides) & set(task_fields))
+    if from_data:
+        raise ValueError(
+            f"`--config_overrides` sets {from_data}, which the example takes from the data and its own arguments "
+            "(the label column's classes, `--image_size`, ...): leave them out of the overrides."
+        )
     if model_args.model_name_or_path is not None:
         if not training:
             check_saved_task_fields(model_args.model_name_or_path, task_fields)

@@ -883,6 +883,8 @@ EXAMPLE_ROWS = [
      r"`--max_train_samples` must be a positive number of examples, got 0"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_sise=64"], ValueError,
      r"Unknown config fields in `--config_overrides` for gfnet: \['hidden_sise'\]"),
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "num_labels=3"], ValueError,
+     r"`--config_overrides` sets \['num_labels'\], which the example takes from the data"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_size"], ValueError,
      r"`--config_overrides` entries must look like field=value, got 'hidden_size'"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--config_overrides", "hidden_size=0"], ValueError,

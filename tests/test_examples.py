@@ -463,6 +463,8 @@ def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, 
 @pytest.mark.parametrize("arguments,error,message", [
     (["--config_overrides", "hidden_sise=64"], ValueError,
      r"Unknown config fields in `--config_overrides` for gfnet: \['hidden_sise'\]"),
+    (["--config_overrides", "problem_type=regression"], ValueError,
+     r"`--config_overrides` sets \['problem_type'\], which the example takes from the data and its own arguments"),
     (["--max_seq_length", "64"], ValueError,
      r"`--max_seq_length` 64 is longer than the model's max_position_embeddings \(32\); pass `--max_seq_length 32`"),
     (["--do_eval", "--task", "regression"], ValueError,
