@@ -215,6 +215,17 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
     compound = " ".join(["filmgood", "wasthe", "longandfilm"] * 12)
     entities = run_token_classification.word_tagger(str(tmp_path / "pos"))(compound)
     assert " ".join(entity["word"] for entity in entities).split() == compound.split()
+    # POS tags name words, not spans: neighbouring words of one tag stay apart, as do tags with hyphens ("-NONE-")
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path / "pos")
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(10.0 * (torch.arange(model.config.num_labels) == model.config.label2id["NN"]))
+    model.config.id2label = {**model.config.id2label, model.config.label2id["NN"]: "-NONE-"}
+    model.config.label2id = {label: index for index, label in model.config.id2label.items()}
+    model.save_pretrained(tmp_path / "all-nouns")
+    tagger = run_token_classification.word_tagger(str(tmp_path / "all-nouns"), tokenizer=str(tmp_path / "pos"))
+    for text in ("the good film", " ".join(words * 8)):
+        assert [(e["word"], e["entity_group"]) for e in tagger(text)] == [(word, "-NONE-") for word in text.split()]
     blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
     (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
     with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
