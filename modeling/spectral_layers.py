@@ -726,7 +726,7 @@ class FourierMixer(SpectralMixer):
         `length` and L = `fft_length`, times the grid's normalisation; the last one built is cached."""
         if torch.compiler.is_compiling():  # built in the graph: reading the cache would guard on it (a recompile)
             return _dft_block_matrix(length, fft_length, self.norm, dtype, device)
-        key = (length, fft_length, dtype, device)
+        key = (length, fft_length, self.norm, dtype, device)
         if self._dft_cache is not None and self._dft_cache[0] == key:
             return self._dft_cache[1]
         # Built outside inference mode: the cached matrix outlives the call, and autograd refuses to save an

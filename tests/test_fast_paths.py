@@ -146,6 +146,14 @@ def test_fourier_short_path_equals_full_length_fft(length, fft_length, hidden_si
     )
 
 
+def test_the_short_fourier_matrix_follows_a_changed_normalisation():
+    """The cached DFT matrix holds the normalisation: a mixer whose `norm` was set after a call reused the old one."""
+    mixer, x = FourierMixer((24,), norm="backward"), torch.randn(2, 10, 16)
+    mixer(x)
+    mixer.norm = "ortho"
+    torch.testing.assert_close(mixer(x), reference_fourier(x, (24,), "ortho"), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("length, fft_length", [(40, 64), (64, 64), (400, 4096)])
 def test_fourier_uses_full_length_fft_when_short_path_does_not_pay(length, fft_length):
     assert not FourierMixer((fft_length,)).uses_short_fourier(length)
