@@ -33,6 +33,7 @@ SEED_KEYWORDS = {
     "hidden_dim": "use `hidden_size`",
     "num_layers": "use `num_hidden_layers`",
     "max_sequence_length": "use `max_position_embeddings`",
+    "sequence_length": "use `max_position_embeddings`",
     "ffn_hidden_dim": "use `intermediate_size`",
     "norm_eps": "use `layer_norm_eps`",
     "dropout": "use `hidden_dropout_prob`",
@@ -58,6 +59,12 @@ SEED_KEYWORDS = {
        f"centre and p_{axis}_prime after it, `patch_size` cells here, (patch_size - 1) // 2 before the centre; other "
        "extents are not carried over" for axis in "hwd" for prime in ("", "_prime")},
     **{f"cd_{axis}": "use `patch_stride` with `centered_patches=True`, or `packing_strategy`" for axis in "hwd"},
+    "sequence_mixer_cfg": "use `mixer_layout` (a mixer per layer, 'none' for no mixer branch)",
+    "mlp_cfg": "use `intermediate_size` (0 for no MLP branch) and `hidden_act`",
+    "condition_mixer_cfg": "use `condition_type` (and `condition_size`)",
+    **{f"{branch}_norm_cfg": "use `norm_type` (a branch that is off has no norm)"
+       for branch in ("sequence_mixer", "mlp", "condition_mixer")},
+    "dropout_cfg": "use `hidden_dropout_prob` and `drop_path_rate`",
     "with_lorr": "use `patch_embed_rank`",
     "r": "use `patch_embed_rank` (tinyBIG's LoRR rank)",
     **{name: "this option is not carried over (the README lists these options and why)" for name in (

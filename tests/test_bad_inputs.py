@@ -102,6 +102,8 @@ CONFIG_ROWS = [
     (dict(cd_h=2), r"`cd_h` is .*: use `patch_stride` with `centered_patches=True`, or `packing_strategy`"),
     (dict(use_positional_encoding=False), r"use `position_embedding_type` \('absolute', 'sinusoidal' or 'none'\)"),
     (dict(with_batch_norm=True), r"`with_batch_norm` is a keyword .*: this option is not carried over"),
+    (dict(sequence_length=64), r"`sequence_length` is a keyword of the seed libraries .*: use `max_position_emb"),
+    (dict(mlp_norm_cfg=None), r"`mlp_norm_cfg` is a keyword .*: use `norm_type` \(a branch that is off has no norm\)"),
     (dict(condition_type="adaln_zero", condition_size=0), r"`condition_size` must be a positive integer or None"),
     (dict(hidden_sizes=[16, 32], depths=[1, 1]),
      r"`hidden_sizes` and `depths` need an image model \(set `image_size`\)"),
