@@ -1210,12 +1210,14 @@ def loss_precision(tensor):
 
 def _reduce(losses, num_items_in_batch):
     """Mean of per-item losses, or their sum over `num_items_in_batch` when Trainer counts items across
-    gradient accumulation steps and processes (so the loss is the same on 1 or N processes)."""
+    gradient accumulation steps and processes (so the loss is the same on 1 or N processes). A count of 0 (Trainer's
+    for a batch whose labels are all ignored, such as an evaluation batch with no masked token) gives the sum, 0,
+    where the division gave NaN and made the whole evaluation loss NaN."""
     if num_items_in_batch is None:
         return losses.mean()
     if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(losses.device)
-    return losses.sum() / num_items_in_batch
+        return losses.sum() / num_items_in_batch.to(losses.device).clamp(min=1)
+    return losses.sum() / max(num_items_in_batch, 1)
 
 
 def validate_class_labels(labels, expected_shape, num_classes):
