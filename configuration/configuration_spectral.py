@@ -386,6 +386,8 @@ class SpectralConfig(PretrainedConfig):
         depth = kwargs.get("num_hidden_layers")
         if depth is None:
             depth = depth_of_stages(kwargs.get("depths"))
+        else:  # checked before the layout is resized with it (a string from a command line multiplied a list)
+            _check_positive_int("num_hidden_layers", depth)
         if depth is not None and "mixer_layout" not in kwargs:
             layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
             config_dict.update(num_hidden_layers=depth, mixer_layout=layout)

@@ -475,9 +475,9 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 f"{type(self).__name__} is an image model: it has patch embeddings, not a token vocabulary to resize."
             )
         if new_num_tokens is not None:
-            if isinstance(new_num_tokens, bool) or not hasattr(new_num_tokens, "__index__") or new_num_tokens < 1:
-                raise ValueError(f"`new_num_tokens` must be a positive integer (or None), got {new_num_tokens!r}.")
-            new_num_tokens = operator.index(new_num_tokens)
+            new_num_tokens = _positive_index("new_num_tokens", new_num_tokens)
+        if pad_to_multiple_of is not None:  # transformers divides by it, and refuses numpy integers
+            pad_to_multiple_of = _positive_index("pad_to_multiple_of", pad_to_multiple_of)
         if new_num_tokens is not None and self.config.pad_token_id is not None:
             size = new_num_tokens
             if pad_to_multiple_of is not None:
@@ -534,6 +534,13 @@ class SpectralPreTrainedModel(PreTrainedModel):
             self._upload_modified_files(
                 save_directory, repo_id, files_timestamps, token=kwargs.get("token"), **hub_options
             )
+
+
+def _positive_index(name, value):
+    """`value` as an int where it is a positive integer of any type (numpy's included), else a `ValueError`."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer (or None), got {value!r}.")
+    return operator.index(value)
 
 
 # Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.

@@ -1223,6 +1223,11 @@ def test_resize_token_embeddings_takes_numpy_integers_and_refuses_bools():
     assert model.resize_token_embeddings(np.int64(120)).num_embeddings == 120
     with pytest.raises(ValueError, match=r"`new_num_tokens` must be a positive integer \(or None\), got True"):
         model.resize_token_embeddings(True)
+    # transformers divided by it (0: ZeroDivisionError) and rounded down for a negative one (fewer rows than asked)
+    for multiple in (0, -8, 2.5):
+        with pytest.raises(ValueError, match=rf"`pad_to_multiple_of` must be a positive integer .*, got {multiple}"):
+            model.resize_token_embeddings(60, pad_to_multiple_of=multiple)
+    assert model.resize_token_embeddings(60, pad_to_multiple_of=np.int64(16)).num_embeddings == 64
 
 
 def test_resizing_a_text_model_to_an_image_size_is_refused():

@@ -410,6 +410,16 @@ def test_a_compact_layout_set_after_creation_is_expanded(assign, tmp_path):
     assert AutoConfig.from_pretrained(tmp_path / "saved").mixer_layout == expected
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("depth", ["2", 2.0, 0])
+def test_a_depth_override_of_from_pretrained_is_checked_before_it_resizes_the_layout(family, depth, tmp_path):
+    """A string from a command line (or a float) reached the layout resizing first: a TypeError about multiplying
+    a sequence, or comparing str and int, that named no field."""
+    tiny_config(family).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=rf"`num_hidden_layers` must be a positive integer, got {depth!r}"):
+        AutoConfig.from_pretrained(tmp_path, num_hidden_layers=depth)
+
+
 def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tmp_path):
     """`hidden_sizes`, `depths` and `hidden_size` are checked against each other, so their `from_pretrained`
     overrides are applied before the config checks itself, and `depths` alone sets `num_hidden_layers` to its sum.
