@@ -21,6 +21,12 @@ class CrossAttention(MultiHeadAttention):
         super().__init__(hidden_size, condition_size, num_heads, dropout)
 
     def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
+        condition_size = self.k_proj.in_features
+        if condition.ndim < 3 or condition.shape[0] != x.shape[0] or condition.shape[-1] != condition_size:
+            raise ValueError(
+                f"CrossAttention takes a condition of shape (batch, *tokens, condition_size) = ({x.shape[0]}, ..., "
+                f"{condition_size}) for x of shape {tuple(x.shape)}, got {tuple(condition.shape)}."
+            )
         return self.attend(x, condition, condition_mask, False, attn_implementation)[0]
 
 
@@ -40,6 +46,12 @@ class AdaLNZero(nn.Module):
         self.modulation_bias = nn.Parameter(torch.empty(3 * hidden_size))
 
     def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
+        condition_size = self.modulation_weight.shape[1]
+        if condition.shape != (x.shape[0], condition_size):
+            raise ValueError(
+                f"AdaLNZero takes a pooled condition of shape (batch, condition_size) = ({x.shape[0]}, "
+                f"{condition_size}) for x of shape {tuple(x.shape)}, got {tuple(condition.shape)}."
+            )
         modulation = F.linear(self.act(condition), self.modulation_weight, self.modulation_bias)  # (B, 3D)
         shift, scale, gate = modulation.chunk(3, dim=-1)  # each (B, D)
         view = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])  # broadcast over the grid

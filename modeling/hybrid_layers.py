@@ -38,6 +38,8 @@ class HybridMixer(nn.Module):
     def __init__(self, mixers):
         super().__init__()
         self.mixers = nn.ModuleList(mixers)
+        if len(self.mixers) < 2:
+            raise ValueError(f"{type(self).__name__} combines at least two mixers, got {len(self.mixers)}.")
 
     def _run_children(self, x, mask, output_attentions, attn_implementation, fft_shape):
         outputs, attention = [], None

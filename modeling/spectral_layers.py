@@ -187,10 +187,14 @@ def check_mixer_input(layer, x, mask, hidden_size=None):
         )
 
 
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def fft_shape_tuple(fft_shape):
     """A mixer's `fft_shape` (an int for one axis, or a sequence of them) as a tuple of positive ints."""
-    shape = (fft_shape,) if isinstance(fft_shape, int) else tuple(fft_shape)
-    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+    shape = tuple(fft_shape) if isinstance(fft_shape, (list, tuple)) else (fft_shape,)
+    if not shape or not all(_is_positive_int(n) for n in shape):
         raise ValueError(
             f"`fft_shape` must be a positive int or a sequence of them (one per grid axis), got {fft_shape!r}."
         )
@@ -618,7 +622,7 @@ class SpectralMixer(nn.Module):
     def forward(self, x, mask=None, fft_shape=None):
         """x: (B, *grid, D), mask: (B, *grid) -> (B, *grid, D); `fft_shape` overrides the built FFT grid."""
         check_mixer_input(self, x, mask, self.hidden_size)
-        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        fft_shape = self.fft_shape if fft_shape is None else fft_shape_tuple(fft_shape)
         grid_shape = _check_grid(x, fft_shape)
         chunks = _batch_chunks(x, mask)
         if chunks is None:
@@ -983,10 +987,17 @@ class AFNOMixer(SpectralMixer):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
         for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
-        if not isinstance(num_blocks, int) or num_blocks < 1 or hidden_size % num_blocks:
+        if not _is_positive_int(num_blocks) or hidden_size % num_blocks:
             raise ValueError(
                 f"AFNO num_blocks ({num_blocks!r}) must be a positive divisor of hidden_size ({hidden_size})."
             )
+        for name, value in (("hidden_size_factor", hidden_size_factor), ("num_modes", num_modes)):
+            if not (_is_positive_int(value) or (name == "num_modes" and value is None)):
+                raise ValueError(f"AFNO {name} must be a positive integer, got {value!r}.")
+        if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, numbers.Real) or not (
+            0 <= sparsity_threshold < math.inf
+        ):
+            raise ValueError(f"AFNO sparsity_threshold must be a number >= 0, got {sparsity_threshold!r}.")
         if kept_modes is not None and num_modes is not None:
             raise ValueError("Give AFNOMixer at most one of `kept_modes` (fixed indices) and `num_modes`.")
         self.fft_shape = fft_shape_tuple(fft_shape)

@@ -21,7 +21,18 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, PreTrainedTokenizerFast
 
 from conftest import FAMILIES, model_class, tiny_config
-from fourierformers import GFNetForImageClassification, GFNetForSequenceClassification, GFNetModel
+from fourierformers import (
+    AdaLNZero,
+    AdaptiveMixer,
+    AFNOMixer,
+    CrossAttention,
+    FourierMixer,
+    GFNetForImageClassification,
+    GFNetForSequenceClassification,
+    GFNetModel,
+    GlobalFilter,
+    MultiscaleMixer,
+)
 from fourierformers.atomic_directory import atomic_directory, work_dir_for
 from fourierformers.patch_embedding import resize_model_to_image_size
 
@@ -496,6 +507,34 @@ def test_a_changed_norm_activation_or_wiring_is_refused(family, field, value, tm
     with pytest.raises(ValueError, match=message):
         model.save_pretrained(tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+X = torch.randn(2, 6, 16)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: AFNOMixer(16, 8, num_blocks=True), r"AFNO num_blocks \(True\) must be a positive divisor of hidden_size"),
+    (lambda: AFNOMixer(16, 8, hidden_size_factor=-1), r"AFNO hidden_size_factor must be a positive integer, got -1"),
+    (lambda: AFNOMixer(16, 8, hidden_size_factor=1.5), r"AFNO hidden_size_factor must be a positive integer, got 1.5"),
+    (lambda: AFNOMixer(16, 8, num_modes=2.5), r"AFNO num_modes must be a positive integer, got 2.5"),
+    (lambda: AFNOMixer(16, 8, sparsity_threshold=-1), r"AFNO sparsity_threshold must be a number >= 0, got -1"),
+    (lambda: FourierMixer(8.0), r"`fft_shape` must be a positive int or a sequence of them .*got 8.0"),
+    (lambda: GlobalFilter(16, 8)(X, fft_shape=12.0), r"`fft_shape` must be a positive int .*got 12.0"),
+    (lambda: AdaptiveMixer([], 16), r"AdaptiveMixer combines at least two mixers, got 0"),
+    (lambda: MultiscaleMixer([FourierMixer(8)], 16), r"MultiscaleMixer combines at least two mixers, got 1"),
+    (lambda: AdaLNZero(16, 8)(X, torch.randn(2, 4)),
+     r"AdaLNZero takes a pooled condition of shape \(batch, condition_size\) = \(2, 8\) .*got \(2, 4\)"),
+    (lambda: AdaLNZero(16, 8)(X, torch.randn(1, 8)), r"= \(2, 8\) for x of shape \(2, 6, 16\), got \(1, 8\)"),
+    (lambda: CrossAttention(16, 8, 2)(X, torch.randn(2, 3, 4)),
+     r"CrossAttention takes a condition of shape \(batch, \*tokens, condition_size\) = \(2, ..., 8\)"),
+    (lambda: CrossAttention(16, 8, 2)(X, torch.randn(2, 8)), r"got \(2, 8\)"),
+])
+def test_layers_used_on_their_own_check_their_arguments(call, message):
+    """The layers are public building blocks: their bad arguments failed deep inside torch (a negative dimension,
+    softshrink, argmax of nothing, a matmul of the wrong width) or on the first call, where the models' own checks
+    do not reach."""
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
