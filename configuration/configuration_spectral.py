@@ -383,15 +383,15 @@ class SpectralConfig(PretrainedConfig):
         saved = cls.upgrade_format(config_dict)
         fields = {field.name for field in dataclasses.fields(cls)} - {"transformers_version", "fourierformers_format"}
         config_dict = {**saved, **{name: value for name, value in kwargs.items() if name in fields}}
-        depth = kwargs.get("num_hidden_layers")
-        if depth is None:
+        if "num_hidden_layers" in kwargs:  # before it resizes the layout (a string multiplied a list)
+            _check_positive_int("num_hidden_layers", kwargs["num_hidden_layers"])
+            depth = kwargs["num_hidden_layers"]
+        else:
             depth = depth_of_stages(kwargs.get("depths"))
-        else:  # checked before the layout is resized with it (a string from a command line multiplied a list)
-            _check_positive_int("num_hidden_layers", depth)
         if depth is not None and "mixer_layout" not in kwargs:
             layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
             config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
-        return super().from_dict(cls.drop_ignored_fields(config_dict), **kwargs)
+        return super().from_dict(cls.drop_ignored_fields(config_dict, overridden=kwargs.keys()), **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):
@@ -433,13 +433,14 @@ class SpectralConfig(PretrainedConfig):
         return {**config_dict, "fourierformers_format": CONFIG_FORMAT}
 
     @classmethod
-    def drop_ignored_fields(cls, config_dict):
+    def drop_ignored_fields(cls, config_dict, overridden=()):
         """A copy of a saved `config_dict` without the fields that the model never used, logging a warning for each:
         keywords of the seed libraries (`SEED_KEYWORDS`), `condition_size` without a `condition_type`, image fields (or
         invalid patch fields) in a text config, a position embedding type other than the learned one in an image config,
         `afno_num_modes` beside `afno_kept_modes`, and either without an AFNO layer. Older versions stored them and
         ignored them; the constructor now refuses them, which would make those checkpoints unloadable, so a loaded
-        config drops them as the saved model did."""
+        config drops them as the saved model did. The `overridden` fields (keywords of `from_pretrained`, applied to
+        `config_dict` already) are the user's, not the saved model's: they are kept for the constructor to check."""
         reasons = {name: f"a keyword of the seed libraries (spectrans, tinyBIG) that the model never used; "
                    f"{SEED_KEYWORDS[name]}" for name in config_dict.keys() & SEED_KEYWORDS.keys()}
         if config_dict.get("condition_size") is not None and config_dict.get("condition_type") is None:
@@ -460,6 +461,8 @@ class SpectralConfig(PretrainedConfig):
             for name in AFNO_MODE_FIELDS:
                 if config_dict.get(name) is not None:
                     reasons[name] = "no layer of the model has an AFNO mixer"
+        for name in overridden:
+            reasons.pop(name, None)
         for name in sorted(reasons):
             logger.warning(f"Ignoring `{name}`={config_dict[name]!r} of the saved {cls.__name__}: {reasons[name]}.")
         return {name: value for name, value in config_dict.items() if name not in reasons}

@@ -411,13 +411,28 @@ def test_a_compact_layout_set_after_creation_is_expanded(assign, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("depth", ["2", 2.0, 0])
+@pytest.mark.parametrize("depth", ["2", 2.0, 0, None])
 def test_a_depth_override_of_from_pretrained_is_checked_before_it_resizes_the_layout(family, depth, tmp_path):
     """A string from a command line (or a float) reached the layout resizing first: a TypeError about multiplying
-    a sequence, or comparing str and int, that named no field."""
+    a sequence, or comparing str and int, that named no field; None gave a config of depth None."""
     tiny_config(family).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=rf"`num_hidden_layers` must be a positive integer, got {depth!r}"):
         AutoConfig.from_pretrained(tmp_path, num_hidden_layers=depth)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(depths=[1, 1]), r"`depths` needs an image model \(set `image_size`\)"),
+    (dict(afno_num_modes=2), r"`afno_num_modes` \(2\) selects the modes of AFNO mixers, and no layer uses one"),
+])
+def test_an_override_of_from_pretrained_is_checked_not_dropped_as_an_unused_saved_field(override, message, tmp_path,
+                                                                                        caplog):
+    """Fields that a saved config holds but its model never used are dropped with a warning; a keyword override
+    went through the same filter, was blamed on the saved config ("Ignoring `depths` of the saved GFNetConfig"),
+    then set again, and gave an invalid config that only failed when a model was built from it."""
+    tiny_config("gfnet").save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger=CONFIG_LOGGER), pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path, **override)
+    assert "of the saved" not in caplog.text
 
 
 def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tmp_path):
