@@ -1249,6 +1249,12 @@ def validate_class_labels(labels, expected_shape, num_classes):
     return labels
 
 
+def check_real_targets(labels, what):
+    """Refuse complex regression targets: the cast to the predictions' real dtype drops the imaginary part."""
+    if labels.is_complex():
+        raise ValueError(f"{what} must be real numbers (predictions are real), got dtype {labels.dtype}.")
+
+
 def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
     """Check the labels of a sequence- or image-level head for `problem_type`, raising `ValueError` with the
     expected shape (and range) before the loss would fail or broadcast; returns them (class indices as int64)."""
@@ -1261,6 +1267,7 @@ def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
                 f"Regression `labels` must have shape {shapes}({batch_size}, num_labels={num_labels}), "
                 f"got {tuple(labels.shape)}."
             )
+        check_real_targets(labels, "Regression `labels`")
     elif problem_type == "single_label_classification":
         if tuple(labels.shape) == (batch_size, 1):  # a column of class indices, as BERT's heads accept
             labels = labels.reshape(batch_size)

@@ -15,6 +15,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
     _reduce,
+    check_real_targets,
     classifier_dropout,
     loss_precision,
     sequence_classification_loss,
@@ -197,6 +198,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
                     f"{self.num_output_channels}, *image_size) = {tuple(predictions.shape)}, got "
                     f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}."
                 )
+            check_real_targets(labels, "Patch regression `labels`")
             estimates = loss_precision(predictions)
             losses = F.mse_loss(estimates, labels.to(estimates.device, estimates.dtype), reduction="none")
             loss = _reduce(losses, num_items_in_batch)

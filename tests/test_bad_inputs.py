@@ -340,6 +340,16 @@ def test_regression_labels_name_only_the_shapes_allowed(num_labels, shape, allow
         model(input_ids=ids(), labels=torch.randn(shape))
 
 
+def test_complex_regression_targets_are_refused():
+    """The cast to the predictions' dtype dropped the imaginary part (with only torch's casting warning)."""
+    model = cached_model("gfnet", "ForSequenceClassification", num_labels=1, problem_type="regression")
+    with pytest.raises(ValueError, match=r"Regression `labels` must be real numbers .*got dtype torch.complex64"):
+        model(input_ids=ids(), labels=torch.randn(2, dtype=torch.complex64))
+    patches = cached_model("gfnet", "ForPatchRegression", **IMAGE, num_output_channels=2)
+    with pytest.raises(ValueError, match=r"Patch regression `labels` must be real numbers .*torch.complex64"):
+        patches(pixel_values=torch.randn(2, 3, 16, 16), labels=torch.randn(2, 2, 16, 16, dtype=torch.complex64))
+
+
 # Pixel forwards and image-head constructors: every family, 16 x 16 RGB images in 4 x 4 patches.
 
 IMAGE_ROWS = [
