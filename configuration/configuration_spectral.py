@@ -343,15 +343,13 @@ class SpectralConfig(PretrainedConfig):
         # per-layer layout along, as the same keyword of `from_pretrained` does: the family default at the new
         # depth where the layout is the default at the old one, else `layout_for_depth`. While the dataclass
         # __init__ runs, the layout is not set yet (it is set after the depth, in field order, or by __post_init__),
-        # so a layout and depth given together are still checked against each other. A layout assigned to a config of
-        # known depth (a `from_pretrained` keyword, which transformers sets again after the config is created, or
-        # `update`) is expanded at once, so that `mixers_used` and validation read one entry per layer.
+        # so a layout and depth given together are still checked against each other. A compact `{"pattern": [...]}`
+        # layout assigned afterwards stays compact until the config is validated (`expand_layout`), so that it repeats
+        # to the final depth whichever of the two is assigned first.
         layout = self.__dict__.get("mixer_layout")
         depth = self.__dict__.get("num_hidden_layers")
         if name == "num_hidden_layers" and isinstance(layout, list) and value != depth and _is_int(value) and value > 0:
             super().__setattr__("mixer_layout", self.layout_at_depth(layout, depth, value))
-        if name == "mixer_layout" and _is_int(depth) and depth > 0:
-            value = expand_mixer_layout(value, depth)
         super().__setattr__(name, value)
 
     @classmethod
@@ -365,9 +363,9 @@ class SpectralConfig(PretrainedConfig):
 
     def expand_layout(self):
         """Bring `mixer_layout` to one entry per layer with every strategy option filled in (the compact
-        `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs when the config is created,
-        and again when a model is built from it, for a layout set afterwards (a `from_pretrained` keyword override
-        or an assignment, which transformers applies with setattr)."""
+        `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs first in every validation
+        (`validate_architecture`: when the config is created or loaded, when a model is built from it, when it is
+        saved), for a layout assigned afterwards (`config.mixer_layout = ...`, `update`)."""
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)
         self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
 
@@ -378,8 +376,9 @@ class SpectralConfig(PretrainedConfig):
         before the config is checked, so that fields checked against each other can change together (`image_size`
         with `patch_size`, `hidden_size` with `num_attention_heads`, ...); a `num_hidden_layers` override without a
         `mixer_layout` one resizes the saved layout as assigning the depth does (`layout_at_depth`): a checkpoint
-        loads as its first layers, as transformers' models do. A `depths` override without a `num_hidden_layers` one
-        sets the depth to their sum."""
+        loads as its first layers, as transformers' models do, except that a family's default layout becomes the
+        default at the new depth. A `depths` override without a `num_hidden_layers` one sets the depth to their sum.
+        transformers sets every keyword again after the config is created, so the layout is expanded once more."""
         saved = cls.upgrade_format(config_dict)
         fields = {field.name for field in dataclasses.fields(cls)} - {"transformers_version", "fourierformers_format"}
         config_dict = {**saved, **{name: value for name, value in kwargs.items() if name in fields}}
@@ -388,10 +387,14 @@ class SpectralConfig(PretrainedConfig):
             depth = kwargs["num_hidden_layers"]
         else:
             depth = depth_of_stages(kwargs.get("depths"))
-        if depth is not None and "mixer_layout" not in kwargs:
-            layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
-            config_dict.update(num_hidden_layers=depth, mixer_layout=layout)
-        return super().from_dict(cls.drop_ignored_fields(config_dict, overridden=kwargs.keys()), **kwargs)
+        if depth is not None:
+            config_dict["num_hidden_layers"] = depth
+            if "mixer_layout" not in kwargs:
+                layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
+                config_dict["mixer_layout"] = layout
+        loaded = super().from_dict(cls.drop_ignored_fields(config_dict, overridden=kwargs.keys()), **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).expand_layout()  # (config, unused kwargs) or config
+        return loaded
 
     @classmethod
     def from_json_file(cls, json_file):
@@ -480,8 +483,10 @@ class SpectralConfig(PretrainedConfig):
 
     @property
     def mixers_used(self):
-        """The set of mixer names in `mixer_layout`, including those inside hybrid-strategy entries."""
-        return mixer_names(self.mixer_layout)
+        """The set of mixer names in `mixer_layout`, including those inside hybrid-strategy entries (of a compact
+        layout assigned since the config was validated, too)."""
+        layout = self.mixer_layout
+        return mixer_names(expand_mixer_layout(layout, self.num_hidden_layers) if isinstance(layout, dict) else layout)
 
     @classmethod
     def default_layout(cls, num_hidden_layers):
@@ -631,7 +636,9 @@ class SpectralConfig(PretrainedConfig):
         """Raise `ValueError` naming the field and its allowed values for any invalid setting or combination.
         Runs at the end of `__post_init__`, and again when a model is built from the config and in `validate`
         (called by `save_pretrained`): transformers applies the keyword overrides of `from_pretrained` with setattr
-        after `__post_init__`, and a user may assign a field of an existing config."""
+        after `__post_init__`, and a user may assign a field of an existing config. A compact layout is expanded
+        first (`expand_layout`)."""
+        self.expand_layout()
         super().validate_architecture()
         for name in (
             "vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings", "num_labels",

@@ -69,11 +69,6 @@ def _with_default_option(entry):
 
 def validate_mixer_layout(layout, num_hidden_layers):
     """Raise `ValueError` naming the bad entry and the valid choices; return the set of mixer names used."""
-    if isinstance(layout, dict):
-        raise ValueError(
-            f"`mixer_layout` is the compact form {layout!r}, which is expanded only when a config is created; give "
-            f"the config a list with one entry per layer ({num_hidden_layers})."
-        )
     if not isinstance(layout, list):
         raise ValueError(
             f"`mixer_layout` must be a list with one entry per layer or the compact form {{'pattern': [entry, ...]}}, "

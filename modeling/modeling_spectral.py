@@ -954,10 +954,9 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__(config)
-        # transformers applies the keyword overrides of `from_pretrained` with setattr after the config expanded its
-        # layout and validated itself, and a user may assign a field: do both again, once per model (every head
+        # transformers applies the keyword overrides of `from_pretrained` with setattr after the config validated
+        # itself (expanding its layout), and a user may assign a field: validate again, once per model (every head
         # builds its backbone before its own layers) and for about 0.1 ms.
-        config.expand_layout()
         config.validate_architecture()
         self.fft_shape = config.grid_shape
         self.stage_grid_shapes = config.stage_grid_shapes

@@ -389,25 +389,31 @@ def test_depth_override_of_from_pretrained_follows_the_family_default_as_assignm
         "fourier", "attention"]
 
 
-@pytest.mark.parametrize("assign", ["from_pretrained", "update", "setattr"])
-def test_a_compact_layout_set_after_creation_is_expanded(assign, tmp_path):
+@pytest.mark.parametrize("assign", ["from_pretrained", "update", "update_depth_last", "setattr_depth_last"])
+def test_a_compact_layout_set_after_creation_repeats_to_the_final_depth(assign, tmp_path):
     """transformers sets each `from_pretrained` keyword again after the config is created, and `update` and
     assignment set fields the same way: a `{"pattern": [...]}` layout stayed a dict, `mixers_used` read its key
-    ({'pattern'}) and saving refused the config with a message about the fields of mixers it does not use."""
-    pattern = {"pattern": ["global_filter", {"strategy": "cascade", "mixers": ["fourier", "attention"]}]}
-    expected = ["global_filter", {"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": False}] * 2
-    config = tiny_config("fnet_hybrid", num_hidden_layers=4)
+    ({'pattern'}) and saving refused the config with a message about the fields of mixers it does not use. Expanded
+    at once, a pattern assigned before the depth was repeated to the old depth, then taken for the family default."""
+    pattern = {"pattern": ["fourier", {"strategy": "cascade", "mixers": ["fourier", "attention"]}]}
+    expected = ["fourier", {"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": False}] * 2
+    config = tiny_config("fnet_hybrid", num_hidden_layers=2)
     if assign == "from_pretrained":
         config.save_pretrained(tmp_path)
-        config = AutoConfig.from_pretrained(tmp_path, mixer_layout=pattern)
+        config = AutoConfig.from_pretrained(tmp_path, mixer_layout=pattern, num_hidden_layers=4)
+        assert config.mixer_layout == expected
     elif assign == "update":
-        config.update({"mixer_layout": pattern})
+        config.update({"num_hidden_layers": 4, "mixer_layout": pattern})
+    elif assign == "update_depth_last":
+        config.update({"mixer_layout": pattern, "num_hidden_layers": 4})
     else:
         config.mixer_layout = pattern
-    assert config.mixer_layout == expected
-    assert config.mixers_used == {"global_filter", "fourier", "attention"}
+        config.num_hidden_layers = 4
+    assert config.mixers_used == {"fourier", "attention"}
+    assert [type(layer.mixer).__name__ for layer in model_class("fnet_hybrid", "Model")(config).layers] == [
+        "FourierMixer", "CascadeMixer"] * 2
     config.save_pretrained(tmp_path / "saved")
-    assert AutoConfig.from_pretrained(tmp_path / "saved").mixer_layout == expected
+    assert config.mixer_layout == AutoConfig.from_pretrained(tmp_path / "saved").mixer_layout == expected
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -442,7 +448,8 @@ def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tm
     and `depths` alone gave an invalid config (5 layers over 4 stage blocks) without an error."""
     GFNetConfig(image_size=32, patch_size=4, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 2, 1],
                 num_hidden_layers=5, hidden_size=64).save_pretrained(tmp_path / "gfnet_h")
-    for overrides in (dict(depths=[1, 1, 1, 1]), dict(depths=[1, 1, 1, 1], num_hidden_layers=4)):
+    for overrides in (dict(depths=[1, 1, 1, 1]), dict(depths=[1, 1, 1, 1], num_hidden_layers=4),
+                      dict(depths=[1, 1, 1, 1], mixer_layout=["global_filter"] * 4)):
         config = GFNetConfig.from_pretrained(tmp_path / "gfnet_h", **overrides)
         assert config.depths == [1, 1, 1, 1] and config.num_hidden_layers == 4 and len(config.mixer_layout) == 4
     with pytest.raises(ValueError, match=r"`num_hidden_layers` \(5\) must equal sum\(depths\) = 4"):
