@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import math
 import numbers
+import operator
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -187,18 +188,22 @@ def check_mixer_input(layer, x, mask, hidden_size=None):
         )
 
 
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _is_positive_integer(value):
+    """Whether `value` is a positive integer of any type (Python's, numpy's), not a bool."""
+    return not isinstance(value, bool) and hasattr(value, "__index__") and value > 0
 
 
 def fft_shape_tuple(fft_shape):
-    """A mixer's `fft_shape` (an int for one axis, or a sequence of them) as a tuple of positive ints."""
-    shape = tuple(fft_shape) if isinstance(fft_shape, (list, tuple)) else (fft_shape,)
-    if not shape or not all(_is_positive_int(n) for n in shape):
+    """A mixer's `fft_shape` (an integer for one axis, or a sequence of them) as a tuple of positive ints."""
+    try:
+        shape = tuple(fft_shape)
+    except TypeError:  # one axis
+        shape = (fft_shape,)
+    if not shape or not all(_is_positive_integer(n) for n in shape):
         raise ValueError(
-            f"`fft_shape` must be a positive int or a sequence of them (one per grid axis), got {fft_shape!r}."
+            f"`fft_shape` must be a positive integer or a sequence of them (one per grid axis), got {fft_shape!r}."
         )
-    return shape
+    return tuple(operator.index(n) for n in shape)
 
 
 def _check_grid(x, fft_shape):
@@ -801,7 +806,8 @@ class GlobalFilter(SpectralMixer):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
         `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
         weight = self.complex_weight
-        if fft_shape is not None and tuple(fft_shape) != self.fft_shape:
+        fft_shape = self.fft_shape if fft_shape is None else fft_shape_tuple(fft_shape)
+        if fft_shape != self.fft_shape:
             weight = resize_filter(weight, fft_shape)
         weight = weight.to(dtype)
         if self.activation == "sigmoid":
@@ -819,7 +825,7 @@ class GlobalFilter(SpectralMixer):
         where a broadcast (D, ...) filter gets it summed over a batch axis of size one, and removing the axis by
         indexing would zero-fill and copy it in the backward (one copy of the whole filter per layer and step
         either way)."""
-        fft_shape = self.fft_shape if fft_shape is None else tuple(fft_shape)
+        fft_shape = self.fft_shape if fft_shape is None else fft_shape_tuple(fft_shape)
 
         def compute():
             kernel = self.complex_filter(dtype, fft_shape)  # (*freq_shape, D)
@@ -987,13 +993,15 @@ class AFNOMixer(SpectralMixer):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
         for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
-        if not _is_positive_int(num_blocks) or hidden_size % num_blocks:
+        if not _is_positive_integer(num_blocks) or hidden_size % num_blocks:
             raise ValueError(
                 f"AFNO num_blocks ({num_blocks!r}) must be a positive divisor of hidden_size ({hidden_size})."
             )
         for name, value in (("hidden_size_factor", hidden_size_factor), ("num_modes", num_modes)):
-            if not (_is_positive_int(value) or (name == "num_modes" and value is None)):
+            if not (_is_positive_integer(value) or (name == "num_modes" and value is None)):
                 raise ValueError(f"AFNO {name} must be a positive integer, got {value!r}.")
+        num_blocks, hidden_size_factor = operator.index(num_blocks), operator.index(hidden_size_factor)
+        num_modes = None if num_modes is None else operator.index(num_modes)
         if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, numbers.Real) or not (
             0 <= sparsity_threshold < math.inf
         ):

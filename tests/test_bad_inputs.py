@@ -528,8 +528,9 @@ X = torch.randn(2, 6, 16)
     (lambda: AFNOMixer(16, 8, hidden_size_factor=1.5), r"AFNO hidden_size_factor must be a positive integer, got 1.5"),
     (lambda: AFNOMixer(16, 8, num_modes=2.5), r"AFNO num_modes must be a positive integer, got 2.5"),
     (lambda: AFNOMixer(16, 8, sparsity_threshold=-1), r"AFNO sparsity_threshold must be a number >= 0, got -1"),
-    (lambda: FourierMixer(8.0), r"`fft_shape` must be a positive int or a sequence of them .*got 8.0"),
-    (lambda: GlobalFilter(16, 8)(X, fft_shape=12.0), r"`fft_shape` must be a positive int .*got 12.0"),
+    (lambda: FourierMixer(8.0), r"`fft_shape` must be a positive integer or a sequence of them .*got 8.0"),
+    (lambda: GlobalFilter(16, 8)(X, fft_shape=12.0), r"`fft_shape` must be a positive integer .*got 12.0"),
+    (lambda: GlobalFilter(16, 8).complex_filter(fft_shape=(0,)), r"`fft_shape` must be a positive .*got \(0,\)"),
     (lambda: AdaptiveMixer([], 16), r"AdaptiveMixer combines at least two mixers, got 0"),
     (lambda: MultiscaleMixer([FourierMixer(8)], 16), r"MultiscaleMixer combines at least two mixers, got 1"),
     (lambda: AdaLNZero(16, 8)(X, torch.randn(2, 4)),
@@ -545,6 +546,15 @@ def test_layers_used_on_their_own_check_their_arguments(call, message):
     do not reach."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_layers_take_integers_of_any_type():
+    """numpy integers (a shape read from an array) are integers: the argument checks of the layers accept them."""
+    afno = AFNOMixer(16, np.array([8]), num_blocks=np.int64(4), hidden_size_factor=np.int64(2), num_modes=np.int64(2))
+    assert (afno.fft_shape, afno.num_blocks, afno.num_modes, afno.w1.shape[-1]) == ((8,), 4, 2, 8)
+    mixer = GlobalFilter(16, 8)
+    torch.testing.assert_close(mixer(X, fft_shape=np.array([12])), mixer(X, fft_shape=(12,)))
+    torch.testing.assert_close(mixer(X, fft_shape=range(12, 13)), mixer(X, fft_shape=12))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
