@@ -556,8 +556,9 @@ SHAPE_FIELDS = (
 # residual wiring, pooling, FFT normalisation): a later change is refused, as the layers would go on computing the
 # built function and a saved config would describe another. The vocabulary and the length are checked against the
 # embeddings and FFTs themselves (`resize_token_embeddings` changes the vocabulary), the classes against the
-# classifier when a head is saved (`SpectralPreTrainedModel._check_head_unchanged`). Dropout rates are not kept: they
-# act in training only.
+# classifier when a head is saved (`SpectralPreTrainedModel._check_head_unchanged`). Dropout rates are left out, as
+# in transformers' models: the built Dropout modules keep theirs, and a changed rate changes only how a model
+# loaded from the saved config trains.
 BUILT_FIELDS = (
     *(name for name in SHAPE_FIELDS if name not in ("vocab_size", "max_position_embeddings", "num_labels")),
     "patch_shape", "fourier_norm", "hidden_act", "layer_norm_eps", "norm_type", "norm_first", "mixer_residual",
@@ -1108,9 +1109,10 @@ class SpectralModel(SpectralPreTrainedModel):
 
     def _check_config_unchanged(self):
         """The inputs are checked against the config; refuse a config whose vocabulary, length or any other field
-        the built model keeps (`BUILT_FIELDS`: sizes, layout, condition branch, image geometry) was changed after
-        the model was built (its layers stay as they were built: a condition given to a branch added afterwards was
-        ignored, and a saved config would not describe the weights)."""
+        the built model keeps (`BUILT_FIELDS`: sizes, layout, condition branch, image geometry, norms, activations,
+        residual wiring, pooling) was changed after the model was built (its layers stay as they were built: a
+        condition given to a branch added afterwards was ignored, and a saved config would not describe the
+        weights)."""
         built = dict(self.built_fields)
         if self.built_fields["image_size"] is None:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
@@ -1222,8 +1224,9 @@ def _reduce(losses, num_items_in_batch):
     if num_items_in_batch is None:
         return losses.mean()
     if torch.is_tensor(num_items_in_batch):
-        return losses.sum() / num_items_in_batch.to(losses.device).clamp(min=1)
-    return losses.sum() / max(num_items_in_batch, 1)
+        count = num_items_in_batch.to(losses.device)
+        return losses.sum() / torch.where(count == 0, torch.ones_like(count), count)
+    return losses.sum() / (num_items_in_batch or 1)
 
 
 def validate_class_labels(labels, expected_shape, num_classes):
