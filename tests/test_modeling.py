@@ -399,6 +399,9 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
     torch.testing.assert_close(outputs.loss, expected)
     summed = model(**inputs, labels=labels, num_items_in_batch=kept.sum() * 4).loss
     torch.testing.assert_close(summed, expected / 4)
+    for fraction in (0.5, torch.tensor(0.5)):  # Trainer divides its count by the tensor-parallel size
+        halved = model(**inputs, labels=labels, num_items_in_batch=fraction).loss
+        torch.testing.assert_close(halved, expected * kept.sum() * 2)
     # the plain mean is NaN; Trainer counts 0 items for such a batch (an evaluation batch with no masked token)
     for count in (None, 0, torch.tensor(0)):
         model.zero_grad()
