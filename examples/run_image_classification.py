@@ -29,6 +29,7 @@ from transformers import (
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from fourierformers import SpectralTrainer
+from fourierformers.configuration.patch_geometry import per_axis
 
 import data
 from common import (
@@ -92,11 +93,20 @@ def hidden(relative_path):
     return any(part.startswith((".", "__")) for part in relative_path.parts)
 
 
+def class_files(folder):
+    """The files in the class folders of an image `folder` (checked by `check_image_folder`), without hidden files
+    and without metadata files, from which imagefolder would take the labels (or other columns, and no labels)
+    instead of the class folders."""
+    folder = Path(folder)
+    return [str(path) for path in sorted(folder.glob("*/*")) if path.is_file() and not hidden(path.relative_to(folder))
+            and path.name not in ImageFolder.METADATA_FILENAMES]
+
+
 def check_image_folder(flag, folder):
     """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
-    imagefolder reads, directly (imagefolder labels an image by the folder it lies in) and readable (a broken file
-    failed in training or after it); raise `FileNotFoundError` / `ValueError` naming `flag` otherwise. Returns the
-    class names."""
+    imagefolder reads, directly (imagefolder labels an image by the folder it lies in), readable (a broken file
+    failed in training or after it) and of 8 bits per channel; raise `FileNotFoundError` / `ValueError` naming `flag`
+    otherwise. A metadata file of imagefolder is ignored with a warning. Returns the class names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
@@ -123,9 +133,18 @@ def check_image_folder(flag, folder):
             try:
                 with Image.open(file) as image:
                     image.load()  # decoded whole: verify() passes a truncated JPEG
+                    mode = image.mode
             except (OSError, SyntaxError, ValueError) as error:
                 message = f"`{flag}`: {file} is not a readable image ({error}); remove or replace it."
                 raise ValueError(message) from error
+            if mode.startswith(("I", "F")):  # the RGB conversion clips 16-bit, 32-bit and float values at 255
+                raise ValueError(
+                    f"`{flag}`: {file} has 16-bit, 32-bit or floating-point pixels (PIL mode {mode!r}), which the "
+                    "conversion to RGB would clip at 255; the example reads 8-bit images (modes such as L, P, RGB, "
+                    "RGBA): convert it to 8 bits per channel first."
+                )
+    for metadata in sorted(path for path in folder.rglob("*") if path.name in ImageFolder.METADATA_FILENAMES):
+        logger.warning("Ignoring %s in `%s`: the labels are the names of the class folders", metadata, flag)
     empty = [name for name, files in images.items() if not files]
     if empty or len(classes) < 2:
         raise ValueError(
@@ -148,9 +167,9 @@ def load_raw_data(data_args):
                     f"Classes {unseen} occur in `--validation_dir` but not in `--train_dir`, whose classes are "
                     f"{classes}; every validation class needs training images."
                 )
-        data_files = {"train": f"{data_args.train_dir}/**"}
+        data_files = {"train": class_files(data_args.train_dir)}
         if data_args.validation_dir is not None:
-            data_files["validation"] = f"{data_args.validation_dir}/**"
+            data_files["validation"] = class_files(data_args.validation_dir)
         raw = load_dataset("imagefolder", data_files=data_files)
         if "validation" not in raw:
             raw = data.split_validation(raw["train"])
@@ -224,6 +243,8 @@ def requested_image_size(model_args, data_args):
     """The image size that `--image_size` or `--config_overrides image_size=...` asks for, `None` when neither
     does; `ValueError` when both do, with different sizes."""
     overridden = parse_overrides(model_args.config_overrides).get("image_size")
+    if overridden is not None:  # the config's own check, before the size is used here
+        per_axis("image_size", overridden, spatial_dims=2)
     both = data_args.image_size is not None and overridden is not None
     if both and square(overridden) != square(data_args.image_size):  # 16 and [16, 16] are one size
         raise ValueError(

@@ -898,6 +898,10 @@ def user_data(tmp_path_factory):
     write_png(root / "nested" / "cat" / "a.png", 10)
     write_png(root / "nested" / "dog" / "puppies" / "b.png", 200)
     write_png(root / "broken" / "cat" / "a.png", 10)
+    write_png(root / "high_depth" / "cat" / "a.png", 10)
+    (root / "high_depth" / "dog").mkdir()
+    ramp = np.arange(0, 65536, 1024, dtype=np.uint16).reshape(8, 8)  # a 16-bit image (PIL mode I;16)
+    Image.fromarray(ramp).save(root / "high_depth" / "dog" / "b.png")
     (root / "broken" / "dog").mkdir(parents=True)
     (root / "broken" / "dog" / "b.png").write_bytes(b"not a png")
     return root
@@ -987,6 +991,11 @@ EXAMPLE_ROWS = [
      r"class folder 'dog' holds images in sub-folders \(.*puppies/b.png\); .* must lie directly in .*nested/dog"),
     (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/broken"], ValueError,
      r"`--validation_dir`: .*broken/dog/b.png is not a readable image \(cannot identify image file"),
+    # the conversion to RGB clipped a 16-bit ramp to white (one black pixel): trained on, without an error
+    (run_image_classification, ["--train_dir", "{data}/high_depth"], ValueError,
+     r"`--train_dir`: .*dog/b.png has 16-bit, 32-bit or floating-point pixels \(PIL mode 'I;16'\), which the "),
+    (run_image_classification, ["--config_overrides", "image_size=2.5"], ValueError,
+     r"`image_size` must be a positive integer or a list of 2 positive integers .*got 2.5"),
     (run_image_classification, ["--train_dir", "{data}/images", "--validation_dir", "{data}/missing"],
      FileNotFoundError, r"`--validation_dir` .*missing is not a directory"),
     # Saved models and the run's phases, checked before any data is read.
@@ -1049,6 +1058,23 @@ def test_image_folders_skip_hidden_files_as_imagefolder_does_and_decode_every_im
     (tmp_path / "truncated" / "cat" / "a.jpg").write_bytes(whole[: len(whole) // 3])
     with pytest.raises(ValueError, match=r"`--train_dir`: .*cat/a.jpg is not a readable image \(image file is trunc"):
         run_image_classification.check_image_folder("--train_dir", tmp_path / "truncated")
+
+
+def test_a_metadata_file_in_an_image_folder_is_ignored_with_a_warning(tmp_path, caplog):
+    """imagefolder took the labels from a metadata.csv beside the class folders (here the folders' names swapped:
+    the model learnt them, then failed after training), or failed with a KeyError on one without labels."""
+    for path, value in [("cat/a.png", 10), ("cat/b.png", 20), ("dog/c.png", 200), ("dog/d.png", 210)]:
+        write_png(tmp_path / "folder" / path, value)
+    (tmp_path / "folder" / "metadata.csv").write_text(
+        "file_name,label\ncat/a.png,dog\ncat/b.png,dog\ndog/c.png,cat\ndog/d.png,cat\n")
+    arguments = run_image_classification.DataArguments(train_dir=str(tmp_path / "folder"))
+    with caplog.at_level(logging.WARNING):
+        raw = run_image_classification.load_raw_data(arguments)
+    assert re.search(r"Ignoring .*folder/metadata.csv in `--train_dir`: the labels are the names of the", caplog.text)
+    rows = [row for split in raw.values() for row in split]
+    names = raw["train"].features["label"].names
+    assert len(rows) == 4 and sorted(raw["train"].column_names) == ["image", "label"]
+    assert all(names[row["label"]] == ("cat" if row["image"].getpixel((0, 0))[0] < 100 else "dog") for row in rows)
 
 
 def save_word_tokenizer(folder, words):
