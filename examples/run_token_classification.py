@@ -160,7 +160,7 @@ class WordWindowTagger(TokenClassificationPipeline):
     words, each word tagged by the window where it is farthest from an edge (`window_cores`). transformers' stride
     windows start and end inside words, whose pieces were then tagged as words of their own ("##e"), and its merging
     of overlapping entity groups dropped words. A tag set without B-/I- prefixes (POS tags) names words, not spans:
-    each word is reported on its own (`group_entities`)."""
+    each word is reported on its own (`group_words`)."""
 
     def preprocess(self, sentence, offset_mapping=None, **preprocess_params):
         capacity = max(1, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add())
@@ -215,14 +215,21 @@ class WordWindowTagger(TokenClassificationPipeline):
             words += [word for word in self.aggregate_words(pre_entities, aggregation_strategy)
                       if core_start <= word["start"] < core_end]
         ignored = ["O"] if ignore_labels is None else ignore_labels
-        return [group for group in self.group_entities(words) if group["entity_group"] not in ignored]
+        return [group for group in self.group_words(words) if group["entity_group"] not in ignored]
 
-    def group_entities(self, entities):
-        # transformers reads a tag without a B-/I- prefix as inside a span, so neighbouring words of one POS tag
-        # were merged into one entry ("New York" -> one NOUN) and a tag with a hyphen lost its head ("-LRB-")
+    def aggregate(self, pre_entities, aggregation_strategy):
+        if aggregation_strategy in (AggregationStrategy.NONE, AggregationStrategy.SIMPLE):  # subword entries
+            return super().aggregate(pre_entities, aggregation_strategy)
+        return self.group_words(self.aggregate_words(pre_entities, aggregation_strategy))
+
+    def group_words(self, words):
+        """Tagged words as entries: BIO tags grouped into entities as transformers groups them; other tags (POS
+        tags) one entry per word. transformers reads a tag without a B-/I- prefix as inside a span, so neighbouring
+        words of one POS tag were merged into one entry ("New York" -> one NOUN) and a tag with a hyphen lost its
+        head ("-LRB-" -> "LRB-")."""
         if any(label.startswith(("B-", "I-")) for label in self.model.config.id2label.values()):
-            return super().group_entities(entities)
-        return [{**self.group_sub_entities([entity]), "entity_group": entity["entity"]} for entity in entities]
+            return self.group_entities(words)
+        return [{**self.group_sub_entities([word]), "entity_group": word["entity"]} for word in words]
 
 
 def word_tagger(model, tokenizer=None, device=None):

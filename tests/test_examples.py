@@ -226,6 +226,10 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
     tagger = run_token_classification.word_tagger(str(tmp_path / "all-nouns"), tokenizer=str(tmp_path / "pos"))
     for text in ("the good film", " ".join(words * 8)):
         assert [(e["word"], e["entity_group"]) for e in tagger(text)] == [(word, "-NONE-") for word in text.split()]
+    # subword entries ("simple") are transformers' own
+    plain = pipeline("token-classification", model=str(tmp_path / "all-nouns"), tokenizer=tagger.tokenizer,
+                     aggregation_strategy="simple")
+    assert tagger("the good film", aggregation_strategy="simple") == plain("the good film")
     blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
     (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
     with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
