@@ -9,6 +9,7 @@ optionally `--validation_dir`), image folders with one sub-folder per class, loa
     python examples/run_image_classification.py --output_dir outputs/vit-digits --model_type vit
 """
 
+import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +95,13 @@ def hidden(relative_path):
 
 
 def class_files(folder):
-    """The files in the class folders of an image `folder` (checked by `check_image_folder`), without hidden files
-    and without metadata files, from which imagefolder would take the labels (or other columns, and no labels)
-    instead of the class folders."""
+    """The files in the class folders of an image `folder` (checked by `check_image_folder`) as `data_files`
+    patterns (escaped: datasets reads `[`, `*` and `?` in a name as wildcards), without hidden files and without
+    metadata files, from which imagefolder would take the labels (or other columns, and no labels) instead of the
+    class folders."""
     folder = Path(folder)
-    return [str(path) for path in sorted(folder.glob("*/*")) if path.is_file() and not hidden(path.relative_to(folder))
-            and path.name not in ImageFolder.METADATA_FILENAMES]
+    files = [path for path in sorted(folder.glob("*/*")) if path.is_file() and not hidden(path.relative_to(folder))]
+    return [glob.escape(str(path)) for path in files if path.name not in ImageFolder.METADATA_FILENAMES]
 
 
 def check_image_folder(flag, folder):
@@ -170,7 +172,8 @@ def load_raw_data(data_args):
         data_files = {"train": class_files(data_args.train_dir)}
         if data_args.validation_dir is not None:
             data_files["validation"] = class_files(data_args.validation_dir)
-        raw = load_dataset("imagefolder", data_files=data_files)
+        # labels from the class folders always: imagefolder infers them only where every file lies at one depth
+        raw = load_dataset("imagefolder", data_files=data_files, drop_labels=False)
         if "validation" not in raw:
             raw = data.split_validation(raw["train"])
     else:
@@ -244,7 +247,10 @@ def requested_image_size(model_args, data_args):
     does; `ValueError` when both do, with different sizes."""
     overridden = parse_overrides(model_args.config_overrides).get("image_size")
     if overridden is not None:  # the config's own check, before the size is used here
-        per_axis("image_size", overridden, spatial_dims=2)
+        try:
+            per_axis("image_size", overridden, spatial_dims=2)
+        except ValueError as error:
+            raise ValueError(f"`--config_overrides image_size={overridden}`: {error}") from None
     both = data_args.image_size is not None and overridden is not None
     if both and square(overridden) != square(data_args.image_size):  # 16 and [16, 16] are one size
         raise ValueError(

@@ -1060,21 +1060,30 @@ def test_image_folders_skip_hidden_files_as_imagefolder_does_and_decode_every_im
         run_image_classification.check_image_folder("--train_dir", tmp_path / "truncated")
 
 
-def test_a_metadata_file_in_an_image_folder_is_ignored_with_a_warning(tmp_path, caplog):
+def test_image_folders_read_every_image_under_its_class_folder_name(tmp_path, caplog):
     """imagefolder took the labels from a metadata.csv beside the class folders (here the folders' names swapped:
-    the model learnt them, then failed after training), or failed with a KeyError on one without labels."""
-    for path, value in [("cat/a.png", 10), ("cat/b.png", 20), ("dog/c.png", 200), ("dog/d.png", 210)]:
-        write_png(tmp_path / "folder" / path, value)
-    (tmp_path / "folder" / "metadata.csv").write_text(
-        "file_name,label\ncat/a.png,dog\ncat/b.png,dog\ndog/c.png,cat\ndog/d.png,cat\n")
-    arguments = run_image_classification.DataArguments(train_dir=str(tmp_path / "folder"))
+    the model learnt them, then failed after training), or failed with a KeyError on one without labels; `[`, `*`
+    and `?` in a file or folder name are wildcards to datasets (a class folder 'dog [v2]' lost every image); a
+    validation folder at another depth than the training folder lost its labels."""
+    train = [("cat/a.png", 10), ("cat/b[1].png", 20), ("cat/b*.png", 30), ("dog [v2]/c.png", 200),
+             ("dog [v2]/d.png", 210)]
+    for path, value in train:
+        write_png(tmp_path / "train" / path, value)
+    (tmp_path / "train" / "metadata.csv").write_text(
+        "file_name,label\ncat/a.png,dog\ndog [v2]/c.png,cat\ndog [v2]/d.png,cat\n")
+    for path, value in [("cat/e.png", 40), ("dog [v2]/f.png", 220)]:
+        write_png(tmp_path / "deeper" / "validation" / path, value)
+    arguments = run_image_classification.DataArguments(
+        train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "deeper" / "validation"))
     with caplog.at_level(logging.WARNING):
         raw = run_image_classification.load_raw_data(arguments)
-    assert re.search(r"Ignoring .*folder/metadata.csv in `--train_dir`: the labels are the names of the", caplog.text)
-    rows = [row for split in raw.values() for row in split]
+    assert re.search(r"Ignoring .*train/metadata.csv in `--train_dir`: the labels are the names of the", caplog.text)
     names = raw["train"].features["label"].names
-    assert len(rows) == 4 and sorted(raw["train"].column_names) == ["image", "label"]
-    assert all(names[row["label"]] == ("cat" if row["image"].getpixel((0, 0))[0] < 100 else "dog") for row in rows)
+    assert names == ["cat", "dog [v2]"] and (raw["train"].num_rows, raw["validation"].num_rows) == (5, 2)
+    values = {split: sorted((names[row["label"]], row["image"].getpixel((0, 0))[0]) for row in raw[split])
+              for split in raw}
+    assert values["train"] == sorted(("dog [v2]" if value > 100 else "cat", value) for _, value in train)
+    assert values["validation"] == [("cat", 40), ("dog [v2]", 220)]
 
 
 def save_word_tokenizer(folder, words):
