@@ -188,22 +188,28 @@ def check_mixer_input(layer, x, mask, hidden_size=None):
         )
 
 
-def _is_positive_integer(value):
-    """Whether `value` is a positive integer of any type (Python's, numpy's), not a bool."""
-    return not isinstance(value, bool) and hasattr(value, "__index__") and value > 0
+def _positive_index(value):
+    """`value` as an int where it is a positive integer of any type (Python's, numpy's, a one-element integer
+    tensor), not a bool; else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        index = operator.index(value)
+    except TypeError:
+        return None
+    return index if index > 0 else None
 
 
 def fft_shape_tuple(fft_shape):
-    """A mixer's `fft_shape` (an integer for one axis, or a sequence of them) as a tuple of positive ints."""
-    try:
-        shape = tuple(fft_shape)
-    except TypeError:  # one axis
-        shape = (fft_shape,)
-    if not shape or not all(_is_positive_integer(n) for n in shape):
+    """A mixer's `fft_shape` (an integer for one axis, or a sequence of them: a list, tuple, range or 1-D array)
+    as a tuple of positive ints."""
+    is_sequence = isinstance(fft_shape, (list, tuple, range)) or getattr(fft_shape, "ndim", None) == 1
+    shape = tuple(_positive_index(n) for n in (fft_shape if is_sequence else (fft_shape,)))
+    if not shape or None in shape:
         raise ValueError(
             f"`fft_shape` must be a positive integer or a sequence of them (one per grid axis), got {fft_shape!r}."
         )
-    return tuple(operator.index(n) for n in shape)
+    return shape
 
 
 def _check_grid(x, fft_shape):
@@ -993,15 +999,15 @@ class AFNOMixer(SpectralMixer):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
         for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
-        if not _is_positive_integer(num_blocks) or hidden_size % num_blocks:
+        if _positive_index(num_blocks) is None or hidden_size % _positive_index(num_blocks):
             raise ValueError(
                 f"AFNO num_blocks ({num_blocks!r}) must be a positive divisor of hidden_size ({hidden_size})."
             )
         for name, value in (("hidden_size_factor", hidden_size_factor), ("num_modes", num_modes)):
-            if not (_is_positive_integer(value) or (name == "num_modes" and value is None)):
+            if _positive_index(value) is None and not (name == "num_modes" and value is None):
                 raise ValueError(f"AFNO {name} must be a positive integer, got {value!r}.")
-        num_blocks, hidden_size_factor = operator.index(num_blocks), operator.index(hidden_size_factor)
-        num_modes = None if num_modes is None else operator.index(num_modes)
+        num_blocks, hidden_size_factor = _positive_index(num_blocks), _positive_index(hidden_size_factor)
+        num_modes = None if num_modes is None else _positive_index(num_modes)
         if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, numbers.Real) or not (
             0 <= sparsity_threshold < math.inf
         ):

@@ -539,6 +539,9 @@ X = torch.randn(2, 6, 16)
     (lambda: CrossAttention(16, 8, 2)(X, torch.randn(2, 3, 4)),
      r"CrossAttention takes a condition of shape \(batch, \*tokens, condition_size\) = \(2, ..., 8\)"),
     (lambda: CrossAttention(16, 8, 2)(X, torch.randn(2, 8)), r"got \(2, 8\)"),
+    (lambda: FourierMixer(torch.tensor([8.0])), r"`fft_shape` must be a positive integer .*got tensor\(\[8.\]\)"),
+    (lambda: FourierMixer({8, 3}), r"`fft_shape` must be a positive integer or a sequence .*got \{8, 3\}"),
+    (lambda: AFNOMixer(16, 8, num_blocks=torch.tensor(4.0)), r"AFNO num_blocks \(tensor\(4.\)\) must be a positive"),
 ])
 def test_layers_used_on_their_own_check_their_arguments(call, message):
     """The layers are public building blocks: their bad arguments failed deep inside torch (a negative dimension,
