@@ -321,14 +321,19 @@ class SpectralConfig(PretrainedConfig):
     eos_token_id: int | None = 3
     tie_word_embeddings: bool = True
 
-    def __post_init__(self, **kwargs):
-        seed_keywords = sorted(kwargs.keys() & SEED_KEYWORDS.keys())
+    @classmethod
+    def refuse_seed_keywords(cls, keywords):
+        """`ValueError` for the first keyword of the seed libraries among `keywords`, naming the field to use."""
+        seed_keywords = sorted(keywords & SEED_KEYWORDS.keys())
         if seed_keywords:
             name = seed_keywords[0]
             raise ValueError(
-                f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of "
-                f"{type(self).__name__}, which would store and ignore it: {SEED_KEYWORDS[name]}."
+                f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of {cls.__name__}, "
+                f"which would store and ignore it: {SEED_KEYWORDS[name]}."
             )
+
+    def __post_init__(self, **kwargs):
+        self.refuse_seed_keywords(kwargs.keys())
         if self.num_hidden_layers is None:  # a hierarchical model's depth follows its stages, as in Swin's config
             self.num_hidden_layers = depth_of_stages(self.depths) or DEFAULT_NUM_HIDDEN_LAYERS
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)  # the default layout has one entry per layer
@@ -366,8 +371,12 @@ class SpectralConfig(PretrainedConfig):
         `{"pattern": [...]}` form repeated, default `gate` / `fusion` / `share_norm`). Runs first in every validation
         (`validate_architecture`: when the config is created or loaded, when a model is built from it, when it is
         saved), for a layout assigned afterwards (`config.mixer_layout = ...`, `update`)."""
+        self.mixer_layout = self.expanded_layout()
+
+    def expanded_layout(self):
+        """`mixer_layout` with one entry per layer and every strategy option filled in, the config unchanged."""
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)
-        self.mixer_layout = expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
+        return expand_mixer_layout(self.mixer_layout, self.num_hidden_layers)
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
@@ -379,20 +388,25 @@ class SpectralConfig(PretrainedConfig):
         loads as its first layers, as transformers' models do, except that a family's default layout becomes the
         default at the new depth. A `depths` override without a `num_hidden_layers` one sets the depth to their sum.
         transformers sets every keyword again after the config is created, so the layout is expanded once more."""
+        cls.refuse_seed_keywords(kwargs.keys())  # transformers would return them as unused, ignored by default
         saved = cls.upgrade_format(config_dict)
         fields = {field.name for field in dataclasses.fields(cls)} - {"transformers_version", "fourierformers_format"}
         config_dict = {**saved, **{name: value for name, value in kwargs.items() if name in fields}}
-        if "num_hidden_layers" in kwargs:  # before it resizes the layout (a string multiplied a list)
-            _check_positive_int("num_hidden_layers", kwargs["num_hidden_layers"])
-            depth = kwargs["num_hidden_layers"]
-        else:
+        depth = kwargs.get("num_hidden_layers")
+        if depth is None:  # as in the constructor, the depth of the stages
             depth = depth_of_stages(kwargs.get("depths"))
+            if "num_hidden_layers" in kwargs:
+                _check_positive_int("num_hidden_layers", depth)
+                # transformers sets every keyword again after the config is created: not the None replaced here
+                kwargs = {name: value for name, value in kwargs.items() if name != "num_hidden_layers"}
+        else:  # checked before it resizes the layout (a string multiplied a list)
+            _check_positive_int("num_hidden_layers", depth)
         if depth is not None:
             config_dict["num_hidden_layers"] = depth
             if "mixer_layout" not in kwargs:
                 layout = cls.layout_at_depth(saved.get("mixer_layout"), saved.get("num_hidden_layers"), depth)
                 config_dict["mixer_layout"] = layout
-        loaded = super().from_dict(cls.drop_ignored_fields(config_dict, overridden=kwargs.keys()), **kwargs)
+        loaded = super().from_dict(cls.drop_ignored_fields(config_dict, overridden=kwargs.keys() & fields), **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).expand_layout()  # (config, unused kwargs) or config
         return loaded
 
@@ -485,8 +499,7 @@ class SpectralConfig(PretrainedConfig):
     def mixers_used(self):
         """The set of mixer names in `mixer_layout`, including those inside hybrid-strategy entries (of a compact
         layout assigned since the config was validated, too)."""
-        layout = self.mixer_layout
-        return mixer_names(expand_mixer_layout(layout, self.num_hidden_layers) if isinstance(layout, dict) else layout)
+        return mixer_names(self.expanded_layout() if isinstance(self.mixer_layout, dict) else self.mixer_layout)
 
     @classmethod
     def default_layout(cls, num_hidden_layers):

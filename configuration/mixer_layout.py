@@ -8,7 +8,8 @@ An entry is either the name of one mixer or a dict combining several mixers (the
     {"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": False | True}
 
 The *alternating* strategy is the layout itself (a different entry per layer); `{"pattern": [entry, ...]}` is its
-compact form, repeated to `num_hidden_layers` entries when the config is created.
+compact form, repeated to `num_hidden_layers` entries when the config is validated (created, loaded, saved or used to
+build a model).
 """
 
 import copy

@@ -1118,8 +1118,11 @@ class SpectralModel(SpectralPreTrainedModel):
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
             built.update(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])
+        current = {name: getattr(self.config, name) for name in built}
+        if current["mixer_layout"] != built["mixer_layout"]:  # the compact or option-less form of the built one?
+            current["mixer_layout"] = self.config.expanded_layout()
         changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
-                   if getattr(self.config, name) != size]
+                   if current[name] != size]
         if changed:
             raise ValueError(
                 f"The config no longer matches the built model: {', '.join(changed)}. Build a new model from the "

@@ -416,6 +416,29 @@ def test_a_compact_layout_set_after_creation_repeats_to_the_final_depth(assign, 
     assert config.mixer_layout == AutoConfig.from_pretrained(tmp_path / "saved").mixer_layout == expected
 
 
+def test_the_compact_or_option_less_form_of_the_built_layout_is_the_built_layout():
+    """Compared as written, a layout assigned again in another form of the same layers was refused by forward as a
+    changed config (until a save expanded it)."""
+    cascade = {"strategy": "cascade", "mixers": ["fourier", "attention"]}
+    model = model_class("fnet_hybrid", "Model")(tiny_config("fnet_hybrid", num_hidden_layers=2,
+                                                            mixer_layout=[cascade, cascade]))
+    inputs = torch.randint(4, 50, (2, 6))
+    expected = model(inputs).last_hidden_state
+    for layout in ({"pattern": [cascade]}, [dict(cascade), dict(cascade)]):
+        model.config.mixer_layout = layout
+        torch.testing.assert_close(model(inputs).last_hidden_state, expected)
+    model.config.mixer_layout = {"pattern": ["fourier"]}
+    with pytest.raises(ValueError, match=r"The config no longer matches the built model: mixer_layout="):
+        model(inputs)
+
+
+def test_seed_keywords_given_to_from_pretrained_are_refused(tmp_path):
+    """transformers returns keywords that are not fields as unused, and `from_pretrained` ignores those."""
+    tiny_config("gfnet").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"`hidden_dim` is a keyword of the seed libraries .*: use `hidden_size`"):
+        AutoConfig.from_pretrained(tmp_path, hidden_dim=64)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("depth", ["2", 2.0, 0, None])
 def test_a_depth_override_of_from_pretrained_is_checked_before_it_resizes_the_layout(family, depth, tmp_path):
@@ -449,7 +472,8 @@ def test_hierarchical_stage_overrides_of_from_pretrained_are_checked_together(tm
     GFNetConfig(image_size=32, patch_size=4, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 2, 1],
                 num_hidden_layers=5, hidden_size=64).save_pretrained(tmp_path / "gfnet_h")
     for overrides in (dict(depths=[1, 1, 1, 1]), dict(depths=[1, 1, 1, 1], num_hidden_layers=4),
-                      dict(depths=[1, 1, 1, 1], mixer_layout=["global_filter"] * 4)):
+                      dict(depths=[1, 1, 1, 1], mixer_layout=["global_filter"] * 4),
+                      dict(depths=[1, 1, 1, 1], num_hidden_layers=None)):  # None: the stages' depth, as constructed
         config = GFNetConfig.from_pretrained(tmp_path / "gfnet_h", **overrides)
         assert config.depths == [1, 1, 1, 1] and config.num_hidden_layers == 4 and len(config.mixer_layout) == 4
     with pytest.raises(ValueError, match=r"`num_hidden_layers` \(5\) must equal sum\(depths\) = 4"):
