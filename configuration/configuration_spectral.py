@@ -329,7 +329,7 @@ class SpectralConfig(PretrainedConfig):
             name = seed_keywords[0]
             raise ValueError(
                 f"`{name}` is a keyword of the seed libraries (spectrans, tinyBIG), not a field of {cls.__name__}, "
-                f"which would store and ignore it: {SEED_KEYWORDS[name]}."
+                f"which would ignore it: {SEED_KEYWORDS[name]}."
             )
 
     def __post_init__(self, **kwargs):
@@ -388,7 +388,8 @@ class SpectralConfig(PretrainedConfig):
         loads as its first layers, as transformers' models do, except that a family's default layout becomes the
         default at the new depth. A `depths` override without a `num_hidden_layers` one sets the depth to their sum.
         transformers sets every keyword again after the config is created, so the layout is expanded once more."""
-        cls.refuse_seed_keywords(kwargs.keys())  # transformers would return them as unused, ignored by default
+        if not kwargs.get("return_unused_kwargs"):  # returned as unused, they are the caller's (a model's __init__)
+            cls.refuse_seed_keywords(kwargs.keys())
         saved = cls.upgrade_format(config_dict)
         fields = {field.name for field in dataclasses.fields(cls)} - {"transformers_version", "fourierformers_format"}
         config_dict = {**saved, **{name: value for name, value in kwargs.items() if name in fields}}

@@ -16,6 +16,7 @@ import itertools
 import math
 import numbers
 import operator
+from collections.abc import Sequence
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -201,9 +202,10 @@ def _positive_index(value):
 
 
 def fft_shape_tuple(fft_shape):
-    """A mixer's `fft_shape` (an integer for one axis, or a sequence of them: a list, tuple, range or 1-D array)
-    as a tuple of positive ints."""
-    is_sequence = isinstance(fft_shape, (list, tuple, range)) or getattr(fft_shape, "ndim", None) == 1
+    """A mixer's `fft_shape` (an integer for one axis, or a sequence of them, a 1-D array included) as a tuple of
+    positive ints."""
+    is_sequence = isinstance(fft_shape, Sequence) and not isinstance(fft_shape, (str, bytes))
+    is_sequence = is_sequence or getattr(fft_shape, "ndim", None) == 1  # a numpy array or tensor
     shape = tuple(_positive_index(n) for n in (fft_shape if is_sequence else (fft_shape,)))
     if not shape or None in shape:
         raise ValueError(

@@ -103,7 +103,7 @@ CONFIG_ROWS = [
     (dict(mixer_layout=["attention", "attention"], num_attention_heads=5),
      r"`num_attention_heads` \(5\) must be a positive divisor of `hidden_size` \(32\)"),
     (dict(condition_type="film"), r"`condition_type` must be one of \[None, 'cross_attention', 'adaln_zero'\]"),
-    (dict(num_classes=5), r"`num_classes` is a keyword of the seed libraries .* would store and ignore it: use `num_"),
+    (dict(num_classes=5), r"`num_classes` is a keyword of the seed libraries .* would ignore it: use `num_"),
     (dict(mlp_ratio=2.0), r"`mlp_ratio` is a keyword of the seed libraries .*: use `afno_hidden_size_factor`"),
     (dict(share_norm=True), r"`share_norm` is a keyword of the seed libraries .*: use the `share_norm` of a cascade"),
     (dict(use_layer1=False), r"`use_layer1` is a keyword of the seed libraries .*: use a `mixer_layout` entry"),

@@ -432,11 +432,14 @@ def test_the_compact_or_option_less_form_of_the_built_layout_is_the_built_layout
         model(inputs)
 
 
-def test_seed_keywords_given_to_from_pretrained_are_refused(tmp_path):
-    """transformers returns keywords that are not fields as unused, and `from_pretrained` ignores those."""
+def test_seed_keywords_given_to_from_pretrained_are_refused_unless_returned_to_the_caller(tmp_path):
+    """A config's `from_pretrained` dropped keywords that are not fields; a model's `from_pretrained` asks for them
+    back (`return_unused_kwargs=True`) and passes them to the model's `__init__`, a subclass's own arguments."""
     tiny_config("gfnet").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"`hidden_dim` is a keyword of the seed libraries .*: use `hidden_size`"):
         AutoConfig.from_pretrained(tmp_path, hidden_dim=64)
+    _, unused = AutoConfig.from_pretrained(tmp_path, return_unused_kwargs=True, dropout=0.3)
+    assert unused == {"dropout": 0.3}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
