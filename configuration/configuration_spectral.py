@@ -178,7 +178,8 @@ class SpectralConfig(PretrainedConfig):
         intermediate_size (`int`): Width of the MLP in each block; 0 builds no MLP branch (no MLP, no MLP norm): a
             mixer-only model, the ablation of nvSubquadratic's `ResidualBlock` with its MLP set to `Identity`.
         hidden_act (`str`): MLP activation, any key of `transformers.activations.ACT2FN`.
-        hidden_dropout_prob (`float`): Dropout on embeddings and on the output of every block branch.
+        hidden_dropout_prob (`float`): Dropout on the embeddings, after the MLP's activation and on the output of
+            every residual branch (with `mixer_residual=False`, one branch: the MLP's).
         drop_path_rate (`float`): Stochastic depth rate of the last block, growing linearly from 0 at the first (so a
             one-block model drops nothing, as in timm and the original GFNet).
         classifier_dropout (`float`, *optional*): Dropout before the classifier; `hidden_dropout_prob` if unset.
@@ -360,7 +361,8 @@ class SpectralConfig(PretrainedConfig):
     @classmethod
     def layout_at_depth(cls, layout, depth, new_depth):
         """`layout` (of `depth` layers) for `new_depth` layers: the family default at the new depth where `layout`
-        is the default at the old one, else `layout_for_depth` (the first layers, or the last entry repeated)."""
+        is the default at the old one, else `layout_for_depth` (its first layers, or a one-mixer layout repeated; a
+        mixed layout stays as it is, for validation to refuse at a greater depth)."""
         default = _is_int(depth) and depth > 0 and layout == expand_mixer_layout(cls.default_layout(depth), depth)
         return expand_mixer_layout(cls.default_layout(new_depth), new_depth) if default else layout_for_depth(
             layout, new_depth
@@ -400,7 +402,7 @@ class SpectralConfig(PretrainedConfig):
                 _check_positive_int("num_hidden_layers", depth)
                 # transformers sets every keyword again after the config is created: not the None replaced here
                 kwargs = {name: value for name, value in kwargs.items() if name != "num_hidden_layers"}
-        else:  # checked before it resizes the layout (a string multiplied a list)
+        else:  # checked before it resizes the layout (`[entry] * depth` with a string depth raises a TypeError)
             _check_positive_int("num_hidden_layers", depth)
         if depth is not None:
             config_dict["num_hidden_layers"] = depth

@@ -118,11 +118,10 @@ def build_condition_mixer(config):
     return None
 
 
-def build_mixer(config, layout_entry, fft_shape, hidden_size=None):
+def build_mixer(config, layout_entry, fft_shape, hidden_size):
     """The token mixer of one `mixer_layout` entry for hidden states with grid `fft_shape` and width `hidden_size`
-    (default `config.hidden_size`), or None for `"none"`. A strategy dict builds its child mixers and wraps them in
-    the composite mixer of `hybrid_layers`."""
-    hidden_size = hidden_size or config.hidden_size
+    (the stage's), or None for `"none"`. A strategy dict builds its child mixers and wraps them in the composite
+    mixer of `hybrid_layers`."""
     if isinstance(layout_entry, dict):
         mixers = [build_mixer(config, name, fft_shape, hidden_size) for name in layout_entry["mixers"]]
         strategy = layout_entry["strategy"]
@@ -192,13 +191,12 @@ class SpectralBlock(GradientCheckpointingLayer):
       normalises itself); with `mixer_residual=False` it conditions the MLP input. Off (None): no module, no
       parameter.
 
-    `hidden_size` / `intermediate_size` override the config's for the stages of a hierarchical model.
+    `hidden_size` / `intermediate_size` are the block's stage's (the config's for a single-stage model; each stage of
+    a hierarchical model has its own).
     """
 
-    def __init__(self, config, layout_entry, fft_shape, drop_path=0.0, hidden_size=None, intermediate_size=None):
+    def __init__(self, config, layout_entry, fft_shape, drop_path, hidden_size, intermediate_size):
         super().__init__()
-        hidden_size = hidden_size or config.hidden_size
-        intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
         self.mixer = build_mixer(config, layout_entry, fft_shape, hidden_size)
@@ -351,8 +349,10 @@ class SpectralPooler(nn.Module):
 
 
 class SpectralPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and class attributes shared by every family; subclassed once per family to set
-    `config_class` and `base_model_prefix`."""
+    """What every family's models share: weight initialisation, class attributes, the config's family check,
+    `from_pretrained` (checkpoints of another image size or length), `save_pretrained` (refusing configs changed
+    after building) and `resize_token_embeddings`; subclassed once per family to set `config_class` and
+    `base_model_prefix`."""
 
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
@@ -686,8 +686,8 @@ def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
     """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another
     `max_position_embeddings` (a keyword or `config=`) that its weights still fit: without learned positions or global
     filters, whose sizes would not match, nothing in the load report says that the Fourier and AFNO mixers now transform
-    over another length, so that the model computes another function of the same weights. The saved config is built only
-    for another length."""
+    over another length, so that the model computes another function of the same weights. The saved config is read only
+    when the lengths differ."""
     config = kwargs.get("config")
     requested = config.max_position_embeddings if isinstance(config, PretrainedConfig) else None
     requested = kwargs.get("max_position_embeddings", requested)
@@ -753,10 +753,14 @@ def validate_input_kind(config, pixel_values, text_inputs, interpolate_pos_encod
     given = [name for name in TEXT_INPUT_NAMES if text_inputs.get(name) is not None]
     if config.is_vision:
         if given:
+            # the backbone's first parameter is `input_ids` (text and images share it); the heads' is the image
+            input_ids = text_inputs.get("input_ids")
+            images_as_ids = given == ["input_ids"] and torch.is_tensor(input_ids) and input_ids.is_floating_point()
+            hint = " (images as `input_ids`, the first positional argument: pass them as `pixel_values=`)"
             raise ValueError(
                 f"This is an image model (its config has image_size={config.image_size}): pass `pixel_values` of "
                 f"shape (batch_size, num_channels={config.num_channels}, *{config.image_shape}) and no text inputs, "
-                f"got {given}."
+                f"got {given}{hint if images_as_ids else ''}."
             )
         if pixel_values is not None and not torch.is_tensor(pixel_values):
             raise ValueError(

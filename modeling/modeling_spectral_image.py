@@ -152,7 +152,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
             raise ValueError(
                 f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "
                 f"patch_size, no packing_strategy or centered_patches, no hidden_sizes); got kernel {kernel}, "
-                f"stride {stride}."
+                f"stride {stride}, patch_shape={config.patch_shape!r}, centered_patches={config.centered_patches}, "
+                f"hidden_sizes={config.hidden_sizes}."
             )
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))

@@ -411,6 +411,16 @@ def test_pixel_forward(family, head, inputs, message):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_backbone_names_pixel_values_for_images_given_positionally(family):
+    """The heads' first parameter is `pixel_values`, the backbone's `input_ids` (text and images share it)."""
+    model = cached_model(family, "Model", **IMAGE, num_channels=3)
+    with pytest.raises(ValueError, match=r"got \['input_ids'\] \(images as `input_ids`, .*as `pixel_values=`\)\.$"):
+        model(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"got \['input_ids'\]\.$"):  # token ids: no hint about images
+        model(ids())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "head,overrides,message",
     [
@@ -419,7 +429,9 @@ def test_pixel_forward(family, head, inputs, message):
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=2),
          r"needs non-overlapping cuboid patches .* got kernel \(4, 4\), stride \(2, 2\)"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_stride=4, centered_patches=True),
-         r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
+         r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches.*centered_patches=True"),
+        ("ForPatchRegression", dict(IMAGE, num_output_channels=2, hidden_sizes=[16, 32], depths=[1, 1]),
+         r"needs non-overlapping cuboid patches .*got kernel \(4, 4\), stride \(4, 4\), .*hidden_sizes=\[16, 32\]"),
         # a 2-pixel patch is centred with no padding, so the 17-pixel image passed and lost its last pixels
         ("ForPatchRegression", dict(IMAGE, image_size=17, patch_size=2, num_output_channels=2, centered_patches=True),
          r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
