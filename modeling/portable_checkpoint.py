@@ -6,9 +6,10 @@ checkpoint folder, which is flat. Our modeling files import their config absolut
 (`from fourierformers.configuration.configuration_x import XConfig`), because configs and models live in two
 folders; in the flat copy that line becomes `from .configuration_x import XConfig` and every module it reaches is
 copied as well. A user's subclass in a module of its own imports its base from the package
-(`from fourierformers import GFNetForSequenceClassification`): each name becomes an import from the module that
-defines it (`from .modeling_gfnet import GFNetForSequenceClassification`). Only the standard library is used here:
-this file is itself part of every saved checkpoint.
+(`from fourierformers import GFNetForSequenceClassification`, or `from fourierformers.configuration import ...`):
+each name becomes an import from the module that defines it (`from .modeling_gfnet import
+GFNetForSequenceClassification`). Only the standard library is used here: this file is itself part of every saved
+checkpoint.
 """
 
 import ast
@@ -25,6 +26,8 @@ PACKAGE_NAME = "fourierformers"
 # `from fourierformers[.<subpackage>].<module> import ...`: group 1 the indentation, 2 the module, 3 its basename.
 PACKAGE_IMPORT = re.compile(rf"^([ \t]*)from[ \t]+({PACKAGE_NAME}\.(?:\w+\.)*(\w+))[ \t]+import\b", re.MULTILINE)
 SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import\b", re.MULTILINE)
+# what is left of the package's imports after the rewrite (`import fourierformers`, modules imported by name)
+REMAINING_PACKAGE_IMPORT = re.compile(rf"^[ \t]*(?:import|from)[ \t]+{PACKAGE_NAME}\b", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
 
@@ -35,40 +38,69 @@ PIPELINE_TAGS = {
     "AutoModelForMaskedLM": "fill-mask",
     "AutoModelForImageClassification": "image-classification",
 }
+IMAGE_BACKBONE_PIPELINE_TAG = "image-feature-extraction"  # "feature-extraction" needs a tokenizer
 
 
 def flat_sources(classes):
     """File name -> source text of the modules defining `classes` and of every module they import from the package
-    or from their own folder, transitively, with package imports rewritten as flat sibling imports."""
-    pending = [Path(sys.modules[cls.__module__].__file__) for cls in classes]
-    sources = {}
+    or from their own folder, transitively, with package imports rewritten as flat sibling imports. Two different
+    modules of one file name would overwrite each other in the flat folder: refused (copies of one file are not
+    different: transformers loads the config and model classes of a flat checkpoint from two folders)."""
+    pending = [Path(sys.modules[cls.__module__].__file__).resolve() for cls in classes]
+    sources, originals = {}, {}  # file name -> flat text, (path, text as read)
     while pending:
         path = pending.pop()
-        if path.name in sources:
-            continue
         text = path.read_text(encoding="utf-8")
-        pending.extend(Path(importlib.import_module(match[2]).__file__) for match in PACKAGE_IMPORT.finditer(text))
-        pending.extend(path.parent / f"{name}.py" for name in SIBLING_IMPORT.findall(text))
-        text, defining_modules = without_top_level_package_imports(text)
-        pending.extend(Path(sys.modules[module].__file__) for module in defining_modules)
-        sources[path.name] = PACKAGE_IMPORT.sub(r"\1from .\3 import", text)
+        if path.name in originals:
+            if originals[path.name][1] != text:
+                raise ValueError(
+                    f"Two modules would be saved as {path.name} in the flat checkpoint folder: "
+                    f"{originals[path.name][0]} and {path}. Rename one of them."
+                )
+            continue
+        originals[path.name] = (path, text)
+        pending.extend((path.parent / f"{name}.py").resolve() for name in SIBLING_IMPORT.findall(text))
+        # imports from a package (`from fourierformers.configuration import ...`) are rewritten below
+        module_imports = [match for match in PACKAGE_IMPORT.finditer(text) if not _is_package(match[2])]
+        pending.extend(Path(importlib.import_module(match[2]).__file__).resolve() for match in module_imports)
+        text, defining_modules = without_imports_from_packages(text)
+        pending.extend(Path(sys.modules[module].__file__).resolve() for module in defining_modules)
+        sources[path.name] = PACKAGE_IMPORT.sub(
+            lambda match: match[0] if _is_package(match[2]) else f"{match[1]}from .{match[3]} import", text
+        )
+        if REMAINING_PACKAGE_IMPORT.search(sources[path.name]):
+            logger.warning(
+                f"{path} imports {PACKAGE_NAME} or one of its modules by name (`import {PACKAGE_NAME}`, `from "
+                f"{PACKAGE_NAME} import modeling_gfnet`, `import *`): the checkpoint loads with "
+                f"`trust_remote_code=True` only where {PACKAGE_NAME} is installed. Import the classes and functions "
+                f"themselves (`from {PACKAGE_NAME} import GFNetModel`) to have them saved."
+            )
     return sources
 
 
-def without_top_level_package_imports(text):
-    """`text` with each `from fourierformers import A, B as C` statement replaced by one import per name from the
-    module defining it (`from .modeling_gfnet import A`), and the names of those modules. Names that are modules,
-    or `import *`, have no single defining module: they are left, and the checkpoint needs the package for them."""
+def _is_package(module_name):
+    """Whether `module_name` is fourierformers or one of its subpackages (a folder with an __init__.py, which the
+    flat checkpoint folder cannot hold)."""
+    if module_name != PACKAGE_NAME and not module_name.startswith(f"{PACKAGE_NAME}."):
+        return False
+    return hasattr(importlib.import_module(module_name), "__path__")
+
+
+def without_imports_from_packages(text):
+    """`text` with each `from fourierformers[.subpackage] import A, B as C` statement replaced by one import per name
+    from the module defining it (`from .modeling_gfnet import A`), and the names of those modules. Names that are
+    modules, or `import *`, have no single defining module: they are left, and the checkpoint needs the package for
+    them."""
     statements = [node for node in ast.walk(ast.parse(text))
-                  if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == PACKAGE_NAME]
+                  if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and _is_package(node.module)]
     if not statements:  # a flat copy (a checkpoint loaded with trust_remote_code and saved again) has none
         return text, []
-    package = importlib.import_module(PACKAGE_NAME)
     # split as `ast` numbers lines (\n, \r\n, \r; not the form feeds and others that `splitlines` also splits at),
     # and as bytes: `ast` gives UTF-8 byte columns
     lines = [line.encode("utf-8") for line in io.StringIO(text, newline="").readlines()]
     defining_modules = set()
     for statement in sorted(statements, key=lambda node: (node.lineno, node.col_offset), reverse=True):
+        package = importlib.import_module(statement.module)
         modules = [getattr(getattr(package, alias.name, None), "__module__", None) for alias in statement.names]
         if not all(module and module.startswith(f"{PACKAGE_NAME}.") for module in modules):
             continue
@@ -149,6 +181,8 @@ def model_card(model):
     class_name = type(model).__name__
     auto_class = getattr(model, "_auto_class", None) or "AutoModel"
     pipeline_tag = PIPELINE_TAGS.get(auto_class)
+    if auto_class == "AutoModel" and config.is_vision:
+        pipeline_tag = IMAGE_BACKBONE_PIPELINE_TAG
     num_parameters = model.num_parameters()
     front_matter = ["---", "library_name: transformers", "tags:", f"- {PACKAGE_NAME}", f"- {config.model_type}"]
     if pipeline_tag is not None:

@@ -222,13 +222,18 @@ def test_subclass_defined_in_main_saves_the_code_of_its_base_class(how, tmp_path
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_gfnet.GFNetForSequenceClassification"
 
 
-def test_subclass_in_a_module_of_its_own_loads_without_the_package(tmp_path, monkeypatch):
+@pytest.mark.parametrize("imports", [
+    "from fourierformers import (\n    GFNetConfig as Config,\n    GFNetForSequenceClassification,\n)\n",
+    # the subpackage's __init__.py was saved as the flat folder's __init__.py, and `.configuration` did not exist
+    "from fourierformers.configuration import GFNetConfig as Config\n"
+    "from fourierformers import GFNetForSequenceClassification\n",
+])
+def test_subclass_in_a_module_of_its_own_loads_without_the_package(imports, tmp_path, monkeypatch):
     """The module's `from fourierformers import ...` was copied as it was, so the checkpoint needed the package, and
     AutoModel was not mapped: each name is now imported from the flat copy of its defining module."""
     (tmp_path / "user_code").mkdir()
     (tmp_path / "user_code" / "my_models.py").write_text(
-        "from fourierformers import (\n    GFNetConfig as Config,\n    GFNetForSequenceClassification,\n)\n\n\n"
-        "class MyClassifier(GFNetForSequenceClassification):\n    config_class = Config\n"
+        f"{imports}\n\nclass MyClassifier(GFNetForSequenceClassification):\n    config_class = Config\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
     my_models = importlib.import_module("my_models")
@@ -245,6 +250,35 @@ def test_subclass_in_a_module_of_its_own_loads_without_the_package(tmp_path, mon
     loaded = load_without_package(tmp_path, [f"{folder}=AutoModelForSequenceClassification"])["saved"]
     assert loaded["model_class"] == "MyClassifier" and loaded["model_module"] == "transformers_modules"
     assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, loaded
+    assert not (folder / "__init__.py").exists()
+
+
+def test_subclass_importing_the_package_by_name_is_saved_with_a_warning(tmp_path, monkeypatch, caplog):
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "by_name.py").write_text(
+        "import fourierformers\n\n\nclass MyClassifier(fourierformers.GFNetForSequenceClassification):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
+    model = importlib.import_module("by_name").MyClassifier(tiny_config("gfnet"))
+    with caplog.at_level("WARNING", logger=portable_checkpoint.__name__):
+        model.save_pretrained(tmp_path / "saved")
+    assert "by_name.py imports fourierformers or one of its modules by name" in caplog.text
+    assert "loads with `trust_remote_code=True` only where fourierformers is installed" in caplog.text
+
+
+def test_two_modules_of_one_file_name_are_refused(tmp_path, monkeypatch):
+    """The flat folder holds one file per name: the user's configuration_gfnet.py replaced the package's."""
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "configuration_gfnet.py").write_text("from fourierformers import GFNetConfig\n")
+    (tmp_path / "user_code" / "clash.py").write_text(
+        "from .configuration_gfnet import GFNetConfig\nfrom fourierformers import GFNetForSequenceClassification\n\n\n"
+        "class MyClassifier(GFNetForSequenceClassification):\n    config_class = GFNetConfig\n"
+    )
+    (tmp_path / "user_code" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = importlib.import_module("user_code.clash").MyClassifier(tiny_config("gfnet"))
+    with pytest.raises(ValueError, match=r"Two modules would be saved as configuration_gfnet.py .*Rename one"):
+        model.save_pretrained(tmp_path / "saved")
 
 
 @pytest.mark.parametrize("source,expected", [
@@ -259,7 +293,7 @@ def test_subclass_in_a_module_of_its_own_loads_without_the_package(tmp_path, mon
 ])
 def test_package_imports_are_rewritten_within_their_statement(source, expected):
     """Whole lines were replaced, so code sharing a line with the import was lost."""
-    rewritten, _ = portable_checkpoint.without_top_level_package_imports(source)
+    rewritten, _ = portable_checkpoint.without_imports_from_packages(source)
     assert rewritten == expected
     ast.parse(rewritten)
 
@@ -282,6 +316,15 @@ def test_model_card_describes_the_checkpoint(head, tmp_path):
     text_rows = ["| max sequence length (FFT length) | 24 |", f"| vocabulary | {config.vocab_size} |"]
     assert all((row in card) == (head in IMAGE_FIELDS) for row in image_rows)
     assert all((row in card) != (head in IMAGE_FIELDS) for row in text_rows)
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_model_card_of_a_backbone_names_the_pipeline_of_its_inputs(image, tmp_path):
+    """An image backbone's card said feature-extraction, the text pipeline (it needs a tokenizer)."""
+    model_class("gfnet", "Model")(tiny_config("gfnet", **(IMAGE_FIELDS["ForImageClassification"] if image else {})))\
+        .save_pretrained(tmp_path)
+    tag = "image-feature-extraction" if image else "feature-extraction"
+    assert f"\npipeline_tag: {tag}\n" in (tmp_path / "README.md").read_text()
 
 
 def test_model_card_of_a_hierarchical_image_model_lists_its_stages(tmp_path):
