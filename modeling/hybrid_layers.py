@@ -17,23 +17,28 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import SelfAttention, _transformed, build_norm, can_read_values, masked_mean
+from .spectral_layers import _transformed, build_norm, can_read_values, masked_mean
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
     """Call any mixer with the common interface: returns (out, attention weights or None). `fft_shape` is the FFT
-    grid of this call for the spectral mixers (None: the one they were built for); attention needs none."""
-    if isinstance(mixer, HybridMixer):
-        return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation,
-                     fft_shape=fft_shape)
-    if isinstance(mixer, SelfAttention):
-        return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation)
-    return mixer(x, mask, fft_shape=fft_shape), None
+    grid of this call for the spectral mixers (None: the one they were built for); attention needs none.
+
+    The call follows the mixer's class attributes `takes_fft_shape` and `returns_attention_weights`, not its type: a
+    wrapped mixer (PEFT's `modules_to_save`, a `torch.compile`d module) forwards attribute lookups to the mixer but is
+    not an instance of its class."""
+    options = dict(fft_shape=fft_shape) if mixer.takes_fft_shape else {}
+    if mixer.returns_attention_weights:
+        return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation, **options)
+    return mixer(x, mask, **options), None
 
 
 class HybridMixer(nn.Module):
     """Base of the composite mixers: holds the children; `_run_children` runs them side by side on the same input
     (a cascade runs them in sequence instead)."""
+
+    takes_fft_shape = True  # see `run_mixer`
+    returns_attention_weights = True
 
     def __init__(self, mixers):
         super().__init__()

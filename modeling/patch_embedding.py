@@ -59,18 +59,30 @@ class PatchEmbedding(nn.Module):
         self.register_buffer("kernel_mask", patch_kernel_mask(patch_shape, tuple(kernel_size)), persistent=False)
 
     def forward(self, pixel_values):
-        weight = self.projection.weight
-        if self.patch_shape != "cuboid":
-            weight = weight * self.kernel_mask.to(weight.dtype)
-        conv = getattr(F, f"conv{pixel_values.ndim - 2}d")
-        tokens = conv(
-            pixel_values, weight, self.projection.bias, stride=self.projection.stride, padding=self.projection.padding
-        )  # (B, D, *grid), or (B, r, *grid) with a rank
+        if self.patch_shape == "cuboid":
+            # the module is called (not its weights read) so that a wrapper of it, e.g. a LoRA adapter, takes part
+            tokens = self.projection(pixel_values)  # (B, D, *grid), or (B, r, *grid) with a rank
+        else:
+            tokens = self.masked_convolution(pixel_values)
         if self.rank_projection is not None:
             return self.rank_projection(tokens.movedim(1, -1))  # (B, *grid, D), contiguous
         # Channels-last in memory, not a permuted view: the residual stream inherits this layout, and every add,
         # LayerNorm and linear after it would otherwise read channels D * grid elements apart.
         return tokens.movedim(1, -1).contiguous()  # (B, *grid, D)
+
+    def masked_convolution(self, pixel_values):
+        """The projection with its kernel masked to the patch shape: (B, C, *spatial) -> (B, D or r, *grid)."""
+        projection = self.projection
+        if type(projection) is not CONV_CLASSES[len(self.kernel_mask.shape)]:
+            # a wrapper's own computation (an adapter's update) would be left out of the masked convolution
+            raise ValueError(
+                f"PatchEmbedding with patch_shape={self.patch_shape!r} masks the kernel of its projection, so the "
+                f"projection must be a plain convolution, got {type(projection).__name__}: adapt `rank_projection` "
+                "(patch_embed_rank) or use cuboid patches."
+            )
+        weight = projection.weight * self.kernel_mask.to(projection.weight.dtype)
+        conv = getattr(F, f"conv{pixel_values.ndim - 2}d")
+        return conv(pixel_values, weight, projection.bias, stride=projection.stride, padding=projection.padding)
 
     def extra_repr(self):
         return f"patch_shape={self.patch_shape!r}"

@@ -558,6 +558,8 @@ class SpectralMixer(nn.Module):
     and, on CPU, runs a large batch chunk by chunk (`_batch_chunks`); each mixer implements `mix` on one chunk."""
 
     hidden_size = None  # the width D of the inputs, for mixers with weights per channel
+    takes_fft_shape = True  # the call convention, see `hybrid_layers.run_mixer`
+    returns_attention_weights = False
     translation_equivariant = False  # see `spectral_properties`
     adaptive = False
 
@@ -1169,6 +1171,9 @@ class MultiHeadAttention(nn.Module):
 
 class SelfAttention(MultiHeadAttention):
     """Multi-head self-attention over the flattened grid, with padded keys masked out: the attention mixer."""
+
+    takes_fft_shape = False  # the call convention, see `hybrid_layers.run_mixer`
+    returns_attention_weights = True
 
     def __init__(self, hidden_size, num_heads, dropout=0.0):
         super().__init__(hidden_size, hidden_size, num_heads, dropout)

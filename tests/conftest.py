@@ -34,6 +34,25 @@ def tiny_config(family, **overrides):
     return CONFIG_CLASSES[family](**fields)
 
 
+class Wrapper(torch.nn.Module):
+    """A module wrapped as PEFT wraps one (`modules_to_save`, LoRA layers): calls go to the wrapped module, whose
+    attributes it forwards, plus an optional `adapter` added to the output; not an instance of the wrapped class."""
+
+    def __init__(self, module, adapter=None):
+        super().__init__()
+        self.wrapped, self.adapter = module, adapter
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.wrapped, name)
+
+    def forward(self, *args, **kwargs):
+        out = self.wrapped(*args, **kwargs)
+        return out if self.adapter is None else out + self.adapter(*args, **kwargs)
+
+
 def model_class(family, head):
     """The class `<Family><head>`, e.g. model_class("gfnet", "ForMaskedLM") -> GFNetForMaskedLM."""
     prefix = {"gfnet": "GFNet", "afno": "AFNO", "fnet_hybrid": "FNetHybrid"}[family]

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import FAMILIES, model_class, tiny_config
+from conftest import FAMILIES, Wrapper, model_class, tiny_config
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilter, MultiscaleMixer, SelfAttention
@@ -122,6 +122,23 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(family, strategy):
     for name, parameter in mixer.named_parameters():
         if not name.startswith("mixers."):
             assert parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+@pytest.mark.parametrize("strategy", ["adaptive_soft", "multiscale_concat", "cascade_shared_norm"])
+def test_wrapped_mixers_are_called_as_the_mixers_themselves(strategy):
+    """PEFT's `modules_to_save=["mixer"]` wraps every mixer: an attention or strategy mixer, recognised by its type,
+    was called as a spectral one (`fft_shape` passed to attention, a strategy's (out, weights) taken as its output)."""
+    config = tiny_config("fnet_hybrid", num_hidden_layers=3, mixer_layout=[STRATEGIES[strategy], "attention", "afno"])
+    model = model_class("fnet_hybrid", "Model")(config).eval()
+    input_ids, attention_mask = text_batch()
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask, output_attentions=True)
+        for layer in model.layers:
+            layer.mixer = Wrapper(layer.mixer)
+        wrapped = model(input_ids, attention_mask=attention_mask, output_attentions=True)
+    torch.testing.assert_close(wrapped.last_hidden_state, expected.last_hidden_state, rtol=0, atol=0)
+    for ours, theirs in zip(wrapped.attentions, expected.attentions):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILIES, model_class, tiny_config
+from conftest import FAMILIES, Wrapper, model_class, tiny_config
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, ViTImageProcessorPil, pipeline
 
@@ -71,6 +71,29 @@ def test_masked_patch_embedding_matches_explicit_reference(patch_shape, kernel, 
         pixel_values, embedding.projection.weight, embedding.projection.bias, embedding.kernel_mask, stride, padding
     )
     torch.testing.assert_close(embedding(pixel_values).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_a_wrapped_cuboid_projection_takes_part(rank):
+    """A LoRA adapter on the patch projection (PEFT wraps the convolution) failed: its weights, stride and padding
+    were read from the module instead of calling it."""
+    embedding = PatchEmbedding(2, 6, (4, 4), (4, 4), (0, 0), rank=rank)
+    pixel_values = torch.randn(2, 2, 8, 12)
+    plain = embedding(pixel_values)
+    adapter = torch.nn.Conv2d(2, embedding.projection.out_channels, 4, stride=4, bias=False)
+    embedding.projection = Wrapper(embedding.projection, adapter)
+    update = adapter(pixel_values).movedim(1, -1)
+    if rank is not None:
+        update = update @ embedding.rank_projection.weight.T
+    torch.testing.assert_close(embedding(pixel_values), plain + update)
+
+
+def test_a_wrapped_masked_projection_is_refused():
+    """The masked kernel is applied with the convolution's weights: a wrapper's update would be left out silently."""
+    embedding = PatchEmbedding(2, 6, (5, 5), (2, 2), (2, 2), patch_shape="sphere")
+    embedding.projection = Wrapper(embedding.projection)
+    with pytest.raises(ValueError, match=r"patch_shape='sphere' masks the kernel .*plain convolution, got Wrapper"):
+        embedding(torch.randn(1, 2, 9, 8))
 
 
 @pytest.mark.parametrize("patch_shape, kernel, stride, padding, image", [
