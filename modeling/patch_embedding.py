@@ -56,6 +56,9 @@ class PatchEmbedding(nn.Module):
             padding=padding, bias=rank is None,
         )
         self.rank_projection = None if rank is None else nn.Linear(rank, hidden_size)
+        # the geometry, kept here as well: a wrapper of the projection (a LoRA adapter) need not forward it
+        self.kernel_size, self.stride = self.projection.kernel_size, self.projection.stride
+        self.padding = self.projection.padding
         self.register_buffer("kernel_mask", patch_kernel_mask(patch_shape, tuple(kernel_size)), persistent=False)
 
     def forward(self, pixel_values):
@@ -82,7 +85,7 @@ class PatchEmbedding(nn.Module):
             )
         weight = projection.weight * self.kernel_mask.to(projection.weight.dtype)
         conv = getattr(F, f"conv{pixel_values.ndim - 2}d")
-        return conv(pixel_values, weight, projection.bias, stride=projection.stride, padding=projection.padding)
+        return conv(pixel_values, weight, projection.bias, stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
         return f"patch_shape={self.patch_shape!r}"
@@ -183,13 +186,12 @@ class SpectralImageEmbeddings(nn.Module):
 
     def check_tiling(self, image_size):
         """Raise unless uncentred patches cover an `image_size` image exactly (no silently dropped border pixels)."""
-        projection = self.patch_embeddings.projection
-        for axis, (n, k, s, p) in enumerate(zip(image_size, projection.kernel_size, projection.stride,
-                                                 projection.padding)):
+        patches = self.patch_embeddings
+        for axis, (n, k, s, p) in enumerate(zip(image_size, patches.kernel_size, patches.stride, patches.padding)):
             if n + 2 * p < k or (not self.centered and (n - k) % s):
                 raise ValueError(
-                    f"Input image size {image_size} does not tile with patch_size {tuple(projection.kernel_size)} and "
-                    f"stride {tuple(projection.stride)} along axis {axis}: the size must be at least the patch size "
+                    f"Input image size {image_size} does not tile with patch_size {patches.kernel_size} and "
+                    f"stride {patches.stride} along axis {axis}: the size must be at least the patch size "
                     "and (size - patch_size) a multiple of the stride, or border pixels would be dropped. Resize "
                     "the images."
                 )

@@ -36,16 +36,19 @@ def tiny_config(family, **overrides):
 
 class Wrapper(torch.nn.Module):
     """A module wrapped as PEFT wraps one (`modules_to_save`, LoRA layers): calls go to the wrapped module, whose
-    attributes it forwards, plus an optional `adapter` added to the output; not an instance of the wrapped class."""
+    attributes it forwards (all, or only those `forwarded`, as a LoRA layer forwards only `weight` and `bias`), plus
+    an optional `adapter` added to the output; not an instance of the wrapped class."""
 
-    def __init__(self, module, adapter=None):
+    def __init__(self, module, adapter=None, forwarded=None):
         super().__init__()
-        self.wrapped, self.adapter = module, adapter
+        self.wrapped, self.adapter, self.forwarded = module, adapter, forwarded
 
     def __getattr__(self, name):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if self.forwarded is not None and name not in self.forwarded:
+                raise
             return getattr(self.wrapped, name)
 
     def forward(self, *args, **kwargs):

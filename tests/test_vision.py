@@ -88,6 +88,25 @@ def test_a_wrapped_cuboid_projection_takes_part(rank):
     torch.testing.assert_close(embedding(pixel_values), plain + update)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_on_the_patch_projection_changes_the_model_at_any_image_size(family):
+    """The projection wrapped as a LoRA layer is (forwarding only its weight and bias): other image sizes
+    (`interpolate_pos_encoding`) read its kernel size, stride and padding for the tiling check."""
+    model = model_class(family, "ForImageClassification")(image_config(family)).eval()
+    patches = model.base_model.embeddings.patch_embeddings
+    projection = patches.projection
+    adapter = torch.nn.Conv2d(projection.in_channels, projection.out_channels, projection.kernel_size,
+                              stride=projection.stride)
+    for size in (model.config.image_shape, tuple(2 * n for n in model.config.image_shape)):
+        pixel_values = torch.randn(1, model.config.num_channels, *size)
+        with torch.no_grad():
+            patches.projection = projection
+            plain = model(pixel_values, interpolate_pos_encoding=True).logits
+            patches.projection = Wrapper(projection, adapter, forwarded=("weight", "bias"))
+            adapted = model(pixel_values, interpolate_pos_encoding=True).logits
+        assert (adapted - plain).abs().max() > 1e-3
+
+
 def test_a_wrapped_masked_projection_is_refused():
     """The masked kernel is applied with the convolution's weights: a wrapper's update would be left out silently."""
     embedding = PatchEmbedding(2, 6, (5, 5), (2, 2), (2, 2), patch_shape="sphere")
