@@ -1237,6 +1237,17 @@ def _reduce(losses, num_items_in_batch):
     return losses.sum() / (num_items_in_batch or 1)
 
 
+def regression_loss(predictions, targets, num_items_in_batch):
+    """Mean squared error over the targets that are not -100, as the class losses ignore -100: Trainer counts the
+    labels != -100 of a step as its items (`num_items_in_batch`), so a target of -100 counted in the sum but not in
+    the count would inflate the loss. It also marks a missing value of a multi-output or per-pixel target."""
+    kept = targets != -100
+    losses = torch.where(kept, F.mse_loss(predictions, targets, reduction="none"), 0.0)
+    if num_items_in_batch is None:
+        return losses.sum() / kept.sum().clamp(min=1)
+    return _reduce(losses, num_items_in_batch)
+
+
 def validate_class_labels(labels, expected_shape, num_classes):
     """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
     raising `ValueError` with the expected shape and range before the loss would index out of bounds. Any integer
@@ -1326,7 +1337,7 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
     if problem_type == "regression":
         predictions = logits.squeeze(-1) if num_labels == 1 else logits
         targets = labels.to(predictions.dtype).reshape(predictions.shape)
-        return _reduce(F.mse_loss(predictions, targets, reduction="none"), num_items_in_batch)
+        return regression_loss(predictions, targets, num_items_in_batch)
     if problem_type == "single_label_classification":
         return _cross_entropy(logits, labels, num_items_in_batch)
     losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
@@ -1393,7 +1404,8 @@ class SpectralForSequenceClassification(SpectralPreTrainedModel):
         condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
         condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices of any
-            integer dtype (single-label), floats (regression) or multi-hot values in [0, 1] (multi-label).
+            integer dtype (single-label), floats (regression; -100 = ignored) or multi-hot values in [0, 1]
+            (multi-label).
 
         Returns `SequenceClassifierOutput` with `logits` (B, num_labels).
         """

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
@@ -14,10 +13,10 @@ from transformers.utils import ModelOutput
 from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
-    _reduce,
     check_real_targets,
     classifier_dropout,
     loss_precision,
+    regression_loss,
     sequence_classification_loss,
 )
 
@@ -78,7 +77,7 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images (B, C, H, W) or
             volumes (B, C, D, H, W).
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
-            (single-label), floats (regression) or multi-hot floats (multi-label).
+            (single-label), floats (regression; -100 = ignored) or multi-hot floats (multi-label).
         interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings (and, for
             a larger image, running the spectral mixers at its grid; see `SpectralModel.forward`).
 
@@ -168,7 +167,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     ):
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): input fields.
-        labels (`torch.Tensor` of shape `(batch_size, num_output_channels, *image_size)`): regression targets.
+        labels (`torch.Tensor` of shape `(batch_size, num_output_channels, *image_size)`): regression targets;
+            -100 marks a missing value (left out of the loss).
         Other keyword arguments (`interpolate_pos_encoding`, `output_attentions`, `condition`, ...) go to the
         backbone, see `SpectralModel.forward`.
 
@@ -201,8 +201,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
                 )
             check_real_targets(labels, "Patch regression `labels`")
             estimates = loss_precision(predictions)
-            losses = F.mse_loss(estimates, labels.to(estimates.device, estimates.dtype), reduction="none")
-            loss = _reduce(losses, num_items_in_batch)
+            loss = regression_loss(estimates, labels.to(estimates.device, estimates.dtype), num_items_in_batch)
         output = PatchRegressionOutput(
             loss=loss,
             predictions=predictions,

@@ -412,6 +412,28 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
         assert gradients and all(torch.equal(gradient, torch.zeros_like(gradient)) for gradient in gradients)
 
 
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForPatchRegression"])
+def test_regression_losses_ignore_minus_100_as_trainer_counts_them(head):
+    """Trainer's `num_items_in_batch` counts the labels that are not -100; a -100 target counted in the sum of squared
+    errors made the loss 4/3 of the MSE for a batch of four with one such target."""
+    if head == "ForPatchRegression":
+        model = build("gfnet", head, image_size=8, patch_size=4, num_output_channels=2)
+        inputs = dict(pixel_values=torch.randn(BATCH, 3, 8, 8))
+        labels = torch.randn(BATCH, 2, 8, 8)
+        labels[0, 1, :3] = -100
+    else:
+        model = build("gfnet", head, num_labels=2, problem_type="regression")
+        inputs = make_inputs(model.config)
+        labels = torch.randn(BATCH, 2)
+        labels[1, 0] = -100
+    outputs = model(**inputs, labels=labels)
+    predictions = outputs.predictions if head == "ForPatchRegression" else outputs.logits
+    kept = labels != -100
+    expected = torch.nn.functional.mse_loss(predictions[kept], labels[kept])
+    torch.testing.assert_close(outputs.loss, expected)
+    torch.testing.assert_close(model(**inputs, labels=labels, num_items_in_batch=kept.sum()).loss, expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
 @pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"])
 def test_integer_labels_of_any_dtype_are_class_indices(head, dtype):
