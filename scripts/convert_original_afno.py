@@ -8,7 +8,7 @@
   fields, not images).
 
     python scripts/convert_original_afno.py afno.pth OUTPUT_DIR [--hard-thresholding-fraction 1.0]
-        [--sparsity-threshold 0.01] [--double-skip]
+        [--sparsity-threshold 0.01] [--double-skip] [--labels imagenet_classes.txt]
     python scripts/convert_original_afno.py fourcastnet.tar OUTPUT_DIR --fourcastnet --image-size 720 1440
 
 The checkpoint tells widths, depth, patch size, blocks and classes (or output channels); what it cannot tell
@@ -30,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from original_checkpoint import (  # noqa: E402
     check_keys,
     check_tensor_shapes,
+    class_names,
     classifier_or_backbone,
     count_modules,
     has_head,
     load_converted_state_dict,
     load_original_state_dict,
+    name_classes,
     positive_int,
     require_keys,
     save_converted,
@@ -258,6 +260,8 @@ def main(argv=None):
     parser.add_argument("--fourcastnet", action="store_true", help="a FourCastNet checkpoint (double skip on)")
     parser.add_argument("--image-size", type=positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="with --fourcastnet: its training image size (default 720 1440)")
+    parser.add_argument("--labels", type=class_names, metavar="FILE",
+                        help="class names, one per line in the order of the head's outputs (default LABEL_k)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
@@ -265,6 +269,8 @@ def main(argv=None):
     if args.fourcastnet and (args.double_skip or args.drop_path_rate):
         parser.error("--double-skip and --drop-path-rate are for AFNO checkpoints; FourCastNet's always has the double "
                      "skip and converts without stochastic depth.")
+    if args.fourcastnet and args.labels is not None:
+        parser.error("--labels names the classes of an image classifier; FourCastNet's model predicts fields.")
     if not args.fourcastnet and args.image_size is not None:
         parser.error("--image-size is FourCastNet's training image size (with --fourcastnet); an AFNO checkpoint's "
                      "image size comes from its position embeddings.")
@@ -279,6 +285,11 @@ def main(argv=None):
         model = convert_afno_checkpoint(
             args.input, double_skip=args.double_skip, drop_path_rate=args.drop_path_rate, **options
         )
+    if args.labels is not None:
+        try:
+            name_classes(model, args.labels)
+        except ValueError as error:
+            parser.error(str(error))
     note = save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
     if note is not None:

@@ -3,6 +3,7 @@
 checkpoint without a head, which the original builds with `num_classes=0`).
 
     python scripts/convert_original_gfnet.py gfnet-xs.pth OUTPUT_DIR [--image-size 384] [--drop-path-rate 0.1]
+        [--labels imagenet_classes.txt]
 
 The checkpoint tells the architecture (widths, depths, patch size, input channels, classes, LayerScale);
 `--image-size` resizes position embeddings and filters to another resolution (bicubic, as the original fine-tuning
@@ -27,7 +28,9 @@ from original_checkpoint import (  # noqa: E402
     has_head,
     load_converted_state_dict,
     load_original_state_dict,
+    class_names,
     module_numbers,
+    name_classes,
     positive_int,
     require_keys,
     save_converted,
@@ -242,11 +245,18 @@ def main(argv=None):
     parser.add_argument("--image-size", type=positive_int,
                         help="resize filters and position embeddings to this size")
     parser.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth for fine-tuning")
+    parser.add_argument("--labels", type=class_names, metavar="FILE",
+                        help="class names, one per line in the order of the head's outputs (default LABEL_k)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
     args = parser.parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite, overwrite_option="--overwrite", inputs=[args.input])
     model = convert_gfnet_checkpoint(args.input, args.image_size, args.drop_path_rate)
+    if args.labels is not None:
+        try:
+            name_classes(model, args.labels)
+        except ValueError as error:
+            parser.error(str(error))
     note = save_converted(model, args.output_dir, args.overwrite)
     print(f"Saved {type(model).__name__} ({model.num_parameters():,} parameters) to {args.output_dir}")
     if note is not None:

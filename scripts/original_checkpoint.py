@@ -5,6 +5,7 @@ and shape checks, and save a model (with an image processor where one fits) into
 
 import argparse
 import re
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -180,6 +181,38 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def class_names(path):
+    """argparse type of `--labels`: the class names in the text file `path`, one per line in the order of the head's
+    outputs (blank lines at the end ignored)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {error}") from error
+    while names and not names[-1]:
+        names.pop()
+    if not names or "" in names:
+        raise argparse.ArgumentTypeError(f"{path!r} must hold one class name per line, with no blank line between")
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{path!r} repeats class names (pipelines map names back to ids): {repeated}")
+    return names
+
+
+def name_classes(model, names):
+    """Name the outputs of a converted classifier (`id2label`, `label2id`), which pipelines then report instead of
+    LABEL_0, LABEL_1, ...; a `ValueError` where the checkpoint has no head or another number of classes."""
+    classifier = getattr(model, "classifier", None)
+    if classifier is None:
+        raise ValueError("--labels names the classes of a classification head; this checkpoint has none.")
+    if len(names) != classifier.out_features:
+        raise ValueError(
+            f"--labels gives {len(names)} class names; the checkpoint's head has {classifier.out_features} classes "
+            "(one name per line, in the order of its outputs)."
+        )
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: index for index, name in enumerate(names)}
 
 
 def height_and_width(config):

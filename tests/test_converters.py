@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -151,6 +151,49 @@ def test_checkpoint_without_a_head_converts_to_the_backbone(name, script, model_
     reference = load_file(FIXTURES / name / "outputs.safetensors")["features"]
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values=pixel_values).pooler_output, reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name,script", [("gfnet", convert_original_gfnet), ("afno", convert_original_afno)])
+def test_labels_option_names_the_classes_the_pipeline_reports(name, script, tmp_path):
+    num_classes = load_file(FIXTURES / name / "state_dict.safetensors")["head.weight"].shape[0]
+    names = [f"class {index} ({name})" for index in range(num_classes)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n\n")
+    script.main([str(FIXTURES / name / "state_dict.safetensors"), str(tmp_path / "out"),
+                 "--labels", str(tmp_path / "labels.txt")])
+    config = AutoConfig.from_pretrained(tmp_path / "out")
+    assert config.id2label == dict(enumerate(names)) and config.label2id == {n: i for i, n in enumerate(names)}
+    classifier = pipeline("image-classification", model=str(tmp_path / "out"))
+    predictions = classifier(Image.new("RGB", (40, 30), (200, 40, 90)), top_k=num_classes)
+    assert sorted(prediction["label"] for prediction in predictions) == sorted(names)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("lines,flags,message", [
+    (["cat", "dog"], [], r"--labels gives 2 class names; the checkpoint's head has \d+ classes"),
+    (["cat", "", "dog"], [], r"must hold one class name per line, with no blank line between"),
+    (["cat", "dog", "cat"], [], r"repeats class names .*\['cat'\]"),
+    (["cat"], ["--headless"], r"--labels names the classes of a classification head; this checkpoint has none"),
+], ids=["too few", "blank line", "repeated", "no head"])
+def test_labels_option_refuses_names_that_do_not_fit(lines, flags, message, tmp_path, capsys):
+    state_dict = load_file(FIXTURES / "gfnet" / "state_dict.safetensors")
+    if flags == ["--headless"]:
+        state_dict = {key: value for key, value in state_dict.items() if not key.startswith("head.")}
+    save_file(state_dict, tmp_path / "in.safetensors")
+    (tmp_path / "labels.txt").write_text("\n".join(lines))
+    with pytest.raises(SystemExit):
+        convert_original_gfnet.main([str(tmp_path / "in.safetensors"), str(tmp_path / "out"),
+                                     "--labels", str(tmp_path / "labels.txt")])
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fourcastnet_refuses_labels(tmp_path, capsys):
+    (tmp_path / "labels.txt").write_text("cat\n")
+    with pytest.raises(SystemExit):
+        convert_original_afno.main([str(tmp_path / "in.pth"), str(tmp_path / "out"), "--fourcastnet",
+                                    "--labels", str(tmp_path / "labels.txt")])
+    assert "--labels names the classes of an image classifier; FourCastNet" in capsys.readouterr().err
 
 
 def with_mlp_width(state_dict, width, blocks_prefix):
