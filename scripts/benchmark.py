@@ -66,6 +66,7 @@ SHORT_INPUT_TOLERANCE = 1e-5  # short-input outputs against the full-length comp
 # The sweep of a full run and of --quick, for the options not given on the command line.
 FULL_SWEEP = dict(lengths=[128, 256, 512, 1024, 2048, 4096, 8192, 16384], image_sizes=[224, 384, 512, 1024],
                   batch_sizes=[1, 8], repeats=7, max_seconds=20.0)
+FIRST_INPUT_ID = 5  # random input ids start above the special tokens (BERT's [PAD], [UNK], [CLS], [SEP], [MASK])
 QUICK_SWEEP = dict(lengths=[512, 1024, 4096], image_sizes=[224, 512], batch_sizes=[1], repeats=3, max_seconds=10.0)
 
 
@@ -111,11 +112,13 @@ def parse_args():
         "--processes",
         type=int,
         default=1,
-        help="run the sweep in this many fresh processes, one after the other, and report the medians with their "
-        "ranges: ratios move by a few percent from one process to the next (memory layout, page faults)",
+        help="run the sweep in this many fresh processes, one after the other, and report the median times and the "
+        "median ratios with their ranges: ratios move by a few percent from one process to the next (memory layout, "
+        "page faults)",
     )
     parser.add_argument("--records-only", action="store_true", help=argparse.SUPPRESS)  # a --processes child
-    parser.add_argument("--output-dir", type=Path, default=Path("docs"))
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent.parent / "docs",
+                        help="where plots and records go (default: the repository's docs/)")
     args = parser.parse_args()
     for name, value in (QUICK_SWEEP if args.quick else FULL_SWEEP).items():
         if getattr(args, name) is None:
@@ -128,12 +131,17 @@ def parse_args():
             parser.error(f"--{name.replace('_', '-')} takes positive integers, got {values}.")
     if args.max_seconds <= 0:
         parser.error(f"--max-seconds must be positive, got {args.max_seconds}.")
-    if args.dtype == "bfloat16" and args.device.startswith("cpu") and "hf_fnet" in args.models:
-        # transformers' FNet calls torch.fft.fftn on its bfloat16 input, which CPUs do not implement
+    if args.dtype == "bfloat16" and "hf_fnet" in args.models:
+        # transformers' FNet calls torch.fft.fftn on its bfloat16 input, which torch's FFTs do not take (CPU or CUDA)
         args.models = [name for name in args.models if name != "hf_fnet"]
         if not args.models:
-            parser.error("--models hf_fnet with --dtype bfloat16 on CPU: transformers' FNet has no bfloat16 FFT there.")
-        print("hf_fnet left out: transformers' FNet has no bfloat16 FFT on CPU.")
+            parser.error("--models hf_fnet with --dtype bfloat16: transformers' FNet has no bfloat16 FFT.")
+        print("hf_fnet left out: transformers' FNet has no bfloat16 FFT.")
+    if args.vocab_size <= FIRST_INPUT_ID:
+        parser.error(f"--vocab-size must exceed {FIRST_INPUT_ID} (input ids are drawn above the special tokens), "
+                     f"got {args.vocab_size}.")
+    if args.hidden_size % args.num_heads:
+        parser.error(f"--num-heads {args.num_heads} must divide --hidden-size {args.hidden_size}.")
     text_models = [name for name in args.models if name not in IMAGE_ONLY]
     image_models = [name for name in args.models if name not in TEXT_ONLY]
     if not (args.lengths and text_models or args.image_sizes and image_models):
@@ -150,9 +158,11 @@ def parse_args():
             parser.error(f"--image-sizes {bad} are not multiples of --patch-size {args.patch_size}: the patches must "
                          "tile the image.")
     try:
-        torch.empty(0, device=args.device)
+        device_type = torch.empty(0, device=args.device).device.type
     except (RuntimeError, AssertionError) as error:
         parser.error(f"--device {args.device} is not usable here ({error}).")
+    if device_type == "meta":
+        parser.error("--device meta holds no data to time: use cpu or cuda.")
     return args
 
 
@@ -304,7 +314,7 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
     records, steps = [], {}
     generator = torch.Generator().manual_seed(0)
     if image_size is None:
-        input_ids = torch.randint(5, args.vocab_size, (batch_size, length), generator=generator)
+        input_ids = torch.randint(FIRST_INPUT_ID, args.vocab_size, (batch_size, length), generator=generator)
         inputs, setting = dict(input_ids=input_ids.to(args.device)), dict(input="text")
     else:
         pixels = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
@@ -324,7 +334,7 @@ def benchmark_setting(args, names, mode, batch_size, length, previous, skipped, 
             exponent = 2.0 if name.removesuffix("+inductor") in QUADRATIC_MODELS else 1.2
             predicted = previous[name][1] * (length / previous[name][0]) ** exponent
             if predicted > args.max_seconds:
-                skipped[name] = record["status"] = f"skipped: predicted {predicted:.0f} s > {args.max_seconds:.0f} s"
+                skipped[name] = record["status"] = f"skipped: predicted {predicted:.3g} s > {args.max_seconds:.3g} s"
                 continue
         try:
             model = build_model(name.removesuffix("+inductor"), args, length, image_size)
@@ -407,7 +417,9 @@ def markdown_table(records, input_kind):
             continue
         rate = f"{record['tokens_per_s']:,.0f}" if text else f"{record['images_per_s']:,.1f}"
         ratios = [ratio_cell(record, key) for key in RATIO_KEYS]
-        lines.append(f"{head} {record['ms']:.1f} | {rate} | {record['peak_mib']:.0f} | {ratios[0]} | {ratios[1]} |")
+        peak = record["peak_mib"]
+        peak = f"{peak:.0f}" if peak >= 10 else f"{peak:.2g}"  # a tiny run's few KiB are not 0
+        lines.append(f"{head} {record['ms']:.1f} | {rate} | {peak} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
@@ -475,7 +487,7 @@ def short_input_comparison(args):
         f"max abs difference from the {long}-point computation |",
         "|---|---:|---:|---:|---:|",
     ]
-    input_ids = torch.randint(5, args.vocab_size, (1, short)).to(args.device)
+    input_ids = torch.randint(FIRST_INPUT_ID, args.vocab_size, (1, short)).to(args.device)
     inputs = dict(input_ids=input_ids)
     padded = dict(input_ids=torch.nn.functional.pad(input_ids, (0, long - short), value=0),
                   attention_mask=(torch.arange(long, device=args.device) < short)[None].long())
@@ -673,14 +685,7 @@ def main():
             print(f"- {kind}, {model}, batch {batch_size}: a = {exponent:.2f}")
     elif "training" in args.modes:
         print("\nTraining memory ~ tokens^a: not fitted (it needs two lengths of at least 1024 tokens, or patches).")
-    if args.lengths:
-        print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
-              f"{args.hidden_size}, inference, float32):\n")
-        print(fourier_layer_comparison(args, sorted(args.lengths)))
-    short_input_difference = 0.0
-    if short_input_families(args):
-        table, short_input_difference = short_input_comparison(args)
-        print(f"\nShort inputs (batch 1, inference):\n\n{table}")
+    # written before the extra sections, which can still fail (out of memory at a length the sweep skipped)
     written = []
     for kind in kinds:
         path = args.output_dir / f"benchmark_{suffix}{'' if kind == 'text' else '_images'}.png"
@@ -688,6 +693,14 @@ def main():
         written.append(str(path))
     (args.output_dir / f"benchmark_{suffix}.json").write_text(json.dumps(records, indent=1))
     print(f"\nWrote {', '.join(written)} and benchmark_{suffix}.json in {time.perf_counter() - started:.0f} s.")
+    if args.lengths and any(name not in IMAGE_ONLY for name in args.models):
+        print("\nFourier mixer against transformers' FNet Fourier layer (batch 1, hidden "
+              f"{args.hidden_size}, inference, float32):\n")
+        print(fourier_layer_comparison(args, sorted(args.lengths)))
+    short_input_difference = 0.0
+    if short_input_families(args):
+        table, short_input_difference = short_input_comparison(args)
+        print(f"\nShort inputs (batch 1, inference):\n\n{table}")
     if args.dtype == "float32" and short_input_difference > SHORT_INPUT_TOLERANCE:
         sys.exit(f"A short input's outputs differ from the full-length computation by {short_input_difference:.1e} "
                  f"(more than {SHORT_INPUT_TOLERANCE:.0e}).")

@@ -181,6 +181,32 @@ def test_only_attention_models_are_predicted_to_grow_quadratically(monkeypatch):
     previous = {"fnet_hybrid_fourier": (32, 1.0), "fnet_hybrid": (32, 1.0)}  # x 2^1.2 = 2.3 s, x 2^2 = 4 s
     records = benchmark.benchmark_setting(args, list(previous), "inference", 1, 64, previous, {})
     assert [record["status"] for record in records] == ["ok", "skipped: predicted 4 s > 3 s"]
+    # below a second the label kept no digit: "predicted 0 s > 0 s"
+    args.max_seconds = 0.003
+    previous = {name: (32, 0.001) for name in previous}
+    records = benchmark.benchmark_setting(args, list(previous), "inference", 1, 64, previous, {})
+    assert [record["status"] for record in records] == ["ok", "skipped: predicted 0.004 s > 0.003 s"]
+
+
+def test_records_are_written_before_the_extra_sections_and_images_get_no_text_ones(monkeypatch, tmp_path, capsys):
+    """An error in the Fourier-layer comparison (out of memory at a length the sweep skipped) lost every record, and a
+    run of image models compared Fourier layers at the default text lengths."""
+    def fails(args, lengths):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(benchmark, "fourier_layer_comparison", fails)
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *TINY, "--repeats", "1", "--modes", "inference",
+                                      "--models", "identity", "--lengths", "16", "--image-sizes",
+                                      "--output-dir", str(tmp_path)])
+    with pytest.raises(MemoryError):
+        benchmark.main()
+    assert json.loads((tmp_path / "benchmark_cpu_float32.json").read_text())[0]["model"] == "identity"
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *TINY, "--repeats", "1", "--modes", "inference",
+                                      "--models", "vit_sdpa", "--lengths", "16", "--image-sizes", "16",
+                                      "--patch-size", "8", "--output-dir", str(tmp_path)])
+    benchmark.main()
+    assert "Fourier mixer against" not in capsys.readouterr().out
 
 
 def test_a_failed_cpu_allocation_counts_as_out_of_memory():
@@ -217,7 +243,10 @@ def test_short_inputs_equal_the_full_length_computation(monkeypatch):
     (["--image-sizes", "8"], r"--image-sizes \[8\] are not multiples of --patch-size 16"),
     (["--short-length", "128", "--long-length", "64"], r"--short-length 128 must not exceed --long-length 64"),
     (["--device", "no_such_device"], r"--device no_such_device is not usable here"),
-    (["--models", "hf_fnet", "--dtype", "bfloat16"], r"hf_fnet with --dtype bfloat16 on CPU"),
+    (["--models", "hf_fnet", "--dtype", "bfloat16"], r"hf_fnet with --dtype bfloat16: transformers' FNet has no"),
+    (["--vocab-size", "5"], r"--vocab-size must exceed 5 \(input ids are drawn above the special tokens\), got 5"),
+    (["--hidden-size", "30", "--num-heads", "4"], r"--num-heads 4 must divide --hidden-size 30"),
+    (["--device", "meta"], r"--device meta holds no data to time"),
     # the text model left is hf_fnet, dropped for bfloat16: the run measured nothing and wrote empty results
     (["--models", "hf_fnet", "vit_sdpa", "--lengths", "32", "--image-sizes", "--dtype", "bfloat16"],
      r"Nothing to measure: --models vit_sdpa with --lengths \[32\]"),
