@@ -24,11 +24,11 @@ def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa
     """Call any mixer with the common interface: returns (out, attention weights or None). `fft_shape` is the FFT
     grid of this call for the spectral mixers (None: the one they were built for); attention needs none.
 
-    The call follows the mixer's class attributes `takes_fft_shape` and `returns_attention_weights`, not its type: a
-    wrapped mixer (PEFT's `modules_to_save`, a `torch.compile`d module) forwards attribute lookups to the mixer but is
-    not an instance of its class."""
-    options = dict(fft_shape=fft_shape) if mixer.takes_fft_shape else {}
-    if mixer.returns_attention_weights:
+    The call follows the mixer's class attributes `takes_fft_shape` and `returns_attention_weights` (by default those
+    of a spectral mixer: True, False), not its type: a wrapped mixer (PEFT's `modules_to_save`, a `torch.compile`d
+    module) forwards attribute lookups to the mixer but is not an instance of its class."""
+    options = dict(fft_shape=fft_shape) if getattr(mixer, "takes_fft_shape", True) else {}
+    if getattr(mixer, "returns_attention_weights", False):
         return mixer(x, mask, output_attentions=output_attentions, attn_implementation=attn_implementation, **options)
     return mixer(x, mask, **options), None
 

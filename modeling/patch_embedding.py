@@ -76,12 +76,14 @@ class PatchEmbedding(nn.Module):
     def masked_convolution(self, pixel_values):
         """The projection with its kernel masked to the patch shape: (B, C, *spatial) -> (B, D or r, *grid)."""
         projection = self.projection
-        if type(projection) is not CONV_CLASSES[len(self.kernel_mask.shape)]:
-            # a wrapper's own computation (an adapter's update) would be left out of the masked convolution
+        # The kernel is read from the projection: a wrapper that forwards it (PEFT's modules_to_save, a weight
+        # parametrization) works, but an adapter layer's own update (LoRA: `base_layer` plus a low-rank term) would
+        # be left out.
+        if getattr(projection, "base_layer", None) is not None:
             raise ValueError(
-                f"PatchEmbedding with patch_shape={self.patch_shape!r} masks the kernel of its projection, so the "
-                f"projection must be a plain convolution, got {type(projection).__name__}: adapt `rank_projection` "
-                "(patch_embed_rank) or use cuboid patches."
+                f"PatchEmbedding with patch_shape={self.patch_shape!r} masks the kernel of its projection, so an "
+                f"adapter layer around the projection ({type(projection).__name__}) would be bypassed: adapt "
+                "`rank_projection` (patch_embed_rank) or use cuboid patches."
             )
         weight = projection.weight * self.kernel_mask.to(projection.weight.dtype)
         conv = getattr(F, f"conv{pixel_values.ndim - 2}d")

@@ -26,8 +26,6 @@ PACKAGE_NAME = "fourierformers"
 # `from fourierformers[.<subpackage>].<module> import ...`: group 1 the indentation, 2 the module, 3 its basename.
 PACKAGE_IMPORT = re.compile(rf"^([ \t]*)from[ \t]+({PACKAGE_NAME}\.(?:\w+\.)*(\w+))[ \t]+import\b", re.MULTILINE)
 SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import\b", re.MULTILINE)
-# what is left of the package's imports after the rewrite (`import fourierformers`, modules imported by name)
-REMAINING_PACKAGE_IMPORT = re.compile(rf"^[ \t]*(?:import|from)[ \t]+{PACKAGE_NAME}\b", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def flat_sources(classes):
         sources[path.name] = PACKAGE_IMPORT.sub(
             lambda match: match[0] if _is_package(match[2]) else f"{match[1]}from .{match[3]} import", text
         )
-        if REMAINING_PACKAGE_IMPORT.search(sources[path.name]):
+        if imports_the_package(sources[path.name]):
             logger.warning(
                 f"{path} imports {PACKAGE_NAME} or one of its modules by name (`import {PACKAGE_NAME}`, `from "
                 f"{PACKAGE_NAME} import modeling_gfnet`, `import *`): the checkpoint loads with "
@@ -76,6 +74,18 @@ def flat_sources(classes):
                 f"themselves (`from {PACKAGE_NAME} import GFNetModel`) to have them saved."
             )
     return sources
+
+
+def imports_the_package(text):
+    """Whether the code (not its docstrings) still imports fourierformers after the rewrite: `import fourierformers`,
+    modules imported by name, `import *`."""
+    for node in ast.walk(ast.parse(text)):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        if any(name == PACKAGE_NAME or name.startswith(f"{PACKAGE_NAME}.") for name in names):
+            return True
+    return False
 
 
 def _is_package(module_name):

@@ -66,6 +66,7 @@ SHORT_INPUT_TOLERANCE = 1e-5  # short-input outputs against the full-length comp
 # The sweep of a full run and of --quick, for the options not given on the command line.
 FULL_SWEEP = dict(lengths=[128, 256, 512, 1024, 2048, 4096, 8192, 16384], image_sizes=[224, 384, 512, 1024],
                   batch_sizes=[1, 8], repeats=7, max_seconds=20.0)
+ATTENTION_MODELS = {"bert_sdpa", "vit_sdpa", "fnet_hybrid"}  # the ones that need --num-heads to divide --hidden-size
 FIRST_INPUT_ID = 5  # random input ids start above the special tokens (BERT's [PAD], [UNK], [CLS], [SEP], [MASK])
 QUICK_SWEEP = dict(lengths=[512, 1024, 4096], image_sizes=[224, 512], batch_sizes=[1], repeats=3, max_seconds=10.0)
 
@@ -140,8 +141,9 @@ def parse_args():
     if args.vocab_size <= FIRST_INPUT_ID:
         parser.error(f"--vocab-size must exceed {FIRST_INPUT_ID} (input ids are drawn above the special tokens), "
                      f"got {args.vocab_size}.")
-    if args.hidden_size % args.num_heads:
-        parser.error(f"--num-heads {args.num_heads} must divide --hidden-size {args.hidden_size}.")
+    if args.hidden_size % args.num_heads and set(args.models) & ATTENTION_MODELS:
+        parser.error(f"--num-heads {args.num_heads} must divide --hidden-size {args.hidden_size} for the attention "
+                     f"models ({', '.join(sorted(set(args.models) & ATTENTION_MODELS))}).")
     text_models = [name for name in args.models if name not in IMAGE_ONLY]
     image_models = [name for name in args.models if name not in TEXT_ONLY]
     if not (args.lengths and text_models or args.image_sizes and image_models):

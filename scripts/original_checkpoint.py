@@ -5,7 +5,6 @@ and shape checks, and save a model (with an image processor where one fits) into
 
 import argparse
 import re
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -185,18 +184,17 @@ def positive_int(text):
 
 def class_names(path):
     """argparse type of `--labels`: the class names in the text file `path`, one per line in the order of the head's
-    outputs (blank lines at the end ignored)."""
-    try:
-        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    outputs (blank lines at the end ignored). A name may repeat, as in ImageNet-1k's ("crane" the bird and the
+    machine): pipelines report `id2label`, and `label2id` keeps the last index of such a name, as transformers'
+    configs do."""
+    try:  # utf-8-sig: a byte-order mark is not part of the first name
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as error:
         raise argparse.ArgumentTypeError(f"cannot read {path!r}: {error}") from error
     while names and not names[-1]:
         names.pop()
     if not names or "" in names:
         raise argparse.ArgumentTypeError(f"{path!r} must hold one class name per line, with no blank line between")
-    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
-    if repeated:
-        raise argparse.ArgumentTypeError(f"{path!r} repeats class names (pipelines map names back to ids): {repeated}")
     return names
 
 

@@ -51,6 +51,10 @@ class Wrapper(torch.nn.Module):
                 raise
             return getattr(self.wrapped, name)
 
+    @property
+    def base_layer(self):  # as PEFT's adapter layers name the layer they add their update to
+        return self.wrapped if self.adapter is not None else None
+
     def forward(self, *args, **kwargs):
         out = self.wrapped(*args, **kwargs)
         return out if self.adapter is None else out + self.adapter(*args, **kwargs)

@@ -153,6 +153,11 @@ def test_aggregate_runs_takes_medians_over_the_processes_where_a_model_ran():
     assert skipped_everywhere["status"] == "skipped: out of memory" and "ms" not in skipped_everywhere
 
 
+def test_heads_need_not_divide_the_width_of_models_without_attention(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--models", "gfnet", "identity", "--hidden-size", "30"])
+    assert benchmark.parse_args().hidden_size == 30
+
+
 def test_quick_fills_in_only_what_is_not_given(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "--quick", "--lengths", "128", "--image-sizes"])
     args = benchmark.parse_args()
@@ -245,7 +250,8 @@ def test_short_inputs_equal_the_full_length_computation(monkeypatch):
     (["--device", "no_such_device"], r"--device no_such_device is not usable here"),
     (["--models", "hf_fnet", "--dtype", "bfloat16"], r"hf_fnet with --dtype bfloat16: transformers' FNet has no"),
     (["--vocab-size", "5"], r"--vocab-size must exceed 5 \(input ids are drawn above the special tokens\), got 5"),
-    (["--hidden-size", "30", "--num-heads", "4"], r"--num-heads 4 must divide --hidden-size 30"),
+    (["--hidden-size", "30", "--num-heads", "4", "--models", "gfnet", "bert_sdpa"],
+     r"--num-heads 4 must divide --hidden-size 30 for the attention models \(bert_sdpa\)"),
     (["--device", "meta"], r"--device meta holds no data to time"),
     # the text model left is hf_fnet, dropped for bfloat16: the run measured nothing and wrote empty results
     (["--models", "hf_fnet", "vit_sdpa", "--lengths", "32", "--image-sizes", "--dtype", "bfloat16"],

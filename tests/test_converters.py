@@ -158,7 +158,9 @@ def test_checkpoint_without_a_head_converts_to_the_backbone(name, script, model_
 def test_labels_option_names_the_classes_the_pipeline_reports(name, script, tmp_path):
     num_classes = load_file(FIXTURES / name / "state_dict.safetensors")["head.weight"].shape[0]
     names = [f"class {index} ({name})" for index in range(num_classes)]
-    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n\n")
+    names[-1] = names[0]  # ImageNet-1k's list has "crane" twice (the bird and the machine)
+    # with a byte-order mark, which is not part of the first name
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n\n", encoding="utf-8-sig")
     script.main([str(FIXTURES / name / "state_dict.safetensors"), str(tmp_path / "out"),
                  "--labels", str(tmp_path / "labels.txt")])
     config = AutoConfig.from_pretrained(tmp_path / "out")
@@ -172,9 +174,8 @@ def test_labels_option_names_the_classes_the_pipeline_reports(name, script, tmp_
 @pytest.mark.parametrize("lines,flags,message", [
     (["cat", "dog"], [], r"--labels gives 2 class names; the checkpoint's head has \d+ classes"),
     (["cat", "", "dog"], [], r"must hold one class name per line, with no blank line between"),
-    (["cat", "dog", "cat"], [], r"repeats class names .*\['cat'\]"),
     (["cat"], ["--headless"], r"--labels names the classes of a classification head; this checkpoint has none"),
-], ids=["too few", "blank line", "repeated", "no head"])
+], ids=["too few", "blank line", "no head"])
 def test_labels_option_refuses_names_that_do_not_fit(lines, flags, message, tmp_path, capsys):
     state_dict = load_file(FIXTURES / "gfnet" / "state_dict.safetensors")
     if flags == ["--headless"]:

@@ -141,6 +141,18 @@ def test_wrapped_mixers_are_called_as_the_mixers_themselves(strategy):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+def test_a_mixer_of_ones_own_is_called_as_a_spectral_mixer():
+    """Without the call-convention attributes a mixer gets the spectral mixers' call, `(x, mask, fft_shape=...)`."""
+    class Scale(torch.nn.Module):
+        def forward(self, x, mask, fft_shape=None):
+            return 2 * x
+
+    model = model_class("gfnet", "Model")(tiny_config("gfnet")).eval()
+    model.layers[0].mixer = Scale()
+    input_ids, attention_mask = text_batch()
+    assert model(input_ids, attention_mask=attention_mask).last_hidden_state.isfinite().all()
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 @family_and_strategy
 def test_outputs_do_not_depend_on_padding(family, strategy, side):

@@ -253,17 +253,24 @@ def test_subclass_in_a_module_of_its_own_loads_without_the_package(imports, tmp_
     assert not (folder / "__init__.py").exists()
 
 
-def test_subclass_importing_the_package_by_name_is_saved_with_a_warning(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("by_name", [True, False])
+def test_subclass_importing_the_package_by_name_is_saved_with_a_warning(by_name, tmp_path, monkeypatch, caplog):
+    """A docstring showing an import is not one (the warning matched the docstring's text)."""
     (tmp_path / "user_code").mkdir()
-    (tmp_path / "user_code" / "by_name.py").write_text(
-        "import fourierformers\n\n\nclass MyClassifier(fourierformers.GFNetForSequenceClassification):\n    pass\n"
+    module = f"user_module_{by_name}"
+    (tmp_path / "user_code" / f"{module}.py").write_text(
+        ("import fourierformers\n\n\nclass MyClassifier(fourierformers.GFNetForSequenceClassification):\n" if by_name
+         else "from fourierformers import GFNetForSequenceClassification\n\n\n"
+              "class MyClassifier(GFNetForSequenceClassification):\n")
+        + '    """Use it as\n\n    import fourierformers\n    from fourierformers import GFNetConfig\n    """\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
-    model = importlib.import_module("by_name").MyClassifier(tiny_config("gfnet"))
+    model = importlib.import_module(module).MyClassifier(tiny_config("gfnet"))
     with caplog.at_level("WARNING", logger=portable_checkpoint.__name__):
         model.save_pretrained(tmp_path / "saved")
-    assert "by_name.py imports fourierformers or one of its modules by name" in caplog.text
-    assert "loads with `trust_remote_code=True` only where fourierformers is installed" in caplog.text
+    warned = f"{module}.py imports fourierformers or one of its modules by name" in caplog.text
+    assert warned == by_name
+    assert ("loads with `trust_remote_code=True` only where fourierformers is installed" in caplog.text) == by_name
 
 
 def test_two_modules_of_one_file_name_are_refused(tmp_path, monkeypatch):

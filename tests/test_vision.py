@@ -1,6 +1,7 @@
 """Image and volume models: geometric patch embedding, packing strategies, every family on pixels, GFNet-H,
 resolution changes, pipelines from a saved directory, a 3-D training step and clear errors on bad inputs."""
 
+import copy
 import logging
 import math
 
@@ -107,12 +108,21 @@ def test_lora_on_the_patch_projection_changes_the_model_at_any_image_size(family
         assert (adapted - plain).abs().max() > 1e-3
 
 
-def test_a_wrapped_masked_projection_is_refused():
-    """The masked kernel is applied with the convolution's weights: a wrapper's update would be left out silently."""
+def test_a_masked_projection_takes_forwarding_wrappers_and_refuses_adapter_layers():
+    """The masked kernel is read from the projection: a wrapper forwarding it (PEFT's modules_to_save, weight_norm)
+    works, and an adapter layer, whose update would be left out silently, is refused."""
     embedding = PatchEmbedding(2, 6, (5, 5), (2, 2), (2, 2), patch_shape="sphere")
-    embedding.projection = Wrapper(embedding.projection)
-    with pytest.raises(ValueError, match=r"patch_shape='sphere' masks the kernel .*plain convolution, got Wrapper"):
-        embedding(torch.randn(1, 2, 9, 8))
+    pixel_values = torch.randn(1, 2, 9, 8)
+    plain = embedding(pixel_values)
+    projection = embedding.projection
+    embedding.projection = Wrapper(projection)
+    torch.testing.assert_close(embedding(pixel_values), plain, rtol=0, atol=0)
+    embedding.projection = torch.nn.utils.parametrizations.weight_norm(copy.deepcopy(projection))
+    torch.testing.assert_close(embedding(pixel_values), plain)
+    embedding.projection = Wrapper(projection, adapter=torch.nn.Conv2d(2, 6, 5, stride=2, padding=2))
+    with pytest.raises(ValueError, match=r"patch_shape='sphere' masks the kernel .*adapter layer around the "
+                                         r"projection \(Wrapper\) would be bypassed"):
+        embedding(pixel_values)
 
 
 @pytest.mark.parametrize("patch_shape, kernel, stride, padding, image", [
