@@ -200,6 +200,8 @@ def test_records_are_written_before_the_extra_sections_and_images_get_no_text_on
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(benchmark, "fourier_layer_comparison", fails)
+    # main() sets the thread count: the tests after this one would compute with --threads 1
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
     monkeypatch.setattr(sys, "argv", ["benchmark.py", *TINY, "--repeats", "1", "--modes", "inference",
                                       "--models", "identity", "--lengths", "16", "--image-sizes",
                                       "--output-dir", str(tmp_path)])
