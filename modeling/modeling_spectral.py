@@ -1224,13 +1224,14 @@ def loss_precision(tensor):
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
-def _reduce(losses, num_items_in_batch):
-    """Mean of per-item losses, or their sum over `num_items_in_batch` when Trainer counts items across
-    gradient accumulation steps and processes (so the loss is the same on 1 or N processes). A count of 0 (Trainer's
-    for a batch whose labels are all ignored, such as an evaluation batch with no masked token) gives the sum, 0,
-    where the division gave NaN and made the whole evaluation loss NaN."""
+def _reduce(losses, num_items_in_batch, kept=None):
+    """Mean of per-item losses (over the `kept` ones, a bool mask, where given, the others being 0), or their sum
+    over `num_items_in_batch` when Trainer counts items across gradient accumulation steps and processes (so the loss
+    is the same on 1 or N processes). A count of 0 (Trainer's for a batch whose labels are all ignored, such as an
+    evaluation batch with no masked token; or no kept item) gives the sum, 0, where the division gave NaN and made
+    the whole evaluation loss NaN."""
     if num_items_in_batch is None:
-        return losses.mean()
+        return losses.mean() if kept is None else losses.sum() / kept.sum().clamp(min=1)
     if torch.is_tensor(num_items_in_batch):
         count = num_items_in_batch.to(losses.device)
         return losses.sum() / torch.where(count == 0, torch.ones_like(count), count)
@@ -1243,9 +1244,7 @@ def regression_loss(predictions, targets, num_items_in_batch):
     the count would inflate the loss. It also marks a missing value of a multi-output or per-pixel target."""
     kept = targets != -100
     losses = torch.where(kept, F.mse_loss(predictions, targets, reduction="none"), 0.0)
-    if num_items_in_batch is None:
-        return losses.sum() / kept.sum().clamp(min=1)
-    return _reduce(losses, num_items_in_batch)
+    return _reduce(losses, num_items_in_batch, kept)
 
 
 def validate_class_labels(labels, expected_shape, num_classes):
@@ -1358,9 +1357,7 @@ def _cross_entropy(logits, labels, num_items_in_batch):
     logits = loss_precision(logits).reshape(-1, logits.shape[-1])
     labels = labels.to(logits.device).reshape(-1)
     losses = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
-    if num_items_in_batch is None:
-        return losses.sum() / (labels != -100).sum().clamp(min=1)
-    return _reduce(losses, num_items_in_batch)
+    return _reduce(losses, num_items_in_batch, kept=labels != -100)
 
 
 def classifier_dropout(config):
