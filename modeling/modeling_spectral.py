@@ -977,7 +977,8 @@ class SpectralModel(SpectralPreTrainedModel):
             )
         else:
             self.embeddings = SpectralEmbeddings(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # on the CPU: a model built under `torch.device("meta")` (init_empty_weights) cannot read meta values
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
         widths, depths = config.stage_hidden_sizes, config.stage_depths
         # Hierarchical models (GFNet-H): stage s has depths[s] blocks of width widths[s] on grid s; a 2x strided
         # convolution (downsamples[s - 1]) leads into every stage after the first.

@@ -605,6 +605,26 @@ def test_init_weights_sets_every_parameter_and_buffer(family, head, monkeypatch)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fields", [dict(position_embedding_type="sinusoidal", drop_path_rate=0.1),
+                                    dict(image_size=16, patch_size=4, mixer_layout=None)], ids=["text", "image"])
+def test_builds_on_the_meta_device_as_big_model_loading_does(family, fields):
+    """accelerate's init_empty_weights and `with torch.device("meta")` build without reading any value; to_empty and
+    init_weights then give the buffers a normal build has."""
+    config = tiny_config(family, **fields)
+    head = "ForImageClassification" if "image_size" in fields else "ForSequenceClassification"
+    with torch.device("meta"):
+        model = model_class(family, head)(config)
+    assert all(parameter.is_meta for parameter in model.parameters())
+    model.to_empty(device="cpu").init_weights()
+    expected = dict(model_class(family, head)(config).named_buffers())
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, expected[name], rtol=0, atol=0, msg=name)
+    pixels = torch.randn(1, 3, 16, 16)
+    inputs = dict(pixel_values=pixels) if "image_size" in fields else make_inputs(config)
+    assert torch.isfinite(model.eval()(**inputs).logits).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_head_loaded_from_a_backbone_checkpoint_is_initialised(family, tmp_path):
     build(family, "Model").save_pretrained(tmp_path)
     model = AutoModelForTokenClassification.from_pretrained(tmp_path, num_labels=4)
