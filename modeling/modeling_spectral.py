@@ -625,7 +625,9 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     folder = path / kwargs.get("subfolder", "")
     index_file = folder / "model.safetensors.index.json"
     weight_files = [folder / "model.safetensors"]
-    if index_file.is_file():
+    # transformers loads model.safetensors where there is one, whatever index is beside it (a sharded save followed
+    # by an unsharded one into the same folder leaves the index behind), and reads the index only without it.
+    if index_file.is_file() and not weight_files[0].is_file():
         weight_files = [folder / name for name in shard_names(index_file)]
         missing = [weight_file.name for weight_file in weight_files if not weight_file.is_file()]
         if missing:

@@ -680,6 +680,18 @@ def test_from_pretrained(checkpoints, name, loader, folder, kwargs, error, messa
         loader.from_pretrained(checkpoints / folder, **kwargs)
 
 
+def test_a_weight_index_left_beside_a_single_weights_file_is_ignored(tmp_path):
+    """Saving sharded and then unsharded into one folder leaves the old index (transformers removes only the shards);
+    transformers then loads model.safetensors, and so does the pre-load check."""
+    model = GFNetForSequenceClassification(tiny_config("gfnet")).eval()
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    input_ids = torch.randint(5, 99, (1, 6))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded(input_ids).logits, model(input_ids).logits)
+
+
 # Converters of original checkpoints (GFNet, AFNO-transformer, FourCastNet) on files that are not such checkpoints.
 
 
