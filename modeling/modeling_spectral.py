@@ -54,6 +54,7 @@ from .patch_embedding import (
 )
 from .portable_checkpoint import write_model_card, write_remote_code
 from .spectral_layers import (
+    ATTENTION_IMPLEMENTATIONS,
     MLP,
     AFNOMixer,
     AttentionPooling,
@@ -409,6 +410,18 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 factor_std = (std / module.rank_projection.in_features**0.5) ** 0.5
                 init.normal_(module.projection.weight, std=factor_std)
                 init.normal_(module.rank_projection.weight, std=factor_std)
+
+    def get_correct_attn_implementation(self, requested_attention, is_init_check=False):
+        """transformers' choice, limited to the implementations our attention layers run. A function registered with
+        `AttentionInterface` is refused when the model is built or switched: transformers builds no padding mask for
+        one without a mask function, and ours would be in a format it may not expect."""
+        chosen = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        if chosen not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)} for {type(self).__name__} "
+                f"(its attention layers take padding as a boolean key mask), got {chosen!r}."
+            )
+        return chosen
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

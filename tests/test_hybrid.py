@@ -8,7 +8,8 @@ from unittest import mock
 import pytest
 import torch
 from conftest import FAMILIES, Wrapper, model_class, tiny_config
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AttentionInterface, AutoModel, AutoModelForSequenceClassification
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilter, MultiscaleMixer, SelfAttention
 from fourierformers.configuration.mixer_layout import MIXER_TYPES
@@ -395,6 +396,22 @@ def test_unknown_attention_implementation_is_rejected():
     layer = SelfAttention(8, num_heads=2)
     with pytest.raises(ValueError, match=r"\['eager', 'sdpa'\]"):
         layer(torch.randn(1, 4, 8), attn_implementation="flash")
+
+
+def test_a_registered_attention_function_is_refused_when_building_or_switching():
+    """transformers accepts any name registered with AttentionInterface; our layers would fail on it at the first
+    forward, so building and `set_attn_implementation` refuse it, naming the two they run."""
+    AttentionInterface.register("registered_attention", sdpa_attention_forward)
+    try:
+        with pytest.raises(ValueError, match=r"must be one of \['eager', 'sdpa'\] for FNetHybridModel .*"
+                                             r"got 'registered_attention'"):
+            AutoModel.from_config(tiny_config("fnet_hybrid"), attn_implementation="registered_attention")
+        model = AutoModel.from_config(tiny_config("fnet_hybrid"))
+        with pytest.raises(ValueError, match=r"got 'registered_attention'"):
+            model.set_attn_implementation("registered_attention")
+        assert model.config._attn_implementation == "sdpa"
+    finally:
+        AttentionInterface._global_mapping.pop("registered_attention")
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
