@@ -32,6 +32,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -363,9 +364,10 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config, *inputs, **kwargs):
         """Refuses a config of another family (its checkpoint would be saved under that family's model_type and
-        load back into another class) and, for a head of one input kind, a config of the other."""
+        load back into another class; a subclass of the family's config, or a superclass of a custom head's, is of
+        the family) and, for a head of one input kind, a config of the other."""
         family = getattr(self.config_class, "model_type", "")
-        if family and getattr(config, "model_type", None) != family:
+        if family and getattr(config, "model_type", None) != family and not related(type(config), self.config_class):
             raise ValueError(
                 f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {family!r}), got a "
                 f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}); build the classes of "
@@ -630,7 +632,8 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         return
     expected = model_class.config_class.model_type
     config = kwargs.get("config")
-    if isinstance(config, PretrainedConfig) and config.model_type != expected:
+    if (isinstance(config, PretrainedConfig) and config.model_type != expected
+            and not related(type(config), model_class.config_class)):
         raise ValueError(
             f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
             f"({model_class.config_class.__name__})."
@@ -666,19 +669,33 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     if not isinstance(saved_fields, dict):
         return
     model_type = saved_fields.get("model_type")
-    if model_type != expected and isinstance(config, PretrainedConfig):
+    if not of_family(model_type, model_class.config_class) and isinstance(config, PretrainedConfig):
         # an Auto class picked the model class from `config=`: the config, not the class, is what to change
         raise ValueError(
             f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its weights "
             f"would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
         )
-    if model_type != expected:
+    if not of_family(model_type, model_class.config_class):
         loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
         raise ValueError(
             f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
             f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
         )
     warn_of_another_fft_length(model_class.config_class, config_file, saved_fields, kwargs)
+
+
+def related(class_a, class_b):
+    """Whether one of two classes is a subclass of the other."""
+    return issubclass(class_a, class_b) or issubclass(class_b, class_a)
+
+
+def of_family(model_type, config_class):
+    """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
+    AutoConfig for a subclass of it or a superclass (a custom variant, `class MyConfig(GFNetConfig): model_type =
+    "my_gfnet"`, and the family it extends)."""
+    if model_type == config_class.model_type:
+        return True
+    return model_type in CONFIG_MAPPING and related(CONFIG_MAPPING[model_type], config_class)
 
 
 def shard_names(index_file):

@@ -625,6 +625,30 @@ def test_builds_on_the_meta_device_as_big_model_loading_does(family, fields):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_path):
+    """A custom variant (`class MyConfig(GFNetConfig): model_type = "my_gfnet"`, a head subclass with that
+    config_class, both registered with the Auto classes) builds, saves and loads as BERT's does; the family's own
+    classes load its checkpoint and its classes the family's."""
+    base_head = model_class(family, "ForSequenceClassification")
+    base_config = base_head.config_class
+    config_class = type(f"Custom{base_config.__name__}", (base_config,), {"model_type": f"custom_{family}"})
+    head = type(f"Custom{base_head.__name__}", (base_head,), {"config_class": config_class})
+    transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModelForSequenceClassification.register(config_class, head, exist_ok=True)
+    config = config_class(**tiny_config(family).to_dict())
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    inputs = make_inputs(config)
+    assert type(model) is head and type(base_head(config)) is base_head
+    model.save_pretrained(tmp_path / "custom")
+    build(family, "ForSequenceClassification").save_pretrained(tmp_path / "family")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "custom").eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
+    assert type(reloaded) is head
+    assert type(base_head.from_pretrained(tmp_path / "custom")) is base_head
+    assert type(head.from_pretrained(tmp_path / "family")) is head
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_head_loaded_from_a_backbone_checkpoint_is_initialised(family, tmp_path):
     build(family, "Model").save_pretrained(tmp_path)
     model = AutoModelForTokenClassification.from_pretrained(tmp_path, num_labels=4)
