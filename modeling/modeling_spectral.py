@@ -1468,6 +1468,8 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
 
     input_kind = "text"
     backbone_class = SpectralModel
+    # the pooler of a sequence-level checkpoint (a converted google/fnet-base keeps FNet's) is not theirs to load
+    _keys_to_ignore_on_load_unexpected = [r"\.pooler\."]
 
     def __init__(self, config):
         super().__init__(config)
@@ -1543,6 +1545,7 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
 
     input_kind = "text"
     backbone_class = SpectralModel
+    _keys_to_ignore_on_load_unexpected = SpectralForTokenClassification._keys_to_ignore_on_load_unexpected
 
     def __init__(self, config):
         super().__init__(config)

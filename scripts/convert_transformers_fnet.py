@@ -12,7 +12,8 @@ fixed FFT length, while FNet mixes the pad tokens in and transforms at the batch
 layers keep FNet's LayerNorms and MLP, and their new attention weights are initialised by `_init_weights`.
 
 Heads: `FNetModel` -> `FNetHybridModel`, `FNetForMaskedLM` and `FNetForPreTraining` -> `FNetHybridForMaskedLM`
-(the next-sentence head of `FNetForPreTraining` has no counterpart and is dropped),
+(the next-sentence head of `FNetForPreTraining` has no counterpart and is dropped; its pooler is saved beside the
+masked-LM weights, for the sequence heads fine-tuned from the folder),
 `FNetForSequenceClassification` / `FNetForTokenClassification` -> the same heads of FNet-hybrid. `--head model`
 takes the backbone of any FNet checkpoint (question answering and multiple choice included); a task head keeps only
 the classifier of a checkpoint of the same task.
@@ -147,6 +148,21 @@ def checkpoint_filter_fn(state_dict, model, same_head=True):
     return converted
 
 
+def pooler_beside_the_head(state_dict, model):
+    """FNet's pooler (dense + tanh over the first token, trained on next-sentence prediction in google/fnet-base)
+    under our key names where `model`'s head has none (masked LM, token classification), to be saved beside its
+    weights: a sequence head fine-tuned from the converted folder then starts from it, as FNet's own sequence
+    classifier does from the FNet checkpoint. Empty where the model has a pooler or the checkpoint none."""
+    if model.base_model.pooler is not None:
+        return {}
+    pooler = {}
+    for key, value in state_dict.items():
+        match = re.fullmatch(r"(?:fnet\.)?pooler\.dense\.(weight|bias)", key)
+        if match:
+            pooler[f"{model.base_model_prefix}.pooler.dense.{match[1]}"] = value
+    return pooler
+
+
 def fnet_hybrid_config(fnet_config, attention_layers=(), num_attention_heads=None):
     """An FNetHybridConfig equal to `fnet_config` (a transformers FNetConfig), with `attention` mixers in the
     layers listed in `attention_layers` (negative indices count from the last layer) and `fourier` elsewhere."""
@@ -218,7 +234,8 @@ def convert_fnet_checkpoint(
         )
     config = fnet_hybrid_config(fnet_config, attention_layers, num_attention_heads)
     model = HEADS[head](config)  # every weight initialised by _init_weights, the new attention layers included
-    converted = checkpoint_filter_fn(read_state_dict(input_dir), model, same_head=head == checkpoint_head)
+    state_dict = read_state_dict(input_dir)
+    converted = checkpoint_filter_fn(state_dict, model, same_head=head == checkpoint_head)
     tied = set(model._tied_weights_keys or {}) if config.tie_word_embeddings else set()
     new_attention = [
         f"layers.{index}.mixer." for index, mixer in enumerate(config.mixer_layout) if mixer == "attention"
@@ -237,7 +254,8 @@ def convert_fnet_checkpoint(
     model.eval()
     if output_dir is not None:
         with atomic_directory(output_dir, overwrite, overwrite_option="--overwrite") as work_dir:
-            model.save_pretrained(work_dir)
+            pooler = pooler_beside_the_head(state_dict, model)
+            model.save_pretrained(work_dir, state_dict={**model.state_dict(), **pooler})
             for name in TOKENIZER_FILES:
                 if (input_dir / name).exists():
                     shutil.copyfile(input_dir / name, work_dir / name)
