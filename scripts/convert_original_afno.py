@@ -39,6 +39,7 @@ from original_checkpoint import (  # noqa: E402
     name_classes,
     positive_int,
     require_keys,
+    run_command_line,
     save_converted,
 )
 
@@ -297,4 +298,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

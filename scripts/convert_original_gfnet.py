@@ -33,6 +33,7 @@ from original_checkpoint import (  # noqa: E402
     name_classes,
     positive_int,
     require_keys,
+    run_command_line,
     save_converted,
 )
 
@@ -264,4 +265,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

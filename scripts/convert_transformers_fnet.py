@@ -40,7 +40,7 @@ from fourierformers.modeling_spectral import shard_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from original_checkpoint import read_checkpoint_file  # noqa: E402
+from original_checkpoint import read_checkpoint_file, run_command_line  # noqa: E402
 
 HEADS = {
     "model": FNetHybridModel,
@@ -284,4 +284,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

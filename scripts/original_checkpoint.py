@@ -5,6 +5,7 @@ and shape checks, and save a model (with an image processor where one fits) into
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +31,11 @@ def read_checkpoint_file(path):
         raise ValueError(f"{path} is a directory; pass the checkpoint file itself, {CHECKPOINT_FORMATS}.")
     if path.stat().st_size == 0:
         raise ValueError(f"Checkpoint file {path} is empty; pass {CHECKPOINT_FORMATS}.")
+    if path.suffix != ".safetensors" and not is_torch_save_file(path):
+        raise ValueError(
+            f"{path} is not a checkpoint file: torch.save writes a zip archive (a pickle or a tar file in old "
+            f"versions), and this file is none of them. Pass {CHECKPOINT_FORMATS}."
+        )
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
@@ -45,6 +51,23 @@ def read_checkpoint_file(path):
             "truncated, of another format, or (for torch.load) holds Python objects other than tensors; in that "
             "case load it yourself and torch.save only its state dict."
         ) from error
+
+
+def is_torch_save_file(path):
+    """Whether `path` starts as a `torch.save` file does: a zip archive (torch >= 1.6), a pickle (protocol 2 and
+    up, the legacy format) or a tar archive (the oldest)."""
+    with open(path, "rb") as handle:
+        head = handle.read(262)
+    return head.startswith((b"PK\x03\x04", b"\x80")) or head[257:262] == b"ustar"
+
+
+def run_command_line(main):
+    """Runs a converter's `main()` as a command: a refusal (`ValueError`, `FileNotFoundError`: a checkpoint of
+    another model, a bad option or output folder) ends it with its message and status 1, not a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
 
 
 def load_original_state_dict(path):

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -724,6 +725,9 @@ def write_checkpoint(folder, kind):
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("not a checkpoint")
+    elif kind == "truncated torch.save":
+        torch.save({"model": original_gfnet_keys()}, path)
+        path.write_bytes(path.read_bytes()[:200])
     elif kind == "truncated safetensors":
         save_file(original_gfnet_keys(), path)
         path.write_bytes(path.read_bytes()[:200])
@@ -751,7 +755,9 @@ FILE_ROWS = [
     ("missing", FileNotFoundError, r"Checkpoint file .*missing.pth does not exist; pass a torch.save file \(.pth, "),
     ("directory", ValueError, r"is a directory; pass the checkpoint file itself, a torch.save file"),
     ("empty", ValueError, r"Checkpoint file .* is empty; pass a torch.save file \(.pth, .pt, .tar\) or a .safetensors"),
-    ("text", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .* or a .safetensors file"),
+    ("text", ValueError, r"checkpoint.pth is not a checkpoint file: torch.save writes a zip archive .* Pass a "
+                         r"torch.save file \(.pth, .pt, .tar\) or a .safetensors file"),
+    ("truncated torch.save", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .*: the file is truncated"),
     ("truncated safetensors", ValueError, r"Cannot read .*weights.safetensors .*\(SafetensorError: .*truncated"),
     ("list", ValueError, r"holds a list, not a state dict or checkpoint dict"),
     # torch names the type it refuses at the end of a long message, which was cut before it
@@ -771,6 +777,27 @@ FAMILY_ROWS = [
 def test_original_converter_on_a_bad_file(tmp_path, converter, kind, error, message):
     with pytest.raises(error, match=message):
         CONVERTERS[converter](write_checkpoint(tmp_path, kind))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_original_converter_reads_both_torch_save_formats(tmp_path, zip_format):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": original_gfnet_keys()}, path, _use_new_zipfile_serialization=zip_format)
+    assert original_checkpoint.load_original_state_dict(path).keys() == original_gfnet_keys().keys()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,kind,message", [
+    ("convert_original_gfnet.py", "AFNO", r"not an original GFNet checkpoint"),
+    ("convert_original_afno.py", "text", r"is not a checkpoint file"),
+    ("convert_transformers_fnet.py", "directory", r"is not a transformers checkpoint folder"),
+])
+def test_converter_commands_end_a_refusal_with_its_message_not_a_traceback(tmp_path, script, kind, message):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), str(write_checkpoint(tmp_path, kind)),
+                             str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert re.fullmatch(rf"{script}: error: .*{message}.*\n", result.stderr), result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("converter,kind,message", FAMILY_ROWS, ids=[f"{row[1]} to {row[0]}" for row in FAMILY_ROWS])
