@@ -367,11 +367,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
         load back into another class; a subclass of the family's config, or a superclass of a custom head's, is of
         the family) and, for a head of one input kind, a config of the other."""
         family = getattr(self.config_class, "model_type", "")
-        if family and getattr(config, "model_type", None) != family and not related(type(config), self.config_class):
+        model_type = getattr(config, "model_type", None)
+        if family and not (isinstance(config, self.config_class) or of_family(model_type, self.config_class)):
             raise ValueError(
                 f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {family!r}), got a "
-                f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}); build the classes of "
-                "the config's family, or use the Auto classes (AutoModel.from_config(config))."
+                f"{type(config).__name__} (model_type {model_type!r}); build the classes of the config's family, or "
+                "use the Auto classes (AutoModel.from_config(config))."
             )
         if self.input_kind == "text" and config.is_vision:
             raise ValueError(
@@ -632,8 +633,8 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         return
     expected = model_class.config_class.model_type
     config = kwargs.get("config")
-    if (isinstance(config, PretrainedConfig) and config.model_type != expected
-            and not related(type(config), model_class.config_class)):
+    if (isinstance(config, PretrainedConfig) and not isinstance(config, model_class.config_class)
+            and not of_family(config.model_type, model_class.config_class)):
         raise ValueError(
             f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
             f"({model_class.config_class.__name__})."
@@ -684,18 +685,16 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     warn_of_another_fft_length(model_class.config_class, config_file, saved_fields, kwargs)
 
 
-def related(class_a, class_b):
-    """Whether one of two classes is a subclass of the other."""
-    return issubclass(class_a, class_b) or issubclass(class_b, class_a)
-
-
 def of_family(model_type, config_class):
     """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
-    AutoConfig for a subclass of it or a superclass (a custom variant, `class MyConfig(GFNetConfig): model_type =
-    "my_gfnet"`, and the family it extends)."""
+    AutoConfig for a subclass or a superclass of it (a custom variant, `class MyConfig(GFNetConfig): model_type =
+    "my_gfnet"`, and the family it extends; not the unregistered base classes)."""
     if model_type == config_class.model_type:
         return True
-    return model_type in CONFIG_MAPPING and related(CONFIG_MAPPING[model_type], config_class)
+    if model_type not in CONFIG_MAPPING:
+        return False
+    registered = CONFIG_MAPPING[model_type]
+    return issubclass(registered, config_class) or issubclass(config_class, registered)
 
 
 def shard_names(index_file):

@@ -19,7 +19,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification, BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertModel,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+)
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers import (
@@ -35,6 +41,7 @@ from fourierformers import (
     MultiscaleMixer,
 )
 from fourierformers.atomic_directory import atomic_directory, work_dir_for
+from fourierformers.configuration.configuration_spectral import SpectralConfig
 from fourierformers.patch_embedding import resize_model_to_image_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -453,6 +460,14 @@ def test_a_model_class_refuses_a_config_of_another_family(head):
     overrides = IMAGE if head == "ForImageClassification" else {}
     with pytest.raises(ValueError, match=rf"GFNet{head} needs a GFNetConfig \(model_type 'gfnet'\), got a AFNOConfig"):
         model_class("gfnet", head)(tiny_config("afno", **overrides))
+
+
+@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig()], ids=["SpectralConfig", "PretrainedConfig"])
+def test_a_model_class_refuses_a_base_class_of_its_config(config):
+    """Base classes of a family's config are not of the family (a custom variant's own config class is, see
+    test_modeling.py)."""
+    with pytest.raises(ValueError, match=rf"GFNetModel needs a GFNetConfig .*, got a {type(config).__name__}"):
+        GFNetModel(config)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
