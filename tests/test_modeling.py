@@ -16,7 +16,7 @@ from transformers.testing_utils import CaptureLogger
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers.dropout import Dropout
-from fourierformers.spectral_layers import AttentionPooling
+from fourierformers.spectral_layers import AttentionPooling, DropPath, sinusoidal_position_table
 
 HEADS = {
     "Model": AutoModel,
@@ -322,12 +322,58 @@ def test_bfloat16_is_finite_and_close_to_float32(family):
     torch.testing.assert_close(from_embeddings, half, atol=0, rtol=0)  # float32 embeddings are cast, as pixels are
 
 
+FAMILY_MIXERS = {"gfnet": "global_filter", "afno": "afno", "fnet_hybrid": "fourier"}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_eval_is_deterministic(family):
-    model = build(family, "ForMaskedLM")
+    """Every dropout (hidden, attention probabilities, stochastic depth) is off in eval mode."""
+    model = build(family, "ForMaskedLM", mixer_layout=["attention", FAMILY_MIXERS[family]], hidden_dropout_prob=0.5,
+                  attention_probs_dropout_prob=0.5, drop_path_rate=0.5)
     inputs = make_inputs(model.config)
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expected_value():
+    out = DropPath(0.5).train()(torch.ones(4000, 3, 8))
+    per_sample = out.flatten(1)
+    assert ((per_sample == 0) | (per_sample == 2)).all() and (per_sample == per_sample[:, :1]).all()
+    assert abs(out.mean().item() - 1) < 0.05
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_classifier_dropout_acts_on_the_classifier_input(family):
+    """`classifier_dropout` (not `hidden_dropout_prob`, here 0) is the dropout before the classifier."""
+    for rate, varies in ((0.5, True), (None, False)):
+        model = build(family, "ForSequenceClassification", classifier_dropout=rate).train()
+        inputs = make_inputs(model.config)
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits, model(**inputs).logits) != varies
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_initialisation_follows_the_config(family):
+    """Mixer weights and linear layers are drawn with std `initializer_range`, LayerScale starts at
+    `layer_scale_init_value`."""
+    model = build(family, "Model", mixer_layout=[FAMILY_MIXERS[family], "attention"], initializer_range=0.5,
+                  layer_scale_init_value=0.1, hidden_size=64, intermediate_size=128)
+    mixer_weights = {"gfnet": ["complex_weight"], "afno": ["w1", "w2"], "fnet_hybrid": []}[family]
+    for name in mixer_weights:
+        assert getattr(model.layers[0].mixer, name).std().item() == pytest.approx(0.5, rel=0.1), name
+    assert model.layers[0].mlp.fc1.weight.std().item() == pytest.approx(0.5, rel=0.1)
+    assert model.layers[1].mixer.q_proj.weight.std().item() == pytest.approx(0.5, rel=0.1)
+    gammas = [module.gamma for module in model.modules() if hasattr(module, "gamma")]
+    assert len(gammas) == 2 * len(model.layers)
+    assert all(torch.equal(gamma, torch.full_like(gamma, 0.1)) for gamma in gammas)
+
+
+def test_sinusoidal_positions_are_the_transformer_table():
+    """sin(p / 10000^(2i/d)) in even channels, cos in odd ones (Vaswani et al.)."""
+    table = sinusoidal_position_table(7, 8)
+    angles = torch.arange(7.0)[:, None] / 10000 ** (torch.arange(0, 8, 2.0) / 8)
+    torch.testing.assert_close(table[:, 0::2], torch.sin(angles))
+    torch.testing.assert_close(table[:, 1::2], torch.cos(angles))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
