@@ -8,11 +8,14 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import save_file
 from test_hybrid import STRATEGIES
 from test_remote_code import LOADER
 from transformers import AutoModel
+
+from fourierformers import AdaLNZero
 
 HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
 CONDITION_SIZE = 6
@@ -154,6 +157,18 @@ def test_adaln_zero_starts_as_the_unconditioned_model(family):
             conditioned(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state,
             unconditioned(input_ids, attention_mask=attention_mask).last_hidden_state,
         )
+
+
+def test_adaln_zero_is_the_dit_modulation():
+    """Off its zero start: gate * (LN(x) * (1 + scale) + shift), (shift, scale, gate) = SiLU(c) W^T + b."""
+    branch = AdaLNZero(16, CONDITION_SIZE)
+    torch.nn.init.normal_(branch.modulation_weight, std=0.3)
+    torch.nn.init.normal_(branch.modulation_bias, std=0.3)
+    x, condition = torch.randn(2, 5, 16), torch.randn(2, CONDITION_SIZE)
+    modulation = F.silu(condition) @ branch.modulation_weight.T + branch.modulation_bias
+    shift, scale, gate = (part[:, None] for part in modulation.chunk(3, dim=-1))
+    normed = F.layer_norm(x, (16,), eps=1e-6)
+    torch.testing.assert_close(branch(x, condition), gate * (normed * (1 + scale) + shift))
 
 
 @family_and_type

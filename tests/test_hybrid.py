@@ -350,6 +350,22 @@ def test_soft_gate_is_the_probability_weighted_sum():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
 
 
+def test_weighted_fusion_is_the_softmax_weighted_sum():
+    """Off its uniform start (where softmax and other normalisations agree for two children)."""
+    mixer = MultiscaleMixer(small_mixers(), hidden_size=8, fusion="weighted")
+    torch.nn.init.normal_(mixer.mixers[0].complex_weight)
+    with torch.no_grad():
+        mixer.fusion_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(4, 10, 8)
+    out, _ = mixer(x)
+    weights = mixer.fusion_logits.softmax(0)
+    expected = sum(
+        weight * (child(x)[0] if isinstance(child, SelfAttention) else child(x))
+        for weight, child in zip(weights, mixer.mixers)
+    )
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_gate_choices_of_a_model_are_recorded(family):
     model = model_class(family, "Model")(hybrid_config(family, "adaptive_hard")).eval()

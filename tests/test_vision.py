@@ -500,6 +500,20 @@ def test_interpolate_pos_encoding_to_a_smaller_image():
     torch.testing.assert_close(same, plain)
 
 
+@pytest.mark.parametrize("image,fft_grid", [((24, 8), (6, 4)), ((8, 24), (4, 6)), ((12, 12), None), ((8, 16), None)])
+def test_an_image_larger_along_some_axes_runs_the_ffts_at_the_larger_size_of_each(image, fft_grid):
+    """A 16-px model (4 x 4 grid) given a 24 x 8 image (6 x 2 patches) transforms a 6 x 4 grid: the larger size of
+    each axis, so that the axes that fit keep their length; an image that fits runs at the built grid (None)."""
+    model = model_class("gfnet", "Model")(image_config("gfnet")).eval()
+    seen = []
+    model.layers[0].mixer.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(kwargs.get("fft_shape")), with_kwargs=True
+    )
+    with torch.no_grad():
+        model(pixel_values=torch.randn(1, 3, *image), interpolate_pos_encoding=True)
+    assert seen == [fft_grid]
+
+
 LARGER_IMAGE_CASES = {
     "gfnet": dict(family="gfnet"),
     "afno": dict(family="afno"),
