@@ -108,6 +108,7 @@ CONFIG_ROWS = [
     (dict(**AFNO_LAYOUT, afno_sparsity_threshold=float("inf")), r"`afno_sparsity_threshold` must be a number >= 0"),
     (dict(layer_norm_eps=float("inf")), r"`layer_norm_eps` must be a positive number, got inf"),
     (dict(**AFNO_LAYOUT, afno_num_modes=40), r"`afno_num_modes` must be between 1 and .* = 13"),
+    (dict(**AFNO_LAYOUT, afno_num_modes=14), r"`afno_num_modes` must be between 1 and .* = 13 .* got 14"),
     (dict(mixer_layout=["attention", "attention"], num_attention_heads=5),
      r"`num_attention_heads` \(5\) must be a positive divisor of `hidden_size` \(32\)"),
     (dict(condition_type="film"), r"`condition_type` must be one of \[None, 'cross_attention', 'adaln_zero'\]"),
@@ -129,6 +130,8 @@ CONFIG_ROWS = [
     (dict(patch_embed_rank=4), r"`patch_embed_rank` needs an image model"),
     (dict(centered_patches=True), r"`centered_patches` needs an image model"),
     (dict(IMAGE, patch_embed_rank=0), r"`patch_embed_rank` must be a positive integer or None"),
+    (dict(IMAGE, patch_embed_rank=32), r"`patch_embed_rank` \(32\) must be below the rank of a full patch kernel, "
+                                       r"min\(width 32, num_channels \* patch cells 48\) = 32"),
     (dict(IMAGE, image_size=0), r"`image_size` must be a positive integer or a list of 2 positive integers"),
     (dict(IMAGE, image_size=[16, 16, 16]), r"list of 2 positive integers .*spatial_dims=2\), got \[16, 16, 16\]"),
     (dict(IMAGE, image_size=32.0), r"`image_size` must be a positive integer or a list of 2 .* got 32.0"),
@@ -194,6 +197,15 @@ CONFIG_ROWS = [
 def test_config_constructor(family, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(family, **overrides)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_limits_of_the_config_checks_are_allowed(family):
+    """The largest values the rows above stop short of, and an image of exactly one patch, build and run."""
+    text = tiny_config(family, **AFNO_LAYOUT, afno_num_modes=13)  # every frequency of the 24-token FFT
+    model_class(family, "Model")(text).eval()(torch.randint(5, 99, (1, 6)))
+    image = model_class(family, "ForImageClassification")(tiny_config(family, **IMAGE, patch_embed_rank=31)).eval()
+    assert image(pixel_values=torch.randn(1, 3, 4, 4), interpolate_pos_encoding=True).logits.shape == (1, 3)
 
 
 # Text forwards: every family x text head. Inputs are built from the tiny config (vocab 99, hidden 32, max length

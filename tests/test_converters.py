@@ -48,6 +48,8 @@ def fixture_options(name):
 def test_converted_model_reproduces_fixture(name):
     convert, options = fixture_options(name)
     model = convert(FIXTURES / name / "state_dict.safetensors", **options)
+    # a checkpoint cannot tell its LayerNorm eps, and another one stays within 1e-4 of the fixture's outputs
+    assert model.config.layer_norm_eps == json.loads((FIXTURES / name / "config.json").read_text())["layer_norm_eps"]
     pixel_values = load_file(FIXTURES / name / "inputs.safetensors")["pixel_values"]
     reference = load_file(FIXTURES / name / "outputs.safetensors")
     with torch.no_grad():
@@ -76,6 +78,18 @@ def test_converted_fourcastnet_reproduces_fixture(tmp_path):
         convert_fourcastnet_checkpoint(FIXTURES / "afno" / "state_dict.safetensors", image_size=(32, 32))
     with pytest.raises(ValueError, match=r"head has no bias, as FourCastNet's .*: convert it with `--fourcastnet`"):
         convert_afno_checkpoint(tmp_path / "ckpt.tar")
+
+
+@pytest.mark.parametrize("grid,fraction,expected", [
+    ((8, 8), 0.5, [[3, 4, 5, 6], [0, 1]]),  # total 5, kept 2: rows [3, 7), columns [0, 2)
+    ((8, 8), 1.0, [None, None]),  # rows [0, 10) clamped to all 8, all 5 columns
+    ((6, 10), 1.0, [None, [0, 1, 2, 3]]),  # total 4, kept 4: columns past H // 2 dropped where W > H
+    ((7, 4), 0.6, [[2, 3, 4, 5], [0, 1]]),  # total 4, kept 2
+])
+def test_fourcastnet_keeps_the_modes_of_its_afno2d(grid, fraction, expected):
+    """FourCastNet's AFNO2D computes on `x[:, total - kept : total + kept, :kept]` of the rfft2, with total = H // 2
+    + 1 and kept = int(total * fraction); None where every index of an axis is kept."""
+    assert convert_original_afno.fourcastnet_kept_modes(grid, fraction) == expected
 
 
 @pytest.mark.shared
