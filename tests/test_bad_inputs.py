@@ -784,7 +784,8 @@ FILE_ROWS = [
     ("empty", ValueError, r"Checkpoint file .* is empty; pass a torch.save file \(.pth, .pt, .tar\) or a .safetensors"),
     ("text", ValueError, r"checkpoint.pth is not a checkpoint file: torch.save writes a zip archive .* Pass a "
                          r"torch.save file \(.pth, .pt, .tar\) or a .safetensors file"),
-    ("truncated torch.save", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .*: the file is truncated"),
+    ("truncated torch.save", ValueError, r"Cannot read .*checkpoint.pth as a torch.save file .*: the file is "
+                                         r"truncated"),
     ("truncated safetensors", ValueError, r"Cannot read .*weights.safetensors .*\(SafetensorError: .*truncated"),
     ("list", ValueError, r"holds a list, not a state dict or checkpoint dict"),
     # torch names the type it refuses at the end of a long message, which was cut before it
