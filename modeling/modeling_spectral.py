@@ -364,11 +364,11 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config, *inputs, **kwargs):
         """Refuses a config of another family (its checkpoint would be saved under that family's model_type and
-        load back into another class; a subclass of the family's config, or a superclass of a custom head's, is of
-        the family) and, for a head of one input kind, a config of the other."""
+        load back into another class; see `of_family` for custom variants) and, for a head of one input kind, a
+        config of the other."""
         family = getattr(self.config_class, "model_type", "")
-        model_type = getattr(config, "model_type", None)
-        if family and not (isinstance(config, self.config_class) or of_family(model_type, self.config_class)):
+        model_type = getattr(type(config), "model_type", None)  # what save_pretrained writes to config.json
+        if family and not of_family(model_type, self.config_class):
             raise ValueError(
                 f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {family!r}), got a "
                 f"{type(config).__name__} (model_type {model_type!r}); build the classes of the config's family, or "
@@ -633,8 +633,7 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         return
     expected = model_class.config_class.model_type
     config = kwargs.get("config")
-    if (isinstance(config, PretrainedConfig) and not isinstance(config, model_class.config_class)
-            and not of_family(config.model_type, model_class.config_class)):
+    if isinstance(config, PretrainedConfig) and not of_family(type(config).model_type, model_class.config_class):
         raise ValueError(
             f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
             f"({model_class.config_class.__name__})."
@@ -688,7 +687,8 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
 def of_family(model_type, config_class):
     """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
     AutoConfig for a subclass or a superclass of it (a custom variant, `class MyConfig(GFNetConfig): model_type =
-    "my_gfnet"`, and the family it extends; not the unregistered base classes)."""
+    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). An unregistered
+    type is not: its checkpoints could not be loaded back."""
     if model_type == config_class.model_type:
         return True
     if model_type not in CONFIG_MAPPING:

@@ -34,6 +34,7 @@ from fourierformers import (
     AFNOMixer,
     CrossAttention,
     FourierMixer,
+    GFNetConfig,
     GFNetForImageClassification,
     GFNetForSequenceClassification,
     GFNetModel,
@@ -474,10 +475,15 @@ def test_a_model_class_refuses_a_config_of_another_family(head):
         model_class("gfnet", head)(tiny_config("afno", **overrides))
 
 
-@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig()], ids=["SpectralConfig", "PretrainedConfig"])
-def test_a_model_class_refuses_a_base_class_of_its_config(config):
-    """Base classes of a family's config are not of the family (a custom variant's own config class is, see
-    test_modeling.py)."""
+class UnregisteredGFNetConfig(GFNetConfig):
+    model_type = "unregistered_gfnet"
+
+
+@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig(), UnregisteredGFNetConfig()],
+                         ids=["SpectralConfig", "PretrainedConfig", "unregistered subclass"])
+def test_a_model_class_refuses_a_base_class_of_its_config_or_an_unregistered_type(config):
+    """Base classes of a family's config are not of the family, nor a subclass of another model_type that AutoConfig
+    does not know (its checkpoint could not be loaded back); a registered custom variant is (test_modeling.py)."""
     with pytest.raises(ValueError, match=rf"GFNetModel needs a GFNetConfig .*, got a {type(config).__name__}"):
         GFNetModel(config)
 

@@ -681,7 +681,7 @@ def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_pa
     head = type(f"Custom{base_head.__name__}", (base_head,), {"config_class": config_class})
     transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModelForSequenceClassification.register(config_class, head, exist_ok=True)
-    config = config_class(**tiny_config(family).to_dict())
+    config = config_class(**{key: value for key, value in tiny_config(family).to_dict().items() if key != "model_type"})
     model = AutoModelForSequenceClassification.from_config(config).eval()
     inputs = make_inputs(config)
     assert type(model) is head and type(base_head(config)) is base_head
