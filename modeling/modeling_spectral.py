@@ -1467,8 +1467,6 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
 
     input_kind = "text"
     backbone_class = SpectralModel
-    # the pooler of a sequence-level checkpoint (a converted google/fnet-base keeps FNet's) is not theirs to load
-    _keys_to_ignore_on_load_unexpected = [r"\.pooler\."]
 
     def __init__(self, config):
         super().__init__(config)
@@ -1544,7 +1542,9 @@ class SpectralForMaskedLM(SpectralPreTrainedModel):
 
     input_kind = "text"
     backbone_class = SpectralModel
-    _keys_to_ignore_on_load_unexpected = SpectralForTokenClassification._keys_to_ignore_on_load_unexpected
+    # a pre-training checkpoint's pooler (a converted google/fnet-base keeps FNet's, for sequence heads) is not the
+    # masked-LM head's to load
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\."]
 
     def __init__(self, config):
         super().__init__(config)

@@ -150,10 +150,10 @@ def checkpoint_filter_fn(state_dict, model, same_head=True):
 
 def pooler_beside_the_head(state_dict, model):
     """FNet's pooler (dense + tanh over the first token, trained on next-sentence prediction in google/fnet-base)
-    under our key names where `model`'s head has none (masked LM, token classification), to be saved beside its
-    weights: a sequence head fine-tuned from the converted folder then starts from it, as FNet's own sequence
-    classifier does from the FNet checkpoint. Empty where the model has a pooler or the checkpoint none."""
-    if model.base_model.pooler is not None:
+    under our key names where `model` is a masked-LM model, which has none, to be saved beside its weights: a
+    sequence head fine-tuned from the converted folder then starts from it, as FNet's own sequence classifier does
+    from the FNet checkpoint. Empty for other heads or a checkpoint without a pooler."""
+    if not isinstance(model, FNetHybridForMaskedLM):
         return {}
     pooler = {}
     for key, value in state_dict.items():

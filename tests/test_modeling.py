@@ -695,6 +695,18 @@ def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_pa
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_only_the_masked_lm_head_leaves_a_checkpoints_pooler_unreported(family, tmp_path):
+    """A pre-training checkpoint's pooler is for the sequence heads fine-tuned from it, not a masked-LM load's
+    problem; a token classifier loaded from a sequence classifier is told of the pooler it does not use."""
+    build(family, "Model", pooler_projection=True).save_pretrained(tmp_path / "backbone")
+    build(family, "ForSequenceClassification", pooler_projection=True).save_pretrained(tmp_path / "sequence")
+    _, info = AutoModelForMaskedLM.from_pretrained(tmp_path / "backbone", output_loading_info=True)
+    assert not info["unexpected_keys"]
+    _, info = AutoModelForTokenClassification.from_pretrained(tmp_path / "sequence", output_loading_info=True)
+    assert {key.split(".")[1] for key in info["unexpected_keys"]} == {"pooler"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_head_loaded_from_a_backbone_checkpoint_is_initialised(family, tmp_path):
     build(family, "Model").save_pretrained(tmp_path)
     model = AutoModelForTokenClassification.from_pretrained(tmp_path, num_labels=4)
