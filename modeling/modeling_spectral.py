@@ -414,11 +414,12 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 init.normal_(module.projection.weight, std=factor_std)
                 init.normal_(module.rank_projection.weight, std=factor_std)
 
-    def get_correct_attn_implementation(self, requested_attention, is_init_check=False):
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, *args, **kwargs):
         """transformers' choice, limited to the implementations our attention layers run. A function registered with
-        `AttentionInterface` is refused when the model is built or switched: transformers builds no padding mask for
-        one without a mask function, and ours would be in a format it may not expect."""
-        chosen = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        `AttentionInterface` or a hub kernel is refused when the model is built or switched (transformers builds no
+        padding mask for one without a mask function, and ours would be in a format it may not expect), rather than
+        at the first forward."""
+        chosen = super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, *args, **kwargs)
         if chosen not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)} for {type(self).__name__} "

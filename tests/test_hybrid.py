@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 import torch
 from conftest import FAMILIES, Wrapper, model_class, tiny_config
-from transformers import AttentionInterface, AutoModel, AutoModelForSequenceClassification
+from transformers import AttentionInterface, AutoModel, AutoModelForSequenceClassification, modeling_utils
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilter, MultiscaleMixer, SelfAttention
@@ -414,20 +414,24 @@ def test_unknown_attention_implementation_is_rejected():
         layer(torch.randn(1, 4, 8), attn_implementation="flash")
 
 
-def test_a_registered_attention_function_is_refused_when_building_or_switching():
-    """transformers accepts any name registered with AttentionInterface; our layers would fail on it at the first
-    forward, so building and `set_attn_implementation` refuse it, naming the two they run."""
-    AttentionInterface.register("registered_attention", sdpa_attention_forward)
+@pytest.mark.parametrize("name", ["registered_attention", "some-org/some-kernel:attention"])
+def test_a_registered_attention_function_or_hub_kernel_is_refused_when_building_or_switching(name, monkeypatch):
+    """transformers accepts a name registered with AttentionInterface, or a hub kernel (`org/repo:function`, which
+    it downloads and registers; simulated here); our layers would fail on it at the first forward, so building and
+    `set_attn_implementation` refuse it, naming the two they run."""
+    monkeypatch.setattr(modeling_utils, "lazy_import_flash_attention",
+                        lambda kernel, **kwargs: AttentionInterface.register(kernel, sdpa_attention_forward))
+    if name == "registered_attention":
+        AttentionInterface.register(name, sdpa_attention_forward)
     try:
-        with pytest.raises(ValueError, match=r"must be one of \['eager', 'sdpa'\] for FNetHybridModel .*"
-                                             r"got 'registered_attention'"):
-            AutoModel.from_config(tiny_config("fnet_hybrid"), attn_implementation="registered_attention")
+        with pytest.raises(ValueError, match=rf"must be one of \['eager', 'sdpa'\] for FNetHybridModel .*got '{name}'"):
+            AutoModel.from_config(tiny_config("fnet_hybrid"), attn_implementation=name)
         model = AutoModel.from_config(tiny_config("fnet_hybrid"))
-        with pytest.raises(ValueError, match=r"got 'registered_attention'"):
-            model.set_attn_implementation("registered_attention")
+        with pytest.raises(ValueError, match=rf"got '{name}'"):
+            model.set_attn_implementation(name)
         assert model.config._attn_implementation == "sdpa"
     finally:
-        AttentionInterface._global_mapping.pop("registered_attention")
+        AttentionInterface._global_mapping.pop(name, None)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
