@@ -62,11 +62,12 @@ def is_torch_save_file(path):
 
 
 def run_command_line(main):
-    """Runs a converter's `main()` as a command: a refusal (`ValueError`, `FileNotFoundError`: a checkpoint of
-    another model, a bad option or output folder) ends it with its message and status 1, not a traceback."""
+    """Runs a converter's `main()` as a command: a refusal (`ValueError`, `OSError`: a checkpoint of another model,
+    a missing or unreadable file, a bad option or output folder) ends it with its message and status 1, not a
+    traceback."""
     try:
         main()
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
 
 

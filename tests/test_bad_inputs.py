@@ -23,6 +23,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertModel,
+    FNetConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
 )
@@ -825,10 +826,18 @@ def test_original_converter_reads_both_torch_save_formats(tmp_path, zip_format):
     ("convert_original_gfnet.py", "AFNO", r"not an original GFNet checkpoint"),
     ("convert_original_afno.py", "text", r"is not a checkpoint file"),
     ("convert_transformers_fnet.py", "directory", r"is not a transformers checkpoint folder"),
+    ("convert_transformers_fnet.py", "FNet with a broken index", r"Cannot read the weight index"),
 ])
 def test_converter_commands_end_a_refusal_with_its_message_not_a_traceback(tmp_path, script, kind, message):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), str(write_checkpoint(tmp_path, kind)),
-                             str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
+    if kind == "FNet with a broken index":
+        checkpoint = tmp_path / "fnet"
+        FNetConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, intermediate_size=64,
+                   architectures=["FNetModel"]).save_pretrained(checkpoint)
+        (checkpoint / "model.safetensors.index.json").write_text("{not json")
+    else:
+        checkpoint = write_checkpoint(tmp_path, kind)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), str(checkpoint), str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
     assert re.fullmatch(rf"{script}: error: .*{message}.*\n", result.stderr), result.stderr
     assert not (tmp_path / "out").exists()
