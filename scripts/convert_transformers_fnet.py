@@ -88,15 +88,17 @@ BACKBONE_KEYS = ("embeddings.", "layers.", "pooler.")
 
 
 def read_state_dict(input_dir):
-    """The FNet weights of a checkpoint folder: model.safetensors (sharded or not) or pytorch_model.bin."""
+    """The FNet weights of a checkpoint folder: model.safetensors (sharded or not) or pytorch_model.bin (sharded or
+    not), in transformers' order: a single file before an index, which a sharded save followed by an unsharded one
+    leaves behind."""
     input_dir = Path(input_dir)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (input_dir / index_name).exists():
-            shards = shard_names(input_dir / index_name)
-            return {key: value for shard in shards for key, value in read_checkpoint_file(input_dir / shard).items()}
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (input_dir / name).exists():
             return read_checkpoint_file(input_dir / name)
+        index = input_dir / f"{name}.index.json"
+        if index.exists():
+            shards = shard_names(index)
+            return {key: value for shard in shards for key, value in read_checkpoint_file(input_dir / shard).items()}
     raise ValueError(f"No FNet weights in {input_dir}: expected model.safetensors or pytorch_model.bin.")
 
 

@@ -127,12 +127,17 @@ def test_a_pretraining_checkpoint_keeps_fnets_pooler_for_sequence_heads(tmp_path
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("weights_format", ["sharded_safetensors", "pytorch_model_bin"])
+@pytest.mark.parametrize("weights_format", ["sharded_safetensors", "pytorch_model_bin", "index_left_behind"])
 def test_conversion_reads_every_weights_format(weights_format, tmp_path):
     folder = tmp_path / "fnet"
     reference = save_tiny_fnet("FNetForMaskedLM", folder)
     if weights_format == "sharded_safetensors":
         reference.save_pretrained(folder, max_shard_size="20KB")
+        assert (folder / "model.safetensors.index.json").exists()
+    elif weights_format == "index_left_behind":
+        # a sharded save, then an unsharded one: transformers deletes the shards, not the index, and loads the file
+        reference.save_pretrained(folder, max_shard_size="20KB")
+        reference.save_pretrained(folder)
         assert (folder / "model.safetensors.index.json").exists()
     else:
         # The format of the released google/fnet-base and fnet-large checkpoints.
