@@ -14,7 +14,7 @@ from transformers import (
 )
 from transformers.testing_utils import CaptureLogger
 
-from conftest import FAMILIES, model_class, tiny_config
+from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
 from fourierformers.dropout import Dropout
 from fourierformers.spectral_layers import AttentionPooling, DropPath, sinusoidal_position_table
 
@@ -322,14 +322,12 @@ def test_bfloat16_is_finite_and_close_to_float32(family):
     torch.testing.assert_close(from_embeddings, half, atol=0, rtol=0)  # float32 embeddings are cast, as pixels are
 
 
-FAMILY_MIXERS = {"gfnet": "global_filter", "afno": "afno", "fnet_hybrid": "fourier"}
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_eval_is_deterministic(family):
     """Every dropout (hidden, attention probabilities, stochastic depth) is off in eval mode."""
-    model = build(family, "ForMaskedLM", mixer_layout=["attention", FAMILY_MIXERS[family]], hidden_dropout_prob=0.5,
-                  attention_probs_dropout_prob=0.5, drop_path_rate=0.5)
+    layout = ["attention", CONFIG_CLASSES[family].default_mixer]
+    model = build(family, "ForMaskedLM", mixer_layout=layout, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5,
+                  drop_path_rate=0.5)
     inputs = make_inputs(model.config)
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, model(**inputs).logits)
@@ -356,8 +354,9 @@ def test_classifier_dropout_acts_on_the_classifier_input(family):
 def test_initialisation_follows_the_config(family):
     """Mixer weights and linear layers are drawn with std `initializer_range`, LayerScale starts at
     `layer_scale_init_value`."""
-    model = build(family, "Model", mixer_layout=[FAMILY_MIXERS[family], "attention"], initializer_range=0.5,
-                  layer_scale_init_value=0.1, hidden_size=64, intermediate_size=128)
+    layout = [CONFIG_CLASSES[family].default_mixer, "attention"]
+    model = build(family, "Model", mixer_layout=layout, initializer_range=0.5, layer_scale_init_value=0.1,
+                  hidden_size=64, intermediate_size=128)
     mixer_weights = {"gfnet": ["complex_weight"], "afno": ["w1", "w2"], "fnet_hybrid": []}[family]
     for name in mixer_weights:
         assert getattr(model.layers[0].mixer, name).std().item() == pytest.approx(0.5, rel=0.1), name
