@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import FAMILIES, Wrapper, model_class, tiny_config
+from conftest import CONFIG_CLASSES, FAMILIES, Wrapper, model_class, tiny_config
 from transformers import AttentionInterface, AutoModel, AutoModelForSequenceClassification, modeling_utils
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -15,7 +15,6 @@ from fourierformers import AdaptiveMixer, CascadeMixer, FourierMixer, GlobalFilt
 from fourierformers.configuration.mixer_layout import MIXER_TYPES
 from fourierformers.hybrid_layers import run_mixer
 
-FAMILY_MIXER = {"gfnet": "global_filter", "afno": "afno", "fnet_hybrid": "fourier"}
 STRATEGIES = {
     "adaptive_soft": {"strategy": "adaptive", "mixers": ["fourier", "attention"], "gate": "soft"},
     "adaptive_hard": {"strategy": "adaptive", "mixers": ["global_filter", "afno", "attention"], "gate": "hard"},
@@ -29,7 +28,7 @@ STRATEGIES = {
 
 def hybrid_config(family, strategy, **overrides):
     """A tiny 2-layer config whose first layer is the strategy entry and second the family's own mixer."""
-    return tiny_config(family, mixer_layout=[STRATEGIES[strategy], FAMILY_MIXER[family]], **overrides)
+    return tiny_config(family, mixer_layout=[STRATEGIES[strategy], CONFIG_CLASSES[family].default_mixer], **overrides)
 
 
 def text_batch(batch_size=3, seq_length=9, vocab_size=99):
@@ -47,7 +46,7 @@ family_and_strategy = pytest.mark.parametrize(
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pattern_expands_to_one_entry_per_layer(family, tmp_path):
-    pattern = [FAMILY_MIXER[family], STRATEGIES["adaptive_soft"]]
+    pattern = [CONFIG_CLASSES[family].default_mixer, STRATEGIES["adaptive_soft"]]
     config = tiny_config(family, num_hidden_layers=4, mixer_layout={"pattern": pattern})
     assert config.mixer_layout == pattern * 2
     config.save_pretrained(tmp_path)
