@@ -34,16 +34,16 @@ class AdaLNZero(nn.Module):
     """Adaptive LayerNorm with zero-initialised modulation (DiT, Peebles & Xie 2023) from a pooled condition
     `c: (B, condition_size)`: `shift, scale, gate = SiLU(c) @ modulation_weight.T + modulation_bias` and the branch
     output is `gate * (LN(x) * (1 + scale) + shift)` with a LayerNorm without affine parameters. The modulation
-    starts at zero (see `_init_weights`), so the branch adds nothing until it has learned to: the block starts as
-    the unconditioned block. (Raw parameters rather than an `nn.Linear` child, so the model's generic Linear
+    starts at zero, so the branch adds nothing until it has learned to: the block starts as the unconditioned block.
+    (Raw parameters rather than an `nn.Linear` child, so the model's generic Linear
     initialisation cannot overwrite the zeros.)"""
 
     def __init__(self, hidden_size, condition_size, eps=1e-6):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size, eps=eps, elementwise_affine=False)
         self.act = nn.SiLU()
-        self.modulation_weight = nn.Parameter(torch.empty(3 * hidden_size, condition_size))
-        self.modulation_bias = nn.Parameter(torch.empty(3 * hidden_size))
+        self.modulation_weight = nn.Parameter(torch.zeros(3 * hidden_size, condition_size))
+        self.modulation_bias = nn.Parameter(torch.zeros(3 * hidden_size))
 
     def forward(self, x, condition, attn_implementation="sdpa", condition_mask=None):
         condition_size = self.modulation_weight.shape[1]

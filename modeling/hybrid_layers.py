@@ -133,7 +133,7 @@ class MultiscaleMixer(HybridMixer):
             raise ValueError(f"MultiscaleMixer fusion must be 'add', 'concat' or 'weighted', got {fusion!r}.")
         self.fusion = fusion
         self.projection = nn.Linear(len(self.mixers) * hidden_size, hidden_size) if fusion == "concat" else None
-        self.fusion_logits = nn.Parameter(torch.empty(len(self.mixers))) if fusion == "weighted" else None
+        self.fusion_logits = nn.Parameter(torch.zeros(len(self.mixers))) if fusion == "weighted" else None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)

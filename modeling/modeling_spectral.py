@@ -137,10 +137,12 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size):
                 norm_type=config.norm_type,
             )
         raise ValueError(f"Unknown hybrid strategy {strategy!r}.")
+    # init_std=None: `_init_weights` draws the weights; drawing them here as well would advance the seeded random
+    # stream, and every model would start from other weights than the same seed gave before.
     if layout_entry == "fourier":
         return FourierMixer(fft_shape, norm=config.fourier_norm)
     if layout_entry == "global_filter":
-        return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation)
+        return GlobalFilter(hidden_size, fft_shape, activation=config.filter_activation, init_std=None)
     if layout_entry == "afno":
         return AFNOMixer(
             hidden_size,
@@ -152,6 +154,7 @@ def build_mixer(config, layout_entry, fft_shape, hidden_size):
             num_modes=config.afno_num_modes,  # re-applied to any other FFT grid of a call
             activation=None if config.afno_activation == "relu" else ACT2FN[config.afno_activation],  # None: in place
             dropout=config.afno_dropout,
+            init_std=None,
         )
     if layout_entry == "attention":
         return SelfAttention(hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
@@ -166,7 +169,7 @@ class LayerScale(nn.Module):
     def __init__(self, hidden_size, init_value):
         super().__init__()
         self.init_value = init_value
-        self.gamma = nn.Parameter(torch.empty(hidden_size))
+        self.gamma = nn.Parameter(torch.full((hidden_size,), float(init_value)))
 
     def forward(self, x):
         return x * self.gamma

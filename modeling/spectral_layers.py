@@ -799,7 +799,9 @@ class GlobalFilter(SpectralMixer):
 
     translation_equivariant = True  # a circular convolution over the FFT grid
 
-    def __init__(self, hidden_size, fft_shape, activation="identity"):
+    def __init__(self, hidden_size, fft_shape, activation="identity", init_std=0.02):
+        """`init_std`: the standard deviation of the normal distribution the weights are drawn from here (GFNet's);
+        None leaves them to the caller, as a model's `_init_weights` draws them itself."""
         super().__init__()
         if activation not in FILTER_ACTIVATIONS:
             raise ValueError(
@@ -809,6 +811,8 @@ class GlobalFilter(SpectralMixer):
         self.activation = activation
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
+        if init_std is not None:
+            nn.init.normal_(self.complex_weight, std=init_std)
 
     @property
     def hidden_size(self):
@@ -1000,10 +1004,12 @@ class AFNOMixer(SpectralMixer):
 
     def __init__(
         self, hidden_size, fft_shape, num_blocks=8, hidden_size_factor=1, sparsity_threshold=0.01, kept_modes=None,
-        num_modes=None, activation=None, dropout=0.0,
+        num_modes=None, activation=None, dropout=0.0, init_std=0.02,
     ):
         """`activation`: a function applied elementwise to the real and imaginary parts of the hidden layer, None
-        for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training."""
+        for ReLU (the paper's, applied in place); `dropout`: its probability on those parts in training; `init_std`:
+        the standard deviation of the normal distribution the weights and biases are drawn from here, None to leave
+        them to the caller, as a model's `_init_weights` draws them itself."""
         super().__init__()
         blocks, factor, modes = (positive_index(value) for value in (num_blocks, hidden_size_factor, num_modes))
         if blocks is None or hidden_size % blocks:
@@ -1037,6 +1043,9 @@ class AFNOMixer(SpectralMixer):
         self.b1 = nn.Parameter(torch.empty(2, num_blocks, inner))
         self.w2 = nn.Parameter(torch.empty(2, num_blocks, inner, self.block_size))
         self.b2 = nn.Parameter(torch.empty(2, num_blocks, self.block_size))
+        if init_std is not None:
+            for parameter in (self.w1, self.b1, self.w2, self.b2):
+                nn.init.normal_(parameter, std=init_std)
         self.activation = activation
         self.dropout = Dropout(dropout)
 

@@ -603,7 +603,6 @@ def test_layers_take_integers_of_any_type():
     afno = AFNOMixer(16, np.array([8]), num_blocks=np.int64(4), hidden_size_factor=np.int64(2), num_modes=np.int64(2))
     assert (afno.fft_shape, afno.num_blocks, afno.num_modes, afno.w1.shape[-1]) == ((8,), 4, 2, 8)
     mixer = GlobalFilter(16, 8)
-    torch.nn.init.normal_(mixer.complex_weight)  # a layer's weights are drawn by the model's _init_weights
     torch.testing.assert_close(mixer(X, fft_shape=np.array([12])), mixer(X, fft_shape=(12,)))
     torch.testing.assert_close(mixer(X, fft_shape=range(12, 13)), mixer(X, fft_shape=12))
 

@@ -2,13 +2,17 @@
 forward and gradient, in float64 (tight) and float32 (the fast path as used)."""
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fourierformers.condition_layers import CrossAttention
+from fourierformers import GFNetConfig
+from fourierformers.condition_layers import AdaLNZero, CrossAttention
+from fourierformers.hybrid_layers import MultiscaleMixer
+from fourierformers.modeling_spectral import LayerScale, build_mixer
 from fourierformers.spectral_layers import (
     AFNOMixer,
     AttentionPooling,
@@ -497,3 +501,49 @@ def test_the_layers_accept_the_configs_choices():
 
     assert spectral_layers.FFT_NORMS == configuration_spectral.FFT_NORMS
     assert spectral_layers.FILTER_ACTIVATIONS == configuration_spectral.FILTER_ACTIVATIONS
+
+
+def nan_filled_empty(*size, **kwargs):
+    """torch.empty with its memory made visible: NaN wherever a layer leaves a parameter uninitialised."""
+    shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
+    return torch.full(tuple(shape), math.nan, **kwargs)
+
+
+STANDALONE_LAYERS = {
+    "global_filter": lambda: GlobalFilter(64, (32,)),
+    "afno": lambda: AFNOMixer(64, (32,), num_blocks=4, hidden_size_factor=2),
+    "layer_scale": lambda: LayerScale(16, 1e-5),
+    "adaln_zero": lambda: AdaLNZero(16, 8),
+    "multiscale_weighted": lambda: MultiscaleMixer([FourierMixer(8), FourierMixer(8)], 16, fusion="weighted"),
+}
+
+
+@pytest.mark.parametrize("name", STANDALONE_LAYERS)
+def test_a_layer_built_alone_is_initialised(name):
+    """A layer used on its own (outside a model, whose `_init_weights` would draw its weights) starts from defined
+    values: GlobalFilter and AFNO from the global random stream with GFNet's std 0.02, so a seed reproduces them,
+    the others at their documented constants."""
+    with mock.patch("torch.empty", nan_filled_empty):
+        torch.manual_seed(0)
+        layer = STANDALONE_LAYERS[name]()
+        torch.manual_seed(0)
+        again = STANDALONE_LAYERS[name]()
+    for (parameter_name, parameter), repeat in zip(layer.named_parameters(), again.parameters()):
+        assert torch.isfinite(parameter).all(), parameter_name
+        torch.testing.assert_close(parameter, repeat, rtol=0, atol=0)
+        if name in ("global_filter", "afno"):
+            assert abs(parameter.mean().item()) < 0.005 and 0.016 < parameter.std().item() < 0.024, parameter_name
+    constants = {"layer_scale": 1e-5, "adaln_zero": 0.0, "multiscale_weighted": 0.0}
+    if name in constants:
+        assert all((parameter == constants[name]).all() for parameter in layer.parameters())
+
+
+@pytest.mark.parametrize("entry", ["global_filter", "afno", {
+    "strategy": "multiscale", "mixers": ["global_filter", "afno"], "fusion": "weighted"}])
+def test_a_model_s_mixers_leave_the_random_stream_to_init_weights(entry):
+    """Inside a model `_init_weights` draws the mixer weights; drawing them in the constructor as well would move
+    the seeded stream, and every model would start from other weights than the same seed gave before."""
+    config = GFNetConfig(hidden_size=16, num_hidden_layers=1, intermediate_size=32, afno_num_blocks=2)
+    state = torch.get_rng_state()
+    build_mixer(config, entry, (8,), config.hidden_size)
+    assert torch.equal(torch.get_rng_state(), state)
