@@ -8,6 +8,8 @@ Rule: a parameter is *not* decayed when it has at most one dimension, or when th
 name (relative to that module) in the class attribute `_no_weight_decay`, e.g.
 `GlobalFilter._no_weight_decay = ("complex_weight",)` (the tag of nvSubquadratic's blocks, put on the class so it
 survives `from_pretrained`, `to()` and parameter replacement). New layers with such parameters add the attribute.
+The tag follows a parameter that `torch.nn.utils` reparametrises (`parametrize`: weight_norm, spectral_norm, ...;
+`prune`; the legacy `weight_norm`) into the parameters it then stores instead.
 
 `Trainer` builds its two parameter groups from `Trainer.get_decay_parameter_names` (transformers 5.23 has no model
 hook), which only knows norms and biases by name; `SpectralTrainer` refines it with the rule above. With plain
@@ -16,7 +18,20 @@ PyTorch, or a `Trainer` given `optimizers=(optimizer, None)`, use `optimizer_par
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, weight_decay=0.05), lr=1e-3)
 """
 
+from torch.nn.utils import parametrize
 from transformers import Trainer
+
+
+def stored_names(module, name):
+    """The names, relative to `module`, under which its parameter `name` is stored: itself, or what torch.nn.utils
+    stores instead once it reparametrises it: `parametrizations.<name>.original` (`original0`, `original1`, ... for
+    several, as weight_norm's magnitude and direction), `<name>_orig` (pruning), `<name>_g` and `<name>_v` (the
+    legacy weight_norm). Names that do not exist are dropped by the caller."""
+    names = [name, f"{name}_orig", f"{name}_g", f"{name}_v"]
+    if parametrize.is_parametrized(module, name):
+        originals = module.parametrizations[name].named_parameters(recurse=False)
+        names += [f"parametrizations.{name}.{original}" for original, _ in originals]
+    return names
 
 
 def no_weight_decay_parameter_names(model):
@@ -24,7 +39,9 @@ def no_weight_decay_parameter_names(model):
     names = set()
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
-        tagged = {prefix + name for name in getattr(module, "_no_weight_decay", ())}
+        tagged = {
+            prefix + stored for name in getattr(module, "_no_weight_decay", ()) for stored in stored_names(module, name)
+        }
         for name, parameter in module.named_parameters(prefix=module_name, recurse=False):
             if parameter.ndim <= 1:
                 names.add(name)

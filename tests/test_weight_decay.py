@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.utils.prune
 from conftest import FAMILIES, model_class, tiny_config
 from transformers import TrainingArguments
 
@@ -112,3 +113,35 @@ def test_spectral_trainer_trains_a_hybrid_model_with_gradient_checkpointing(tmp_
     for name in trained:
         parameter = dict(model.base_model.named_parameters())[name]
         assert not torch.equal(parameter, before[f"{model.base_model_prefix}.{name}"]), name
+
+
+REPARAMETRISATIONS = {
+    "parametrize": lambda module, name: torch.nn.utils.parametrize.register_parametrization(
+        module, name, torch.nn.Identity()),
+    "weight_norm": lambda module, name: torch.nn.utils.parametrizations.weight_norm(module, name),
+    "prune": lambda module, name: torch.nn.utils.prune.l1_unstructured(module, name, amount=0.0),
+    "legacy_weight_norm": lambda module, name: torch.nn.utils.weight_norm(module, name),
+}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("how", REPARAMETRISATIONS)
+def test_a_reparametrised_filter_or_afno_bias_stays_undecayed(how):
+    """torch.nn.utils stores a reparametrised parameter under other names (`parametrizations.complex_weight.original`,
+    `complex_weight_orig`, ...); those are the filter, and must stay out of the decayed group."""
+    model = full_model("gfnet")
+    multiscale = model.base_model.layers[0].mixer
+    global_filter, afno = multiscale.mixers
+    for module, name in ((global_filter, "complex_weight"), (afno, "b1")):
+        REPARAMETRISATIONS[how](module, name)
+    excluded = no_weight_decay_parameter_names(model)
+    for module in (global_filter, afno):
+        stored = {name for name, parameter in module.named_parameters() if parameter.ndim > 1}
+        reparametrised = {name for name in stored if name.startswith(("parametrizations.", "complex_weight_", "b1_"))}
+        assert reparametrised, stored
+        prefix = next(name for name, candidate in model.named_modules() if candidate is module)
+        assert {f"{prefix}.{name}" for name in reparametrised} <= excluded
+    assert not any("w1" in name or "w2" in name for name in excluded)
+    decayed, _ = optimizer_param_groups(model, WEIGHT_DECAY)
+    assert not {id(parameter) for parameter in decayed["params"]} & {
+        id(parameter) for name, parameter in model.named_parameters() if name in excluded}
