@@ -594,7 +594,7 @@ class SpectralMixer(nn.Module):
         A weight counts as changed when its version counter, storage or strides change, which every in-place update that
         autograd sees does (optimizers, `load_state_dict`, `torch.nn.init`, edits under `torch.no_grad()`), or when
         one of the values spread over it by `_sample_step` (all of a small weight, about `CHECKED_SAMPLES` of a large
-        one) differs from the copy taken with the cached value: edits through `param.data` bypass the version
+        one) differs from the copy taken before the cached value was computed: edits through `param.data` bypass the version
         counter, and whole-tensor ones (EMA updates, rescaling, re-initialisation) and whole-channel ones are caught
         by the sample. An edit of a few values through `param.data` can be missed: edit the parameter itself under
         `torch.no_grad()`. Comparing every value of a large weight would cost about as much as the rearrangement it
@@ -603,13 +603,16 @@ class SpectralMixer(nn.Module):
 
         It is always recomputed with gradients enabled (even for frozen weights: a value cached in
         `torch.inference_mode()` is an inference tensor, which autograd refuses to save for a backward pass), for
-        weights created in inference mode (which have no version counter), on GPU (where rearranging is cheap and
+        weights created in inference mode (which have no version counter), for weights in shared memory (another
+        process's edits do not move this process's version counter), on GPU (where rearranging is cheap and
         reading a comparison back would synchronise), under torch.compile and for the weights of a function transform
         (`torch.func.vmap` over stacked weights, say).
         """
         if torch.is_grad_enabled() or not all(_eager_cpu(weight) for weight in weights):
             return compute()
-        if any(weight.is_inference() for weight in weights):  # built in inference mode: no version counter
+        # Built in inference mode: no version counter. In shared memory (`share_memory()`, torch.multiprocessing):
+        # another process's in-place edits do not move this process's counter.
+        if any(weight.is_inference() or weight.untyped_storage().is_shared() for weight in weights):
             return compute()
         key = (key, *((weight._version, weight.data_ptr(), weight.shape, weight.stride(), weight.dtype)
                       for weight in weights))
@@ -620,9 +623,12 @@ class SpectralMixer(nn.Module):
             _, views, samples, value = cached
             if all(torch.equal(view, sample) for view, sample in zip(views, samples)):
                 return value
-        value = compute()
+        # Sampled before `compute()`: an edit through `.data` while it runs (another thread's) then differs from the
+        # sample at the next call, where a sample taken afterwards would pair the new values with the old result.
         views = [_value_sample(weight) for weight in weights]
-        self._inference_cache[name] = (key, views, [view.clone() for view in views], value)
+        samples = [view.clone() for view in views]
+        value = compute()
+        self._inference_cache[name] = (key, views, samples, value)
         return value
 
     def __getstate__(self):
@@ -848,7 +854,9 @@ class GlobalFilter(SpectralMixer):
             # reshape rather than [None]: the ONNX exporter has no unsqueeze for complex tensors
             return channels_first(kernel.reshape(1, *kernel.shape))
 
-        return self.derived_from_weights(("channels_first", fft_shape), (self.complex_weight,), dtype, compute)
+        # one entry for the built grid and one for the last other grid (image sizes served): a bounded cache
+        name = "channels_first" if fft_shape == self.fft_shape else "channels_first_resized"
+        return self.derived_from_weights(name, (self.complex_weight,), (dtype, fft_shape), compute)
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)

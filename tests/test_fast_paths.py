@@ -273,6 +273,63 @@ def test_inference_cache_sees_one_channel_of_the_filter_edited_through_data(hidd
             assert mixer(x)[..., channel].abs().max() == 0
 
 
+@pytest.mark.parametrize("name", sorted(CACHING_MIXERS))
+def test_inference_cache_sees_an_edit_made_while_it_computes(name, monkeypatch):
+    """Another thread's edit through `.data` that lands while the cached tensors are being computed is seen at the
+    next call (a sample of the weights taken after the computation matched the edited weights, and paired them with
+    the tensors computed from the old ones for good)."""
+    build, reference = CACHING_MIXERS[name]
+    mixer = build()
+    derived_from_weights = mixer.derived_from_weights
+
+    def edited_meanwhile(cache_name, weights, key, compute):
+        def compute_then_edit():
+            value = compute()
+            for weight in weights:
+                weight.data.mul_(1.5)
+            return value
+
+        return derived_from_weights(cache_name, weights, key, compute_then_edit)
+
+    x = torch.randn(2, 60, 8)
+    with torch.no_grad():
+        monkeypatch.setattr(mixer, "derived_from_weights", edited_meanwhile)
+        mixer(x)
+        monkeypatch.undo()
+        torch.testing.assert_close(mixer(x), reference(x, mixer), atol=1e-5, rtol=1e-5)
+
+
+def test_inference_cache_is_skipped_for_weights_in_shared_memory():
+    """`share_memory()` (torch.multiprocessing, Hogwild): another process edits the weights in place without moving
+    this process's version counter. A second tensor on the same storage, with its own counter, stands for it here,
+    and edits one value between the compared ones of a filter too large to compare in full."""
+    mixer = _global_filter(64, (256,)).share_memory()
+    step = _sample_step(mixer.complex_weight.numel(), 2 * 64)
+    # the real part of a channel at frequency 5 (the imaginary parts at frequency 0 do not reach a real output)
+    index = next(i for i in range(2 * 64 * 5, mixer.complex_weight.numel(), 2) if i % step)
+    x = torch.randn(1, 200, 64)
+    with torch.no_grad():
+        mixer(x)
+        weight = mixer.complex_weight
+        other_process_view = torch.empty(0).set_(
+            weight.untyped_storage(), weight.storage_offset(), weight.shape, weight.stride()
+        )
+        other_process_view.view(-1)[index] += 10.0
+        assert other_process_view._version != weight._version
+        torch.testing.assert_close(mixer(x), reference_global_filter(x, (256,), mixer), atol=1e-4, rtol=1e-5)
+
+
+def test_global_filter_keeps_its_built_grid_and_one_other_in_the_cache():
+    """Images of many sizes (`interpolate_pos_encoding`) would otherwise each leave a resized filter behind."""
+    mixer = _global_filter(8, (4, 6))
+    with torch.no_grad():
+        for grid in [(4, 6), (5, 6), (6, 7), (8, 8), (4, 6)]:
+            x = torch.randn(1, *grid, 8)
+            fft_shape = tuple(max(n, size) for n, size in zip(grid, (4, 6)))
+            mixer(x, fft_shape=fft_shape)
+    assert sorted(mixer._inference_cache) == ["channels_first", "channels_first_resized"]
+
+
 @pytest.mark.parametrize(
     "hidden_size", [1, 2, 3, 8, 48, 64, 96, 100, 256, 352, 384, 416, 704, 768, 1000, 1001, 1024, 1536, 2047, 2048]
 )
