@@ -650,10 +650,12 @@ class SpectralMixer(nn.Module):
         chunks = _batch_chunks(x, mask)
         if chunks is None:
             return self.mix(x, mask, fft_shape, grid_shape)
-        if torch.is_grad_enabled():
-            return torch.cat([self.mix(x_chunk, mask_chunk, fft_shape, grid_shape) for x_chunk, mask_chunk in chunks])
         # Without autograd each chunk writes its last copy into its rows of the output, saving the concatenation
-        # pass: GlobalFilter at 8 x 4096 x 256 took 17-18 ms per call against 21-23 ms on the development VM.
+        # pass: GlobalFilter at 8 x 4096 x 256 took 17-18 ms per call against 21-23 ms on the development VM. Not
+        # inside a function transform or with forward-mode tangents (on x or the weights): their results are
+        # batched or dual tensors, which a plain output tensor cannot take.
+        if torch.is_grad_enabled() or _transformed(x) or any(_transformed(weight) for weight in self.parameters()):
+            return torch.cat([self.mix(x_chunk, mask_chunk, fft_shape, grid_shape) for x_chunk, mask_chunk in chunks])
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         rows = out.split([x_chunk.shape[0] for x_chunk, _ in chunks])
         for (x_chunk, mask_chunk), out_chunk in zip(chunks, rows):

@@ -6,6 +6,7 @@ import torch.autograd.forward_ad as forward_ad
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
+from fourierformers import spectral_layers
 from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention, masked_mean
 
 
@@ -180,6 +181,45 @@ def test_function_transforms_match_autograd(name):
             scaled = {key: scale * p.detach() for key, p in parameters.items()}
             torch.testing.assert_close(ensemble[index], torch.func.functional_call(mixer, scaled, (x,)))
         torch.testing.assert_close(mixer(x), out, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["global_filter", "afno", "fourier"])
+def test_function_transforms_of_a_batch_split_into_chunks_without_autograd(name, monkeypatch):
+    """Without autograd the chunks of a large batch are written into one output tensor, which cannot take a
+    batched (vmap) or dual (forward-mode) result: those calls concatenate the chunks, as with autograd, and give
+    what they give with autograd (they raised inside torch's vmap and forward-mode AD)."""
+    mixer, x = transform_mixers()[name]
+    monkeypatch.setattr(spectral_layers, "CHUNK_BYTES", 4 * x[0].numel())  # one example per chunk
+    assert len(spectral_layers._batch_chunks(x, None)) == x.shape[0]
+    tangent = torch.randn_like(x)
+    masks = torch.ones(2, *x.shape[:-1], dtype=torch.bool)
+    masks[1, :, 5:] = False
+    weights = {key: p.detach() for key, p in mixer.named_parameters()}
+    weight_tangents = {key: torch.randn_like(p) for key, p in weights.items()}
+    stacked = {key: torch.stack([p, 1.5 * p]) for key, p in weights.items()}
+
+    def with_weights(given):
+        return torch.func.functional_call(mixer, given, (x,))
+
+    expected = {
+        "jvp": torch.func.jvp(mixer, (x,), (tangent,))[1],
+        "masks": torch.stack([mixer(x, mask) for mask in masks]),
+        "weights_jvp": torch.func.jvp(with_weights, (weights,), (weight_tangents,))[1] if weights else None,
+        "ensemble": torch.stack([with_weights({key: scale * p for key, p in weights.items()}) for scale in (1, 1.5)]),
+    }
+    with torch.no_grad():
+        got = {"jvp": torch.func.jvp(mixer, (x,), (tangent,))[1],
+               "masks": torch.func.vmap(lambda mask: mixer(x, mask))(masks)}
+        with forward_ad.dual_level():
+            dual = forward_ad.unpack_dual(mixer(forward_ad.make_dual(x, tangent))).tangent
+            if weights:
+                dual_weights = {key: forward_ad.make_dual(p, weight_tangents[key]) for key, p in weights.items()}
+                got["weights_jvp"] = forward_ad.unpack_dual(with_weights(dual_weights)).tangent
+        if weights:
+            got["ensemble"] = torch.func.vmap(with_weights)(stacked)
+    torch.testing.assert_close(dual, expected["jvp"], atol=1e-12, rtol=0)
+    for key, value in got.items():
+        torch.testing.assert_close(value, expected[key], atol=1e-12, rtol=0, msg=key)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
