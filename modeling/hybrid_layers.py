@@ -96,7 +96,9 @@ class AdaptiveMixer(HybridMixer):
         # Training mode keeps the full path even without autograd: reentrant checkpointing runs its first forward
         # without gradients and must draw the same dropout masks as its recomputation.
         sparse = self.gate_type == "hard" and not (self.training or torch.is_grad_enabled() or output_attentions)
-        if sparse and can_read_values():  # the rows of each child depend on the data
+        # The rows of each child depend on the data. Not with forward-mode tangents on the gate's input or weights:
+        # the tangent of the straight-through weights (the gate's derivative) would be left out.
+        if sparse and can_read_values() and not _transformed(probs):
             return self._run_chosen(x, mask, choices, attn_implementation, fft_shape), None
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         stacked = torch.stack(outputs, dim=-1)  # (B, *grid, D, K)

@@ -222,6 +222,20 @@ def test_function_transforms_of_a_batch_split_into_chunks_without_autograd(name,
         torch.testing.assert_close(value, expected[key], atol=1e-12, rtol=0, msg=key)
 
 
+def test_hard_gate_forward_derivative_is_the_same_without_autograd():
+    """In inference a hard gate runs each child on the examples that chose it only; with forward-mode tangents it
+    keeps the full path, whose derivative includes the gate's (straight-through) term, as with autograd."""
+    torch.manual_seed(0)
+    mixer = OutputOnly(AdaptiveMixer([GlobalFilter(4, (8,)), FourierMixer((8,))], 4, gate="hard")).eval().double()
+    for parameter in mixer.parameters():
+        torch.nn.init.normal_(parameter)
+    x, tangent = torch.randn(4, 8, 4, dtype=torch.float64), torch.randn(4, 8, 4, dtype=torch.float64)
+    expected = torch.func.jvp(mixer, (x,), (tangent,))[1]
+    with torch.no_grad(), forward_ad.dual_level():
+        dual = forward_ad.unpack_dual(mixer(forward_ad.make_dual(x, tangent))).tangent
+    torch.testing.assert_close(dual, expected, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_per_example_gradients_of_a_model(family):
     """The per-example gradient recipe (`vmap(grad(functional_call))`, as for differential privacy) on a whole padded
