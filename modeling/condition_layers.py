@@ -35,8 +35,8 @@ class AdaLNZero(nn.Module):
     `c: (B, condition_size)`: `shift, scale, gate = SiLU(c) @ modulation_weight.T + modulation_bias` and the branch
     output is `gate * (LN(x) * (1 + scale) + shift)` with a LayerNorm without affine parameters. The modulation
     starts at zero, so the branch adds nothing until it has learned to: the block starts as the unconditioned block.
-    (Raw parameters rather than an `nn.Linear` child, so the model's generic Linear
-    initialisation cannot overwrite the zeros.)"""
+    (Raw parameters rather than an `nn.Linear` child, so the model's generic Linear initialisation cannot overwrite
+    the zeros.)"""
 
     def __init__(self, hidden_size, condition_size, eps=1e-6):
         super().__init__()

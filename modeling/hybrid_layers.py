@@ -63,9 +63,10 @@ class AdaptiveMixer(HybridMixer):
     forward pass, so each example's output is exactly its chosen mixer's output, and the straight-through estimator
     (`onehot + p - p.detach()`) in the backward pass, so the gate still trains.
 
-    In eval mode without autograd (inference), without `output_attentions` and outside torch.compile, a hard gate
-    runs each child on the examples that chose it only, instead of every child on the whole batch: the same outputs
-    for a fraction of the work (finding each child's rows reads the choices back, a synchronisation on GPU).
+    In eval mode without autograd (inference), without `output_attentions`, outside torch.compile and `torch.func`
+    transforms and without forward-mode tangents on the gate's input or weights, a hard gate runs each child on the
+    examples that chose it only, instead of every child on the whole batch: the same outputs for a fraction of the
+    work (finding each child's rows reads the choices back, a synchronisation on GPU).
 
     After every forward, `last_gate_probs` (B, K) and `last_choices` (B,) (argmax index into `mixers`) hold the gate's
     decisions, detached, for inspection (of eager forwards: a compiled one, or one inside a `torch.func` transform,

@@ -592,11 +592,11 @@ class SpectralMixer(nn.Module):
         given 64 takes twice as long without it).
 
         A weight counts as changed when its version counter, storage or strides change, which every in-place update that
-        autograd sees does (optimizers, `load_state_dict`, `torch.nn.init`, edits under `torch.no_grad()`), or when
-        one of the values spread over it by `_sample_step` (all of a small weight, about `CHECKED_SAMPLES` of a large
-        one) differs from the copy taken before the cached value was computed: edits through `param.data` bypass the version
-        counter, and whole-tensor ones (EMA updates, rescaling, re-initialisation) and whole-channel ones are caught
-        by the sample. An edit of a few values through `param.data` can be missed: edit the parameter itself under
+        autograd sees does (optimizers, `load_state_dict`, `torch.nn.init`, edits under `torch.no_grad()`), or when one
+        of the values spread over it by `_sample_step` (all of a small weight, about `CHECKED_SAMPLES` of a large one)
+        differs from the copy taken before the cached value was computed: edits through `param.data` bypass the version
+        counter, and whole-tensor ones (EMA updates, rescaling, re-initialisation) and whole-channel ones are caught by
+        the sample. An edit of a few values through `param.data` can be missed: edit the parameter itself under
         `torch.no_grad()`. Comparing every value of a large weight would cost about as much as the rearrangement it
         saves (0.4 ms for 4 MiB of weights on the development VM). A weight holding NaN never compares equal, so its
         value is rebuilt on every call (correct, only slower).

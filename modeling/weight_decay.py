@@ -23,15 +23,20 @@ from transformers import Trainer
 
 
 def stored_names(module, name):
-    """The names, relative to `module`, under which its parameter `name` is stored: itself, or what torch.nn.utils
-    stores instead once it reparametrises it: `parametrizations.<name>.original` (`original0`, `original1`, ... for
-    several, as weight_norm's magnitude and direction), `<name>_orig` (pruning), `<name>_g` and `<name>_v` (the
-    legacy weight_norm). Names that do not exist are dropped by the caller."""
-    names = [name, f"{name}_orig", f"{name}_g", f"{name}_v"]
-    if parametrize.is_parametrized(module, name):
-        originals = module.parametrizations[name].named_parameters(recurse=False)
-        names += [f"parametrizations.{name}.{original}" for original, _ in originals]
-    return names
+    """The names, relative to `module`, under which the parameter `name` (`weight` or `child.weight`) is stored:
+    itself, or, once torch.nn.utils has reparametrised it (it is then no parameter of its module), what is stored in
+    its place: `parametrizations.<name>.original` (`original0`, `original1`, ... for several, as weight_norm's
+    magnitude and direction), `<name>_orig` (pruning), `<name>_g` and `<name>_v` (the legacy weight_norm). Names
+    that do not exist are dropped by the caller."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    prefix = f"{owner_name}." if owner_name else ""
+    if leaf in dict(owner.named_parameters(recurse=False)):
+        return [prefix + leaf]
+    if parametrize.is_parametrized(owner, leaf):
+        originals = owner.parametrizations[leaf].named_parameters(recurse=False)
+        return [f"{prefix}parametrizations.{leaf}.{original}" for original, _ in originals]
+    return [f"{prefix}{leaf}{suffix}" for suffix in ("_orig", "_g", "_v")]
 
 
 def no_weight_decay_parameter_names(model):

@@ -5,8 +5,8 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 
 from conftest import FAMILIES, model_class, tiny_config
-from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from fourierformers import spectral_layers
+from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention, masked_mean
 
 

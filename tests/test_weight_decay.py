@@ -126,22 +126,39 @@ REPARAMETRISATIONS = {
 
 @pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
 @pytest.mark.parametrize("how", REPARAMETRISATIONS)
-def test_a_reparametrised_filter_or_afno_bias_stays_undecayed(how):
+def test_a_reparametrised_filter_afno_bias_or_position_table_stays_undecayed(how):
     """torch.nn.utils stores a reparametrised parameter under other names (`parametrizations.complex_weight.original`,
-    `complex_weight_orig`, ...); those are the filter, and must stay out of the decayed group."""
+    `complex_weight_orig`, ...); those are the parameter, and must stay out of the decayed group, also where the
+    mark names a child's parameter (`SpectralEmbeddings._no_weight_decay = ("position_embeddings.weight",)`)."""
     model = full_model("gfnet")
-    multiscale = model.base_model.layers[0].mixer
-    global_filter, afno = multiscale.mixers
-    for module, name in ((global_filter, "complex_weight"), (afno, "b1")):
+    global_filter, afno = model.base_model.layers[0].mixer.mixers
+    positions = model.base_model.embeddings.position_embeddings
+    for module, name in ((global_filter, "complex_weight"), (afno, "b1"), (positions, "weight")):
         REPARAMETRISATIONS[how](module, name)
     excluded = no_weight_decay_parameter_names(model)
-    for module in (global_filter, afno):
-        stored = {name for name, parameter in module.named_parameters() if parameter.ndim > 1}
-        reparametrised = {name for name in stored if name.startswith(("parametrizations.", "complex_weight_", "b1_"))}
+    for module, name in ((global_filter, "complex_weight"), (afno, "b1"), (positions, "weight")):
+        stored = {stored_name for stored_name, parameter in module.named_parameters() if parameter.ndim > 1}
+        reparametrised = {
+            stored_name for stored_name in stored if stored_name.startswith(("parametrizations.", f"{name}_"))
+        }
         assert reparametrised, stored
-        prefix = next(name for name, candidate in model.named_modules() if candidate is module)
-        assert {f"{prefix}.{name}" for name in reparametrised} <= excluded
+        prefix = next(module_name for module_name, candidate in model.named_modules() if candidate is module)
+        assert {f"{prefix}.{stored_name}" for stored_name in reparametrised} <= excluded
     assert not any("w1" in name or "w2" in name for name in excluded)
     decayed, _ = optimizer_param_groups(model, WEIGHT_DECAY)
     assert not {id(parameter) for parameter in decayed["params"]} & {
         id(parameter) for name, parameter in model.named_parameters() if name in excluded}
+
+
+def test_a_marked_parameter_s_namesakes_are_decayed():
+    """Only a reparametrised parameter is looked for under the names torch.nn.utils gives it: a layer's own `w_g`
+    and `w_v` beside a marked `w` are weights like any other."""
+
+    class Gated(torch.nn.Module):
+        _no_weight_decay = ("w",)
+
+        def __init__(self):
+            super().__init__()
+            self.w, self.w_g, self.w_v = (torch.nn.Parameter(torch.ones(3, 3)) for _ in range(3))
+
+    assert no_weight_decay_parameter_names(Gated()) == {"w"}
