@@ -319,6 +319,18 @@ def test_inference_cache_is_skipped_for_weights_in_shared_memory():
         torch.testing.assert_close(mixer(x), reference_global_filter(x, (256,), mixer), atol=1e-4, rtol=1e-5)
 
 
+def test_afno_cache_keeps_no_more_than_a_chunk_of_repeated_weights():
+    """Many short inputs put many examples in one chunk of the batch: the block weights repeated for each of them
+    are not kept (1024 one-token inputs kept a gigabyte in a small model)."""
+    mixer = _random_afno(64, (4,))
+    x = torch.randn(256, 2, 64)
+    with torch.no_grad():
+        for _ in range(2):  # built, then reused
+            torch.testing.assert_close(mixer(x), reference_afno(x, (4,), mixer), atol=1e-5, rtol=1e-5)
+    cached = sum(t.numel() * t.element_size() for entry in mixer._inference_cache.values() for t in entry[-1])
+    assert 0 < cached <= 2 * sum(p.numel() * p.element_size() for p in mixer.parameters())
+
+
 def test_global_filter_keeps_its_built_grid_and_one_other_in_the_cache():
     """Images of many sizes (`interpolate_pos_encoding`) would otherwise each leave a resized filter behind."""
     mixer = _global_filter(8, (4, 6))
