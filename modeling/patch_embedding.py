@@ -228,10 +228,13 @@ def resize_model_to_image_size(model, image_size):
             f"{type(model).__name__} whose config has none."
         )
     config = type(model.config)(**{**model.config.to_dict(), "image_size": image_size})
-    # `to_dict` leaves out the attention implementation, and a plain constructor builds in the default dtype.
-    resized = type(model)._from_config(
-        config, dtype=model.dtype, attn_implementation=model.config._attn_implementation
-    ).to(model.device)
+    # `to_dict` leaves out the attention implementation, and a plain constructor builds in the default dtype. The
+    # weights drawn for the copy are all replaced below: drawing them from a fork of the random stream leaves the
+    # caller's seeded stream (dropout masks, data order) as a plain `from_pretrained` leaves it.
+    with torch.random.fork_rng(devices=[]):
+        resized = type(model)._from_config(
+            config, dtype=model.dtype, attn_implementation=model.config._attn_implementation
+        ).to(model.device)
     resized.load_state_dict(resize_state_dict_to_config(model.state_dict(), config), strict=True)
     trainable = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
     for name, parameter in resized.named_parameters():

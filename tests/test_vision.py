@@ -489,6 +489,24 @@ def test_resize_model_to_image_size_keeps_device_mode_and_frozen_parameters():
     assert {tensor.device.type for tensor in (*on_meta.parameters(), *on_meta.buffers())} == {"meta"}
 
 
+def test_loading_or_resizing_at_another_image_size_leaves_the_random_stream_alone(tmp_path):
+    """Every weight of the copy at the new size comes from the model: building it must not draw from the caller's
+    seeded stream (later dropout masks and data order), as a plain `from_pretrained` does not."""
+    model = model_class("gfnet", "ForImageClassification")(image_config("gfnet"))
+    model.save_pretrained(tmp_path)
+    steps = {
+        "from_pretrained": lambda: type(model).from_pretrained(tmp_path),
+        "from_pretrained at another size": lambda: type(model).from_pretrained(tmp_path, image_size=24),
+        "resize_model_to_image_size": lambda: resize_model_to_image_size(model, 24),
+    }
+    for name, step in steps.items():
+        torch.manual_seed(0)
+        expected = torch.rand(4)
+        torch.manual_seed(0)
+        step()
+        assert torch.equal(torch.rand(4), expected), name
+
+
 def test_interpolate_pos_encoding_to_a_smaller_image():
     model = model_class("gfnet", "ForImageClassification")(image_config("gfnet", image_size=32)).eval()
     with torch.no_grad():
