@@ -22,6 +22,7 @@ import contextlib
 import copy
 import inspect
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -610,16 +611,26 @@ def realign_memory_mapped_tensors(model):
                     tensors[name] = tensor.clone()
 
 
+_muted_in_this_thread = threading.local()  # logger name -> how many `warnings_of_reading_configs_muted` hold it
+
+
+def _not_muted_in_this_thread(record):
+    return not getattr(_muted_in_this_thread, record.name, 0)
+
+
 @contextlib.contextmanager
 def warnings_of_reading_configs_muted(config_class):
     """Mute the warnings that reading a saved `config_class` logs (fields dropped, another format) while a check
-    reads a checkpoint's config a second time: `from_pretrained` reads it too, and each warning is logged once."""
-    config_logger = logging.get_logger(config_class.drop_ignored_fields.__module__)
-    was_disabled, config_logger.disabled = config_logger.disabled, True
+    reads a checkpoint's config a second time: `from_pretrained` reads it too, and each warning is logged once.
+    Muted in the calling thread only, by a filter: the logger's `disabled` flag is shared by every thread, and two
+    loads saving and restoring it at once could leave it set for good."""
+    name = config_class.drop_ignored_fields.__module__
+    logging.get_logger(name).addFilter(_not_muted_in_this_thread)  # added once
+    setattr(_muted_in_this_thread, name, getattr(_muted_in_this_thread, name, 0) + 1)
     try:
         yield
     finally:
-        config_logger.disabled = was_disabled
+        setattr(_muted_in_this_thread, name, getattr(_muted_in_this_thread, name) - 1)
 
 
 def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):

@@ -1,6 +1,7 @@
 import json
 import logging
 import re
+import threading
 
 import pytest
 import torch
@@ -508,3 +509,35 @@ def test_default_and_conditioned_configs_round_trip(family, fields, tmp_path):
     reloaded = AutoConfig.from_pretrained(tmp_path)
     assert type(reloaded) is type(config)
     assert reloaded.to_diff_dict() == config.to_diff_dict()
+
+
+def test_muting_the_config_warnings_of_a_load_leaves_other_threads_warnings():
+    """A load mutes the warnings of reading a config a second time in its own thread only: the logger's `disabled`
+    flag, saved and restored by loads in two threads at once, could stay set for good (and muted every thread)."""
+    from fourierformers.modeling_spectral import warnings_of_reading_configs_muted
+
+    logger = logging.getLogger(GFNetConfig.drop_ignored_fields.__module__)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    muted, release = threading.Event(), threading.Event()
+
+    def load():
+        with warnings_of_reading_configs_muted(GFNetConfig):
+            muted.set()
+            release.wait(10)
+            logger.warning("in the loading thread")
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        muted.wait(10)
+        logger.warning("in another thread meanwhile")
+        release.set()
+        thread.join()
+        logger.warning("after the load")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == ["in another thread meanwhile", "after the load"]
+    assert not logger.disabled
