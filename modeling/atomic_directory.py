@@ -165,7 +165,8 @@ def publish(work_dir, output_dir):
 @contextlib.contextmanager
 def atomic_directory(output_dir, overwrite=False, overwrite_option="overwrite=True"):
     """Yield an empty work directory to write the result into; when the block finishes, move it to `output_dir`
-    (`publish`), and when the block raises, delete it and leave `output_dir` as it was.
+    (`publish`), and when the block raises, delete it, and the parent folders created for it, and leave
+    `output_dir` as it was.
 
         with atomic_directory("converted") as work_dir:
             model.save_pretrained(work_dir)
@@ -174,10 +175,16 @@ def atomic_directory(output_dir, overwrite=False, overwrite_option="overwrite=Tr
     check_output_dir(output_dir, overwrite, overwrite_option)
     work_dir = work_dir_for(output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)  # left behind by a killed run
+    created_parents = [folder for folder in work_dir.parents if not folder.exists()]  # deepest first
     work_dir.mkdir(parents=True)
     try:
         yield work_dir
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
+        for folder in created_parents:  # while empty: something else may have been put there meanwhile
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     publish(work_dir, output_dir)

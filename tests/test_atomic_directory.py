@@ -130,3 +130,21 @@ def test_output_dir_under_a_file_is_refused_before_the_run(tmp_path):
     (tmp_path / "model.pth").write_text("")
     with pytest.raises(ValueError, match=r"cannot be created: .*model.pth is a file"):
         check_output_dir(tmp_path / "model.pth" / "converted")
+
+
+def test_a_failed_run_removes_the_parent_folders_it_created(tmp_path):
+    """An output path under folders that do not exist yet: a run that fails leaves none of them behind, and keeps a
+    folder that something else put a file into meanwhile."""
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with atomic_directory(tmp_path / "new" / "deeper" / "out") as work_dir:
+            (work_dir / "config.json").write_text("{}")
+            raise RuntimeError("the run failed")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with atomic_directory(tmp_path / "new" / "deeper" / "out"):
+            (tmp_path / "new" / "notes.txt").write_text("someone else's")
+            raise RuntimeError("the run failed")
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == ["new", "new/notes.txt"]
+    with atomic_directory(tmp_path / "new" / "deeper" / "out") as work_dir:
+        (work_dir / "config.json").write_text("{}")
+    assert (tmp_path / "new" / "deeper" / "out" / "config.json").read_text() == "{}"
