@@ -198,7 +198,8 @@ class SpectralBlock(GradientCheckpointingLayer):
       parameter.
 
     `hidden_size` / `intermediate_size` are the block's stage's (the config's for a single-stage model; each stage of
-    a hierarchical model has its own).
+    a hierarchical model has its own). The weights of a GlobalFilter or AFNO mixer are left to the model's
+    `_init_weights`, which draws them with `initializer_range`: a block built on its own leaves them uninitialised.
     """
 
     def __init__(self, config, layout_entry, fft_shape, drop_path, hidden_size, intermediate_size):
