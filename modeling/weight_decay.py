@@ -29,7 +29,10 @@ def stored_names(module, name):
     magnitude and direction), `<name>_orig` (pruning), `<name>_g` and `<name>_v` (the legacy weight_norm). Names
     that do not exist are dropped by the caller."""
     owner_name, _, leaf = name.rpartition(".")
-    owner = module.get_submodule(owner_name)
+    try:
+        owner = module.get_submodule(owner_name)
+    except AttributeError:  # a child this configuration does not build (no learned position table)
+        return [name]
     prefix = f"{owner_name}." if owner_name else ""
     if leaf in dict(owner.named_parameters(recurse=False)):
         return [prefix + leaf]

@@ -162,3 +162,13 @@ def test_a_marked_parameter_s_namesakes_are_decayed():
             self.w, self.w_g, self.w_v = (torch.nn.Parameter(torch.ones(3, 3)) for _ in range(3))
 
     assert no_weight_decay_parameter_names(Gated()) == {"w"}
+
+
+@pytest.mark.parametrize("position_embedding_type", ["none", "sinusoidal"])
+def test_marks_of_modules_a_config_does_not_build_are_skipped(position_embedding_type):
+    """`SpectralEmbeddings` marks `position_embeddings.weight`, a child that only learned position tables have."""
+    model = model_class("gfnet", "ForSequenceClassification")(
+        tiny_config("gfnet", position_embedding_type=position_embedding_type)
+    )
+    excluded = no_weight_decay_parameter_names(model)
+    assert not any("position" in name for name in excluded) and any("complex_weight" in name for name in excluded)
