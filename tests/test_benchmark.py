@@ -68,6 +68,7 @@ def test_benchmark_runs_every_model_and_writes_its_records(tmp_path):
     assert "| mode | batch | image (tokens) | model |" in result.stdout
     assert "| training | 2 | 64 px (64) | vit_sdpa |" in result.stdout
     assert "Fourier mixer against transformers' FNet Fourier layer" in result.stdout
+    assert "| tokens | ours ms | transformers ms | speed-up | with the residual add: ours ms |" in result.stdout
     assert "Short inputs" in result.stdout
 
 
