@@ -274,7 +274,7 @@ def main(argv=None):
         help="layers (0-based; -1 is the last) whose Fourier mixer becomes freshly initialised self-attention",
     )
     parser.add_argument(
-        "--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64"
+        "--num-attention-heads", type=int, help="heads of the attention layers; default hidden_size // 64, at least 1"
     )
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output_dir even if it is not empty and holds no saved model")
