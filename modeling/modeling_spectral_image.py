@@ -71,11 +71,15 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
         interpolate_pos_encoding=False,
         return_dict=None,
         num_items_in_batch=None,
+        condition=None,
+        condition_mask=None,
         **kwargs,
     ):
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images (B, C, H, W) or
             volumes (B, C, D, H, W).
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
             (single-label), floats (regression; -100 = ignored) or multi-hot floats (multi-label).
         interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings (and, for
@@ -90,6 +94,8 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
             interpolate_pos_encoding=interpolate_pos_encoding,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            condition=condition,
+            condition_mask=condition_mask,
             return_dict=True,
             **kwargs,
         )
@@ -163,21 +169,23 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
 
     def forward(
         self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, num_items_in_batch=None,
-        **kwargs,
+        condition=None, condition_mask=None, **kwargs,
     ):
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): input fields.
         labels (`torch.Tensor` of shape `(batch_size, num_output_channels, *image_size)`): regression targets;
             -100 marks a missing value (left out of the loss).
-        Other keyword arguments (`interpolate_pos_encoding`, `output_attentions`, `condition`, ...) go to the
-        backbone, see `SpectralModel.forward`.
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
+        Other keyword arguments (`interpolate_pos_encoding`, `output_attentions`, ...) go to the backbone, see
+        `SpectralModel.forward`.
 
         Returns `PatchRegressionOutput` with `predictions` (B, num_output_channels, *image_size), `image_size` that
         of `pixel_values`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
-                                  return_dict=True, **kwargs)
+                                  condition=condition, condition_mask=condition_mask, return_dict=True, **kwargs)
         kernel = self.patch_kernel
         # The backbone has checked that the patches tile the image; its size is the built one, or any other with
         # `interpolate_pos_encoding=True`.

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,11 +14,13 @@ from conftest import FAMILIES, model_class, tiny_config
 from safetensors.torch import save_file
 from test_hybrid import STRATEGIES
 from test_remote_code import LOADER
-from transformers import AutoModel
+from transformers import AutoModel, Trainer, TrainingArguments
 
 from fourierformers import AdaLNZero
 
 HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+IMAGE_HEADS = ["ForImageClassification", "ForPatchRegression"]
+IMAGE_FIELDS = dict(image_size=8, patch_size=2, num_channels=1, num_output_channels=1, mixer_layout=None)
 CONDITION_SIZE = 6
 
 
@@ -139,6 +142,37 @@ def test_every_head_uses_the_condition_and_trains_the_branch(family, condition_t
     for name, parameter in model.named_parameters():
         if "condition" in name:
             assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("head", IMAGE_HEADS)
+@family_and_type
+def test_image_heads_use_the_condition(family, condition_type, head):
+    model = randomise(model_class(family, head)(conditioned_config(family, condition_type, **IMAGE_FIELDS)))
+    pixel_values = torch.randn(3, 1, 8, 8)
+    condition = make_condition(condition_type).requires_grad_()
+    output = model(pixel_values, condition=condition).to_tuple()[0]
+    other = model(pixel_values, condition=make_condition(condition_type)).to_tuple()[0]
+    assert not torch.allclose(output, other), "the condition does not change the outputs"
+    (output * torch.randn_like(output)).sum().backward()
+    assert condition.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("head", HEADS + IMAGE_HEADS)
+def test_trainer_keeps_the_condition_columns(head, tmp_path):
+    """Trainer passes on only the dataset columns that the model's `forward` names (`remove_unused_columns`, on by
+    default): every head must name `condition` and `condition_mask`, not take them through `**kwargs`."""
+    image = head in IMAGE_HEADS
+    config = conditioned_config("gfnet", "cross_attention", **(IMAGE_FIELDS if image else {}))
+    model = model_class("gfnet", head)(config)
+    inputs = {"pixel_values": torch.randn(4, 1, 8, 8)} if image else {"input_ids": torch.randint(4, 99, (4, 6))}
+    dataset = datasets.Dataset.from_dict(
+        {**inputs, "condition": torch.randn(4, 5, CONDITION_SIZE), "condition_mask": torch.ones(4, 5, dtype=torch.long),
+         "unused": [0, 1, 2, 3]}
+    ).with_format("torch")
+    arguments = TrainingArguments(tmp_path, per_device_train_batch_size=2, report_to=[], use_cpu=True)
+    batch = next(iter(Trainer(model, arguments, train_dataset=dataset).get_train_dataloader()))
+    assert set(batch) == {*inputs, "condition", "condition_mask"}
+    model(**batch)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
