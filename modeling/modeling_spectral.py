@@ -756,7 +756,8 @@ def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
 
 def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
     """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
-    requested config (`config=` or keyword overrides) differs from the checkpoint's."""
+    requested config (`config=` or keyword overrides) differs from the checkpoint's, or, where none does, that the
+    weights do not fit the checkpoint's own config."""
     loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
     saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
     requested = kwargs.get("config")
@@ -764,13 +765,22 @@ def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
         overrides = {key: kwargs[key] for key in SHAPE_FIELDS if key in kwargs}
         requested = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading, **overrides)
     differing = [name for name in SHAPE_FIELDS if getattr(saved, name, None) != getattr(requested, name, None)]
-    checkpoint = ", ".join(f"{name}={getattr(saved, name, None)!r}" for name in differing)
-    wanted = ", ".join(f"{name}={getattr(requested, name, None)!r}" for name in differing)
+    if not differing:
+        # Nothing requested differs: the weights do not fit the checkpoint's own config.json, as this version reads it.
+        return (
+            f"The weights in {pretrained_model_name_or_path} do not fit the {model_class.__name__} that its own "
+            "config.json describes: the config was edited after saving, or was saved by a version of fourierformers "
+            "whose fields built other shapes (the packing strategies before format 2, see any warning above). "
+            "`ignore_mismatched_sizes=True` would re-initialise those weights, so the model would not be the saved "
+            "one: restore the config.json saved with the weights, or fine-tune from the weights that fit."
+        )
+    checkpoint = ", ".join(f"{name}={getattr(saved, name)!r}" for name in differing)
+    wanted = ", ".join(f"{name}={getattr(requested, name)!r}" for name in differing)
     return (
         f"The weights in {pretrained_model_name_or_path} do not fit the requested {model_class.__name__}: the "
-        f"checkpoint has {checkpoint or 'other parameter shapes'}, the requested config {wanted or 'differs'}. Load "
-        "it without overriding these fields, or pass `ignore_mismatched_sizes=True` to re-initialise the weights "
-        "that do not fit (e.g. a classifier with another num_labels)."
+        f"checkpoint has {checkpoint}, the requested config {wanted}. Load it without overriding these fields, or "
+        "pass `ignore_mismatched_sizes=True` to re-initialise the weights that do not fit (e.g. a classifier with "
+        "another num_labels)."
     )
 
 

@@ -652,6 +652,9 @@ def checkpoints(tmp_path_factory):
             handle.truncate(int(size * keep) if keep else 4)
     shutil.copytree(root / "gfnet", root / "no_weights")
     (root / "no_weights" / "model.safetensors").unlink()
+    shutil.copytree(root / "gfnet", root / "edited_config")
+    config_file = root / "edited_config" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "max_position_embeddings": 32}))
     shutil.copytree(root / "gfnet", root / "bad_json")
     (root / "bad_json" / "config.json").write_text('{"model_type": "gfnet", ')
     with safe_open(root / "gfnet" / "model.safetensors", framework="pt") as weights:
@@ -700,6 +703,9 @@ FROM_PRETRAINED_ROWS = [
     ("other config object", GFNetForSequenceClassification, "gfnet",
      dict(config=tiny_config("gfnet", max_position_embeddings=32)), ValueError,
      r"checkpoint has max_position_embeddings=24, the requested config max_position_embeddings=32"),
+    ("config.json not of its weights", AutoModelForSequenceClassification, "edited_config", {}, ValueError,
+     r"do not fit the GFNetForSequenceClassification that its own config.json describes: the config was edited "
+     r"after saving, or was saved by a version .*`ignore_mismatched_sizes=True` would re-initialise those weights"),
     # Keyword overrides are set on the loaded config after its own checks; the model constructor checks again.
     ("unknown pooling", AutoModelForSequenceClassification, "gfnet", dict(pooling="bogus"), ValueError,
      r"`pooling` must be one of \['cls', 'mean', 'max', 'attention'\], got 'bogus'"),
