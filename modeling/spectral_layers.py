@@ -1215,7 +1215,8 @@ ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
 def multi_head_attention(query, key, value, key_mask, dropout, output_attentions, attn_implementation):
     """query (B, h, N, d), key / value (B, h, M, d), key_mask (B, 1, 1, M) bool or None -> (context (B, h, N, d),
-    weights (B, h, N, M) when `output_attentions` else None)."""
+    weights (B, h, N, M) when `output_attentions` else None). The weights are those the context was computed with:
+    after dropout (in training), as transformers' eager attention returns them."""
     if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
             f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
@@ -1227,6 +1228,5 @@ def multi_head_attention(query, key, value, key_mask, dropout, output_attentions
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)
-    context = F.dropout(weights, dropout, dropout > 0) @ value
-    return context, weights if output_attentions else None
+    weights = F.dropout(scores.softmax(dim=-1), dropout, dropout > 0)
+    return weights @ value, weights if output_attentions else None

@@ -22,6 +22,7 @@ from fourierformers.spectral_layers import (
     grid_irfftn,
     grid_rfftn,
     lowest_modes,
+    multi_head_attention,
 )
 
 
@@ -383,6 +384,17 @@ def test_attention_matches_loop_reference(output_attentions):
     if output_attentions:
         assert weights.shape == (2, 2, 5, 5)
         assert weights[1, :, :, 3:].abs().max() == 0
+
+
+def test_returned_attention_weights_are_those_the_context_used_in_training():
+    """With dropout the returned weights are the dropped-out probabilities the context was computed from (as
+    transformers' eager attention returns them), not the softmax before dropout."""
+    query, key, value = torch.randn(3, 2, 2, 5, 4).unbind(0)
+    key_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)[:, None, None]
+    context, weights = multi_head_attention(query, key, value, key_mask, 0.5, True, "eager")
+    torch.testing.assert_close(context, weights @ value)
+    assert (weights == 0).any() and weights.sum(-1).max() > 1.01  # dropped and rescaled rows
+    assert weights[1, :, :, 3:].abs().max() == 0
 
 
 @pytest.mark.parametrize(
