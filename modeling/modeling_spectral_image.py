@@ -155,9 +155,10 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         tiling = kernel == stride and not config.centered_patch_grid
         if not tiling or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
             raise ValueError(
-                f"{type(self).__name__} needs non-overlapping cuboid patches in a single stage (patch_stride = "
-                f"patch_size, no packing_strategy or centered_patches, no hidden_sizes); got kernel {kernel}, "
-                f"stride {stride}, patch_shape={config.patch_shape!r}, centered_patches={config.centered_patches}, "
+                f"{type(self).__name__} needs non-overlapping cuboid patches on the token grid of a model without "
+                f"stages (patch_stride = patch_size, no packing_strategy or centered_patches, no hidden_sizes, not "
+                f"even of one stage); got kernel {kernel}, stride {stride}, patch_shape={config.patch_shape!r}, "
+                f"packing_strategy={config.packing_strategy!r}, centered_patches={config.centered_patches}, "
                 f"hidden_sizes={config.hidden_sizes}."
             )
         super().__init__(config)

@@ -454,6 +454,10 @@ def test_backbone_names_pixel_values_for_images_given_positionally(family):
          r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches.*centered_patches=True"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, hidden_sizes=[16, 32], depths=[1, 1]),
          r"needs non-overlapping cuboid patches .*got kernel \(4, 4\), stride \(4, 4\), .*hidden_sizes=\[16, 32\]"),
+        ("ForPatchRegression", dict(IMAGE, num_output_channels=2, hidden_sizes=[32], depths=[2]),
+         r"needs non-overlapping cuboid patches on the token grid of a model without stages .*not even of one stage"),
+        ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_size=3, packing_strategy="dense_square"),
+         r"needs non-overlapping cuboid patches .*packing_strategy='dense_square'"),
         # a 2-pixel patch is centred with no padding, so the 17-pixel image passed and lost its last pixels
         ("ForPatchRegression", dict(IMAGE, image_size=17, patch_size=2, num_output_channels=2, centered_patches=True),
          r"needs non-overlapping cuboid patches .*no packing_strategy or centered_patches"),
