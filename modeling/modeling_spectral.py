@@ -858,8 +858,13 @@ def check_padding_mask_values(name, mask, token):
     back to Python, so callers skip it where they cannot (`can_read_values`)."""
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
-    if not bool(mask.bool().any(dim=1).all()):
-        raise ValueError(f"Every row of `{name}` needs at least one real {token} (a 1).")
+    empty = (~mask.bool().flatten(1).any(dim=1)).nonzero().flatten()
+    if len(empty):
+        raise ValueError(
+            f"Every row of `{name}` needs at least one real {token} (a 1); row{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(map(str, empty[:8].tolist()))}{', ...' if len(empty) > 8 else ''} of {len(mask)} "
+            f"{'have' if len(empty) > 1 else 'has'} none."
+        )
 
 
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):

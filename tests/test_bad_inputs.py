@@ -259,7 +259,7 @@ TEXT_ROWS = [
     ("mask values", lambda: dict(input_ids=ids(), attention_mask=torch.full((2, 6), 0.5)),
      r"`attention_mask` must hold only 1 \(real token\) and 0 \(padding\)"),
     ("mask empty row", lambda: dict(input_ids=ids(), attention_mask=torch.tensor([[1] * 6, [0] * 6])),
-     r"Every row of `attention_mask` needs at least one real token"),
+     r"Every row of `attention_mask` needs at least one real token \(a 1\); row 1 of 2 has none"),
     ("token type = 2", lambda: dict(input_ids=ids(), token_type_ids=with_value(torch.zeros(2, 6, dtype=torch.long), 2)),
      r"`token_type_ids` must be in \[0, 2\) \(type_vocab_size=2\), got 0 to 2"),
     ("token types float", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 6)),
