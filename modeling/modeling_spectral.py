@@ -437,7 +437,8 @@ class SpectralPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, with the image-size handling of `_from_pretrained_at_image_size` and
         clear errors: a local folder that does not exist, a truncated or corrupt safetensors file and a checkpoint of
         another model type are refused before anything is built, and weights that do not fit the requested config
-        raise a `ValueError` naming the config fields that differ (transformers only refers to its load report)."""
+        raise a `ValueError` naming the config fields that differ, or saying that they do not fit the checkpoint's
+        own config (transformers only refers to its load report)."""
         validate_checkpoint(cls, pretrained_model_name_or_path, kwargs)
         try:
             loaded = cls._from_pretrained_at_image_size(pretrained_model_name_or_path, *model_args, **kwargs)
@@ -754,19 +755,28 @@ def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
         )
 
 
+def public_fields(config):
+    """A config's fields without the private ones (`_name_or_path`, which AutoConfig sets and the config classes do
+    not, `_attn_implementation`, ...)."""
+    return {key: value for key, value in config.to_dict().items() if not key.startswith("_")}
+
+
 def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
     """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
-    requested config (`config=` or keyword overrides) differs from the checkpoint's, or, where none does, that the
-    weights do not fit the checkpoint's own config."""
+    requested config (`config=`, an object or a path, and keyword overrides) differs from the checkpoint's; or, where
+    the requested config is the checkpoint's own, that the weights do not fit it."""
     loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
     saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
     requested = kwargs.get("config")
+    # every keyword that names a config attribute, as transformers applies them (`id2label` sets num_labels)
+    overrides = {
+        key: value for key, value in kwargs.items() if hasattr(saved, key) and key not in CONFIG_LOADING_KWARGS
+    }
     if not isinstance(requested, PretrainedConfig):
-        overrides = {key: kwargs[key] for key in SHAPE_FIELDS if key in kwargs}
-        requested = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading, **overrides)
+        source = pretrained_model_name_or_path if requested is None else requested
+        requested = model_class.config_class.from_pretrained(source, **loading, **overrides)
     differing = [name for name in SHAPE_FIELDS if getattr(saved, name, None) != getattr(requested, name, None)]
-    if not differing:
-        # Nothing requested differs: the weights do not fit the checkpoint's own config.json, as this version reads it.
+    if not differing and not overrides and public_fields(requested) == public_fields(saved):
         return (
             f"The weights in {pretrained_model_name_or_path} do not fit the {model_class.__name__} that its own "
             "config.json describes: the config was edited after saving, or was saved by a version of fourierformers "
@@ -774,13 +784,13 @@ def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
             "`ignore_mismatched_sizes=True` would re-initialise those weights, so the model would not be the saved "
             "one: restore the config.json saved with the weights, or fine-tune from the weights that fit."
         )
-    checkpoint = ", ".join(f"{name}={getattr(saved, name)!r}" for name in differing)
-    wanted = ", ".join(f"{name}={getattr(requested, name)!r}" for name in differing)
+    checkpoint = ", ".join(f"{name}={getattr(saved, name, None)!r}" for name in differing)
+    wanted = ", ".join(f"{name}={getattr(requested, name, None)!r}" for name in differing)
     return (
         f"The weights in {pretrained_model_name_or_path} do not fit the requested {model_class.__name__}: the "
-        f"checkpoint has {checkpoint}, the requested config {wanted}. Load it without overriding these fields, or "
-        "pass `ignore_mismatched_sizes=True` to re-initialise the weights that do not fit (e.g. a classifier with "
-        "another num_labels)."
+        f"checkpoint has {checkpoint or 'other parameter shapes'}, the requested config {wanted or 'differs'}. Load "
+        "it without overriding these fields, or pass `ignore_mismatched_sizes=True` to re-initialise the weights "
+        "that do not fit (e.g. a classifier with another num_labels)."
     )
 
 
@@ -858,12 +868,12 @@ def check_padding_mask_values(name, mask, token):
     back to Python, so callers skip it where they cannot (`can_read_values`)."""
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
-    empty = (~mask.bool().flatten(1).any(dim=1)).nonzero().flatten()
-    if len(empty):
+    empty = (~mask.bool().any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        listed = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
         raise ValueError(
-            f"Every row of `{name}` needs at least one real {token} (a 1); row{'s' if len(empty) > 1 else ''} "
-            f"{', '.join(map(str, empty[:8].tolist()))}{', ...' if len(empty) > 8 else ''} of {len(mask)} "
-            f"{'have' if len(empty) > 1 else 'has'} none."
+            f"Every row of `{name}` needs at least one real {token} (a 1), but {len(empty)} of its {len(mask)} rows "
+            f"hold none (0-based indices: {listed})."
         )
 
 

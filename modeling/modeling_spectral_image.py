@@ -78,12 +78,12 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images (B, C, H, W) or
             volumes (B, C, D, H, W).
-        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
-        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`): class indices
             (single-label), floats (regression; -100 = ignored) or multi-hot floats (multi-label).
         interpolate_pos_encoding (`bool`): accept another image size, resizing the position embeddings (and, for
             a larger image, running the spectral mixers at its grid; see `SpectralModel.forward`).
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
 
         Returns `SpectralImageClassifierOutput` with `logits` (B, num_labels), and with `output_hidden_states`
         `hidden_states` flattened to (B, N, D) and `reshaped_hidden_states` on their grid (B, D, *grid).
@@ -156,8 +156,8 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         if not tiling or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
             raise ValueError(
                 f"{type(self).__name__} needs non-overlapping cuboid patches on the token grid of a model without "
-                f"stages (patch_stride = patch_size, no packing_strategy or centered_patches, no hidden_sizes, not "
-                f"even of one stage); got kernel {kernel}, stride {stride}, patch_shape={config.patch_shape!r}, "
+                f"stages (patch_stride = patch_size, no packing_strategy or centered_patches, no hidden_sizes, even "
+                f"of one stage); got kernel {kernel}, stride {stride}, patch_shape={config.patch_shape!r}, "
                 f"packing_strategy={config.packing_strategy!r}, centered_patches={config.centered_patches}, "
                 f"hidden_sizes={config.hidden_sizes}."
             )

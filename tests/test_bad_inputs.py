@@ -259,7 +259,10 @@ TEXT_ROWS = [
     ("mask values", lambda: dict(input_ids=ids(), attention_mask=torch.full((2, 6), 0.5)),
      r"`attention_mask` must hold only 1 \(real token\) and 0 \(padding\)"),
     ("mask empty row", lambda: dict(input_ids=ids(), attention_mask=torch.tensor([[1] * 6, [0] * 6])),
-     r"Every row of `attention_mask` needs at least one real token \(a 1\); row 1 of 2 has none"),
+     r"Every row of `attention_mask` needs at least one real token \(a 1\), but 1 of its 2 rows hold none "
+     r"\(0-based indices: 1\)"),
+    ("mask empty rows", lambda: dict(input_ids=ids(shape=(10, 6)), attention_mask=torch.eye(10, 6)[[9] * 9 + [0]]),
+     r"but 9 of its 10 rows hold none \(0-based indices: 0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\)"),
     ("token type = 2", lambda: dict(input_ids=ids(), token_type_ids=with_value(torch.zeros(2, 6, dtype=torch.long), 2)),
      r"`token_type_ids` must be in \[0, 2\) \(type_vocab_size=2\), got 0 to 2"),
     ("token types float", lambda: dict(input_ids=ids(), token_type_ids=torch.zeros(2, 6)),
@@ -455,7 +458,8 @@ def test_backbone_names_pixel_values_for_images_given_positionally(family):
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, hidden_sizes=[16, 32], depths=[1, 1]),
          r"needs non-overlapping cuboid patches .*got kernel \(4, 4\), stride \(4, 4\), .*hidden_sizes=\[16, 32\]"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, hidden_sizes=[32], depths=[2]),
-         r"needs non-overlapping cuboid patches on the token grid of a model without stages .*not even of one stage"),
+         r"needs non-overlapping cuboid patches on the token grid of a model without stages .*no hidden_sizes, even "
+         r"of one stage"),
         ("ForPatchRegression", dict(IMAGE, num_output_channels=2, patch_size=3, packing_strategy="dense_square"),
          r"needs non-overlapping cuboid patches .*packing_strategy='dense_square'"),
         # a 2-pixel patch is centred with no padding, so the 17-pixel image passed and lost its last pixels
@@ -707,6 +711,10 @@ FROM_PRETRAINED_ROWS = [
     ("other config object", GFNetForSequenceClassification, "gfnet",
      dict(config=tiny_config("gfnet", max_position_embeddings=32)), ValueError,
      r"checkpoint has max_position_embeddings=24, the requested config max_position_embeddings=32"),
+    ("other id2label", GFNetForSequenceClassification, "gfnet", dict(id2label={i: str(i) for i in range(5)}),
+     ValueError, r"the checkpoint has num_labels=3, the requested config num_labels=5"),
+    ("config.json not of its weights", GFNetForSequenceClassification, "edited_config", {}, ValueError,
+     r"do not fit the GFNetForSequenceClassification that its own config.json describes"),
     ("config.json not of its weights", AutoModelForSequenceClassification, "edited_config", {}, ValueError,
      r"do not fit the GFNetForSequenceClassification that its own config.json describes: the config was edited "
      r"after saving, or was saved by a version .*`ignore_mismatched_sizes=True` would re-initialise those weights"),
@@ -723,6 +731,13 @@ FROM_PRETRAINED_ROWS = [
 def test_from_pretrained(checkpoints, name, loader, folder, kwargs, error, message):
     with pytest.raises(error, match=message):
         loader.from_pretrained(checkpoints / folder, **kwargs)
+
+
+def test_weights_that_do_not_fit_a_config_given_as_a_path_name_the_fields(checkpoints, tmp_path):
+    tiny_config("gfnet", max_position_embeddings=32, num_labels=3).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"the checkpoint has max_position_embeddings=24, the requested config "
+                                         r"max_position_embeddings=32"):
+        GFNetForSequenceClassification.from_pretrained(checkpoints / "gfnet", config=str(tmp_path))
 
 
 def test_a_weight_index_left_beside_a_single_weights_file_is_ignored(tmp_path):

@@ -273,7 +273,8 @@ def test_bad_condition_mask_is_a_clear_error():
         (torch.ones(3, 4), r"shape \(batch_size, condition_length\) = \(3, 5\)"),
         ([[1] * 5] * 3, r"shape \(batch_size, condition_length\) = \(3, 5\).*got list"),
         (torch.full((3, 5), 2), "only 1 \\(real condition token\\) and 0"),
-        (torch.ones(3, 5).index_fill(0, torch.tensor([2]), 0), "at least one real condition token"),
+        (torch.ones(3, 5).index_fill(0, torch.tensor([2]), 0),
+         r"at least one real condition token \(a 1\), but 1 of its 3 rows hold none \(0-based indices: 2\)"),
     ]:
         with pytest.raises(ValueError, match=message):
             cross(input_ids, condition=condition, condition_mask=mask)
