@@ -373,7 +373,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
         config of the other."""
         family = getattr(self.config_class, "model_type", "")
         model_type = getattr(type(config), "model_type", None)  # what save_pretrained writes to config.json
-        if family and not of_family(model_type, self.config_class):
+        if family and not config_serves(config, self.config_class):
             raise ValueError(
                 f"{type(self).__name__} needs a {self.config_class.__name__} (model_type {family!r}), got a "
                 f"{type(config).__name__} (model_type {model_type!r}); build the classes of the config's family, or "
@@ -536,7 +536,10 @@ class SpectralPreTrainedModel(PreTrainedModel):
         card exist), so the hub repository holds what a local save holds."""
         if is_main_process:
             self.config.validate()
-            self.base_model._check_config_unchanged()
+            # every backbone, also under another attribute than `base_model_prefix` (a user's own head)
+            for module in self.modules():
+                if isinstance(module, SpectralModel):
+                    module._check_config_unchanged()
             self._check_head_unchanged()
         push_to_hub = kwargs.pop("push_to_hub", False) and is_main_process
         if push_to_hub:
@@ -650,7 +653,7 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
         return
     expected = model_class.config_class.model_type
     config = kwargs.get("config")
-    if isinstance(config, PretrainedConfig) and not of_family(type(config).model_type, model_class.config_class):
+    if isinstance(config, PretrainedConfig) and not config_serves(config, model_class.config_class):
         raise ValueError(
             f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
             f"({model_class.config_class.__name__})."
@@ -686,13 +689,16 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     if not isinstance(saved_fields, dict):
         return
     model_type = saved_fields.get("model_type")
-    if not of_family(model_type, model_class.config_class) and isinstance(config, PretrainedConfig):
-        # an Auto class picked the model class from `config=`: the config, not the class, is what to change
-        raise ValueError(
-            f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its weights "
-            f"would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
-        )
-    if not of_family(model_type, model_class.config_class):
+    if isinstance(config, PretrainedConfig):
+        # An Auto class picked the model class from `config=`: the config, not the class, is what to change. A type
+        # that AutoConfig does not know (a subclass's, loaded with `trust_remote_code`) cannot be judged: the config
+        # given, which serves the model class, decides.
+        if model_type in CONFIG_MAPPING and not of_family(model_type, model_class.config_class):
+            raise ValueError(
+                f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its "
+                f"weights would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
+            )
+    elif not of_family(model_type, model_class.config_class):
         loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
         raise ValueError(
             f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
@@ -712,6 +718,13 @@ def of_family(model_type, config_class):
         return False
     registered = CONFIG_MAPPING[model_type]
     return issubclass(registered, config_class) or issubclass(config_class, registered)
+
+
+def config_serves(config, config_class):
+    """Whether the config object `config` serves models of `config_class`: an instance of it (a subclass's config,
+    registered or not: also one loaded with `trust_remote_code`, whose type that process's AutoConfig does not know),
+    or of a model type that `of_family` accepts (a custom variant's model given its family's config)."""
+    return isinstance(config, config_class) or of_family(type(config).model_type, config_class)
 
 
 def shard_names(index_file):

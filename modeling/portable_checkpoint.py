@@ -134,12 +134,14 @@ def family_auto_map(model_class, config_class):
     """`auto_map` for the config class and for every registered model class of the family's modeling file (that
     of the model class or, for a user's subclass, of its nearest base in the package), so one checkpoint loads
     with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which may be a subclass
-    that inherited its Auto class, is the one mapped to it)."""
+    that inherited its Auto class, is the one mapped to it). A subclass's own config class (its own model type) has
+    only its own model class mapped: the family's classes take the family's config, and transformers refuses to
+    map a class to another config class."""
     auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
     family_class = next((base for base in model_class.__mro__ if base.__module__.startswith(f"{PACKAGE_NAME}.")),
                         model_class)
     module = sys.modules[family_class.__module__]
-    for value in vars(module).values():
+    for value in vars(module).values() if config_class is family_class.config_class else ():
         auto_class = vars(value).get("_auto_class") if isinstance(value, type) else None
         if auto_class is not None and value.__module__ == module.__name__:
             auto_map[auto_class] = f"{module.__name__.rsplit('.', 1)[-1]}.{value.__name__}"

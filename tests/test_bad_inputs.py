@@ -488,13 +488,27 @@ class UnregisteredGFNetConfig(GFNetConfig):
     model_type = "unregistered_gfnet"
 
 
-@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig(), UnregisteredGFNetConfig()],
-                         ids=["SpectralConfig", "PretrainedConfig", "unregistered subclass"])
-def test_a_model_class_refuses_a_base_class_of_its_config_or_an_unregistered_type(config):
-    """Base classes of a family's config are not of the family, nor a subclass of another model_type that AutoConfig
-    does not know (its checkpoint could not be loaded back); a registered custom variant is (test_modeling.py)."""
+@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig(), tiny_config("afno")],
+                         ids=["SpectralConfig", "PretrainedConfig", "another family"])
+def test_a_model_class_refuses_a_base_class_of_its_config_or_another_family(config):
+    """Base classes of a family's config are not of the family; a subclass is, registered (test_modeling.py) or not
+    (test_remote_code.py)."""
     with pytest.raises(ValueError, match=rf"GFNetModel needs a GFNetConfig .*, got a {type(config).__name__}"):
         GFNetModel(config)
+
+
+def test_a_checkpoint_of_an_unregistered_type_needs_its_config(tmp_path):
+    """Nothing says what a checkpoint of a type that AutoConfig does not know holds: a family's class refuses it
+    without a config, and loads it with one of its classes (the subclass's own class does the same)."""
+    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
+    config = UnregisteredGFNetConfig(**fields)
+    model = GFNetModel(config).eval()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"holds a 'unregistered_gfnet' checkpoint, but GFNetModel loads 'gfnet'"):
+        GFNetModel.from_pretrained(tmp_path)
+    input_ids = torch.randint(4, 99, (2, 7))
+    loaded = GFNetModel.from_pretrained(tmp_path, config=UnregisteredGFNetConfig.from_pretrained(tmp_path)).eval()
+    torch.testing.assert_close(loaded(input_ids).last_hidden_state, model(input_ids).last_hidden_state)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

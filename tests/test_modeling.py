@@ -15,6 +15,7 @@ from transformers import (
 from transformers.testing_utils import CaptureLogger
 
 from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
+from fourierformers import GFNetPreTrainedModel
 from fourierformers.dropout import Dropout
 from fourierformers.spectral_layers import AttentionPooling, DropPath, sinusoidal_position_table
 
@@ -691,6 +692,28 @@ def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_pa
     assert type(reloaded) is head
     assert type(base_head.from_pretrained(tmp_path / "custom")) is base_head
     assert type(head.from_pretrained(tmp_path / "family")) is head
+
+
+def test_a_users_head_with_its_backbone_under_another_name_saves_and_loads(tmp_path):
+    """A head of the user's own (a `GFNetPreTrainedModel` holding the backbone as `encoder`, not under
+    `base_model_prefix`) saves, with the config checks run on that backbone, and loads back."""
+    class EncoderHead(GFNetPreTrainedModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.encoder = model_class("gfnet", "Model")(config)
+            self.score = torch.nn.Linear(config.hidden_size, 1)
+            self.post_init()
+
+        def forward(self, input_ids):
+            return self.score(self.encoder(input_ids).pooler_output)
+
+    model = EncoderHead(tiny_config("gfnet")).eval()
+    input_ids = torch.randint(4, 99, (2, 7))
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(EncoderHead.from_pretrained(tmp_path).eval()(input_ids), model(input_ids))
+    model.config.hidden_act = "relu"
+    with pytest.raises(ValueError, match=r"The config no longer matches the built model: hidden_act=relu"):
+        model.save_pretrained(tmp_path / "changed")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

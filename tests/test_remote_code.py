@@ -24,10 +24,8 @@ HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMas
 IMAGE_FIELDS = {"ForImageClassification": dict(image_size=8, patch_size=2),
                 "ForPatchRegression": dict(image_size=8, patch_size=2, num_output_channels=2)}
 
-# Runs in a subprocess: blocks the package, then loads every `FOLDER=AUTO_CLASS` given on the command line with that
-# Auto class and with AutoModel, saves the loaded model again and reloads that copy, and prints the largest output
-# differences as JSON.
-LOADER = r"""
+# The start of a script run in a subprocess that stands for a user without the package.
+BLOCK_PACKAGE = r"""
 import json
 import sys
 from pathlib import Path
@@ -49,7 +47,10 @@ except ImportError:
 import torch
 import transformers
 from safetensors.torch import load_file
-
+"""
+# Loads every `FOLDER=AUTO_CLASS` given on the command line with that Auto class and with AutoModel, saves the loaded
+# model again and reloads that copy, and prints the largest output differences as JSON.
+LOADER = BLOCK_PACKAGE + r"""
 report = {}
 for argument in sys.argv[1:]:
     folder, auto_class_name = argument.split("=")
@@ -103,14 +104,14 @@ def save_checkpoint(family, head, folder, model=None):
     return model
 
 
-def load_without_package(tmp_path, arguments):
-    """Run LOADER on `arguments` (FOLDER=AUTO_CLASS) in a process without the package; its report."""
+def load_without_package(tmp_path, arguments, script=LOADER):
+    """Run `script` (LOADER: on `arguments`, FOLDER=AUTO_CLASS) in a process without the package; its report."""
     environment = {
         key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_MODULES_CACHE")
     }
     environment.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, *arguments],
+        [sys.executable, "-c", script, *arguments],
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -251,6 +252,48 @@ def test_subclass_in_a_module_of_its_own_loads_without_the_package(imports, tmp_
     assert loaded["model_class"] == "MyClassifier" and loaded["model_module"] == "transformers_modules"
     assert max(loaded["main"], loaded["hidden"], loaded["resaved"]) <= 1e-6, loaded
     assert not (folder / "__init__.py").exists()
+
+
+TYPED_SUBCLASS_LOADER = BLOCK_PACKAGE + r"""
+folder = Path(sys.argv[1])
+model = transformers.AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+inputs, expected = load_file(folder / "inputs.safetensors"), load_file(folder / "expected.safetensors")
+with torch.no_grad():
+    difference = (model(**inputs).logits - expected["main"]).abs().max().item()
+try:
+    transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)
+    backbone_error = None
+except ValueError as error:
+    backbone_error = str(error)
+print(json.dumps({"model_class": type(model).__name__, "config_class": type(model.config).__name__,
+                  "difference": difference, "backbone_error": backbone_error}))
+"""
+
+
+def test_subclass_with_a_model_type_of_its_own_loads_without_the_package(tmp_path, monkeypatch):
+    """A config subclass of its own model type that AutoConfig does not know (transformers' guide to custom models
+    registers the classes for the Auto classes only): the model builds, and its checkpoint loads with its own Auto
+    class in a process without the package, where that type is not registered either. The family's classes, which
+    take the family's config, are not mapped: AutoModel refuses the config, as it does a BERT subclass's."""
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "typed_models.py").write_text(
+        "from fourierformers import GFNetConfig, GFNetForSequenceClassification\n\n\n"
+        "class MyConfig(GFNetConfig):\n    model_type = 'my_gfnet'\n\n\n"
+        "class MyClassifier(GFNetForSequenceClassification):\n    config_class = MyConfig\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
+    typed_models = importlib.import_module("typed_models")
+    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
+    model = typed_models.MyClassifier(typed_models.MyConfig(**fields))
+    folder = tmp_path / "saved"
+    save_checkpoint("gfnet", "ForSequenceClassification", folder, model=model)
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "typed_models.MyConfig", "AutoModelForSequenceClassification": "typed_models.MyClassifier"
+    }
+    loaded = load_without_package(tmp_path, [str(folder)], TYPED_SUBCLASS_LOADER)
+    assert loaded["model_class"] == "MyClassifier" and loaded["config_class"] == "MyConfig"
+    assert loaded["difference"] <= 1e-6
+    assert "Unrecognized configuration class" in loaded["backbone_error"]
 
 
 @pytest.mark.parametrize("by_name", [True, False])
