@@ -206,6 +206,7 @@ class SpectralBlock(GradientCheckpointingLayer):
         super().__init__()
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
+        self.layout_entry = layout_entry  # the block's `mixer_layout` entry, for the config check after surgery
         self.mixer = build_mixer(config, layout_entry, fft_shape, hidden_size)
         # A pre-norm mixer norm in front of a cascade would be a second LayerNorm before its first stage's and would
         # make later stages see `norm_k(norm(x) + ...)` instead of `norm_k(x + ...)`.
@@ -1205,6 +1206,10 @@ class SpectralModel(SpectralPreTrainedModel):
         condition given to a branch added afterwards was ignored, and a saved config would not describe the
         weights)."""
         built = dict(self.built_fields)
+        if len(self.stage_starts) == 1:
+            # Without stages the blocks are the built layout: layers removed or reordered since (model surgery) are
+            # saved as they are once the config says so, and refused until then.
+            built.update(num_hidden_layers=len(self.layers), mixer_layout=[layer.layout_entry for layer in self.layers])
         if self.built_fields["image_size"] is None:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
@@ -1215,10 +1220,13 @@ class SpectralModel(SpectralPreTrainedModel):
         changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
                    if current[name] != size]
         if changed:
+            surgery = " Where layers were removed, set `num_hidden_layers` (and `mixer_layout`) to the blocks kept." if any(
+                name.startswith(("num_hidden_layers", "mixer_layout")) for name in changed
+            ) else ""
             raise ValueError(
                 f"The config no longer matches the built model: {', '.join(changed)}. Build a new model from the "
                 "changed config, or change the vocabulary with `resize_token_embeddings` and the image size with "
-                "`resize_model_to_image_size`."
+                f"`resize_model_to_image_size`.{surgery}"
             )
 
     def _encode(self, hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions):

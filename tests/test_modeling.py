@@ -694,6 +694,24 @@ def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_pa
     assert type(head.from_pretrained(tmp_path / "family")) is head
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layers_removed_after_building_are_refused_until_the_config_says_so(family, tmp_path):
+    """Model surgery as on BERT: keep some blocks, tell the config, save and load; a config still describing the
+    removed blocks is refused (it was saved, and its reload re-initialised them)."""
+    model = build(family, "ForSequenceClassification", num_hidden_layers=3)
+    backbone = model.base_model
+    backbone.layers = backbone.layers[::2]
+    input_ids = torch.randint(4, 99, (2, 7))
+    with pytest.raises(ValueError, match=r"num_hidden_layers=3 \(built with 2\).*Where layers were removed, set "):
+        model(input_ids)
+    model.config.num_hidden_layers = 2
+    model.config.mixer_layout = [layer.layout_entry for layer in backbone.layers]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert len(reloaded.base_model.layers) == 2
+    torch.testing.assert_close(reloaded(input_ids).logits, model(input_ids).logits)
+
+
 def test_a_users_head_with_its_backbone_under_another_name_saves_and_loads(tmp_path):
     """A head of the user's own (a `GFNetPreTrainedModel` holding the backbone as `encoder`, not under
     `base_model_prefix`) saves, with the config checks run on that backbone, and loads back."""
