@@ -206,7 +206,8 @@ class SpectralBlock(GradientCheckpointingLayer):
         super().__init__()
         self.norm_first = config.norm_first
         self.mixer_residual = config.mixer_residual
-        self.layout_entry = layout_entry  # the block's `mixer_layout` entry, for the config check after surgery
+        # the block's `mixer_layout` entry, for the config check after surgery; a copy: the config's may be edited
+        self.layout_entry = copy.deepcopy(layout_entry)
         self.mixer = build_mixer(config, layout_entry, fft_shape, hidden_size)
         # A pre-norm mixer norm in front of a cascade would be a second LayerNorm before its first stage's and would
         # make later stages see `norm_k(norm(x) + ...)` instead of `norm_k(x + ...)`.

@@ -558,6 +558,15 @@ def test_a_config_changed_after_building_is_not_trusted(family, field, value, in
     assert not any(tmp_path.iterdir())
 
 
+def test_a_layout_entry_edited_in_place_after_building_is_refused():
+    """The blocks keep copies of their layout entries: a strategy edited in the config's own dict is a change."""
+    strategy = {"strategy": "multiscale", "mixers": ["fourier", "attention"], "fusion": "add"}
+    model = model_class("fnet_hybrid", "Model")(tiny_config("fnet_hybrid", mixer_layout=[strategy, "fourier"]))
+    model.config.mixer_layout[0]["fusion"] = "concat"
+    with pytest.raises(ValueError, match=r"mixer_layout=\[\{.*'fusion': 'concat'\}.*\(built with \[\{.*'add'"):
+        model(input_ids=ids())
+
+
 @pytest.mark.parametrize(
     "family, field, value",
     [
