@@ -1218,16 +1218,16 @@ class SpectralModel(SpectralPreTrainedModel):
         current = {name: getattr(self.config, name) for name in built}
         if current["mixer_layout"] != built["mixer_layout"]:  # the compact or option-less form of the built one?
             current["mixer_layout"] = self.config.expanded_layout()
-        changed = [f"{name}={getattr(self.config, name)} (built with {size})" for name, size in built.items()
-                   if current[name] != size]
+        changed = [name for name, size in built.items() if current[name] != size]
         if changed:
-            surgery = " Where layers were removed, set `num_hidden_layers` (and `mixer_layout`) to the blocks kept." if any(
-                name.startswith(("num_hidden_layers", "mixer_layout")) for name in changed
-            ) else ""
+            described = ", ".join(f"{name}={getattr(self.config, name)} (built with {built[name]})" for name in changed)
+            surgery = {"num_hidden_layers", "mixer_layout"} & set(changed)
             raise ValueError(
-                f"The config no longer matches the built model: {', '.join(changed)}. Build a new model from the "
-                "changed config, or change the vocabulary with `resize_token_embeddings` and the image size with "
-                f"`resize_model_to_image_size`.{surgery}"
+                f"The config no longer matches the built model: {described}. Build a new model from the changed "
+                "config, or change the vocabulary with `resize_token_embeddings` and the image size with "
+                "`resize_model_to_image_size`."
+                + (" Where layers were removed, set `num_hidden_layers` (and `mixer_layout`) to the blocks kept."
+                   if surgery else "")
             )
 
     def _encode(self, hidden_states, mask, condition, condition_mask, output_hidden_states, output_attentions):
