@@ -371,7 +371,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config, *inputs, **kwargs):
         """Refuses a config of another family (its checkpoint would be saved under that family's model_type and
-        load back into another class; see `of_family` for custom variants) and, for a head of one input kind, a
+        load back into another class; see `config_serves` for custom variants) and, for a head of one input kind, a
         config of the other."""
         family = getattr(self.config_class, "model_type", "")
         model_type = getattr(type(config), "model_type", None)  # what save_pretrained writes to config.json
@@ -644,8 +644,9 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
     hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights, and the index and every shard
     of sharded ones, must be readable (`OSError` naming the file: truncated downloads and copies fail here rather
-    than deep in the loader); and its
-    `config.json` must be of `model_class`'s model type (`ValueError` naming both and the class to use)."""
+    than deep in the loader); and its `config.json` must be of `model_class`'s model type (`of_family`), or, given a
+    `config`, of a type that AutoConfig knows of the family or of that config's own (`ValueError` naming both and
+    the class to use)."""
     if pretrained_model_name_or_path is None:
         return
     path = Path(pretrained_model_name_or_path)
@@ -693,9 +694,13 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
     model_type = saved_fields.get("model_type")
     if isinstance(config, PretrainedConfig):
         # An Auto class picked the model class from `config=`: the config, not the class, is what to change. A type
-        # that AutoConfig does not know (a subclass's, loaded with `trust_remote_code`) cannot be judged: the config
-        # given, which serves the model class, decides.
-        if model_type in CONFIG_MAPPING and not of_family(model_type, model_class.config_class):
+        # that AutoConfig does not know (a subclass's, loaded with `trust_remote_code`) must be that of the config
+        # given (which serves the model class) or of a class it extends.
+        if model_type in CONFIG_MAPPING:
+            another_family = not of_family(model_type, model_class.config_class)
+        else:
+            another_family = model_type not in {getattr(cls, "model_type", None) for cls in type(config).__mro__}
+        if another_family:
             raise ValueError(
                 f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its "
                 f"weights would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
@@ -712,8 +717,9 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
 def of_family(model_type, config_class):
     """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
     AutoConfig for a subclass or a superclass of it (a custom variant, `class MyConfig(GFNetConfig): model_type =
-    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). An unregistered
-    type is not: its checkpoints could not be loaded back."""
+    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). A type that
+    AutoConfig does not know is not: nothing says what its checkpoints hold (`config_serves` judges a config object
+    of such a type by its class)."""
     if model_type == config_class.model_type:
         return True
     if model_type not in CONFIG_MAPPING:
@@ -723,10 +729,13 @@ def of_family(model_type, config_class):
 
 
 def config_serves(config, config_class):
-    """Whether the config object `config` serves models of `config_class`: an instance of it (a subclass's config,
-    registered or not: also one loaded with `trust_remote_code`, whose type that process's AutoConfig does not know),
-    or of a model type that `of_family` accepts (a custom variant's model given its family's config)."""
-    return isinstance(config, config_class) or of_family(type(config).model_type, config_class)
+    """Whether the config object `config` serves models of `config_class`: of a model type that `of_family` accepts
+    (a registered custom variant, or the family a custom variant's model extends), or an instance of `config_class`
+    whose type AutoConfig does not know (an unregistered subclass, or one loaded with `trust_remote_code`, which that
+    process's AutoConfig does not know either). A subclass claiming a registered type of another family is not."""
+    model_type = type(config).model_type
+    unknown_subclass = isinstance(config, config_class) and model_type not in CONFIG_MAPPING
+    return unknown_subclass or of_family(model_type, config_class)
 
 
 def shard_names(index_file):
@@ -1207,10 +1216,11 @@ class SpectralModel(SpectralPreTrainedModel):
         condition given to a branch added afterwards was ignored, and a saved config would not describe the
         weights)."""
         built = dict(self.built_fields)
-        if len(self.stage_starts) == 1:
+        entries = [getattr(layer, "layout_entry", None) for layer in self.layers]  # None: a block wrapped by a user
+        if self.built_fields["depths"] is None and None not in entries:
             # Without stages the blocks are the built layout: layers removed or reordered since (model surgery) are
             # saved as they are once the config says so, and refused until then.
-            built.update(num_hidden_layers=len(self.layers), mixer_layout=[layer.layout_entry for layer in self.layers])
+            built.update(num_hidden_layers=len(self.layers), mixer_layout=entries)
         if self.built_fields["image_size"] is None:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)

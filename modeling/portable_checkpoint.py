@@ -136,16 +136,28 @@ def family_auto_map(model_class, config_class):
     with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which may be a subclass
     that inherited its Auto class, is the one mapped to it). A subclass's own config class (its own model type) has
     only its own model class mapped: the family's classes take the family's config, and transformers refuses to
-    map a class to another config class."""
+    map a class to another config class; a family class given such a config gets its Auto class mapped to None
+    (to be left out) and a warning."""
     auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
     family_class = next((base for base in model_class.__mro__ if base.__module__.startswith(f"{PACKAGE_NAME}.")),
                         model_class)
     module = sys.modules[family_class.__module__]
-    for value in vars(module).values() if config_class is family_class.config_class else ():
+    # by name, as transformers compares them: in a process without the package the classes come from copies
+    family_config = family_class.config_class.__name__ == config_class.__name__
+    for value in vars(module).values() if family_config else ():
         auto_class = vars(value).get("_auto_class") if isinstance(value, type) else None
         if auto_class is not None and value.__module__ == module.__name__:
             auto_map[auto_class] = f"{module.__name__.rsplit('.', 1)[-1]}.{value.__name__}"
-    auto_map[model_class._auto_class] = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
+    if model_class.config_class.__name__ == config_class.__name__:
+        auto_map[model_class._auto_class] = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
+    else:
+        auto_map[model_class._auto_class] = None  # also out of the entry transformers wrote for its registered class
+        logger.warning(
+            f"{model_class.__name__} takes {model_class.config_class.__name__}, not the model's "
+            f"{config_class.__name__}: transformers would refuse to map it to that config class, so the checkpoint "
+            f"gets no Auto class for the model and loads with `trust_remote_code=True` only as its config. Save a "
+            f"subclass of {model_class.__name__} with `config_class = {config_class.__name__}` instead."
+        )
     return auto_map
 
 
@@ -173,7 +185,8 @@ def write_remote_code(model, save_directory):
         (save_directory / name).write_text(text, encoding="utf-8")
     config_file = save_directory / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["auto_map"] = {**config.get("auto_map", {}), **family_auto_map(model_class, config_class)}
+    auto_map = {**config.get("auto_map", {}), **family_auto_map(model_class, config_class)}
+    config["auto_map"] = {auto_class: name for auto_class, name in auto_map.items() if name is not None}
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

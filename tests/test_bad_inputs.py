@@ -32,6 +32,7 @@ from conftest import FAMILIES, model_class, tiny_config
 from fourierformers import (
     AdaLNZero,
     AdaptiveMixer,
+    AFNOConfig,
     AFNOMixer,
     CrossAttention,
     FourierMixer,
@@ -488,10 +489,19 @@ class UnregisteredGFNetConfig(GFNetConfig):
     model_type = "unregistered_gfnet"
 
 
-@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig(), tiny_config("afno")],
-                         ids=["SpectralConfig", "PretrainedConfig", "another family"])
+class GFNetConfigOfAFNOType(GFNetConfig):
+    model_type = "afno"
+
+
+class UnregisteredAFNOConfig(AFNOConfig):
+    model_type = "unregistered_afno"
+
+
+@pytest.mark.parametrize("config", [SpectralConfig(), PretrainedConfig(), tiny_config("afno"), GFNetConfigOfAFNOType()],
+                         ids=["SpectralConfig", "PretrainedConfig", "another family", "subclass of another's type"])
 def test_a_model_class_refuses_a_base_class_of_its_config_or_another_family(config):
-    """Base classes of a family's config are not of the family; a subclass is, registered (test_modeling.py) or not
+    """Base classes of a family's config are not of the family, nor a subclass claiming another family's registered
+    type (its checkpoint would load into that family's class); a subclass is, registered (test_modeling.py) or not
     (test_remote_code.py)."""
     with pytest.raises(ValueError, match=rf"GFNetModel needs a GFNetConfig .*, got a {type(config).__name__}"):
         GFNetModel(config)
@@ -509,6 +519,11 @@ def test_a_checkpoint_of_an_unregistered_type_needs_its_config(tmp_path):
     input_ids = torch.randint(4, 99, (2, 7))
     loaded = GFNetModel.from_pretrained(tmp_path, config=UnregisteredGFNetConfig.from_pretrained(tmp_path)).eval()
     torch.testing.assert_close(loaded(input_ids).last_hidden_state, model(input_ids).last_hidden_state)
+    # another family's checkpoint of a type AutoConfig does not know is not of a GFNet config's type
+    afno_fields = {key: value for key, value in tiny_config("afno").to_dict().items() if key != "model_type"}
+    model_class("afno", "Model")(UnregisteredAFNOConfig(**afno_fields)).save_pretrained(tmp_path / "afno")
+    with pytest.raises(ValueError, match=r"is a 'gfnet' config, but .* holds a 'unregistered_afno' checkpoint"):
+        GFNetModel.from_pretrained(tmp_path / "afno", config=tiny_config("gfnet"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

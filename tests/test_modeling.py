@@ -712,6 +712,29 @@ def test_layers_removed_after_building_are_refused_until_the_config_says_so(fami
     torch.testing.assert_close(reloaded(input_ids).logits, model(input_ids).logits)
 
 
+def test_a_block_wrapped_by_a_user_module_runs_and_saves(tmp_path):
+    """A wrapper that does not forward the block's attributes (its layout entry) leaves the config check to the
+    fields recorded when the model was built."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, *args, **kwargs):
+            return self.block(*args, **kwargs)
+
+    model = build("gfnet", "ForSequenceClassification")
+    input_ids = torch.randint(4, 99, (2, 7))
+    expected = model(input_ids).logits
+    model.base_model.layers[0] = Wrapped(model.base_model.layers[0])
+    torch.testing.assert_close(model(input_ids).logits, expected)
+    model.save_pretrained(tmp_path)
+    model.config.num_hidden_layers = 1
+    with pytest.raises(ValueError, match=r"num_hidden_layers=1 \(built with 2\)"):
+        model(input_ids)
+
+
 def test_a_users_head_with_its_backbone_under_another_name_saves_and_loads(tmp_path):
     """A head of the user's own (a `GFNetPreTrainedModel` holding the backbone as `encoder`, not under
     `base_model_prefix`) saves, with the config checks run on that backbone, and loads back."""

@@ -296,6 +296,25 @@ def test_subclass_with_a_model_type_of_its_own_loads_without_the_package(tmp_pat
     assert "Unrecognized configuration class" in loaded["backbone_error"]
 
 
+def test_a_family_class_given_a_subclass_config_maps_no_auto_class_for_the_model(tmp_path, monkeypatch, caplog):
+    """transformers refuses to map a class to another config class than its own: the checkpoint of a family class
+    built with a subclass config of its own type maps only that config, and the user is told to subclass the head."""
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "config_only.py").write_text(
+        "from fourierformers import GFNetConfig\n\n\nclass OwnConfig(GFNetConfig):\n    model_type = 'own_gfnet'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
+    config_only = importlib.import_module("config_only")
+    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
+    model = model_class("gfnet", "ForSequenceClassification")(config_only.OwnConfig(**fields))
+    with caplog.at_level("WARNING", logger=portable_checkpoint.__name__):
+        model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "config_only.OwnConfig"
+    }
+    assert "GFNetForSequenceClassification takes GFNetConfig, not the model's OwnConfig" in caplog.text
+
+
 @pytest.mark.parametrize("by_name", [True, False])
 def test_subclass_importing_the_package_by_name_is_saved_with_a_warning(by_name, tmp_path, monkeypatch, caplog):
     """A docstring showing an import is not one (the warning matched the docstring's text)."""
