@@ -717,7 +717,7 @@ def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
 def of_family(model_type, config_class):
     """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
     AutoConfig for a subclass or a superclass of it (a custom variant, `class MyConfig(GFNetConfig): model_type =
-    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). A type that
+    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). Another type that
     AutoConfig does not know is not: nothing says what its checkpoints hold (`config_serves` judges a config object
     of such a type by its class)."""
     if model_type == config_class.model_type:
