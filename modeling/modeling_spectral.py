@@ -892,8 +892,9 @@ def check_padding_mask_values(name, mask, token):
     back to Python, so callers skip it where they cannot (`can_read_values`)."""
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
-    empty = (~mask.bool().any(dim=1)).nonzero().flatten().tolist()
-    if empty:
+    real_rows = mask.bool().any(dim=1)
+    if not bool(real_rows.all()):
+        empty = (~real_rows).nonzero().flatten().tolist()  # only where some row is empty: this runs every forward
         listed = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
         raise ValueError(
             f"Every row of `{name}` needs at least one real {token} (a 1), but {len(empty)} of its {len(mask)} rows "

@@ -130,15 +130,15 @@ def without_imports_from_packages(text):
     return b"".join(lines).decode("utf-8"), sorted(defining_modules)
 
 
-def family_auto_map(model_class, config_class):
-    """`auto_map` for the config class and for every registered model class of the family's modeling file (that
-    of the model class or, for a user's subclass, of its nearest base in the package), so one checkpoint loads
-    with `AutoModel` as well as with the Auto class of its own head (the saved class's own, which may be a subclass
-    that inherited its Auto class, is the one mapped to it). A subclass's own config class (its own model type) has
-    only its own model class mapped: the family's classes take the family's config, and transformers refuses to
-    map a class to another config class; a family class given such a config gets its Auto class mapped to None
-    (to be left out) and a warning."""
-    auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
+def family_auto_map(model_class, config_class, saved_auto_map):
+    """`saved_auto_map` (transformers' own, for registered classes) completed with the config class and every
+    registered model class of the family's modeling file (that of the model class or, for a user's subclass, of its
+    nearest base in the package), so one checkpoint loads with `AutoModel` as well as with the Auto class of its own
+    head (the saved class's own, which may be a subclass that inherited its Auto class, is the one mapped to it). A
+    subclass's own config class (its own model type) has only its own model class mapped: the family's classes take
+    the family's config, and transformers refuses to map a class to another config class; a family class given such
+    a config gets no Auto class (not even the entry transformers wrote for it) and a warning."""
+    auto_map = {**saved_auto_map, "AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
     family_class = next((base for base in model_class.__mro__ if base.__module__.startswith(f"{PACKAGE_NAME}.")),
                         model_class)
     module = sys.modules[family_class.__module__]
@@ -151,7 +151,7 @@ def family_auto_map(model_class, config_class):
     if model_class.config_class.__name__ == config_class.__name__:
         auto_map[model_class._auto_class] = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
     else:
-        auto_map[model_class._auto_class] = None  # also out of the entry transformers wrote for its registered class
+        auto_map.pop(model_class._auto_class, None)
         logger.warning(
             f"{model_class.__name__} takes {model_class.config_class.__name__}, not the model's "
             f"{config_class.__name__}: transformers would refuse to map it to that config class, so the checkpoint "
@@ -185,8 +185,7 @@ def write_remote_code(model, save_directory):
         (save_directory / name).write_text(text, encoding="utf-8")
     config_file = save_directory / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    auto_map = {**config.get("auto_map", {}), **family_auto_map(model_class, config_class)}
-    config["auto_map"] = {auto_class: name for auto_class, name in auto_map.items() if name is not None}
+    config["auto_map"] = family_auto_map(model_class, config_class, config.get("auto_map", {}))
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

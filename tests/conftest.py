@@ -34,6 +34,12 @@ def tiny_config(family, **overrides):
     return CONFIG_CLASSES[family](**fields)
 
 
+def tiny_config_of(config_class, family, **overrides):
+    """`tiny_config(family)`'s fields in a config of `config_class` (a custom variant, with its own model_type)."""
+    fields = {key: value for key, value in tiny_config(family, **overrides).to_dict().items() if key != "model_type"}
+    return config_class(**fields)
+
+
 class Wrapper(torch.nn.Module):
     """A module wrapped as PEFT wraps one (`modules_to_save`, LoRA layers): calls go to the wrapped module, whose
     attributes it forwards (all, or only those `forwarded`, as a LoRA layer forwards only `weight` and `bias`), plus

@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from conftest import FAMILIES, model_class, tiny_config
+from conftest import FAMILIES, model_class, tiny_config, tiny_config_of
 from fourierformers import (
     AdaLNZero,
     AdaptiveMixer,
@@ -510,9 +510,7 @@ def test_a_model_class_refuses_a_base_class_of_its_config_or_another_family(conf
 def test_a_checkpoint_of_an_unregistered_type_needs_its_config(tmp_path):
     """Nothing says what a checkpoint of a type that AutoConfig does not know holds: a family's class refuses it
     without a config, and loads it with one of its classes (the subclass's own class does the same)."""
-    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
-    config = UnregisteredGFNetConfig(**fields)
-    model = GFNetModel(config).eval()
+    model = GFNetModel(tiny_config_of(UnregisteredGFNetConfig, "gfnet")).eval()
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"holds a 'unregistered_gfnet' checkpoint, but GFNetModel loads 'gfnet'"):
         GFNetModel.from_pretrained(tmp_path)
@@ -520,8 +518,7 @@ def test_a_checkpoint_of_an_unregistered_type_needs_its_config(tmp_path):
     loaded = GFNetModel.from_pretrained(tmp_path, config=UnregisteredGFNetConfig.from_pretrained(tmp_path)).eval()
     torch.testing.assert_close(loaded(input_ids).last_hidden_state, model(input_ids).last_hidden_state)
     # another family's checkpoint of a type AutoConfig does not know is not of a GFNet config's type
-    afno_fields = {key: value for key, value in tiny_config("afno").to_dict().items() if key != "model_type"}
-    model_class("afno", "Model")(UnregisteredAFNOConfig(**afno_fields)).save_pretrained(tmp_path / "afno")
+    model_class("afno", "Model")(tiny_config_of(UnregisteredAFNOConfig, "afno")).save_pretrained(tmp_path / "afno")
     with pytest.raises(ValueError, match=r"is a 'gfnet' config, but .* holds a 'unregistered_afno' checkpoint"):
         GFNetModel.from_pretrained(tmp_path / "afno", config=tiny_config("gfnet"))
 

@@ -14,7 +14,7 @@ from transformers import (
 )
 from transformers.testing_utils import CaptureLogger
 
-from conftest import CONFIG_CLASSES, FAMILIES, model_class, tiny_config
+from conftest import CONFIG_CLASSES, FAMILIES, Wrapper, model_class, tiny_config, tiny_config_of
 from fourierformers import GFNetPreTrainedModel
 from fourierformers.dropout import Dropout
 from fourierformers.spectral_layers import AttentionPooling, DropPath, sinusoidal_position_table
@@ -681,7 +681,7 @@ def test_a_config_subclass_of_its_own_model_type_builds_and_loads(family, tmp_pa
     head = type(f"Custom{base_head.__name__}", (base_head,), {"config_class": config_class})
     transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModelForSequenceClassification.register(config_class, head, exist_ok=True)
-    config = config_class(**{key: value for key, value in tiny_config(family).to_dict().items() if key != "model_type"})
+    config = tiny_config_of(config_class, family)
     model = AutoModelForSequenceClassification.from_config(config).eval()
     inputs = make_inputs(config)
     assert type(model) is head and type(base_head(config)) is base_head
@@ -715,19 +715,10 @@ def test_layers_removed_after_building_are_refused_until_the_config_says_so(fami
 def test_a_block_wrapped_by_a_user_module_runs_and_saves(tmp_path):
     """A wrapper that does not forward the block's attributes (its layout entry) leaves the config check to the
     fields recorded when the model was built."""
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self, block):
-            super().__init__()
-            self.block = block
-
-        def forward(self, *args, **kwargs):
-            return self.block(*args, **kwargs)
-
     model = build("gfnet", "ForSequenceClassification")
     input_ids = torch.randint(4, 99, (2, 7))
     expected = model(input_ids).logits
-    model.base_model.layers[0] = Wrapped(model.base_model.layers[0])
+    model.base_model.layers[0] = Wrapper(model.base_model.layers[0], forwarded=())
     torch.testing.assert_close(model(input_ids).logits, expected)
     model.save_pretrained(tmp_path)
     model.config.num_hidden_layers = 1

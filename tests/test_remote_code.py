@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers.modeling_utils
 import transformers.utils.hub
-from conftest import FAMILIES, model_class, tiny_config
+from conftest import FAMILIES, model_class, tiny_config, tiny_config_of
 from fourierformers import portable_checkpoint
 from safetensors.torch import load_file, save_file
 
@@ -283,8 +283,7 @@ def test_subclass_with_a_model_type_of_its_own_loads_without_the_package(tmp_pat
     )
     monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
     typed_models = importlib.import_module("typed_models")
-    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
-    model = typed_models.MyClassifier(typed_models.MyConfig(**fields))
+    model = typed_models.MyClassifier(tiny_config_of(typed_models.MyConfig, "gfnet"))
     folder = tmp_path / "saved"
     save_checkpoint("gfnet", "ForSequenceClassification", folder, model=model)
     assert json.loads((folder / "config.json").read_text())["auto_map"] == {
@@ -305,8 +304,7 @@ def test_a_family_class_given_a_subclass_config_maps_no_auto_class_for_the_model
     )
     monkeypatch.syspath_prepend(str(tmp_path / "user_code"))
     config_only = importlib.import_module("config_only")
-    fields = {key: value for key, value in tiny_config("gfnet").to_dict().items() if key != "model_type"}
-    model = model_class("gfnet", "ForSequenceClassification")(config_only.OwnConfig(**fields))
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config_of(config_only.OwnConfig, "gfnet"))
     with caplog.at_level("WARNING", logger=portable_checkpoint.__name__):
         model.save_pretrained(tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"] == {
