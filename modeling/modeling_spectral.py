@@ -461,11 +461,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
         if pretrained_model_name_or_path is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         config_kwargs = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
-        config = kwargs.get("config")
-        if config is not None and not isinstance(config, PretrainedConfig):
-            # a path: transformers reads it (with the other keywords as overrides); read here for its image_size
-            with warnings_of_reading_configs_muted(cls.config_class):
-                config = cls.config_class.from_pretrained(config, **config_kwargs)
+        config = requested_config(cls.config_class, kwargs)
         requested = kwargs.pop("image_size", None)
         if requested is None and getattr(config, "is_vision", False):
             requested = config.image_size
@@ -754,14 +750,24 @@ def shard_names(index_file):
     return sorted(names)
 
 
+def requested_config(config_class, kwargs):
+    """The `config=` of a `from_pretrained` call as an object: the one given, the one at a path (transformers reads it
+    with the other keywords as overrides; read here without them), or None."""
+    config = kwargs.get("config")
+    if config is None or isinstance(config, PretrainedConfig):
+        return config
+    loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+    with warnings_of_reading_configs_muted(config_class):
+        return config_class.from_pretrained(config, **loading)
+
+
 def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
     """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another
-    `max_position_embeddings` (a keyword or `config=`) that its weights still fit: without learned positions or global
-    filters, whose sizes would not match, nothing in the load report says that the Fourier and AFNO mixers now transform
-    over another length, so that the model computes another function of the same weights. The saved config is read only
-    when the lengths differ."""
-    config = kwargs.get("config")
-    requested = config.max_position_embeddings if isinstance(config, PretrainedConfig) else None
+    `max_position_embeddings` (a keyword, or `config=` as an object or a path) that its weights still fit: without
+    learned positions or global filters, whose sizes would not match, nothing in the load report says that the Fourier
+    and AFNO mixers now transform over another length, so that the model computes another function of the same
+    weights. The saved config is read only when the lengths differ."""
+    requested = getattr(requested_config(config_class, kwargs), "max_position_embeddings", None)
     requested = kwargs.get("max_position_embeddings", requested)
     saved_length = saved_fields.get("max_position_embeddings", config_class.max_position_embeddings)
     if requested is None or requested == saved_length:
@@ -937,9 +943,11 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     if seq_length > config.max_position_embeddings:
         raise ValueError(
             f"Sequence length {seq_length} exceeds max_position_embeddings={config.max_position_embeddings}; "
-            "truncate the inputs (e.g. `tokenizer(..., truncation=True, max_length=...)`), pad them to at most that "
-            "length (a collator's `pad_to_multiple_of` or `padding='max_length'` can pad past it), or use a config "
-            "with a larger max_position_embeddings."
+            f"truncate the inputs (`tokenizer(..., truncation=True, max_length={config.max_position_embeddings})`, "
+            f"or set `tokenizer.model_max_length = {config.max_position_embeddings}`: `truncation=True` alone, as "
+            "pipelines pass it, cuts nothing for a tokenizer without one, such as one trained with `tokenizers`), pad "
+            "them to at most that length (a collator's `pad_to_multiple_of` or `padding='max_length'` can pad past "
+            "it), or use a config with a larger max_position_embeddings."
         )
     if input_ids is not None and check_values:
         low, high = int(input_ids.min()), int(input_ids.max())

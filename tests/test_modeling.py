@@ -610,12 +610,23 @@ def test_masked_lm_decoder_is_tied_and_resizes(family, tmp_path):
     ("fnet_hybrid", dict(position_embedding_type="none", mixer_layout=["attention", "attention"]), False),
 ])
 def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family, fields, warned, tmp_path):
-    """Nothing in the load report shows that the Fourier and AFNO mixers transform over the new length."""
-    build(family, "Model", **fields).save_pretrained(tmp_path)
+    """Nothing in the load report shows that the Fourier and AFNO mixers transform over the new length; the length
+    may come as a keyword or in `config=`, an object or a folder (which the warning missed)."""
+    model = build(family, "Model", **fields)
+    model.save_pretrained(tmp_path / "checkpoint")
+    longer = copy.deepcopy(model.config)
+    longer.max_position_embeddings = 48
+    longer.save_pretrained(tmp_path / "longer")
     logger = transformers.logging.get_logger("fourierformers.modeling_spectral")
-    for overrides, expected in [(dict(max_position_embeddings=48), warned), ({}, False)]:
+    routes = [
+        (AutoModel, dict(max_position_embeddings=48), warned),
+        (type(model), dict(config=longer), warned),
+        (type(model), dict(config=str(tmp_path / "longer")), warned),
+        (AutoModel, {}, False),
+    ]
+    for model_class, overrides, expected in routes:
         with CaptureLogger(logger) as captured:
-            AutoModel.from_pretrained(tmp_path, **overrides)
+            model_class.from_pretrained(tmp_path / "checkpoint", **overrides)
         assert ("Loading with max_position_embeddings=48 instead of the checkpoint's 24" in captured.out) == expected
 
 
