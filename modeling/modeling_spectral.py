@@ -44,6 +44,8 @@ from transformers.modeling_outputs import (
 from transformers.utils import hub as transformers_hub
 from transformers.utils import logging
 
+from fourierformers.configuration.configuration_spectral import PROBLEM_TYPES
+
 from .condition_layers import AdaLNZero, CrossAttention
 from .dropout import Dropout
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
@@ -1436,6 +1438,8 @@ def sequence_classification_loss(logits, labels, config, num_items_in_batch=None
     logits). Labels that do not fit raise a `ValueError` and leave the config as it was."""
     num_labels = logits.shape[-1]  # the built classifier's, even where `config.num_labels` was changed since
     problem_type = config.problem_type
+    if problem_type not in PROBLEM_TYPES:  # assigned after the config was made: any other value would pass as BCE
+        raise ValueError(f"`config.problem_type` must be one of {list(PROBLEM_TYPES)}, got {problem_type!r}.")
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"

@@ -369,6 +369,18 @@ def test_regression_labels_name_only_the_shapes_allowed(num_labels, shape, allow
         model(input_ids=ids(), labels=torch.randn(shape))
 
 
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForImageClassification"])
+def test_a_problem_type_assigned_after_the_config_was_made_is_checked(head):
+    """The config checks `problem_type` when it is made; a misspelt one assigned afterwards fell through to the
+    multi-label branch: binary cross-entropy on regression targets."""
+    fields = IMAGE if head == "ForImageClassification" else {}
+    model = model_class("gfnet", head)(tiny_config("gfnet", **fields, num_labels=2))
+    model.config.problem_type = "regresion"
+    inputs = dict(pixel_values=torch.randn(2, 3, 16, 16)) if fields else dict(input_ids=ids())
+    with pytest.raises(ValueError, match=r"`config.problem_type` must be one of \[None, 'regression', .*'regresion'"):
+        model(**inputs, labels=torch.rand(2, 2))
+
+
 def test_complex_regression_targets_are_refused():
     """The cast to the predictions' dtype dropped the imaginary part (with only torch's casting warning)."""
     model = cached_model("gfnet", "ForSequenceClassification", num_labels=1, problem_type="regression")
