@@ -302,7 +302,8 @@ def run(model_args, data_args, training_args):
         tokenized = raw.map(preprocess, batched=True, remove_columns=raw["train"].column_names)
 
     metric = load_metric("entity_f1")
-    # Entity F1 needs BIO tags (B-x, I-x, O); other tag sets (POS tags, numbered tags) are scored by accuracy alone.
+    # Entity F1 needs entity tags (BIO: B-x, I-x, O; also IOBES or BILOU); other tag sets (POS tags, numbered tags)
+    # are scored by accuracy alone.
     bio_tags = any(name.startswith(("B-", "I-")) for name in names)
     if not bio_tags:
         logger.warning("The tags %s are not BIO tags (B-x, I-x, O): reporting token accuracy only.", names[:5])

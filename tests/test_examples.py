@@ -177,6 +177,30 @@ def test_token_classification(tmp_path):
     assert 0.0 <= evaluated["eval_accuracy"] <= 1.0
 
 
+@pytest.mark.parametrize("tags,spans", [
+    (["B-PER", "I-PER", "O", "B-LOC"], {("PER", 0, 2), ("LOC", 3, 4)}),
+    (["O", "I-PER", "I-PER", "B-PER"], {("PER", 1, 3), ("PER", 3, 4)}),  # I- without B- starts an entity (conlleval)
+    (["B-PER", "I-LOC", "O"], {("PER", 0, 1), ("LOC", 1, 2)}),
+    (["B-PER", "E-PER", "O", "S-LOC"], {("PER", 0, 2), ("LOC", 3, 4)}),  # IOBES: S- tags were dropped
+    (["B-PER", "I-PER", "E-PER", "I-PER"], {("PER", 0, 3), ("PER", 3, 4)}),  # E- ends its entity
+    (["E-PER", "E-PER", "S-PER", "I-PER"], {("PER", 0, 1), ("PER", 1, 2), ("PER", 2, 3), ("PER", 3, 4)}),
+    (["U-ORG", "B-LOC", "L-LOC", "O"], {("ORG", 0, 1), ("LOC", 1, 3)}),  # BILOU
+])
+def test_entity_f1_reads_entities_as_seqeval_does(tags, spans):
+    metric = common.load_metric("entity_f1")
+    module = sys.modules[type(metric).__module__]
+    assert module.entity_spans(tags) == spans
+    assert metric.compute(predictions=[tags], references=[tags])["f1"] == 1.0
+
+
+def test_entity_f1_scores_iobes_boundaries():
+    """An E- tag ended the entity one token early: a two-token prediction matched a one-token reference."""
+    scores = common.load_metric("entity_f1").compute(
+        predictions=[["B-PER", "E-PER", "O"], ["S-LOC", "O", "O"]], references=[["B-PER", "O", "O"], ["S-LOC", "O", "O"]]
+    )
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (0.5, 0.5, 0.5)
+
+
 def test_text_model_and_tokenizer_share_their_length(tmp_path):
     """The saved tokenizer truncates where the model ends: a model of 24 positions from a tokenizer trained at the
     default 64 saved `model_max_length` 64, and the closing pipeline failed on a long sentence after training."""

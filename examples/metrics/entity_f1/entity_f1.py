@@ -1,30 +1,37 @@
-"""Entity-level precision, recall and F1 of BIO tag sequences (the CoNLL / seqeval "strict span" definition: an
-entity counts only if its type and both boundaries match), plus token accuracy: a local `evaluate` metric module.
-Load with `evaluate.load("examples/metrics/entity_f1")`."""
+"""Entity-level precision, recall and F1 of BIO, IOBES or BILOU tag sequences (the CoNLL / seqeval "strict span"
+definition: an entity counts only if its type and both boundaries match), plus token accuracy: a local `evaluate`
+metric module. Load with `evaluate.load("examples/metrics/entity_f1")`."""
 
 import datasets
 import evaluate
 
+INSIDE = ("I", "E", "L")  # tags that continue an open entity of their type (E-, L-: as its last token)
+LAST = ("E", "L", "S", "U")  # tags that end their entity (S-, U-: an entity of one token)
+
 
 def entity_spans(tags):
-    """Set of (type, start, end) spans of a BIO tag sequence; an I- tag that does not continue an entity of its
-    type starts a new one (as conlleval does)."""
+    """Set of (type, start, end) spans of a tag sequence, read as seqeval's default mode and conlleval do: a B- tag
+    starts an entity; an I-, E- or L- tag continues an open entity of its type, or else starts one; E-, L-, S- and
+    U- tags end theirs."""
     spans, start, kind = set(), None, None
     for position, tag in enumerate([*tags, "O"]):
         prefix, _, tag_type = tag.partition("-")
-        continues = prefix == "I" and tag_type == kind
+        continues = prefix in INSIDE and tag_type == kind
         if start is not None and not continues:
             spans.add((kind, start, position))
             start, kind = None, None
-        if prefix in ("B", "I") and not continues:
+        if prefix in ("B", *INSIDE, *LAST) and not continues:
             start, kind = position, tag_type
+        if start is not None and prefix in LAST:
+            spans.add((kind, start, position + 1))
+            start, kind = None, None
     return spans
 
 
 class EntityF1(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description="Entity-level precision / recall / F1 of BIO tags, and token accuracy.",
+            description="Entity-level precision / recall / F1 of BIO, IOBES or BILOU tags, and token accuracy.",
             citation="",
             inputs_description="predictions, references: one list of tag strings per sentence.",
             features=datasets.Features(
