@@ -787,6 +787,15 @@ def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
         )
 
 
+def as_saved(value):
+    """A config value as its JSON file holds it: tuples as lists (`to_dict` and `update` turn (16, 16) into [16, 16])."""
+    if isinstance(value, (list, tuple)):
+        return [as_saved(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_saved(item) for key, item in value.items()}
+    return value
+
+
 def public_fields(config):
     """A config's fields without the private ones (`_name_or_path`, which AutoConfig sets and the config classes do
     not, `_attn_implementation`, ...)."""
@@ -1239,7 +1248,7 @@ class SpectralModel(SpectralPreTrainedModel):
         current = {name: getattr(self.config, name) for name in built}
         if current["mixer_layout"] != built["mixer_layout"]:  # the compact or option-less form of the built one?
             current["mixer_layout"] = self.config.expanded_layout()
-        changed = [name for name, size in built.items() if current[name] != size]
+        changed = [name for name, size in built.items() if as_saved(current[name]) != as_saved(size)]
         if changed:
             described = ", ".join(f"{name}={getattr(self.config, name)} (built with {built[name]})" for name in changed)
             surgery = {"num_hidden_layers", "mixer_layout"} & set(changed)

@@ -433,6 +433,17 @@ def test_the_compact_or_option_less_form_of_the_built_layout_is_the_built_layout
         model(inputs)
 
 
+def test_a_config_updated_with_its_own_dict_still_matches_the_model():
+    """`to_dict` turns tuples into lists: the config check saw image_size=[16, 16] as a change from (16, 16)."""
+    config = tiny_config("gfnet", image_size=(16, 16), patch_size=(4, 4), mixer_layout=None)
+    model = model_class("gfnet", "ForImageClassification")(config).eval()
+    pixel_values = torch.randn(1, 3, 16, 16)
+    expected = model(pixel_values=pixel_values).logits
+    model.config.update(model.config.to_dict())
+    assert model.config.image_size == [16, 16]
+    torch.testing.assert_close(model(pixel_values=pixel_values).logits, expected)
+
+
 def test_seed_keywords_given_to_from_pretrained_are_refused_unless_returned_to_the_caller(tmp_path):
     """A config's `from_pretrained` dropped keywords that are not fields; a model's `from_pretrained` asks for them
     back (`return_unused_kwargs=True`) and passes them to the model's `__init__`, a subclass's own arguments."""
