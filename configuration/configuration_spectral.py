@@ -200,7 +200,7 @@ class SpectralConfig(PretrainedConfig):
             an image model's patch embedding has no norm, as in GFNet and AFNO.
         embedding_projection (`bool`): Linear projection after the embedding norm (as in FNet). Text models only:
             an image model's patch embedding is its projection.
-        initializer_range (`float`): Std of the normal initialisation of linear and embedding weights.
+        initializer_range (`float`, > 0): Std of the normal initialisation of linear and embedding weights.
         pooling (`str`): `"cls"` (first token), `"mean"` (average over real, unpadded tokens), `"max"`
             (per-channel maximum over real tokens) or `"attention"` (average over real tokens weighted by learned
             scores, `num_attention_heads` heads of `hidden_size / num_attention_heads` channels each). Image models
@@ -673,8 +673,10 @@ class SpectralConfig(PretrainedConfig):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if not _is_number(self.layer_norm_eps) or self.layer_norm_eps <= 0:
             raise ValueError(f"`layer_norm_eps` must be a positive number, got {self.layer_norm_eps!r}.")
-        if not _is_number(self.initializer_range) or self.initializer_range < 0:
-            raise ValueError(f"`initializer_range` must be a number >= 0, got {self.initializer_range!r}.")
+        # transformers' `_init_weights` reads 0 as its default 0.02 (for linear and embedding weights): refused, as
+        # the other weights would be drawn with std 0 (and the truncated normal of image positions divides by it)
+        if not _is_number(self.initializer_range) or self.initializer_range <= 0:
+            raise ValueError(f"`initializer_range` must be a number > 0, got {self.initializer_range!r}.")
         if self.layer_scale_init_value is not None and not _is_number(self.layer_scale_init_value):
             raise ValueError(
                 "`layer_scale_init_value` must be a number or None (no LayerScale), got "

@@ -83,7 +83,8 @@ CONFIG_ROWS = [
     (dict(attention_probs_dropout_prob="0.1"), r"`attention_probs_dropout_prob` must be a number in \[0, 1\)"),
     (dict(classifier_dropout=-0.1), r"`classifier_dropout` must be a number in \[0, 1\)"),
     (dict(layer_norm_eps=0), r"`layer_norm_eps` must be a positive number, got 0"),
-    (dict(initializer_range=-1), r"`initializer_range` must be a number >= 0"),
+    (dict(initializer_range=-1), r"`initializer_range` must be a number > 0"),
+    (dict(initializer_range=0.0), r"`initializer_range` must be a number > 0, got 0.0"),  # image models crashed
     (dict(layer_scale_init_value="big"), r"`layer_scale_init_value` must be a number or None"),
     (dict(norm_first="yes"), r"`norm_first` must be True or False, got 'yes'"),
     (dict(norm_first=False, mixer_residual=False), r"`mixer_residual=False`.*requires `norm_first=True`; allowed"),
