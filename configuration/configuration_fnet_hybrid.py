@@ -62,6 +62,13 @@ class FNetHybridConfig(SpectralConfig):
                 super().__setattr__(field, default)
         super().__setattr__(name, value)
 
+    def update(self, config_dict):
+        """`PretrainedConfig.update`, with `image_size` assigned first: the kind's defaults it brings along (see
+        `__setattr__`) then give way to the values given with it, whatever their order in `config_dict`."""
+        if "image_size" in config_dict:
+            config_dict = {"image_size": config_dict["image_size"], **config_dict}
+        super().update(config_dict)
+
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `SpectralConfig.from_dict`; an `image_size` keyword that changes the kind of model brings the kind's

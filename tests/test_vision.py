@@ -697,6 +697,12 @@ def test_fnet_hybrid_kind_defaults_follow_a_later_image_size():
     assert FNetHybridConfig.from_dict(text, image_size=16, patch_size=4, pooler_projection=True).pooler_projection
     model = model_class("fnet_hybrid", "ForImageClassification")(image)
     assert model.fnet_hybrid.pooler.dense is None and model.fnet_hybrid.layers[0].mixer.norm == "ortho"
+    # choices given with the image_size to `update` stay in any order (those before it were replaced)
+    for order in [("fourier_norm", "pooler_projection", "image_size"), ("image_size", "fourier_norm")]:
+        config = FNetHybridConfig(hidden_size=32, num_attention_heads=4)
+        values = dict(image_size=16, fourier_norm="backward", pooler_projection=True)
+        config.update({**{name: values[name] for name in order}, "patch_size": 4})
+        assert (config.fourier_norm, config.pooler_projection) == ("backward", "pooler_projection" in order)
 
 
 @pytest.mark.slow
