@@ -56,7 +56,11 @@ class FNetHybridConfig(SpectralConfig):
         super().__post_init__(**kwargs)
 
     def __setattr__(self, name, value):
-        # While the dataclass __init__ runs, `image_size` is set for the first time and __post_init__ resolves.
+        # While the dataclass __init__ runs, `image_size` is set for the first time and __post_init__ resolves; a
+        # None assigned afterwards (or given to `from_pretrained`) is the kind's default, as in the constructor.
+        kind_default = kind_defaults(self.__dict__.get("image_size") is not None).get(name)
+        if value is None and kind_default is not None and name in self.__dict__:
+            value = kind_default
         if name == "image_size" and "image_size" in self.__dict__:
             for field, default in defaults_of_new_kind(self.__dict__, value).items():
                 super().__setattr__(field, default)

@@ -351,9 +351,13 @@ class SpectralConfig(PretrainedConfig):
         # __init__ runs, the layout is not set yet (it is set after the depth, in field order, or by __post_init__),
         # so a layout and depth given together are still checked against each other. A compact `{"pattern": [...]}`
         # layout assigned afterwards stays compact until the config is validated (`expand_layout`), so that it repeats
-        # to the final depth whichever of the two is assigned first.
+        # to the final depth whichever of the two is assigned first. A layout of None assigned afterwards (or given
+        # to `from_pretrained`, which assigns its keywords again) is the family default, as in the constructor.
         layout = self.__dict__.get("mixer_layout")
         depth = self.__dict__.get("num_hidden_layers")
+        resolved_depth = _is_int(depth) and depth > 0
+        if name == "mixer_layout" and value is None and "mixer_layout" in self.__dict__ and resolved_depth:
+            value = self.default_layout(depth)
         if name == "num_hidden_layers" and isinstance(layout, list) and value != depth and _is_int(value) and value > 0:
             super().__setattr__("mixer_layout", self.layout_at_depth(layout, depth, value))
         super().__setattr__(name, value)

@@ -390,6 +390,25 @@ def test_depth_override_of_from_pretrained_follows_the_family_default_as_assignm
         "fourier", "attention"]
 
 
+def test_none_means_the_default_after_creation_too(tmp_path):
+    """The constructor reads None as the default of `mixer_layout`, `fourier_norm` and `pooler_projection`; given to
+    from_pretrained (which assigns its keywords again after creating the config) or assigned, None stayed and the
+    model refused to build ("`mixer_layout` must be a list ..., got None")."""
+    fields = dict(vocab_size=50, hidden_size=16, num_attention_heads=2, num_hidden_layers=3)
+    FNetHybridConfig(**fields, mixer_layout=["fourier"] * 3, fourier_norm="ortho", pooler_projection=False,
+                     ).save_pretrained(tmp_path)
+    defaults = dict(mixer_layout=["fourier", "attention", "attention"], fourier_norm="backward", pooler_projection=True)
+    assert {name: getattr(FNetHybridConfig(**fields), name) for name in defaults} == defaults
+    for name, default in defaults.items():
+        assert getattr(AutoConfig.from_pretrained(tmp_path, **{name: None}), name) == default
+        assigned = FNetHybridConfig.from_pretrained(tmp_path)
+        assigned.update({name: None})
+        assert getattr(assigned, name) == default
+    image = FNetHybridConfig(**fields, image_size=16, patch_size=4, fourier_norm="backward")
+    image.fourier_norm = None
+    assert image.fourier_norm == "ortho"
+
+
 @pytest.mark.parametrize("assign", ["from_pretrained", "update", "update_depth_last", "setattr_depth_last"])
 def test_a_compact_layout_set_after_creation_repeats_to_the_final_depth(assign, tmp_path):
     """transformers sets each `from_pretrained` keyword again after the config is created, and `update` and

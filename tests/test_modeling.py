@@ -624,9 +624,9 @@ def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family,
         (type(model), dict(config=str(tmp_path / "longer")), warned),
         (AutoModel, {}, False),
     ]
-    for model_class, overrides, expected in routes:
+    for loader, overrides, expected in routes:
         with CaptureLogger(logger) as captured:
-            model_class.from_pretrained(tmp_path / "checkpoint", **overrides)
+            loader.from_pretrained(tmp_path / "checkpoint", **overrides)
         assert ("Loading with max_position_embeddings=48 instead of the checkpoint's 24" in captured.out) == expected
 
 
