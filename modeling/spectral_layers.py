@@ -858,7 +858,9 @@ class GlobalFilter(SpectralMixer):
 
         # one entry for the built grid and one for the last other grid (image sizes served): a bounded cache
         name = "channels_first" if fft_shape == self.fft_shape else "channels_first_resized"
-        return self.derived_from_weights(name, (self.complex_weight,), (dtype, fft_shape), compute)
+        # the activation is an attribute a user may change between calls: part of the key, as the dtype is
+        key = (dtype, fft_shape, self.activation)
+        return self.derived_from_weights(name, (self.complex_weight,), key, compute)
 
     def mix(self, x, mask, fft_shape, grid_shape, out=None):
         real_input = _fft_input(x, mask)
@@ -907,7 +909,7 @@ class GlobalFilter(SpectralMixer):
         return self.derived_from_weights(
             "time_domain_kernel",
             (self.complex_weight,),
-            dtype,
+            (dtype, self.fft_shape, self.activation),
             lambda: torch.fft.irfft(self.channels_first_filter(dtype).squeeze(0), n=self.fft_shape[0], dim=-1),
         )
 

@@ -260,6 +260,18 @@ def test_inference_cache_sees_a_weight_relaid_in_the_same_memory():
         torch.testing.assert_close(mixer(x), reference_afno(x, (64,), mixer), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("length", [60, 8])  # the full-length and the short-input path
+def test_inference_cache_sees_a_changed_filter_activation(length):
+    """The cached filter was keyed by dtype and grid only: after `mixer.activation = "sigmoid"` inference went on
+    with the identity filter, while a call with gradients used the new one."""
+    mixer = _global_filter(8, (64,))
+    x = torch.randn(2, length, 8)
+    with torch.no_grad():
+        mixer(x)
+        mixer.activation = "sigmoid"
+        torch.testing.assert_close(mixer(x), reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("hidden_size,fft_length", [(64, 64), (256, 4096), (96, 30), (256, 8)])
 def test_inference_cache_sees_one_channel_of_the_filter_edited_through_data(hidden_size, fft_length):
     """Zeroing one channel through `.data` (no version bump) touches 2 F of the filter's F * D * 2 values. With an even
