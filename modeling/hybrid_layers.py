@@ -17,7 +17,7 @@ The alternating strategy needs no module: it is a layout with a different entry 
 import torch
 from torch import nn
 
-from .spectral_layers import _transformed, build_norm, can_read_values, masked_mean
+from .spectral_layers import _transformed, build_norm, can_read_values, check_mixer_input, masked_mean, real_tokens
 
 
 def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
@@ -34,17 +34,22 @@ def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa
 
 
 class HybridMixer(nn.Module):
-    """Base of the composite mixers: holds the children; `_run_children` runs them side by side on the same input
-    (a cascade runs them in sequence instead)."""
+    """Base of the composite mixers: holds the children of width `hidden_size`; `check_input` refuses what they
+    cannot take before the gate, norms or projections of the composite fail on it; `_run_children` runs them side
+    by side on the same input (a cascade runs them in sequence instead)."""
 
     takes_fft_shape = True  # see `run_mixer`
     returns_attention_weights = True
 
-    def __init__(self, mixers):
+    def __init__(self, mixers, hidden_size):
         super().__init__()
         self.mixers = nn.ModuleList(mixers)
+        self.hidden_size = hidden_size
         if len(self.mixers) < 2:
             raise ValueError(f"{type(self).__name__} combines at least two mixers, got {len(self.mixers)}.")
+
+    def check_input(self, x, mask):
+        check_mixer_input(self, x, mask, self.hidden_size)
 
     def _run_children(self, x, mask, output_attentions, attn_implementation, fft_shape):
         outputs, attention = [], None
@@ -74,7 +79,7 @@ class AdaptiveMixer(HybridMixer):
     """
 
     def __init__(self, mixers, hidden_size, gate="soft"):
-        super().__init__(mixers)
+        super().__init__(mixers, hidden_size)
         if gate not in ("soft", "hard"):
             raise ValueError(f"AdaptiveMixer gate must be 'soft' or 'hard', got {gate!r}.")
         self.gate_type = gate
@@ -83,6 +88,7 @@ class AdaptiveMixer(HybridMixer):
         self.last_choices = None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
+        self.check_input(x, mask)
         logits = self.gate(masked_mean(x, mask))
         probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (B, K), >= float32
         choices = probs.argmax(dim=-1)  # (B,)
@@ -131,7 +137,7 @@ class MultiscaleMixer(HybridMixer):
     """
 
     def __init__(self, mixers, hidden_size, fusion="add"):
-        super().__init__(mixers)
+        super().__init__(mixers, hidden_size)
         if fusion not in ("add", "concat", "weighted"):
             raise ValueError(f"MultiscaleMixer fusion must be 'add', 'concat' or 'weighted', got {fusion!r}.")
         self.fusion = fusion
@@ -139,6 +145,7 @@ class MultiscaleMixer(HybridMixer):
         self.fusion_logits = nn.Parameter(torch.zeros(len(self.mixers))) if fusion == "weighted" else None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
+        self.check_input(x, mask)
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         if self.fusion == "add":
             return torch.stack(outputs).sum(dim=0), attention
@@ -159,12 +166,15 @@ class CascadeMixer(HybridMixer):
     un-normalised and builds no mixer norm for a cascade."""
 
     def __init__(self, mixers, hidden_size, share_norm=False, eps=1e-12, norm_type="layer_norm"):
-        super().__init__(mixers)
+        super().__init__(mixers, hidden_size)
         self.share_norm = share_norm
         num_norms = 1 if share_norm else len(self.mixers)
         self.norms = nn.ModuleList(build_norm(norm_type, hidden_size, eps) for _ in range(num_norms))
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
+        self.check_input(x, mask)
+        # padded positions zeroed: the norms see every position, and a NaN there would reach their gradients
+        x = real_tokens(x, mask)
         update, attention = torch.zeros_like(x), None  # update = h_k - x
         for index, mixer in enumerate(self.mixers):
             norm = self.norms[0 if self.share_norm else index]

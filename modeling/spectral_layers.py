@@ -1187,9 +1187,10 @@ class MultiHeadAttention(nn.Module):
             ).transpose(1, 2)
 
         # keys and values from the context with its padded positions zeroed: whatever those hold (even NaN) is then
-        # finite after the projections, and masking them out of the softmax removes them exactly
+        # finite after the projections, and masking them out of the softmax removes them exactly; in self-attention
+        # the queries too, or a NaN query row would reach the projections' gradients through the softmax backward
         keys_and_values = real_tokens(context, context_mask)
-        query = heads(self.q_proj, x)
+        query = heads(self.q_proj, keys_and_values if context is x else x)
         key, value = heads(self.k_proj, keys_and_values), heads(self.v_proj, keys_and_values)
         key_mask = None if context_mask is None else context_mask.reshape(batch_size, 1, 1, -1)  # True = attend
         attended, weights = multi_head_attention(
@@ -1199,7 +1200,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class SelfAttention(MultiHeadAttention):
-    """Multi-head self-attention over the flattened grid, with padded keys masked out: the attention mixer."""
+    """Multi-head self-attention over the flattened grid, with padded keys masked out and padded positions querying
+    as zero tokens (their outputs are padding): the attention mixer."""
 
     takes_fft_shape = False  # the call convention, see `hybrid_layers.run_mixer`
     returns_attention_weights = True

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fourierformers import GFNetConfig
 from fourierformers.condition_layers import AdaLNZero, CrossAttention
-from fourierformers.hybrid_layers import MultiscaleMixer
+from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from fourierformers.modeling_spectral import LayerScale, build_mixer
 from fourierformers.spectral_layers import (
     AFNOMixer,
@@ -92,10 +92,12 @@ def reference_afno(mixer, x, size, activation=torch.relu):
 
 
 def reference_attention(attention, x, mask):
-    """Softmax attention with explicit per-head loops; padded keys get no weight."""
+    """Softmax attention with explicit per-head loops; padded keys get no weight, and padded positions query as
+    zero tokens."""
     batch, n, hidden = x.shape
     h, d = attention.num_heads, attention.head_dim
-    q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+    q = attention.q_proj(x if mask is None else x * mask[..., None])
+    k, v = attention.k_proj(x), attention.v_proj(x)
     out = torch.zeros_like(x)
     for b in range(batch):
         keys = mask[b].nonzero().flatten() if mask is not None else torch.arange(n)
@@ -455,7 +457,25 @@ MIXERS_TAKING_WIDTH_8 = {
     "global_filter": lambda: GlobalFilter(8, (12,)),
     "afno": lambda: AFNOMixer(8, (12,), num_blocks=2),
     "attention": lambda: SelfAttention(8, 2),
+    # the composites refuse before their gate, norms or projection fail (or a hard gate takes an empty batch)
+    "adaptive": lambda: AdaptiveMixer([FourierMixer((12,)), GlobalFilter(8, (12,))], 8, gate="hard").eval(),
+    "multiscale": lambda: MultiscaleMixer([FourierMixer((12,)), SelfAttention(8, 2)], 8, fusion="concat"),
+    "cascade": lambda: CascadeMixer([FourierMixer((12,)), SelfAttention(8, 2)], 8),
 }
+
+
+@pytest.mark.parametrize("name", sorted(MIXERS_TAKING_WIDTH_8))
+def test_nan_at_padded_positions_reaches_no_gradient(name):
+    """Self-attention built its queries, and a cascade its norms' inputs, from the padded positions as given: NaN
+    there reached every projection's (or norm's) gradient through the softmax (or norm) backward."""
+    mixer = random_init(MIXERS_TAKING_WIDTH_8[name]().train())
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    x = torch.randn(2, 6, 8).masked_fill(~mask[..., None], math.nan).requires_grad_()
+    out = mixer(x, mask)
+    out = out[0] if isinstance(out, tuple) else out
+    out[mask].sum().backward()
+    assert all(torch.isfinite(tensor.grad).all() for tensor in [x, *mixer.parameters()])
 
 
 @pytest.mark.parametrize("name", sorted(MIXERS_TAKING_WIDTH_8))
