@@ -1226,8 +1226,9 @@ def multi_head_attention(query, key, value, key_mask, dropout, output_attentions
             f"attn_implementation must be one of {list(ATTENTION_IMPLEMENTATIONS)}, got {attn_implementation!r}."
         )
     # Under a function transform or forward-mode AD attention runs as plain matrix products: SDPA's CPU kernel has
-    # no forward-mode derivative and no vmap rule.
-    if not output_attentions and attn_implementation == "sdpa" and not _transformed(query):
+    # no forward-mode derivative and no vmap rule. Any of the three may carry the tangent (cross-attention to a
+    # condition with one, or one on a key or value weight only).
+    if not output_attentions and attn_implementation == "sdpa" and not any(map(_transformed, (query, key, value))):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout), None
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
     if key_mask is not None:

@@ -6,6 +6,7 @@ import torch.autograd.forward_ad as forward_ad
 
 from conftest import FAMILIES, model_class, tiny_config
 from fourierformers import spectral_layers
+from fourierformers.condition_layers import CrossAttention
 from fourierformers.hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from fourierformers.spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttention, masked_mean
 
@@ -219,6 +220,30 @@ def test_function_transforms_of_a_batch_split_into_chunks_without_autograd(name,
     assert set(got) == set(expected)
     for key, value in got.items():
         torch.testing.assert_close(value, expected[key], atol=1e-12, rtol=0, msg=key)
+
+
+def test_forward_mode_derivative_of_attention_whose_query_has_no_tangent():
+    """SDPA has no forward-mode derivative: attention left it only for a query with a tangent, so a tangent on the
+    condition of cross-attention, or on a key or value weight alone, raised inside torch."""
+    torch.manual_seed(0)
+    cross = CrossAttention(8, 6, 2).double()
+    x, condition = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 3, 6, dtype=torch.float64)
+    tangent = torch.randn_like(condition)
+    expected = torch.func.jvp(lambda c: cross(x, c), (condition,), (tangent,))[1]
+    with forward_ad.dual_level():
+        dual = forward_ad.unpack_dual(cross(x, forward_ad.make_dual(condition, tangent))).tangent
+    torch.testing.assert_close(dual, expected, atol=1e-12, rtol=0)
+    attention = SelfAttention(8, 2).double()
+    weight = attention.v_proj.weight.detach()
+    weight_tangent = torch.randn_like(weight)
+
+    def with_value_weight(value_weight):
+        return torch.func.functional_call(attention, {"v_proj.weight": value_weight}, (x,))[0]
+
+    expected = torch.func.jvp(with_value_weight, (weight,), (weight_tangent,))[1]
+    with forward_ad.dual_level():
+        dual = forward_ad.unpack_dual(with_value_weight(forward_ad.make_dual(weight, weight_tangent))).tangent
+    torch.testing.assert_close(dual, expected, atol=1e-12, rtol=0)
 
 
 def test_hard_gate_forward_derivative_is_the_same_without_autograd():
