@@ -207,6 +207,8 @@ def model_card(model):
     pipeline_tag = PIPELINE_TAGS.get(auto_class)
     if auto_class == "AutoModel" and config.is_vision:
         pipeline_tag = IMAGE_BACKBONE_PIPELINE_TAG
+    if config.condition_type is not None:  # no pipeline passes a condition
+        pipeline_tag = None
     num_parameters = model.num_parameters()
     front_matter = ["---", "library_name: transformers", "tags:", f"- {PACKAGE_NAME}", f"- {config.model_type}"]
     if pipeline_tag is not None:
@@ -238,6 +240,9 @@ def model_card(model):
             ("max sequence length (FFT length)", str(config.max_position_embeddings)),
             ("vocabulary", str(config.vocab_size)),
         ]
+    condition_size = config.condition_size or config.hidden_size
+    if config.condition_type is not None:
+        rows.append(("conditioning", f"`{config.condition_type}` on a condition of {condition_size} channels"))
     rows += [
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),
         ("pooling", f"{config.effective_pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
@@ -258,6 +263,17 @@ def model_card(model):
             f"{config.num_channels}, {', '.join(map(str, config.image_shape))}) (an image processor resizing to that "
             "size makes them); other sizes that the patches tile need `interpolate_pos_encoding=True`"
         )
+    condition_note = ""
+    if config.condition_type == "cross_attention":
+        condition_note = (
+            f" Every call also needs a `condition` of shape (batch_size, condition_length, {condition_size}) (and a "
+            "`condition_mask` where condition tokens are padded), which no pipeline passes."
+        )
+    elif config.condition_type is not None:
+        condition_note = (
+            f" Every call also needs a pooled `condition` of shape (batch_size, {condition_size}), which no pipeline "
+            "passes."
+        )
     body = f"""
 # {class_name}
 
@@ -268,7 +284,7 @@ whose blocks mix tokens with {mixers}, as a Hugging Face `transformers` model.
 
 ## Intended use
 
-`{auto_class}` ({pipeline_tag or class_name}) on {inputs}.
+`{auto_class}` ({pipeline_tag or class_name}) on {inputs}.{condition_note}
 
 ## How to load
 

@@ -394,6 +394,20 @@ def test_model_card_of_a_backbone_names_the_pipeline_of_its_inputs(image, tmp_pa
     assert f"\npipeline_tag: {tag}\n" in (tmp_path / "README.md").read_text()
 
 
+@pytest.mark.parametrize("condition_type,shape", [
+    ("cross_attention", "(batch_size, condition_length, 12)"), ("adaln_zero", "(batch_size, 12)"),
+])
+def test_model_card_of_a_conditioned_model_names_its_condition(condition_type, shape, tmp_path):
+    """The card named the text-classification pipeline, which cannot pass the condition every call needs."""
+    config = tiny_config("gfnet", condition_type=condition_type, condition_size=12)
+    model_class("gfnet", "ForSequenceClassification")(config).save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "pipeline_tag" not in card
+    assert f"| conditioning | `{condition_type}` on a condition of 12 channels |" in card
+    pooled = "pooled " * (condition_type == "adaln_zero")
+    assert f"Every call also needs a {pooled}`condition` of shape {shape}" in card
+
+
 def test_model_card_of_a_hierarchical_image_model_lists_its_stages(tmp_path):
     config = tiny_config("gfnet", image_size=16, patch_size=2, hidden_sizes=[16, 32], depths=[1, 1])
     model_class("gfnet", "ForImageClassification")(config).save_pretrained(tmp_path)
