@@ -723,6 +723,21 @@ def test_layers_removed_after_building_are_refused_until_the_config_says_so(fami
     torch.testing.assert_close(reloaded(input_ids).logits, model(input_ids).logits)
 
 
+def test_blocks_removed_from_a_hierarchical_model_are_refused(tmp_path):
+    """Its stage boundaries are fixed when it is built: a block removed from the last stage was saved under a config
+    still naming it (the reload re-initialised it), one removed from the first failed inside a LayerNorm."""
+    for kept in ([0, 1, 2], [0, 2, 3]):
+        model = build("gfnet", "ForImageClassification", image_size=16, patch_size=2, hidden_size=32,
+                      hidden_sizes=[16, 32], depths=[2, 2], num_hidden_layers=None, mixer_layout=None)
+        layers = model.base_model.layers
+        model.base_model.layers = torch.nn.ModuleList(layers[index] for index in kept)
+        message = r"built with 4 blocks in stages of depths \[2, 2\] and now holds 3: blocks cannot be removed"
+        with pytest.raises(ValueError, match=message):
+            model(pixel_values=torch.randn(1, 3, 16, 16))
+        with pytest.raises(ValueError, match=message):
+            model.save_pretrained(tmp_path)
+
+
 def test_a_block_wrapped_by_a_user_module_runs_and_saves(tmp_path):
     """A wrapper that does not forward the block's attributes (its layout entry) leaves the config check to the
     fields recorded when the model was built."""
