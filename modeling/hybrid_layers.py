@@ -34,7 +34,7 @@ def run_mixer(mixer, x, mask, output_attentions=False, attn_implementation="sdpa
 
 
 class HybridMixer(nn.Module):
-    """Base of the composite mixers: holds the children of width `hidden_size`; `check_input` refuses what they
+    """Base of the composite mixers: holds the children of width `hidden_size`; `checked_input` refuses what they
     cannot take before the gate, norms or projections of the composite fail on it; `_run_children` runs them side
     by side on the same input (a cascade runs them in sequence instead)."""
 
@@ -48,8 +48,11 @@ class HybridMixer(nn.Module):
         if len(self.mixers) < 2:
             raise ValueError(f"{type(self).__name__} combines at least two mixers, got {len(self.mixers)}.")
 
-    def check_input(self, x, mask):
+    def checked_input(self, x, mask):
+        """x with its padded positions zeroed, once checked: a child may pass its input through to its output there
+        (AFNO adds it back), and a NaN there would reach the gradients of the gate, norms or fusion weights."""
         check_mixer_input(self, x, mask, self.hidden_size)
+        return real_tokens(x, mask)
 
     def _run_children(self, x, mask, output_attentions, attn_implementation, fft_shape):
         outputs, attention = [], None
@@ -88,7 +91,7 @@ class AdaptiveMixer(HybridMixer):
         self.last_choices = None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
-        self.check_input(x, mask)
+        x = self.checked_input(x, mask)
         logits = self.gate(masked_mean(x, mask))
         probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (B, K), >= float32
         choices = probs.argmax(dim=-1)  # (B,)
@@ -145,7 +148,7 @@ class MultiscaleMixer(HybridMixer):
         self.fusion_logits = nn.Parameter(torch.zeros(len(self.mixers))) if fusion == "weighted" else None
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
-        self.check_input(x, mask)
+        x = self.checked_input(x, mask)
         outputs, attention = self._run_children(x, mask, output_attentions, attn_implementation, fft_shape)
         if self.fusion == "add":
             return torch.stack(outputs).sum(dim=0), attention
@@ -172,9 +175,7 @@ class CascadeMixer(HybridMixer):
         self.norms = nn.ModuleList(build_norm(norm_type, hidden_size, eps) for _ in range(num_norms))
 
     def forward(self, x, mask=None, output_attentions=False, attn_implementation="sdpa", fft_shape=None):
-        self.check_input(x, mask)
-        # padded positions zeroed: the norms see every position, and a NaN there would reach their gradients
-        x = real_tokens(x, mask)
+        x = self.checked_input(x, mask)  # the norms see every position
         update, attention = torch.zeros_like(x), None  # update = h_k - x
         for index, mixer in enumerate(self.mixers):
             norm = self.norms[0 if self.share_norm else index]

@@ -1236,12 +1236,13 @@ class SpectralModel(SpectralPreTrainedModel):
         condition given to a branch added afterwards was ignored, and a saved config would not describe the
         weights)."""
         built = dict(self.built_fields)
-        if built["depths"] is not None and len(self.layers) != built["num_hidden_layers"]:
+        depths, num_blocks = self.built_fields["depths"], self.built_fields["num_hidden_layers"]
+        if depths is not None and len(self.layers) != num_blocks:
             # the stage boundaries (and downsamplings) are fixed when the model is built
             raise ValueError(
-                f"This hierarchical model was built with {built['num_hidden_layers']} blocks in stages of depths "
-                f"{built['depths']} and now holds {len(self.layers)}: blocks cannot be removed from or added to its "
-                "stages. Build a new model with the new `depths` and copy over the weights to keep."
+                f"This hierarchical model was built with {num_blocks} blocks in stages of depths {depths} and now "
+                f"holds {len(self.layers)}: blocks cannot be removed from or added to its stages. Build a new model "
+                "with the new `depths` and copy over the weights to keep."
             )
         entries = [getattr(layer, "layout_entry", None) for layer in self.layers]  # None: a block wrapped by a user
         if self.built_fields["depths"] is None and None not in entries:

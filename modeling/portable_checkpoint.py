@@ -240,8 +240,8 @@ def model_card(model):
             ("max sequence length (FFT length)", str(config.max_position_embeddings)),
             ("vocabulary", str(config.vocab_size)),
         ]
-    condition_size = config.condition_size or config.hidden_size
     if config.condition_type is not None:
+        condition_size = config.condition_size or config.hidden_size
         rows.append(("conditioning", f"`{config.condition_type}` on a condition of {condition_size} channels"))
     rows += [
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),

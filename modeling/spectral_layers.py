@@ -829,6 +829,10 @@ class GlobalFilter(SpectralMixer):
     def complex_filter(self, dtype=torch.float32, fft_shape=None):
         """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
         `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
+        if self.activation not in FILTER_ACTIVATIONS:  # an attribute: the constructor's check does not see a later one
+            raise ValueError(
+                f"GlobalFilter `activation` must be one of {list(FILTER_ACTIVATIONS)}, got {self.activation!r}."
+            )
         weight = self.complex_weight
         fft_shape = self.fft_shape if fft_shape is None else fft_shape_tuple(fft_shape)
         if fft_shape != self.fft_shape:
@@ -909,7 +913,7 @@ class GlobalFilter(SpectralMixer):
         return self.derived_from_weights(
             "time_domain_kernel",
             (self.complex_weight,),
-            (dtype, self.fft_shape, self.activation),
+            (dtype, self.fft_shape, self.activation),  # attributes a user may change, as in `channels_first_filter`
             lambda: torch.fft.irfft(self.channels_first_filter(dtype).squeeze(0), n=self.fft_shape[0], dim=-1),
         )
 

@@ -270,6 +270,9 @@ def test_inference_cache_sees_a_changed_filter_activation(length):
         mixer(x)
         mixer.activation = "sigmoid"
         torch.testing.assert_close(mixer(x), reference_global_filter(x, (64,), mixer), atol=1e-5, rtol=1e-5)
+        mixer.activation = "Sigmoid"  # ran as the identity filter
+        with pytest.raises(ValueError, match=r"`activation` must be one of .*got 'Sigmoid'"):
+            mixer(x)
 
 
 @pytest.mark.parametrize("hidden_size,fft_length", [(64, 64), (256, 4096), (96, 30), (256, 8)])

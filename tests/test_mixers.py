@@ -457,17 +457,21 @@ MIXERS_TAKING_WIDTH_8 = {
     "global_filter": lambda: GlobalFilter(8, (12,)),
     "afno": lambda: AFNOMixer(8, (12,), num_blocks=2),
     "attention": lambda: SelfAttention(8, 2),
-    # the composites refuse before their gate, norms or projection fail (or a hard gate takes an empty batch)
-    "adaptive": lambda: AdaptiveMixer([FourierMixer((12,)), GlobalFilter(8, (12,))], 8, gate="hard").eval(),
-    "multiscale": lambda: MultiscaleMixer([FourierMixer((12,)), SelfAttention(8, 2)], 8, fusion="concat"),
+    # the composites refuse before their gate, norms or projection fail (or a hard gate takes an empty batch); an
+    # AFNO child adds its input back, padded positions included
+    "adaptive": lambda: AdaptiveMixer([AFNOMixer(8, (12,), num_blocks=2), GlobalFilter(8, (12,))], 8, gate="soft"),
+    "hard_gate": lambda: AdaptiveMixer([FourierMixer((12,)), GlobalFilter(8, (12,))], 8, gate="hard").eval(),
+    "multiscale": lambda: MultiscaleMixer([AFNOMixer(8, (12,), num_blocks=2), SelfAttention(8, 2)], 8, fusion="concat"),
+    "weighted": lambda: MultiscaleMixer([AFNOMixer(8, (12,), num_blocks=2), FourierMixer((12,))], 8, fusion="weighted"),
     "cascade": lambda: CascadeMixer([FourierMixer((12,)), SelfAttention(8, 2)], 8),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MIXERS_TAKING_WIDTH_8))
 def test_nan_at_padded_positions_reaches_no_gradient(name):
-    """Self-attention built its queries, and a cascade its norms' inputs, from the padded positions as given: NaN
-    there reached every projection's (or norm's) gradient through the softmax (or norm) backward."""
+    """Self-attention built its queries, a cascade its norms' inputs, and the other composites their gate or fusion
+    inputs (an AFNO child's output) from the padded positions as given: NaN there reached every projection's, norm's,
+    gate's or fusion weight's gradient."""
     mixer = random_init(MIXERS_TAKING_WIDTH_8[name]().train())
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False

@@ -10,9 +10,10 @@ LAST = ("E", "L", "S", "U")  # tags that end their entity (S-, U-: an entity of 
 
 
 def entity_spans(tags):
-    """Set of (type, start, end) spans of a tag sequence, read as seqeval's default mode and conlleval do: a B- tag
-    starts an entity; an I-, E- or L- tag continues an open entity of its type, or else starts one; E-, L-, S- and
-    U- tags end theirs."""
+    """Set of (type, start, end) spans of a tag sequence: a B- tag starts an entity; an I-, E- or L- tag continues an
+    open entity of its type, or else starts one; E-, L-, S- and U- tags end theirs. BIO and IOBES tags are read as
+    seqeval's default mode (and conlleval) reads them; BILOU tags, which that mode does not know, as their scheme
+    defines them."""
     spans, start, kind = set(), None, None
     for position, tag in enumerate([*tags, "O"]):
         prefix, _, tag_type = tag.partition("-")
