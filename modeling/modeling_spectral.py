@@ -1084,7 +1084,7 @@ class SpectralModel(SpectralPreTrainedModel):
         self.stage_grid_shapes = config.stage_grid_shapes
         self.built_fields = {name: copy.deepcopy(getattr(config, name)) for name in BUILT_FIELDS}
         if config.is_vision:
-            self.main_input_name = "pixel_values"
+            self.main_input_name, self.input_modalities = "pixel_values", ("image",)
             kernel, stride, padding, grid = config.patch_geometry()
             self.embeddings = SpectralImageEmbeddings(
                 config.num_channels, config.stage_hidden_sizes[0], config.image_shape, kernel, stride, padding,

@@ -51,6 +51,7 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
+    input_modalities = ("image",)  # transformers' (pipelines report it); ViT's
     input_kind = "image"
     backbone_class = SpectralModel
 
@@ -143,6 +144,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
+    input_modalities = ("image",)  # transformers' (pipelines report it); ViT's
     input_kind = "image"
     backbone_class = SpectralModel
 

@@ -342,7 +342,12 @@ def test_image_classification_every_family(family, pooling, tmp_path):
     assert type(reloaded) is type(model)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, outputs.logits)
-    assert type(AutoModel.from_config(config)) is model_class(family, "Model")
+    backbone = AutoModel.from_config(config)
+    assert type(backbone) is model_class(family, "Model")
+    # transformers' input kind (pipelines report it): "text" by default, as ViT's for images
+    assert model.input_modalities == backbone.input_modalities == ("image",)
+    assert model_class(family, "ForPatchRegression").input_modalities == ("image",)
+    assert model_class(family, "Model")(tiny_config(family)).input_modalities == "text"
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "attention"])
