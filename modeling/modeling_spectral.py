@@ -788,7 +788,8 @@ def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
 
 
 def as_saved(value):
-    """A config value as its JSON file holds it: tuples as lists (`to_dict` and `update` turn (16, 16) into [16, 16])."""
+    """A config value as its JSON file holds it: tuples as lists (`to_dict` and `update` turn (16, 16) into
+    [16, 16])."""
     if isinstance(value, (list, tuple)):
         return [as_saved(item) for item in value]
     if isinstance(value, dict):
@@ -1258,12 +1259,20 @@ class SpectralModel(SpectralPreTrainedModel):
             current["mixer_layout"] = self.config.expanded_layout()
         changed = [name for name, size in built.items() if as_saved(current[name]) != as_saved(size)]
         if changed:
-            described = ", ".join(f"{name}={getattr(self.config, name)} (built with {built[name]})" for name in changed)
+            held = {"vocab_size": "the input embeddings hold"}  # the size read off the embeddings, not the build
+            described = ", ".join(
+                f"{name}={getattr(self.config, name)} ({held.get(name, 'built with')} {built[name]})"
+                for name in changed
+            )
+            resize = (
+                "the image size with `resize_model_to_image_size`" if self.built_fields["image_size"] is not None else
+                "the vocabulary with `resize_token_embeddings` (input embeddings replaced with `set_input_embeddings`: "
+                "set `config.vocab_size` to their size)"
+            )
             surgery = {"num_hidden_layers", "mixer_layout"} & set(changed)
             raise ValueError(
                 f"The config no longer matches the built model: {described}. Build a new model from the changed "
-                "config, or change the vocabulary with `resize_token_embeddings` and the image size with "
-                "`resize_model_to_image_size`."
+                f"config, or change {resize}."
                 + (" Where layers were removed, set `num_hidden_layers` (and `mixer_layout`) to the blocks kept."
                    if surgery else "")
             )

@@ -546,7 +546,7 @@ def test_a_checkpoint_of_an_unregistered_type_needs_its_config(tmp_path):
         ("num_labels", 5, lambda: dict(input_ids=ids(), labels=torch.tensor([0, 4])),
          r"class indices in \[0, 3\) or -100"),
         ("vocab_size", 200, lambda: dict(input_ids=with_value(ids(), 150)),
-         r"config no longer matches the built model: vocab_size=200 \(built with 99\)"),
+         r"config no longer matches the built model: vocab_size=200 \(the input embeddings hold 99\)"),
         ("max_position_embeddings", 48, lambda: dict(input_ids=ids(shape=(2, 30))),
          r"max_position_embeddings=48 \(built with 24\). Build a new model"),
         # a branch added after building took its condition and ignored it; one removed failed inside the layer
@@ -584,6 +584,20 @@ def test_a_config_changed_after_building_is_not_trusted(family, field, value, in
     with pytest.raises(ValueError, match=message):
         model.save_pretrained(tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_input_embeddings_replaced_with_another_vocabulary_name_the_fix():
+    """The message said the model was built with the new embedding's size and pointed a text model to
+    `resize_model_to_image_size`."""
+    model = model_class("gfnet", "Model")(tiny_config("gfnet"))
+    model.set_input_embeddings(torch.nn.Embedding(150, 32))
+    message = (r"vocab_size=99 \(the input embeddings hold 150\)\. Build a new model from the changed config, or "
+               r"change the vocabulary with `resize_token_embeddings` \(input embeddings replaced with "
+               r"`set_input_embeddings`: set `config.vocab_size` to their size\)\.$")
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids())
+    model.config.vocab_size = 150
+    assert model(input_ids=with_value(ids(), 149)).last_hidden_state.shape == (2, 6, 32)
 
 
 def test_a_layout_entry_edited_in_place_after_building_is_refused():

@@ -196,7 +196,8 @@ def test_entity_f1_reads_entities_as_seqeval_does(tags, spans):
 def test_entity_f1_scores_iobes_boundaries():
     """An E- tag ended the entity one token early: a two-token prediction matched a one-token reference."""
     scores = common.load_metric("entity_f1").compute(
-        predictions=[["B-PER", "E-PER", "O"], ["S-LOC", "O", "O"]], references=[["B-PER", "O", "O"], ["S-LOC", "O", "O"]]
+        predictions=[["B-PER", "E-PER", "O"], ["S-LOC", "O", "O"]],
+        references=[["B-PER", "O", "O"], ["S-LOC", "O", "O"]],
     )
     assert (scores["precision"], scores["recall"], scores["f1"]) == (0.5, 0.5, 0.5)
 
