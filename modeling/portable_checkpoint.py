@@ -210,7 +210,9 @@ def model_card(model):
     if config.condition_type is not None:  # no pipeline passes a condition
         pipeline_tag = None
     num_parameters = model.num_parameters()
-    front_matter = ["---", "library_name: transformers", "tags:", f"- {PACKAGE_NAME}", f"- {config.model_type}"]
+    # with the tags of `model.add_model_tags`, which transformers puts in the card it writes itself
+    tags = dict.fromkeys([PACKAGE_NAME, config.model_type, *(getattr(model, "model_tags", None) or [])])
+    front_matter = ["---", "library_name: transformers", "tags:", *(f"- {tag}" for tag in tags)]
     if pipeline_tag is not None:
         front_matter.append(f"pipeline_tag: {pipeline_tag}")
     front_matter.append("---")

@@ -385,6 +385,14 @@ def test_model_card_describes_the_checkpoint(head, tmp_path):
     assert all((row in card) != (head in IMAGE_FIELDS) for row in text_rows)
 
 
+def test_model_card_lists_the_models_tags(tmp_path):
+    """Tags added with `add_model_tags` were left out (transformers' own card lists them)."""
+    model = model_class("gfnet", "Model")(tiny_config("gfnet"))
+    model.add_model_tags(["sentiment", "gfnet"])
+    model.save_pretrained(tmp_path)
+    assert "\ntags:\n- fourierformers\n- gfnet\n- sentiment\n" in (tmp_path / "README.md").read_text()
+
+
 @pytest.mark.parametrize("image", [False, True])
 def test_model_card_of_a_backbone_names_the_pipeline_of_its_inputs(image, tmp_path):
     """An image backbone's card said feature-extraction, the text pipeline (it needs a tokenizer)."""
