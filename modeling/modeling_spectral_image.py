@@ -51,7 +51,7 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
-    input_modalities = ("image",)  # transformers' (pipelines report it); ViT's
+    input_modalities = ("image",)  # as ViT's (transformers' default is "text"; pipelines report it)
     input_kind = "image"
     backbone_class = SpectralModel
 
@@ -144,7 +144,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     """
 
     main_input_name = "pixel_values"
-    input_modalities = ("image",)  # transformers' (pipelines report it); ViT's
+    input_modalities = ("image",)  # as ViT's (transformers' default is "text"; pipelines report it)
     input_kind = "image"
     backbone_class = SpectralModel
 
