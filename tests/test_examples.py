@@ -186,7 +186,7 @@ def test_token_classification(tmp_path):
     (["E-PER", "E-PER", "S-PER", "I-PER"], {("PER", 0, 1), ("PER", 1, 2), ("PER", 2, 3), ("PER", 3, 4)}),
     (["U-ORG", "B-LOC", "L-LOC", "O"], {("ORG", 0, 1), ("LOC", 1, 3)}),  # BILOU
 ])
-def test_entity_f1_reads_entities_as_seqeval_does(tags, spans):
+def test_entity_f1_reads_bio_iobes_and_bilou_entities(tags, spans):
     metric = common.load_metric("entity_f1")
     module = sys.modules[type(metric).__module__]
     assert module.entity_spans(tags) == spans
