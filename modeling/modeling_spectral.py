@@ -462,7 +462,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
         as the original GFNet fine-tunes at 384 px."""
         if pretrained_model_name_or_path is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        config_kwargs = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+        config_kwargs = config_loading_kwargs(kwargs)
         config = requested_config(cls.config_class, kwargs)
         requested = kwargs.pop("image_size", None)
         if requested is None and getattr(config, "is_vision", False):
@@ -752,15 +752,19 @@ def shard_names(index_file):
     return sorted(names)
 
 
+def config_loading_kwargs(kwargs):
+    """The keywords of a `from_pretrained` call that say where and how to read a config (`CONFIG_LOADING_KWARGS`)."""
+    return {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+
+
 def requested_config(config_class, kwargs):
     """The `config=` of a `from_pretrained` call as an object: the one given, the one at a path (transformers reads it
     with the other keywords as overrides; read here without them), or None."""
     config = kwargs.get("config")
     if config is None or isinstance(config, PretrainedConfig):
         return config
-    loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
     with warnings_of_reading_configs_muted(config_class):
-        return config_class.from_pretrained(config, **loading)
+        return config_class.from_pretrained(config, **config_loading_kwargs(kwargs))
 
 
 def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
@@ -807,7 +811,7 @@ def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
     """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
     requested config (`config=`, an object or a path, and keyword overrides) differs from the checkpoint's; or, where
     the requested config is the checkpoint's own, that the weights do not fit it."""
-    loading = {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
+    loading = config_loading_kwargs(kwargs)
     saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
     requested = kwargs.get("config")
     # every keyword that names a config attribute, as transformers applies them (`id2label` sets num_labels)
@@ -1246,7 +1250,7 @@ class SpectralModel(SpectralPreTrainedModel):
                 "with the new `depths` and copy over the weights to keep."
             )
         entries = [getattr(layer, "layout_entry", None) for layer in self.layers]  # None: a block wrapped by a user
-        if self.built_fields["depths"] is None and None not in entries:
+        if depths is None and None not in entries:
             # Without stages the blocks are the built layout: layers removed or reordered since (model surgery) are
             # saved as they are once the config says so, and refused until then.
             built.update(num_hidden_layers=len(self.layers), mixer_layout=entries)
@@ -1257,7 +1261,10 @@ class SpectralModel(SpectralPreTrainedModel):
         current = {name: getattr(self.config, name) for name in built}
         if current["mixer_layout"] != built["mixer_layout"]:  # the compact or option-less form of the built one?
             current["mixer_layout"] = self.config.expanded_layout()
-        changed = [name for name, size in built.items() if as_saved(current[name]) != as_saved(size)]
+        # as saved only where they differ as given: this runs every forward
+        changed = [
+            name for name, size in built.items() if current[name] != size and as_saved(current[name]) != as_saved(size)
+        ]
         if changed:
             held = {"vocab_size": "the input embeddings hold"}  # the size read off the embeddings, not the build
             described = ", ".join(

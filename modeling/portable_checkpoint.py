@@ -242,9 +242,20 @@ def model_card(model):
             ("max sequence length (FFT length)", str(config.max_position_embeddings)),
             ("vocabulary", str(config.vocab_size)),
         ]
+    condition_note = ""  # what every call needs besides the inputs
     if config.condition_type is not None:
         condition_size = config.condition_size or config.hidden_size
         rows.append(("conditioning", f"`{config.condition_type}` on a condition of {condition_size} channels"))
+        if config.condition_type == "cross_attention":
+            condition_note = (
+                f" Every call also needs a `condition` of shape (batch_size, condition_length, {condition_size}) (and "
+                "a `condition_mask` where condition tokens are padded), which no pipeline passes."
+            )
+        else:
+            condition_note = (
+                f" Every call also needs a pooled `condition` of shape (batch_size, {condition_size}), which no "
+                "pipeline passes."
+            )
     rows += [
         ("blocks", "pre-norm" if config.norm_first else "post-norm"),
         ("pooling", f"{config.effective_pooling}{' + dense/tanh' if config.pooler_projection else ''}"),
@@ -264,17 +275,6 @@ def model_card(model):
             f"images of {' × '.join(map(str, config.image_shape))} px: `pixel_values` of shape (batch_size, "
             f"{config.num_channels}, {', '.join(map(str, config.image_shape))}) (an image processor resizing to that "
             "size makes them); other sizes that the patches tile need `interpolate_pos_encoding=True`"
-        )
-    condition_note = ""
-    if config.condition_type == "cross_attention":
-        condition_note = (
-            f" Every call also needs a `condition` of shape (batch_size, condition_length, {condition_size}) (and a "
-            "`condition_mask` where condition tokens are padded), which no pipeline passes."
-        )
-    elif config.condition_type is not None:
-        condition_note = (
-            f" Every call also needs a pooled `condition` of shape (batch_size, {condition_size}), which no pipeline "
-            "passes."
         )
     body = f"""
 # {class_name}
