@@ -154,8 +154,9 @@ def _valid_patch_field(name, value, spatial_dims):
 
 def layout_for_depth(layout, num_hidden_layers):
     """A saved per-layer `layout` for another number of layers: its first `num_hidden_layers` entries, or, for more
-    layers, the same mixer repeated where every entry is that mixer. Anything else (a compact pattern, a longer mixed
-    layout, a malformed value) is returned unchanged, for `expand_layout` to repeat or refuse."""
+    layers, the same mixer repeated where every entry is that mixer. Anything else (a compact pattern, a mixed layout
+    asked for more layers, a malformed value) is returned unchanged, for `expand_layout` to repeat a pattern and
+    `validate_mixer_layout` to refuse the rest."""
     if not isinstance(layout, list) or not _is_int(num_hidden_layers) or num_hidden_layers < 1:
         return layout
     if num_hidden_layers <= len(layout):
@@ -261,6 +262,11 @@ class SpectralConfig(PretrainedConfig):
             pooled `condition` of shape (B, condition_size). `None` (default): no branch, no parameters.
         condition_size (`int`, *optional*): Channels of the condition; `hidden_size` if unset. Needs a
             `condition_type`.
+        pad_token_id (`int`, *optional*): The padding token id, in [0, vocab_size): its embedding row starts at zero
+            and gets no gradient (`nn.Embedding(padding_idx=...)`). Padding itself is read from `attention_mask`.
+        bos_token_id, eos_token_id (`int`, *optional*): Recorded for tokenizers and converters; the model does not
+            read them.
+        tie_word_embeddings (`bool`): Share the masked-LM decoder weight with the word embeddings.
         fourierformers_format (`int`): The meaning of the saved fields (`CONFIG_FORMAT`); a saved config without it
             was written before format 2, and loads with a warning where a field it uses has changed meaning since.
     """
@@ -335,7 +341,7 @@ class SpectralConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.refuse_seed_keywords(kwargs.keys())
-        if self.num_hidden_layers is None:  # a hierarchical model's depth follows its stages, as in Swin's config
+        if self.num_hidden_layers is None:  # a hierarchical model's depth: the blocks of all its stages
             self.num_hidden_layers = depth_of_stages(self.depths) or DEFAULT_NUM_HIDDEN_LAYERS
         _check_positive_int("num_hidden_layers", self.num_hidden_layers)  # the default layout has one entry per layer
         if self.mixer_layout is None:
@@ -523,6 +529,11 @@ class SpectralConfig(PretrainedConfig):
         """The pooling the model applies: `pooling`, except that an image grid has no class token, so "cls" means
         "mean" there."""
         return "mean" if self.is_vision and self.pooling == "cls" else self.pooling
+
+    @property
+    def effective_condition_size(self):
+        """The channels of the condition: `condition_size`, or `hidden_size` where it is unset."""
+        return self.condition_size or self.hidden_size
 
     @property
     def centered_patch_grid(self):

@@ -76,8 +76,8 @@ def validate_mixer_layout(layout, num_hidden_layers):
             f"got {layout!r}."
         )
     if len(layout) != num_hidden_layers:
-        # also reached by a `num_hidden_layers` override (`from_pretrained(path, num_hidden_layers=N)`), which
-        # transformers applies after the saved layout was expanded
+        # also reached by a `num_hidden_layers` override of a saved mixed layout that cannot be cut or repeated
+        # (`from_pretrained(path, num_hidden_layers=N)` with more layers than it has entries)
         raise ValueError(
             f"`mixer_layout` has {len(layout)} entries but `num_hidden_layers` is {num_hidden_layers}: give one entry "
             f"per layer, or the compact form {{'pattern': [entry, ...]}}. To change the number of layers of a saved or "

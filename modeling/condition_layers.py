@@ -2,7 +2,7 @@
 
 Both have the interface `forward(x, condition, attn_implementation="sdpa", condition_mask=None) -> out` on
 channels-last `x: (B, *grid, D)`, and return the branch output `(B, *grid, D)` that the block adds to the residual.
-`condition_mask: (B, M)` bool, True on real condition tokens, masks a padded condition sequence (cross-attention).
+`condition_mask: (B, *condition_grid)` bool, True on real condition tokens, masks a padded condition (cross-attention).
 """
 
 import torch
@@ -13,9 +13,9 @@ from .spectral_layers import MultiHeadAttention
 
 
 class CrossAttention(MultiHeadAttention):
-    """Multi-head attention from every grid position of `x` to the M tokens of `condition: (B, M, condition_size)`
-    (`SpectralModel` flattens a condition on a grid to its cells), whose channels the key and value projections
-    bring to the hidden size."""
+    """Multi-head attention from every grid position of `x` to the tokens of `condition: (B, *condition_grid,
+    condition_size)` (a sequence (B, M, C), or a grid attended as its M cells), whose channels the key and value
+    projections bring to the hidden size."""
 
     def __init__(self, hidden_size, condition_size, num_heads, dropout=0.0):
         super().__init__(hidden_size, condition_size, num_heads, dropout)

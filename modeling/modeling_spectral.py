@@ -82,6 +82,11 @@ logger = logging.get_logger(__name__)
 FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
 
 
+def hidden_activation(name):
+    """The module of `ACT2FN[name]`, or of its fused equivalent in `FUSED_ACTIVATIONS`."""
+    return ACT2FN[FUSED_ACTIVATIONS.get(name, name)]
+
+
 @dataclass
 class SpectralImageModelOutput(BaseModelOutputWithPooling):
     r"""
@@ -95,7 +100,7 @@ class SpectralImageModelOutput(BaseModelOutputWithPooling):
             has its own N and D. Returned when `output_hidden_states=True`.
         attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
         reshaped_hidden_states: the tensors of `hidden_states` on their token grid, channels first as in Swin:
-            (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
+            (B, D, L) for 1-D inputs, (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
     """
 
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -113,7 +118,7 @@ def call_fft_shape(grid_shape, built_shape):
 
 def build_condition_mixer(config):
     """The operator of the block's conditioning branch for `config.condition_type`, or None when it is off."""
-    condition_size = config.condition_size or config.hidden_size
+    condition_size = config.effective_condition_size
     if config.condition_type == "cross_attention":
         return CrossAttention(
             config.hidden_size, condition_size, config.num_attention_heads, config.attention_probs_dropout_prob
@@ -223,7 +228,7 @@ class SpectralBlock(GradientCheckpointingLayer):
         self.mlp_norm, self.mlp = None, None  # intermediate_size 0: no MLP branch
         if intermediate_size:
             self.mlp_norm = build_norm(norm_type, hidden_size, eps)
-            activation = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+            activation = hidden_activation(config.hidden_act)
             self.mlp = MLP(hidden_size, intermediate_size, activation, config.hidden_dropout_prob)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path)
@@ -458,7 +463,7 @@ class SpectralPreTrainedModel(PreTrainedModel):
     def _from_pretrained_at_image_size(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """An image model asked for another image size than its checkpoint's (`image_size=...`, directly or through
         an Auto class, or a `config` with another `image_size`) is loaded at the checkpoint's size, then rebuilt at
-        the new one with bicubically resized position embeddings and global filters (`resize_model_to_image_size`),
+        the new one with resized position embeddings and global filters (bicubic for images) (`resize_model_to_image_size`),
         as the original GFNet fine-tunes at 384 px."""
         if pretrained_model_name_or_path is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
@@ -926,7 +931,7 @@ def check_padding_mask_values(name, mask, token):
 
 def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
     """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
-    Returns (batch_size, seq_length).
+    Returns the batch size.
 
     The checks of tensor values (id ranges, a 0/1 mask with a real token per row) read the data back to Python,
     which splits a `torch.compile` graph and cannot run inside `torch.func.vmap`; they run where `can_read_values`."""
@@ -1005,14 +1010,14 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
                 f"`position_ids` must be in [0, max_position_embeddings={config.max_position_embeddings}), "
                 f"got {low} to {high}."
             )
-    return batch_size, seq_length
+    return batch_size
 
 
 def validate_condition(config, condition, batch_size, condition_mask=None):
     """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
     expected shape. Returns (condition, mask): a cross-attention condition on a grid (B, *grid, C) flattened to its
     cells (B, M, C), and its mask, flattened alike, as bool (B, M), True on real condition tokens, or None."""
-    condition_size = config.condition_size or config.hidden_size
+    condition_size = config.effective_condition_size
     if condition_mask is not None and config.condition_type != "cross_attention":
         raise ValueError(
             f"`condition_mask` masks the tokens of a condition sequence, which only condition_type='cross_attention' "
@@ -1085,7 +1090,6 @@ class SpectralModel(SpectralPreTrainedModel):
         # itself (expanding its layout), and a user may assign a field: validate again, once per model (every head
         # builds its backbone before its own layers) and for about 0.1 ms.
         config.validate_architecture()
-        self.fft_shape = config.grid_shape
         self.stage_grid_shapes = config.stage_grid_shapes
         self.built_fields = {name: copy.deepcopy(getattr(config, name)) for name in BUILT_FIELDS}
         if config.is_vision:
@@ -1153,7 +1157,7 @@ class SpectralModel(SpectralPreTrainedModel):
             attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`): 1 for real tokens, 0 for
                 padding. Padding is excluded from every mixer and from pooling.
             token_type_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): segment ids.
-            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): defaults to `0..T-1`.
+            position_ids (`torch.LongTensor` of shape `(batch_size or 1, sequence_length)`): defaults to `0..T-1`.
             inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
                 `input_ids`.
             condition (`torch.Tensor`): input of the conditioning branch (`config.condition_type`): shape
@@ -1169,7 +1173,7 @@ class SpectralModel(SpectralPreTrainedModel):
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
                 and volume models (configs with an `image_size`), instead of the token inputs.
             interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
-                position embeddings are resized (bicubic) to the new token grid, and a grid larger than the model's
+                position embeddings are resized (bicubic for images) to the new token grid, and a grid larger than the model's
                 runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
 
         Returns:
@@ -1192,7 +1196,7 @@ class SpectralModel(SpectralPreTrainedModel):
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
                                         output_hidden_states, output_attentions, return_dict)
-        batch_size, _ = validate_text_inputs(
+        batch_size = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
         condition, condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
@@ -1257,7 +1261,7 @@ class SpectralModel(SpectralPreTrainedModel):
         if self.built_fields["image_size"] is None:
             # a replaced or wrapped input embedding (set_input_embeddings, PEFT) may have no `num_embeddings`
             vocab_size = getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size)
-            built.update(vocab_size=vocab_size, max_position_embeddings=self.fft_shape[0])
+            built.update(vocab_size=vocab_size, max_position_embeddings=self.stage_grid_shapes[0][0])
         current = {name: getattr(self.config, name) for name in built}
         if current["mixer_layout"] != built["mixer_layout"]:  # the compact or option-less form of the built one?
             current["mixer_layout"] = self.config.expanded_layout()
@@ -1647,7 +1651,7 @@ class SpectralLMHead(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = ACT2FN[FUSED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+        self.act = hidden_activation(config.hidden_act)
         self.layer_norm = build_norm(config.norm_type, config.hidden_size, config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 

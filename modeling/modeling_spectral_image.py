@@ -123,8 +123,8 @@ class PatchRegressionOutput(ModelOutput):
         predictions: (B, num_output_channels, *image_size), one value per pixel and output channel.
         last_hidden_state: (B, N, D), the backbone's tokens before the head, flattened as every image output's.
         hidden_states: the embeddings and every block's output, flattened to (B, N, D).
-        reshaped_hidden_states: the same on their token grid, (B, D, *grid) as Swin's.
         attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
+        reshaped_hidden_states: the hidden states on their token grid, (B, D, *grid) as Swin's.
     """
 
     loss: torch.FloatTensor | None = None

@@ -244,7 +244,7 @@ def model_card(model):
         ]
     condition_note = ""  # what every call needs besides the inputs
     if config.condition_type is not None:
-        condition_size = config.condition_size or config.hidden_size
+        condition_size = config.effective_condition_size
         rows.append(("conditioning", f"`{config.condition_type}` on a condition of {condition_size} channels"))
         if config.condition_type == "cross_attention":
             condition_note = (

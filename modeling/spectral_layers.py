@@ -4,8 +4,8 @@ Every mixer works on channels-last hidden states `x: (B, *grid, D)` (a sequence 
 `(H, W)`) and an optional boolean `mask: (B, *grid)` that is True on real tokens. Spectral mixers
 
 - zero the padded positions before transforming, so padding never leaks into real tokens;
-- transform at a fixed size `fft_shape` (the longest grid the model accepts) and crop back, so the result at a
-  real position does not depend on how much padding the batch has; a call may name another FFT grid
+- transform at a fixed size `fft_shape` (the model's built grid, `max_position_embeddings` for text) and crop back,
+  so the result at a real position does not depend on how much padding the batch has; a call may name another FFT grid
   (`forward(x, fft_shape=...)`), which an image larger than the model's `image_size` uses;
 - compute their FFTs in float32 and cast back, because half-precision FFTs are inaccurate (and cuFFT only
   supports power-of-two sizes in half precision).
@@ -109,8 +109,7 @@ REAL_DTYPES = {torch.complex64: torch.float32, torch.complex128: torch.float64} 
 def _fft_input(x, mask):
     """Zero the padded positions of x: (B, *grid, D) (mask: (B, *grid) bool) and upcast to the FFT dtype:
     float32, or float64 for float64 inputs (gradient checks)."""
-    if mask is not None:
-        x = x.masked_fill(~mask[..., None], 0.0)
+    x = real_tokens(x, mask)
     return x if x.dtype in FFT_DTYPES else x.float()
 
 
@@ -811,12 +810,9 @@ class GlobalFilter(SpectralMixer):
         """`init_std`: the standard deviation of the normal distribution the weights are drawn from here (GFNet's);
         None leaves them to the caller, as a model's `_init_weights` draws them itself."""
         super().__init__()
-        if activation not in FILTER_ACTIVATIONS:
-            raise ValueError(
-                f"GlobalFilter `activation` must be one of {list(FILTER_ACTIVATIONS)}, got {activation!r}."
-            )
         self.fft_shape = fft_shape_tuple(fft_shape)
         self.activation = activation
+        self.check_activation()
         freq_shape = (*self.fft_shape[:-1], self.fft_shape[-1] // 2 + 1)
         self.complex_weight = nn.Parameter(torch.empty(*freq_shape, hidden_size, 2))
         if init_std is not None:
@@ -826,13 +822,17 @@ class GlobalFilter(SpectralMixer):
     def hidden_size(self):
         return self.complex_weight.shape[-2]
 
-    def complex_filter(self, dtype=torch.float32, fft_shape=None):
-        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
-        `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
-        if self.activation not in FILTER_ACTIVATIONS:  # an attribute: the constructor's check does not see a later one
+    def check_activation(self):
+        """At construction and at every filter computation: `activation` is an attribute a user may assign."""
+        if self.activation not in FILTER_ACTIVATIONS:
             raise ValueError(
                 f"GlobalFilter `activation` must be one of {list(FILTER_ACTIVATIONS)}, got {self.activation!r}."
             )
+
+    def complex_filter(self, dtype=torch.float32, fft_shape=None):
+        """The filter K as a complex tensor of shape (*freq_shape, D), from real and imaginary parts of `dtype`;
+        `freq_shape` is that of `fft_shape` (default: the built grid), resized differentiably when it differs."""
+        self.check_activation()
         weight = self.complex_weight
         fft_shape = self.fft_shape if fft_shape is None else fft_shape_tuple(fft_shape)
         if fft_shape != self.fft_shape:
