@@ -18,22 +18,16 @@ Data path (images and volumes, `SpectralModel._forward_pixels`):
     (the image heads are in modeling_spectral_image.py)
 """
 
-import contextlib
 import copy
-import inspect
-import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -42,13 +36,33 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.utils import hub as transformers_hub
-from transformers.utils import logging
 
 from fourierformers.configuration.configuration_spectral import PROBLEM_TYPES
 
+from .checkpoint_loading import (
+    BUILT_FIELDS,
+    SAVE_PRETRAINED_KWARGS,
+    as_saved,
+    config_loading_kwargs,
+    config_serves,
+    realign_memory_mapped_tensors,
+    requested_config,
+    size_mismatch_message,
+    validate_checkpoint,
+    warnings_of_reading_configs_muted,
+)
 from .condition_layers import AdaLNZero, CrossAttention
 from .dropout import Dropout
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
+from .input_checks import (
+    checked_positive_index,
+    is_integer_tensor,
+    validate_class_labels,
+    validate_condition,
+    validate_input_kind,
+    validate_sequence_labels,
+    validate_text_inputs,
+)
 from .patch_embedding import (
     GridDownsample,
     PatchEmbedding,
@@ -70,12 +84,9 @@ from .spectral_layers import (
     can_read_values,
     masked_max,
     masked_mean,
-    positive_index,
     real_tokens,
     sinusoidal_position_table,
 )
-
-logger = logging.get_logger(__name__)
 
 # transformers' "gelu_new" (FNet, GPT-2) is the tanh approximation of GELU written as five tensor operations;
 # torch's fused kernel computes the same function (to float rounding) about three times faster.
@@ -503,9 +514,9 @@ class SpectralPreTrainedModel(PreTrainedModel):
                 f"{type(self).__name__} is an image model: it has patch embeddings, not a token vocabulary to resize."
             )
         if new_num_tokens is not None:
-            new_num_tokens = _positive_index("new_num_tokens", new_num_tokens)
+            new_num_tokens = checked_positive_index("new_num_tokens", new_num_tokens)
         if pad_to_multiple_of is not None:  # transformers divides by it, and refuses numpy integers
-            pad_to_multiple_of = _positive_index("pad_to_multiple_of", pad_to_multiple_of)
+            pad_to_multiple_of = checked_positive_index("pad_to_multiple_of", pad_to_multiple_of)
         if new_num_tokens is not None and self.config.pad_token_id is not None:
             size = new_num_tokens
             if pad_to_multiple_of is not None:
@@ -567,284 +578,6 @@ class SpectralPreTrainedModel(PreTrainedModel):
             )
 
 
-def _positive_index(name, value):
-    """`value` as an int where it is a positive integer of any type (numpy's included), else a `ValueError`."""
-    index = positive_index(value)
-    if index is None:
-        raise ValueError(f"`{name}` must be a positive integer (or None), got {value!r}.")
-    return index
-
-
-# Config fields that decide parameter shapes: where a requested config differs from the checkpoint's.
-SHAPE_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-    "type_vocab_size", "num_labels", "mixer_layout", "position_embedding_type", "embedding_projection",
-    "pooler_projection", "afno_num_blocks", "afno_hidden_size_factor", "afno_num_modes", "afno_kept_modes",
-    "num_attention_heads", "image_size", "patch_size", "num_channels", "spatial_dims", "patch_stride",
-    "packing_strategy", "centered_patches", "patch_embed_rank", "hidden_sizes", "depths", "num_output_channels",
-    "condition_type", "condition_size",
-)
-# Config fields whose values the built model keeps (shapes, FFT grids, patches, branches, norms, activations,
-# residual wiring, pooling, FFT normalisation): a later change is refused, as the layers would go on computing the
-# built function and a saved config would describe another. The vocabulary and the length are checked against the
-# embeddings and FFTs themselves (`resize_token_embeddings` changes the vocabulary), the classes against the
-# classifier when a head is saved (`SpectralPreTrainedModel._check_head_unchanged`). Dropout rates are left out, as
-# in transformers' models: the built Dropout modules keep theirs, and a changed rate changes only how a model
-# loaded from the saved config trains.
-BUILT_FIELDS = (
-    *(name for name in SHAPE_FIELDS if name not in ("vocab_size", "max_position_embeddings", "num_labels")),
-    "patch_shape", "fourier_norm", "hidden_act", "layer_norm_eps", "norm_type", "norm_first", "mixer_residual",
-    "layer_scale_init_value", "embedding_layer_norm", "final_layer_norm", "pooling", "filter_activation",
-    "afno_activation", "afno_sparsity_threshold",
-)
-CONFIG_LOADING_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder")
-# `PreTrainedModel.save_pretrained`'s own keywords: with push_to_hub=True, the others are options of create_repo.
-SAVE_PRETRAINED_KWARGS = frozenset(inspect.signature(PreTrainedModel.save_pretrained).parameters)
-
-
-def realign_memory_mapped_tensors(model):
-    """Copy every CPU parameter and buffer that is not 64-byte aligned into memory of its own.
-
-    transformers leaves a loaded model's tensors in the memory-mapped safetensors file, where each tensor starts right
-    after the previous one: after a 3-float bias the rest are only 4-byte aligned. BLAS adds up a matrix-vector
-    product over a misaligned matrix in another order, so a reloaded model's output on a one-token input differed from
-    the saved model's by about 3e-7. torch allocates on 64 bytes, so aligned copies compute exactly as before saving.
-    Parameters keep their identity (tied weights stay tied)."""
-    for module in model.modules():
-        for tensors in (module._parameters, module._buffers):
-            for name, tensor in tensors.items():
-                if tensor is None or tensor.device.type != "cpu" or tensor.data_ptr() % 64 == 0:
-                    continue
-                if isinstance(tensor, nn.Parameter):
-                    tensor.data = tensor.data.clone()
-                else:
-                    tensors[name] = tensor.clone()
-
-
-_muted_in_this_thread = threading.local()  # logger name -> how many `warnings_of_reading_configs_muted` hold it
-
-
-def _not_muted_in_this_thread(record):
-    return not getattr(_muted_in_this_thread, record.name, 0)
-
-
-@contextlib.contextmanager
-def warnings_of_reading_configs_muted(config_class):
-    """Mute the warnings that reading a saved `config_class` logs (fields dropped, another format) while a check
-    reads a checkpoint's config a second time: `from_pretrained` reads it too, and each warning is logged once.
-    Muted in the calling thread only, by a filter: the logger's `disabled` flag is shared by every thread, and two
-    loads saving and restoring it at once could leave it set for good."""
-    name = config_class.drop_ignored_fields.__module__
-    logging.get_logger(name).addFilter(_not_muted_in_this_thread)  # added once
-    setattr(_muted_in_this_thread, name, getattr(_muted_in_this_thread, name, 0) + 1)
-    try:
-        yield
-    finally:
-        setattr(_muted_in_this_thread, name, getattr(_muted_in_this_thread, name) - 1)
-
-
-def validate_checkpoint(model_class, pretrained_model_name_or_path, kwargs):
-    """Checks before `from_pretrained` builds anything, for a checkpoint folder on disk: a path that cannot be a
-    hub id (absolute, `./`, `../`) must exist (`OSError`); its safetensors weights, and the index and every shard
-    of sharded ones, must be readable (`OSError` naming the file: truncated downloads and copies fail here rather
-    than deep in the loader); and its `config.json` must be of `model_class`'s model type (`of_family`), or, given a
-    `config`, of a type that AutoConfig knows of the family or of that config's own (`ValueError` naming both and
-    the class to use)."""
-    if pretrained_model_name_or_path is None:
-        return
-    path = Path(pretrained_model_name_or_path)
-    if not path.exists():
-        if path.is_absolute() or str(pretrained_model_name_or_path).startswith(("./", "../")):
-            raise OSError(f"No checkpoint folder at {path}: the directory does not exist.")
-        return
-    expected = model_class.config_class.model_type
-    config = kwargs.get("config")
-    if isinstance(config, PretrainedConfig) and not config_serves(config, model_class.config_class):
-        raise ValueError(
-            f"`config` is a {config.model_type!r} config, but {model_class.__name__} needs a {expected!r} one "
-            f"({model_class.config_class.__name__})."
-        )
-    folder = path / kwargs.get("subfolder", "")
-    index_file = folder / "model.safetensors.index.json"
-    weight_files = [folder / "model.safetensors"]
-    # transformers loads model.safetensors where there is one, whatever index is beside it (a sharded save followed
-    # by an unsharded one into the same folder leaves the index behind), and reads the index only without it.
-    if index_file.is_file() and not weight_files[0].is_file():
-        weight_files = [folder / name for name in shard_names(index_file)]
-        missing = [weight_file.name for weight_file in weight_files if not weight_file.is_file()]
-        if missing:
-            raise OSError(
-                f"{index_file} lists the shard {missing[0]}, which is not in {folder}: the checkpoint was copied or "
-                "downloaded incompletely. Copy, download or save it again."
-            )
-    for weight_file in weight_files:
-        if weight_file.is_file():
-            try:
-                with safe_open(weight_file, framework="pt"):
-                    pass
-            except SafetensorError as error:
-                raise OSError(
-                    f"Cannot read the weights in {weight_file} ({error}): the file is truncated or corrupt. Copy, "
-                    "download or save the checkpoint again."
-                ) from error
-    config_file = folder / "config.json"
-    try:
-        saved_fields = json.loads(config_file.read_text())
-    except (OSError, ValueError):
-        return  # no readable config.json: transformers' own error says so
-    if not isinstance(saved_fields, dict):
-        return
-    model_type = saved_fields.get("model_type")
-    if isinstance(config, PretrainedConfig):
-        # An Auto class picked the model class from `config=`: the config, not the class, is what to change. A type
-        # that AutoConfig does not know (a subclass's, loaded with `trust_remote_code`) must be that of the config
-        # given (which serves the model class) or of a class it extends.
-        if model_type in CONFIG_MAPPING:
-            another_family = not of_family(model_type, model_class.config_class)
-        else:
-            another_family = model_type not in {getattr(cls, "model_type", None) for cls in type(config).__mro__}
-        if another_family:
-            raise ValueError(
-                f"`config` is a {config.model_type!r} config, but {path} holds a {model_type!r} checkpoint; its "
-                f"weights would not be used. Pass a {model_type!r} config, or none (config.json gives it)."
-            )
-    elif not of_family(model_type, model_class.config_class):
-        loader = f"{model_class._auto_class}.from_pretrained" if model_class._auto_class else "the matching class"
-        raise ValueError(
-            f"{path} holds a {model_type!r} checkpoint, but {model_class.__name__} loads {expected!r} checkpoints "
-            f"only; its weights would not be used. Load it with {loader}, which picks the class from config.json."
-        )
-    warn_of_another_fft_length(model_class.config_class, config_file, saved_fields, kwargs)
-
-
-def of_family(model_type, config_class):
-    """Whether configs of `model_type` serve models of `config_class`: its own model type, or one registered with
-    AutoConfig for a subclass or a superclass of it (a custom variant, `class MyConfig(GFNetConfig): model_type =
-    "my_gfnet"` registered as in transformers' guide to custom models, and the family it extends). Another type that
-    AutoConfig does not know is not: nothing says what its checkpoints hold (`config_serves` judges a config object
-    of such a type by its class)."""
-    if model_type == config_class.model_type:
-        return True
-    if model_type not in CONFIG_MAPPING:
-        return False
-    registered = CONFIG_MAPPING[model_type]
-    return issubclass(registered, config_class) or issubclass(config_class, registered)
-
-
-def config_serves(config, config_class):
-    """Whether the config object `config` serves models of `config_class`: of a model type that `of_family` accepts
-    (a registered custom variant, or the family a custom variant's model extends), or an instance of `config_class`
-    whose type AutoConfig does not know (an unregistered subclass, or one loaded with `trust_remote_code`, which that
-    process's AutoConfig does not know either). A subclass claiming a registered type of another family is not."""
-    model_type = type(config).model_type
-    unknown_subclass = isinstance(config, config_class) and model_type not in CONFIG_MAPPING
-    return unknown_subclass or of_family(model_type, config_class)
-
-
-def shard_names(index_file):
-    """The sorted shard file names that a `model.safetensors.index.json` maps weights to; `OSError` naming the file
-    where it is not JSON with a `weight_map` of names to shard file names."""
-    try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-        names = set(weight_map.values())
-        if not all(isinstance(name, str) for name in names):
-            raise TypeError(f"shard names must be strings, got {sorted(map(repr, names))}")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise OSError(
-            f"Cannot read the weight index {index_file} ({type(error).__name__}: {error}): it must be JSON with a "
-            "`weight_map` from weight names to shard files. Copy, download or save the checkpoint again."
-        ) from error
-    return sorted(names)
-
-
-def config_loading_kwargs(kwargs):
-    """The keywords of a `from_pretrained` call that say where and how to read a config (`CONFIG_LOADING_KWARGS`)."""
-    return {key: kwargs[key] for key in CONFIG_LOADING_KWARGS if key in kwargs}
-
-
-def requested_config(config_class, kwargs):
-    """The `config=` of a `from_pretrained` call as an object: the one given, the one at a path (transformers reads it
-    with the other keywords as overrides; read here without them), or None."""
-    config = kwargs.get("config")
-    if config is None or isinstance(config, PretrainedConfig):
-        return config
-    with warnings_of_reading_configs_muted(config_class):
-        return config_class.from_pretrained(config, **config_loading_kwargs(kwargs))
-
-
-def warn_of_another_fft_length(config_class, config_file, saved_fields, kwargs):
-    """Warn when a text checkpoint (its `config_file`, holding `saved_fields`) is loaded with another
-    `max_position_embeddings` (a keyword, or `config=` as an object or a path) that its weights still fit: without
-    learned positions or global filters, whose sizes would not match, nothing in the load report says that the Fourier
-    and AFNO mixers now transform over another length, so that the model computes another function of the same
-    weights. The saved config is read only when the lengths differ."""
-    requested = getattr(requested_config(config_class, kwargs), "max_position_embeddings", None)
-    requested = kwargs.get("max_position_embeddings", requested)
-    saved_length = saved_fields.get("max_position_embeddings", config_class.max_position_embeddings)
-    if requested is None or requested == saved_length:
-        return
-    with warnings_of_reading_configs_muted(config_class):
-        saved = config_class.from_json_file(config_file)
-    if saved.is_vision or requested == saved.max_position_embeddings:
-        return
-    mixers = saved.mixers_used
-    if saved.position_embedding_type != "absolute" and "global_filter" not in mixers and mixers & {"fourier", "afno"}:
-        logger.warning(
-            f"Loading with max_position_embeddings={requested} instead of the checkpoint's "
-            f"{saved.max_position_embeddings}: the spectral mixers transform over that length, so every output differs "
-            "from the saved model's, even for inputs that fit both. Fine-tune the model at the new length."
-        )
-
-
-def as_saved(value):
-    """A config value as its JSON file holds it: tuples as lists (`to_dict` and `update` turn (16, 16) into
-    [16, 16])."""
-    if isinstance(value, (list, tuple)):
-        return [as_saved(item) for item in value]
-    if isinstance(value, dict):
-        return {key: as_saved(item) for key, item in value.items()}
-    return value
-
-
-def public_fields(config):
-    """A config's fields without the private ones (`_name_or_path`, which AutoConfig sets and the config classes do
-    not, `_attn_implementation`, ...)."""
-    return {key: value for key, value in config.to_dict().items() if not key.startswith("_")}
-
-
-def size_mismatch_message(model_class, pretrained_model_name_or_path, kwargs):
-    """Why the checkpoint's weights do not fit: the shape-deciding config fields (`SHAPE_FIELDS`) in which the
-    requested config (`config=`, an object or a path, and keyword overrides) differs from the checkpoint's; or, where
-    the requested config is the checkpoint's own, that the weights do not fit it."""
-    loading = config_loading_kwargs(kwargs)
-    saved = model_class.config_class.from_pretrained(pretrained_model_name_or_path, **loading)
-    requested = kwargs.get("config")
-    # every keyword that names a config attribute, as transformers applies them (`id2label` sets num_labels)
-    overrides = {
-        key: value for key, value in kwargs.items() if hasattr(saved, key) and key not in CONFIG_LOADING_KWARGS
-    }
-    if not isinstance(requested, PretrainedConfig):
-        source = pretrained_model_name_or_path if requested is None else requested
-        requested = model_class.config_class.from_pretrained(source, **loading, **overrides)
-    differing = [name for name in SHAPE_FIELDS if getattr(saved, name, None) != getattr(requested, name, None)]
-    if not differing and not overrides and public_fields(requested) == public_fields(saved):
-        return (
-            f"The weights in {pretrained_model_name_or_path} do not fit the {model_class.__name__} that its own "
-            "config.json describes: the config was edited after saving, or was saved by a version of fourierformers "
-            "whose fields built other shapes (the packing strategies before format 2, see any warning above). "
-            "`ignore_mismatched_sizes=True` would re-initialise those weights, so the model would not be the saved "
-            "one: restore the config.json saved with the weights, or fine-tune from the weights that fit."
-        )
-    checkpoint = ", ".join(f"{name}={getattr(saved, name, None)!r}" for name in differing)
-    wanted = ", ".join(f"{name}={getattr(requested, name, None)!r}" for name in differing)
-    return (
-        f"The weights in {pretrained_model_name_or_path} do not fit the requested {model_class.__name__}: the "
-        f"checkpoint has {checkpoint or 'other parameter shapes'}, the requested config {wanted or 'differs'}. Load "
-        "it without overriding these fields, or pass `ignore_mismatched_sizes=True` to re-initialise the weights "
-        "that do not fit (e.g. a classifier with another num_labels)."
-    )
-
-
 def roll_rows(x, shift):
     """Circularly shift each row of x: (B, T, ...) left by shift: (B,), i.e. out[b, t] = x[b, (t + shift[b]) % T]."""
     length = x.shape[1]
@@ -859,221 +592,6 @@ def roll_attention(weights, shift):
     """`roll_rows` on both token axes of attention weights (B, heads, T, T)."""
     weights = roll_rows(weights.transpose(1, 2), shift).transpose(1, 2)
     return roll_rows(weights.transpose(1, 3), shift).transpose(1, 3)
-
-
-TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
-
-
-def validate_input_kind(config, pixel_values, text_inputs, interpolate_pos_encoding=False):
-    """Reject inputs of the other modality: `pixel_values` or `interpolate_pos_encoding` for a text model, token
-    inputs for an image model (`text_inputs`: name -> tensor or None). Raises `ValueError` saying which inputs the
-    model takes."""
-    given = [name for name in TEXT_INPUT_NAMES if text_inputs.get(name) is not None]
-    if config.is_vision:
-        if given:
-            # the backbone's first parameter is `input_ids` (text and images share it); the heads' is the image
-            input_ids = text_inputs.get("input_ids")
-            images_as_ids = given == ["input_ids"] and torch.is_tensor(input_ids) and input_ids.is_floating_point()
-            hint = " (images as `input_ids`, the first positional argument: pass them as `pixel_values=`)"
-            raise ValueError(
-                f"This is an image model (its config has image_size={config.image_size}): pass `pixel_values` of "
-                f"shape (batch_size, num_channels={config.num_channels}, *{config.image_shape}) and no text inputs, "
-                f"got {given}{hint if images_as_ids else ''}."
-            )
-        if pixel_values is not None and not torch.is_tensor(pixel_values):
-            raise ValueError(
-                f"`pixel_values` must be a torch.Tensor of shape (batch_size, num_channels={config.num_channels}, "
-                f"*{config.image_shape}) (an image processor returns one), got {type(pixel_values).__name__}."
-            )
-        if pixel_values is not None and not pixel_values.is_floating_point():
-            raise ValueError(
-                f"`pixel_values` must be a floating-point tensor (rescaled and normalised by the image processor), "
-                f"got dtype {pixel_values.dtype}: raw {pixel_values.dtype} images would be read as unnormalised values."
-            )
-    elif pixel_values is not None:
-        raise ValueError(
-            "This is a text model (its config has no image_size): pass `input_ids` or `inputs_embeds`, not "
-            "`pixel_values`; an image model needs a config with `image_size` (and patch_size, num_channels)."
-        )
-    elif interpolate_pos_encoding:
-        raise ValueError(
-            "`interpolate_pos_encoding` resizes the position embeddings of image models to another image size; this "
-            "is a text model (its config has no image_size), which takes any length up to max_position_embeddings="
-            f"{config.max_position_embeddings} as it is."
-        )
-    for name in given:
-        if not torch.is_tensor(text_inputs[name]):
-            raise ValueError(
-                f"`{name}` must be a torch.Tensor (e.g. from `tokenizer(..., return_tensors='pt')`), got "
-                f"{type(text_inputs[name]).__name__}."
-            )
-
-
-def is_integer_tensor(tensor):
-    """Whether `tensor` holds integers of any width (int64, the int32 of numpy arrays, uint8, ...), not bools."""
-    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
-
-
-def check_padding_mask_values(name, mask, token):
-    """A padding mask (B, L) must hold only 1 (a real `token`) and 0, with a real one in every row. Reads the values
-    back to Python, so callers skip it where they cannot (`can_read_values`)."""
-    if not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError(f"`{name}` must hold only 1 (real {token}) and 0 (padding).")
-    real_rows = mask.bool().any(dim=1)
-    if not bool(real_rows.all()):
-        empty = (~real_rows).nonzero().flatten().tolist()  # only where some row is empty: this runs every forward
-        listed = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
-        raise ValueError(
-            f"Every row of `{name}` needs at least one real {token} (a 1), but {len(empty)} of its {len(mask)} rows "
-            f"hold none (0-based indices: {listed})."
-        )
-
-
-def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
-    """Check the inputs of a text forward pass, raising `ValueError` with what is wrong and what is allowed.
-    Returns the batch size.
-
-    The checks of tensor values (id ranges, a 0/1 mask with a real token per row) read the data back to Python,
-    which splits a `torch.compile` graph and cannot run inside `torch.func.vmap`; they run where `can_read_values`."""
-    check_values = can_read_values()
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-    for name, tensor in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-        if tensor is not None and tensor.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"`{name}` must be an int64 or int32 tensor, got dtype {tensor.dtype}.")
-    if input_ids is not None:
-        if input_ids.ndim != 2:
-            raise ValueError(
-                f"`input_ids` must have shape (batch_size, sequence_length), got {tuple(input_ids.shape)}."
-            )
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"`input_ids` must be int64 or int32 token ids, got dtype {input_ids.dtype}.")
-        shape = tuple(input_ids.shape)
-    else:
-        if not inputs_embeds.is_floating_point():
-            raise ValueError(f"`inputs_embeds` must be a floating-point tensor, got dtype {inputs_embeds.dtype}.")
-        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
-            raise ValueError(
-                f"`inputs_embeds` must have shape (batch_size, sequence_length, hidden_size={config.hidden_size}), "
-                f"got {tuple(inputs_embeds.shape)}."
-            )
-        shape = tuple(inputs_embeds.shape[:2])
-    batch_size, seq_length = shape
-    if seq_length == 0 or batch_size == 0:
-        raise ValueError(f"Inputs must hold at least one sequence of at least one token, got shape {shape}.")
-    if seq_length > config.max_position_embeddings:
-        raise ValueError(
-            f"Sequence length {seq_length} exceeds max_position_embeddings={config.max_position_embeddings}; "
-            f"truncate the inputs (`tokenizer(..., truncation=True, max_length={config.max_position_embeddings})`, "
-            f"or set `tokenizer.model_max_length = {config.max_position_embeddings}`: `truncation=True` alone, as "
-            "pipelines pass it, cuts nothing for a tokenizer without one, such as one trained with `tokenizers`), pad "
-            "them to at most that length (a collator's `pad_to_multiple_of` or `padding='max_length'` can pad past "
-            "it), or use a config with a larger max_position_embeddings."
-        )
-    if input_ids is not None and check_values:
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= config.vocab_size:
-            raise ValueError(
-                f"`input_ids` must be in [0, vocab_size={config.vocab_size}), got values from {low} to {high}."
-            )
-    if attention_mask is not None:
-        if tuple(attention_mask.shape) != shape:
-            raise ValueError(
-                f"`attention_mask` must have the shape of the input ids {shape}, got {tuple(attention_mask.shape)}."
-            )
-        if check_values:
-            check_padding_mask_values("attention_mask", attention_mask, "token")
-    if token_type_ids is not None:
-        if tuple(token_type_ids.shape) != shape:
-            raise ValueError(
-                f"`token_type_ids` must have the shape of the input ids {shape}, got {tuple(token_type_ids.shape)}."
-            )
-    if token_type_ids is not None and check_values:
-        # Without token type embeddings only segment 0 exists (tokenizers send all-zero token_type_ids).
-        num_types = max(config.type_vocab_size, 1)
-        low, high = int(token_type_ids.min()), int(token_type_ids.max())
-        if low < 0 or high >= num_types:
-            raise ValueError(
-                f"`token_type_ids` must be in [0, {num_types}) (type_vocab_size={config.type_vocab_size}), "
-                f"got {low} to {high}."
-            )
-    if position_ids is not None:
-        rows, columns = position_ids.shape if position_ids.ndim == 2 else (None, None)
-        if columns != seq_length or rows not in (1, batch_size):
-            raise ValueError(
-                f"`position_ids` must have shape ({batch_size} or 1, {seq_length}), got {tuple(position_ids.shape)}."
-            )
-    if position_ids is not None and check_values:
-        low, high = int(position_ids.min()), int(position_ids.max())
-        if low < 0 or high >= config.max_position_embeddings:
-            raise ValueError(
-                f"`position_ids` must be in [0, max_position_embeddings={config.max_position_embeddings}), "
-                f"got {low} to {high}."
-            )
-    return batch_size
-
-
-def validate_condition(config, condition, batch_size, condition_mask=None):
-    """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
-    expected shape. Returns (condition, mask): a cross-attention condition on a grid (B, *grid, C) flattened to its
-    cells (B, M, C), and its mask, flattened alike, as bool (B, M), True on real condition tokens, or None."""
-    condition_size = config.effective_condition_size
-    if condition_mask is not None and config.condition_type != "cross_attention":
-        raise ValueError(
-            f"`condition_mask` masks the tokens of a condition sequence, which only condition_type='cross_attention' "
-            f"takes; the config has condition_type={config.condition_type!r}."
-        )
-    if config.condition_type is None:
-        if condition is not None:
-            raise ValueError(
-                "`condition` was given but the config has condition_type=None; set condition_type to "
-                "'cross_attention' or 'adaln_zero' to use a condition."
-            )
-        return None, None
-    # cross-attention takes a condition sequence or grid (any number of axes between batch and channels)
-    expected = {
-        "cross_attention": (3, f"(batch_size={batch_size}, condition_length, condition_size={condition_size}) "
-                               f"or (batch_size={batch_size}, *condition_grid, condition_size={condition_size})"),
-        "adaln_zero": (2, f"(batch_size={batch_size}, condition_size={condition_size})"),
-    }[config.condition_type]
-    sequence_or_grid = config.condition_type == "cross_attention"
-    if condition is None:
-        raise ValueError(
-            f"The config has condition_type={config.condition_type!r}: pass `condition` of shape {expected[1]}."
-        )
-    if not torch.is_tensor(condition) or not condition.is_floating_point():
-        kind = f"dtype {condition.dtype}" if torch.is_tensor(condition) else type(condition).__name__
-        raise ValueError(
-            f"`condition` for condition_type={config.condition_type!r} must be a floating-point torch.Tensor of "
-            f"shape {expected[1]}, got {kind}."
-        )
-    rank_ok = condition.ndim >= expected[0] if sequence_or_grid else condition.ndim == expected[0]
-    if (
-        not rank_ok or condition.shape[0] != batch_size or condition.shape[-1] != condition_size
-        or condition.numel() == 0
-    ):
-        tokens = " with at least one condition token" if config.condition_type == "cross_attention" else ""
-        raise ValueError(
-            f"`condition` for condition_type={config.condition_type!r} must have shape {expected[1]}{tokens}, "
-            f"got {tuple(condition.shape)}."
-        )
-    if condition_mask is not None and (
-        not torch.is_tensor(condition_mask) or tuple(condition_mask.shape) != tuple(condition.shape[:-1])
-    ):
-        tokens = "condition_length" if condition.ndim == 3 else "*condition_grid"
-        raise ValueError(
-            f"`condition_mask` must have shape (batch_size, {tokens}) = {tuple(condition.shape[:-1])}, "
-            f"1 for real condition tokens and 0 for padding, got "
-            f"{tuple(condition_mask.shape) if torch.is_tensor(condition_mask) else type(condition_mask).__name__}."
-        )
-    if sequence_or_grid:
-        condition = condition.flatten(1, -2)  # (B, M, C)
-    if condition_mask is None:
-        return condition, None
-    condition_mask = condition_mask.flatten(1)  # (B, M)
-    if can_read_values():
-        check_padding_mask_values("condition_mask", condition_mask, "condition token")
-    return condition, condition_mask.bool()
 
 
 class SpectralModel(SpectralPreTrainedModel):
@@ -1398,74 +916,6 @@ def regression_loss(predictions, targets, num_items_in_batch):
     kept = targets != -100
     losses = torch.where(kept, F.mse_loss(predictions, targets, reduction="none"), 0.0)
     return _reduce(losses, num_items_in_batch, kept)
-
-
-def validate_class_labels(labels, expected_shape, num_classes):
-    """Check integer class labels of shape `expected_shape` against `num_classes` logits (-100 = ignored),
-    raising `ValueError` with the expected shape and range before the loss would index out of bounds. Any integer
-    dtype is accepted (numpy gives int32); they are returned as int64, the one `cross_entropy` takes and in which
-    the range is checked (torch cannot compare uint16 to uint64 tensors). Under `torch.compile` only dtype and shape
-    are checked, as for the inputs."""
-    allowed = f"integer class indices in [0, {num_classes}) or -100 (ignored) of shape {tuple(expected_shape)}"
-    if not torch.is_tensor(labels):
-        raise ValueError(f"`labels` must be a torch.Tensor of {allowed}, got {type(labels).__name__}.")
-    if not is_integer_tensor(labels):
-        raise ValueError(f"`labels` must be {allowed}, got dtype {labels.dtype}.")
-    if tuple(labels.shape) != tuple(expected_shape):
-        raise ValueError(f"`labels` must be {allowed}, got shape {tuple(labels.shape)}.")
-    labels = labels.long()
-    if not can_read_values():
-        return labels
-    out_of_range = (labels != -100) & ((labels < 0) | (labels >= num_classes))
-    if bool(out_of_range.any()):
-        raise ValueError(f"`labels` must be {allowed}, got {int(labels[out_of_range][0])}.")
-    return labels
-
-
-def check_real_targets(labels, what):
-    """Refuse complex regression targets: the cast to the predictions' real dtype drops the imaginary part."""
-    if labels.is_complex():
-        raise ValueError(f"{what} must be real numbers (predictions are real), got dtype {labels.dtype}.")
-
-
-def validate_sequence_labels(labels, problem_type, batch_size, num_labels):
-    """Check the labels of a sequence- or image-level head for `problem_type`, raising `ValueError` with the
-    expected shape (and range) before the loss would fail or broadcast; returns them (class indices as int64)."""
-    if not torch.is_tensor(labels):
-        raise ValueError(f"`labels` must be a torch.Tensor with one row per example, got {type(labels).__name__}.")
-    if problem_type == "regression":
-        if labels.ndim == 0 or labels.shape[0] != batch_size or labels.numel() != batch_size * num_labels:
-            shapes = f"({batch_size},) or " if num_labels == 1 else ""
-            raise ValueError(
-                f"Regression `labels` must have shape {shapes}({batch_size}, num_labels={num_labels}), "
-                f"got {tuple(labels.shape)}."
-            )
-        check_real_targets(labels, "Regression `labels`")
-    elif problem_type == "single_label_classification":
-        if tuple(labels.shape) == (batch_size, 1):  # a column of class indices, as BERT's heads accept
-            labels = labels.reshape(batch_size)
-        return validate_class_labels(labels, (batch_size,), num_labels)
-    else:
-        if tuple(labels.shape) != (batch_size, num_labels):
-            raise ValueError(
-                f"Multi-label `labels` must be multi-hot floats of shape ({batch_size}, num_labels={num_labels}), "
-                f"got {tuple(labels.shape)}; single-label classification takes integer class indices of shape "
-                f"({batch_size},)."
-            )
-        allowed = "values in [0, 1] (1: the label applies; soft targets in between are allowed)"
-        if labels.is_complex():
-            raise ValueError(f"Multi-label `labels` must be real {allowed}, got dtype {labels.dtype}.")
-        if not can_read_values():
-            return labels
-        # As floats: torch has no comparisons for uint16 to uint64. NaN fails both.
-        values = labels if labels.is_floating_point() else labels.double()
-        outside = ~((values >= 0) & (values <= 1))
-        if bool(outside.any()):
-            raise ValueError(
-                f"Multi-label `labels` must be {allowed}, got {values[outside][0].item()}; binary cross-entropy has "
-                "no ignored value such as -100."
-            )
-    return labels
 
 
 def sequence_classification_loss(logits, labels, config, num_items_in_batch=None):

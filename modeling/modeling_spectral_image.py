@@ -10,10 +10,10 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
+from .input_checks import check_real_targets
 from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
-    check_real_targets,
     classifier_dropout,
     loss_precision,
     regression_loss,

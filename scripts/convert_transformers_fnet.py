@@ -36,7 +36,7 @@ from fourierformers import (
     FNetHybridModel,
 )
 from fourierformers.atomic_directory import atomic_directory, check_output_dir
-from fourierformers.modeling_spectral import shard_names
+from fourierformers.checkpoint_loading import shard_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -544,7 +544,7 @@ def test_default_and_conditioned_configs_round_trip(family, fields, tmp_path):
 def test_muting_the_config_warnings_of_a_load_leaves_other_threads_warnings():
     """A load mutes the warnings of reading a config a second time in its own thread only: the logger's `disabled`
     flag, saved and restored by loads in two threads at once, could stay set for good (and muted every thread)."""
-    from fourierformers.modeling_spectral import warnings_of_reading_configs_muted
+    from fourierformers.checkpoint_loading import warnings_of_reading_configs_muted
 
     logger = logging.getLogger(GFNetConfig.drop_ignored_fields.__module__)
     records = []

@@ -617,7 +617,7 @@ def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family,
     longer = copy.deepcopy(model.config)
     longer.max_position_embeddings = 48
     longer.save_pretrained(tmp_path / "longer")
-    logger = transformers.logging.get_logger("fourierformers.modeling_spectral")
+    logger = transformers.logging.get_logger("fourierformers.checkpoint_loading")
     routes = [
         (AutoModel, dict(max_position_embeddings=48), warned),
         (type(model), dict(config=longer), warned),
