@@ -26,8 +26,8 @@ class AFNOPreTrainedModel(SpectralPreTrainedModel):
 
 
 class AFNOModel(AFNOPreTrainedModel, SpectralModel):
-    """The bare AFNO backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image config a
-    `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
+    """The bare AFNO backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image
+    config a `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
 
 
 class AFNOForSequenceClassification(AFNOPreTrainedModel, SpectralForSequenceClassification):

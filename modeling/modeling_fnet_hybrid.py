@@ -25,8 +25,8 @@ class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
 
 
 class FNetHybridModel(FNetHybridPreTrainedModel, SpectralModel):
-    """The bare FNetHybrid backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image config a
-    `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
+    """The bare FNetHybrid backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image
+    config a `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
 
 
 class FNetHybridForSequenceClassification(FNetHybridPreTrainedModel, SpectralForSequenceClassification):

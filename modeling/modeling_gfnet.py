@@ -26,8 +26,8 @@ class GFNetPreTrainedModel(SpectralPreTrainedModel):
 
 
 class GFNetModel(GFNetPreTrainedModel, SpectralModel):
-    """The bare GFNet backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image config a
-    `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
+    """The bare GFNet backbone returning `last_hidden_state` (B, T, D) and `pooler_output` (B, D); with an image
+    config a `SpectralImageModelOutput` (the token grid flattened, (B, N, D), and `reshaped_hidden_states`)."""
 
 
 class GFNetForSequenceClassification(GFNetPreTrainedModel, SpectralForSequenceClassification):

@@ -111,7 +111,8 @@ class SpectralImageModelOutput(BaseModelOutputWithPooling):
             has its own N and D. Returned when `output_hidden_states=True`.
         attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
         reshaped_hidden_states: the tensors of `hidden_states` on their token grid, channels first as in Swin:
-            (B, D, L) for 1-D inputs, (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when `output_hidden_states=True`.
+            (B, D, L) for 1-D inputs, (B, D, H, W) for images, (B, D, depth, H, W) for volumes. Returned when
+            `output_hidden_states=True`.
     """
 
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -474,8 +475,8 @@ class SpectralPreTrainedModel(PreTrainedModel):
     def _from_pretrained_at_image_size(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """An image model asked for another image size than its checkpoint's (`image_size=...`, directly or through
         an Auto class, or a `config` with another `image_size`) is loaded at the checkpoint's size, then rebuilt at
-        the new one with resized position embeddings and global filters (bicubic for images) (`resize_model_to_image_size`),
-        as the original GFNet fine-tunes at 384 px."""
+        the new one with its position embeddings and global filters resized (`resize_model_to_image_size`, bicubic
+        for images), as the original GFNet fine-tunes at 384 px."""
         if pretrained_model_name_or_path is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         config_kwargs = config_loading_kwargs(kwargs)
@@ -691,8 +692,8 @@ class SpectralModel(SpectralPreTrainedModel):
             pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): the input of image
                 and volume models (configs with an `image_size`), instead of the token inputs.
             interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
-                position embeddings are resized (bicubic for images) to the new token grid, and a grid larger than the model's
-                runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
+                position embeddings are resized (bicubic for images) to the new token grid, and a grid larger than
+                the model's runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally

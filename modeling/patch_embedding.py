@@ -202,8 +202,8 @@ class SpectralImageEmbeddings(nn.Module):
 def resize_state_dict_to_config(state_dict, config):
     """Resize the position embeddings and global filters of an image model's state dict to the token grids of
     `config` (another `image_size`), as the original GFNet does before fine-tuning at 384 px: position embeddings
-    by `resize_grid` (bicubic for images, `align_corners=False`), every filter `complex_weight` by `resize_filter` to the
-    grid of its stage. Other tensors are returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
+    by `resize_grid` (bicubic for images, `align_corners=False`), every filter `complex_weight` by `resize_filter` to
+    the grid of its stage. Other tensors are returned unchanged. Works for every model prefix (`gfnet.`, ...)."""
     stage_of_layer = [stage for stage, depth in enumerate(config.stage_depths) for _ in range(depth)]
     resized = {}
     for key, value in state_dict.items():
