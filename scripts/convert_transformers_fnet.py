@@ -1,5 +1,5 @@
 """Convert a transformers FNet checkpoint (google/fnet-base, google/fnet-large or a fine-tuned FNet) into an
-`fnet_hybrid` checkpoint of the matching head, tokenizer files carried over unchanged.
+`fnet_hybrid` checkpoint of the matching head, with FNet's tokenizer (`copy_tokenizer_files`).
 
     python scripts/convert_transformers_fnet.py INPUT_DIR OUTPUT_DIR [--head HEAD] [--attention-layers 10 11]
 
@@ -26,7 +26,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from transformers import FNetConfig
+from transformers import FNetConfig, FNetTokenizer
 
 from fourierformers import (
     FNetHybridConfig,
@@ -258,10 +258,29 @@ def convert_fnet_checkpoint(
         with atomic_directory(output_dir, overwrite, overwrite_option="--overwrite") as work_dir:
             pooler = pooler_beside_the_head(state_dict, model)
             model.save_pretrained(work_dir, state_dict={**model.state_dict(), **pooler})
-            for name in TOKENIZER_FILES:
-                if (input_dir / name).exists():
-                    shutil.copyfile(input_dir / name, work_dir / name)
+            copy_tokenizer_files(input_dir, work_dir)
     return model
+
+
+def copy_tokenizer_files(input_dir, output_dir):
+    """Copy FNet's tokenizer files unchanged, except two entries of its tokenizer config: `model_input_names` gains
+    "attention_mask", which `FNetTokenizer` leaves out (FNet mixes pad tokens in) and without which no tokenizer,
+    pipeline or `DataCollatorWithPadding` passes the mask that keeps padding out of FNet-hybrid's outputs; and
+    `tokenizer_class`, where the checkpoint has none, names FNet's, which `AutoTokenizer` found by the model type
+    `fnet` that the converted config no longer has."""
+    copied = [name for name in TOKENIZER_FILES if (input_dir / name).exists()]
+    for name in copied:
+        shutil.copyfile(input_dir / name, output_dir / name)
+    if not copied:
+        return
+    path = output_dir / "tokenizer_config.json"
+    tokenizer_config = json.loads(path.read_text()) if path.exists() else {}
+    tokenizer_config.setdefault("tokenizer_class", FNetTokenizer.__name__)
+    input_names = list(tokenizer_config.get("model_input_names") or FNetTokenizer.model_input_names)
+    if "attention_mask" not in input_names:
+        input_names.append("attention_mask")
+    tokenizer_config["model_input_names"] = input_names
+    path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv=None):

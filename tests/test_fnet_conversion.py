@@ -99,7 +99,12 @@ def test_conversion_saves_a_loadable_checkpoint_with_the_tokenizer(tmp_path):
     tokenizer_files = [name for name in converter.TOKENIZER_FILES if (tmp_path / "fnet" / name).exists()]
     assert "tokenizer.json" in tokenizer_files
     for name in tokenizer_files:
-        assert (tmp_path / "converted" / name).read_bytes() == (tmp_path / "fnet" / name).read_bytes()
+        if name != "tokenizer_config.json":
+            assert (tmp_path / "converted" / name).read_bytes() == (tmp_path / "fnet" / name).read_bytes()
+    original, converted = (json.loads((tmp_path / folder / "tokenizer_config.json").read_text())
+                           for folder in ("fnet", "converted"))
+    assert converted.pop("model_input_names")[-1] == "attention_mask"
+    assert converted == {name: value for name, value in original.items() if name != "model_input_names"}
 
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "converted").eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "converted")
@@ -108,6 +113,38 @@ def test_conversion_saves_a_loadable_checkpoint_with_the_tokenizer(tmp_path):
         expected = reference(encoded["input_ids"]).logits
         actual = loaded(encoded["input_ids"]).logits
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("names_its_class", [True, False])
+def test_fnets_tokenizer_gives_the_converted_model_its_padding_mask(names_its_class, tmp_path):
+    """`FNetTokenizer` returns no attention mask: copied as it was, a sentence's prediction through a pipeline or
+    `DataCollatorWithPadding` depended on the batch it was padded in. A tokenizer config without `tokenizer_class`
+    loaded FNet's tokenizer by the model type `fnet` only, and the converted folder a generic one without
+    token type ids."""
+    save_tiny_fnet("FNetForSequenceClassification", tmp_path / "fnet")
+    vocab = [("<pad>", 0.0), ("<unk>", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[MASK]", 0.0)]
+    vocab += [(f"\u2581w{index}", -float(index)) for index in range(5, 99)]
+    transformers.FNetTokenizer(vocab=vocab).save_pretrained(tmp_path / "fnet")
+    config_file = tmp_path / "fnet" / "tokenizer_config.json"
+    if not names_its_class:
+        config_file.write_text(json.dumps({
+            name: value for name, value in json.loads(config_file.read_text()).items() if name != "tokenizer_class"
+        }))
+    converter.convert_fnet_checkpoint(tmp_path / "fnet", tmp_path / "converted")
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "converted")
+    assert type(tokenizer).__name__ == "FNetTokenizer"
+    sentences = ["w7", "w1 w2 w3 w4 w5 w6 w8 w9 w10"]
+    batch = transformers.DataCollatorWithPadding(tokenizer)([tokenizer(sentence) for sentence in sentences])
+    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask"}
+    classify = transformers.pipeline("text-classification", model=str(tmp_path / "converted"), top_k=None)
+    alone = classify(sentences[:1])[0]
+    batched = classify(sentences, batch_size=2)[0]
+    assert [entry["label"] for entry in alone] == [entry["label"] for entry in batched]
+    torch.testing.assert_close(
+        torch.tensor([entry["score"] for entry in alone]), torch.tensor([entry["score"] for entry in batched]),
+        atol=1e-5, rtol=0,
+    )
 
 
 def test_a_pretraining_checkpoint_keeps_fnets_pooler_for_sequence_heads(tmp_path):
