@@ -259,14 +259,19 @@ def fit_tokenizer_to_model(tokenizer, config):
     tokenizer.model_max_length = config.max_position_embeddings
 
 
+def checkpoint_label_names(model_args):
+    """The label names, in id order, of the checkpoint the run starts from (`--model_name_or_path`), or None."""
+    if model_args.model_name_or_path is None:
+        return None
+    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    return [saved.id2label[index] for index in range(saved.num_labels)]
+
+
 def evaluated_label_names(model_args, training_args):
     """The label names, in id order, of the checkpoint that a run without `--do_train` evaluates: its outputs are
     fixed, and the data may hold any of its labels (an evaluation set rarely holds every class or tag). None for a
     run that trains, whose labels come from the data."""
-    if training_args.do_train or model_args.model_name_or_path is None:
-        return None
-    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
-    return [saved.id2label[index] for index in range(saved.num_labels)]
+    return None if training_args.do_train else checkpoint_label_names(model_args)
 
 
 def label_fields(names):
@@ -763,12 +768,14 @@ def check_columns(raw, columns):
                 )
 
 
-def class_names(raw, column, flag, known=None):
+def class_names(raw, column, flag, known=None, checkpoint=None):
     """Class names in label-id order for a column of labels (or of lists of labels): the ClassLabel names, else the
     sorted distinct values of the training split as strings (integer ids in numeric order), `O` first when present
     (BIO tags). Raises `ValueError` for floating-point labels, fewer than two classes, or validation labels the
     training split does not have. With `known` (the names of an evaluated checkpoint, `evaluated_label_names`)
-    those are the names, and every label of the data must be one of them."""
+    those are the names, and every label of the data must be one of them. With `checkpoint` (the names of the
+    checkpoint a training run starts from) where they are the data's names in another order, the checkpoint's
+    order: its classifier keeps the meaning of each output, as in transformers' `run_glue`."""
     feature = raw["train"].features[column]
     feature = getattr(feature, "feature", feature)  # the element feature of a list column
     if known is not None:
@@ -781,6 +788,16 @@ def class_names(raw, column, flag, known=None):
                 "`--do_train`."
             )
         return list(known)
+    names = data_class_names(raw, column, flag)
+    if checkpoint is not None and sorted(checkpoint) == sorted(names):
+        return list(checkpoint)
+    return names
+
+
+def data_class_names(raw, column, flag):
+    """The class names of `class_names` read from the data alone."""
+    feature = raw["train"].features[column]
+    feature = getattr(feature, "feature", feature)
     if isinstance(feature, ClassLabel):
         return list(feature.names)
     if getattr(feature, "dtype", None) in ("float16", "float32", "float64"):

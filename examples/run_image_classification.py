@@ -37,6 +37,7 @@ from common import (
     FAMILY_CONFIGS,
     build_config,
     check_sample_limits,
+    checkpoint_label_names,
     class_names,
     evaluated_label_names,
     label_encoder,
@@ -326,7 +327,10 @@ def run(model_args, data_args, training_args):
         if requested is not None:
             check_resizable(model_args.model_name_or_path, saved, requested, training_args.do_train)
     raw = load_raw_data(data_args)
-    names = class_names(raw, "label", "--train_dir", known=evaluated_label_names(model_args, training_args))
+    names = class_names(
+        raw, "label", "--train_dir", known=evaluated_label_names(model_args, training_args),
+        checkpoint=checkpoint_label_names(model_args),
+    )
     to_id = label_encoder(raw, "label", names)
 
     task_fields = label_fields(names)

@@ -30,6 +30,7 @@ from common import (
     check_columns,
     check_sample_limits,
     checked_max_length,
+    checkpoint_label_names,
     class_names,
     evaluated_label_names,
     fit_tokenizer_to_model,
@@ -142,7 +143,10 @@ def run(model_args, data_args, training_args):
     if regression:
         names = evaluated or [data_args.label_column_name]
     else:
-        names = class_names(raw, data_args.label_column_name, "--label_column_name", known=evaluated)
+        names = class_names(
+            raw, data_args.label_column_name, "--label_column_name", known=evaluated,
+            checkpoint=checkpoint_label_names(model_args),
+        )
         to_id = label_encoder(raw, data_args.label_column_name, names)
 
     new_model_length = data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH

@@ -34,6 +34,7 @@ from common import (
     check_columns,
     check_sample_limits,
     checked_max_length,
+    checkpoint_label_names,
     class_names,
     evaluated_label_names,
     fit_tokenizer_to_model,
@@ -264,9 +265,13 @@ def main(argv=None):
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
-    # Tag names in id order: an evaluated checkpoint's, the ClassLabel names, else `O` first and the others sorted.
+    # Tag names in id order: an evaluated checkpoint's, or the data's (in the order of the checkpoint fine-tuned, if
+    # it has the same tags): the ClassLabel names, else `O` first and the others sorted.
     evaluated = evaluated_label_names(model_args, training_args)
-    names = class_names(raw, data_args.tags_column_name, "--tags_column_name", known=evaluated)
+    names = class_names(
+        raw, data_args.tags_column_name, "--tags_column_name", known=evaluated,
+        checkpoint=checkpoint_label_names(model_args),
+    )
     to_id = label_encoder(raw, data_args.tags_column_name, names)
 
     texts = (" ".join(words) for words in raw["train"][data_args.tokens_column_name])

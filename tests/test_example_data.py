@@ -174,6 +174,22 @@ def test_class_names_put_integer_ids_in_numeric_order(labels, names):
     assert common.class_names(raw, "label", "--label_column_name") == names
 
 
+@pytest.mark.parametrize("features,checkpoint,names", [
+    (None, ["b", "O", "a"], ["b", "O", "a"]),  # the same tags: the checkpoint's order
+    (None, ["O", "a", "c"], ["O", "a", "b"]),  # other tags: the data's
+    (None, ["O", "a"], ["O", "a", "b"]),
+    (datasets.ClassLabel(names=["O", "a", "b"]), ["a", "b", "O"], ["a", "b", "O"]),
+    (datasets.ClassLabel(names=["O", "a", "b"]), ["LABEL_0", "LABEL_1", "LABEL_2"], ["O", "a", "b"]),
+])
+def test_class_names_keep_the_order_of_a_checkpoint_with_the_datas_labels(features, checkpoint, names):
+    if features is None:
+        dataset = datasets.Dataset.from_dict({"label": ["b", "O", "a"]})
+    else:
+        dataset = datasets.Dataset.from_dict({"label": [2, 0, 1]}, features=datasets.Features(label=features))
+    raw = datasets.DatasetDict(train=dataset)
+    assert common.class_names(raw, "label", "--label_column_name", checkpoint=checkpoint) == names
+
+
 def test_regression_metric_has_no_pearson_where_it_is_undefined():
     """A constant prediction (or a single example) has no correlation: None, which JSON can hold, not NaN."""
     metric = common.load_metric("regression")

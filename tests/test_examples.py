@@ -27,6 +27,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
     CLIPImageProcessor,
@@ -468,6 +469,29 @@ def test_evaluating_a_checkpoint_on_data_with_some_of_its_classes(saved_classifi
         run_text_classification.main(["--output_dir", str(tmp_path / "neutral"), "--model_name_or_path",
                                       str(model_dir), "--do_eval", "--train_file", str(tmp_path / "neutral.csv"),
                                       "--validation_file", str(tmp_path / "neutral.csv")])
+
+
+def test_fine_tuning_keeps_the_label_order_of_a_classifier_with_the_datas_labels(saved_classifier, tmp_path):
+    """A classifier whose outputs name the data's labels in another order than the example's (sorted) one: fine-tuning
+    renumbered the labels and kept the classifier's rows, so that every prediction changed its label."""
+    model_dir, _ = saved_classifier
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():  # the same model with its two outputs swapped
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label = {0: "positive", 1: "negative"}
+    model.config.label2id = {"positive": 0, "negative": 1}
+    model.save_pretrained(tmp_path / "swapped")
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp_path / "swapped")
+    sentence = "A wonderful film."
+    before = pipeline("text-classification", model=str(model_dir))(sentence)[0]
+    lines, _, _ = run_example(  # a learning rate of 0 keeps the weights
+        "run_text_classification.py", tmp_path / "tuned", "--model_name_or_path", str(tmp_path / "swapped"),
+        *SMALL_RUN, "--max_steps", "1", "--learning_rate", "0", "--pipeline_inputs", sentence,
+    )
+    assert saved_config(tmp_path / "tuned")["id2label"] == {"0": "positive", "1": "negative"}
+    label, score = lines[0][0].split()
+    assert label == before["label"] and float(score) == pytest.approx(before["score"], abs=1e-3)
 
 
 def test_published_checkpoints_point_to_the_output_dir(saved_classifier, monkeypatch):
