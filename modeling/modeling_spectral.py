@@ -282,20 +282,19 @@ class SpectralBlock(GradientCheckpointingLayer):
             if self.mlp is None:
                 return x, attention
             return self.mlp_norm(x + self._branch(self.mlp(x), self.mlp_layer_scale)), attention
-        mlp_input = x
+        mixed = x
         if self.mixer is not None:
             mixer_input = x if self.mixer_norm is None else self.mixer_norm(x)
             mixed, attention = run_mixer(self.mixer, mixer_input, mask, **mix_options)
-            if self.mixer_residual:
+        if self.mixer_residual:  # x + mixer(norm(x)), then x + mlp(norm(x))
+            if self.mixer is not None:
                 x = x + self._branch(mixed, self.mixer_layer_scale)
-                mlp_input = x
-            else:
-                mlp_input = mixed
-        mlp_input = self._condition(mlp_input, condition, attn_implementation, condition_mask)
-        if self.mixer_residual:
-            x = mlp_input
-        if self.mlp is None:  # the config allows no MLP only with mixer_residual=True
-            return x, attention
+            x = self._condition(x, condition, attn_implementation, condition_mask)
+            if self.mlp is None:
+                return x, attention
+            return x + self._branch(self.mlp(self.mlp_norm(x)), self.mlp_layer_scale), attention
+        # one residual around both (the config requires the MLP here): x + mlp(mlp_norm(mixer(mixer_norm(x))))
+        mlp_input = self._condition(mixed, condition, attn_implementation, condition_mask)
         return x + self._branch(self.mlp(self.mlp_norm(mlp_input)), self.mlp_layer_scale), attention
 
 
