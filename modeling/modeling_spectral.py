@@ -813,7 +813,7 @@ class SpectralModel(SpectralPreTrainedModel):
         larger than `image_size`) runs its spectral mixers at a larger FFT grid (`call_fft_shape`). An image model
         records each hidden state as a pair, (B, N, D) flattened row-major and (B, *grid, D) (see `_recorded`)."""
         all_hidden_states = None
-        if output_hidden_states:
+        if output_hidden_states:  # computing on from what is recorded: its gradients are the model's
             hidden_states, all_hidden_states = self._recorded(hidden_states, ())
         all_attentions = () if output_attentions else None
         if condition is not None:  # a float32 condition for a bfloat16 model, as pixel_values are cast
