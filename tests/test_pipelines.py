@@ -74,3 +74,24 @@ def test_feature_extraction_pipeline_matches_the_model(family, tokenizer, tmp_pa
     with torch.no_grad():
         expected = extractor.model(**encoded).last_hidden_state
     torch.testing.assert_close(features, expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sentence_transformers_embeddings_do_not_depend_on_the_batch(family, tokenizer, tmp_path):
+    """A saved backbone as a sentence-transformers embedder (mean pooling): a sentence's embedding alone equals its
+    embedding in any padded batch, the saved embedder reloads to the same embeddings, and a `max_seq_length`
+    beyond the model's length is an error naming both."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    embedder = sentence_transformers.SentenceTransformer(save(family, "Model", tokenizer, tmp_path / "model"),
+                                                         device="cpu")
+    assert embedder.max_seq_length == 24
+    sentences = [*SENTENCES[:5], " ".join(SENTENCES[:5])]  # the last one truncated to 24 tokens
+    batched = embedder.encode(sentences, batch_size=3, convert_to_tensor=True)
+    alone = torch.stack([embedder.encode(sentence, convert_to_tensor=True) for sentence in sentences])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+    embedder.save(str(tmp_path / "embedder"))
+    reloaded = sentence_transformers.SentenceTransformer(str(tmp_path / "embedder"), device="cpu")
+    torch.testing.assert_close(reloaded.encode(sentences, convert_to_tensor=True), batched, atol=1e-6, rtol=0)
+    embedder.max_seq_length = 64
+    with pytest.raises(ValueError, match="Sequence length 64 exceeds max_position_embeddings=24"):
+        embedder.encode(" ".join(SENTENCES))
