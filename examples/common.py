@@ -214,13 +214,17 @@ def train_wordpiece_tokenizer(texts, vocab_size, model_max_length):
 
 
 def load_or_train_tokenizer(model_args, training_args, texts, max_seq_length):
-    """The tokenizer of `--tokenizer_name` or `--model_name_or_path`, else a WordPiece tokenizer trained on `texts`
-    (an iterable of strings, read only by the main process), saved to the output directory, from where the other
-    processes load it."""
-    if model_args.tokenizer_name or model_args.model_name_or_path:
-        folder = model_args.tokenizer_name or model_args.model_name_or_path
+    """The tokenizer of `--tokenizer_name` or `--model_name_or_path`, else of the checkpoint a training run resumes
+    from (Trainer saved it there: one trained again, on data changed since, would give the trained embeddings other
+    tokens), else a WordPiece tokenizer trained on `texts` (an iterable of strings, read only by the main process),
+    saved to the output directory, from where the other processes load it."""
+    resumed = training_args.resume_from_checkpoint if training_args.do_train else None
+    for flag, folder in [("--tokenizer_name", model_args.tokenizer_name),
+                         ("--model_name_or_path", model_args.model_name_or_path),
+                         ("--resume_from_checkpoint", resumed)]:
+        if not folder:
+            continue
         if not any((Path(folder) / name).exists() for name in TOKENIZER_FILES):
-            flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
             raise ValueError(
                 f"`{flag}` {folder} holds no tokenizer (none of {list(TOKENIZER_FILES)}): a model saved without one "
                 "needs `--tokenizer_name` with the folder of the tokenizer it was trained with, e.g. the "
@@ -427,12 +431,14 @@ def train_evaluate_predict(trainer, training_args, write_predictions=None, deriv
     return all_metrics
 
 
-def pipeline_model(model_args, training_args):
+def pipeline_model(model_args, training_args, tokenizer=None):
     """Where the pipeline that ends each example loads its model from: the saved output of a run that trained,
-    else the evaluated checkpoint (with `--tokenizer_name` when given)."""
+    else the evaluated checkpoint, with the run's `tokenizer` where given (fitted to the model's length, which a
+    `--tokenizer_name` folder may not be), else `--tokenizer_name` when given."""
     if training_args.do_train:
         return dict(model=training_args.output_dir)
-    return dict(model=model_args.model_name_or_path, tokenizer=getattr(model_args, "tokenizer_name", None))
+    tokenizer = tokenizer or getattr(model_args, "tokenizer_name", None)
+    return dict(model=model_args.model_name_or_path, tokenizer=tokenizer)
 
 
 def load_metric(name):
@@ -478,6 +484,7 @@ def run_example(run, argument_classes, argv=None, writes_predictions=True, **tra
         raise ValueError("This example has no predictions to write (`--do_eval` reports its metrics, such as "
                          "run_mlm.py's loss and perplexity); leave out `--do_predict`.")
     check_phases(model_args, training_args)
+    check_evaluation_data(data_args, training_args)
     check_argument_values(model_args, data_args)
     check_saved_folders(model_args)
     check_inputs_survive(model_args, data_args, training_args)
@@ -552,6 +559,21 @@ def check_phases(model_args, training_args):
     if model_args.config_overrides:
         raise ValueError("`--config_overrides` would change the model that `--do_eval` / `--do_predict` evaluate "
                          "without `--do_train`; leave it out, or add `--do_train` to fine-tune.")
+
+
+def check_evaluation_data(data_args, training_args):
+    """Raise `ValueError` for a run without `--do_train` given a training file or folder but no validation one:
+    the validation split of a training run is cut from it at random (a tenth), so such a run would evaluate an
+    arbitrary part of the data, its predictions numbered in that part."""
+    if training_args.do_train:
+        return
+    for train_flag, validation_flag in (("train_file", "validation_file"), ("train_dir", "validation_dir")):
+        if getattr(data_args, train_flag, None) is not None and getattr(data_args, validation_flag, None) is None:
+            raise ValueError(
+                f"`--do_eval` / `--do_predict` without `--do_train` evaluate `--{validation_flag}`, which is missing: "
+                f"a tenth of `--{train_flag}` would be cut at random to evaluate. To evaluate all of it, give the "
+                f"same path to both."
+            )
 
 
 def check_argument_values(model_args, data_args):

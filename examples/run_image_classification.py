@@ -105,11 +105,12 @@ def class_files(folder):
     return [glob.escape(str(path)) for path in files if path.name not in ImageFolder.METADATA_FILENAMES]
 
 
-def check_image_folder(flag, folder):
-    """An image folder needs one sub-folder per class (at least two), each holding images that datasets'
-    imagefolder reads, directly (imagefolder labels an image by the folder it lies in), readable (a broken file
-    failed in training or after it) and of 8 bits per channel; raise `FileNotFoundError` / `ValueError` naming `flag`
-    otherwise. A metadata file of imagefolder is ignored with a warning. Returns the class names."""
+def check_image_folder(flag, folder, minimum_classes=2):
+    """An image folder needs one sub-folder per class (at least `minimum_classes`: two to train on, one to evaluate
+    on), each holding images that datasets' imagefolder reads, directly (imagefolder labels an image by the folder it
+    lies in), readable (a broken file failed in training or after it) and of 8 bits per channel; raise
+    `FileNotFoundError` / `ValueError` naming `flag` otherwise. A metadata file of imagefolder is ignored with a
+    warning. Returns the class names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"`{flag}` {folder} is not a directory; pass a folder with one sub-folder per class.")
@@ -149,22 +150,26 @@ def check_image_folder(flag, folder):
     for metadata in sorted(path for path in folder.rglob("*") if path.name in ImageFolder.METADATA_FILENAMES):
         logger.warning("Ignoring %s in `%s`: the labels are the names of the class folders", metadata, flag)
     empty = [name for name, files in images.items() if not files]
-    if empty or len(classes) < 2:
+    if empty or len(classes) < minimum_classes:
+        counted = "two class sub-folders" if minimum_classes == 2 else "one class sub-folder"
         raise ValueError(
-            f"`{flag}` {folder} needs at least two class sub-folders with images (.png, .jpg, .jpeg, .bmp, ... as "
+            f"`{flag}` {folder} needs at least {counted} with images (.png, .jpg, .jpeg, .bmp, ... as "
             f"datasets' imagefolder reads them); found classes {sorted(classes)}"
             f"{f', of which {empty} hold no images' if empty else ''}."
         )
     return sorted(classes)
 
 
-def load_raw_data(data_args):
+def load_raw_data(data_args, training):
+    """The image folders of `--train_dir` and `--validation_dir`, else the built-in images; a run that does not
+    train (`training` False) evaluates on folders of any of its checkpoint's classes, one of them included."""
     check_sample_limits(data_args)
     data.check_validation_flag("--validation_dir", data_args.validation_dir, "--train_dir", data_args.train_dir)
     if data_args.train_dir is not None:
-        classes = check_image_folder("--train_dir", data_args.train_dir)
+        classes = check_image_folder("--train_dir", data_args.train_dir, 2 if training else 1)
         if data_args.validation_dir is not None:
-            unseen = sorted(set(check_image_folder("--validation_dir", data_args.validation_dir)) - set(classes))
+            validation_classes = check_image_folder("--validation_dir", data_args.validation_dir, 1)
+            unseen = sorted(set(validation_classes) - set(classes))
             if unseen:  # imagefolder would add them to the label set, and the model would predict them untrained
                 raise ValueError(
                     f"Classes {unseen} occur in `--validation_dir` but not in `--train_dir`, whose classes are "
@@ -326,7 +331,7 @@ def run(model_args, data_args, training_args):
         check_image_model(model_args.model_name_or_path, saved)
         if requested is not None:
             check_resizable(model_args.model_name_or_path, saved, requested, training_args.do_train)
-    raw = load_raw_data(data_args)
+    raw = load_raw_data(data_args, training_args.do_train)
     names = class_names(
         raw, "label", "--train_dir", known=evaluated_label_names(model_args, training_args),
         checkpoint=checkpoint_label_names(model_args),
@@ -391,9 +396,10 @@ def run(model_args, data_args, training_args):
             "image-classification", **pipeline_model(model_args, training_args), top_k=1, device=training_args.device
         )
         examples = raw["validation"].select(range(min(data_args.num_pipeline_images, len(raw["validation"]))))
+        folder_label = examples.features["label"]  # the ids of the image folder's (sorted) classes, not the model's
         for example, prediction in zip(examples, classifier([example["image"] for example in examples])):
             top = prediction[0]
-            print(f"pipeline: {top['label']} {top['score']:.3f} | true label {names[example['label']]}")
+            print(f"pipeline: {top['label']} {top['score']:.3f} | true label {folder_label.int2str(example['label'])}")
     return metrics
 
 

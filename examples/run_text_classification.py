@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     pipeline,
@@ -133,11 +134,23 @@ def main(argv=None):
     )
 
 
+def check_evaluated_task(model_path, regression):
+    """Raise `ValueError` when an evaluated checkpoint is a regression model and the run reads classes: the labels
+    would be refused as not among the checkpoint's one label (its column name), without saying why."""
+    if not regression and AutoConfig.from_pretrained(model_path).problem_type == "regression":
+        raise ValueError(
+            f"`--model_name_or_path` {model_path} is a regression model (problem_type='regression'); evaluate it "
+            "with `--task regression`."
+        )
+
+
 def run(model_args, data_args, training_args):
     """Everything after argument parsing; `training_args.output_dir` is the work directory here."""
     raw = load_raw_data(data_args)
     regression = data_args.task == "regression"
     evaluated = evaluated_label_names(model_args, training_args)
+    if evaluated is not None:
+        check_evaluated_task(model_args.model_name_or_path, regression)
     # Regression: one output named after the label column, so that the pipeline prints e.g. "label 1.234" (an
     # evaluated checkpoint keeps its own name).
     if regression:
@@ -205,7 +218,7 @@ def run(model_args, data_args, training_args):
     if training_args.process_index == 0:
         classifier = pipeline(
             "text-classification",
-            **pipeline_model(model_args, training_args),
+            **pipeline_model(model_args, training_args, tokenizer),
             function_to_apply="none" if regression else "softmax",
             device=training_args.device,
         )

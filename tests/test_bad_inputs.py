@@ -1263,7 +1263,7 @@ def test_image_folders_read_every_image_under_its_class_folder_name(tmp_path, ca
     arguments = run_image_classification.DataArguments(
         train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "deeper" / "validation"))
     with caplog.at_level(logging.WARNING):
-        raw = run_image_classification.load_raw_data(arguments)
+        raw = run_image_classification.load_raw_data(arguments, training=True)
     assert re.search(r"Ignoring .*train/metadata.csv in `--train_dir`: the labels are the names of the", caplog.text)
     names = raw["train"].features["label"].names
     assert names == ["cat", "dog [v2]"] and (raw["train"].num_rows, raw["validation"].num_rows) == (5, 2)

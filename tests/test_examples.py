@@ -133,6 +133,14 @@ def test_text_regression(tmp_path):
         str(tmp_path / "ratings.csv"), "--label_column_name", "rating", "--pipeline_inputs", "A film.",
     )
     assert metrics["eval_mse"] >= 0
+    # without `--task regression`: its one output's name was taken for the only class the data may have
+    with pytest.raises(ValueError, match=r"is a regression model \(problem_type='regression'\); evaluate it with "
+                                         r"`--task regression`"):
+        run_text_classification.main([
+            "--output_dir", str(tmp_path / "as_classes"), "--model_name_or_path", str(tmp_path), "--do_eval",
+            "--train_file", str(tmp_path / "ratings.csv"), "--validation_file", str(tmp_path / "ratings.csv"),
+            "--label_column_name", "rating",
+        ])
     # the regression checkpoint fine-tuned for the classes: the classification loss replaces the regression one
     _, metrics, _ = run_example("run_text_classification.py", tmp_path / "classes", "--model_name_or_path", tmp_path,
                                 *TEXT_RUN[:-4])
@@ -469,6 +477,11 @@ def test_evaluating_a_checkpoint_on_data_with_some_of_its_classes(saved_classifi
         run_text_classification.main(["--output_dir", str(tmp_path / "neutral"), "--model_name_or_path",
                                       str(model_dir), "--do_eval", "--train_file", str(tmp_path / "neutral.csv"),
                                       "--validation_file", str(tmp_path / "neutral.csv")])
+    # A training file alone: a random tenth of it was evaluated, the predictions numbered in that tenth.
+    with pytest.raises(ValueError, match=r"without `--do_train` evaluate `--validation_file`, which is missing: a "
+                                         r"tenth of `--train_file` would be cut at random"):
+        run_text_classification.main(["--output_dir", str(tmp_path / "cut"), "--model_name_or_path", str(model_dir),
+                                      "--do_predict", "--train_file", str(tmp_path / "positive.csv")])
 
 
 def test_fine_tuning_keeps_the_label_order_of_a_classifier_with_the_datas_labels(saved_classifier, tmp_path):
@@ -504,6 +517,21 @@ def test_published_checkpoints_point_to_the_output_dir(saved_classifier, monkeyp
         best = json.loads((checkpoint / "trainer_state.json").read_text())["best_model_checkpoint"]
         assert Path(best).parent == output_dir and Path(best).is_dir()
         assert torch.load(checkpoint / "training_args.bin", weights_only=False).output_dir == str(output_dir)
+
+
+def test_evaluation_with_a_longer_tokenizer_ends_with_the_pipeline_at_the_models_length(saved_classifier, tmp_path):
+    """`--tokenizer_name` saved with a longer `model_max_length` than the model's: the run evaluated at the model's
+    length, then its pipeline truncated at the tokenizer's and failed, and nothing was published."""
+    model_dir, _ = saved_classifier
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    long_sentence = " ".join(["A wonderful film."] * 20)
+    lines, _, _ = run_example(
+        "run_text_classification.py", tmp_path / "eval", "--model_name_or_path", str(model_dir), "--tokenizer_name",
+        str(tmp_path / "tokenizer"), "--do_eval", "--max_eval_samples", "8", "--pipeline_inputs", long_sentence,
+    )
+    assert [sentence for _, sentence in lines] == [long_sentence]
 
 
 def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, tmp_path):
@@ -735,6 +763,17 @@ def test_run_resumed_from_a_published_checkpoint_keeps_its_best_one(saved_classi
     assert all(torch.equal(final[name], value) for name, value in best_weights.items())
 
 
+def test_resumed_run_keeps_the_tokenizer_of_its_checkpoint(saved_classifier, tmp_path):
+    """A run that trained its tokenizer, resumed on changed data (here more samples) without `--tokenizer_name`,
+    trained a new tokenizer, whose ids named other tokens than the checkpoint's embeddings were trained for."""
+    last = max(saved_classifier[0].glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    run_text_classification.main([
+        "--output_dir", str(tmp_path / "resumed"), "--config_overrides", TINY_MODEL, *TEXT_RUN,
+        "--max_train_samples", "128", "--num_train_epochs", "3", "--resume_from_checkpoint", str(last),
+    ])
+    assert saved_vocabulary(tmp_path / "resumed") == saved_vocabulary(last)
+
+
 def write_state(checkpoint, best):
     """A checkpoint folder whose trainer_state.json names `best` as the best checkpoint."""
     checkpoint.mkdir(parents=True)
@@ -882,6 +921,14 @@ def test_evaluating_an_image_checkpoint_at_its_size_spelled_otherwise_and_on_som
     expected = sum(label == file.parent.name for label, file in zip(predicted, files)) / len(files)
     assert on_folder["eval_accuracy"] == pytest.approx(expected)
     assert "eval_accuracy" in json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+
+    # A folder of one class is evaluated (it was refused as needing two), and the pipeline lines name each image's
+    # own class as its true label (they named the checkpoint's class of the folder's id: "0" for every 7).
+    shutil.copytree(tmp_path / "folder" / "7", tmp_path / "sevens" / "7")
+    sevens = ["--train_dir", str(tmp_path / "sevens"), "--validation_dir", str(tmp_path / "sevens")]
+    lines, _, _ = run_example("run_image_classification.py", tmp_path / "sevens_eval", "--model_name_or_path",
+                              str(tmp_path / "model"), "--do_eval", *sevens, "--num_pipeline_images", "2")
+    assert [truth for _, truth in lines] == ["true label 7"] * 2
 
 
 @pytest.mark.parametrize("model_type", ["vit", *FAMILIES])
