@@ -813,6 +813,12 @@ def class_names(raw, column, flag, known=None, checkpoint=None):
     names = data_class_names(raw, column, flag)
     if checkpoint is not None and sorted(checkpoint) == sorted(names):
         return list(checkpoint)
+    unnamed = [f"LABEL_{index}" for index in range(len(names))]  # transformers' names of a head never named
+    if checkpoint is not None and len(checkpoint) == len(names) and checkpoint != unnamed:
+        logger.warning(
+            "The classifier of the checkpoint was trained for the labels %s; it keeps its weights, and its outputs "
+            "now stand for the data's labels %s in this order (as transformers' examples do).", checkpoint, names
+        )
     return names
 
 
