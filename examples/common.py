@@ -326,7 +326,26 @@ def load_model(auto_class, model_args, training_args, config):
             f"{type(model).__name__}: `--do_eval` / `--do_predict` without `--do_train` need a checkpoint trained "
             "for this task (fine-tune this one with `--do_train`)."
         )
+    if training_args.process_index == 0:
+        warn_of_a_head_kept_for_other_labels(model, model_args.model_name_or_path, untrained)
     return model
+
+
+def warn_of_a_head_kept_for_other_labels(model, model_path, untrained):
+    """Log a warning where the task head of `model_path`, trained for as many labels as the data's but other ones,
+    was loaded (none of its weights `untrained`): its outputs now stand for the data's labels, in their order, as in
+    transformers' examples. A head of the same labels keeps their order (`class_names`)."""
+    head = [name for name, _ in model.named_parameters() if not name.startswith(f"{model.base_model_prefix}.")]
+    if not head or set(head) & set(untrained):
+        return
+    saved = AutoConfig.from_pretrained(model_path)
+    trained = [saved.id2label[index] for index in range(saved.num_labels)]
+    names = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    if sorted(trained) != sorted(names) and trained != [f"LABEL_{index}" for index in range(len(trained))]:
+        logger.warning(
+            "The task head of %s was trained for the labels %s; it keeps its weights, and its outputs now stand for "
+            "the data's labels %s in this order.", model_path, trained, names
+        )
 
 
 # Config entries that differ between a checkpoint and its fine-tuned config without changing a backbone weight.
@@ -813,12 +832,6 @@ def class_names(raw, column, flag, known=None, checkpoint=None):
     names = data_class_names(raw, column, flag)
     if checkpoint is not None and sorted(checkpoint) == sorted(names):
         return list(checkpoint)
-    unnamed = [f"LABEL_{index}" for index in range(len(names))]  # transformers' names of a head never named
-    if checkpoint is not None and len(checkpoint) == len(names) and checkpoint != unnamed:
-        logger.warning(
-            "The classifier of the checkpoint was trained for the labels %s; it keeps its weights, and its outputs "
-            "now stand for the data's labels %s in this order (as transformers' examples do).", checkpoint, names
-        )
     return names
 
 

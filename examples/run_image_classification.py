@@ -396,7 +396,7 @@ def run(model_args, data_args, training_args):
             "image-classification", **pipeline_model(model_args, training_args), top_k=1, device=training_args.device
         )
         examples = raw["validation"].select(range(min(data_args.num_pipeline_images, len(raw["validation"]))))
-        folder_label = examples.features["label"]  # the ids of the image folder's (sorted) classes, not the model's
+        folder_label = examples.features["label"]  # the data's ids (a folder's classes, sorted), not the model's
         for example, prediction in zip(examples, classifier([example["image"] for example in examples])):
             top = prediction[0]
             print(f"pipeline: {top['label']} {top['score']:.3f} | true label {folder_label.int2str(example['label'])}")

@@ -13,6 +13,7 @@ def checked_positive_index(name, value):
         raise ValueError(f"`{name}` must be a positive integer (or None), got {value!r}.")
     return index
 
+
 TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
 
 

@@ -2,7 +2,6 @@
 the default datasets have the documented shapes and labels."""
 
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -189,19 +188,6 @@ def test_class_names_keep_the_order_of_a_checkpoint_with_the_datas_labels(featur
         dataset = datasets.Dataset.from_dict({"label": [2, 0, 1]}, features=datasets.Features(label=features))
     raw = datasets.DatasetDict(train=dataset)
     assert common.class_names(raw, "label", "--label_column_name", checkpoint=checkpoint) == names
-
-
-@pytest.mark.parametrize("checkpoint,warned", [
-    (["neg", "pos"], True),  # another task's labels, as many: the classifier is kept
-    (["LABEL_0", "LABEL_1"], False),  # a head never named (a backbone's config)
-    (["a", "b", "c"], False),  # another number: the classifier is newly initialised, which the load report says
-])
-def test_class_names_warn_of_a_kept_classifier_of_other_labels(checkpoint, warned, caplog):
-    raw = datasets.DatasetDict(train=datasets.Dataset.from_dict({"label": ["good", "bad", "good"]}))
-    with caplog.at_level(logging.WARNING):
-        assert common.class_names(raw, "label", "--label_column_name", checkpoint=checkpoint) == ["bad", "good"]
-    warning = "it keeps its weights, and its outputs now stand for the data's labels ['bad', 'good']"
-    assert (warning in caplog.text) == warned
 
 
 def test_regression_metric_has_no_pearson_where_it_is_undefined():

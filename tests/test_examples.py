@@ -5,6 +5,7 @@ predictions of a saved model without training; fine-tuning, resuming and output-
 losses must equal the single-process run's (the `num_items_in_batch` handling)."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -505,6 +506,25 @@ def test_fine_tuning_keeps_the_label_order_of_a_classifier_with_the_datas_labels
     assert saved_config(tmp_path / "tuned")["id2label"] == {"0": "positive", "1": "negative"}
     label, score = lines[0][0].split()
     assert label == before["label"] and float(score) == pytest.approx(before["score"], abs=1e-3)
+
+
+@pytest.mark.parametrize("saved,warned", [
+    ("classifier", True),  # kept: its outputs now stand for other labels
+    ("backbone", False),  # a backbone saved with its classifier's config: the classifier is new
+    ("unnamed classifier", False),  # labels never named (LABEL_0, LABEL_1): nothing says they were others
+])
+def test_fine_tuning_warns_of_a_head_kept_for_other_labels(saved, warned, tmp_path, caplog):
+    labels = dict(num_labels=2) if saved == "unnamed classifier" else common.label_fields(["neg", "pos"])
+    model = GFNetForSequenceClassification(
+        GFNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, intermediate_size=32, **labels)
+    )
+    (model.base_model if saved == "backbone" else model).save_pretrained(tmp_path / "checkpoint")
+    config = GFNetConfig.from_pretrained(tmp_path / "checkpoint", **common.label_fields(["bad", "good"]))
+    with caplog.at_level(logging.WARNING):
+        common.load_model(AutoModelForSequenceClassification, SimpleNamespace(model_name_or_path=str(
+            tmp_path / "checkpoint")), SimpleNamespace(do_train=True, process_index=0), config)
+    warning = "trained for the labels ['neg', 'pos']; it keeps its weights, and its outputs now stand for the data's"
+    assert (warning in caplog.text) == warned
 
 
 def test_published_checkpoints_point_to_the_output_dir(saved_classifier, monkeypatch):

@@ -1,5 +1,8 @@
 """transformers pipelines run from a saved directory (model + a WordPiece tokenizer trained here)."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -82,8 +85,10 @@ def test_sentence_transformers_embeddings_do_not_depend_on_the_batch(family, tok
     embedding in any padded batch, the saved embedder reloads to the same embeddings, and a `max_seq_length`
     beyond the model's length is an error naming both."""
     sentence_transformers = pytest.importorskip("sentence_transformers")
-    embedder = sentence_transformers.SentenceTransformer(save(family, "Model", tokenizer, tmp_path / "model"),
-                                                         device="cpu")
+    folder = save(family, "Model", tokenizer, tmp_path / "model")
+    tokenizer_config = Path(folder, "tokenizer_config.json")  # a tokenizer saved for longer texts than the model's
+    tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()), "model_max_length": 512}))
+    embedder = sentence_transformers.SentenceTransformer(folder, device="cpu")
     assert embedder.max_seq_length == 24
     sentences = [*SENTENCES[:5], " ".join(SENTENCES[:5])]  # the last one truncated to 24 tokens
     batched = embedder.encode(sentences, batch_size=3, convert_to_tensor=True)
