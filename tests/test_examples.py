@@ -134,6 +134,14 @@ def test_text_regression(tmp_path):
         str(tmp_path / "ratings.csv"), "--label_column_name", "rating", "--pipeline_inputs", "A film.",
     )
     assert metrics["eval_mse"] >= 0
+    # one evaluation example has no correlation: the run failed in `log_metrics` on its None, losing its results
+    (tmp_path / "one_rating.csv").write_text("sentence,rating\nA film.,0.5\n")
+    _, metrics, _ = run_example(
+        "run_text_classification.py", tmp_path / "evaluated_on_one", "--model_name_or_path", str(tmp_path), "--task",
+        "regression", "--do_eval", "--train_file", str(tmp_path / "ratings.csv"), "--validation_file",
+        str(tmp_path / "one_rating.csv"), "--label_column_name", "rating", "--pipeline_inputs", "A film.",
+    )
+    assert "eval_pearson" not in metrics and metrics["eval_mse"] >= 0
     # without `--task regression`: its one output's name was taken for the only class the data may have
     with pytest.raises(ValueError, match=r"is a regression model \(problem_type='regression'\); evaluate it with "
                                          r"`--task regression`"):

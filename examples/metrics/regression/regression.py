@@ -1,4 +1,4 @@
-"""Regression metrics (mean squared error, mean absolute error, Pearson correlation, None where undefined): a
+"""Regression metrics (mean squared error, mean absolute error, and Pearson correlation where it is defined): a
 local `evaluate` metric module. Load with `evaluate.load("examples/metrics/regression")`."""
 
 import datasets
@@ -20,11 +20,10 @@ class Regression(evaluate.Metric):
     def _compute(self, predictions, references):
         predictions, references = np.asarray(predictions), np.asarray(references)
         errors = predictions - references
-        # Pearson's correlation divides by both standard deviations: None (JSON null) where one is zero, as for a
-        # single example or constant predictions (numpy would give NaN, which JSON has no value for).
-        defined = predictions.std() > 0 and references.std() > 0
-        return {
-            "mse": float(np.mean(errors**2)),
-            "mae": float(np.mean(np.abs(errors))),
-            "pearson": float(np.corrcoef(predictions, references)[0, 1]) if defined else None,
-        }
+        scores = {"mse": float(np.mean(errors**2)), "mae": float(np.mean(np.abs(errors)))}
+        # Pearson's correlation divides by both standard deviations: left out where one is zero, as for a single
+        # example or constant predictions (numpy gives NaN, which JSON has no value for, and a None value stops
+        # Trainer's `log_metrics`, which formats every value as a number, after training).
+        if predictions.std() > 0 and references.std() > 0:
+            scores["pearson"] = float(np.corrcoef(predictions, references)[0, 1])
+        return scores
