@@ -13,6 +13,7 @@ The cache lives in `$FOURIERFORMERS_DATA` (default `~/.cache/fourierformers`). E
 `RuntimeError` saying what to install.
 """
 
+import csv
 import gzip
 import hashlib
 import json
@@ -273,7 +274,15 @@ def load_user_data(train_file, validation_file):
         if Path(path).suffix in (".json", ".jsonl"):
             check_json_lines_types(flag, path)
     suffix = Path(train_file).suffix
-    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    kwargs = {}
+    if suffix in (".csv", ".tsv"):
+        # Only an empty cell is missing: pandas would also read words such as NA, None, null or nan as missing (a
+        # class named "NA", or a text "None", was then refused as an empty value).
+        kwargs = {"keep_default_na": False, "na_values": [""]}
+    if suffix == ".tsv":
+        # No quoting, as GLUE's TSV files are read: a text starting with `"` opened a quoted field that swallowed
+        # the following rows, their tabs, line breaks and labels included.
+        kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
     splits = {}
     for split, (flag, path) in files.items():  # one file at a time, so that an error names its flag
         try:

@@ -198,3 +198,17 @@ def test_regression_metric_has_no_pearson_where_it_is_undefined():
     assert "pearson" not in scores and scores["mse"] == pytest.approx(2.75 / 3)
     assert metric.compute(predictions=[0.0, 1.0], references=[0.0, 2.0])["pearson"] == pytest.approx(1.0)
     json.dumps(scores, allow_nan=False)
+
+
+@pytest.mark.parametrize("suffix,separator", [(".csv", ","), (".tsv", "\t")])
+def test_user_files_keep_quotes_in_tsv_and_words_that_pandas_reads_as_missing(suffix, separator, tmp_path):
+    """A TSV is read without quoting (a text opening with `"` swallowed the rows after it); only an empty cell is a
+    missing value (pandas' NA words, such as NA, None and null, were refused as empty values)."""
+    rows = [('"Inception" is great', "pos"), ('"Unclosed quote', "pos"), ("None", "NA"), ("null", "neg")]
+    if suffix == ".csv":
+        rows[:2] = [('"""Inception"" is great"', "pos"), ('"""Unclosed quote"', "pos")]  # CSV quoting as written
+    path = tmp_path / f"data{suffix}"
+    path.write_text("\n".join(separator.join(row) for row in [("sentence", "label"), *rows]) + "\n")
+    raw = data.load_user_data(str(path), str(path))
+    assert raw["train"]["sentence"] == ['"Inception" is great', '"Unclosed quote', "None", "null"]
+    assert raw["train"]["label"] == ["pos", "pos", "NA", "neg"]
