@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from datasets import ClassLabel, Value
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -89,9 +90,44 @@ class DataArguments:
     )
 
 
+def check_split_columns(dataset, split, data_args):
+    """Raise `ValueError` unless the text column of the `split` data holds texts and its label column one label per
+    text: a number (finite) for regression, else a class."""
+    text_column, label_column = data_args.text_column_name, data_args.label_column_name
+    where = f"of the {split} data"
+    text_feature = dataset.features[text_column]
+    if getattr(text_feature, "dtype", None) not in ("string", "large_string"):
+        raise ValueError(
+            f"Column {text_column!r} (`--text_column_name`) {where} must hold texts, but holds "
+            f"{getattr(text_feature, 'dtype', type(text_feature).__name__)} values such as "
+            f"{dataset[0][text_column]!r}: pass the column of the texts to classify."
+        )
+    label_feature = dataset.features[label_column]
+    if not isinstance(label_feature, (Value, ClassLabel)):  # lists (several labels per text) failed in a KeyError
+        raise ValueError(
+            f"Column {label_column!r} (`--label_column_name`) {where} must hold one label per text, but holds values "
+            f"such as {dataset[0][label_column]!r}; this example classifies each text into one class (or one number "
+            "with `--task regression`)."
+        )
+    label_dtype = getattr(label_feature, "dtype", type(label_feature).__name__)
+    if data_args.task != "regression":
+        return
+    if not label_dtype.startswith(("int", "float")):
+        raise ValueError(
+            f"`--task regression` needs numeric labels, but column {label_column!r} {where} holds {label_dtype} "
+            f"values such as {dataset[0][label_column]!r}; use `--task classification` for class names."
+        )
+    labels = np.asarray(dataset[label_column], dtype=np.float64)
+    if not np.isfinite(labels).all():  # a NaN target made the loss NaN from the first step on
+        raise ValueError(
+            f"`--task regression` needs finite labels, but column {label_column!r} {where} holds "
+            f"{labels[~np.isfinite(labels)][0]} (row {int(np.flatnonzero(~np.isfinite(labels))[0])})."
+        )
+
+
 def load_raw_data(data_args):
-    """The data, checked before anything is trained: both columns present and filled in every split, numeric
-    labels for regression."""
+    """The data, checked before anything is trained: both columns present and filled in every split, texts and one
+    label per text (finite numbers for regression) in every split."""
     check_sample_limits(data_args)
     data.check_validation_flag("--validation_file", data_args.validation_file, "--train_file", data_args.train_file)
     if data_args.train_file is not None:
@@ -100,21 +136,8 @@ def load_raw_data(data_args):
         raw = data.movie_reviews(data_args.task)
     check_columns(raw, {"--text_column_name": data_args.text_column_name,
                         "--label_column_name": data_args.label_column_name})
-    text_feature = raw["train"].features[data_args.text_column_name]
-    if getattr(text_feature, "dtype", None) not in ("string", "large_string"):
-        raise ValueError(
-            f"Column {data_args.text_column_name!r} (`--text_column_name`) must hold texts, but holds "
-            f"{getattr(text_feature, 'dtype', type(text_feature).__name__)} values such as "
-            f"{raw['train'][0][data_args.text_column_name]!r}: pass the column of the texts to classify."
-        )
-    label_feature = raw["train"].features[data_args.label_column_name]
-    label_dtype = getattr(label_feature, "dtype", type(label_feature).__name__)
-    if data_args.task == "regression" and not label_dtype.startswith(("int", "float")):
-        raise ValueError(
-            f"`--task regression` needs numeric labels, but column {data_args.label_column_name!r} holds {label_dtype} "
-            f"values such as {raw['train'][0][data_args.label_column_name]!r}; use `--task classification` for "
-            "class names."
-        )
+    for split, dataset in raw.items():  # the validation file's columns are read as its own types
+        check_split_columns(dataset, split, data_args)
     return limit_samples(raw, data_args)
 
 

@@ -81,7 +81,7 @@ class DataArguments:
 
 
 def check_word_and_tag_lists(raw, data_args):
-    """Every row needs a list of words (non-blank strings) and a list of as many tags."""
+    """Every row needs a list of words (non-blank strings) and a list of as many tags, none of them missing."""
     for split, dataset in raw.items():
         rows = zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name])
         for index, (words, tags) in enumerate(rows):
@@ -103,6 +103,11 @@ def check_word_and_tag_lists(raw, data_args):
                 raise ValueError(
                     f"Row {index} of the {split} data has {len(words)} words but {len(tags)} tags; every word needs "
                     "exactly one tag."
+                )
+            if None in tags:  # read as a tag named "None" otherwise
+                raise ValueError(
+                    f"Row {index} of the {split} data has a missing tag (null) at position {tags.index(None)}; every "
+                    "word needs a tag."
                 )
 
 

@@ -1065,6 +1065,14 @@ def user_data(tmp_path_factory):
         "tags_too_few.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc"]}) + "\n"
                                       for _ in range(4)),
         "no_tags.jsonl": "".join(json.dumps({"tokens": ["New", "York"]}) + "\n" for _ in range(4)),
+        "list_labels.jsonl": "".join(json.dumps({"sentence": t, "label": ["sports", "politics"]}) + "\n"
+                                     for t in texts),
+        "ratings.csv": "sentence,label\n" + "".join(f"{t},{i / 7:.3f}\n" for i, t in enumerate(texts)),
+        "unrated.csv": "sentence,label\nhello,?\n",
+        "nan_ratings.jsonl": "".join(json.dumps({"sentence": t, "label": float("nan") if i == 3 else i / 7}) + "\n"
+                                     for i, t in enumerate(texts)),
+        "null_tag.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc", None]}) + "\n"
+                                  for _ in range(4)),
         "blank_lines.txt": "\n   \n\n",
         "empty.txt": "",
     }
@@ -1109,7 +1117,19 @@ EXAMPLE_ROWS = [
     (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/other_columns.csv"], ValueError,
      r"Column 'sentence' \(`--text_column_name`\) not found in the validation data, whose columns are \['text', 'oth"),
     (TEXT, ["--train_file", "{data}/number_texts.csv"], ValueError,
-     r"Column 'sentence' \(`--text_column_name`\) must hold texts, but holds int64 values such as \d+: pass"),
+     r"Column 'sentence' \(`--text_column_name`\) of the train data must hold texts, but holds int64 values such as "
+     r"\d+: pass"),
+    # the validation file's columns have types of their own: they failed in the tokenizer or the loss
+    (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/number_texts.csv"], ValueError,
+     r"Column 'sentence' \(`--text_column_name`\) of the validation data must hold texts, but holds int64 values"),
+    (TEXT, ["--train_file", "{data}/ratings.csv", "--validation_file", "{data}/unrated.csv", "--task", "regression"],
+     ValueError, r"`--task regression` needs numeric labels, but column 'label' of the validation data holds .*string "
+                 r"values such as '\?'"),
+    (TEXT, ["--train_file", "{data}/nan_ratings.jsonl", "--task", "regression"], ValueError,
+     r"`--task regression` needs finite labels, but column 'label' of the (train|validation) data holds nan"),
+    (TEXT, ["--train_file", "{data}/list_labels.jsonl"], ValueError,
+     r"Column 'label' \(`--label_column_name`\) of the train data must hold one label per text, but holds values "
+     r"such as \['sports', 'politics'\]"),
     (TEXT, ["--train_file", "{data}/mixed_labels.jsonl"], ValueError,
      r"Column 'label' of `--train_file` .*mixed_labels.jsonl holds strings \(e.g. line 2\) and numbers \(e.g. line 1"),
     (TEXT, ["--train_file", "{data}/one_row.csv"], ValueError,
@@ -1125,7 +1145,8 @@ EXAMPLE_ROWS = [
     (TEXT, ["--train_file", "{data}/float_labels.csv"], ValueError,
      r"Column 'label' \(`--label_column_name`\) holds floating-point values .*use `--task regression`"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--task", "regression"], ValueError,
-     r"`--task regression` needs numeric labels, but column 'label' holds .*string values such as '(pos|neg)'"),
+     r"`--task regression` needs numeric labels, but column 'label' of the train data holds .*string values such as "
+     r"'(pos|neg)'"),
     (TEXT, ["--train_file", "{data}/one_class.csv"], ValueError,
      r"training data has 1 class \(\['pos'\]\); classification needs at least two"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/unseen_label.csv"], ValueError,
@@ -1152,6 +1173,8 @@ EXAMPLE_ROWS = [
      r"Row 0 of the train data must hold a list of words \(`--tokens_column_name` 'tokens'\) and a list of tags"),
     (run_token_classification, ["--train_file", "{data}/tags_too_few.jsonl"], ValueError,
      r"Row 0 of the train data has 2 words but 1 tags; every word needs exactly one tag"),
+    (run_token_classification, ["--train_file", "{data}/null_tag.jsonl"], ValueError,
+     r"Row 0 of the train data has a missing tag \(null\) at position 1; every word needs a tag"),
     (run_token_classification, ["--train_file", "{data}/no_tags.jsonl"], ValueError,
      r"Column 'ner_tags' \(`--tags_column_name`\) not found in the train data, whose columns are \['tokens'\]"),
     (run_mlm, ["--no_default_corpus"], ValueError, r"No corpus: give --train_files or leave out --no_default_corpus"),
