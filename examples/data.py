@@ -220,32 +220,52 @@ def check_user_file(flag, path, suffixes=None):
         raise ValueError(f"`{flag}` {path} is an empty file; it needs at least one example.")
 
 
-def check_json_lines_types(flag, path):
-    """Raise `ValueError` naming `flag` when a column of the JSON-lines file `path` holds both strings and numbers:
-    pyarrow would read them all as strings, so a stray `1` among `"positive"` / `"negative"` labels would become a
-    class of its own. Files that are not JSON lines (a JSON array) are left to the loader."""
-    kinds = {}  # column -> {"string" | "number": first line number holding one}
-    with open(path, encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return
-            if not isinstance(record, dict):
-                return
-            for column, value in record.items():
-                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                kind = "string" if isinstance(value, str) else "number" if is_number else None
+def json_records(flag, path):
+    """(position, record) pairs of the JSON-lines file or JSON array `path` (positions as "line N" or "item N"), or
+    None where it is neither (left to the loader). Raises `ValueError` naming `flag` for text that is not UTF-8."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first record
+    except UnicodeDecodeError as error:
+        raise ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.") from error
+    try:
+        if text.lstrip().startswith("["):
+            return [(f"item {number}", record) for number, record in enumerate(json.loads(text), 1)]
+        # split at line feeds only: a JSON string may hold other line separators (U+2028) unescaped
+        return [(f"line {number}", json.loads(line)) for number, line in enumerate(text.split("\n"), 1)
+                if line.strip()]
+    except ValueError:
+        return None
+
+
+def json_value_kind(value):
+    """"string", "number" or "boolean" for a JSON scalar, else None."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string" if isinstance(value, str) else None
+
+
+def check_json_lines_types(flag, path, columns):
+    """Raise `ValueError` naming `flag` when one of `columns` of the JSON (lines) file `path` holds values of more
+    than one kind (strings, numbers, booleans), as values or inside lists: pyarrow would read them all as strings,
+    so a stray `1` among `"positive"` / `"negative"` labels, or a tag `0` among `"O"` tags, would become a class of
+    its own. Other columns are not read by the example and may hold anything."""
+    records = json_records(flag, path)
+    kinds = {}  # column -> {kind: position of its first value}
+    for position, record in records or []:
+        if not isinstance(record, dict):
+            return
+        for column in columns:
+            value = record.get(column)
+            for item in value if isinstance(value, list) else [value]:
+                kind = json_value_kind(item)
                 if kind is not None:
-                    kinds.setdefault(column, {}).setdefault(kind, line_number)
-    for column, lines_of in kinds.items():
-        if len(lines_of) == 2:
-            raise ValueError(
-                f"Column {column!r} of `{flag}` {path} holds strings (e.g. line {lines_of['string']}) and numbers "
-                f"(e.g. line {lines_of['number']}); use one type for all its values."
-            )
+                    kinds.setdefault(column, {}).setdefault(kind, position)
+    for column, positions in kinds.items():
+        if len(positions) > 1:
+            found = " and ".join(f"{kind}s (e.g. {position})" for kind, position in positions.items())
+            raise ValueError(f"Column {column!r} of `{flag}` {path} holds {found}; use one type for all its values.")
 
 
 def check_validation_flag(validation_flag, validation, train_flag, train):
@@ -259,9 +279,10 @@ def check_validation_flag(validation_flag, validation, train_flag, train):
         )
 
 
-def load_user_data(train_file, validation_file):
+def load_user_data(train_file, validation_file, columns):
     """A DatasetDict from the user's CSV / TSV / JSON (lines) files, with a validation split cut from train when
-    only `train_file` is given. Missing, empty or row-less files raise an error naming the flag."""
+    only `train_file` is given. Missing, empty or row-less files raise an error naming the flag, and so do JSON
+    files whose `columns` (those the example reads) mix kinds of values."""
     files = {"train": ("--train_file", train_file)}
     if validation_file is not None:
         files["validation"] = ("--validation_file", validation_file)
@@ -272,7 +293,7 @@ def load_user_data(train_file, validation_file):
         raise ValueError(f"`--train_file` and `--validation_file` must have the same format, got {sorted(suffixes)}.")
     for flag, path in files.values():
         if Path(path).suffix in (".json", ".jsonl"):
-            check_json_lines_types(flag, path)
+            check_json_lines_types(flag, path, columns)
     suffix = Path(train_file).suffix
     kwargs = {}
     if suffix in (".csv", ".tsv"):

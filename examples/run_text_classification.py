@@ -131,7 +131,8 @@ def load_raw_data(data_args):
     check_sample_limits(data_args)
     data.check_validation_flag("--validation_file", data_args.validation_file, "--train_file", data_args.train_file)
     if data_args.train_file is not None:
-        raw = data.load_user_data(data_args.train_file, data_args.validation_file)
+        columns = (data_args.text_column_name, data_args.label_column_name)
+        raw = data.load_user_data(data_args.train_file, data_args.validation_file, columns)
     else:
         raw = data.movie_reviews(data_args.task)
     check_columns(raw, {"--text_column_name": data_args.text_column_name,

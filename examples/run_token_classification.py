@@ -129,7 +129,9 @@ def load_raw_data(data_args):
     check_sample_limits(data_args)
     data.check_validation_flag("--validation_file", data_args.validation_file, "--train_file", data_args.train_file)
     raw = (
-        data.load_user_data(data_args.train_file, data_args.validation_file)
+        data.load_user_data(
+            data_args.train_file, data_args.validation_file, (data_args.tokens_column_name, data_args.tags_column_name)
+        )
         if data_args.train_file is not None
         else data.twitter_ner()
     )

@@ -1051,6 +1051,13 @@ def user_data(tmp_path_factory):
         "no_text_column.csv": "label\npos\nneg\n",
         "mixed_labels.jsonl": "".join(json.dumps({"sentence": t, "label": "pos" if i else 1}) + "\n"
                                       for i, t in enumerate(texts)),
+        "mixed_labels_bom.jsonl": "\ufeff" + "".join(json.dumps({"sentence": t, "label": "pos" if i else 1}) + "\n"
+                                                  for i, t in enumerate(texts)),
+        "mixed_labels.json": json.dumps([{"sentence": t, "label": "pos" if i else 1} for i, t in enumerate(texts)]),
+        "boolean_and_number_labels.jsonl": "".join(json.dumps({"sentence": t, "label": i if i else True}) + "\n"
+                                                   for i, t in enumerate(texts)),
+        "mixed_tags.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc", "I-loc" if i else 2]})
+                                    + "\n" for i in range(4)),
         "empty.csv": "",
         "header_only.csv": "sentence,label\n",
         "one_row.csv": "sentence,label\nhello,pos\n",
@@ -1078,6 +1085,7 @@ def user_data(tmp_path_factory):
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    (root / "latin1.jsonl").write_bytes('{"sentence": "caf\u00e9 cr\u00e8me", "label": "pos"}\n'.encode("latin-1") * 4)
     write_png(root / "one_class" / "cat" / "a.png", 10)
     write_png(root / "one_class" / "cat" / "b.png", 20)
     write_png(root / "loose_images" / "a.png", 10)
@@ -1131,7 +1139,18 @@ EXAMPLE_ROWS = [
      r"Column 'label' \(`--label_column_name`\) of the train data must hold one label per text, but holds values "
      r"such as \['sports', 'politics'\]"),
     (TEXT, ["--train_file", "{data}/mixed_labels.jsonl"], ValueError,
-     r"Column 'label' of `--train_file` .*mixed_labels.jsonl holds strings \(e.g. line 2\) and numbers \(e.g. line 1"),
+     r"Column 'label' of `--train_file` .*mixed_labels.jsonl holds numbers \(e.g. line 1\) and strings \(e.g. line 2"),
+    # behind a byte-order mark, in a JSON array, booleans among numbers, tags inside lists: read as other classes
+    (TEXT, ["--train_file", "{data}/mixed_labels_bom.jsonl"], ValueError,
+     r"Column 'label' of `--train_file` .*mixed_labels_bom.jsonl holds numbers \(e.g. line 1\) and strings"),
+    (TEXT, ["--train_file", "{data}/mixed_labels.json"], ValueError,
+     r"Column 'label' of `--train_file` .*mixed_labels.json holds numbers \(e.g. item 1\) and strings \(e.g. item 2"),
+    (TEXT, ["--train_file", "{data}/boolean_and_number_labels.jsonl"], ValueError,
+     r"Column 'label' of `--train_file` .*jsonl holds booleans \(e.g. line 1\) and numbers \(e.g. line 2\)"),
+    (run_token_classification, ["--train_file", "{data}/mixed_tags.jsonl"], ValueError,
+     r"Column 'ner_tags' of `--train_file` .*mixed_tags.jsonl holds strings \(e.g. line 1\) and numbers \(e.g. line"),
+    (TEXT, ["--train_file", "{data}/latin1.jsonl"], ValueError,
+     r"`--train_file` .*latin1.jsonl is not UTF-8 text \(.*\); save it as UTF-8"),
     (TEXT, ["--train_file", "{data}/one_row.csv"], ValueError,
      r"`--train_file` .*one_row.csv has 1 examples; at least 2 are needed \(a validation split is cut from it\)"),
     (TEXT, ["--train_file", "{data}/reviews.csv", "--validation_file", "{data}/reviews.jsonl"], ValueError,

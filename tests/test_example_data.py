@@ -209,6 +209,16 @@ def test_user_files_keep_quotes_in_tsv_and_words_that_pandas_reads_as_missing(su
         rows[:2] = [('"""Inception"" is great"', "pos"), ('"""Unclosed quote"', "pos")]  # CSV quoting as written
     path = tmp_path / f"data{suffix}"
     path.write_text("\n".join(separator.join(row) for row in [("sentence", "label"), *rows]) + "\n")
-    raw = data.load_user_data(str(path), str(path))
+    raw = data.load_user_data(str(path), str(path), ("sentence", "label"))
     assert raw["train"]["sentence"] == ['"Inception" is great', '"Unclosed quote', "None", "null"]
     assert raw["train"]["label"] == ["pos", "pos", "NA", "neg"]
+
+
+def test_json_columns_the_example_does_not_read_may_mix_kinds(tmp_path):
+    """Only the text and label (or word and tag) columns are checked for mixed kinds: the loader reads any other."""
+    rows = [{"id": "x1" if index % 2 else index, "sentence": f"text {index}", "label": "pos"} for index in range(4)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = str(tmp_path / "data.jsonl")
+    assert data.load_user_data(path, path, ("sentence", "label"))["train"]["label"] == ["pos"] * 4
+    with pytest.raises(ValueError, match=r"Column 'id' of `--train_file` .* holds numbers \(e.g. line 1\) and strings"):
+        data.load_user_data(path, path, ("id", "label"))
