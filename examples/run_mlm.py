@@ -74,16 +74,25 @@ class DataArguments:
     )
 
 
+def check_utf8(flag, path):
+    """Raise `ValueError` naming `flag` and the file when `path` is not UTF-8 text (the text loader's error named
+    neither)."""
+    with open(path, encoding="utf-8") as lines:
+        try:
+            for _ in lines:
+                pass
+        except UnicodeDecodeError as error:
+            raise ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.") from error
+
+
 def load_corpus(data_args):
-    """DatasetDict(train, validation) with one `text` column."""
+    """DatasetDict(train, validation) with one `text` column: the lines of `--train_files` first, so that
+    `--max_train_samples` / `--max_eval_samples` keep them (they kept the movie reviews alone), then the reviews."""
     check_sample_limits(data_args)
     for path in data_args.train_files:
         data.check_user_file("--train_files", path)
+        check_utf8("--train_files", path)
     parts = {"train": [], "validation": []}
-    if not data_args.no_default_corpus:
-        reviews = data.movie_reviews("classification").rename_column("sentence", "text").remove_columns("label")
-        parts["train"].append(reviews["train"])
-        parts["validation"].append(reviews["validation"])
     if data_args.train_files:
         texts = load_dataset("text", data_files=data_args.train_files, split="train")
         texts = texts.filter(lambda row: bool(row["text"].strip()))
@@ -95,6 +104,10 @@ def load_corpus(data_args):
         splits = data.split_validation(texts)
         parts["train"].append(splits["train"])
         parts["validation"].append(splits["validation"])
+    if not data_args.no_default_corpus:
+        reviews = data.movie_reviews("classification").rename_column("sentence", "text").remove_columns("label")
+        parts["train"].append(reviews["train"])
+        parts["validation"].append(reviews["validation"])
     if not parts["train"]:
         raise ValueError("No corpus: give --train_files or leave out --no_default_corpus.")
     raw = DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()})

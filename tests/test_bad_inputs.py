@@ -1085,6 +1085,7 @@ def user_data(tmp_path_factory):
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    (root / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me\n".encode("latin-1") * 4)
     (root / "latin1.jsonl").write_bytes('{"sentence": "caf\u00e9 cr\u00e8me", "label": "pos"}\n'.encode("latin-1") * 4)
     write_png(root / "one_class" / "cat" / "a.png", 10)
     write_png(root / "one_class" / "cat" / "b.png", 20)
@@ -1202,6 +1203,8 @@ EXAMPLE_ROWS = [
     (run_mlm, ["--no_default_corpus", "--train_files", "{data}/missing.txt"], FileNotFoundError,
      r"`--train_files` .*missing.txt does not exist"),
     (run_mlm, ["--no_default_corpus", "--train_files", "{data}/empty.txt"], ValueError, r"empty.txt is an empty file"),
+    (run_mlm, ["--train_files", "{data}/notes.txt", "{data}/latin1.txt"], ValueError,
+     r"`--train_files` .*latin1.txt is not UTF-8 text \(.*\); save it as UTF-8"),
     (run_mlm, ["--no_default_corpus", "--train_files", "{data}/blank_lines.txt"], ValueError,
      r"`--train_files` .* hold 0 non-empty lines; at least 2 are needed \(one example per line"),
     (run_image_classification, ["--train_dir", "{data}/missing"], FileNotFoundError,

@@ -15,6 +15,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 import common  # noqa: E402
 import data  # noqa: E402
+import run_mlm  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -222,3 +223,13 @@ def test_json_columns_the_example_does_not_read_may_mix_kinds(tmp_path):
     assert data.load_user_data(path, path, ("sentence", "label"))["train"]["label"] == ["pos"] * 4
     with pytest.raises(ValueError, match=r"Column 'id' of `--train_file` .* holds numbers \(e.g. line 1\) and strings"):
         data.load_user_data(path, path, ("id", "label"))
+
+
+def test_mlm_sample_limits_keep_the_users_files_first(tmp_path):
+    """`--max_train_samples` / `--max_eval_samples` kept the movie reviews alone where they came first."""
+    (tmp_path / "corpus.txt").write_text("".join(f"line {index} of my corpus\n" for index in range(40)))
+    arguments = run_mlm.DataArguments(train_files=[str(tmp_path / "corpus.txt")], max_train_samples=8,
+                                      max_eval_samples=2)
+    raw = run_mlm.load_corpus(arguments)
+    assert all(text.endswith("of my corpus") for split in raw for text in raw[split]["text"])
+    assert (raw["train"].num_rows, raw["validation"].num_rows) == (8, 2)
