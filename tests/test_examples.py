@@ -619,7 +619,7 @@ def load_for_fine_tuning(path, **config_fields):
     """`common.load_model` as a run with `--do_train` calls it, with the checkpoint's config and `config_fields`."""
     config = AutoConfig.from_pretrained(path, **config_fields)
     return common.load_model(AutoModelForSequenceClassification, SimpleNamespace(model_name_or_path=str(path)),
-                             SimpleNamespace(do_train=True), config)
+                             SimpleNamespace(do_train=True, process_index=0), config)
 
 
 def test_fine_tuning_reinitialises_only_a_head_of_another_size(tiny_text_checkpoint):
