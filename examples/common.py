@@ -77,8 +77,9 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 
 def parse_overrides(text):
-    """'a=1,b=x,c=[1,2],d=false' -> {'a': 1, 'b': 'x', 'c': [1, 2], 'd': False}; values are Python literals (or
-    true / false / none / null in any case), else strings."""
+    """'a=1,b=x,c=[1,2],d=false' -> {'a': 1, 'b': 'x', 'c': [1, 2], 'd': False}; values are Python literals, JSON
+    values (true / false / null inside a list or dict included) or true / false / none / null in any case, else
+    strings."""
     if not text:
         return {}
     overrides = {}
@@ -93,7 +94,10 @@ def parse_overrides(text):
         try:
             overrides[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            overrides[key.strip()] = value
+            try:  # JSON: a strategy dict with `"share_norm": true` stayed a string, refused as a malformed layout
+                overrides[key.strip()] = json.loads(value)
+            except ValueError:
+                overrides[key.strip()] = value
     return overrides
 
 

@@ -81,33 +81,37 @@ class DataArguments:
 
 
 def check_word_and_tag_lists(raw, data_args):
-    """Every row needs a list of words (non-blank strings) and a list of as many tags, none of them missing."""
+    """Every row needs a list of words (non-blank strings) and a list of as many tags, none of them missing. An
+    error quotes the row's words (a row number would count in the split cut from `--train_file`, not in the file)
+    and names the column flags."""
+    words_flag = f"`--tokens_column_name` {data_args.tokens_column_name!r}"
+    tags_flag = f"`--tags_column_name` {data_args.tags_column_name!r}"
     for split, dataset in raw.items():
-        rows = zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name])
-        for index, (words, tags) in enumerate(rows):
+        for words, tags in zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name]):
+            shown = f"{words[:10]!r}{'...' if len(words) > 10 else ''}" if words is not None else "None"
+            row = f"The row of the {split} data with words {shown}"
             if not isinstance(words, list) or not isinstance(tags, list):
                 raise ValueError(
-                    f"Row {index} of the {split} data must hold a list of words (`--tokens_column_name` "
-                    f"{data_args.tokens_column_name!r}) and a list of tags (`--tags_column_name` "
-                    f"{data_args.tags_column_name!r}), e.g. JSON lines {{\"tokens\": [\"New\", \"York\"], "
-                    f"\"ner_tags\": [\"B-loc\", \"I-loc\"]}}; got {words!r} and {tags!r}."
+                    f"{row} must hold a list of words ({words_flag}) and a list of tags ({tags_flag}), e.g. JSON "
+                    f"lines {{\"tokens\": [\"New\", \"York\"], \"ner_tags\": [\"B-loc\", \"I-loc\"]}}; got {words!r} "
+                    f"and {tags!r}."
                 )
             blank = [position for position, word in enumerate(words) if not isinstance(word, str) or not word.strip()]
             if blank:
                 raise ValueError(
-                    f"Row {index} of the {split} data has a word that is not a non-blank string at position "
-                    f"{blank[0]} ({words[blank[0]]!r}): it would give no token to tag, and its tag would shift the "
-                    "others. Drop such words and their tags."
+                    f"{row} has a word ({words_flag}) that is not a non-blank string at position {blank[0]} "
+                    f"({words[blank[0]]!r}): it would give no token to tag, and its tag would shift the others. Drop "
+                    "such words and their tags."
                 )
             if len(words) != len(tags):
                 raise ValueError(
-                    f"Row {index} of the {split} data has {len(words)} words but {len(tags)} tags; every word needs "
-                    "exactly one tag."
+                    f"{row} has {len(words)} words ({words_flag}) but {len(tags)} tags ({tags_flag}); every word "
+                    "needs exactly one tag."
                 )
             if None in tags:  # read as a tag named "None" otherwise
                 raise ValueError(
-                    f"Row {index} of the {split} data has a missing tag (null) at position {tags.index(None)}; every "
-                    "word needs a tag."
+                    f"{row} has a missing tag (null, {tags_flag}) at position {tags.index(None)}; every word needs "
+                    "a tag."
                 )
 
 

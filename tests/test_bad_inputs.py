@@ -1190,11 +1190,14 @@ EXAMPLE_ROWS = [
      r"`--validation_dir` needs `--train_dir`"),
     (run_token_classification, ["--train_file", "{data}/missing.jsonl"], FileNotFoundError, r"does not exist"),
     (run_token_classification, ["--train_file", "{data}/words_as_text.jsonl"], ValueError,
-     r"Row 0 of the train data must hold a list of words \(`--tokens_column_name` 'tokens'\) and a list of tags"),
+     r"The row of the train data with words 'New York' must hold a list of words \(`--tokens_column_name` 'tokens'\) "
+     r"and a list of tags"),
     (run_token_classification, ["--train_file", "{data}/tags_too_few.jsonl"], ValueError,
-     r"Row 0 of the train data has 2 words but 1 tags; every word needs exactly one tag"),
+     r"The row of the (train|validation) data with words \['New', 'York'\] has 2 words \(`--tokens_column_name` "
+     r"'tokens'\) but 1 tags \(`--tags_column_name` 'ner_tags'\); every word needs exactly one tag"),
     (run_token_classification, ["--train_file", "{data}/null_tag.jsonl"], ValueError,
-     r"Row 0 of the train data has a missing tag \(null\) at position 1; every word needs a tag"),
+     r"The row of the (train|validation) data with words \['New', 'York'\] has a missing tag \(null, "
+     r"`--tags_column_name` 'ner_tags'\) at position 1; every word needs a tag"),
     (run_token_classification, ["--train_file", "{data}/no_tags.jsonl"], ValueError,
      r"Column 'ner_tags' \(`--tags_column_name`\) not found in the train data, whose columns are \['tokens'\]"),
     (run_mlm, ["--no_default_corpus"], ValueError, r"No corpus: give --train_files or leave out --no_default_corpus"),

@@ -141,6 +141,11 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
     assert parse_overrides('mixer_layout={"pattern":["fourier",{"strategy":"adaptive","mixers":["fourier","afno"]}]}')[
         "mixer_layout"
     ] == {"pattern": ["fourier", {"strategy": "adaptive", "mixers": ["fourier", "afno"]}]}
+    # JSON's true / false / null inside a value (they left the whole value a string)
+    assert parse_overrides('mixer_layout=[{"strategy":"cascade","mixers":["fourier","attention"],"share_norm":true}],'
+                           'x=[true,null]') == dict(
+        mixer_layout=[{"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": True}], x=[True, None]
+    )
 
 
 @pytest.mark.parametrize("data_size,patch_size,image_size", [

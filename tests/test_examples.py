@@ -275,7 +275,8 @@ def test_token_classification_of_other_tags_long_texts_and_blank_words(tmp_path)
     assert tagger("the good film", aggregation_strategy="simple") == plain("the good film")
     blank = [json.dumps({"tokens": ["the", " ", "film"], "tags": ["DT", "NN", "NN"]})] * 4
     (tmp_path / "blank.jsonl").write_text("\n".join(blank) + "\n")
-    with pytest.raises(ValueError, match=r"Row 0 of the train data has a word that is not a non-blank string at "):
+    with pytest.raises(ValueError, match=r"The row of the train data with words \['the', ' ', 'film'\] has a word "
+                                         r"\(`--tokens_column_name` 'tokens'\) that is not a non-blank string at "):
         run_token_classification.main([
             "--output_dir", str(tmp_path / "blank"), "--train_file", str(tmp_path / "blank.jsonl"),
             "--tags_column_name", "tags",
