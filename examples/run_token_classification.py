@@ -88,7 +88,7 @@ def check_word_and_tag_lists(raw, data_args):
     tags_flag = f"`--tags_column_name` {data_args.tags_column_name!r}"
     for split, dataset in raw.items():
         for words, tags in zip(dataset[data_args.tokens_column_name], dataset[data_args.tags_column_name]):
-            shown = f"{words[:10]!r}{'...' if len(words) > 10 else ''}" if words is not None else "None"
+            shown = f"{words[:10]!r}{'...' if len(words) > 10 else ''}" if isinstance(words, list) else repr(words)
             row = f"The row of the {split} data with words {shown}"
             if not isinstance(words, list) or not isinstance(tags, list):
                 raise ValueError(

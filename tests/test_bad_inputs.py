@@ -1069,6 +1069,7 @@ def user_data(tmp_path_factory):
         "notes.txt": "one line\n",
         "words_as_text.jsonl": "".join(json.dumps({"tokens": "New York", "ner_tags": "B-loc I-loc"}) + "\n"
                                        for _ in range(4)),
+        "number_words.jsonl": "".join(json.dumps({"tokens": 5, "ner_tags": ["O"]}) + "\n" for _ in range(4)),
         "tags_too_few.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc"]}) + "\n"
                                       for _ in range(4)),
         "no_tags.jsonl": "".join(json.dumps({"tokens": ["New", "York"]}) + "\n" for _ in range(4)),
@@ -1192,6 +1193,8 @@ EXAMPLE_ROWS = [
     (run_token_classification, ["--train_file", "{data}/words_as_text.jsonl"], ValueError,
      r"The row of the train data with words 'New York' must hold a list of words \(`--tokens_column_name` 'tokens'\) "
      r"and a list of tags"),
+    (run_token_classification, ["--train_file", "{data}/number_words.jsonl"], ValueError,
+     r"The row of the train data with words 5 must hold a list of words"),
     (run_token_classification, ["--train_file", "{data}/tags_too_few.jsonl"], ValueError,
      r"The row of the (train|validation) data with words \['New', 'York'\] has 2 words \(`--tokens_column_name` "
      r"'tokens'\) but 1 tags \(`--tags_column_name` 'ner_tags'\); every word needs exactly one tag"),
