@@ -221,20 +221,25 @@ def check_user_file(flag, path, suffixes=None):
 
 
 def json_records(flag, path):
-    """(position, record) pairs of the JSON-lines file or JSON array `path` (positions as "line N" or "item N"), or
-    None where it is neither (left to the loader). Raises `ValueError` naming `flag` for text that is not UTF-8."""
+    """Yield (position, record) pairs of the JSON-lines file or JSON array `path` (positions as "line N" or "item
+    N"), one line at a time for JSON lines (an array is parsed whole), then None where a line or the array is not
+    JSON (left to the loader). Raises `ValueError` naming `flag` for text that is not UTF-8."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first record
+        # utf-8-sig: a byte-order mark is no part of the first record; newline="\n": a JSON string may hold other
+        # line separators (U+2028, a lone CR) unescaped
+        with open(path, encoding="utf-8-sig", newline="\n") as lines:
+            first = lines.read(4096).lstrip()
+            lines.seek(0)
+            if first.startswith("["):
+                yield from ((f"item {number}", record) for number, record in enumerate(json.load(lines), 1))
+                return
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    yield f"line {number}", json.loads(line)
     except UnicodeDecodeError as error:
         raise ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.") from error
-    try:
-        if text.lstrip().startswith("["):
-            return [(f"item {number}", record) for number, record in enumerate(json.loads(text), 1)]
-        # split at line feeds only: a JSON string may hold other line separators (U+2028) unescaped
-        return [(f"line {number}", json.loads(line)) for number, line in enumerate(text.split("\n"), 1)
-                if line.strip()]
     except ValueError:
-        return None
+        yield None
 
 
 def json_value_kind(value):
@@ -251,11 +256,11 @@ def check_json_lines_types(flag, path, columns):
     than one kind (strings, numbers, booleans), as values or inside lists: pyarrow would read them all as strings,
     so a stray `1` among `"positive"` / `"negative"` labels, or a tag `0` among `"O"` tags, would become a class of
     its own. Other columns are not read by the example and may hold anything."""
-    records = json_records(flag, path)
     kinds = {}  # column -> {kind: position of its first value}
-    for position, record in records or []:
-        if not isinstance(record, dict):
+    for entry in json_records(flag, path):
+        if entry is None or not isinstance(entry[1], dict):  # not JSON lines of objects: left to the loader
             return
+        position, record = entry
         for column in columns:
             value = record.get(column)
             for item in value if isinstance(value, list) else [value]:

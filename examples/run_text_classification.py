@@ -90,6 +90,15 @@ class DataArguments:
     )
 
 
+def is_number(text):
+    """Whether a label read as a string spells a number."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def check_split_columns(dataset, split, data_args):
     """Raise `ValueError` unless the text column of the `split` data holds texts and its label column one label per
     text: a number (finite) for regression, else a class."""
@@ -113,15 +122,19 @@ def check_split_columns(dataset, split, data_args):
     if data_args.task != "regression":
         return
     if not label_dtype.startswith(("int", "float")):
+        values = dataset[label_column]
+        # a column of numbers with one word in it (NA, ?) is read as strings: quote that word, not a number
+        example = next((value for value in values if not is_number(value)), values[0])
         raise ValueError(
             f"`--task regression` needs numeric labels, but column {label_column!r} {where} holds {label_dtype} "
-            f"values such as {dataset[0][label_column]!r}; use `--task classification` for class names."
+            f"values such as {example!r}; use `--task classification` for class names."
         )
     labels = np.asarray(dataset[label_column], dtype=np.float64)
     if not np.isfinite(labels).all():  # a NaN target made the loss NaN from the first step on
+        row = int(np.flatnonzero(~np.isfinite(labels))[0])  # quoted by its text: its index counts in the split
         raise ValueError(
-            f"`--task regression` needs finite labels, but column {label_column!r} {where} holds "
-            f"{labels[~np.isfinite(labels)][0]} (row {int(np.flatnonzero(~np.isfinite(labels))[0])})."
+            f"`--task regression` needs finite labels, but column {label_column!r} {where} holds {labels[row]} for "
+            f"the text {dataset[row][text_column]!r}."
         )
 
 

@@ -1077,6 +1077,8 @@ def user_data(tmp_path_factory):
                                      for t in texts),
         "ratings.csv": "sentence,label\n" + "".join(f"{t},{i / 7:.3f}\n" for i, t in enumerate(texts)),
         "unrated.csv": "sentence,label\nhello,?\n",
+        "one_unrated.csv": "sentence,label\n" + "".join(f"{t},{'?' if i == 3 else i / 7}\n"
+                                                   for i, t in enumerate(texts)),
         "nan_ratings.jsonl": "".join(json.dumps({"sentence": t, "label": float("nan") if i == 3 else i / 7}) + "\n"
                                      for i, t in enumerate(texts)),
         "null_tag.jsonl": "".join(json.dumps({"tokens": ["New", "York"], "ner_tags": ["B-loc", None]}) + "\n"
@@ -1136,7 +1138,10 @@ EXAMPLE_ROWS = [
      ValueError, r"`--task regression` needs numeric labels, but column 'label' of the validation data holds .*string "
                  r"values such as '\?'"),
     (TEXT, ["--train_file", "{data}/nan_ratings.jsonl", "--task", "regression"], ValueError,
-     r"`--task regression` needs finite labels, but column 'label' of the (train|validation) data holds nan"),
+     r"`--task regression` needs finite labels, but column 'label' of the (train|validation) data holds nan for the "
+     r"text 'sentence number 3'"),
+    (TEXT, ["--train_file", "{data}/one_unrated.csv", "--task", "regression"], ValueError,
+     r"needs numeric labels, but column 'label' of the (train|validation) data holds .*string values such as '\?'"),
     (TEXT, ["--train_file", "{data}/list_labels.jsonl"], ValueError,
      r"Column 'label' \(`--label_column_name`\) of the train data must hold one label per text, but holds values "
      r"such as \['sports', 'politics'\]"),
