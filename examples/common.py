@@ -267,12 +267,16 @@ def fit_tokenizer_to_model(tokenizer, config):
     tokenizer.model_max_length = config.max_position_embeddings
 
 
+def label_names(config):
+    """A config's label names, in id order."""
+    return [config.id2label[index] for index in range(config.num_labels)]
+
+
 def checkpoint_label_names(model_args):
     """The label names, in id order, of the checkpoint the run starts from (`--model_name_or_path`), or None."""
     if model_args.model_name_or_path is None:
         return None
-    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
-    return [saved.id2label[index] for index in range(saved.num_labels)]
+    return label_names(AutoConfig.from_pretrained(model_args.model_name_or_path))
 
 
 def evaluated_label_names(model_args, training_args):
@@ -342,9 +346,7 @@ def warn_of_a_head_kept_for_other_labels(model, model_path, untrained):
     head = [name for name, _ in model.named_parameters() if not name.startswith(f"{model.base_model_prefix}.")]
     if not head or set(head) & set(untrained):
         return
-    saved = AutoConfig.from_pretrained(model_path)
-    trained = [saved.id2label[index] for index in range(saved.num_labels)]
-    names = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    trained, names = label_names(AutoConfig.from_pretrained(model_path)), label_names(model.config)
     if sorted(trained) != sorted(names) and trained != [f"LABEL_{index}" for index in range(len(trained))]:
         logger.warning(
             "The task head of %s was trained for the labels %s; it keeps its weights, and its outputs now stand for "

@@ -220,6 +220,22 @@ def check_user_file(flag, path, suffixes=None):
         raise ValueError(f"`{flag}` {path} is an empty file; it needs at least one example.")
 
 
+def not_utf8_error(flag, path, error):
+    """The `ValueError` for a user file that is not UTF-8 text, naming `flag` and the file (the loaders' errors name
+    neither)."""
+    return ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.")
+
+
+def check_utf8(flag, path):
+    """Raise `not_utf8_error` unless `path` is UTF-8 text, reading it one line at a time."""
+    with open(path, encoding="utf-8") as lines:
+        try:
+            for _ in lines:
+                pass
+        except UnicodeDecodeError as error:
+            raise not_utf8_error(flag, path, error) from error
+
+
 def json_records(flag, path):
     """Yield (position, record) pairs of the JSON-lines file or JSON array `path` (positions as "line N" or "item
     N"), one line at a time for JSON lines (an array is parsed whole), then None where a line or the array is not
@@ -237,7 +253,7 @@ def json_records(flag, path):
                 if line.strip():
                     yield f"line {number}", json.loads(line)
     except UnicodeDecodeError as error:
-        raise ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.") from error
+        raise not_utf8_error(flag, path, error) from error
     except ValueError:
         yield None
 

@@ -74,24 +74,13 @@ class DataArguments:
     )
 
 
-def check_utf8(flag, path):
-    """Raise `ValueError` naming `flag` and the file when `path` is not UTF-8 text (the text loader's error named
-    neither)."""
-    with open(path, encoding="utf-8") as lines:
-        try:
-            for _ in lines:
-                pass
-        except UnicodeDecodeError as error:
-            raise ValueError(f"`{flag}` {path} is not UTF-8 text ({error}); save it as UTF-8.") from error
-
-
 def load_corpus(data_args):
     """DatasetDict(train, validation) with one `text` column: the lines of `--train_files` first, so that
     `--max_train_samples` / `--max_eval_samples` keep them (they kept the movie reviews alone), then the reviews."""
     check_sample_limits(data_args)
     for path in data_args.train_files:
         data.check_user_file("--train_files", path)
-        check_utf8("--train_files", path)
+        data.check_utf8("--train_files", path)
     parts = {"train": [], "validation": []}
     if data_args.train_files:
         texts = load_dataset("text", data_files=data_args.train_files, split="train")
