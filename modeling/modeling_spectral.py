@@ -588,6 +588,25 @@ def roll_rows(x, shift):
     return x.gather(1, index)
 
 
+def packed_sequences(position_ids):
+    """Find the sequences packed into the rows of `position_ids` (B, T), as transformers'
+    `DataCollatorWithFlattening` writes them and its attention masks read them: a sequence ends where the next position
+    id is not one more. Returns None where each row holds one sequence, else, for the S sequences in token order,
+    (rows, index, mask): each one's batch row (S,), the flat (B * T) indices of its tokens right-padded to the longest
+    one's length L (S, L), and True on its own tokens (S, L)."""
+    batch_size, length = position_ids.shape
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    flat_starts = starts.flatten().nonzero().squeeze(1)  # (S,): column 0 of every row starts one
+    if len(flat_starts) == batch_size:
+        return None
+    lengths = torch.diff(flat_starts, append=flat_starts.new_tensor([batch_size * length]))
+    offsets = torch.arange(int(lengths.max()), device=position_ids.device)
+    mask = offsets < lengths[:, None]
+    index = torch.where(mask, flat_starts[:, None] + offsets, flat_starts[:, None])
+    return flat_starts // length, index, mask
+
+
 def roll_attention(weights, shift):
     """`roll_rows` on both token axes of attention weights (B, heads, T, T)."""
     weights = roll_rows(weights.transpose(1, 2), shift).transpose(1, 2)
@@ -676,6 +695,10 @@ class SpectralModel(SpectralPreTrainedModel):
                 padding. Padding is excluded from every mixer and from pooling.
             token_type_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): segment ids.
             position_ids (`torch.LongTensor` of shape `(batch_size or 1, sequence_length)`): defaults to `0..T-1`.
+                Without an `attention_mask`, ids that restart (a next id that is not one more) mark sequences packed
+                into a row, as transformers' `DataCollatorWithFlattening` writes them: each sequence is mixed on its
+                own, as transformers' attention masks keep packed sequences apart (not under `torch.compile`, which
+                cannot read the ids: pad such batches instead).
             inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): instead of
                 `input_ids`.
             condition (`torch.Tensor`): input of the conditioning branch (`config.condition_type`): shape
@@ -695,9 +718,10 @@ class SpectralModel(SpectralPreTrainedModel):
                 the model's runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
 
         Returns:
-            `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) and optionally
-            `hidden_states` (num_hidden_layers + 1 tensors of shape (B, T, D)) and `attentions` (one
-            (B, heads, T, T) tensor per attention layer of the layout, in layer order). Image models return a
+            `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) (for S packed
+            sequences one row each, (S, D)) and optionally `hidden_states` (num_hidden_layers + 1 tensors of shape
+            (B, T, D)) and `attentions` (one (B, heads, T, T) tensor per attention layer of the layout, in layer
+            order). Image models return a
             `SpectralImageModelOutput`: the token grid flattened row-major, as ViT, (B, N, D) with N = prod(grid)
             (in a hierarchical model each stage has its own N and D), and with `output_hidden_states` also
             `reshaped_hidden_states`, the hidden states on their grid (B, D, *grid) as Swin's.
@@ -718,6 +742,11 @@ class SpectralModel(SpectralPreTrainedModel):
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
         condition, condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
+        if attention_mask is None and position_ids is not None and can_read_values():
+            packing = packed_sequences(position_ids.expand(batch_size, -1))
+            if packing is not None:
+                return self._forward_packed(packing, batch_size, text_inputs, condition, condition_mask,
+                                            output_hidden_states, output_attentions, return_dict)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), True on real tokens
         # Left padding: move each row's first real token to position 0, so that the sequence meets positions,
         # mixers and pooler exactly as it would unpadded; the outputs are moved back at the end. Eager mode skips
@@ -753,6 +782,47 @@ class SpectralModel(SpectralPreTrainedModel):
             pooler_output=pooled,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _forward_packed(self, packing, batch_size, text_inputs, condition, condition_mask, output_hidden_states,
+                        output_attentions, return_dict):
+        """Sequences packed into rows (no attention mask, position ids that restart: `packed_sequences`) would mix
+        with their neighbours in every spectral mixer, where transformers' attention masks keep them apart. They run
+        as a right-padded batch of their own (S, L) instead; the token outputs are packed back into (B, T, ...),
+        attention weights are zero between sequences, and `pooler_output` has one row per sequence (S, D)."""
+        rows, index, mask = packing
+        seq_length = text_inputs["position_ids"].shape[1]
+
+        def unpack(tensor):  # (B or 1, T, ...) -> (S, L, ...)
+            return None if tensor is None else tensor.expand(batch_size, *tensor.shape[1:]).flatten(0, 1)[index]
+
+        def pack(tensor):  # (S, L, ...) -> (B, T, ...)
+            return tensor[mask].view(batch_size, seq_length, *tensor.shape[2:])
+
+        def pack_attention(weights):  # (S, heads, L, L) -> (B, heads, T, T)
+            packed = weights.new_zeros(batch_size, weights.shape[1], seq_length, seq_length)
+            starts, lengths = (index[:, 0] % seq_length).tolist(), mask.sum(1).tolist()
+            for sequence, (row, start, length) in enumerate(zip(rows.tolist(), starts, lengths)):
+                end = start + length
+                packed[row, :, start:end, start:end] = weights[sequence, :, :length, :length]
+            return packed
+
+        inputs = {name: unpack(tensor) for name, tensor in text_inputs.items() if name != "attention_mask"}
+        outputs = self.forward(
+            **inputs,
+            attention_mask=mask.long(),
+            condition=None if condition is None else condition[rows],
+            condition_mask=None if condition_mask is None else condition_mask[rows],
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=pack(outputs.last_hidden_state),
+            pooler_output=outputs.pooler_output,
+            hidden_states=None if outputs.hidden_states is None else tuple(map(pack, outputs.hidden_states)),
+            attentions=None if outputs.attentions is None else tuple(map(pack_attention, outputs.attentions)),
         )
         return output if return_dict else output.to_tuple()
 

@@ -217,6 +217,25 @@ def test_conditioned_outputs_do_not_depend_on_padding(family, condition_type):
     torch.testing.assert_close(batched[1, :length], alone[0], atol=1e-5, rtol=1e-5)
 
 
+@family_and_type
+def test_packed_sequences_take_the_condition_of_their_row(family, condition_type):
+    """Sequences packed into a row (restarting position ids, no attention mask) run alone with their row's
+    condition (and its mask)."""
+    model = randomise(model_class(family, "Model")(conditioned_config(family, condition_type))).eval()
+    input_ids = torch.randint(4, 99, (2, 9))
+    position_ids = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(9))])
+    condition = make_condition(condition_type, batch_size=2)
+    masks = {}
+    if condition_type == "cross_attention":
+        masks = dict(condition_mask=torch.tensor([[1, 1, 1, 0, 0], [1] * 5]))
+    with torch.no_grad():
+        packed = model(input_ids, position_ids=position_ids, condition=condition, **masks).last_hidden_state
+        for row, start, end in ((0, 0, 4), (0, 4, 9), (1, 0, 9)):
+            row_masks = {name: mask[row : row + 1] for name, mask in masks.items()}
+            alone = model(input_ids[row : row + 1, start:end], condition=condition[row : row + 1], **row_masks)
+            torch.testing.assert_close(packed[row, start:end], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("head", ["Model", "ForSequenceClassification"])
 def test_padded_condition_tokens_are_masked(family, head):

@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    DataCollatorWithFlattening,
 )
 from transformers.testing_utils import CaptureLogger
 
@@ -827,6 +828,83 @@ def test_left_padding_does_not_change_outputs(name):
     for padded_weights, alone_weights in zip(padded.attentions, alone.attentions):
         torch.testing.assert_close(padded_weights[:1, :, 5:, 5:], alone_weights, atol=1e-5, rtol=1e-5)
         assert padded_weights[0, :, :, :5].abs().max() == 0
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_packed_sequences_equal_each_sequence_alone(name):
+    """Sequences packed into rows with restarting position ids and no attention mask (transformers'
+    `DataCollatorWithFlattening`; BERT's attention masks keep them apart) give each sequence's outputs alone: token
+    outputs in their places, attention weights zero between sequences, one pooled row and one logit row per sequence,
+    and the gradients of the separate runs."""
+    model = variant(name)
+    sequences = [torch.randint(5, model.config.vocab_size, (1, length)) for length in (5, 4, 9, 2, 7)]
+    rows = [[0, 1], [2], [3, 4]]  # the sequences of each row, (1, 9) each
+    ids = torch.cat([torch.cat([sequences[i] for i in row], dim=1) for row in rows])
+    position_ids = torch.cat([torch.cat([torch.arange(sequences[i].shape[1]) for i in row])[None] for row in rows])
+    with torch.no_grad():
+        packed = model(ids, position_ids=position_ids, output_hidden_states=True, output_attentions=True)
+        backbone = model.base_model(ids, position_ids=position_ids)
+        embedded = model.base_model(inputs_embeds=model.get_input_embeddings()(ids), position_ids=position_ids)
+        alone = [model(sequence, output_hidden_states=True, output_attentions=True) for sequence in sequences]
+        pooled_alone = [model.base_model(sequence).pooler_output for sequence in sequences]
+    torch.testing.assert_close(packed.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(backbone.pooler_output, torch.cat(pooled_alone), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embedded.last_hidden_state, backbone.last_hidden_state, atol=1e-6, rtol=1e-6)
+    for row, members in enumerate(rows):
+        start = 0
+        for i in members:
+            end = start + sequences[i].shape[1]
+            for packed_layer, alone_layer in zip(packed.hidden_states, alone[i].hidden_states):
+                torch.testing.assert_close(packed_layer[row, start:end], alone_layer[0], atol=1e-5, rtol=1e-5)
+            for packed_weights, alone_weights in zip(packed.attentions, alone[i].attentions):
+                block = packed_weights[row, :, start:end]  # (heads, length, 9): the sequence's queries
+                torch.testing.assert_close(block[..., start:end], alone_weights[0], atol=1e-5, rtol=1e-5)
+                outside = torch.ones(9, dtype=torch.bool)
+                outside[start:end] = False
+                assert not block[..., outside].any()
+            start = end
+
+    model = model.double()  # the gradients sum over every token: compared in float64, free of rounding order
+
+    def gradients(outputs):
+        model.zero_grad()
+        sum(output.last_hidden_state.square().sum() for output in outputs).backward()
+        return {key: weight.grad.clone() for key, weight in model.named_parameters() if weight.grad is not None}
+
+    packed_gradients = gradients([model.base_model(ids, position_ids=position_ids)])
+    alone_gradients = gradients([model.base_model(sequence) for sequence in sequences])
+    assert packed_gradients.keys() == alone_gradients.keys()
+    for key, gradient in packed_gradients.items():
+        torch.testing.assert_close(gradient, alone_gradients[key], atol=1e-10, rtol=1e-8)
+
+
+def test_trainer_batches_of_the_flattening_collator_tag_each_sequence_alone():
+    """A token-classification batch of `DataCollatorWithFlattening` (input ids, position ids and labels in one row)
+    gives each sentence's logits and the loss of the padded batch; position ids that run on without a restart, or
+    come with an attention mask, leave the row one sequence."""
+    model = build("gfnet", "ForTokenClassification", num_labels=3)
+    sentences = [torch.randint(5, 99, (length,)).tolist() for length in (6, 3, 8)]
+    tags = [torch.randint(0, 3, (len(sentence),)).tolist() for sentence in sentences]
+    features = [dict(input_ids=sentence, labels=labels) for sentence, labels in zip(sentences, tags)]
+    batch = DataCollatorWithFlattening()(features)
+    assert set(batch) == {"input_ids", "position_ids", "labels"} and batch["input_ids"].shape == (1, 17)
+    mask = torch.tensor([[1] * len(sentence) + [0] * (8 - len(sentence)) for sentence in sentences])
+    padded = dict(
+        input_ids=torch.tensor([sentence + [0] * (8 - len(sentence)) for sentence in sentences]),
+        attention_mask=mask,
+        labels=torch.tensor([labels + [-100] * (8 - len(labels)) for labels in tags]),
+    )
+    with torch.no_grad():
+        packed = model(**batch)
+        alone = model(**padded)
+    torch.testing.assert_close(packed.logits[0], alone.logits[mask.bool()], atol=1e-5, rtol=1e-5)
+    # the collator's separator label (-100) on each sentence's first token is all that differs from the padded batch
+    padded["labels"][:, 0] = -100
+    torch.testing.assert_close(packed.loss, model(**padded).loss, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        one_sequence = model(batch["input_ids"], position_ids=torch.arange(2, 19)[None]).logits
+        masked = model(batch["input_ids"], attention_mask=torch.ones(1, 17), position_ids=batch["position_ids"])
+    assert (one_sequence - packed.logits).abs().max() > 1e-3 and (masked.logits - packed.logits).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("family", FAMILIES)
