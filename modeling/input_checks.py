@@ -15,6 +15,23 @@ def checked_positive_index(name, value):
 
 
 TEXT_INPUT_NAMES = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids")
+# FlashAttention's description of packed sequences, which `DataCollatorWithFlattening(return_flash_attn_kwargs=True,
+# return_seq_idx=True)` adds to the position ids that restart at each sequence
+PACKED_SEQUENCE_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
+
+
+def check_packed_sequence_kwargs(model, kwargs, position_ids):
+    """Accept FlashAttention's packed-sequence keywords beside the position ids that describe the same sequences
+    (the spectral mixers read those); refuse any other keyword, as a misspelt one would otherwise go unused."""
+    for name in kwargs:
+        if name not in PACKED_SEQUENCE_KWARGS:
+            raise TypeError(f"{type(model).__name__}.forward() got an unexpected keyword argument {name!r}")
+    if kwargs and position_ids is None:
+        raise ValueError(
+            f"{sorted(kwargs)} describe packed sequences to FlashAttention; this model finds them from `position_ids` "
+            "that restart at each sequence, which `DataCollatorWithFlattening` returns by default "
+            "(`return_position_ids=True`): pass those."
+        )
 
 
 def validate_input_kind(config, pixel_values, text_inputs, interpolate_pos_encoding=False):

@@ -55,6 +55,7 @@ from .condition_layers import AdaLNZero, CrossAttention
 from .dropout import Dropout
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mixer
 from .input_checks import (
+    check_packed_sequence_kwargs,
     checked_positive_index,
     is_integer_tensor,
     validate_class_labels,
@@ -687,6 +688,7 @@ class SpectralModel(SpectralPreTrainedModel):
         pixel_values=None,
         interpolate_pos_encoding=False,
         condition_mask=None,
+        **packed_sequence_kwargs,
     ):
         r"""
         Args:
@@ -716,6 +718,9 @@ class SpectralModel(SpectralPreTrainedModel):
             interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
                 position embeddings are resized (bicubic for images) to the new token grid, and a grid larger than
                 the model's runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
+            packed_sequence_kwargs: FlashAttention's `cu_seq_lens_q`, `cu_seq_lens_k`, `max_length_q`, `max_length_k`
+                and `seq_idx` (`DataCollatorWithFlattening`'s options), taken beside the `position_ids` of the same
+                packed sequences, which are what the model reads; any other keyword raises a `TypeError`.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) (for S packed
@@ -733,6 +738,7 @@ class SpectralModel(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         text_inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            token_type_ids=token_type_ids, position_ids=position_ids)
+        check_packed_sequence_kwargs(self, packed_sequence_kwargs, position_ids)
         self._check_config_unchanged()
         validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
         if self.config.is_vision:

@@ -880,8 +880,9 @@ def test_packed_sequences_equal_each_sequence_alone(name):
 
 def test_trainer_batches_of_the_flattening_collator_tag_each_sequence_alone():
     """A token-classification batch of `DataCollatorWithFlattening` (input ids, position ids and labels in one row)
-    gives each sentence's logits and the loss of the padded batch; position ids that run on without a restart, or
-    come with an attention mask, leave the row one sequence."""
+    gives each sentence's logits and the loss of the padded batch, also with the collator's FlashAttention keywords
+    (which need the position ids); position ids that run on without a restart, or come with an attention mask, leave
+    the row one sequence."""
     model = build("gfnet", "ForTokenClassification", num_labels=3)
     sentences = [torch.randint(5, 99, (length,)).tolist() for length in (6, 3, 8)]
     tags = [torch.randint(0, 3, (len(sentence),)).tolist() for sentence in sentences]
@@ -898,6 +899,13 @@ def test_trainer_batches_of_the_flattening_collator_tag_each_sequence_alone():
         packed = model(**batch)
         alone = model(**padded)
     torch.testing.assert_close(packed.logits[0], alone.logits[mask.bool()], atol=1e-5, rtol=1e-5)
+    flash_batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_seq_idx=True)(features)
+    assert {"cu_seq_lens_q", "seq_idx"} <= set(flash_batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**flash_batch).logits, packed.logits, atol=0, rtol=0)
+    flash_batch.pop("position_ids")
+    with pytest.raises(ValueError, match=r"finds them from `position_ids`.*`return_position_ids=True`"):
+        model(**flash_batch)
     # the collator's separator label (-100) on each sentence's first token is all that differs from the padded batch
     padded["labels"][:, 0] = -100
     torch.testing.assert_close(packed.loss, model(**padded).loss, atol=1e-6, rtol=1e-5)
