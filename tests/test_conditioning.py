@@ -126,6 +126,43 @@ def test_a_block_of_only_its_conditioning_branch_is_allowed(condition_type, norm
         tiny_config("gfnet", intermediate_size=0, mixer_layout=["none", "global_filter"])
 
 
+@pytest.mark.parametrize("mixer_residual", [True, False])
+@pytest.mark.parametrize("condition_type", ["cross_attention", "adaln_zero"])
+def test_pre_norm_block_conditions_between_mixer_and_mlp(condition_type, mixer_residual):
+    """Pre-norm, with c(h) = h + condition_mixer(condition_norm(h), condition): `mixer_residual=True` gives
+    h = c(x + mixer(mixer_norm(x))), h + mlp(mlp_norm(h)); `False` (one residual) conditions the mixer output, x +
+    mlp(mlp_norm(c(mixer(mixer_norm(x)))))."""
+    config = conditioned_config("gfnet", condition_type, mixer_residual=mixer_residual)
+    block = randomise(model_class("gfnet", "Model")(config)).layers[0].eval()
+    x, condition = torch.randn(3, 24, config.hidden_size), make_condition(condition_type)
+
+    def conditioned(h):
+        normed = h if block.condition_norm is None else block.condition_norm(h)
+        return h + block.condition_mixer(normed, condition)
+
+    with torch.no_grad():
+        mixed = block.mixer(block.mixer_norm(x))
+        if mixer_residual:
+            h = conditioned(x + mixed)
+            expected = h + block.mlp(block.mlp_norm(h))
+        else:
+            expected = x + block.mlp(block.mlp_norm(conditioned(mixed)))
+        torch.testing.assert_close(block(x, condition=condition)[0], expected)
+
+
+@pytest.mark.parametrize("condition_type", ["cross_attention", "adaln_zero"])
+def test_conditioning_branch_has_the_blocks_dropout(condition_type):
+    """In training the branch's update goes through the block's dropout (`hidden_dropout_prob`) as the mixer's and
+    the MLP's do: about half its entries are dropped at 0.5."""
+    config = conditioned_config("gfnet", condition_type, intermediate_size=0, mixer_layout=["none", "global_filter"],
+                                hidden_dropout_prob=0.5)
+    block = randomise(model_class("gfnet", "Model")(config)).layers[0].train()
+    x = torch.randn(3, 9, config.hidden_size)
+    with torch.no_grad():
+        update = block(x, condition=make_condition(condition_type))[0] - x
+    assert 0.35 < (update == 0).float().mean() < 0.65
+
+
 @pytest.mark.parametrize("head", HEADS)
 @family_and_type
 def test_every_head_uses_the_condition_and_trains_the_branch(family, condition_type, head):
@@ -176,21 +213,28 @@ def test_trainer_keeps_the_condition_columns(head, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_adaln_zero_starts_as_the_unconditioned_model(family):
+def test_adaln_zero_starts_as_the_unconditioned_model(family, tmp_path):
+    """Added to a trained model, by `load_state_dict` or by `from_pretrained` with `condition_type="adaln_zero"`
+    (where `_init_weights` initialises the missing branch), the branch starts at zero: the model is unchanged."""
     unconditioned = model_class(family, "Model")(tiny_config(family)).eval()
     conditioned = model_class(family, "Model")(conditioned_config(family, "adaln_zero")).eval()
     missing, unexpected = conditioned.load_state_dict(unconditioned.state_dict(), strict=False)
     assert not unexpected and all("condition_mixer.modulation" in name for name in missing)
-    for name, parameter in conditioned.named_parameters():
-        if "modulation" in name:
-            assert parameter.abs().sum() == 0, name
+    unconditioned.save_pretrained(tmp_path)
+    loaded = model_class(family, "Model").from_pretrained(
+        tmp_path, condition_type="adaln_zero", condition_size=CONDITION_SIZE
+    ).eval()
     input_ids, attention_mask = text_batch()
     condition = make_condition("adaln_zero")
-    with torch.no_grad():
-        torch.testing.assert_close(
-            conditioned(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state,
-            unconditioned(input_ids, attention_mask=attention_mask).last_hidden_state,
-        )
+    for model in (conditioned, loaded):
+        for name, parameter in model.named_parameters():
+            if "modulation" in name:
+                assert parameter.abs().sum() == 0, name
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model(input_ids, attention_mask=attention_mask, condition=condition).last_hidden_state,
+                unconditioned(input_ids, attention_mask=attention_mask).last_hidden_state,
+            )
 
 
 def test_adaln_zero_is_the_dit_modulation():

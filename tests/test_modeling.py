@@ -215,6 +215,36 @@ def test_padding_does_not_change_outputs(name):
             torch.testing.assert_close(padded.hidden_states[-1][:1, :9], alone.hidden_states[-1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooler_projection_is_dense_then_tanh(pooling):
+    """`pooler_projection=True` is BERT's and FNet's pooler: tanh(dense(pooled tokens))."""
+    model = build("fnet_hybrid", "Model", pooling=pooling, pooler_projection=True)
+    torch.nn.init.normal_(model.pooler.dense.weight, std=1.0)  # outputs far from tanh's linear range
+    input_ids = torch.randint(5, 99, (2, 7))
+    with torch.no_grad():
+        outputs = model(input_ids)
+        tokens = outputs.last_hidden_state
+        pooled = tokens[:, 0] if pooling == "cls" else tokens.mean(dim=1)
+        torch.testing.assert_close(outputs.pooler_output, torch.tanh(model.pooler.dense(pooled)))
+    assert outputs.pooler_output.abs().max() > 0.9
+
+
+@pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
+def test_heads_return_the_backbones_hidden_states(family, head):
+    """A head's `hidden_states` are its backbone's, in order: the embeddings first, the last block's output (before
+    the final norm of pre-norm models) last."""
+    model = build(family, head)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True).hidden_states
+        backbone_states = model.base_model(**inputs, output_hidden_states=True).hidden_states
+        embeddings = model.base_model.embeddings(inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
+    assert len(states) == len(backbone_states) == model.config.num_hidden_layers + 1
+    for state, backbone_state in zip(states, backbone_states):
+        torch.testing.assert_close(state, backbone_state, atol=0, rtol=0)
+    torch.testing.assert_close(states[0], embeddings, atol=0, rtol=0)
+
+
 def test_attention_pooling_matches_reference():
     """Each head's channels are averaged over the real tokens with the softmax of that head's scores."""
     torch.manual_seed(0)
@@ -343,10 +373,11 @@ def test_drop_path_drops_whole_samples_and_keeps_the_expected_value():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_classifier_dropout_acts_on_the_classifier_input(family):
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification"])
+def test_classifier_dropout_acts_on_the_classifier_input(family, head):
     """`classifier_dropout` (not `hidden_dropout_prob`, here 0) is the dropout before the classifier."""
     for rate, varies in ((0.5, True), (None, False)):
-        model = build(family, "ForSequenceClassification", classifier_dropout=rate).train()
+        model = build(family, head, classifier_dropout=rate).train()
         inputs = make_inputs(model.config)
         with torch.no_grad():
             assert torch.equal(model(**inputs).logits, model(**inputs).logits) != varies
