@@ -551,3 +551,58 @@ def test_a_compiled_mixer_pickles_and_copies_as_compiled():
     assert duplicate._compiled_call_impl is None and pickle.loads(pickle.dumps(mixer)) is not None
     with torch.no_grad():
         assert duplicate.forward(torch.randn(1, 5, 8)).abs().max() == 0
+
+
+def test_inference_cache_sees_a_few_values_edited_in_place():
+    """An in-place edit under `torch.no_grad()` bumps the weight's version: the cache recomputes even where the edited
+    value is not among the sampled ones it compares."""
+    mixer = _global_filter(256, (64,))
+    x = torch.randn(1, 64, 256)
+    with torch.no_grad():
+        mixer(x)
+        mixer.complex_weight[5, 7, 1] += 1.0
+        cached = mixer(x)
+    mixer._inference_cache.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(cached, mixer(x), atol=0, rtol=0)
+
+
+def test_short_inputs_at_another_fft_length_use_that_length():
+    """The short-input paths (a DFT matrix for the Fourier mixer, a time-domain kernel for the global filter) follow
+    a call's `fft_shape`: the Fourier mixer's equals one built at that length, the filter's the filter resized to it."""
+    x = torch.randn(1, 4, 8)
+    fourier = FourierMixer((64,))
+    fourier(x)  # caches the matrix of the built length
+    torch.testing.assert_close(fourier(x, fft_shape=(128,)), FourierMixer((128,))(x), atol=1e-5, rtol=1e-5)
+    mixer = _global_filter(8, (64,))
+    spectrum = torch.fft.rfft(_pad_to(x, (128,)), dim=1) * mixer.complex_filter(torch.float32, (128,))
+    expected = torch.fft.irfft(spectrum, n=128, dim=1)[:, :4]
+    torch.testing.assert_close(mixer(x, fft_shape=(128,)), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 8), (1, 5, 8)])
+def test_filter_gradient_does_not_depend_on_the_input_needing_one(shape):
+    """The filter's gradient is the same whether or not the input requires a gradient (separate recorded paths)."""
+    mixer = _global_filter(8, (16,))
+    x = torch.randn(*shape)
+    mixer(x).square().sum().backward()
+    alone = mixer.complex_weight.grad.clone()
+    mixer.zero_grad()
+    mixer(x.requires_grad_()).square().sum().backward()
+    torch.testing.assert_close(mixer.complex_weight.grad, alone, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fft_length", [6, 10])
+def test_vectorized_jacobian_of_the_filter_equals_the_loop(fft_length):
+    """`jacobian(vectorize=True)` batches the backward (outside the eager CPU path): the transposes between tokens and
+    channels-first spectra must hold there too, also where frequencies and channels are the same number."""
+    mixer = _global_filter(4, (fft_length,))
+    x = torch.randn(1, fft_length, 4)
+    weight = mixer.complex_weight.detach().clone()
+
+    def outputs(w):
+        return torch.func.functional_call(mixer, {"complex_weight": w}, (x,))
+
+    loop = torch.autograd.functional.jacobian(outputs, weight, vectorize=False)
+    torch.testing.assert_close(torch.autograd.functional.jacobian(outputs, weight, vectorize=True), loop,
+                               atol=1e-6, rtol=1e-6)

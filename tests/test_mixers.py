@@ -21,6 +21,7 @@ from fourierformers.spectral_layers import (
     SelfAttention,
     grid_irfftn,
     grid_rfftn,
+    lowest_kept_modes,
     lowest_modes,
     multi_head_attention,
 )
@@ -440,6 +441,40 @@ def test_spectral_mixers_run_in_float32_under_half_precision(dtype):
 def test_grid_larger_than_fft_size_is_rejected():
     with pytest.raises(ValueError, match="does not fit the FFT size"):
         GlobalFilter(4, (8,))(torch.randn(1, 9, 4))
+
+
+@pytest.mark.parametrize("mixer", [GlobalFilter(8, (6, 6)), FourierMixer((6, 6)), AFNOMixer(8, (6, 6), num_blocks=2),
+                                   GlobalFilter(8, (6,))], ids=["gfnet-2d", "fourier-2d", "afno-2d", "gfnet-1d"])
+def test_input_with_another_number_of_grid_axes_is_rejected(mixer):
+    x = torch.randn(1, 5, 8) if len(mixer.fft_shape) == 2 else torch.randn(1, 5, 5, 8)
+    with pytest.raises(ValueError, match="does not fit the FFT size"):
+        mixer(x)
+
+
+def test_afno_mode_options():
+    """`num_modes` keeps the lowest frequencies of every axis (the rfft axis, the last, is halved), at the call's FFT
+    grid; `kept_modes` and `num_modes` exclude each other; no kept entry is no truncation."""
+    assert lowest_kept_modes((8, 8), 2) == [[0, 1, 7], [0, 1]]
+    mixer = random_init(AFNOMixer(8, (8, 8), num_blocks=2, num_modes=2, sparsity_threshold=0.0))
+    assert mixer.kept_modes_at((16, 16)) == [[0, 1, 15], [0, 1]]
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        # AFNO adds its input back (the paper's skip inside the mixer): the rest is the filtered spectrum
+        spectrum = torch.fft.rfftn(mixer(x) - x, dim=(1, 2), norm="ortho").abs().amax(-1)[0]  # (8, 5)
+    assert (spectrum > 1e-6).any(1).nonzero().flatten().tolist() == [0, 1, 7]
+    assert (spectrum > 1e-6).any(0).nonzero().flatten().tolist() == [0, 1]
+    with pytest.raises(ValueError, match="at most one of `kept_modes`"):
+        AFNOMixer(8, (8,), num_blocks=2, kept_modes=[[0, 3]], num_modes=2)
+    assert not AFNOMixer(8, (8, 8), num_blocks=2, kept_modes=[None, None]).spectral_properties()["mode_truncation"]
+
+
+def test_attention_pooling_keeps_padding_out_even_when_it_is_nan():
+    pooling = random_init(AttentionPooling(8, 2))
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    reference = pooling(x[1:, :3], None)
+    x[1, 3:] = float("nan")
+    torch.testing.assert_close(pooling(x, mask)[1:], reference)
 
 
 @pytest.mark.parametrize("build", [
