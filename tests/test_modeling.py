@@ -245,6 +245,19 @@ def test_heads_return_the_backbones_hidden_states(family, head):
     torch.testing.assert_close(states[0], embeddings, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"])
+def test_config_output_flags_are_the_defaults(head):
+    """`config.output_hidden_states` / `output_attentions` return them without the call asking, as in transformers;
+    the call's argument overrides the config."""
+    model = build("fnet_hybrid", head, output_hidden_states=True, output_attentions=True)
+    inputs = make_inputs(model.config)
+    with torch.no_grad():
+        outputs = model(**inputs)
+        plain = model(**inputs, output_hidden_states=False, output_attentions=False)
+    assert len(outputs.hidden_states) == model.config.num_hidden_layers + 1 and len(outputs.attentions) == 1
+    assert plain.hidden_states is None and plain.attentions is None
+
+
 def test_attention_pooling_matches_reference():
     """Each head's channels are averaged over the real tokens with the softmax of that head's scores."""
     torch.manual_seed(0)

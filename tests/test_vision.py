@@ -738,3 +738,17 @@ def test_volume_classifier_trains_one_step(family):
     optimizer.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert model(pixel_values=pixel_values, labels=labels).loss < loss
+
+
+@pytest.mark.parametrize("head", ["ForImageClassification", "ForPatchRegression"])
+def test_image_losses_count_trainers_items(head):
+    """With Trainer's `num_items_in_batch` (the label items of a whole step: accumulated batches, all processes) the
+    loss is the batch's sum over that count, as in the text heads: four times the items, a quarter of the mean."""
+    config = tiny_config("gfnet", image_size=8, patch_size=2, num_channels=3, num_output_channels=2)
+    model = model_class("gfnet", head)(config).eval()
+    pixels = torch.randn(2, 3, 8, 8)
+    labels = torch.randn(2, 2, 8, 8) if head == "ForPatchRegression" else torch.tensor([0, 1])
+    with torch.no_grad():
+        mean = model(pixels, labels=labels).loss
+        counted = model(pixels, labels=labels, num_items_in_batch=4 * labels.numel()).loss
+    torch.testing.assert_close(counted, mean / 4)
