@@ -363,11 +363,20 @@ def test_an_unknown_keyword_is_refused(family, head):
 @pytest.mark.parametrize("num_labels,shape,allowed", [
     (3, (2,), r"shape \(2, num_labels=3\), got \(2,\)"),  # (B,) only fits one label; the message listed it
     (1, (2, 2), r"shape \(2,\) or \(2, num_labels=1\), got \(2, 2\)"),
+    (3, (3, 2), r"shape \(2, num_labels=3\), got \(3, 2\)"),  # transposed: a reshape would pair the wrong rows
 ])
 def test_regression_labels_name_only_the_shapes_allowed(num_labels, shape, allowed):
     model = cached_model("gfnet", "ForSequenceClassification", num_labels=num_labels, problem_type="regression")
     with pytest.raises(ValueError, match=rf"Regression `labels` must have {allowed}\.$"):
         model(input_ids=ids(), labels=torch.randn(shape))
+
+
+def test_a_class_label_equal_to_num_labels_is_refused():
+    """The largest index, num_labels, is one past the classes: a clear error, not cross-entropy's IndexError (a
+    device assert on GPU)."""
+    model = cached_model("gfnet", "ForSequenceClassification")
+    with pytest.raises(ValueError, match=r"integer class indices in \[0, 3\) or -100 .*got 3\.$"):
+        model(input_ids=ids(), labels=torch.tensor([0, 3]))
 
 
 @pytest.mark.parametrize("head", ["ForSequenceClassification", "ForImageClassification"])
@@ -733,6 +742,7 @@ def checkpoints(tmp_path_factory):
     with safe_open(root / "gfnet" / "model.safetensors", framework="pt") as weights:
         names = list(weights.keys())
     for name, index in (("bad_index", '{"weight_map": '), ("index_without_map", '{"metadata": {}}'),
+                        ("index_of_numbers", json.dumps({"weight_map": {key: 5 for key in names}})),
                         ("missing_shard", json.dumps({"weight_map": {key: "model-00002-of-00002.safetensors"
                                                                      for key in names}}))):
         shutil.copytree(root / "gfnet", root / name)
@@ -753,6 +763,8 @@ FROM_PRETRAINED_ROWS = [
      r"from weight names to shard files"),
     ("weight index without a map", AutoModelForSequenceClassification, "index_without_map", {}, OSError,
      r"Cannot read the weight index .*: it must be JSON with a `weight_map`"),
+    ("shard names not strings", GFNetForSequenceClassification, "index_of_numbers", {}, OSError,
+     r"Cannot read the weight index .*\(TypeError: shard names must be strings, got \['5'\]\)"),
     ("missing shard", GFNetForSequenceClassification, "missing_shard", {}, OSError,
      r"lists the shard model-00002-of-00002.safetensors, which is not in .*missing_shard"),
     ("missing folder", GFNetForSequenceClassification, "missing", {}, OSError,
@@ -789,6 +801,15 @@ FROM_PRETRAINED_ROWS = [
     ("dropout of 2", GFNetForSequenceClassification, "gfnet", dict(hidden_dropout_prob=2.0), ValueError,
      r"`hidden_dropout_prob` must be a number in \[0, 1\), got 2.0"),
 ]
+
+
+def test_from_pretrained_of_a_missing_relative_folder(tmp_path, monkeypatch):
+    """A path that starts at the working directory or its parent names a folder, never a hub repository."""
+    monkeypatch.chdir(tmp_path)
+    for path in ("./missing", "../missing"):
+        shown = re.escape(path.removeprefix("./"))
+        with pytest.raises(OSError, match=rf"No checkpoint folder at {shown}: the directory does not exist"):
+            GFNetModel.from_pretrained(path)
 
 
 @pytest.mark.parametrize("name,loader,folder,kwargs,error,message", FROM_PRETRAINED_ROWS,

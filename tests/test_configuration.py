@@ -37,6 +37,12 @@ def test_default_config_logs_nothing(family, caplog):
 
 
 def test_family_defaults():
+    for family, (pooling, norm_first) in {"gfnet": ("mean", True), "afno": ("mean", True),
+                                          "fnet_hybrid": ("cls", False)}.items():
+        config = CONFIG_CLASSES[family]()
+        assert (config.pooling, config.norm_first, config.layer_norm_eps) == (pooling, norm_first, 1e-12), family
+        assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (256, 4, 1024), family
+        assert (config.max_position_embeddings, config.filter_activation) == (512, "identity"), family
     assert CONFIG_CLASSES["gfnet"](num_hidden_layers=3).mixer_layout == ["global_filter"] * 3
     assert CONFIG_CLASSES["afno"](num_hidden_layers=2).mixer_layout == ["afno"] * 2
     fnet = CONFIG_CLASSES["fnet_hybrid"](num_hidden_layers=6)
@@ -67,6 +73,9 @@ INVALID = [
     (dict(hidden_size=0), "hidden_size.*positive integer"),
     (dict(type_vocab_size=-1), "type_vocab_size"),
     (dict(pad_token_id=500), r"pad_token_id.*\[0, vocab_size=99\)"),
+    (dict(pad_token_id=99), r"`pad_token_id` \(99\) must be in \[0, vocab_size=99\)"),
+    (dict(mixer_layout=[{"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": 1}] * 2),
+     r"`mixer_layout\[0\]` \(cascade\): 'share_norm' must be one of \[False, True\], got 1"),
     (dict(norm_type="batch_norm"), "norm_type.*'layer_norm', 'rms_norm'"),
     (dict(afno_activation="swishy"), "afno_activation.*must be one of"),
     (dict(afno_activation="prelu"), "afno_activation.*'prelu' has learned parameters"),
@@ -82,6 +91,11 @@ INVALID = [
 def test_invalid_configs_name_the_problem(family, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(family, **overrides)
+
+
+def test_a_cylinder_patch_needs_two_axes():
+    with pytest.raises(ValueError, match=r"`patch_shape='cylinder'` needs spatial_dims >= 2"):
+        tiny_config("gfnet", image_size=30, patch_size=5, spatial_dims=1, num_channels=1, patch_shape="cylinder")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

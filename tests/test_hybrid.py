@@ -349,6 +349,33 @@ def test_soft_gate_is_the_probability_weighted_sum():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
 
 
+def test_add_fusion_is_the_sum_of_the_children():
+    mixer = MultiscaleMixer(small_mixers(), hidden_size=8, fusion="add")
+    torch.nn.init.normal_(mixer.mixers[0].complex_weight)
+    x = torch.randn(4, 10, 8)
+    out, _ = mixer(x)
+    expected = sum(child(x)[0] if isinstance(child, SelfAttention) else child(x) for child in mixer.mixers)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_multiscale_returns_the_attention_weights_of_a_child_before_others():
+    layout = [{"strategy": "multiscale", "mixers": ["attention", "fourier"]}] * 2
+    model = model_class("fnet_hybrid", "Model")(tiny_config("fnet_hybrid", mixer_layout=layout)).eval()
+    with torch.no_grad():
+        attentions = model(torch.randint(5, 99, (2, 5)), output_attentions=True).attentions
+    assert [tuple(weights.shape) for weights in attentions] == [(2, 4, 5, 5)] * 2
+
+
+def test_recorded_gate_probabilities_hold_no_graph():
+    """`last_gate_probs` / `last_choices` are for inspection: kept with their graph, they would keep every
+    activation of the step alive until the next forward."""
+    layout = [{"strategy": "adaptive", "mixers": ["attention", "fourier"], "gate": "soft"}] * 2
+    model = model_class("fnet_hybrid", "Model")(tiny_config("fnet_hybrid", mixer_layout=layout)).train()
+    model(torch.randint(5, 99, (2, 5)))
+    for mixer in (module for module in model.modules() if isinstance(module, AdaptiveMixer)):
+        assert not mixer.last_gate_probs.requires_grad and mixer.last_gate_probs.grad_fn is None
+
+
 def test_weighted_fusion_is_the_softmax_weighted_sum():
     """Off its uniform start (where softmax and other normalisations agree for two children)."""
     mixer = MultiscaleMixer(small_mixers(), hidden_size=8, fusion="weighted")

@@ -665,6 +665,7 @@ def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family,
     logger = transformers.logging.get_logger("fourierformers.checkpoint_loading")
     routes = [
         (AutoModel, dict(max_position_embeddings=48), warned),
+        (type(model), dict(max_position_embeddings=48), warned),
         (type(model), dict(config=longer), warned),
         (type(model), dict(config=str(tmp_path / "longer")), warned),
         (AutoModel, {}, False),
@@ -673,6 +674,20 @@ def test_loading_at_another_fft_length_warns_where_the_weights_still_fit(family,
         with CaptureLogger(logger) as captured:
             loader.from_pretrained(tmp_path / "checkpoint", **overrides)
         assert ("Loading with max_position_embeddings=48 instead of the checkpoint's 24" in captured.out) == expected
+
+
+@pytest.mark.parametrize("fields", [
+    dict(position_embedding_type="sinusoidal", mixer_layout=["global_filter", "fourier"]),
+    dict(position_embedding_type="absolute", mixer_layout=["fourier", "fourier"]),
+], ids=["global-filter", "learned-positions"])
+def test_loading_at_another_fft_length_fails_without_the_warning_where_weights_do_not_fit(fields, tmp_path):
+    """Global filters and learned positions are sized by the length: loading fails on their sizes, and the warning
+    that the mixers transform over the new length (for weights that still fit) is not logged."""
+    build("fnet_hybrid", "Model", **fields).save_pretrained(tmp_path)
+    logger = transformers.logging.get_logger("fourierformers.checkpoint_loading")
+    with CaptureLogger(logger) as captured, pytest.raises(ValueError, match="max_position_embeddings"):
+        model_class("fnet_hybrid", "Model").from_pretrained(tmp_path, max_position_embeddings=48)
+    assert "instead of the checkpoint's" not in captured.out
 
 
 def test_resizing_below_the_pad_token_is_refused_and_an_invalid_config_saves_nothing(tmp_path):

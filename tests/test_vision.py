@@ -19,6 +19,7 @@ from fourierformers.modeling_spectral_image import SpectralImageClassifierOutput
 from fourierformers.patch_embedding import (
     PatchEmbedding,
     patch_kernel_mask,
+    resize_grid,
     resize_model_to_image_size,
     resize_state_dict_to_config,
 )
@@ -752,3 +753,18 @@ def test_image_losses_count_trainers_items(head):
         mean = model(pixels, labels=labels).loss
         counted = model(pixels, labels=labels, num_items_in_batch=4 * labels.numel()).loss
     torch.testing.assert_close(counted, mean / 4)
+
+
+def test_smallest_image_a_centred_patch_covers_is_accepted():
+    """A centred 5 x 5 patch is padded by 2 on each side: a 2 x 2 image (2 + 2 * 2 >= 5) still gives one token."""
+    config = tiny_config("gfnet", image_size=16, patch_size=5, patch_stride=4, centered_patches=True, num_channels=3)
+    model = model_class("gfnet", "Model")(config).eval()
+    with torch.no_grad():
+        outputs = model(pixel_values=torch.randn(1, 3, 2, 2), interpolate_pos_encoding=True)
+    assert outputs.last_hidden_state.shape == (1, 1, 32)
+
+
+def test_low_precision_grids_are_resized_in_float32():
+    values = torch.randn(4, 4, 8).to(torch.bfloat16)
+    expected = resize_grid(values.float(), (7, 7)).to(torch.bfloat16)
+    torch.testing.assert_close(resize_grid(values, (7, 7)), expected, atol=0, rtol=0)
