@@ -606,3 +606,35 @@ def test_vectorized_jacobian_of_the_filter_equals_the_loop(fft_length):
     loop = torch.autograd.functional.jacobian(outputs, weight, vectorize=False)
     torch.testing.assert_close(torch.autograd.functional.jacobian(outputs, weight, vectorize=True), loop,
                                atol=1e-6, rtol=1e-6)
+
+
+def test_inference_cache_sees_the_high_frequencies_edited_through_data():
+    """The compared values are spread over the whole filter: zeroing its upper half of frequencies through `.data`
+    (no version bump) changes some of them."""
+    mixer = _global_filter(256, (64,))
+    x = torch.randn(1, 64, 256)
+    with torch.no_grad():
+        mixer(x)
+        mixer.complex_weight.data[16:] = 0
+        cached = mixer(x)
+    mixer._inference_cache.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(cached, mixer(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("build", [lambda: AFNOMixer(1, (8,), num_blocks=1, init_std=0.3),
+                                   lambda: _global_filter(1, (8,))], ids=["afno", "gfnet"])
+def test_one_channel_mixers_train(build):
+    """With one channel the staggered inverse transform's output would be a view that the residual is added to in
+    place; forward and gradients must equal those of the functional (non-eager) path."""
+    mixer = build()
+    x = torch.randn(2, 8, 1, requires_grad=True)
+    out = mixer(x)
+    out.square().sum().backward()
+
+    def loss(inputs):
+        return torch.func.functional_call(mixer, dict(mixer.named_parameters()), (inputs,)).square().sum()
+
+    with torch.no_grad():
+        torch.testing.assert_close(out, mixer(x.detach()), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(x.grad, torch.func.grad(loss)(x.detach()), atol=1e-5, rtol=1e-5)
