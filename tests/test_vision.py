@@ -768,3 +768,10 @@ def test_low_precision_grids_are_resized_in_float32():
     values = torch.randn(4, 4, 8).to(torch.bfloat16)
     expected = resize_grid(values.float(), (7, 7)).to(torch.bfloat16)
     torch.testing.assert_close(resize_grid(values, (7, 7)), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_position_embeddings_are_drawn_with_the_initializer_range(family):
+    config = tiny_config(family, image_size=32, patch_size=4, initializer_range=0.5)
+    positions = model_class(family, "ForImageClassification")(config).base_model.embeddings.position_embeddings
+    assert positions.std().item() == pytest.approx(0.5, rel=0.1)
