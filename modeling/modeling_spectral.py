@@ -726,10 +726,10 @@ class SpectralModel(SpectralPreTrainedModel):
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, T, D), `pooler_output` (B, D) (for S packed
             sequences one row each, (S, D)) and optionally `hidden_states` (num_hidden_layers + 1 tensors of shape
             (B, T, D)) and `attentions` (one (B, heads, T, T) tensor per attention layer of the layout, in layer
-            order). Image models return a
-            `SpectralImageModelOutput`: the token grid flattened row-major, as ViT, (B, N, D) with N = prod(grid)
-            (in a hierarchical model each stage has its own N and D), and with `output_hidden_states` also
-            `reshaped_hidden_states`, the hidden states on their grid (B, D, *grid) as Swin's.
+            order). Image models return a `SpectralImageModelOutput`: the token grid flattened row-major, as ViT,
+            (B, N, D) with N = prod(grid) (in a hierarchical model each stage has its own N and D), and with
+            `output_hidden_states` also `reshaped_hidden_states`, the hidden states on their grid (B, D, *grid) as
+            Swin's.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
