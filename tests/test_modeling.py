@@ -694,10 +694,11 @@ def test_resizing_below_the_pad_token_is_refused_and_an_invalid_config_saves_not
     """Shrinking past pad_token_id used to succeed; save_pretrained then failed on the config after transformers had
     written the remote-code source files, leaving a folder without config or weights."""
     model = build("gfnet", "ForMaskedLM", pad_token_id=90)
-    for size, multiple in [(50, None), (85, 8)]:  # 85 rounds up to 88, still below 91
+    for size, multiple in [(50, None), (90, None), (85, 8)]:  # 85 rounds up to 88, still below 91
         with pytest.raises(ValueError, match=r"to \d+ tokens would drop pad_token_id=90; keep at least 91 tokens"):
             model.resize_token_embeddings(size, pad_to_multiple_of=multiple)
     assert model.config.vocab_size == 99 and model.get_input_embeddings().num_embeddings == 99
+    assert model.resize_token_embeddings(89, pad_to_multiple_of=8).num_embeddings == 96  # rounded up: keeps 90
     model.resize_token_embeddings(91)
     model.config.pad_token_id = 95  # set by hand: the config is now invalid
     with pytest.raises(ValueError, match=r"`pad_token_id` \(95\) must be in \[0, vocab_size=91\)"):
