@@ -367,6 +367,12 @@ def test_bfloat16_is_finite_and_close_to_float32(family):
     torch.testing.assert_close(from_embeddings, half, atol=0, rtol=0)  # float32 embeddings are cast, as pixels are
 
 
+def test_stochastic_depth_grows_linearly_over_the_layers():
+    """As in timm and GFNet: layer i of n drops its branches with probability drop_path_rate * i / (n - 1)."""
+    model = build("gfnet", "Model", num_hidden_layers=3, mixer_layout=None, drop_path_rate=0.3)
+    assert [layer.drop_path.drop_prob for layer in model.layers] == pytest.approx([0.0, 0.15, 0.3])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_eval_is_deterministic(family):
     """Every dropout (hidden, attention probabilities, stochastic depth) is off in eval mode."""
