@@ -806,10 +806,12 @@ class SpectralModel(SpectralPreTrainedModel):
         def pack(tensor):  # (S, L, ...) -> (B, T, ...)
             return tensor[mask].view(batch_size, seq_length, *tensor.shape[2:])
 
+        # each sequence's (row, first column, length) in the packed batch
+        spans = list(zip(rows.tolist(), (index[:, 0] % seq_length).tolist(), mask.sum(1).tolist()))
+
         def pack_attention(weights):  # (S, heads, L, L) -> (B, heads, T, T)
             packed = weights.new_zeros(batch_size, weights.shape[1], seq_length, seq_length)
-            starts, lengths = (index[:, 0] % seq_length).tolist(), mask.sum(1).tolist()
-            for sequence, (row, start, length) in enumerate(zip(rows.tolist(), starts, lengths)):
+            for sequence, (row, start, length) in enumerate(spans):
                 end = start + length
                 packed[row, :, start:end, start:end] = weights[sequence, :, :length, :length]
             return packed
