@@ -183,6 +183,69 @@ def validate_text_inputs(config, input_ids, inputs_embeds, attention_mask, token
     return batch_size
 
 
+def flatten_choices(input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids):
+    """Multiple-choice inputs, `input_ids` (B, C, T) or `inputs_embeds` (B, C, T, D), as one batch of B * C
+    sequences for the backbone, after checking that every other input has the choices' shape (B, C, T).
+    Returns (batch_size, num_choices, dict of the flattened inputs)."""
+    if input_ids is None and inputs_embeds is None:
+        raise ValueError(
+            "Pass `input_ids` of shape (batch_size, num_choices, sequence_length) or `inputs_embeds` of shape "
+            "(batch_size, num_choices, sequence_length, hidden_size)."
+        )
+    main_name = "input_ids" if input_ids is not None else "inputs_embeds"
+    main = input_ids if input_ids is not None else inputs_embeds
+    dims = "(batch_size, num_choices, sequence_length" + (")" if main_name == "input_ids" else ", hidden_size)")
+    if not torch.is_tensor(main):
+        raise ValueError(f"`{main_name}` must be a torch.Tensor of shape {dims}, got {type(main).__name__}.")
+    if main.ndim != (3 if main_name == "input_ids" else 4):
+        raise ValueError(f"`{main_name}` of a multiple-choice model must have shape {dims}, got {tuple(main.shape)}.")
+    shape = tuple(main.shape[:3])
+    batch_size, num_choices, seq_length = shape
+    inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                  token_type_ids=token_type_ids, position_ids=position_ids)
+    for name in ("attention_mask", "token_type_ids", "position_ids"):
+        tensor = inputs[name]
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"`{name}` must have the shape of the choices {shape} (batch_size, num_choices, sequence_length), got "
+                f"{tuple(tensor.shape)}."
+            )
+    flat = {
+        name: None if tensor is None else tensor.reshape(batch_size * num_choices, seq_length, *tensor.shape[3:])
+        for name, tensor in inputs.items()
+    }
+    return batch_size, num_choices, flat
+
+
+def validate_span_positions(start_positions, end_positions, batch_size, seq_length):
+    """Check the answer spans of a question-answering head: both or neither, integer token indices of shape (B,) or
+    (B, 1). As transformers' question-answering heads do, a position at or past the input's end (an answer cut off
+    by truncation) is ignored, and so is -100, the ignored label of every other loss; other negative positions are
+    refused. Returns (start, end) as int64 (B,), ignored positions as -100, or (None, None)."""
+    if (start_positions is None) != (end_positions is None):
+        raise ValueError("Pass both `start_positions` and `end_positions` for the span loss, or neither.")
+    if start_positions is None:
+        return None, None
+    allowed = (
+        f"integer token indices in [0, {seq_length}) of shape ({batch_size},) or ({batch_size}, 1) (positions >= "
+        f"{seq_length} and -100 are ignored)"
+    )
+    checked = []
+    for name, positions in (("start_positions", start_positions), ("end_positions", end_positions)):
+        if not torch.is_tensor(positions) or not is_integer_tensor(positions):
+            got = f"dtype {positions.dtype}" if torch.is_tensor(positions) else type(positions).__name__
+            raise ValueError(f"`{name}` must be {allowed}, got {got}.")
+        if tuple(positions.shape) not in ((batch_size,), (batch_size, 1)):
+            raise ValueError(f"`{name}` must be {allowed}, got shape {tuple(positions.shape)}.")
+        positions = positions.reshape(batch_size).long()
+        if can_read_values():
+            refused = (positions < 0) & (positions != -100)
+            if bool(refused.any()):
+                raise ValueError(f"`{name}` must be {allowed}, got {int(positions[refused][0])}.")
+        checked.append(torch.where((positions < 0) | (positions >= seq_length), -100, positions))
+    return tuple(checked)
+
+
 def validate_condition(config, condition, batch_size, condition_mask=None):
     """Check `condition` (and `condition_mask`) against `config.condition_type`, raising `ValueError` with the
     expected shape. Returns (condition, mask): a cross-attention condition on a grid (B, *grid, C) flattened to its

@@ -12,6 +12,8 @@ from fourierformers.configuration.configuration_afno import AFNOConfig
 
 from .modeling_spectral import (
     SpectralForMaskedLM,
+    SpectralForMultipleChoice,
+    SpectralForQuestionAnswering,
     SpectralForSequenceClassification,
     SpectralForTokenClassification,
     SpectralModel,
@@ -38,6 +40,18 @@ class AFNOForSequenceClassification(AFNOPreTrainedModel, SpectralForSequenceClas
 
 class AFNOForTokenClassification(AFNOPreTrainedModel, SpectralForTokenClassification):
     """AFNO with a linear classifier on every token."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForQuestionAnswering(AFNOPreTrainedModel, SpectralForQuestionAnswering):
+    """AFNO with start and end scores on every token for extractive question answering."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOForMultipleChoice(AFNOPreTrainedModel, SpectralForMultipleChoice):
+    """AFNO scoring each choice's pooled sequence; the softmax over an example's choices picks one."""
 
     backbone_class = AFNOModel
 

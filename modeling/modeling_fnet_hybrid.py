@@ -11,6 +11,8 @@ from fourierformers.configuration.configuration_fnet_hybrid import FNetHybridCon
 
 from .modeling_spectral import (
     SpectralForMaskedLM,
+    SpectralForMultipleChoice,
+    SpectralForQuestionAnswering,
     SpectralForSequenceClassification,
     SpectralForTokenClassification,
     SpectralModel,
@@ -37,6 +39,18 @@ class FNetHybridForSequenceClassification(FNetHybridPreTrainedModel, SpectralFor
 
 class FNetHybridForTokenClassification(FNetHybridPreTrainedModel, SpectralForTokenClassification):
     """FNetHybrid with a linear classifier on every token."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForQuestionAnswering(FNetHybridPreTrainedModel, SpectralForQuestionAnswering):
+    """FNetHybrid with start and end scores on every token for extractive question answering."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForMultipleChoice(FNetHybridPreTrainedModel, SpectralForMultipleChoice):
+    """FNetHybrid scoring each choice's pooled sequence; the softmax over an example's choices picks one."""
 
     backbone_class = FNetHybridModel
 

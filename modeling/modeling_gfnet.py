@@ -12,6 +12,8 @@ from fourierformers.configuration.configuration_gfnet import GFNetConfig
 
 from .modeling_spectral import (
     SpectralForMaskedLM,
+    SpectralForMultipleChoice,
+    SpectralForQuestionAnswering,
     SpectralForSequenceClassification,
     SpectralForTokenClassification,
     SpectralModel,
@@ -38,6 +40,18 @@ class GFNetForSequenceClassification(GFNetPreTrainedModel, SpectralForSequenceCl
 
 class GFNetForTokenClassification(GFNetPreTrainedModel, SpectralForTokenClassification):
     """GFNet with a linear classifier on every token."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForQuestionAnswering(GFNetPreTrainedModel, SpectralForQuestionAnswering):
+    """GFNet with start and end scores on every token for extractive question answering."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForMultipleChoice(GFNetPreTrainedModel, SpectralForMultipleChoice):
+    """GFNet scoring each choice's pooled sequence; the softmax over an example's choices picks one."""
 
     backbone_class = GFNetModel
 

@@ -7,7 +7,8 @@ Data path (text):
     input_ids (B, T) -> SpectralEmbeddings -> x: (B, T, D)
     x -> num_hidden_layers x SpectralBlock(mixer, MLP) -> final norm (pre-norm models) -> last_hidden_state
     last_hidden_state -> SpectralPooler -> pooler_output (B, D) -> sequence classifier
-    last_hidden_state -> token classifier / masked-LM head
+    last_hidden_state -> token classifier / masked-LM head / question-answering span scores
+    multiple choice: (B, C, T) inputs run as B * C sequences -> pooler_output -> one score per choice (B, C)
 
 Data path (images and volumes, `SpectralModel._forward_pixels`):
 
@@ -32,6 +33,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
@@ -57,11 +60,13 @@ from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer, run_mix
 from .input_checks import (
     check_packed_sequence_kwargs,
     checked_positive_index,
+    flatten_choices,
     is_integer_tensor,
     validate_class_labels,
     validate_condition,
     validate_input_kind,
     validate_sequence_labels,
+    validate_span_positions,
     validate_text_inputs,
 )
 from .patch_embedding import (
@@ -1168,6 +1173,161 @@ class SpectralForTokenClassification(SpectralPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
         loss = None if labels is None else token_classification_loss(logits, labels, num_items_in_batch)
         output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SpectralForQuestionAnswering(SpectralPreTrainedModel):
+    """Backbone (no pooler) + a linear layer giving every token a start and an end score of the answer span
+    (extractive question answering, as `BertForQuestionAnswering`)."""
+
+    input_kind = "text"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        # No bias: it would shift every token's start (end) score alike, which the softmax over the tokens ignores,
+        # so its gradient is always 0 (BERT's never learns).
+        self.qa_outputs = nn.Linear(config.hidden_size, 2, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        condition=None,
+        start_positions=None,
+        end_positions=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        condition_mask=None,
+        **kwargs,
+    ):
+        r"""
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
+        start_positions, end_positions (integer `torch.Tensor` of shape `(batch_size,)`): the token indices of the
+            answer's first and last token; both or neither. A position at or past the input's end (an answer cut off
+            by truncation) or -100 is left out of the loss, as in transformers' question-answering heads.
+
+        Returns `QuestionAnsweringModelOutput` with `start_logits` and `end_logits` (B, T); the loss is the mean of
+        the start and end cross-entropies.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            condition=condition,
+            condition_mask=condition_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = logits[..., 0].contiguous(), logits[..., 1].contiguous()  # (B, T) each
+        batch_size, seq_length = start_logits.shape
+        start_positions, end_positions = validate_span_positions(start_positions, end_positions, batch_size,
+                                                                 seq_length)
+        loss = None
+        if start_positions is not None:
+            start_loss = _cross_entropy(start_logits, start_positions, num_items_in_batch)
+            end_loss = _cross_entropy(end_logits, end_positions, num_items_in_batch)
+            loss = (start_loss + end_loss) / 2
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SpectralForMultipleChoice(SpectralPreTrainedModel):
+    """Backbone + pooler + dropout + a linear score per choice: every (context, choice) pair of an example is one
+    sequence, and the softmax over an example's choices picks one."""
+
+    input_kind = "text"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config))
+        self.dropout = classifier_dropout(config)
+        # Not `classifier`: a sequence classifier's weights (num_labels logits) are no choice scorer, and load as
+        # unexpected keys rather than as a size mismatch. No bias, as for the span scores above.
+        self.choice_scorer = nn.Linear(config.hidden_size, 1, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        condition=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        condition_mask=None,
+        **kwargs,
+    ):
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, num_choices, sequence_length)`): the token ids of every
+            choice; `attention_mask`, `token_type_ids` and `position_ids` have the same shape, `inputs_embeds`
+            `(batch_size, num_choices, sequence_length, hidden_size)`.
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, one per example (shapes as in
+            `SpectralModel.forward`), shared by its choices.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
+        labels (integer `torch.Tensor` of shape `(batch_size,)`): the index of the right choice, -100 to ignore.
+
+        Returns `MultipleChoiceModelOutput` with `logits` (B, num_choices); `hidden_states` and `attentions` are
+        the backbone's over the B * num_choices sequences.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        batch_size, num_choices, flat_inputs = flatten_choices(
+            input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
+        )
+        condition, condition_mask = validate_condition(self.config, condition, batch_size, condition_mask)
+        if condition is not None:  # (B, ...) -> (B * num_choices, ...), each example's rows next to each other
+            condition = condition.repeat_interleave(num_choices, dim=0)
+            if condition_mask is not None:
+                condition_mask = condition_mask.repeat_interleave(num_choices, dim=0)
+        outputs = self.base_model(
+            **flat_inputs,
+            condition=condition,
+            condition_mask=condition_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+            **kwargs,
+        )
+        pooled = outputs.pooler_output  # (B * num_choices, D)
+        if pooled.shape[0] != batch_size * num_choices:
+            raise ValueError(
+                "Multiple choice needs one sequence per choice: `position_ids` that restart within a choice (packed "
+                "sequences) are not supported here; pass an `attention_mask` and pad each choice instead."
+            )
+        logits = self.choice_scorer(self.dropout(pooled)).reshape(batch_size, num_choices)  # (B, num_choices)
+        loss = None
+        if labels is not None:
+            labels = validate_class_labels(labels, (batch_size,), num_choices)
+            loss = _cross_entropy(logits, labels, num_items_in_batch)
+        output = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
         return output if return_dict else output.to_tuple()

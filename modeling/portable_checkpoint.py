@@ -34,6 +34,9 @@ PIPELINE_TAGS = {
     "AutoModelForSequenceClassification": "text-classification",
     "AutoModelForTokenClassification": "token-classification",
     "AutoModelForMaskedLM": "fill-mask",
+    # Hub tasks without a transformers 5 pipeline (its question-answering pipeline was removed)
+    "AutoModelForQuestionAnswering": "question-answering",
+    "AutoModelForMultipleChoice": "multiple-choice",
     "AutoModelForImageClassification": "image-classification",
 }
 IMAGE_BACKBONE_PIPELINE_TAG = "image-feature-extraction"  # "feature-extraction" needs a tokenizer

@@ -14,9 +14,11 @@ layers keep FNet's LayerNorms and MLP, and their new attention weights are initi
 Heads: `FNetModel` -> `FNetHybridModel`, `FNetForMaskedLM` and `FNetForPreTraining` -> `FNetHybridForMaskedLM`
 (the next-sentence head of `FNetForPreTraining` has no counterpart and is dropped; its pooler is saved beside the
 masked-LM weights, for the sequence heads fine-tuned from the folder),
-`FNetForSequenceClassification` / `FNetForTokenClassification` -> the same heads of FNet-hybrid. `--head model`
-takes the backbone of any FNet checkpoint (question answering and multiple choice included); a task head keeps only
-the classifier of a checkpoint of the same task.
+`FNetForSequenceClassification`, `FNetForTokenClassification`, `FNetForQuestionAnswering` and
+`FNetForMultipleChoice` -> the same heads of FNet-hybrid. The span and choice scorers convert without their biases,
+which shift every token's (choice's) score alike and which our heads do not have: their scores are FNet's minus the
+bias, their softmax (span and choice probabilities) and loss FNet's. `--head model` takes the backbone of any FNet
+checkpoint; a task head keeps only the classifier of a checkpoint of the same task.
 """
 
 import argparse
@@ -31,6 +33,8 @@ from transformers import FNetConfig, FNetTokenizer
 from fourierformers import (
     FNetHybridConfig,
     FNetHybridForMaskedLM,
+    FNetHybridForMultipleChoice,
+    FNetHybridForQuestionAnswering,
     FNetHybridForSequenceClassification,
     FNetHybridForTokenClassification,
     FNetHybridModel,
@@ -47,6 +51,8 @@ HEADS = {
     "masked_lm": FNetHybridForMaskedLM,
     "sequence_classification": FNetHybridForSequenceClassification,
     "token_classification": FNetHybridForTokenClassification,
+    "question_answering": FNetHybridForQuestionAnswering,
+    "multiple_choice": FNetHybridForMultipleChoice,
 }
 FNET_ARCHITECTURES = {
     "FNetModel": "model",
@@ -54,6 +60,8 @@ FNET_ARCHITECTURES = {
     "FNetForPreTraining": "masked_lm",
     "FNetForSequenceClassification": "sequence_classification",
     "FNetForTokenClassification": "token_classification",
+    "FNetForQuestionAnswering": "question_answering",
+    "FNetForMultipleChoice": "multiple_choice",
 }
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -79,7 +87,8 @@ KEY_RULES = [
     (r"cls\.predictions\.(?:decoder\.)?bias", "lm_head.decoder.bias"),
     (r"cls\.predictions\.decoder\.weight", "lm_head.decoder.weight"),
     (r"cls\.seq_relationship\.(weight|bias)", None),
-    (r"qa_outputs\.(weight|bias)", None),  # FNetForQuestionAnswering's span head: no counterpart
+    (r"qa_outputs\.weight", "qa_outputs.weight"),
+    (r"qa_outputs\.bias", None),  # a shift of every token's span score (see the module docstring)
     (r"embeddings\.(position_ids|token_type_ids)", None),
     # DFT matrices of `use_tpu_fourier_optimizations=True`: the same transform, recomputed by our FFT.
     (r"encoder\.layer\.\d+\.fourier\.self\.dft_mat_(hidden|seq)", None),
@@ -126,8 +135,8 @@ def read_fnet_config(input_dir):
 
 def checkpoint_filter_fn(state_dict, model, same_head=True):
     """Rename FNet keys into the keys of `model` (an FNet-hybrid model of the matching head); drops the
-    next-sentence and question-answering heads, buffers and (for heads without one) the pooler, and the
-    `classifier` unless the checkpoint is of `model`'s head (`same_head`): a sequence classifier's weights in a
+    next-sentence head, buffers, the weights of heads other than `model`'s (the pooler of heads without one), and
+    the `classifier` unless the checkpoint is of `model`'s head (`same_head`): a sequence classifier's weights in a
     token classifier, or a multiple-choice scorer's, would predict nonsense. Raises ValueError on unknown keys."""
     prefix = model.base_model_prefix + "." if model.base_model is not model else ""
     expected = set(model.state_dict())
@@ -144,6 +153,10 @@ def checkpoint_filter_fn(state_dict, model, same_head=True):
             raise ValueError(f"Unknown FNet key {fnet_key!r}; known layouts: {sorted(FNET_ARCHITECTURES)}.")
         if key is None:
             continue
+        if isinstance(model, FNetHybridForMultipleChoice) and key.startswith("classifier."):
+            if key == "classifier.bias":  # a shift of every choice's score (see the module docstring)
+                continue
+            key = "choice_scorer.weight"
         key = prefix + key if key.startswith(BACKBONE_KEYS) else key
         if key in expected:
             converted[key] = value

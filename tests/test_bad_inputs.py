@@ -215,7 +215,7 @@ def test_the_limits_of_the_config_checks_are_allowed(family):
 # Text forwards: every family x text head. Inputs are built from the tiny config (vocab 99, hidden 32, max length
 # 24, 2 token types, 3 labels) and a batch of two 6-token sequences.
 
-TEXT_HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+TEXT_HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForQuestionAnswering"]
 MODELS = {}
 
 
@@ -311,6 +311,49 @@ LABEL_ROWS = {
         ("boolean labels", lambda: torch.ones(2, 6, dtype=torch.bool), r"integer class indices .* dtype torch.bool"),
     ],
 }
+SPAN = r"integer token indices in \[0, 6\) of shape \(2,\) or \(2, 1\) \(positions >= 6 and -100 are ignored\)"
+SPAN_ROWS = [
+    ("start only", lambda: dict(start_positions=torch.tensor([0, 1])),
+     r"Pass both `start_positions` and `end_positions` for the span loss, or neither"),
+    ("end only", lambda: dict(end_positions=torch.tensor([0, 1])), r"Pass both .* or neither"),
+    ("negative start", lambda: dict(start_positions=torch.tensor([0, -1]), end_positions=torch.tensor([0, 1])),
+     rf"`start_positions` must be {SPAN}, got -1"),
+    ("float end", lambda: dict(start_positions=torch.tensor([0, 1]), end_positions=torch.tensor([0.0, 1.0])),
+     rf"`end_positions` must be {SPAN}, got dtype torch.float32"),
+    ("end shape", lambda: dict(start_positions=torch.tensor([0, 1]), end_positions=torch.tensor([[0, 1]])),
+     rf"`end_positions` must be {SPAN}, got shape \(1, 2\)"),
+    ("list start", lambda: dict(start_positions=[0, 1], end_positions=torch.tensor([0, 1])),
+     rf"`start_positions` must be {SPAN}, got list"),
+]
+
+
+def choices(shape=(2, 3, 6)):
+    return torch.randint(5, 99, shape)
+
+
+CHOICE_ROWS = [
+    ("no inputs", lambda: {}, r"Pass `input_ids` of shape \(batch_size, num_choices, sequence_length\) or"),
+    ("ids rank 2", lambda: dict(input_ids=ids()),
+     r"`input_ids` of a multiple-choice model must have shape \(batch_size, num_choices, sequence_length\), got "
+     r"\(2, 6\)"),
+    ("ids list", lambda: dict(input_ids=choices().tolist()), r"`input_ids` must be a torch.Tensor of shape .*got list"),
+    ("embeds rank 3", lambda: dict(inputs_embeds=torch.randn(2, 6, 32)),
+     r"`inputs_embeds` .* must have shape \(batch_size, num_choices, sequence_length, hidden_size\), got \(2, 6, 32\)"),
+    ("mask of one choice", lambda: dict(input_ids=choices(), attention_mask=torch.ones(2, 6)),
+     r"`attention_mask` must have the shape of the choices \(2, 3, 6\) \(batch_size, num_choices, sequence_length\), "
+     r"got \(2, 6\)"),
+    ("position ids of one row", lambda: dict(input_ids=choices(), position_ids=torch.arange(6)[None]),
+     r"`position_ids` must have the shape of the choices \(2, 3, 6\)"),
+    ("id = vocab_size", lambda: dict(input_ids=with_value(choices(), 99)), r"in \[0, vocab_size=99\), got .* to 99"),
+    ("too long", lambda: dict(input_ids=choices((1, 2, 30))), r"Sequence length 30 exceeds max_position_embeddings=24"),
+    ("condition without branch", lambda: dict(input_ids=choices(), condition=torch.randn(2, 32)),
+     r"condition_type=None; set condition_type to 'cross_attention' or 'adaln_zero'"),
+    ("choice 3 of 3", lambda: dict(input_ids=choices(), labels=torch.tensor([0, 3])),
+     r"`labels` must be integer class indices in \[0, 3\) or -100 \(ignored\) of shape \(2,\), got 3"),
+    ("one label per choice", lambda: dict(input_ids=choices(), labels=torch.zeros(2, 3, dtype=torch.long)),
+     r"of shape \(2,\), got shape \(2, 3\)"),
+]
+LABEL_NAMES = {"labels", "start_positions", "end_positions"}  # checked by the head, after the backbone ran
 TEXT_CASES = [
     pytest.param(family, head, inputs, message, id=f"{family}-{head}-{name}")
     for family in FAMILIES
@@ -322,6 +365,15 @@ TEXT_CASES = [
     for family in FAMILIES
     for head, rows in LABEL_ROWS.items()
     for name, labels, message in rows
+] + [
+    pytest.param(family, "ForQuestionAnswering", lambda spans=spans: dict(input_ids=ids(), **spans()), message,
+                 id=f"{family}-ForQuestionAnswering-{name}")
+    for family in FAMILIES
+    for name, spans, message in SPAN_ROWS
+] + [
+    pytest.param(family, "ForMultipleChoice", inputs, message, id=f"{family}-ForMultipleChoice-{name}")
+    for family in FAMILIES
+    for name, inputs, message in CHOICE_ROWS
 ]
 
 
@@ -333,7 +385,7 @@ def test_text_forward(family, head, inputs, message, monkeypatch):
     problem_type = model.config.problem_type
     inputs = inputs()
     ffts = []
-    if "labels" not in inputs:
+    if not LABEL_NAMES & inputs.keys():
         for name in ("rfft", "rfftn", "fft", "fftn"):
             monkeypatch.setattr(torch.fft, name, lambda *args, name=name, **kwargs: ffts.append(name))
     with pytest.raises(ValueError, match=message):
@@ -342,13 +394,22 @@ def test_text_forward(family, head, inputs, message, monkeypatch):
     assert model.config.problem_type == problem_type  # rejected labels do not set the inferred problem type
 
 
+def test_multiple_choice_refuses_packed_choices():
+    """Position ids that restart within a choice (packed sequences, no attention mask) would give the backbone more
+    pooled sequences than there are choices to score."""
+    position_ids = torch.tensor([0, 1, 2, 0, 1, 2]).repeat(2, 3, 1)
+    with pytest.raises(ValueError, match=r"Multiple choice needs one sequence per choice: `position_ids` that restart"):
+        cached_model("gfnet", "ForMultipleChoice")(input_ids=choices(), position_ids=position_ids)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("head", [*TEXT_HEADS, "ForImageClassification", "ForPatchRegression"])
+@pytest.mark.parametrize("head", [*TEXT_HEADS, "ForMultipleChoice", "ForImageClassification", "ForPatchRegression"])
 def test_an_unknown_keyword_is_refused(family, head):
     """A misspelt keyword (`attention_masks`) used to be swallowed by `**kwargs`: the model ran unmasked. The
     backbone takes no other keywords, and the heads pass theirs on to it."""
-    if head in TEXT_HEADS:
-        model, inputs, typo = cached_model(family, head), dict(input_ids=ids()), "attention_masks"
+    if head in TEXT_HEADS or head == "ForMultipleChoice":
+        inputs = dict(input_ids=choices() if head == "ForMultipleChoice" else ids())
+        model, typo = cached_model(family, head), "attention_masks"
     else:
         extra = dict(num_output_channels=2) if head == "ForPatchRegression" else {}
         model = cached_model(family, head, **IMAGE, num_channels=3, **extra)
@@ -1030,8 +1091,9 @@ FNET_ROWS = [
      r"untyped holds a config.json without a model_type; this converter reads transformers FNet checkpoints"),
     ("truncated weights", "truncated", {}, ValueError, r"Cannot read .*model.safetensors as .*truncated"),
     ("no weights", "no_weights", {}, ValueError, r"No FNet weights in .*: expected model.safetensors or pytorch_model"),
-    ("unknown head", "fnet", dict(head="question_answering"), ValueError,
-     r"Unknown head 'question_answering'; allowed: \['masked_lm', 'model', 'sequence_classification', 'token_cl"),
+    ("unknown head", "fnet", dict(head="next_sentence"), ValueError,
+     r"Unknown head 'next_sentence'; allowed: \['masked_lm', 'model', 'multiple_choice', 'question_answering', "
+     r"'sequence_classification', 'token_classification'\]"),
     ("attention layer 2 of 2", "fnet", dict(attention_layers=[2]), ValueError,
      r"Attention layer index 2 is out of range: the model has layers 0..1 \(or -2..-1\)"),
     ("output is a file", "fnet", dict(output_dir="file.json"), ValueError, r"file.json is an existing file"),

@@ -104,10 +104,14 @@ def test_adaptive_layout_compiles_whole_with_gradient_checkpointing(family):
 
 
 HEAD_LABELS = {
-    "ForSequenceClassification": (dict(), torch.tensor([0, 2])),
-    "ForMultiLabel": (dict(problem_type="multi_label_classification"), torch.tensor([[0.0, 1.0, 1.0], [1.0, 0, 0]])),
-    "ForTokenClassification": (dict(), torch.tensor([[0, 1, 2, -100, 1, 0, 2, 1, 0]] * 2)),
-    "ForMaskedLM": (dict(), torch.tensor([[-100, 7, -100, -100, 98, -100, -100, -100, 5]] * 2)),
+    "ForSequenceClassification": (dict(), dict(labels=torch.tensor([0, 2]))),
+    "ForMultiLabel": (dict(problem_type="multi_label_classification"),
+                      dict(labels=torch.tensor([[0.0, 1.0, 1.0], [1.0, 0, 0]]))),
+    "ForTokenClassification": (dict(), dict(labels=torch.tensor([[0, 1, 2, -100, 1, 0, 2, 1, 0]] * 2))),
+    "ForMaskedLM": (dict(), dict(labels=torch.tensor([[-100, 7, -100, -100, 98, -100, -100, -100, 5]] * 2))),
+    "ForQuestionAnswering": (dict(),
+                             dict(start_positions=torch.tensor([1, 12]), end_positions=torch.tensor([3, -100]))),
+    "ForMultipleChoice": (dict(), dict(labels=torch.tensor([2, -100]))),
 }
 
 
@@ -118,13 +122,13 @@ def test_loss_compiles_without_graph_breaks(family, head):
     fields, labels = HEAD_LABELS[head]
     head_class = "ForSequenceClassification" if head == "ForMultiLabel" else head
     model = model_class(family, head_class)(tiny_config(family, num_labels=3, **fields)).train()
-    input_ids = torch.randint(5, 99, (2, 9))
-    explanation = torch._dynamo.explain(model)(input_ids, labels=labels)
+    input_ids = torch.randint(5, 99, (2, 3, 9) if head == "ForMultipleChoice" else (2, 9))
+    explanation = torch._dynamo.explain(model)(input_ids, **labels)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     torch.manual_seed(0)
-    eager = model(input_ids, labels=labels).loss
+    eager = model(input_ids, **labels).loss
     torch.manual_seed(0)
-    torch.testing.assert_close(torch.compile(model, backend="eager")(input_ids, labels=labels).loss, eager)
+    torch.testing.assert_close(torch.compile(model, backend="eager")(input_ids, **labels).loss, eager)
 
 
 @pytest.mark.slow

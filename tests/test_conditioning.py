@@ -18,7 +18,7 @@ from transformers import AutoModel, Trainer, TrainingArguments
 
 from fourierformers import AdaLNZero
 
-HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM"]
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForQuestionAnswering"]
 IMAGE_HEADS = ["ForImageClassification", "ForPatchRegression"]
 IMAGE_FIELDS = dict(image_size=8, patch_size=2, num_channels=1, num_output_channels=1, mixer_layout=None)
 CONDITION_SIZE = 6
@@ -170,15 +170,39 @@ def test_every_head_uses_the_condition_and_trains_the_branch(family, condition_t
     input_ids, attention_mask = text_batch()
     condition = make_condition(condition_type).requires_grad_()
     output = model(input_ids, attention_mask=attention_mask, condition=condition)
-    logits = output.logits if head != "Model" else output.last_hidden_state
+    logits = output.to_tuple()[0]  # the head's logits (start logits), or the backbone's hidden states
     other = model(input_ids, attention_mask=attention_mask, condition=make_condition(condition_type))
-    other_logits = other.logits if head != "Model" else other.last_hidden_state
+    other_logits = other.to_tuple()[0]
     assert not torch.allclose(logits, other_logits), "the condition does not change the outputs"
     (logits * torch.randn_like(logits)).sum().backward()
     assert condition.grad.abs().sum() > 0
     for name, parameter in model.named_parameters():
         if "condition" in name:
             assert parameter.grad.abs().sum() > 0, name
+
+
+@family_and_type
+def test_multiple_choice_gives_every_choice_its_examples_condition(family, condition_type):
+    """An example's condition (and condition mask) goes to each of its choices: the scores are those of each choice
+    run alone with it."""
+    model = randomise(model_class(family, "ForMultipleChoice")(conditioned_config(family, condition_type))).eval()
+    input_ids, attention_mask = text_batch(batch_size=4)
+    input_ids, attention_mask = input_ids.reshape(2, 2, -1), attention_mask.reshape(2, 2, -1)
+    condition = make_condition(condition_type, batch_size=2)
+    condition_mask = torch.tensor([[1, 1, 1, 0, 0], [1] * 5]) if condition_type == "cross_attention" else None
+    with torch.no_grad():
+        logits = model(input_ids, attention_mask=attention_mask, condition=condition,
+                       condition_mask=condition_mask).logits
+        for row in range(2):
+            mask_row = None if condition_mask is None else condition_mask[row : row + 1]
+            for choice in range(2):
+                alone = model(input_ids[row : row + 1, choice : choice + 1],
+                              attention_mask=attention_mask[row : row + 1, choice : choice + 1],
+                              condition=condition[row : row + 1], condition_mask=mask_row).logits
+                torch.testing.assert_close(alone[0, 0], logits[row, choice], atol=1e-5, rtol=1e-5)
+        other = model(input_ids, attention_mask=attention_mask, condition=condition.flip(0),
+                      condition_mask=None if condition_mask is None else condition_mask.flip(0)).logits
+    assert not torch.allclose(other, logits), "the condition does not change the scores"
 
 
 @pytest.mark.parametrize("head", IMAGE_HEADS)

@@ -29,6 +29,7 @@ FNET_HEADS = {
     "FNetForPreTraining": "FNetHybridForMaskedLM",
     "FNetForSequenceClassification": "FNetHybridForSequenceClassification",
     "FNetForTokenClassification": "FNetHybridForTokenClassification",
+    "FNetForQuestionAnswering": "FNetHybridForQuestionAnswering",
 }
 
 
@@ -43,7 +44,7 @@ def save_tiny_fnet(architecture, folder, **overrides):
         intermediate_size=64,
         max_position_embeddings=SEQ_LENGTH,
         type_vocab_size=4,
-        num_labels=3,
+        num_labels=2 if architecture == "FNetForQuestionAnswering" else 3,  # FNet splits its span logits in two
         hidden_dropout_prob=0.0,
     )
     model = getattr(transformers, architecture)(config).eval()
@@ -87,9 +88,32 @@ def test_conversion_reproduces_transformers_fnet(architecture, fnet_options, tmp
     if architecture == "FNetModel":
         torch.testing.assert_close(actual.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=0)
         torch.testing.assert_close(actual.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)
+    elif architecture == "FNetForQuestionAnswering":  # FNet's scores less its bias (a shift the softmax ignores)
+        start_bias, end_bias = reference.qa_outputs.bias
+        torch.testing.assert_close(actual.start_logits + start_bias, expected.start_logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(actual.end_logits + end_bias, expected.end_logits, atol=1e-5, rtol=0)
     else:
         expected_logits = expected.prediction_logits if architecture == "FNetForPreTraining" else expected.logits
         torch.testing.assert_close(actual.logits, expected_logits, atol=1e-5, rtol=0)
+
+
+def test_multiple_choice_conversion_gives_fnets_choice_probabilities(tmp_path):
+    """FNet's choice scorer converts without its bias (one shift of every choice's score, which the softmax
+    ignores): the scores are FNet's minus the bias, the probabilities and the loss FNet's."""
+    reference = save_tiny_fnet("FNetForMultipleChoice", tmp_path / "fnet")
+    converter.convert_fnet_checkpoint(tmp_path / "fnet", tmp_path / "converted")
+    model = transformers.AutoModelForMultipleChoice.from_pretrained(tmp_path / "converted").eval()
+    assert type(model).__name__ == "FNetHybridForMultipleChoice"
+    input_ids, token_type_ids = full_length_inputs()  # two examples x three choices
+    input_ids, token_type_ids = input_ids.repeat(1, 3).reshape(2, 3, -1), token_type_ids.repeat(1, 3).reshape(2, 3, -1)
+    input_ids[:, 1:, -1] = torch.tensor([[7, 8], [9, 10]])
+    labels = torch.tensor([2, 0])
+    with torch.no_grad():
+        expected = reference(input_ids, token_type_ids=token_type_ids, labels=labels)
+        actual = model(input_ids, token_type_ids=token_type_ids, labels=labels)
+    torch.testing.assert_close(actual.logits + reference.classifier.bias, expected.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual.logits.softmax(-1), expected.logits.softmax(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(actual.loss, expected.loss, atol=1e-6, rtol=0)
 
 
 def test_conversion_saves_a_loadable_checkpoint_with_the_tokenizer(tmp_path):
@@ -251,7 +275,7 @@ def test_attention_layers_added_by_the_command_line_train(tmp_path, monkeypatch)
     [
         ({"attention_layers": [2]}, "out of range"),
         ({"attention_layers": [-3]}, "out of range"),
-        ({"head": "question_answering"}, "Unknown head"),
+        ({"head": "next_sentence_prediction"}, "Unknown head"),
         # a head the checkpoint has no weights for: the converter makes none, fine-tuning does
         ({"head": "sequence_classification"}, r"lacks weights for \['classifier.bias', 'classifier.weight'\] .*"
                                               r"`--head model`, then fine-tune the new head"),
@@ -277,13 +301,15 @@ def test_another_tasks_classifier_is_not_taken_over(architecture, head, tmp_path
         converter.convert_fnet_checkpoint(tmp_path / "fnet", head=head)
 
 
-@pytest.mark.parametrize("architecture", ["FNetForQuestionAnswering", "FNetForMultipleChoice"])
+@pytest.mark.parametrize("architecture",
+                         ["FNetForQuestionAnswering", "FNetForMultipleChoice", "FNetForNextSentencePrediction"])
 def test_the_backbone_of_any_fnet_checkpoint_converts(architecture, tmp_path):
-    """`--head model` takes the backbone of heads that have no counterpart (a question-answering checkpoint failed on
-    its span head's keys); without it, the converter asks for one."""
+    """`--head model` takes the backbone of any head (a question-answering checkpoint failed on its span head's
+    keys); for a head without a counterpart (next-sentence prediction) the converter asks for one."""
     reference = save_tiny_fnet(architecture, tmp_path / "fnet").fnet
-    with pytest.raises(ValueError, match=rf"architectures=\['{architecture}'\]; pass `head`.*`model` converts"):
-        converter.convert_fnet_checkpoint(tmp_path / "fnet")
+    if architecture == "FNetForNextSentencePrediction":
+        with pytest.raises(ValueError, match=rf"architectures=\['{architecture}'\]; pass `head`.*`model` converts"):
+            converter.convert_fnet_checkpoint(tmp_path / "fnet")
     model = converter.convert_fnet_checkpoint(tmp_path / "fnet", head="model")
     input_ids, token_type_ids = full_length_inputs()
     with torch.no_grad():

@@ -9,6 +9,8 @@ import transformers
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DataCollatorWithFlattening,
@@ -25,21 +27,34 @@ HEADS = {
     "ForSequenceClassification": AutoModelForSequenceClassification,
     "ForTokenClassification": AutoModelForTokenClassification,
     "ForMaskedLM": AutoModelForMaskedLM,
+    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+    "ForMultipleChoice": AutoModelForMultipleChoice,
 }
 CASES = [(family, head) for family in FAMILIES for head in HEADS]
 CASE_IDS = [f"{family}-{head}" for family, head in CASES]
-BATCH, LENGTH = 3, 10
+BATCH, LENGTH, CHOICES = 3, 10, 2
 
 
-def make_inputs(config, batch=BATCH, length=LENGTH):
-    input_ids = torch.randint(5, config.vocab_size, (batch, length))
-    attention_mask = torch.ones(batch, length, dtype=torch.long)
+def make_inputs(config, batch=BATCH, length=LENGTH, head=None):
+    """A padded batch (rows 1 and 2 end in padding); for a multiple-choice head the same built for batch x CHOICES
+    sequences and shaped (batch, CHOICES, length)."""
+    rows = batch * CHOICES if head == "ForMultipleChoice" else batch
+    input_ids = torch.randint(5, config.vocab_size, (rows, length))
+    attention_mask = torch.ones(rows, length, dtype=torch.long)
     attention_mask[1, 7:] = 0
     attention_mask[2, 4:] = 0
     input_ids[attention_mask == 0] = config.pad_token_id
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, 3:] = min(1, config.type_vocab_size - 1) if config.type_vocab_size else 0
-    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    if head == "ForMultipleChoice":
+        inputs = {name: tensor.reshape(batch, CHOICES, length) for name, tensor in inputs.items()}
+    return inputs
+
+
+def sequences(inputs):
+    """`make_inputs`'s inputs as the (sequences, length) batch a backbone runs: multiple-choice ones flattened."""
+    return {name: tensor.reshape(-1, tensor.shape[-1]) for name, tensor in inputs.items()}
 
 
 def make_labels(config, head, batch=BATCH, length=LENGTH):
@@ -51,11 +66,26 @@ def make_labels(config, head, batch=BATCH, length=LENGTH):
         labels = torch.full((batch, length), -100)
         labels[:, ::3] = torch.randint(0, config.vocab_size, labels[:, ::3].shape)
         return labels
+    if head == "ForMultipleChoice":
+        return torch.randint(0, CHOICES, (batch,))
     return None
 
 
+def label_kwargs(config, head, batch=BATCH, length=LENGTH):
+    """The keyword arguments that make `head` compute its loss (none for the backbone)."""
+    if head == "ForQuestionAnswering":
+        start = torch.randint(0, length, (batch,))
+        return dict(start_positions=start, end_positions=torch.minimum(start + 2, torch.tensor(length - 1)))
+    labels = make_labels(config, head, batch, length)
+    return {} if labels is None else dict(labels=labels)
+
+
 def main_output(outputs, head):
-    return outputs.last_hidden_state if head == "Model" else outputs.logits
+    if head == "Model":
+        return outputs.last_hidden_state
+    if head == "ForQuestionAnswering":
+        return torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)  # (B, T, 2)
+    return outputs.logits
 
 
 def build(family, head, **overrides):
@@ -66,12 +96,14 @@ def build(family, head, **overrides):
 def test_output_shapes(family, head):
     model = build(family, head)
     config = model.config
-    outputs = model(**make_inputs(config))
+    outputs = model(**make_inputs(config, head=head))
     expected = {
         "Model": (BATCH, LENGTH, config.hidden_size),
         "ForSequenceClassification": (BATCH, config.num_labels),
         "ForTokenClassification": (BATCH, LENGTH, config.num_labels),
         "ForMaskedLM": (BATCH, LENGTH, config.vocab_size),
+        "ForQuestionAnswering": (BATCH, LENGTH, 2),
+        "ForMultipleChoice": (BATCH, CHOICES),
     }[head]
     assert main_output(outputs, head).shape == expected
     if head == "Model":
@@ -81,13 +113,13 @@ def test_output_shapes(family, head):
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_loss_backward_reaches_every_parameter(family, head):
     model = build(family, head).train()
-    inputs = make_inputs(model.config)
-    labels = make_labels(model.config, head)
-    if labels is None:
+    inputs = make_inputs(model.config, head=head)
+    labels = label_kwargs(model.config, head)
+    if not labels:
         outputs = model(**inputs)
         loss = outputs.last_hidden_state.pow(2).mean() + outputs.pooler_output.pow(2).mean()
     else:
-        loss = model(**inputs, labels=labels).loss
+        loss = model(**inputs, **labels).loss
     assert torch.isfinite(loss)
     loss.backward()
     missing = [
@@ -117,7 +149,7 @@ def test_fine_tuning_with_frozen_mixers_after_inference_mode(family, length):
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_save_and_reload_through_auto_classes(family, head, tmp_path):
     model = build(family, head)
-    inputs = make_inputs(model.config)
+    inputs = make_inputs(model.config, head=head)
     model.save_pretrained(tmp_path)
     reloaded, info = HEADS[head].from_pretrained(tmp_path, output_loading_info=True)
     assert type(reloaded) is type(model)
@@ -234,11 +266,12 @@ def test_heads_return_the_backbones_hidden_states(family, head):
     """A head's `hidden_states` are its backbone's, in order: the embeddings first, the last block's output (before
     the final norm of pre-norm models) last."""
     model = build(family, head)
-    inputs = make_inputs(model.config)
+    inputs = make_inputs(model.config, head=head)
+    flat = sequences(inputs)
     with torch.no_grad():
         states = model(**inputs, output_hidden_states=True).hidden_states
-        backbone_states = model.base_model(**inputs, output_hidden_states=True).hidden_states
-        embeddings = model.base_model.embeddings(inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
+        backbone_states = model.base_model(**flat, output_hidden_states=True).hidden_states
+        embeddings = model.base_model.embeddings(flat["input_ids"], token_type_ids=flat["token_type_ids"])
     assert len(states) == len(backbone_states) == model.config.num_hidden_layers + 1
     for state, backbone_state in zip(states, backbone_states):
         torch.testing.assert_close(state, backbone_state, atol=0, rtol=0)
@@ -302,7 +335,7 @@ def test_variants_save_and_reload(name, tmp_path):
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_inputs_embeds_equal_input_ids(family, head):
     model = build(family, head)
-    inputs = make_inputs(model.config)
+    inputs = make_inputs(model.config, head=head)
     embeds = model.get_input_embeddings()(inputs["input_ids"])
     with torch.no_grad():
         from_ids = main_output(model(**inputs), head)
@@ -314,12 +347,13 @@ def test_inputs_embeds_equal_input_ids(family, head):
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_hidden_states_and_tuple_outputs(family, head):
     model = build(family, head)
-    inputs = make_inputs(model.config)
+    inputs = make_inputs(model.config, head=head)
     with torch.no_grad():
         outputs = model(**inputs, output_hidden_states=True)
         as_tuple = model(**inputs, output_hidden_states=True, return_dict=False)
     assert len(outputs.hidden_states) == model.config.num_hidden_layers + 1
-    assert all(h.shape == (BATCH, LENGTH, model.config.hidden_size) for h in outputs.hidden_states)
+    rows = len(sequences(inputs)["input_ids"])  # a multiple-choice model's backbone runs every choice
+    assert all(h.shape == (rows, LENGTH, model.config.hidden_size) for h in outputs.hidden_states)
     flat_dict = [t for value in outputs.to_tuple() for t in (value if isinstance(value, tuple) else (value,))]
     flat_tuple = [t for value in as_tuple for t in (value if isinstance(value, tuple) else (value,))]
     assert len(flat_dict) == len(flat_tuple)
@@ -330,13 +364,13 @@ def test_hidden_states_and_tuple_outputs(family, head):
 @pytest.mark.parametrize("family,head", CASES, ids=CASE_IDS)
 def test_gradient_checkpointing_gives_the_same_gradients(family, head):
     model = build(family, head, drop_path_rate=0.0).train()
-    inputs = make_inputs(model.config)
-    labels = make_labels(model.config, head)
+    inputs = make_inputs(model.config, head=head)
+    labels = label_kwargs(model.config, head)
 
     def gradients():
         model.zero_grad()
-        outputs = model(**inputs, labels=labels) if labels is not None else model(**inputs)
-        loss = outputs.loss if labels is not None else outputs.last_hidden_state.pow(2).mean()
+        outputs = model(**inputs, **labels)
+        loss = outputs.loss if labels else outputs.last_hidden_state.pow(2).mean()
         loss.backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -392,12 +426,12 @@ def test_drop_path_drops_whole_samples_and_keeps_the_expected_value():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification"])
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification", "ForMultipleChoice"])
 def test_classifier_dropout_acts_on_the_classifier_input(family, head):
     """`classifier_dropout` (not `hidden_dropout_prob`, here 0) is the dropout before the classifier."""
     for rate, varies in ((0.5, True), (None, False)):
         model = build(family, head, classifier_dropout=rate).train()
-        inputs = make_inputs(model.config)
+        inputs = make_inputs(model.config, head=head)
         with torch.no_grad():
             assert torch.equal(model(**inputs).logits, model(**inputs).logits) != varies
 
@@ -507,6 +541,76 @@ def test_token_losses_ignore_minus_100_and_count_items(head):
         assert nothing_labelled.item() == 0
         gradients = [p.grad for p in model.parameters() if p.grad is not None]
         assert gradients and all(torch.equal(gradient, torch.zeros_like(gradient)) for gradient in gradients)
+
+
+def test_question_answering_loss_is_transformers_span_loss():
+    """The mean of the start and end cross-entropies, positions at or past the input's end (answers cut off by
+    truncation) left out as transformers' question-answering heads do (their clamp to an ignored index), and -100
+    left out as in every other loss (BERT's clamp would make it the first token); with Trainer's
+    `num_items_in_batch`, sums over that count."""
+    model = build("gfnet", "ForQuestionAnswering")
+    inputs = make_inputs(model.config)
+    start, end = torch.tensor([2, LENGTH + 5, -100]), torch.tensor([[4], [1], [LENGTH]])
+    outputs = model(**inputs, start_positions=start, end_positions=end)
+    ignored = LENGTH  # BertForQuestionAnswering: positions.clamp(0, T), ignore_index=T
+    bert_start = torch.where(start == -100, ignored, start).clamp(0, ignored)
+    start_loss = F.cross_entropy(outputs.start_logits, bert_start, ignore_index=ignored)
+    bert_end = end.squeeze(-1).clamp(0, ignored)
+    end_loss = F.cross_entropy(outputs.end_logits, bert_end, ignore_index=ignored)
+    torch.testing.assert_close(outputs.loss, (start_loss + end_loss) / 2)
+    summed = model(**inputs, start_positions=start, end_positions=end, num_items_in_batch=4).loss
+    expected = (F.cross_entropy(outputs.start_logits[:1], start[:1], reduction="sum")
+                + F.cross_entropy(outputs.end_logits[:2], bert_end[:2], reduction="sum")) / 4 / 2
+    torch.testing.assert_close(summed, expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multiple_choice_scores_each_choice_as_a_sequence_alone(family):
+    """Every (batch, choice) sequence is scored as it would be alone and unpadded: the choices of an example and the
+    padding of the others change nothing; the loss is the cross-entropy over an example's choices."""
+    model = build(family, "ForMultipleChoice")
+    inputs = make_inputs(model.config, head="ForMultipleChoice")
+    labels = torch.tensor([1, 0, -100])
+    with torch.no_grad():
+        outputs = model(**inputs, labels=labels)
+        for row in range(BATCH):
+            for choice in range(CHOICES):
+                length = int(inputs["attention_mask"][row, choice].sum())
+                alone = model(inputs["input_ids"][row : row + 1, choice : choice + 1, :length],
+                              token_type_ids=inputs["token_type_ids"][row : row + 1, choice : choice + 1, :length])
+                torch.testing.assert_close(alone.logits[0, 0], outputs.logits[row, choice], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outputs.loss, F.cross_entropy(outputs.logits[:2], labels[:2]))
+    summed = model(**inputs, labels=labels, num_items_in_batch=4).loss  # Trainer's count of the step's labels
+    torch.testing.assert_close(summed, F.cross_entropy(outputs.logits[:2], labels[:2], reduction="sum") / 4)
+
+
+@pytest.mark.parametrize("head", ["ForQuestionAnswering", "ForMultipleChoice"])
+def test_trainer_evaluates_and_predicts_spans_and_choices(head, tmp_path):
+    """Trainer finds the span heads' labels (`start_positions`, `end_positions`) by the class name, as
+    transformers' run_qa relies on: evaluation reports the model's loss over the data, and `predict` returns the
+    (start, end) logits or the choice scores with the labels beside them."""
+    datasets = pytest.importorskip("datasets")
+    model = build("gfnet", head)
+    inputs = make_inputs(model.config, batch=4, head=head)
+    labels = label_kwargs(model.config, head, batch=4)
+    dataset = datasets.Dataset.from_dict({**inputs, **labels}).with_format("torch")
+    arguments = transformers.TrainingArguments(tmp_path, per_device_eval_batch_size=2, report_to=[], use_cpu=True)
+    trainer = transformers.Trainer(model, arguments, eval_dataset=dataset)
+    with torch.no_grad():
+        halves = [model(**{k: v[rows] for k, v in {**inputs, **labels}.items()}).loss for rows in (slice(0, 2),
+                                                                                                   slice(2, 4))]
+        outputs = model(**inputs)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(float(sum(halves) / 2), rel=1e-5)
+    predicted = trainer.predict(dataset)
+    if head == "ForQuestionAnswering":
+        start_logits, end_logits = predicted.predictions
+        torch.testing.assert_close(torch.as_tensor(start_logits), outputs.start_logits, atol=1e-6, rtol=0)
+        torch.testing.assert_close(torch.as_tensor(end_logits), outputs.end_logits, atol=1e-6, rtol=0)
+        assert [list(ids) for ids in predicted.label_ids] == [labels["start_positions"].tolist(),
+                                                              labels["end_positions"].tolist()]
+    else:
+        torch.testing.assert_close(torch.as_tensor(predicted.predictions), outputs.logits, atol=1e-6, rtol=0)
+        assert list(predicted.label_ids) == labels["labels"].tolist()
 
 
 @pytest.mark.parametrize("head", ["ForSequenceClassification", "ForPatchRegression"])

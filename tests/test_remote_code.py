@@ -19,8 +19,14 @@ from conftest import FAMILIES, model_class, tiny_config, tiny_config_of
 from fourierformers import portable_checkpoint
 from safetensors.torch import load_file, save_file
 
-HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForImageClassification",
-         "ForPatchRegression"]
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForQuestionAnswering",
+         "ForMultipleChoice", "ForImageClassification", "ForPatchRegression"]
+PIPELINE_TAGS = {  # the Hub task a card names, per head (no pipeline reads the dense per-patch predictions)
+    "Model": "feature-extraction", "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification", "ForMaskedLM": "fill-mask",
+    "ForQuestionAnswering": "question-answering", "ForMultipleChoice": "multiple-choice",
+    "ForImageClassification": "image-classification", "ForPatchRegression": None,
+}
 IMAGE_FIELDS = {"ForImageClassification": dict(image_size=8, patch_size=2),
                 "ForPatchRegression": dict(image_size=8, patch_size=2, num_output_channels=2)}
 
@@ -62,12 +68,14 @@ for argument in sys.argv[1:]:
     model.save_pretrained(folder / "resaved")
     resaved = auto_class.from_pretrained(folder / "resaved", trust_remote_code=True).eval()
     inputs = load_file(folder / "inputs.safetensors")
+    backbone_file = folder / "backbone_inputs.safetensors"  # where the head's inputs are not the backbone's
+    backbone_inputs = load_file(backbone_file) if backbone_file.exists() else inputs
     expected = load_file(folder / "expected.safetensors")
     with torch.no_grad():
         output = model(**inputs)
-        hidden = backbone(**inputs).last_hidden_state
+        hidden = backbone(**backbone_inputs).last_hidden_state
         output_resaved = resaved(**inputs)
-    main_name = next(name for name in ("predictions", "logits", "last_hidden_state") if name in output)
+    main_name = next(name for name in ("predictions", "logits", "start_logits", "last_hidden_state") if name in output)
     main, main_resaved = output[main_name], output_resaved[main_name]
     report[folder.name] = {
         "config_class": type(config).__module__.split(".")[0],
@@ -82,8 +90,9 @@ print(json.dumps(report))
 
 
 def save_checkpoint(family, head, folder, model=None):
-    """Save a tiny model of `family` x `head` (or `model`, of that head) to `folder` with inputs (padded text, or
-    images) and its outputs."""
+    """Save a tiny model of `family` x `head` (or `model`, of that head) to `folder` with inputs (padded text, two
+    choices of it for multiple choice, or images), the backbone's inputs (the choices as sequences) and the
+    outputs."""
     if head in IMAGE_FIELDS:
         model = model_class(family, head)(tiny_config(family, **IMAGE_FIELDS[head])).eval()
         inputs = {"pixel_values": torch.randn(2, 3, 8, 8)}
@@ -93,13 +102,18 @@ def save_checkpoint(family, head, folder, model=None):
         attention_mask = torch.ones_like(input_ids)
         attention_mask[1, 6:] = 0
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    backbone_inputs = inputs
+    if head == "ForMultipleChoice":
+        inputs = {name: tensor.reshape(1, 2, -1) for name, tensor in inputs.items()}
     model.save_pretrained(folder)
     with torch.no_grad():
         output = model(**inputs)
-        hidden = model.base_model(**inputs).last_hidden_state
-    main = {"Model": "last_hidden_state", "ForPatchRegression": "predictions"}.get(head, "logits")
-    main = output[main]
+        hidden = model.base_model(**backbone_inputs).last_hidden_state
+    main = {"Model": "last_hidden_state", "ForPatchRegression": "predictions", "ForQuestionAnswering": "start_logits"}
+    main = output[main.get(head, "logits")]
     save_file(inputs, folder / "inputs.safetensors")
+    if backbone_inputs is not inputs:
+        save_file(backbone_inputs, folder / "backbone_inputs.safetensors")
     save_file({"main": main, "hidden": hidden}, folder / "expected.safetensors")
     return model
 
@@ -377,6 +391,8 @@ def test_model_card_describes_the_checkpoint(head, tmp_path):
     assert f"{model.num_parameters():,}" in card
     assert f"{type(model)._auto_class}.from_pretrained(\"path/to/this/checkpoint\", trust_remote_code=True)" in card
     assert ("labels | LABEL_0, LABEL_1, LABEL_2" in card) == head.endswith("Classification")
+    tag = PIPELINE_TAGS[head]
+    assert (f"\npipeline_tag: {tag}\n" in card) if tag else "pipeline_tag" not in card
     image_rows = [
         "| image size | 8 × 8 px, 3 channels |", "| patch size | 2 × 2 |", "| token grid (FFT size) | 4 × 4 |"
     ]
