@@ -148,3 +148,45 @@ def test_a_failed_run_removes_the_parent_folders_it_created(tmp_path):
     with atomic_directory(tmp_path / "new" / "deeper" / "out") as work_dir:
         (work_dir / "config.json").write_text("{}")
     assert (tmp_path / "new" / "deeper" / "out" / "config.json").read_text() == "{}"
+
+
+def test_a_work_dir_left_by_a_killed_run_is_cleared(tmp_path):
+    """A run killed before publishing leaves `<name>.incomplete` behind: the next run starts in an empty work
+    directory, succeeds, and publishes none of the stale files."""
+    stale = tmp_path / "out.incomplete"
+    stale.mkdir()
+    (stale / "stale.bin").write_bytes(b"from the killed run")
+    with atomic_directory(tmp_path / "out") as work_dir:
+        assert list(work_dir.iterdir()) == []
+        (work_dir / "config.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(tmp_path / "out") == ["config.json"]
+
+
+def test_a_config_without_weights_is_not_a_saved_model(tmp_path):
+    """A folder holding a config.json with a model_type but no weights (a config someone keeps there) is not an
+    earlier run's output, and is refused; with weights beside the config it is."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gfnet"}))
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"is not empty and holds no saved model"):
+        check_output_dir(folder)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    check_output_dir(folder)
+
+
+def test_an_empty_output_dir_receives_the_result(tmp_path):
+    (tmp_path / "out").mkdir()
+    with atomic_directory(tmp_path / "out") as work_dir:
+        (work_dir / "config.json").write_text("{}")
+    assert os.listdir(tmp_path / "out") == ["config.json"] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_saved_model_beside_a_hidden_file_is_refused(tmp_path):
+    """A hidden file (`.env`, `.gitattributes`) is no run's output either: the folder is someone's project."""
+    project = tmp_path / "project"
+    saved_model(project)
+    (project / ".env").write_text("TOKEN=mine")
+    with pytest.raises(ValueError, match=r"holds an earlier run's output but also \['\.env'\], which no run writes"):
+        check_output_dir(project)
+    assert (project / ".env").read_text() == "TOKEN=mine"

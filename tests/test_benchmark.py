@@ -265,3 +265,54 @@ def test_bad_arguments_stop_before_any_model_is_built(monkeypatch, capsys, argum
     with pytest.raises(SystemExit):
         benchmark.parse_args()
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_each_round_starts_at_the_next_model():
+    """No model always runs first in its round (after another model's step, with other caches) or last."""
+    names = ["a", "b", "c"]
+    assert [benchmark.rotated(names, index) for index in range(4)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]
+    ]
+    assert benchmark.rotated([], 2) == []
+
+
+def test_memory_exponent_is_the_fitted_slope_over_lengths_of_at_least_1024():
+    def record(model, length, peak_mib, mode="training", status="ok"):
+        return dict(input="text", mode=mode, status=status, batch_size=1, model=model, length=length, peak_mib=peak_mib)
+
+    records = [record("gfnet", 512, 1e4)]  # below 1024 tokens: left out of the fit
+    records += [record("gfnet", n, 0.01 * n**1.5) for n in (1024, 2048, 4096)]
+    records += [record("bert_sdpa", n, 3e-6 * n**2) for n in (1024, 2048)]
+    records += [record("afno", 1024, 1.0), record("afno", 2048, 2.0, mode="inference"),
+                record("afno", 4096, 4.0, status="skipped: out of memory")]  # one training point: no fit
+    exponents = benchmark.memory_exponents(records)
+    assert exponents.keys() == {("text", "gfnet", 1), ("text", "bert_sdpa", 1)}
+    assert exponents[("text", "gfnet", 1)] == pytest.approx(1.5)
+    assert exponents[("text", "bert_sdpa", 1)] == pytest.approx(2.0)
+
+
+def test_the_table_keeps_two_digits_of_a_small_peak():
+    """A tiny run's peak of a few KiB is not shown as 0 MiB."""
+    small, large = _record("identity", ms=1.0), _record("gfnet", ms=2.0)
+    small["peak_mib"], large["peak_mib"] = 0.0042, 123.4
+    rows = benchmark.markdown_table([small, large], "text").splitlines()[2:]
+    assert "| 0.0042 |" in rows[0] and "| 123 |" in rows[1]
+
+
+def test_a_short_input_that_differs_from_the_full_length_computation_fails_the_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(benchmark, "short_input_comparison", lambda args: ("| table |", 1e-3))
+    monkeypatch.setattr(benchmark, "fourier_layer_comparison", lambda args, lengths: "")
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *TINY, "--repeats", "1", "--modes", "inference", "--models",
+                                      "gfnet", "--lengths", "16", "--image-sizes", "--output-dir", str(tmp_path)])
+    message = r"A short input's outputs differ from the full-length computation by 1\.0e-03"
+    with pytest.raises(SystemExit, match=message):
+        benchmark.main()
+
+
+def test_models_without_attention_are_predicted_to_grow_as_length_to_the_1_2(monkeypatch):
+    """Spectral models are predicted to take (length ratio)^1.2 times longer (n log n and memory traffic), not
+    linearly: 2 s at 32 tokens is 4.6 s at 64, over a 4 s limit."""
+    args = tiny_args(monkeypatch, "--max-seconds", "4", "--modes", "inference")
+    records = benchmark.benchmark_setting(args, ["gfnet"], "inference", 1, 64, {"gfnet": (32, 2.0)}, {})
+    assert [record["status"] for record in records] == ["skipped: predicted 4.59 s > 4 s"]

@@ -3,10 +3,12 @@ checkpoint file formats they accept, the image processor they save, and their er
 
 import argparse
 import importlib.util
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,7 @@ def test_converted_fourcastnet_reproduces_fixture(tmp_path):
     ((8, 8), 1.0, [None, None]),  # rows [0, 10) clamped to all 8, all 5 columns
     ((6, 10), 1.0, [None, [0, 1, 2, 3]]),  # total 4, kept 4: columns past H // 2 dropped where W > H
     ((7, 4), 0.6, [[2, 3, 4, 5], [0, 1]]),  # total 4, kept 2
+    ((8, 4), 1.0, [None, None]),  # total 5, kept 5: columns clamped to the rfft's 3 where H > W
 ])
 def test_fourcastnet_keeps_the_modes_of_its_afno2d(grid, fraction, expected):
     """FourCastNet's AFNO2D computes on `x[:, total - kept : total + kept, :kept]` of the rfft2, with total = H // 2
@@ -226,6 +229,30 @@ def with_mlp_width(state_dict, width, blocks_prefix):
 
 
 @pytest.mark.shared
+def test_options_the_checkpoint_cannot_tell_reach_the_saved_config(tmp_path):
+    """--double-skip, --sparsity-threshold and --drop-path-rate of the AFNO converter and --drop-path-rate of the GFNet
+    converter set what a checkpoint does not store: each reaches the saved config."""
+    convert_original_afno.main([str(FIXTURES / "afno" / "state_dict.safetensors"), str(tmp_path / "afno"),
+                                "--double-skip", "--sparsity-threshold", "0.05", "--drop-path-rate", "0.1"])
+    config = AutoConfig.from_pretrained(tmp_path / "afno")
+    assert (config.mixer_residual, config.afno_sparsity_threshold, config.drop_path_rate) == (True, 0.05, 0.1)
+    convert_original_gfnet.main([str(FIXTURES / "gfnet" / "state_dict.safetensors"), str(tmp_path / "gfnet"),
+                                 "--drop-path-rate", "0.2"])
+    assert AutoConfig.from_pretrained(tmp_path / "gfnet").drop_path_rate == 0.2
+
+
+def test_a_tar_archive_goes_to_torch_load_as_the_oldest_torch_save_format(tmp_path):
+    """torch.save's oldest format is a tar archive: it is read by torch.load (whose error says why it cannot be),
+    not refused as "not a checkpoint file"."""
+    path = tmp_path / "checkpoint.tar"
+    with tarfile.open(path, "w") as archive:
+        archive.addfile(tarfile.TarInfo("sys_info"), io.BytesIO(b""))
+    assert original_checkpoint.is_torch_save_file(path)
+    with pytest.raises(ValueError, match=r"Cannot read .*checkpoint.tar as a torch.save file"):
+        original_checkpoint.read_checkpoint_file(path)
+
+
+@pytest.mark.shared
 def test_gfnet_mlp_width_is_read_as_it_is(tmp_path):
     """The original builds `int(width * mlp_ratio)` for any ratio: a ratio of 2.5 was rounded down to 2 and the
     checkpoint blamed for its shapes. GFNet-H with a ratio per stage cannot be represented and is refused by name."""
@@ -316,6 +343,13 @@ MALFORMED_ROWS = {
     "GFNet-H LayerScale in some blocks": (
         "gfnet_h", lambda sd: {k: v for k, v in sd.items() if k != "blocks.2.1.gamma"},
         r"GFNet-H checkpoint: missing \['blocks.2.1.gamma'\]\. .*\(LayerScale gamma in every block or in none\)"),
+    "GFNet pos_embed with two rows": (
+        "gfnet", lambda sd: {**sd, "pos_embed": torch.cat([sd["pos_embed"]] * 2)},
+        r"pos_embed must be a 3-D tensor of shape \(1, num_patches, hidden_size\) in an original GFNet checkpoint; "
+        r"in this checkpoint it has shape \(2, 64, 64\)\."),
+    "GFNet pos_embed of no square grid": (
+        "gfnet", lambda sd: {**sd, "pos_embed": sd["pos_embed"][:, :63]},
+        r"pos_embed has 63 tokens, not a square grid\."),
     "GFNet 3-D patch embedding": (
         "gfnet", lambda sd: {**sd, "patch_embed.proj.weight": sd["patch_embed.proj.weight"][..., 0]},
         r"patch_embed.proj.weight must be a 4-D tensor of shape \(hidden_size, in_chans, patch_size, patch_size\) in "

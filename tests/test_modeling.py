@@ -1048,6 +1048,31 @@ def test_packed_sequences_equal_each_sequence_alone(name):
         torch.testing.assert_close(gradient, alone_gradients[key], atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_one_token_sequences_shared_position_ids_and_token_types(family):
+    """The packing cases the collator test leaves out: a one-token sequence (position ids 0, 0: a restart that does
+    not go down), position ids of shape (1, T) shared by every row, token type ids that travel with their tokens, and
+    tuple outputs (`return_dict=False`); each sequence gives its outputs alone."""
+    model = build(family, "Model")
+    ids = torch.randint(5, model.config.vocab_size, (2, 6))
+    token_type_ids = torch.randint(0, model.config.type_vocab_size, (2, 6))
+    position_ids = torch.tensor([[0, 0, 1, 2, 0, 1]])  # sequences at columns [0, 1), [1, 4), [4, 6) of both rows
+    with torch.no_grad():
+        packed = model(ids, token_type_ids=token_type_ids, position_ids=position_ids)
+        as_tuple = model(ids, token_type_ids=token_type_ids, position_ids=position_ids, return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        torch.testing.assert_close(as_tuple[0], packed.last_hidden_state, atol=0, rtol=0)
+        torch.testing.assert_close(as_tuple[1], packed.pooler_output, atol=0, rtol=0)
+        pooled = []
+        for row in range(2):
+            for start, end in ((0, 1), (1, 4), (4, 6)):
+                alone = model(ids[row : row + 1, start:end], token_type_ids=token_type_ids[row : row + 1, start:end])
+                torch.testing.assert_close(packed.last_hidden_state[row, start:end], alone.last_hidden_state[0],
+                                           atol=1e-5, rtol=1e-5)
+                pooled.append(alone.pooler_output)
+    torch.testing.assert_close(packed.pooler_output, torch.cat(pooled), atol=1e-5, rtol=1e-5)
+
+
 def test_trainer_batches_of_the_flattening_collator_tag_each_sequence_alone():
     """A token-classification batch of `DataCollatorWithFlattening` (input ids, position ids and labels in one row)
     gives each sentence's logits and the loss of the padded batch, also with the collator's FlashAttention keywords
