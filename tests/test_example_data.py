@@ -6,9 +6,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
+import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -62,6 +65,23 @@ def test_failed_download_says_what_to_install(cache, monkeypatch):
         data.twitter_ner()
 
 
+def test_sentiment_labels_follow_the_sign_of_the_rating(cache):
+    """Classification labels are the sign of each sentence's mean rating: "positive" above 0, "negative" below."""
+    reviews = data.movie_reviews("classification")
+    signs = {}  # sentence -> signs of its ratings (a sentence may occur more than once)
+    for line in (cache / "movie_reviews.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        signs.setdefault(row["sentence"].strip(), set()).add(row["rating"] > 0)
+    names = reviews["train"].features["label"].names
+    checked = 0
+    for split in reviews.values():
+        for sentence, label in zip(split["sentence"], split["label"]):
+            if len(signs[sentence]) == 1:
+                assert (names[label] == "positive") == signs[sentence].pop(), sentence
+                checked += 1
+    assert checked > data.MOVIE_REVIEW_ROWS // 2
+
+
 def test_regression_labels_are_mean_ratings(cache):
     reviews = data.movie_reviews("regression")
     ratings = [*reviews["train"]["label"], *reviews["validation"]["label"]]
@@ -81,6 +101,20 @@ def test_digits_images():
     image = digits["train"][0]["image"]
     assert image.size == (8, 8) and image.mode == "L"
     assert digits["train"].features["label"].names == [str(d) for d in range(10)]
+    # the digits' values 0..16 scaled to 0..255: 16 is white (255), not wrapped around the 8 bits
+    values = set()
+    for split in digits.values():
+        for picture in split["image"]:
+            values.update(np.unique(np.asarray(picture)).tolist())
+    assert sorted(values) == sorted({round(value * 255 / 16) for value in range(17)})
+
+
+def test_twitter_ner_tags_put_o_first():
+    """The NER tweets' tags: `O` is tag 0, the B- / I- tags of the 10 entity types follow in sorted order."""
+    ner = data.twitter_ner()
+    names = ner["train"].features["ner_tags"].feature.names
+    assert names[0] == "O" and names[1:] == sorted(names[1:]) and len(names) == 21
+    assert len(ner["train"]) + len(ner["validation"]) == data.NER_SENTENCES
 
 
 def test_trained_vocabulary_breaks_ties_in_character_order():
@@ -132,6 +166,8 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
     )
     assert overrides == dict(hidden_size=64, mixer_residual=False, norm_first=True, afno_num_modes=None,
                              pooling="attention", drop_path_rate=0.1, mixer_layout=["global_filter", "attention"])
+    # the shell words in any case, as the docstring promises (upper-case ones stayed strings)
+    assert parse_overrides("a=FALSE,b=Null,c=TRUE,d=NONE") == dict(a=False, b=None, c=True, d=None)
     # commas inside strategy dicts, nested lists and quotes stay in their value
     strategy = {"strategy": "multiscale", "mixers": ["fourier", "attention"], "fusion": "add"}
     assert parse_overrides('hidden_size=32,mixer_layout=[{"strategy":"multiscale","mixers":["fourier","attention"],'
@@ -146,6 +182,53 @@ def test_config_overrides_parse_literals_lists_and_shell_spellings():
                            'x=[true,null]') == dict(
         mixer_layout=[{"strategy": "cascade", "mixers": ["fourier", "attention"], "share_norm": True}], x=[True, None]
     )
+
+
+def test_label_fields_number_the_names_in_their_order():
+    """label2id inverts id2label, both in the order of the names given (a checkpoint's order, `O` first, ...), not
+    a sorted one."""
+    assert common.label_fields(["positive", "negative", "O"]) == dict(
+        num_labels=3, id2label={0: "positive", 1: "negative", 2: "O"}, label2id={"positive": 0, "negative": 1, "O": 2}
+    )
+
+
+def test_max_seq_length_up_to_the_models_length_is_kept():
+    """Texts are cut at `--max_seq_length` when it is shorter than the model (fine-tuning or evaluating a longer
+    checkpoint), at the model's length without it."""
+    config = SimpleNamespace(max_position_embeddings=32)
+    assert common.checked_max_length(None, config) == 32
+    assert common.checked_max_length(8, config) == 8
+    assert common.checked_max_length(32, config) == 32
+
+
+def test_tokenizer_name_comes_before_the_models_and_the_resumed_checkpoints(tmp_path):
+    """The tokenizer is `--tokenizer_name`'s when given, else `--model_name_or_path`'s, else that of the checkpoint a
+    training run resumes from."""
+    for name, word in (("tokenizer", "alpha"), ("model", "gamma"), ("checkpoint", "omega")):
+        common.train_wordpiece_tokenizer([f"{word} {word}s {word}ed"] * 4, 40, 16).save_pretrained(tmp_path / name)
+    vocabularies = {name: AutoTokenizer.from_pretrained(tmp_path / name).get_vocab()
+                    for name in ("tokenizer", "model", "checkpoint")}
+    assert len({tuple(sorted(vocabulary)) for vocabulary in vocabularies.values()}) == 3
+    model_args = SimpleNamespace(tokenizer_name=str(tmp_path / "tokenizer"), model_name_or_path=str(tmp_path / "model"),
+                                 vocab_size=40)
+    training_args = SimpleNamespace(do_train=True, resume_from_checkpoint=str(tmp_path / "checkpoint"))
+    for expected, cleared in (("tokenizer", None), ("model", "tokenizer_name"), ("checkpoint", "model_name_or_path")):
+        if cleared:
+            setattr(model_args, cleared, None)
+        tokenizer = common.load_or_train_tokenizer(model_args, training_args, [], 16)
+        assert tokenizer.get_vocab() == vocabularies[expected], expected
+
+
+def test_accuracy_and_regression_metric_values():
+    """The metrics' values on a small example: accuracy the fraction of matches; MSE, MAE (absolute errors) and
+    Pearson's r (here negative: the predictions fall as the references rise)."""
+    assert common.load_metric("accuracy").compute(predictions=[1, 0, 2, 2], references=[1, 0, 2, 0]) == {
+        "accuracy": 0.75
+    }
+    scores = common.load_metric("regression").compute(predictions=[3.0, 2.0, 1.0], references=[1.0, 2.0, 4.0])
+    assert scores["mse"] == pytest.approx(13 / 3) and scores["mae"] == pytest.approx(5 / 3)
+    assert scores["pearson"] == pytest.approx(float(np.corrcoef([3.0, 2.0, 1.0], [1.0, 2.0, 4.0])[0, 1]))
+    assert scores["pearson"] < -0.9
 
 
 @pytest.mark.parametrize("data_size,patch_size,image_size", [
@@ -173,6 +256,7 @@ def test_default_patch_and_image_size_tile_a_grid_of_7_to_16_patches():
 @pytest.mark.parametrize("labels,names", [
     ([10, 2, 0, 1, 11], ["0", "1", "2", "10", "11"]),  # as strings, 10 and 11 came before 2
     (["b", "O", "a"], ["O", "a", "b"]),
+    (["I-PER", "O", "B-PER"], ["O", "B-PER", "I-PER"]),  # O first also where it does not sort first
     (["10", "2"], ["10", "2"]),  # strings keep their string order
 ])
 def test_class_names_put_integer_ids_in_numeric_order(labels, names):

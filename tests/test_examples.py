@@ -102,6 +102,11 @@ def test_text_classification(tmp_path, model_type, monkeypatch):
     )
     assert saved_config(tmp_path)["model_type"] == model_type
     assert (tmp_path / "tokenizer.json").is_file()
+    # the model is built with the tokenizer's padding id: the [PAD] embedding (padding_idx) stays zero, the [UNK]
+    # one is trained (built with another id, [UNK] was the frozen zero row; Trainer then fixed the saved config only)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    embeddings = AutoModelForSequenceClassification.from_pretrained(tmp_path).get_input_embeddings().weight
+    assert not embeddings[tokenizer.pad_token_id].any() and embeddings[tokenizer.unk_token_id].any()
     monkeypatch.syspath_prepend(str(EXAMPLES))  # the saved arguments are the examples' TrainingArguments subclass
     assert torch.load(tmp_path / "training_args.bin", weights_only=False).output_dir == str(tmp_path)
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
@@ -125,6 +130,11 @@ def test_text_regression(tmp_path):
     assert {prediction.split()[0] for prediction, _ in lines} == {"label"}
     scores = [float(prediction.split()[1]) for prediction, _ in lines]
     assert not all(score == 1.0 for score in scores)  # raw regression outputs, not a softmax over one label
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    with torch.no_grad():  # the pipeline prints each sentence's raw output (no sigmoid, no softmax)
+        outputs = [model(**tokenizer(sentence, return_tensors="pt")).logits.item() for sentence in sentences]
+    assert scores == pytest.approx(outputs, abs=2e-3)
     # evaluated on data whose score column has another name: the checkpoint keeps its output's name
     rows = ["sentence,rating", *(f"A film of rank {index}.,{index / 5}" for index in range(6))]
     (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
@@ -133,7 +143,11 @@ def test_text_regression(tmp_path):
         "regression", "--do_eval", "--train_file", str(tmp_path / "ratings.csv"), "--validation_file",
         str(tmp_path / "ratings.csv"), "--label_column_name", "rating", "--pipeline_inputs", "A film.",
     )
-    assert metrics["eval_mse"] >= 0
+    # the ratings are scored as the numbers they are (0.2 is not 0): the MSE of the model's outputs on them
+    texts, ratings = [f"A film of rank {index}." for index in range(6)], torch.tensor([index / 5 for index in range(6)])
+    with torch.no_grad():  # one evaluation batch, padded as the data collator pads it
+        predicted = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.squeeze(-1)
+    assert metrics["eval_mse"] == pytest.approx(((predicted - ratings) ** 2).mean().item(), rel=1e-4)
     # one evaluation example has no correlation: the run failed in `log_metrics` on its None, losing its results
     (tmp_path / "one_rating.csv").write_text("sentence,rating\nA film.,0.5\n")
     _, metrics, _ = run_example(
@@ -218,6 +232,16 @@ def test_entity_f1_scores_iobes_boundaries():
         references=[["B-PER", "O", "O"], ["S-LOC", "O", "O"]],
     )
     assert (scores["precision"], scores["recall"], scores["f1"]) == (0.5, 0.5, 0.5)
+
+
+def test_entity_f1_precision_recall_and_token_accuracy():
+    """Precision counts the predicted entities, recall the reference ones, and token accuracy the tags equal to
+    their reference: 3 entities predicted, 1 in the references, 1 of them right; 4 of 6 tags right."""
+    scores = common.load_metric("entity_f1").compute(
+        predictions=[["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]],
+        references=[["B-PER", "I-PER", "O", "O"], ["O", "O"]],
+    )
+    assert scores == pytest.approx({"precision": 1 / 3, "recall": 1.0, "f1": 0.5, "accuracy": 4 / 6})
 
 
 def test_text_model_and_tokenizer_share_their_length(tmp_path):
@@ -306,6 +330,15 @@ def test_word_windows_start_and_end_between_words(word_starts, num_tokens, capac
         assert start <= core_start < core_end <= end
 
 
+def test_window_cores_meet_in_the_middle_of_the_overlap():
+    """Consecutive windows hand their words over at the word start nearest the middle of their overlap (not at the
+    end of the first window), so that each word is tagged with context on both sides."""
+    word_starts = list(range(12))
+    windows = run_token_classification.word_windows(word_starts, 12, 8)
+    assert windows == [(0, 8), (6, 12)]
+    assert run_token_classification.window_cores(windows, word_starts) == [(0, 7), (7, 12)]
+
+
 def test_word_tagger_windows_slice_the_texts_tokens_and_batch_with_short_texts(tmp_path):
     """With a byte-level BPE tokenizer a word tokenizes otherwise without the space before it: windows are slices
     of the whole text's tokens (a window tokenized again overran the model), and texts short and long batch."""
@@ -355,6 +388,38 @@ def test_token_classification_tags_whole_words(tmp_path):
     sentence = "Watching the Yankees on ESPN with Taylor"
     assert len(tagger.tokenizer.tokenize(sentence)) > len(sentence.split())  # some words have several subwords
     assert [entity["word"] for entity in tagger(sentence)] == sentence.lower().split()
+
+
+def test_token_predictions_tag_each_word_by_its_first_subword(tmp_path):
+    """A word's tag is read at its first subword, the other subwords being ignored (-100) in the labels: the
+    predictions.txt of a saved model has one tag per word, the model's prediction at the word's first subword."""
+    words = ["unbelievably", "london", "performances", "tonight", "extraordinary"]
+    tags = ["O", "B-loc", "O", "B-time", "I-time"]
+    tokenizer = common.train_wordpiece_tokenizer([" ".join(words)] * 4, 60, 64)
+    pieces = [tokenizer.tokenize(word) for word in words]
+    assert all(len(word_pieces) > 2 for word_pieces in pieces)  # words of several subwords
+    torch.manual_seed(0)
+    config = GFNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, intermediate_size=32,
+                         max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                         **common.label_fields(["O", "B-loc", "I-loc", "B-time", "I-time"]))
+    model = GFNetForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(std=1.0)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    encoded = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        predicted = model(**encoded).logits[0].argmax(-1).tolist()
+    word_ids = encoded.word_ids(0)
+    first = [position for position, word in enumerate(word_ids) if word is not None and word != word_ids[position - 1]]
+    last = [position for position, word in enumerate(word_ids) if word is not None and word != word_ids[position + 1]]
+    expected = [config.id2label[predicted[position]] for position in first]
+    assert expected != [config.id2label[predicted[position]] for position in last]  # the positions tell apart
+    (tmp_path / "data.jsonl").write_text(json.dumps({"tokens": words, "ner_tags": tags}) + "\n")
+    run_example("run_token_classification.py", tmp_path / "predicted", "--model_name_or_path", str(tmp_path / "model"),
+                "--do_predict", "--train_file", str(tmp_path / "data.jsonl"), "--validation_file",
+                str(tmp_path / "data.jsonl"), "--pipeline_inputs", "the film")
+    assert (tmp_path / "predicted" / "predictions.txt").read_text().split() == expected
 
 
 def test_mlm_then_fine_tune(tmp_path):
@@ -579,6 +644,27 @@ def test_evaluation_and_predictions_leave_the_model_unchanged(saved_classifier, 
     assert {row.split("\t")[1] for row in rows[1:]} <= {"negative", "positive"}
     assert (model_dir / "model.safetensors").read_bytes() == weights
     assert [sentence for _, sentence in lines] == ["A wonderful film."]
+
+
+def test_predictions_alone_cut_texts_at_max_seq_length_and_do_not_evaluate(saved_classifier, tmp_path):
+    """`--do_predict` alone writes predictions and evaluates nothing (no eval_ metrics, no eval_results.json); a
+    `--max_seq_length` shorter than the model's 32 positions cuts the texts there, as the predict loss of the model
+    on texts of 6 tokens shows (it was ignored: the texts were cut at the model's length)."""
+    model_dir, _ = saved_classifier
+    _, metrics, _ = run_example(
+        "run_text_classification.py", tmp_path, "--model_name_or_path", str(model_dir), "--do_predict",
+        "--max_eval_samples", "16", "--max_seq_length", "6", "--pipeline_inputs", "A film.",
+    )
+    assert "predict_loss" in metrics and not any(key.startswith("eval_") for key in metrics)
+    assert not (tmp_path / "eval_results.json").exists()
+    validation = data.movie_reviews("classification")["validation"].select(range(16))
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer(list(validation["sentence"]), truncation=True, max_length=6, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape[1] == 6
+    with torch.no_grad():  # one batch of 16, padded as the data collator pads it
+        loss = model(**batch, labels=torch.tensor(list(validation["label"]))).loss.item()
+    assert metrics["predict_loss"] == pytest.approx(loss, rel=1e-4)
 
 
 @pytest.mark.parametrize("arguments,error,message", [
