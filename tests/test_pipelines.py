@@ -1,4 +1,5 @@
-"""transformers pipelines run from a saved directory (model + a WordPiece tokenizer trained here)."""
+"""transformers pipelines, sentence-transformers and data collators on a saved directory (model + a WordPiece tokenizer
+trained here)."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, pipeline
+from transformers import (
+    AutoModelForMultipleChoice,
+    DataCollatorForMultipleChoice,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+)
 
 from conftest import FAMILIES, model_class, tiny_config
 
@@ -65,6 +73,32 @@ def test_fill_mask_pipeline(family, tokenizer, tmp_path):
     path = save(family, "ForMaskedLM", tokenizer, tmp_path)
     results = pipeline("fill-mask", model=path, top_k=3)("the plot is [MASK] and the acting is worse")
     assert len(results) == 3 and all("[MASK]" not in r["sequence"] for r in results)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multiple_choice_batches_of_transformers_collator_score_each_choice_alone(family, tokenizer, tmp_path):
+    """(context, choice) pairs tokenized and padded by `DataCollatorForMultipleChoice`, as in transformers' SWAG
+    example: `Trainer.predict` scores every choice as the pair encoded alone, without padding."""
+    path = save(family, "ForMultipleChoice", tokenizer, tmp_path)
+    model = AutoModelForMultipleChoice.from_pretrained(path).eval()
+    contexts = SENTENCES[:3]
+    choices = [["funny", "dull , predictable and far too long"], ["the acting", "a film"],
+               ["moving", "worse , far worse"]]
+    features = [{**tokenizer([context] * 2, pair, truncation=True), "label": index % 2}
+                for index, (context, pair) in enumerate(zip(contexts, choices))]
+    collator = DataCollatorForMultipleChoice(tokenizer)
+    batch = collator(features)
+    assert batch["input_ids"].shape[:2] == (3, 2) and not batch["attention_mask"].all()  # padded choices
+    arguments = TrainingArguments(tmp_path / "run", per_device_eval_batch_size=3, report_to=[], use_cpu=True)
+    scores = Trainer(model, arguments, data_collator=collator).predict(features).predictions
+
+    def score_alone(context, choice):  # one example of one choice, (1, 1, T), no padding
+        encoded = tokenizer(context, choice, truncation=True, return_tensors="pt")
+        return model(**{name: tensor[None] for name, tensor in encoded.items()}).logits.item()
+
+    with torch.no_grad():
+        alone = [[score_alone(context, choice) for choice in pair] for context, pair in zip(contexts, choices)]
+    torch.testing.assert_close(torch.as_tensor(scores), torch.tensor(alone), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
