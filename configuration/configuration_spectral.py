@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.utils import logging
 
 from .mixer_layout import MIXER_TYPES, expand_mixer_layout, mixer_names, validate_mixer_layout
@@ -166,7 +167,7 @@ def layout_for_depth(layout, num_hidden_layers):
     return layout
 
 
-class SpectralConfig(PretrainedConfig):
+class SpectralConfig(BackboneConfigMixin, PretrainedConfig):
     r"""
     Configuration shared by every fourierformers family. Instantiate a family config (`GFNetConfig`,
     `AFNOConfig`, `FNetHybridConfig`) rather than this class.
@@ -267,6 +268,10 @@ class SpectralConfig(PretrainedConfig):
         bos_token_id, eos_token_id (`int`, *optional*): Recorded for tokenizers and converters; the model does not
             read them.
         tie_word_embeddings (`bool`): Share the masked-LM decoder weight with the word embeddings.
+        out_features (`list[str]`, *optional*): The stages whose outputs `XBackbone` returns as feature maps, names
+            from `stage_names`; unset, its last stage. Image models only.
+        out_indices (`list[int]`, *optional*): The same stages by their index in `stage_names` (either field sets
+            the other).
         fourierformers_format (`int`): The meaning of the saved fields (`CONFIG_FORMAT`); a saved config without it
             was written before format 2, and loads with a warning where a field it uses has changed meaning since.
     """
@@ -327,6 +332,8 @@ class SpectralConfig(PretrainedConfig):
     bos_token_id: int | None = 2
     eos_token_id: int | None = 3
     tie_word_embeddings: bool = True
+    _out_features: list | None = None
+    _out_indices: list | None = None
 
     @classmethod
     def refuse_seed_keywords(cls, keywords):
@@ -347,7 +354,11 @@ class SpectralConfig(PretrainedConfig):
         if self.mixer_layout is None:
             self.mixer_layout = self.default_layout(self.num_hidden_layers)
         self.expand_layout()
+        out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
         super().__post_init__(**kwargs)
+        if out_features is not None or out_indices is not None:  # unset, `XBackbone` returns the last stage
+            self._check_backbone_stages()
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         self.validate_architecture()
 
     def __setattr__(self, name, value):
@@ -567,6 +578,22 @@ class SpectralConfig(PretrainedConfig):
     @property
     def stage_depths(self):
         return list(self.depths) if self.depths is not None else [self.num_hidden_layers]
+
+    @property
+    def stage_names(self):
+        """The outputs an `XBackbone` can return, for `out_features`: "stem" (the patch embeddings) and "stage1",
+        "stage2", ... (every stage of a hierarchical model, every block of a model without stages, as ViT's)."""
+        num_stages = len(self.depths) if self.depths is not None else self.num_hidden_layers
+        return ["stem"] + [f"stage{index}" for index in range(1, num_stages + 1)]
+
+    def _check_backbone_stages(self):
+        """Feature maps are stages of an image model, whose `stage_names` need a valid depth."""
+        if not self.is_vision:
+            raise ValueError("`out_features` and `out_indices` select the feature maps of an image model's "
+                             "XBackbone: set `image_size`, or leave them unset (None).")
+        _check_positive_int("num_hidden_layers", self.num_hidden_layers)
+        if self.depths is not None and depth_of_stages(self.depths) is None:
+            raise ValueError(f"`depths` must be a list of positive integers (one per stage), got {self.depths!r}.")
 
     @property
     def stage_grid_shapes(self):
@@ -789,6 +816,9 @@ class SpectralConfig(PretrainedConfig):
                 f"`num_attention_heads` ({self.num_attention_heads}) must divide every stage width "
                 f"hidden_sizes={self.stage_hidden_sizes}, since an `attention` mixer can run in any stage."
             )
+        if self._out_features is not None or self._out_indices is not None:  # after a change of depth, too
+            self._check_backbone_stages()
+            self.verify_out_features_out_indices()
         pad_token_id = self.pad_token_id
         if pad_token_id is not None and not (_is_int(pad_token_id) and 0 <= pad_token_id < self.vocab_size):
             raise ValueError(

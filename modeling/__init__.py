@@ -7,6 +7,7 @@ This folder is the top of the import package `fourierformers` (see pyproject.tom
 from importlib.metadata import PackageNotFoundError, version
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
@@ -22,6 +23,7 @@ from .configuration import MIXER_TYPES, AFNOConfig, FNetHybridConfig, GFNetConfi
 from .condition_layers import AdaLNZero, CrossAttention
 from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from .modeling_afno import (
+    AFNOBackbone,
     AFNOForImageClassification,
     AFNOForMaskedLM,
     AFNOForMultipleChoice,
@@ -33,6 +35,7 @@ from .modeling_afno import (
     AFNOPreTrainedModel,
 )
 from .modeling_fnet_hybrid import (
+    FNetHybridBackbone,
     FNetHybridForImageClassification,
     FNetHybridForMaskedLM,
     FNetHybridForMultipleChoice,
@@ -44,6 +47,7 @@ from .modeling_fnet_hybrid import (
     FNetHybridPreTrainedModel,
 )
 from .modeling_gfnet import (
+    GFNetBackbone,
     GFNetForImageClassification,
     GFNetForMaskedLM,
     GFNetForMultipleChoice,
@@ -59,6 +63,7 @@ from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttentio
 from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
 # AutoModelForImageToImage serves the dense per-pixel heads (patch regression, FourCastNet); no pipeline uses them.
+# AutoBackbone gives dense-prediction models (UperNet, ...) the feature maps of an image config's stages.
 AUTO_CLASSES = {
     AFNOConfig: {
         AutoModel: AFNOModel,
@@ -69,6 +74,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: AFNOForMultipleChoice,
         AutoModelForImageClassification: AFNOForImageClassification,
         AutoModelForImageToImage: AFNOForPatchRegression,
+        AutoBackbone: AFNOBackbone,
     },
     FNetHybridConfig: {
         AutoModel: FNetHybridModel,
@@ -79,6 +85,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: FNetHybridForMultipleChoice,
         AutoModelForImageClassification: FNetHybridForImageClassification,
         AutoModelForImageToImage: FNetHybridForPatchRegression,
+        AutoBackbone: FNetHybridBackbone,
     },
     GFNetConfig: {
         AutoModel: GFNetModel,
@@ -89,6 +96,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: GFNetForMultipleChoice,
         AutoModelForImageClassification: GFNetForImageClassification,
         AutoModelForImageToImage: GFNetForPatchRegression,
+        AutoBackbone: GFNetBackbone,
     },
 }
 
@@ -106,6 +114,7 @@ except PackageNotFoundError:
     __version__ = "0.0.0"
 
 __all__ = [
+    "AFNOBackbone",
     "AFNOConfig",
     "AFNOForImageClassification",
     "AFNOForMaskedLM",
@@ -122,6 +131,7 @@ __all__ = [
     "AdaptiveMixer",
     "CascadeMixer",
     "CrossAttention",
+    "FNetHybridBackbone",
     "FNetHybridConfig",
     "FNetHybridForImageClassification",
     "FNetHybridForMaskedLM",
@@ -133,6 +143,7 @@ __all__ = [
     "FNetHybridModel",
     "FNetHybridPreTrainedModel",
     "FourierMixer",
+    "GFNetBackbone",
     "GFNetConfig",
     "GFNetForImageClassification",
     "GFNetForMaskedLM",

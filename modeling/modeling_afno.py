@@ -19,7 +19,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
+from .modeling_spectral_image import SpectralBackbone, SpectralForImageClassification, SpectralForPatchRegression
 
 
 class AFNOPreTrainedModel(SpectralPreTrainedModel):
@@ -71,5 +71,12 @@ class AFNOForImageClassification(AFNOPreTrainedModel, SpectralForImageClassifica
 
 class AFNOForPatchRegression(AFNOPreTrainedModel, SpectralForPatchRegression):
     """AFNO predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = AFNOModel
+
+
+class AFNOBackbone(AFNOPreTrainedModel, SpectralBackbone):
+    """AFNO feature maps for `AutoBackbone` (UperNet and other dense-prediction models): the outputs of the stages of
+    `config.out_features`, (B, width, *grid) each."""
 
     backbone_class = AFNOModel

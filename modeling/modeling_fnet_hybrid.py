@@ -18,7 +18,7 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralForImageClassification, SpectralForPatchRegression
+from .modeling_spectral_image import SpectralBackbone, SpectralForImageClassification, SpectralForPatchRegression
 
 
 class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
@@ -70,5 +70,12 @@ class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForIma
 
 class FNetHybridForPatchRegression(FNetHybridPreTrainedModel, SpectralForPatchRegression):
     """FNet-hybrid predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridBackbone(FNetHybridPreTrainedModel, SpectralBackbone):
+    """FNet-hybrid feature maps for `AutoBackbone` (UperNet and other dense-prediction models): the outputs of the
+    stages of `config.out_features`, (B, width, *grid) each."""
 
     backbone_class = FNetHybridModel

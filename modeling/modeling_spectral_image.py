@@ -1,13 +1,14 @@
 """The image heads shared by every family, kept apart from the text heads of `modeling_spectral.py`:
-classification (backbone -> final norm -> token grid pooled by `config.pooling` -> dropout -> linear) and dense
-per-patch regression (FourCastNet)."""
+classification (backbone -> final norm -> token grid pooled by `config.pooling` -> dropout -> linear), dense
+per-patch regression (FourCastNet), and the feature maps of `AutoBackbone` for dense-prediction models (UperNet)."""
 
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .input_checks import check_real_targets
@@ -19,6 +20,7 @@ from .modeling_spectral import (
     regression_loss,
     sequence_classification_loss,
 )
+from .spectral_layers import build_norm
 
 
 @dataclass
@@ -220,5 +222,113 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             reshaped_hidden_states=outputs.reshaped_hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SpectralBackbone(BackboneMixin, SpectralPreTrainedModel):
+    """Feature maps of an image model for `AutoBackbone`, the interface of transformers' dense-prediction models
+    (UperNet, ...): the outputs of the stages named by `config.out_features` (default: the last), each on its
+    token grid, channels first (B, width, *grid).
+
+    `config.stage_names` are "stem" (the patch embeddings) and one "stageK" per stage of a hierarchical model
+    (GFNet-H: its output before the next downsampling) or per block of a model without stages (as ViT's). The last
+    stage's map is the model's output, after the final norm; where the model has one, every other selected stage gets
+    a norm of its own (`feature_norms`), since the residual stream of a pre-norm model is not normalised between
+    blocks (as Swin's backbone). An image classifier's checkpoint loads with its backbone weights.
+    """
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    input_kind = "image"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
+        depths = config.depths or [1] * config.num_hidden_layers
+        widths = config.hidden_sizes or [config.hidden_size] * config.num_hidden_layers
+        self.num_features = [widths[0], *widths]
+        # index of each stage's output among the hidden states (the embeddings, then every block's output)
+        self.stage_ends = [sum(depths[:stage]) for stage in range(len(depths) + 1)]
+        last_stage = config.stage_names[-1]
+        normed = [name for name in self.out_features if name != last_stage] if self.base_model.norm is not None else []
+        width = dict(zip(config.stage_names, self.num_features))
+        self.feature_norms = nn.ModuleDict(
+            {name: build_norm(config.norm_type, width[name], config.layer_norm_eps) for name in normed}
+        )
+        self.post_init()
+
+    # Unset in the config, `out_features` is the last stage, resolved here rather than written into a config that
+    # other models may share (and whose depth may change, which would invalidate a stored stage).
+    @property
+    def out_features(self):
+        return self.config.out_features or [self.stage_names[-1]]
+
+    @out_features.setter
+    def out_features(self, out_features):
+        self.config.out_features = out_features
+
+    @property
+    def out_indices(self):
+        return self.config.out_indices or [len(self.stage_names) - 1]
+
+    @out_indices.setter
+    def out_indices(self, out_indices):
+        self.config.out_indices = out_indices
+
+    def forward(
+        self,
+        pixel_values=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        condition=None,
+        condition_mask=None,
+        **kwargs,
+    ):
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images or volumes.
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
+        Other keyword arguments (`interpolate_pos_encoding`, ...) go to the backbone, see `SpectralModel.forward`.
+
+        Returns `BackboneOutput` with `feature_maps`, one (B, width, *grid) tensor per name of `out_features` in
+        their order, and with `output_hidden_states` the `hidden_states` of the backbone, flattened to (B, N, D).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        last_stage = self.stage_names[-1]
+        unbuilt = [name for name in self.out_features if name != last_stage and name not in self.feature_norms]
+        if self.base_model.norm is not None and unbuilt:
+            raise ValueError(
+                f"`out_features` {self.out_features} name stages {unbuilt} that this backbone has no feature norms "
+                f"for: it was built for {[*self.feature_norms, last_stage]} (the last stage needs none). Load it "
+                "again with the new `out_features` (`from_pretrained(path, out_features=[...])`)."
+            )
+        outputs = self.base_model(
+            pixel_values=pixel_values,
+            output_hidden_states=True,
+            output_attentions=output_attentions,
+            condition=condition,
+            condition_mask=condition_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        grids = outputs.reshaped_hidden_states  # (B, width, *grid): the embeddings, then every block's output
+        feature_maps = []
+        for name in self.out_features:
+            if name == last_stage:  # the output after the final norm, (B, N, D) on its grid
+                feature_map = outputs.last_hidden_state.unflatten(1, grids[-1].shape[2:]).movedim(-1, 1)
+            else:
+                feature_map = grids[self.stage_ends[self.stage_names.index(name)]]
+                if name in self.feature_norms:
+                    feature_map = self.feature_norms[name](feature_map.movedim(1, -1)).movedim(-1, 1)
+            feature_maps.append(feature_map)
+        output = BackboneOutput(
+            feature_maps=tuple(feature_maps),
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions,
         )
         return output if return_dict else output.to_tuple()

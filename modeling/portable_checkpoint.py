@@ -202,6 +202,46 @@ def _layout_summary(mixer_layout):
     return ", ".join(f"{mixer} ×{count}" for mixer, count in counts.items())
 
 
+# transformers 5.25's AutoBackbone.from_pretrained asks the Hub whether its argument is a repository before anything
+# else (a timm model name otherwise), and a local folder fails that check.
+BACKBONE_LOADING = f"""`AutoBackbone.from_pretrained` takes this checkpoint by its Hub id (with
+`trust_remote_code=True` where `{PACKAGE_NAME}` is not installed), but not from a local folder. From a folder, with
+or without `{PACKAGE_NAME}` (the source files saved next to the weights are used):
+
+```python
+from transformers import AutoConfig
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+config = AutoConfig.from_pretrained("path/to/this/checkpoint", trust_remote_code=True)
+backbone_class = get_class_from_dynamic_module(config.auto_map["AutoBackbone"], "path/to/this/checkpoint")
+model = backbone_class.from_pretrained("path/to/this/checkpoint")
+```
+"""
+
+
+def model_loading(auto_class):
+    """The card's loading instructions for a model of `auto_class`."""
+    if auto_class == "AutoBackbone":
+        return BACKBONE_LOADING
+    return f"""With `{PACKAGE_NAME}` installed:
+
+```python
+import {PACKAGE_NAME}
+from transformers import {auto_class}
+
+model = {auto_class}.from_pretrained("path/to/this/checkpoint")
+```
+
+Without it, the source files saved next to the weights are used:
+
+```python
+from transformers import {auto_class}
+
+model = {auto_class}.from_pretrained("path/to/this/checkpoint", trust_remote_code=True)
+```
+"""
+
+
 def model_card(model):
     """A short README.md for a checkpoint, generated from the model and its config."""
     config = model.config
@@ -293,23 +333,7 @@ whose blocks mix tokens with {mixers}, as a Hugging Face `transformers` model.
 
 ## How to load
 
-With `{PACKAGE_NAME}` installed:
-
-```python
-import {PACKAGE_NAME}
-from transformers import {auto_class}
-
-model = {auto_class}.from_pretrained("path/to/this/checkpoint")
-```
-
-Without it, the source files saved next to the weights are used:
-
-```python
-from transformers import {auto_class}
-
-model = {auto_class}.from_pretrained("path/to/this/checkpoint", trust_remote_code=True)
-```
-"""
+{model_loading(auto_class)}"""
     return "\n".join(front_matter) + "\n" + body
 
 

@@ -89,6 +89,30 @@ print(json.dumps(report))
 """
 
 
+# Runs the Python block of the card in the checkpoint folder given on the command line (the folder in place of its
+# placeholder), then the model it loaded on the saved `pixel_values`, and prints what it loaded and the largest
+# difference from the saved feature maps as JSON.
+CARD_LOADER = BLOCK_PACKAGE + r"""
+import re
+
+folder = Path(sys.argv[1])
+card = (folder / "README.md").read_text()
+namespace = {}
+exec(re.search(r"```python\n(.*?)```", card, flags=re.S).group(1).replace("path/to/this/checkpoint", str(folder)),
+     namespace)
+model = namespace["model"].eval()
+saved = load_file(folder / "io.safetensors")
+with torch.no_grad():
+    feature_maps = model(pixel_values=saved["pixel_values"]).feature_maps
+print(json.dumps({
+    "model_class": type(model).__name__,
+    "model_module": type(model).__module__.split(".")[0],
+    "out_features": model.out_features,
+    "difference": max((f - saved[f"map{i}"]).abs().max().item() for i, f in enumerate(feature_maps)),
+}))
+"""
+
+
 def save_checkpoint(family, head, folder, model=None):
     """Save a tiny model of `family` x `head` (or `model`, of that head) to `folder` with inputs (padded text, two
     choices of it for multiple choice, or images), the backbone's inputs (the choices as sequences) and the
@@ -458,3 +482,22 @@ def test_a_generated_model_card_follows_the_model_saved_over_it_and_an_edited_on
     (tmp_path / "README.md").write_text(edited)
     model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet")).save_pretrained(tmp_path)
     assert (tmp_path / "README.md").read_text() == edited
+
+
+def test_a_backbone_loads_without_the_package_as_its_card_says(tmp_path):
+    """transformers 5.25's AutoBackbone.from_pretrained fails on a local folder, so a backbone's card loads its class
+    from the saved sources; that code, run as written in a process without the package, gives the saved maps."""
+    folder = tmp_path / "backbone"
+    config = tiny_config("gfnet", image_size=16, patch_size=2, hidden_sizes=[16, 32], depths=[1, 1],
+                         out_features=["stem", "stage2"])
+    model = model_class("gfnet", "Backbone")(config).eval()
+    model.save_pretrained(folder)
+    pixel_values = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        feature_maps = model(pixel_values=pixel_values).feature_maps
+    save_file({"pixel_values": pixel_values, **{f"map{i}": f.contiguous() for i, f in enumerate(feature_maps)}},
+              folder / "io.safetensors")
+    assert 'AutoBackbone.from_pretrained("path/to/this/checkpoint"' not in (folder / "README.md").read_text()
+    report = load_without_package(tmp_path, [str(folder)], script=CARD_LOADER)
+    assert report["model_class"] == "GFNetBackbone" and report["model_module"] == "transformers_modules"
+    assert report["out_features"] == ["stem", "stage2"] and report["difference"] <= 1e-6
