@@ -12,6 +12,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForImageToImage,
+    AutoModelForMaskedImageModeling,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -25,6 +26,7 @@ from .hybrid_layers import AdaptiveMixer, CascadeMixer, MultiscaleMixer
 from .modeling_afno import (
     AFNOBackbone,
     AFNOForImageClassification,
+    AFNOForMaskedImageModeling,
     AFNOForMaskedLM,
     AFNOForMultipleChoice,
     AFNOForPatchRegression,
@@ -37,6 +39,7 @@ from .modeling_afno import (
 from .modeling_fnet_hybrid import (
     FNetHybridBackbone,
     FNetHybridForImageClassification,
+    FNetHybridForMaskedImageModeling,
     FNetHybridForMaskedLM,
     FNetHybridForMultipleChoice,
     FNetHybridForPatchRegression,
@@ -49,6 +52,7 @@ from .modeling_fnet_hybrid import (
 from .modeling_gfnet import (
     GFNetBackbone,
     GFNetForImageClassification,
+    GFNetForMaskedImageModeling,
     GFNetForMaskedLM,
     GFNetForMultipleChoice,
     GFNetForPatchRegression,
@@ -63,7 +67,8 @@ from .spectral_layers import AFNOMixer, FourierMixer, GlobalFilter, SelfAttentio
 from .weight_decay import SpectralTrainer, no_weight_decay_parameter_names, optimizer_param_groups
 
 # AutoModelForImageToImage serves the dense per-pixel heads (patch regression, FourCastNet); no pipeline uses them.
-# AutoBackbone gives dense-prediction models (UperNet, ...) the feature maps of an image config's stages.
+# AutoModelForMaskedImageModeling builds the SimMIM pre-training heads (no pipeline uses them either); AutoBackbone
+# gives dense-prediction models (UperNet, ...) the feature maps of an image config's stages.
 AUTO_CLASSES = {
     AFNOConfig: {
         AutoModel: AFNOModel,
@@ -74,6 +79,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: AFNOForMultipleChoice,
         AutoModelForImageClassification: AFNOForImageClassification,
         AutoModelForImageToImage: AFNOForPatchRegression,
+        AutoModelForMaskedImageModeling: AFNOForMaskedImageModeling,
         AutoBackbone: AFNOBackbone,
     },
     FNetHybridConfig: {
@@ -85,6 +91,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: FNetHybridForMultipleChoice,
         AutoModelForImageClassification: FNetHybridForImageClassification,
         AutoModelForImageToImage: FNetHybridForPatchRegression,
+        AutoModelForMaskedImageModeling: FNetHybridForMaskedImageModeling,
         AutoBackbone: FNetHybridBackbone,
     },
     GFNetConfig: {
@@ -96,6 +103,7 @@ AUTO_CLASSES = {
         AutoModelForMultipleChoice: GFNetForMultipleChoice,
         AutoModelForImageClassification: GFNetForImageClassification,
         AutoModelForImageToImage: GFNetForPatchRegression,
+        AutoModelForMaskedImageModeling: GFNetForMaskedImageModeling,
         AutoBackbone: GFNetBackbone,
     },
 }
@@ -117,6 +125,7 @@ __all__ = [
     "AFNOBackbone",
     "AFNOConfig",
     "AFNOForImageClassification",
+    "AFNOForMaskedImageModeling",
     "AFNOForMaskedLM",
     "AFNOForMultipleChoice",
     "AFNOForPatchRegression",
@@ -134,6 +143,7 @@ __all__ = [
     "FNetHybridBackbone",
     "FNetHybridConfig",
     "FNetHybridForImageClassification",
+    "FNetHybridForMaskedImageModeling",
     "FNetHybridForMaskedLM",
     "FNetHybridForMultipleChoice",
     "FNetHybridForPatchRegression",
@@ -146,6 +156,7 @@ __all__ = [
     "GFNetBackbone",
     "GFNetConfig",
     "GFNetForImageClassification",
+    "GFNetForMaskedImageModeling",
     "GFNetForMaskedLM",
     "GFNetForMultipleChoice",
     "GFNetForPatchRegression",

@@ -1,6 +1,8 @@
 """The checks of a forward pass's inputs and labels: each raises a `ValueError` that names what is wrong and what
 is allowed, before a tensor reaches an FFT, an embedding or a loss."""
 
+import math
+
 import torch
 
 from .spectral_layers import can_read_values, positive_index
@@ -215,6 +217,30 @@ def flatten_choices(input_ids, inputs_embeds, attention_mask, token_type_ids, po
         for name, tensor in inputs.items()
     }
     return batch_size, num_choices, flat
+
+
+def validate_masked_positions(bool_masked_pos, grid_shape):
+    """`bool_masked_pos` of shape (B, N), one entry per patch of the (B, *grid_shape) patch grid flattened row-major
+    (ViT's and Swin's layout), True or 1 where the patch is masked, as a (B, *grid_shape, 1) bool tensor. Raises
+    `ValueError` naming the shape and values allowed."""
+    batch_size, *grid = grid_shape
+    num_patches = math.prod(grid)
+    if not torch.is_tensor(bool_masked_pos) or tuple(bool_masked_pos.shape) != (batch_size, num_patches):
+        got = tuple(bool_masked_pos.shape) if torch.is_tensor(bool_masked_pos) else type(bool_masked_pos).__name__
+        raise ValueError(
+            f"`bool_masked_pos` must be a tensor of shape (batch_size={batch_size}, num_patches={num_patches}), one "
+            f"entry per patch of the {tuple(grid)} grid flattened row-major, got {got}."
+        )
+    binary = bool_masked_pos.dtype == torch.bool or (
+        is_integer_tensor(bool_masked_pos)
+        and (not can_read_values() or bool(((bool_masked_pos == 0) | (bool_masked_pos == 1)).all()))
+    )
+    if not binary:
+        raise ValueError(
+            "`bool_masked_pos` must hold booleans, or the integers 1 (masked patch) and 0, got "
+            f"{'other integers' if is_integer_tensor(bool_masked_pos) else f'dtype {bool_masked_pos.dtype}'}."
+        )
+    return bool_masked_pos.bool().view(batch_size, *grid, 1)
 
 
 def validate_span_positions(start_positions, end_positions, batch_size, seq_length):

@@ -18,7 +18,12 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralBackbone, SpectralForImageClassification, SpectralForPatchRegression
+from .modeling_spectral_image import (
+    SpectralBackbone,
+    SpectralForImageClassification,
+    SpectralForMaskedImageModeling,
+    SpectralForPatchRegression,
+)
 
 
 class FNetHybridPreTrainedModel(SpectralPreTrainedModel):
@@ -70,6 +75,13 @@ class FNetHybridForImageClassification(FNetHybridPreTrainedModel, SpectralForIma
 
 class FNetHybridForPatchRegression(FNetHybridPreTrainedModel, SpectralForPatchRegression):
     """FNet-hybrid predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = FNetHybridModel
+
+
+class FNetHybridForMaskedImageModeling(FNetHybridPreTrainedModel, SpectralForMaskedImageModeling):
+    """FNet-hybrid pre-trained on images by masked image modelling (SimMIM): masked patches' pixels predicted from the
+    tokens."""
 
     backbone_class = FNetHybridModel
 

@@ -19,7 +19,12 @@ from .modeling_spectral import (
     SpectralModel,
     SpectralPreTrainedModel,
 )
-from .modeling_spectral_image import SpectralBackbone, SpectralForImageClassification, SpectralForPatchRegression
+from .modeling_spectral_image import (
+    SpectralBackbone,
+    SpectralForImageClassification,
+    SpectralForMaskedImageModeling,
+    SpectralForPatchRegression,
+)
 
 
 class GFNetPreTrainedModel(SpectralPreTrainedModel):
@@ -71,6 +76,13 @@ class GFNetForImageClassification(GFNetPreTrainedModel, SpectralForImageClassifi
 
 class GFNetForPatchRegression(GFNetPreTrainedModel, SpectralForPatchRegression):
     """GFNet predicting a value per pixel and output channel from every patch token (FourCastNet's head)."""
+
+    backbone_class = GFNetModel
+
+
+class GFNetForMaskedImageModeling(GFNetPreTrainedModel, SpectralForMaskedImageModeling):
+    """GFNet pre-trained on images by masked image modelling (SimMIM): masked patches' pixels predicted from the
+    tokens."""
 
     backbone_class = GFNetModel
 

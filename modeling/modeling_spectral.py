@@ -436,6 +436,8 @@ class SpectralPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_table, sinusoidal_position_table(*module.position_table.shape))
         elif isinstance(module, SpectralImageEmbeddings):
             init.trunc_normal_(module.position_embeddings, std=std)
+            if module.mask_token is not None:  # as SimMIM's
+                init.trunc_normal_(module.mask_token, std=std)
         elif isinstance(module, PatchEmbedding):
             init.copy_(module.kernel_mask, patch_kernel_mask(module.patch_shape, tuple(module.kernel_mask.shape)))
             if module.rank_projection is not None:
@@ -625,10 +627,17 @@ class SpectralModel(SpectralPreTrainedModel):
     Args:
         config: a family config.
         add_pooling_layer: build the pooler (sequence-level heads); token-level heads leave it out.
+        use_mask_token: give an image model the learned mask token that `bool_masked_pos` puts in place of patches
+            (`XForMaskedImageModeling`).
     """
 
-    def __init__(self, config, add_pooling_layer=True):
+    def __init__(self, config, add_pooling_layer=True, use_mask_token=False):
         super().__init__(config)
+        if use_mask_token and not config.is_vision:
+            raise ValueError(
+                "`use_mask_token` builds the mask token of image patches (XForMaskedImageModeling); a text model "
+                "masks tokens by their ids (the tokenizer's mask token, XForMaskedLM)."
+            )
         # transformers applies the keyword overrides of `from_pretrained` with setattr after the config validated
         # itself (expanding its layout), and a user may assign a field: validate again, once per model (every head
         # builds its backbone before its own layers) and for about 0.1 ms.
@@ -641,7 +650,7 @@ class SpectralModel(SpectralPreTrainedModel):
             self.embeddings = SpectralImageEmbeddings(
                 config.num_channels, config.stage_hidden_sizes[0], config.image_shape, kernel, stride, padding,
                 grid, patch_shape=config.patch_shape, dropout=config.hidden_dropout_prob, rank=config.patch_embed_rank,
-                centered=config.centered_patch_grid,
+                centered=config.centered_patch_grid, use_mask_token=use_mask_token,
             )
         else:
             self.embeddings = SpectralEmbeddings(config)
@@ -693,6 +702,7 @@ class SpectralModel(SpectralPreTrainedModel):
         pixel_values=None,
         interpolate_pos_encoding=False,
         condition_mask=None,
+        bool_masked_pos=None,
         **packed_sequence_kwargs,
     ):
         r"""
@@ -723,6 +733,9 @@ class SpectralModel(SpectralPreTrainedModel):
             interpolate_pos_encoding (`bool`): accept images of another size than `config.image_size`: the
                 position embeddings are resized (bicubic for images) to the new token grid, and a grid larger than
                 the model's runs the spectral mixers at its own size, as `from_pretrained(path, image_size=...)` would.
+            bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`): image models built with
+                `use_mask_token`: True (or 1) for each patch (of the first token grid, flattened row-major) whose
+                embedding the mask token replaces.
             packed_sequence_kwargs: FlashAttention's `cu_seq_lens_q`, `cu_seq_lens_k`, `max_length_q`, `max_length_k`
                 and `seq_idx` (`DataCollatorWithFlattening`'s options), taken beside the `position_ids` of the same
                 packed sequences, which are what the model reads; any other keyword raises a `TypeError`.
@@ -746,9 +759,15 @@ class SpectralModel(SpectralPreTrainedModel):
         check_packed_sequence_kwargs(self, packed_sequence_kwargs, position_ids)
         self._check_config_unchanged()
         validate_input_kind(self.config, pixel_values, text_inputs, interpolate_pos_encoding)
+        if bool_masked_pos is not None and getattr(self.embeddings, "mask_token", None) is None:
+            raise ValueError(
+                "`bool_masked_pos` marks the patches that a mask token replaces, and this model has none: use "
+                "XForMaskedImageModeling (or build the backbone with `use_mask_token=True`)"
+                + ("." if self.config.is_vision else "; a text model masks tokens by their ids (XForMaskedLM).")
+            )
         if self.config.is_vision:
             return self._forward_pixels(pixel_values, interpolate_pos_encoding, condition, condition_mask,
-                                        output_hidden_states, output_attentions, return_dict)
+                                        output_hidden_states, output_attentions, return_dict, bool_masked_pos)
         batch_size = validate_text_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )
@@ -938,7 +957,7 @@ class SpectralModel(SpectralPreTrainedModel):
         return grid, (*recorded, (flat, grid))
 
     def _forward_pixels(self, pixel_values, interpolate_pos_encoding, condition, condition_mask, output_hidden_states,
-                        output_attentions, return_dict):
+                        output_attentions, return_dict, bool_masked_pos=None):
         """The forward pass of image and volume models: patch embedding, then every stage on its token grid.
 
         With `interpolate_pos_encoding=True` an image of another size is accepted: the position embeddings are
@@ -951,7 +970,7 @@ class SpectralModel(SpectralPreTrainedModel):
         if pixel_values is None:
             raise ValueError("This is an image model (its config has an image_size): pass `pixel_values`.")
         condition, condition_mask = validate_condition(self.config, condition, pixel_values.shape[0], condition_mask)
-        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, *grid, D)
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding, bool_masked_pos)  # (B, *grid, D)
         hidden_states, recorded, all_attentions = self._encode(
             hidden_states, None, condition, condition_mask, output_hidden_states, output_attentions
         )

@@ -1,6 +1,7 @@
 """The image heads shared by every family, kept apart from the text heads of `modeling_spectral.py`:
 classification (backbone -> final norm -> token grid pooled by `config.pooling` -> dropout -> linear), dense
-per-patch regression (FourCastNet), and the feature maps of `AutoBackbone` for dense-prediction models (UperNet)."""
+per-patch regression (FourCastNet), masked image modelling (SimMIM) and the feature maps of `AutoBackbone` for
+dense-prediction models (UperNet)."""
 
 import math
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.backbone_utils import BackboneMixin
-from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput, MaskedImageModelingOutput
 from transformers.utils import ModelOutput
 
 from .input_checks import check_real_targets
@@ -116,6 +117,46 @@ class SpectralForImageClassification(SpectralPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+def pixels_per_token(config, head_name, stages_allowed):
+    """Per spatial axis, the pixels that each token of the last grid covers, for the heads that predict every pixel
+    from the token covering it: the patch size (times 2 per downsampling of a hierarchical model, where
+    `stages_allowed`). Raises `ValueError` unless the patches tile the image: non-overlapping cuboids, uncentred
+    (centred patches of 2 cells pad nothing and drop an odd image's last pixels)."""
+    kernel, stride, _, _ = config.patch_geometry()
+    tiling = kernel == stride and not config.centered_patch_grid
+    if not tiling or config.patch_shape != "cuboid" or (config.hidden_sizes is not None and not stages_allowed):
+        grid = "" if stages_allowed else " on the token grid of a model without stages"
+        stages = "" if stages_allowed else ", no hidden_sizes, even of one stage"
+        given = "" if stages_allowed else f", hidden_sizes={config.hidden_sizes}"
+        raise ValueError(
+            f"{head_name} needs non-overlapping cuboid patches{grid} (patch_stride = patch_size, no packing_strategy "
+            f"or centered_patches{stages}); got kernel {kernel}, stride {stride}, patch_shape={config.patch_shape!r}, "
+            f"packing_strategy={config.packing_strategy!r}, centered_patches={config.centered_patches}{given}."
+        )
+    downsampling = 2 ** (len(config.stage_depths) - 1)
+    return tuple(k * downsampling for k in kernel)
+
+
+def tokens_on_grid(last_hidden_state, pixel_values, pixels_per_token):
+    """The backbone's flattened tokens (B, N, D) on the grid of the image they cover: (B, *grid, D)."""
+    spatial = pixel_values.shape[-len(pixels_per_token):]
+    return last_hidden_state.unflatten(1, tuple(size // p for size, p in zip(spatial, pixels_per_token)))
+
+
+def tokens_to_pixels(values, pixels_per_token, num_channels):
+    """Per-token values (B, *grid, prod(p) * C), ordered (p1, .., pn, C) with the channel fastest (FourCastNet's
+    head), unfolded to the image they cover: (B, C, g1 * p1, .., gn * pn)."""
+    grid = values.shape[1:-1]
+    values = values.unflatten(-1, (*pixels_per_token, num_channels))  # (B, *grid, *p, C)
+    spatial_dims = len(grid)
+    # (B, g1, .., gn, p1, .., pn, C) -> (B, C, g1, p1, .., gn, pn) -> (B, C, g1 * p1, .., gn * pn)
+    interleaved = [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
+    order = [0, 2 * spatial_dims + 1] + interleaved
+    return values.permute(order).reshape(
+        values.shape[0], num_channels, *(g * p for g, p in zip(grid, pixels_per_token))
+    )
+
+
 @dataclass
 class PatchRegressionOutput(ModelOutput):
     """Output of `SpectralForPatchRegression`.
@@ -153,18 +194,7 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
     def __init__(self, config):
         if not config.is_vision or config.num_output_channels is None:
             raise ValueError(f"{type(self).__name__} needs `image_size` and `num_output_channels` in the config.")
-        kernel, stride, _, _ = config.patch_geometry()
-        # Centred patches (padding (k - 1) // 2, which is 0 for k = 2) accept images that the patches do not tile,
-        # whose last pixels no patch predicts.
-        tiling = kernel == stride and not config.centered_patch_grid
-        if not tiling or config.patch_shape != "cuboid" or config.hidden_sizes is not None:
-            raise ValueError(
-                f"{type(self).__name__} needs non-overlapping cuboid patches on the token grid of a model without "
-                f"stages (patch_stride = patch_size, no packing_strategy or centered_patches, no hidden_sizes, even "
-                f"of one stage); got kernel {kernel}, stride {stride}, patch_shape={config.patch_shape!r}, "
-                f"packing_strategy={config.packing_strategy!r}, centered_patches={config.centered_patches}, "
-                f"hidden_sizes={config.hidden_sizes}."
-            )
+        kernel = pixels_per_token(config, type(self).__name__, stages_allowed=False)
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.backbone_class(config, add_pooling_layer=False))
         self.patch_kernel = kernel
@@ -191,19 +221,10 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
                                   condition=condition, condition_mask=condition_mask, return_dict=True, **kwargs)
-        kernel = self.patch_kernel
         # The backbone has checked that the patches tile the image; its size is the built one, or any other with
         # `interpolate_pos_encoding=True`.
-        grid = tuple(size // k for size, k in zip(pixel_values.shape[-len(kernel):], kernel))
-        tokens = outputs.last_hidden_state.unflatten(1, grid)  # (B, *grid, D)
-        values = self.head(tokens).unflatten(-1, (*kernel, self.num_output_channels))  # (B, *grid, *p, C)
-        spatial_dims = len(grid)
-        # (B, g1, .., gn, p1, .., pn, C) -> (B, C, g1, p1, .., gn, pn) -> (B, C, g1 * p1, .., gn * pn)
-        interleaved = [axis for a in range(spatial_dims) for axis in (1 + a, 1 + spatial_dims + a)]
-        order = [0, 2 * spatial_dims + 1] + interleaved
-        predictions = values.permute(order).reshape(
-            values.shape[0], self.num_output_channels, *(g * p for g, p in zip(grid, kernel))
-        )
+        tokens = tokens_on_grid(outputs.last_hidden_state, pixel_values, self.patch_kernel)  # (B, *grid, D)
+        predictions = tokens_to_pixels(self.head(tokens), self.patch_kernel, self.num_output_channels)
         loss = None
         if labels is not None:
             if not torch.is_tensor(labels) or tuple(labels.shape) != tuple(predictions.shape):
@@ -219,6 +240,109 @@ class SpectralForPatchRegression(SpectralPreTrainedModel):
             loss=loss,
             predictions=predictions,
             last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+@dataclass
+class SpectralMaskedImageModelingOutput(MaskedImageModelingOutput):
+    r"""
+    Output of `XForMaskedImageModeling`: `MaskedImageModelingOutput` plus the hidden states on their grid.
+
+    Args:
+        loss: the mean absolute error over the pixels of the masked patches, when `bool_masked_pos` is given.
+        reconstruction: (B, num_channels, *image_size), the predicted pixels of every patch.
+        hidden_states: the embeddings and every block's output flattened to (B, N, D), when
+            `output_hidden_states=True`.
+        attentions: (B, heads, N, N) per attention layer, when `output_attentions=True`.
+        reshaped_hidden_states: the hidden states on their token grid, (B, D, *grid) as Swin's.
+    """
+
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SpectralForMaskedImageModeling(SpectralPreTrainedModel):
+    """Masked image modelling (SimMIM, Xie et al. 2022): the patches that `bool_masked_pos` marks are replaced by a
+    learned mask token before the position embeddings are added, and a linear decoder predicts the pixels each token
+    of the last grid covers (a patch, or 2**(stages - 1) patches per axis in GFNet-H) from it; the loss is the mean
+    absolute error over the masked patches' pixels. Pre-training for image models, as XForMaskedLM is for text.
+
+    Needs patches that tile the image (non-overlapping uncentred cuboids). No pipeline uses it;
+    `AutoModelForMaskedImageModeling` builds it.
+    """
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    input_kind = "image"
+    backbone_class = SpectralModel
+
+    def __init__(self, config):
+        if not config.is_vision:  # named before the patch check, which needs an image config
+            raise ValueError(
+                f"{type(self).__name__} needs an image config: set `image_size` (and patch_size, num_channels)."
+            )
+        extent = pixels_per_token(config, type(self).__name__, stages_allowed=True)
+        super().__init__(config)
+        setattr(self, self.base_model_prefix,
+                self.backbone_class(config, add_pooling_layer=False, use_mask_token=True))
+        self.pixels_per_token = extent
+        self.patch_kernel = config.patch_geometry()[0]
+        self.decoder = nn.Linear(config.hidden_size, math.prod(extent) * config.num_channels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values=None,
+        bool_masked_pos=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        condition=None,
+        condition_mask=None,
+        **kwargs,
+    ):
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, *image_size)`): images or volumes, also
+            the reconstruction targets.
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`): True (or 1) for each patch to
+            mask, the patch grid flattened row-major (ViT's layout); without it nothing is masked and there is no
+            loss.
+        condition (`torch.Tensor`, *optional*): input of the conditioning branch, see `SpectralModel.forward`.
+        condition_mask (`torch.Tensor`, *optional*): its padding mask, see `SpectralModel.forward`.
+        Other keyword arguments (`interpolate_pos_encoding`, ...) go to the backbone, see `SpectralModel.forward`.
+
+        Returns `SpectralMaskedImageModelingOutput` with `reconstruction` (B, num_channels, *image_size).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            pixel_values=pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            condition=condition,
+            condition_mask=condition_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        tokens = tokens_on_grid(outputs.last_hidden_state, pixel_values, self.pixels_per_token)  # (B, *grid, D)
+        reconstruction = tokens_to_pixels(self.decoder(tokens), self.pixels_per_token, self.config.num_channels)
+        loss = None
+        if bool_masked_pos is not None:  # checked by the embeddings: (B, num_patches) of 0 / 1 or booleans
+            patch_grid = [size // k for size, k in zip(pixel_values.shape[2:], self.patch_kernel)]
+            masked_pixels = bool_masked_pos.bool().view(-1, 1, *patch_grid)  # (B, 1, *patch_grid)
+            for axis, k in enumerate(self.patch_kernel):
+                masked_pixels = masked_pixels.repeat_interleave(k, dim=2 + axis)  # (B, 1, *image_size) at the end
+            estimates = loss_precision(reconstruction)
+            errors = (estimates - pixel_values.to(estimates.dtype)).abs()
+            # a select: NaN in a pixel outside the masked patches must not reach the loss
+            masked_errors = torch.where(masked_pixels, errors, 0.0)
+            loss = masked_errors.sum() / (masked_pixels.sum() * self.config.num_channels).clamp(min=1)
+        output = SpectralMaskedImageModelingOutput(
+            loss=loss,
+            reconstruction=reconstruction,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             reshaped_hidden_states=outputs.reshaped_hidden_states,

@@ -2,9 +2,10 @@
 
 `PatchEmbedding` turns `pixel_values` (B, C, *spatial) into a channels-last token grid (B, *grid, D) with a strided
 convolution whose kernel is masked to a cuboid, cylinder or sphere. `GridDownsample` halves the grid between the
-stages of a hierarchical model. `resize_grid` interpolates position embeddings and `resize_filter` global filters to
-another grid, as the original GFNet does to fine-tune at a higher resolution; the same routines serve loading at
-another `image_size` and `interpolate_pos_encoding=True` in forward, so both give the same model on larger images.
+stages of a hierarchical model. `resize_grid` interpolates position embeddings and `resize_filter` global filters
+(both in `spectral_layers.py`) to another grid, as the original GFNet does to fine-tune at a higher resolution; the
+same routines serve loading at another `image_size` and `interpolate_pos_encoding=True` in forward, so both give the
+same model on larger images.
 (A smaller image is zero-padded into the built FFT grid instead, which a model rebuilt at that size does not do.)
 """
 
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import Dropout
+from .input_checks import validate_masked_positions
+from .spectral_layers import resize_filter, resize_grid
 
 CONV_CLASSES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-INTERPOLATION_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
 def patch_kernel_mask(patch_shape, kernel_size):
@@ -113,30 +115,9 @@ class GridDownsample(nn.Module):
         return self.projection(hidden_states.movedim(-1, 1)).movedim(1, -1)
 
 
-def resize_grid(values, grid_shape, align_corners=False):
-    """Interpolate channels-last `values: (*grid, C)` to `(*grid_shape, C)`, each channel independently
-    (bicubic in 2-D, linear / trilinear in 1-D / 3-D), differentiably, in float32 (float64 stays float64)."""
-    spatial_dims = len(grid_shape)
-    if tuple(values.shape[:spatial_dims]) == tuple(grid_shape):
-        return values
-    planes = values.to(torch.promote_types(values.dtype, torch.float32)).movedim(-1, 0)[None]  # (1, C, *grid)
-    resized = F.interpolate(planes, size=tuple(grid_shape), mode=INTERPOLATION_MODES[spatial_dims],
-                            align_corners=align_corners)
-    return resized[0].movedim(0, -1).to(values.dtype)
-
-
-def resize_filter(complex_weight, fft_shape):
-    """A global filter `complex_weight: (*freq, D, 2)` resized to the frequencies `(*fft_shape[:-1],
-    fft_shape[-1] // 2 + 1)` of an rfftn over `fft_shape`: `resize_grid` with `align_corners=True` over the
-    unshifted frequency layout, the real and imaginary planes of each channel independently (the original GFNet's
-    resize for fine-tuning at 384 px)."""
-    freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
-    planes = complex_weight.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
-    return resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, complex_weight.shape[-2:])
-
-
 class SpectralImageEmbeddings(nn.Module):
-    """pixel_values (B, C, *spatial) -> patch embedding -> + learned position embedding -> dropout: (B, *grid, D).
+    """pixel_values (B, C, *spatial) -> patch embedding (the mask token in place of masked patches, with a
+    `bool_masked_pos`) -> + learned position embedding -> dropout: (B, *grid, D).
 
     `position_embeddings: (1, *grid, D)` is stored grid-shaped so that it can be resized to another resolution.
     It is not weight-decayed (a zero position embedding is no sensible prior), as the original GFNet's `pos_embed`.
@@ -145,9 +126,11 @@ class SpectralImageEmbeddings(nn.Module):
     _no_weight_decay = ("position_embeddings",)
 
     def __init__(self, num_channels, hidden_size, image_size, kernel_size, stride, padding, grid_shape,
-                 patch_shape="cuboid", dropout=0.0, rank=None, centered=False):
+                 patch_shape="cuboid", dropout=0.0, rank=None, centered=False, use_mask_token=False):
         """`centered`: patches centred on their cells (`padding` is then (k - 1) // 2, zero for patches of one or
-        two cells), so any image size has a grid; unpadded patches must tile the image."""
+        two cells), so any image size has a grid; unpadded patches must tile the image. `use_mask_token`: a learned
+        vector `mask_token: (D,)` that replaces the patches `bool_masked_pos` marks (SimMIM's masked image
+        modelling)."""
         super().__init__()
         self.image_size = tuple(image_size)
         self.centered = centered
@@ -156,9 +139,10 @@ class SpectralImageEmbeddings(nn.Module):
             num_channels, hidden_size, kernel_size, stride, padding, patch_shape, rank=rank
         )
         self.position_embeddings = nn.Parameter(torch.empty(1, *grid_shape, hidden_size))
+        self.mask_token = nn.Parameter(torch.empty(hidden_size)) if use_mask_token else None
         self.dropout = Dropout(dropout)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False):
+    def forward(self, pixel_values, interpolate_pos_encoding=False, bool_masked_pos=None):
         num_channels = self.patch_embeddings.num_channels
         spatial_dims = len(self.image_size)
         if pixel_values.ndim != spatial_dims + 2 or pixel_values.shape[1] != num_channels:
@@ -181,6 +165,10 @@ class SpectralImageEmbeddings(nn.Module):
             self.check_tiling(tuple(pixel_values.shape[2:]))
         weight = self.patch_embeddings.projection.weight
         embeddings = self.patch_embeddings(pixel_values.to(weight.dtype))  # (B, *grid, D)
+        if bool_masked_pos is not None:
+            masked = validate_masked_positions(bool_masked_pos, embeddings.shape[:-1])  # (B, *grid, 1)
+            # a select, not a blend: what the masked patches hold (NaN included) reaches no output
+            embeddings = torch.where(masked, self.mask_token.to(embeddings.dtype), embeddings)
         position = self.position_embeddings[0]
         if tuple(embeddings.shape[1:-1]) != self.grid_shape:
             position = resize_grid(position, embeddings.shape[1:-1])

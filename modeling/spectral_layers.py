@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import Dropout
-from .patch_embedding import resize_filter
+
+INTERPOLATION_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
 def sinusoidal_position_table(num_positions, dim):
@@ -35,6 +36,28 @@ def sinusoidal_position_table(num_positions, dim):
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
     return table
+
+
+def resize_grid(values, grid_shape, align_corners=False):
+    """Interpolate channels-last `values: (*grid, C)` to `(*grid_shape, C)`, each channel independently
+    (bicubic in 2-D, linear / trilinear in 1-D / 3-D), differentiably, in float32 (float64 stays float64)."""
+    spatial_dims = len(grid_shape)
+    if tuple(values.shape[:spatial_dims]) == tuple(grid_shape):
+        return values
+    planes = values.to(torch.promote_types(values.dtype, torch.float32)).movedim(-1, 0)[None]  # (1, C, *grid)
+    resized = F.interpolate(planes, size=tuple(grid_shape), mode=INTERPOLATION_MODES[spatial_dims],
+                            align_corners=align_corners)
+    return resized[0].movedim(0, -1).to(values.dtype)
+
+
+def resize_filter(complex_weight, fft_shape):
+    """A global filter `complex_weight: (*freq, D, 2)` resized to the frequencies `(*fft_shape[:-1],
+    fft_shape[-1] // 2 + 1)` of an rfftn over `fft_shape`: `resize_grid` with `align_corners=True` over the
+    unshifted frequency layout, the real and imaginary planes of each channel independently (the original GFNet's
+    resize for fine-tuning at 384 px)."""
+    freq_shape = (*fft_shape[:-1], fft_shape[-1] // 2 + 1)
+    planes = complex_weight.flatten(-2)  # (*freq, 2D): real and imaginary planes side by side
+    return resize_grid(planes, freq_shape, align_corners=True).unflatten(-1, complex_weight.shape[-2:])
 
 
 def real_tokens(tokens, mask):

@@ -404,7 +404,7 @@ def test_multiple_choice_refuses_packed_choices():
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("head", [*TEXT_HEADS, "ForMultipleChoice", "ForImageClassification", "ForPatchRegression",
-                                  "Backbone"])
+                                  "ForMaskedImageModeling", "Backbone"])
 def test_an_unknown_keyword_is_refused(family, head):
     """A misspelt keyword (`attention_masks`) used to be swallowed by `**kwargs`: the model ran unmasked. The
     backbone takes no other keywords, and the heads pass theirs on to it."""
@@ -496,7 +496,7 @@ IMAGE_LABEL_ROWS = [
 IMAGE_CASES = [
     pytest.param(family, head, inputs, message, id=f"{family}-{head}-{name}")
     for family in FAMILIES
-    for head in ("Model", "ForImageClassification", "Backbone")
+    for head in ("Model", "ForImageClassification", "ForMaskedImageModeling", "Backbone")
     for name, inputs, message in IMAGE_ROWS
 ] + [
     pytest.param(family, "ForImageClassification",

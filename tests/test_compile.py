@@ -131,6 +131,18 @@ def test_loss_compiles_without_graph_breaks(family, head):
     torch.testing.assert_close(torch.compile(model, backend="eager")(input_ids, **labels).loss, eager)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_masked_image_modeling_loss_compiles_without_graph_breaks(family):
+    """The mask's 0 / 1 check reads values in eager mode only."""
+    config = tiny_config(family, image_size=16, patch_size=4)
+    model = model_class(family, "ForMaskedImageModeling")(config).train()
+    pixel_values, bool_masked_pos = torch.randn(2, 3, 16, 16), torch.rand(2, 16) < 0.5
+    explanation = torch._dynamo.explain(model)(pixel_values, bool_masked_pos.long())
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    eager = model(pixel_values, bool_masked_pos).loss
+    torch.testing.assert_close(torch.compile(model, backend="eager")(pixel_values, bool_masked_pos).loss, eager)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_compiled_model_matches_eager_forward_and_backward(family):

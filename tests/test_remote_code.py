@@ -20,15 +20,16 @@ from fourierformers import portable_checkpoint
 from safetensors.torch import load_file, save_file
 
 HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM", "ForQuestionAnswering",
-         "ForMultipleChoice", "ForImageClassification", "ForPatchRegression"]
+         "ForMultipleChoice", "ForImageClassification", "ForPatchRegression", "ForMaskedImageModeling"]
 PIPELINE_TAGS = {  # the Hub task a card names, per head (no pipeline reads the dense per-patch predictions)
     "Model": "feature-extraction", "ForSequenceClassification": "text-classification",
     "ForTokenClassification": "token-classification", "ForMaskedLM": "fill-mask",
     "ForQuestionAnswering": "question-answering", "ForMultipleChoice": "multiple-choice",
-    "ForImageClassification": "image-classification", "ForPatchRegression": None,
+    "ForImageClassification": "image-classification", "ForPatchRegression": None, "ForMaskedImageModeling": None,
 }
 IMAGE_FIELDS = {"ForImageClassification": dict(image_size=8, patch_size=2),
-                "ForPatchRegression": dict(image_size=8, patch_size=2, num_output_channels=2)}
+                "ForPatchRegression": dict(image_size=8, patch_size=2, num_output_channels=2),
+                "ForMaskedImageModeling": dict(image_size=8, patch_size=2)}
 
 # The start of a script run in a subprocess that stands for a user without the package.
 BLOCK_PACKAGE = r"""
@@ -75,7 +76,8 @@ for argument in sys.argv[1:]:
         output = model(**inputs)
         hidden = backbone(**backbone_inputs).last_hidden_state
         output_resaved = resaved(**inputs)
-    main_name = next(name for name in ("predictions", "logits", "start_logits", "last_hidden_state") if name in output)
+    main_name = next(name for name in ("predictions", "reconstruction", "logits", "start_logits", "last_hidden_state")
+                     if name in output)
     main, main_resaved = output[main_name], output_resaved[main_name]
     report[folder.name] = {
         "config_class": type(config).__module__.split(".")[0],
@@ -133,7 +135,8 @@ def save_checkpoint(family, head, folder, model=None):
     with torch.no_grad():
         output = model(**inputs)
         hidden = model.base_model(**backbone_inputs).last_hidden_state
-    main = {"Model": "last_hidden_state", "ForPatchRegression": "predictions", "ForQuestionAnswering": "start_logits"}
+    main = {"Model": "last_hidden_state", "ForPatchRegression": "predictions", "ForQuestionAnswering": "start_logits",
+            "ForMaskedImageModeling": "reconstruction"}
     main = output[main.get(head, "logits")]
     save_file(inputs, folder / "inputs.safetensors")
     if backbone_inputs is not inputs:

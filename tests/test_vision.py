@@ -19,10 +19,10 @@ from fourierformers.modeling_spectral_image import SpectralImageClassifierOutput
 from fourierformers.patch_embedding import (
     PatchEmbedding,
     patch_kernel_mask,
-    resize_grid,
     resize_model_to_image_size,
     resize_state_dict_to_config,
 )
+from fourierformers.spectral_layers import resize_grid
 
 
 def image_config(family, **overrides):
