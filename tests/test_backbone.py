@@ -170,3 +170,40 @@ def test_out_features_changed_after_building_are_refused_where_a_norm_is_missing
     with pytest.raises(ValueError, match=r"name stages \['stem'\] that this backbone has no feature norms for: it was "
                                          r"built for \['stage1', 'stage2', 'stage3'\]"):
         model(torch.randn(1, 3, 32, 32))
+
+
+def test_config_output_flags_are_the_defaults_and_attentions_come_back():
+    """As every head's: `config.output_hidden_states` and `config.return_dict` are the call's defaults, and the
+    attention layer's weights come back with `output_attentions` (UperNet passes both flags, other callers may not)."""
+    model = backbone("gfnet", "flat", mixer_layout=["global_filter", "attention", "global_filter"],
+                     output_hidden_states=True, return_dict=False)
+    pixel_values = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        as_tuple = model(pixel_values)
+        outputs = model(pixel_values, output_hidden_states=False, output_attentions=True, return_dict=True)
+    assert type(as_tuple) is tuple and len(as_tuple) == 2  # (feature_maps, hidden_states)
+    assert [tuple(f.shape) for f in as_tuple[0]] == [(1, 32, 4, 4)] and len(as_tuple[1]) == 4
+    assert outputs.hidden_states is None
+    assert [tuple(weights.shape) for weights in outputs.attentions] == [(1, 4, 16, 16)]
+
+
+def test_stages_of_an_invalid_depth_are_refused_by_name():
+    """`stage_names` counts the stages of `depths`: an invalid one is named before it is counted (len(5) raised a
+    TypeError)."""
+    with pytest.raises(ValueError, match=r"`depths` must be a list of positive integers \(one per stage\), got 5"):
+        tiny_config("gfnet", image_size=32, patch_size=4, hidden_sizes=[16, 32], depths=5, out_features=["stage1"])
+
+
+def test_a_config_made_text_refuses_its_stages():
+    """`validate()` checks the stages again after a change: a text config has no feature maps to select."""
+    config = tiny_config("gfnet", **FLAT, out_features=["stage1"])
+    config.update(dict(image_size=None))
+    with pytest.raises(ValueError, match="select the feature maps of an image model's XBackbone: set `image_size`"):
+        config.validate()
+
+
+def test_feature_norms_are_of_the_models_norm_type_and_eps():
+    """A selected stage's own norm normalises as the model's final norm does (`norm_type`, `layer_norm_eps`)."""
+    model = backbone("gfnet", norm_type="rms_norm", layer_norm_eps=1e-3, out_features=["stem", "stage3"])
+    norm, final_norm = model.feature_norms["stem"], model.base_model.norm
+    assert type(norm) is type(final_norm) and norm.eps == final_norm.eps == 1e-3

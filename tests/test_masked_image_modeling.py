@@ -2,6 +2,9 @@
 references, every family, with and without stages; loading to and from image classifiers; pre-training with
 `Trainer`."""
 
+import itertools
+import math
+
 import pytest
 import torch
 from conftest import FAMILIES, model_class, tiny_config
@@ -199,9 +202,91 @@ def test_models_without_a_mask_token_refuse_bool_masked_pos(head):
                                                          r"patch_size, .*got kernel \(4, 4\), stride \(2, 2\)"),
     (dict(image_size=16, patch_size=3, packing_strategy="dense_square"), r"packing_strategy='dense_square'"),
     (dict(image_size=16, patch_size=4, patch_shape="cylinder"), r"patch_shape='cylinder'"),
+    (dict(image_size=16, patch_size=4, patch_stride=4, centered_patches=True),
+     r"needs non-overlapping cuboid patches \(patch_stride = patch_size, no packing_strategy or centered_patches\); "
+     r"got kernel \(4, 4\), stride \(4, 4\), .*centered_patches=True\.$"),
 ])
 def test_configs_whose_patches_do_not_tile_the_image_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         model_class("gfnet", "ForMaskedImageModeling")(tiny_config("gfnet", **overrides))
     with pytest.raises(ValueError, match="`use_mask_token` builds the mask token of image patches"):
         model_class("gfnet", "Model")(tiny_config("gfnet"), use_mask_token=True)
+
+
+@pytest.mark.parametrize("image_size, patch_size", [((8, 24), (2, 4)), ((4, 8, 12), (2, 4, 3))])
+def test_unequal_sides_and_volumes_keep_their_axes(image_size, patch_size):
+    """Patch (i, j, ..) of the row-major grid covers the pixels from (i p1, j p2, ..): the decoder's values of its token
+    land there, ordered (axis 1, axis 2, .., channel), and its mask entry selects them for the loss. Square images
+    and patches cannot tell the axes apart."""
+    config = tiny_config("gfnet", image_size=list(image_size), patch_size=list(patch_size), num_channels=2,
+                         spatial_dims=len(image_size))
+    model = model_class("gfnet", "ForMaskedImageModeling")(config).eval()
+    grid = [size // p for size, p in zip(image_size, patch_size)]
+    pixel_values = torch.randn(2, 2, *image_size)
+    bool_masked_pos = torch.rand(2, math.prod(grid)) < 0.5
+    errors, count = 0.0, 0
+    with torch.no_grad():
+        outputs = model(pixel_values, bool_masked_pos)
+        tokens = model.base_model(pixel_values=pixel_values, bool_masked_pos=bool_masked_pos).last_hidden_state
+        for index, cell in enumerate(itertools.product(*map(range, grid))):
+            block = (slice(None), slice(None), *(slice(c * p, (c + 1) * p) for c, p in zip(cell, patch_size)))
+            expected = model.decoder(tokens[:, index]).view(2, *patch_size, 2).movedim(-1, 1)  # (B, C, *patch)
+            torch.testing.assert_close(outputs.reconstruction[block], expected)
+            masked = bool_masked_pos[:, index]
+            errors += (expected - pixel_values[block])[masked].abs().sum()
+            count += pixel_values[block][masked].numel()
+    torch.testing.assert_close(outputs.loss, errors / count)
+
+
+def test_non_finite_pixels_reach_no_output_they_are_masked_from():
+    """Selects, not blends (a blend's NaN * 0 is NaN): NaN in a masked patch reaches no output (the mask token takes
+    its place), and NaN in a patch left out of the loss (not masked) does not reach the loss. Token-wise blocks
+    ("none" mixers) keep that NaN in its own patch's reconstruction."""
+    model = masked_image_model("gfnet", mixer_layout=["none", "none"])
+    pixel_values, _ = inputs()
+    bool_masked_pos = torch.arange(16).expand(2, 16) >= 8
+    in_masked, in_unmasked = pixel_values.clone(), pixel_values.clone()
+    in_masked[:, :, 15, 15] = float("nan")  # patch 15, masked
+    in_unmasked[:, :, 0, 0] = float("nan")  # patch 0, not masked
+    with torch.no_grad():
+        clean = model(pixel_values, bool_masked_pos)
+        hidden = model(in_masked, bool_masked_pos).reconstruction
+        unmasked = model(in_unmasked, bool_masked_pos)
+    assert torch.equal(hidden, clean.reconstruction)
+    assert unmasked.reconstruction[:, :, :4, :4].isnan().all()
+    torch.testing.assert_close(unmasked.loss, clean.loss)
+
+
+def test_config_output_flags_attentions_and_grid_hidden_states():
+    """As the other image heads: the config's `output_hidden_states` and `return_dict` are the call's defaults, and
+    the attention layer's weights and the hidden states on their grid (Swin's `reshaped_hidden_states`) come back."""
+    model = masked_image_model("gfnet", mixer_layout=["attention", "global_filter"], output_hidden_states=True,
+                               return_dict=False)
+    pixel_values, bool_masked_pos = inputs()
+    with torch.no_grad():
+        as_tuple = model(pixel_values, bool_masked_pos)
+        outputs = model(pixel_values, bool_masked_pos, output_attentions=True, return_dict=True)
+    assert type(as_tuple) is tuple and len(as_tuple) == 4  # loss, reconstruction, hidden_states, reshaped ones
+    assert [tuple(weights.shape) for weights in outputs.attentions] == [(2, 4, 16, 16)]
+    assert [tuple(grid.shape) for grid in outputs.reshaped_hidden_states] == [(2, 32, 4, 4)] * 3
+    for flat, grid in zip(outputs.hidden_states, outputs.reshaped_hidden_states, strict=True):
+        torch.testing.assert_close(grid.flatten(2).transpose(1, 2), flat)
+
+
+def test_the_mask_token_is_drawn_as_simmims(tmp_path):
+    """A truncated normal of std `initializer_range` (SimMIM's), also where a classifier's checkpoint lacks it: a zero
+    token would leave a masked patch its position embedding alone."""
+    config = tiny_config("gfnet", **LAYOUTS["flat"][0])
+    model_class("gfnet", "ForImageClassification")(config).save_pretrained(tmp_path)
+    built = model_class("gfnet", "ForMaskedImageModeling")(config)
+    loaded = model_class("gfnet", "ForMaskedImageModeling").from_pretrained(tmp_path)
+    for model in (built, loaded):
+        mask_token = model.base_model.embeddings.mask_token
+        assert 0.5 < mask_token.std().item() / config.initializer_range < 1.5
+
+
+def test_a_text_model_given_bool_masked_pos_is_pointed_to_masked_lm():
+    model = model_class("gfnet", "ForSequenceClassification")(tiny_config("gfnet"))
+    with pytest.raises(ValueError, match=r"this model has none: .*; a text model masks tokens by their ids "
+                                         r"\(XForMaskedLM\)\.$"):
+        model(input_ids=torch.randint(4, 99, (2, 8)), bool_masked_pos=torch.ones(2, 16, dtype=torch.bool))

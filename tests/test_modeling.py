@@ -1185,6 +1185,8 @@ def test_nan_at_padded_positions_never_reaches_a_real_token(family, pooling):
          lambda: dict(input_ids=torch.randint(1, 99, (2, 6)), labels=torch.randint(0, 3, (2, 6)))),
         ("ForPatchRegression", dict(image_size=16, patch_size=4, num_output_channels=2),
          lambda: dict(pixel_values=torch.randn(2, 3, 16, 16), labels=torch.randn(2, 2, 16, 16))),
+        ("ForMaskedImageModeling", dict(image_size=16, patch_size=4),
+         lambda: dict(pixel_values=torch.randn(2, 3, 16, 16), bool_masked_pos=torch.rand(2, 16) < 0.5)),
     ],
 )
 def test_loss_is_at_least_float32_and_keeps_float64(head, fields, inputs, dtype):
