@@ -587,11 +587,11 @@ class SpectralConfig(BackboneConfigMixin, PretrainedConfig):
         return ["stem"] + [f"stage{index}" for index in range(1, num_stages + 1)]
 
     def _check_backbone_stages(self):
-        """Feature maps are stages of an image model, whose `stage_names` need a valid depth."""
+        """Feature maps are stages of an image model, whose `stage_names` need valid `depths` (the callers have
+        checked `num_hidden_layers`)."""
         if not self.is_vision:
             raise ValueError("`out_features` and `out_indices` select the feature maps of an image model's "
                              "XBackbone: set `image_size`, or leave them unset (None).")
-        _check_positive_int("num_hidden_layers", self.num_hidden_layers)
         if self.depths is not None and depth_of_stages(self.depths) is None:
             raise ValueError(f"`depths` must be a list of positive integers (one per stage), got {self.depths!r}.")
 
@@ -819,6 +819,11 @@ class SpectralConfig(BackboneConfigMixin, PretrainedConfig):
         if self._out_features is not None or self._out_indices is not None:  # after a change of depth, too
             self._check_backbone_stages()
             self.verify_out_features_out_indices()
+            if not self._out_features and not self._out_indices:
+                raise ValueError(
+                    f"`out_features` and `out_indices` must name at least one of the stages {self.stage_names}, or be "
+                    "unset (None) for the last one."
+                )
         pad_token_id = self.pad_token_id
         if pad_token_id is not None and not (_is_int(pad_token_id) and 0 <= pad_token_id < self.vocab_size):
             raise ValueError(

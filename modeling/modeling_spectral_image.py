@@ -387,7 +387,7 @@ class SpectralBackbone(BackboneMixin, SpectralPreTrainedModel):
     # other models may share (and whose depth may change, which would invalidate a stored stage).
     @property
     def out_features(self):
-        return self.config.out_features or [self.stage_names[-1]]
+        return [self.stage_names[-1]] if self.config.out_features is None else self.config.out_features
 
     @out_features.setter
     def out_features(self, out_features):
@@ -395,7 +395,7 @@ class SpectralBackbone(BackboneMixin, SpectralPreTrainedModel):
 
     @property
     def out_indices(self):
-        return self.config.out_indices or [len(self.stage_names) - 1]
+        return [len(self.stage_names) - 1] if self.config.out_indices is None else self.config.out_indices
 
     @out_indices.setter
     def out_indices(self, out_indices):

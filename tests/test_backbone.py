@@ -158,6 +158,10 @@ def test_stages_that_do_not_exist_are_refused():
         config.validate()
     with pytest.raises(ValueError, match="select the feature maps of an image model's XBackbone: set `image_size`"):
         tiny_config("gfnet", out_features=["stage1"])
+    for empty in (dict(out_features=[]), dict(out_indices=[])):  # a backbone without feature maps
+        with pytest.raises(ValueError, match=r"must name at least one of the stages \['stem', 'stage1', 'stage2', "
+                                             r"'stage3'\], or be unset \(None\) for the last one"):
+            tiny_config("gfnet", **HIERARCHICAL, **empty)
     with pytest.raises(ValueError, match="needs an image config"):
         model_class("gfnet", "Backbone")(tiny_config("gfnet"))
 
