@@ -377,7 +377,7 @@ class SpectralBackbone(BackboneMixin, SpectralPreTrainedModel):
         self.stage_ends = [sum(depths[:stage]) for stage in range(len(depths) + 1)]
         last_stage = config.stage_names[-1]
         normed = [name for name in self.out_features if name != last_stage] if self.base_model.norm is not None else []
-        width = dict(zip(config.stage_names, self.num_features))
+        width = self.out_feature_channels  # BackboneMixin's stage name -> num_features entry
         self.feature_norms = nn.ModuleDict(
             {name: build_norm(config.norm_type, width[name], config.layer_norm_eps) for name in normed}
         )
